@@ -1,0 +1,21 @@
+//! Rondo's domain types, shared by every crate.
+//!
+//! Identifiers ([`SongId`], [`ArtistId`], [`AlbumId`], [`NodeId`]), the
+//! content address of audio bytes ([`ContentHash`]), HTTP byte ranges
+//! ([`range`]), placement of blobs on nodes ([`placement`]) and the signed
+//! stream URL codec ([`signing`]).
+//!
+//! This crate does no I/O (TLS configs are built from PEM bytes the caller read): no sockets, no files, no clocks (callers pass the
+//! current time in). Everything here is deterministic and unit-tested.
+
+mod error;
+mod hash;
+mod id;
+pub mod placement;
+pub mod range;
+pub mod signing;
+pub mod tls;
+
+pub use error::Error;
+pub use hash::ContentHash;
+pub use id::{AlbumId, ArtistId, NodeId, SongId};

@@ -1,0 +1,82 @@
+//! The gateway's error type and its one mapping to GraphQL error codes.
+
+use async_graphql::ErrorExtensions;
+
+/// Everything a gateway operation can fail with. [`Error::code`] is the
+/// GraphQL `extensions.code` clients see.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not audio in a supported format, or truncated or corrupt audio.
+    #[error("unsupported media: {0}")]
+    UnsupportedMedia(String),
+    /// The upload is over the configured limit.
+    #[error("upload exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    /// The named resource does not exist.
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// An argument is malformed or out of range.
+    #[error("{0}")]
+    BadUserInput(String),
+    /// The operation needs credentials that were missing or wrong.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// No storage node can take the request now.
+    #[error("no storage node available: {0}")]
+    Unavailable(String),
+    /// A storage node refused or failed the request.
+    #[error("storage node {node}: {status}")]
+    Node { node: String, status: Box<tonic::Status> },
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A domain value did not parse.
+    #[error(transparent)]
+    Domain(#[from] rondo_core::Error),
+    /// A blocking task failed.
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    /// The GraphQL `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnsupportedMedia(_) => "UNSUPPORTED_MEDIA",
+            Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::BadUserInput(_) | Error::Domain(_) => "BAD_USER_INPUT",
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Node { status, .. } => match status.code() {
+                tonic::Code::ResourceExhausted => "PAYLOAD_TOO_LARGE",
+                tonic::Code::NotFound => "NOT_FOUND",
+                tonic::Code::Unavailable => "UNAVAILABLE",
+                _ => "INTERNAL_SERVER_ERROR",
+            },
+            Error::Io { .. } | Error::Join(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Io { context, source }
+    }
+}
+
+impl From<Error> for async_graphql::Error {
+    fn from(e: Error) -> Self {
+        let code = e.code();
+        if code == "INTERNAL_SERVER_ERROR" {
+            tracing::error!(error = %e, "internal error");
+        }
+        async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
+    }
+}
+
+/// Result alias for the gateway.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

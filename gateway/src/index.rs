@@ -1,0 +1,454 @@
+//! The gateway's in-memory catalog index, fed by the nodes' ordered change
+//! streams and read through immutable snapshots.
+//!
+//! Writers apply changes to a [`Catalog`]; a rebuild turns it into a
+//! [`Snapshot`] (sorted lists, lookup maps and a search buffer) that readers
+//! share through an `Arc`, so queries never wait for writers. Rebuilds are
+//! coalesced: a burst of changes costs one rebuild.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rondo_core::{AlbumId, ArtistId, NodeId, SongId};
+use rondo_proto::storage::v1 as pb;
+
+use crate::error::{Error, Result};
+
+/// An artist as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtistRec {
+    pub id: ArtistId,
+    pub name: String,
+}
+
+/// An album as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlbumRec {
+    pub id: AlbumId,
+    pub title: String,
+    pub artist_id: ArtistId,
+    pub year: Option<u32>,
+}
+
+/// A song as the index knows it, with the nodes that hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SongRec {
+    pub id: SongId,
+    pub title: String,
+    pub artist: ArtistRec,
+    pub album: AlbumRec,
+    pub track_number: Option<u32>,
+    pub year: Option<u32>,
+    pub genre: Option<String>,
+    pub duration_ms: u64,
+    pub mime_type: String,
+    pub size_bytes: u64,
+    pub content_hash: String,
+    pub created_at_ms: i64,
+    pub replicas: BTreeSet<NodeId>,
+}
+
+impl SongRec {
+    /// Converts a song from a node's change stream.
+    pub fn from_proto(song: pb::Song) -> Result<SongRec> {
+        let artist = song.artist.ok_or_else(|| Error::BadUserInput("song without artist".into()))?;
+        let album = song.album.ok_or_else(|| Error::BadUserInput("song without album".into()))?;
+        let artist = ArtistRec { id: artist.id.parse()?, name: artist.name };
+        Ok(SongRec {
+            id: song.id.parse()?,
+            title: song.title,
+            album: AlbumRec { id: album.id.parse()?, title: album.title, artist_id: artist.id, year: album.year },
+            artist,
+            track_number: song.track_number,
+            year: song.year,
+            genre: song.genre,
+            duration_ms: song.duration_ms,
+            mime_type: song.mime_type,
+            size_bytes: song.size_bytes,
+            content_hash: song.content_hash,
+            created_at_ms: song.created_at_ms,
+            replicas: BTreeSet::new(),
+        })
+    }
+}
+
+/// The mutable catalog: every song with the nodes that reported it.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    songs: HashMap<SongId, SongRec>,
+}
+
+impl Catalog {
+    /// Applies one change reported by `node`.
+    pub fn apply(&mut self, node: NodeId, change: pb::catalog_change::Change) -> Result<()> {
+        use pb::catalog_change::Change;
+        match change {
+            Change::Upsert(song) => {
+                let mut rec = SongRec::from_proto(song)?;
+                if let Some(old) = self.songs.remove(&rec.id) {
+                    rec.replicas = old.replicas;
+                }
+                rec.replicas.insert(node);
+                self.songs.insert(rec.id, rec);
+            }
+            Change::DeleteSongId(id) => {
+                let id: SongId = id.parse()?;
+                if let Some(rec) = self.songs.get_mut(&id) {
+                    rec.replicas.remove(&node);
+                    if rec.replicas.is_empty() {
+                        self.songs.remove(&id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds an immutable snapshot.
+    pub fn snapshot(&self, applied: HashMap<NodeId, u64>) -> Snapshot {
+        Snapshot::build(self.songs.values().cloned().collect(), applied)
+    }
+}
+
+/// A searchable, sorted list of one kind of item.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Sort keys (`lower(name) \0 id`), ascending.
+    keys: Vec<String>,
+    /// Lower-cased search text of each item, `\n`-terminated, concatenated.
+    text: String,
+    /// Start of each item's text in `text`.
+    starts: Vec<usize>,
+}
+
+impl Listing {
+    fn build(mut items: Vec<(String, String)>) -> (Listing, Vec<usize>) {
+        // items: (sort key, search text); returns the listing and the
+        // permutation from sorted position to input position.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|a, b| items[*a].0.cmp(&items[*b].0));
+        let mut listing = Listing::default();
+        for &i in &order {
+            let (key, text) = std::mem::take(&mut items[i]);
+            listing.keys.push(key);
+            listing.starts.push(listing.text.len());
+            listing.text.push_str(&text);
+            listing.text.push('\n');
+        }
+        (listing, order)
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Position of the first item after the cursor.
+    fn position_after(&self, cursor: Option<&str>) -> Result<usize> {
+        let Some(cursor) = cursor else { return Ok(0) };
+        let key = decode_cursor(cursor)?;
+        Ok(self.keys.partition_point(|k| k.as_str() <= key.as_str()))
+    }
+
+    /// Positions of the items matching every token, in order.
+    fn matches(&self, tokens: &[String]) -> Vec<usize> {
+        if tokens.is_empty() {
+            return (0..self.len()).collect();
+        }
+        let longest = tokens.iter().max_by_key(|t| t.len()).map(String::as_str).unwrap_or("");
+        let finder = memchr::memmem::Finder::new(longest.as_bytes());
+        let mut out: Vec<usize> = Vec::new();
+        for hit in finder.find_iter(self.text.as_bytes()) {
+            let item = self.starts.partition_point(|s| *s <= hit).saturating_sub(1);
+            if out.last() == Some(&item) {
+                continue;
+            }
+            let text = self.item_text(item);
+            if tokens.iter().all(|t| text.contains(t.as_str())) {
+                out.push(item);
+            }
+        }
+        out
+    }
+
+    fn item_text(&self, item: usize) -> &str {
+        let start = self.starts[item];
+        let end = self.starts.get(item + 1).copied().unwrap_or(self.text.len());
+        &self.text[start..end]
+    }
+
+    fn cursor(&self, pos: usize) -> String {
+        hex::encode(self.keys[pos].as_bytes())
+    }
+}
+
+fn decode_cursor(cursor: &str) -> Result<String> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Error::BadUserInput(format!("invalid cursor {:?}", cursor.chars().take(40).collect::<String>())))
+}
+
+/// Lower-cased search tokens of a query.
+pub fn tokens(search: Option<&str>) -> Vec<String> {
+    search.map(|s| s.split_whitespace().map(str::to_lowercase).collect()).unwrap_or_default()
+}
+
+fn sort_key(name: &str, id: impl std::fmt::Display) -> String {
+    format!("{}\0{id}", name.to_lowercase())
+}
+
+/// A page of positions into a listing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page {
+    /// (position, cursor) of each item on the page.
+    pub items: Vec<(usize, String)>,
+    pub has_next: bool,
+    pub total: usize,
+}
+
+/// An immutable view of the catalog.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub songs: Vec<Arc<SongRec>>,
+    pub artists: Vec<ArtistRec>,
+    pub albums: Vec<AlbumRec>,
+    song_listing: Listing,
+    artist_listing: Listing,
+    album_listing: Listing,
+    song_pos: HashMap<SongId, usize>,
+    artist_pos: HashMap<ArtistId, usize>,
+    album_pos: HashMap<AlbumId, usize>,
+    /// Song positions of each artist, in title order.
+    artist_songs: HashMap<ArtistId, Vec<usize>>,
+    /// Album positions of each artist, in title order.
+    artist_albums: HashMap<ArtistId, Vec<usize>>,
+    /// Song positions of each album, in track order.
+    album_songs: HashMap<AlbumId, Vec<usize>>,
+    /// Highest change sequence applied from each node.
+    pub applied: HashMap<NodeId, u64>,
+}
+
+/// Which listing a page is taken from.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Songs,
+    Artists,
+    Albums,
+}
+
+impl Snapshot {
+    fn build(songs: Vec<SongRec>, applied: HashMap<NodeId, u64>) -> Snapshot {
+        let mut artists: HashMap<ArtistId, ArtistRec> = HashMap::new();
+        let mut albums: HashMap<AlbumId, AlbumRec> = HashMap::new();
+        for s in &songs {
+            artists.entry(s.artist.id).or_insert_with(|| s.artist.clone());
+            albums.entry(s.album.id).or_insert_with(|| s.album.clone());
+        }
+        let (song_listing, order) = Listing::build(
+            songs
+                .iter()
+                .map(|s| {
+                    let text = format!("{}\u{1}{}\u{1}{}", s.title, s.artist.name, s.album.title).to_lowercase();
+                    (sort_key(&s.title, s.id), text)
+                })
+                .collect(),
+        );
+        let mut by_input: Vec<Option<SongRec>> = songs.into_iter().map(Some).collect();
+        let songs: Vec<Arc<SongRec>> = order.iter().filter_map(|&i| by_input[i].take().map(Arc::new)).collect();
+
+        let artists: Vec<ArtistRec> = artists.into_values().collect();
+        let (artist_listing, order) =
+            Listing::build(artists.iter().map(|a| (sort_key(&a.name, a.id), a.name.to_lowercase())).collect());
+        let artists: Vec<ArtistRec> = order.iter().map(|&i| artists[i].clone()).collect();
+
+        let albums: Vec<AlbumRec> = albums.into_values().collect();
+        let (album_listing, order) = Listing::build(
+            albums
+                .iter()
+                .map(|a| {
+                    let artist = artists_name(&artists, a.artist_id);
+                    (sort_key(&a.title, a.id), format!("{}\u{1}{artist}", a.title).to_lowercase())
+                })
+                .collect(),
+        );
+        let albums: Vec<AlbumRec> = order.iter().map(|&i| albums[i].clone()).collect();
+
+        let song_pos: HashMap<SongId, usize> = songs.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let artist_pos = artists.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+        let album_pos = albums.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+        let mut artist_songs: HashMap<ArtistId, Vec<usize>> = HashMap::new();
+        let mut album_songs: HashMap<AlbumId, Vec<usize>> = HashMap::new();
+        for (i, s) in songs.iter().enumerate() {
+            artist_songs.entry(s.artist.id).or_default().push(i);
+            album_songs.entry(s.album.id).or_default().push(i);
+        }
+        for list in album_songs.values_mut() {
+            list.sort_by_key(|&i| (songs[i].track_number.unwrap_or(u32::MAX), i));
+        }
+        let mut artist_albums: HashMap<ArtistId, Vec<usize>> = HashMap::new();
+        for (i, a) in albums.iter().enumerate() {
+            artist_albums.entry(a.artist_id).or_default().push(i);
+        }
+        Snapshot {
+            songs,
+            artists,
+            albums,
+            song_listing,
+            artist_listing,
+            album_listing,
+            song_pos,
+            artist_pos,
+            album_pos,
+            artist_songs,
+            artist_albums,
+            album_songs,
+            applied,
+        }
+    }
+
+    fn listing(&self, kind: Kind) -> &Listing {
+        match kind {
+            Kind::Songs => &self.song_listing,
+            Kind::Artists => &self.artist_listing,
+            Kind::Albums => &self.album_listing,
+        }
+    }
+
+    /// A page of `kind` matching `search`, after `after`, of at most `first`.
+    pub fn page(&self, kind: Kind, search: Option<&str>, after: Option<&str>, first: usize) -> Result<Page> {
+        let listing = self.listing(kind);
+        let from = listing.position_after(after)?;
+        let toks = tokens(search);
+        let (items, has_next, total) = if toks.is_empty() {
+            let end = (from + first).min(listing.len());
+            ((from..end).collect::<Vec<_>>(), end < listing.len(), listing.len())
+        } else {
+            let all = listing.matches(&toks);
+            let start = all.partition_point(|&p| p < from);
+            let end = (start + first).min(all.len());
+            (all[start..end].to_vec(), end < all.len(), all.len())
+        };
+        Ok(Page { items: items.into_iter().map(|p| (p, listing.cursor(p))).collect(), has_next, total })
+    }
+
+    pub fn song(&self, id: SongId) -> Option<&Arc<SongRec>> {
+        self.song_pos.get(&id).map(|&i| &self.songs[i])
+    }
+
+    pub fn artist(&self, id: ArtistId) -> Option<&ArtistRec> {
+        self.artist_pos.get(&id).map(|&i| &self.artists[i])
+    }
+
+    pub fn album(&self, id: AlbumId) -> Option<&AlbumRec> {
+        self.album_pos.get(&id).map(|&i| &self.albums[i])
+    }
+
+    pub fn artist_songs(&self, id: ArtistId) -> impl Iterator<Item = &Arc<SongRec>> {
+        self.artist_songs.get(&id).into_iter().flatten().map(|&i| &self.songs[i])
+    }
+
+    pub fn artist_albums(&self, id: ArtistId) -> impl Iterator<Item = &AlbumRec> {
+        self.artist_albums.get(&id).into_iter().flatten().map(|&i| &self.albums[i])
+    }
+
+    pub fn album_songs(&self, id: AlbumId) -> impl Iterator<Item = &Arc<SongRec>> {
+        self.album_songs.get(&id).into_iter().flatten().map(|&i| &self.songs[i])
+    }
+
+    /// An artist with this name, compared case-insensitively.
+    pub fn artist_named(&self, name: &str) -> Option<&ArtistRec> {
+        let lower = name.to_lowercase();
+        let from = self.artist_listing.keys.partition_point(|k| k.as_str() < lower.as_str());
+        (from..self.artists.len())
+            .take_while(|&i| self.artist_listing.keys[i].split('\0').next() == Some(lower.as_str()))
+            .map(|i| &self.artists[i])
+            .next()
+    }
+
+    /// An album of this artist with this title, compared case-insensitively.
+    pub fn album_named(&self, artist: ArtistId, title: &str) -> Option<&AlbumRec> {
+        let lower = title.to_lowercase();
+        self.artist_albums(artist).find(|a| a.title.to_lowercase() == lower)
+    }
+}
+
+fn artists_name(artists: &[ArtistRec], id: ArtistId) -> &str {
+    artists.iter().find(|a| a.id == id).map_or("", |a| a.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::catalog_change::Change;
+
+    fn song(title: &str, artist: (&str, ArtistId), album: (&str, AlbumId), track: u32) -> pb::Song {
+        pb::Song {
+            id: SongId::new_random().to_string(),
+            title: title.into(),
+            artist: Some(pb::Artist { id: artist.1.to_string(), name: artist.0.into() }),
+            album: Some(pb::Album { id: album.1.to_string(), title: album.0.into(), artist_id: artist.1.to_string(), year: Some(2001) }),
+            track_number: Some(track),
+            ..Default::default()
+        }
+    }
+
+    fn catalog() -> (Snapshot, NodeId) {
+        let node = NodeId::new_random();
+        let (a, b) = (ArtistId::new_random(), ArtistId::new_random());
+        let (x, y) = (AlbumId::new_random(), AlbumId::new_random());
+        let mut c = Catalog::default();
+        for s in [
+            song("Zebra Song", ("The Beatles", a), ("Abbey Road", x), 2),
+            song("Come Together", ("The Beatles", a), ("Abbey Road", x), 1),
+            song("alpha", ("Björk", b), ("Homogenic", y), 1),
+        ] {
+            c.apply(node, Change::Upsert(s)).unwrap();
+        }
+        (c.snapshot(HashMap::new()), node)
+    }
+
+    #[test]
+    fn sorted_searchable_pages() {
+        let (snap, _) = catalog();
+        let titles = |p: &Page| p.items.iter().map(|(i, _)| snap.songs[*i].title.clone()).collect::<Vec<_>>();
+        let all = snap.page(Kind::Songs, None, None, 10).unwrap();
+        assert_eq!(titles(&all), ["alpha", "Come Together", "Zebra Song"]);
+        assert_eq!((all.total, all.has_next), (3, false));
+        let first = snap.page(Kind::Songs, None, None, 2).unwrap();
+        assert!(first.has_next);
+        let rest = snap.page(Kind::Songs, None, Some(&first.items[1].1), 2).unwrap();
+        assert_eq!(titles(&rest), ["Zebra Song"]);
+        // Case-insensitive, over title, artist and album, all tokens.
+        assert_eq!(titles(&snap.page(Kind::Songs, Some("BEATLES"), None, 10).unwrap()), ["Come Together", "Zebra Song"]);
+        assert_eq!(titles(&snap.page(Kind::Songs, Some("abbey zeb"), None, 10).unwrap()), ["Zebra Song"]);
+        assert_eq!(titles(&snap.page(Kind::Songs, Some("BJÖRK"), None, 10).unwrap()), ["alpha"]);
+        assert_eq!(snap.page(Kind::Songs, Some("nothing"), None, 10).unwrap().total, 0);
+        assert!(snap.page(Kind::Songs, None, Some("zz"), 10).is_err());
+        // Albums in track order, artists matched by name.
+        let artist = snap.artist_named("the beatles").unwrap().clone();
+        assert_eq!(snap.artist_albums(artist.id).count(), 1);
+        let album = snap.album_named(artist.id, "ABBEY ROAD").unwrap();
+        let tracks: Vec<_> = snap.album_songs(album.id).map(|s| s.title.as_str()).collect();
+        assert_eq!(tracks, ["Come Together", "Zebra Song"]);
+        assert_eq!(snap.page(Kind::Artists, None, None, 10).unwrap().total, 2);
+        assert_eq!(snap.page(Kind::Albums, Some("björk"), None, 10).unwrap().total, 1);
+    }
+
+    #[test]
+    fn delete_removes_song_and_empty_artist() {
+        let (snap, node) = catalog();
+        let mut c = Catalog::default();
+        for s in &snap.songs {
+            let mut p = song(&s.title, (&s.artist.name, s.artist.id), (&s.album.title, s.album.id), 1);
+            p.id = s.id.to_string();
+            c.apply(node, Change::Upsert(p)).unwrap();
+        }
+        let bjork = snap.artist_named("björk").unwrap().id;
+        let alpha = snap.artist_songs(bjork).next().unwrap().id;
+        c.apply(node, Change::DeleteSongId(alpha.to_string())).unwrap();
+        let after = c.snapshot(HashMap::new());
+        assert!(after.song(alpha).is_none());
+        assert!(after.artist(bjork).is_none());
+        assert_eq!(after.songs.len(), 2);
+    }
+}

@@ -1,0 +1,57 @@
+//! The storage node's configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Configuration of one storage node, read from a TOML file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the node's database and blobs; created if missing.
+    pub data_dir: PathBuf,
+    /// Internal gRPC address (node to node, gateway to node).
+    #[serde(default = "default_grpc_addr")]
+    pub grpc_addr: SocketAddr,
+    /// HTTPS streaming address, reachable by clients.
+    #[serde(default = "default_http_addr")]
+    pub http_addr: SocketAddr,
+    /// Base URL clients use to reach `http_addr` (defaults to
+    /// `https://<http_addr>`); stream URLs are built on it.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// PEM certificate chain for the HTTPS endpoint.
+    pub tls_cert: PathBuf,
+    /// PEM private key for the HTTPS endpoint.
+    pub tls_key: PathBuf,
+    /// File holding the cluster secret that signs stream URLs.
+    pub cluster_secret_file: PathBuf,
+    /// Largest accepted upload in bytes.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+}
+
+fn default_grpc_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+
+fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+
+/// 200 MiB.
+pub const DEFAULT_MAX_UPLOAD: u64 = 200 * 1024 * 1024;
+
+fn default_max_upload() -> u64 {
+    DEFAULT_MAX_UPLOAD
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
+    }
+}

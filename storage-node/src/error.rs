@@ -1,0 +1,98 @@
+//! The storage node's error type and its mapping to gRPC statuses.
+
+use rondo_core::{ContentHash, SongId};
+
+/// Everything that can go wrong inside a storage node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The embedded database failed.
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes received do not hash to what the sender claimed.
+    #[error("content hash mismatch: sender said {claimed}, bytes hash to {actual}")]
+    HashMismatch {
+        claimed: String,
+        actual: ContentHash,
+    },
+    /// The upload is over the configured limit.
+    #[error("upload exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// No such song.
+    #[error("song {0} not found")]
+    SongNotFound(SongId),
+    /// No such blob.
+    #[error("blob {0} not found")]
+    BlobNotFound(ContentHash),
+    /// A song with this id exists already.
+    #[error("song {0} exists already")]
+    SongExists(SongId),
+    /// The request is malformed.
+    #[error("invalid request: {what}")]
+    Invalid { what: &'static str },
+    /// A stored record does not decode.
+    #[error("corrupt record in table {table}: {source}")]
+    Corrupt {
+        table: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+    /// A stored or requested identifier does not parse.
+    #[error(transparent)]
+    Domain(#[from] rondo_core::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            Error::HashMismatch { .. } | Error::Invalid { .. } | Error::Domain(_) => {
+                Code::InvalidArgument
+            }
+            Error::TooLarge { .. } => Code::ResourceExhausted,
+            Error::SongNotFound(_) | Error::BlobNotFound(_) => Code::NotFound,
+            Error::SongExists(_) => Code::AlreadyExists,
+            Error::Db(_) | Error::Io { .. } | Error::Corrupt { .. } | Error::Join(_) => {
+                Code::Internal
+            }
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}
+
+/// Result alias for the storage node.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

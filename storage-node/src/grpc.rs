@@ -1,0 +1,261 @@
+//! The node's gRPC service (`rondo.storage.v1.StorageNode`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use rondo_core::{ContentHash, SongId};
+use rondo_proto::storage::v1::{
+    self as pb, storage_node_server::StorageNode, upload_song_request::Part,
+};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::NodeState;
+use crate::error::Error;
+
+/// Size of the chunks a blob is read in.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// gRPC front of a [`NodeState`].
+#[derive(Clone, Debug)]
+pub struct Service {
+    state: Arc<NodeState>,
+}
+
+impl Service {
+    /// A service over the node's state.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StorageNode for Service {
+    async fn upload_song(
+        &self,
+        request: Request<Streaming<pb::UploadSongRequest>>,
+    ) -> Result<Response<pb::UploadSongResponse>, Status> {
+        let mut parts = request.into_inner();
+        let header = match parts.message().await? {
+            Some(pb::UploadSongRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Error::Invalid {
+                    what: "upload must start with a header",
+                }
+                .into());
+            }
+        };
+        let song = header.song.ok_or(Error::Invalid {
+            what: "header has no song",
+        })?;
+        song.id.parse::<SongId>().map_err(Error::from)?;
+        let mut staging = self
+            .state
+            .store
+            .stage(self.state.config.max_upload_bytes)
+            .await?;
+        let finish = loop {
+            match parts.message().await? {
+                Some(pb::UploadSongRequest {
+                    part: Some(Part::Chunk(chunk)),
+                }) => staging.write(&chunk).await?,
+                Some(pb::UploadSongRequest {
+                    part: Some(Part::Finish(f)),
+                }) => break f,
+                Some(_) => {
+                    return Err(Error::Invalid {
+                        what: "unexpected message in upload",
+                    }
+                    .into());
+                }
+                None => {
+                    return Err(Error::Invalid {
+                        what: "upload ended before finish",
+                    }
+                    .into());
+                }
+            }
+        };
+        let staged = staging.finish(&finish.content_hash).await?;
+        let state = self.state.clone();
+        let (song, seq) =
+            tokio::task::spawn_blocking(move || state.store.commit_song(staged, song, now_ms()))
+                .await
+                .map_err(Error::from)??;
+        self.state.metrics.uploads.inc();
+        self.state.refresh_gauges();
+        tracing::info!(song = %song.id, hash = %song.content_hash, bytes = song.size_bytes, seq, "stored song");
+        Ok(Response::new(pb::UploadSongResponse {
+            song: Some(song),
+            seq,
+        }))
+    }
+
+    type ReadBlobStream = BoxStream<pb::ReadBlobResponse>;
+
+    async fn read_blob(
+        &self,
+        request: Request<pb::ReadBlobRequest>,
+    ) -> Result<Response<Self::ReadBlobStream>, Status> {
+        let req = request.into_inner();
+        let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
+        let state = self.state.clone();
+        let size = tokio::task::spawn_blocking(move || state.store.blob_size(&hash))
+            .await
+            .map_err(Error::from)??
+            .ok_or(Error::BlobNotFound(hash))?;
+        if req.offset > size {
+            return Err(Status::out_of_range(format!(
+                "offset {} beyond blob size {size}",
+                req.offset
+            )));
+        }
+        let remaining = size - req.offset;
+        let len = if req.length == 0 {
+            remaining
+        } else {
+            req.length.min(remaining)
+        };
+        let mut file = tokio::fs::File::open(self.state.store.blob_path(&hash))
+            .await
+            .map_err(Error::io("open blob"))?;
+        file.seek(std::io::SeekFrom::Start(req.offset))
+            .await
+            .map_err(Error::io("seek blob"))?;
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK).map(|r| {
+                r.map(|chunk| pb::ReadBlobResponse {
+                    chunk: chunk.to_vec(),
+                })
+                .map_err(|e| Status::internal(format!("read blob: {e}")))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_song(
+        &self,
+        request: Request<pb::GetSongRequest>,
+    ) -> Result<Response<pb::Song>, Status> {
+        let id: SongId = request.into_inner().id.parse().map_err(Error::from)?;
+        let state = self.state.clone();
+        let song = tokio::task::spawn_blocking(move || state.store.song(id))
+            .await
+            .map_err(Error::from)??;
+        Ok(Response::new(song.ok_or(Error::SongNotFound(id))?))
+    }
+
+    async fn delete_song(
+        &self,
+        request: Request<pb::DeleteSongRequest>,
+    ) -> Result<Response<pb::DeleteSongResponse>, Status> {
+        let id: SongId = request.into_inner().id.parse().map_err(Error::from)?;
+        let state = self.state.clone();
+        let seq = tokio::task::spawn_blocking(move || state.store.delete_song(id))
+            .await
+            .map_err(Error::from)??;
+        self.state.outbox.notify_one();
+        self.state.refresh_gauges();
+        tracing::info!(song = %id, seq, "deleted song");
+        Ok(Response::new(pb::DeleteSongResponse { seq }))
+    }
+
+    type WatchCatalogStream = BoxStream<pb::CatalogChange>;
+
+    async fn watch_catalog(
+        &self,
+        request: Request<pb::WatchCatalogRequest>,
+    ) -> Result<Response<Self::WatchCatalogStream>, Status> {
+        let after = request.into_inner().after_seq;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(feed_changes(self.state.clone(), after, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let state = self.state.clone();
+        let stats = tokio::task::spawn_blocking(move || state.store.stats())
+            .await
+            .map_err(Error::from)??;
+        Ok(Response::new(pb::HealthResponse {
+            node_id: self.state.node_id.to_string(),
+            stream_base_url: self.state.public_url.clone(),
+            song_count: stats.song_count,
+            blob_count: stats.blob_count,
+            bytes_stored: stats.bytes_stored,
+            last_seq: stats.last_seq,
+        }))
+    }
+}
+
+/// Sends the change log after `after`, then live changes, in sequence order
+/// without gaps, until the receiver goes away.
+async fn feed_changes(
+    state: Arc<NodeState>,
+    mut last: u64,
+    tx: mpsc::Sender<Result<pb::CatalogChange, Status>>,
+) {
+    // Subscribe before reading the backlog so that nothing falls in between.
+    let mut live = state.store.subscribe();
+    loop {
+        loop {
+            let st = state.clone();
+            let batch = match tokio::task::spawn_blocking(move || st.store.changes_after(last, 512))
+                .await
+            {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Error::from(e).into())).await;
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for change in batch {
+                last = change.seq;
+                if tx.send(Ok(change)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            let change = tokio::select! {
+                r = live.recv() => r,
+                () = tx.closed() => return,
+            };
+            match change {
+                Ok(c) if c.seq <= last => {}
+                Ok(c) if c.seq == last + 1 => {
+                    last = c.seq;
+                    if tx.send(Ok(c)).await.is_err() {
+                        return;
+                    }
+                }
+                // A gap or a lagging receiver: go back to the log.
+                Ok(_) | Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}

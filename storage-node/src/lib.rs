@@ -1,0 +1,210 @@
+//! Rondo storage node.
+//!
+//! Holds audio blobs, content-addressed by BLAKE3, as files beside a redb
+//! database that holds the catalog, the blob index, the catalog change log and
+//! the outbox ([`store`]). Serves the internal gRPC API ([`grpc`]) and the
+//! public HTTPS streaming endpoint with signed, expiring URLs ([`stream`]).
+//!
+//! The node does not parse audio or decide what a song's tags are (the gateway
+//! does), and it does not choose where blobs go (placement is the caller's).
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod store;
+pub mod stream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use rondo_core::{NodeId, signing::UrlSigner};
+use rondo_proto::storage::v1::storage_node_server::StorageNodeServer;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Everything the node's servers share.
+pub struct NodeState {
+    pub node_id: NodeId,
+    pub config: Config,
+    pub public_url: String,
+    pub store: store::Store,
+    pub signer: UrlSigner,
+    pub metrics: metrics::Metrics,
+    pub registry: Registry,
+    /// Wakes the outbox relay.
+    pub outbox: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl NodeState {
+    /// Sets the gauges from the store.
+    pub fn refresh_gauges(&self) {
+        if let Ok(stats) = self.store.stats() {
+            self.metrics
+                .songs
+                .set(i64::try_from(stats.song_count).unwrap_or(i64::MAX));
+            self.metrics
+                .bytes_stored
+                .set(i64::try_from(stats.bytes_stored).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// The sockets a node serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub http: std::net::TcpListener,
+}
+
+/// Reads the node's id from `dir/node-id`, creating it on first start.
+pub fn node_identity(dir: &Path) -> Result<NodeId> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().parse()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(Error::io("create data dir"))?;
+            let id = NodeId::new_random();
+            let tmp = dir.join("node-id.tmp");
+            std::fs::write(&tmp, id.to_string()).map_err(Error::io("write node id"))?;
+            std::fs::rename(&tmp, &path).map_err(Error::io("write node id"))?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io("read node id")(e)),
+    }
+}
+
+/// Opens the store and builds the shared state.
+pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
+    let node_id = node_identity(&config.data_dir)?;
+    let secret =
+        std::fs::read(&config.cluster_secret_file).map_err(Error::io("read cluster secret"))?;
+    let store = store::Store::open(&config.data_dir)?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{}", config.http_addr))
+        .trim_end_matches('/')
+        .to_string();
+    let mut registry = registry;
+    let metrics = metrics::Metrics::default();
+    metrics.register(&mut registry);
+    let state = Arc::new(NodeState {
+        node_id,
+        config,
+        public_url,
+        store,
+        signer: UrlSigner::new(secret),
+        metrics,
+        registry,
+        outbox: tokio::sync::Notify::new(),
+    });
+    state.refresh_gauges();
+    Ok(state)
+}
+
+/// Runs the node until `shutdown` resolves: the gRPC server, the HTTPS
+/// streaming server and the outbox relay.
+pub async fn run(
+    state: Arc<NodeState>,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let tls = rondo_core::tls::server_config(
+        &std::fs::read(&state.config.tls_cert).map_err(Error::io("read tls certificate"))?,
+        &std::fs::read(&state.config.tls_key).map_err(Error::io("read tls key"))?,
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let outbox = tokio::spawn(relay_outbox(state.clone(), stop_rx.clone()));
+
+    let handle = axum_server::Handle::new();
+    let http_handle = handle.clone();
+    let http_stop = wait(stop_rx.clone());
+    tokio::spawn(async move {
+        http_stop.await;
+        http_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    listeners
+        .http
+        .set_nonblocking(true)
+        .map_err(Error::io("http listener"))?;
+    let app = stream::router(state.clone());
+    let http = axum_server::from_tcp_rustls(
+        listeners.http,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle)
+    .serve(app.into_make_service());
+
+    let grpc = tonic::transport::Server::builder()
+        .add_service(
+            StorageNodeServer::new(grpc::Service::new(state.clone()))
+                .max_decoding_message_size(8 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            wait(stop_rx.clone()),
+        );
+
+    tracing::info!(node = %state.node_id, url = %state.public_url, "storage node running");
+    let (http_result, grpc_result) = tokio::join!(http, grpc);
+    outbox.abort();
+    http_result.map_err(Error::io("https server"))?;
+    grpc_result.map_err(|e| Error::Io {
+        context: "grpc server".into(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(())
+}
+
+/// Carries out outbox tasks after each commit that queues some, and retries
+/// failures with backoff.
+async fn relay_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.store.run_outbox()).await {
+            Ok(Ok(n)) => {
+                if n > 0 {
+                    tracing::debug!(tasks = n, "outbox relayed");
+                }
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    () = state.outbox.notified() => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, ?backoff, "outbox task failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox relay task panicked");
+                return;
+            }
+        }
+    }
+}

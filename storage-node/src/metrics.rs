@@ -1,0 +1,52 @@
+//! Prometheus metrics of a node. The registry is created per node and passed
+//! in, so several nodes can live in one test process.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label set of a stream response.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+/// The node's metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// Stream responses by HTTP status.
+    pub stream_responses: Family<StatusLabel, Counter>,
+    /// Audio bytes sent by the streaming endpoint.
+    pub stream_bytes: Counter,
+    /// Songs stored through gRPC uploads.
+    pub uploads: Counter,
+    /// Songs in the catalog.
+    pub songs: Gauge,
+    /// Bytes of distinct blobs stored.
+    pub bytes_stored: Gauge,
+}
+
+impl Metrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "rondo_node_stream_responses",
+            "Stream responses by status",
+            self.stream_responses.clone(),
+        );
+        registry.register(
+            "rondo_node_stream_bytes",
+            "Audio bytes streamed",
+            self.stream_bytes.clone(),
+        );
+        registry.register("rondo_node_uploads", "Songs uploaded", self.uploads.clone());
+        registry.register("rondo_node_songs", "Songs stored", self.songs.clone());
+        registry.register(
+            "rondo_node_bytes_stored",
+            "Bytes of audio stored",
+            self.bytes_stored.clone(),
+        );
+    }
+}
