@@ -1,1 +1,320 @@
-fn main() {}
+//! `rondo`: the admin CLI.
+
+mod dev;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use rondo_cli::client::{Client, first_error};
+use serde_json::{Value, json};
+
+/// Rondo admin CLI: run a local deployment, upload music, inspect the cluster.
+#[derive(Debug, Parser)]
+#[command(name = "rondo", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a complete local deployment (storage nodes and a gateway) on
+    /// loopback, with demo data.
+    Dev(dev::DevArgs),
+    /// Upload audio files, or whole folders recursively.
+    Upload {
+        #[command(flatten)]
+        conn: Conn,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List songs.
+    Songs {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only songs whose title, artist or album match.
+        #[arg(long)]
+        search: Option<String>,
+        /// At most this many songs (up to 100).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show the health of the gateway and the storage nodes.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// How to reach the gateway. Without flags, the local `rondo dev`
+/// deployment described by `<data>/dev.json` is used.
+#[derive(Debug, Args)]
+struct Conn {
+    /// Gateway base URL, e.g. https://127.0.0.1:8443.
+    #[arg(long, env = "RONDO_GATEWAY")]
+    gateway: Option<String>,
+    /// Admin token.
+    #[arg(long, env = "RONDO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) that signed the gateway's certificate.
+    #[arg(long, env = "RONDO_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Data directory of the local deployment.
+    #[arg(long, env = "RONDO_DATA", default_value = "rondo-data")]
+    data: PathBuf,
+}
+
+impl Conn {
+    fn client(&self) -> anyhow::Result<Client> {
+        let dev = rondo_cli::devenv::read_dev_info(&self.data).ok();
+        let gateway = match (&self.gateway, &dev) {
+            (Some(g), _) => g.clone(),
+            (None, Some(d)) => d.gateway_url.clone(),
+            (None, None) => bail!(
+                "no gateway given: pass --gateway (or RONDO_GATEWAY), or start `rondo dev` so that {} exists",
+                self.data.join("dev.json").display()
+            ),
+        };
+        let ca_path = match (&self.ca_cert, &dev) {
+            (Some(p), _) => p.clone(),
+            (None, Some(d)) => d.ca_cert.clone(),
+            (None, None) => bail!("no CA certificate given: pass --ca-cert (or RONDO_CA_CERT)"),
+        };
+        let ca = std::fs::read(&ca_path)
+            .with_context(|| format!("read CA certificate {}", ca_path.display()))?;
+        let token = match (&self.token, &dev) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(d)) => std::fs::read_to_string(&d.admin_token_file)
+                .ok()
+                .map(|t| t.trim().to_string()),
+            (None, None) => None,
+        };
+        Ok(Client::new(&gateway, &ca, token)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RONDO_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Upload { conn, paths } => upload(&conn.client()?, &paths).await,
+        Command::Songs {
+            conn,
+            search,
+            limit,
+        } => songs(&conn.client()?, search, limit).await,
+        Command::Status { conn } => status(&conn.client()?).await,
+    }
+}
+
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
+        if meta.is_dir() {
+            for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
+                let entry = entry.with_context(|| format!("walk {}", p.display()))?;
+                if entry.file_type().is_file() {
+                    files.push(entry.into_path());
+                }
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Uploads files; one line per file; exit 1 if any upload failed (skipped
+/// unsupported files do not count as failures).
+pub async fn upload(client: &Client, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let files = collect_files(paths)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = Arc::new(indicatif::ProgressBar::new(total));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut ok, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+    for (i, file) in files.iter().enumerate() {
+        bar.set_message(format!("file {}/{}", i + 1, files.len()));
+        let result = upload_one(client, file, bar.clone()).await;
+        let line = match result {
+            Ok(song) => {
+                ok += 1;
+                format!(
+                    "ok    {}  {} — {} ({})",
+                    file.display(),
+                    song.pointer("/title").and_then(Value::as_str).unwrap_or(""),
+                    song.pointer("/artist/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    song.pointer("/id").and_then(Value::as_str).unwrap_or("")
+                )
+            }
+            Err(rondo_cli::Error::GraphQl { code, message }) if code == "UNSUPPORTED_MEDIA" => {
+                skipped += 1;
+                format!("skip  {}  {message}", file.display())
+            }
+            Err(e) => {
+                failed += 1;
+                format!("FAIL  {}  {e}", file.display())
+            }
+        };
+        bar.suspend(|| println!("{line}"));
+    }
+    bar.finish_and_clear();
+    println!("{ok} uploaded, {skipped} skipped, {failed} failed");
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn upload_one(
+    client: &Client,
+    path: &Path,
+    bar: Arc<indicatif::ProgressBar>,
+) -> rondo_cli::Result<Value> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(rondo_cli::Error::io(format!("open {}", path.display())))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(rondo_cli::Error::io(format!("stat {}", path.display())))?
+        .len();
+    let stream = tokio_util::io::ReaderStream::new(file).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            bar.inc(c.len() as u64);
+        }
+    });
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let response = client
+        .upload_body(
+            reqwest::Body::wrap_stream(stream),
+            len,
+            &name,
+            json!({}),
+            "{ id title artist { name } }",
+        )
+        .await?;
+    if let Some(e) = first_error(&response) {
+        return Err(e);
+    }
+    Ok(response
+        .pointer("/data/uploadSong")
+        .cloned()
+        .unwrap_or(Value::Null))
+}
+
+async fn songs(client: &Client, search: Option<String>, limit: u32) -> anyhow::Result<ExitCode> {
+    let data = client
+        .query(
+            "query($s: String, $n: Int) { songs(search: $s, first: $n) { totalCount nodes { id title durationMs artist { name } album { title } } } }",
+            json!({ "s": search, "n": limit.min(100) }),
+        )
+        .await?;
+    let empty = Vec::new();
+    let nodes = data
+        .pointer("/songs/nodes")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    for s in nodes {
+        let ms = s.get("durationMs").and_then(Value::as_u64).unwrap_or(0);
+        println!(
+            "{}  {} — {} — {}  {}:{:02}",
+            s.get("id").and_then(Value::as_str).unwrap_or(""),
+            s.get("title").and_then(Value::as_str).unwrap_or(""),
+            s.pointer("/artist/name")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            s.pointer("/album/title")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            ms / 60_000,
+            (ms / 1000) % 60
+        );
+    }
+    let total = data
+        .pointer("/songs/totalCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    println!("{} of {total} songs", nodes.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(client: &Client) -> anyhow::Result<ExitCode> {
+    let data = client
+        .query(
+            "{ cluster { nodes { id address state songCount bytesStored } } }",
+            json!({}),
+        )
+        .await?;
+    println!("gateway  {}", client.base);
+    let empty = Vec::new();
+    let nodes = data
+        .pointer("/cluster/nodes")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mut down = 0;
+    for n in nodes {
+        let state = n.get("state").and_then(Value::as_str).unwrap_or("?");
+        if state != "UP" {
+            down += 1;
+        }
+        println!(
+            "node     {}  {}  {}  {} songs  {} bytes",
+            n.get("id").and_then(Value::as_str).unwrap_or("(unknown)"),
+            n.get("address").and_then(Value::as_str).unwrap_or(""),
+            state,
+            n.get("songCount").and_then(Value::as_u64).unwrap_or(0),
+            n.get("bytesStored").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    Ok(if down > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

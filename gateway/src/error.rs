@@ -26,7 +26,10 @@ pub enum Error {
     Unavailable(String),
     /// A storage node refused or failed the request.
     #[error("storage node {node}: {status}")]
-    Node { node: String, status: Box<tonic::Status> },
+    Node {
+        node: String,
+        status: Box<tonic::Status>,
+    },
     /// A local file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -68,13 +71,26 @@ impl Error {
     }
 }
 
-impl From<Error> for async_graphql::Error {
-    fn from(e: Error) -> Self {
-        let code = e.code();
+impl ErrorExtensions for Error {
+    fn extend(&self) -> async_graphql::Error {
+        let code = self.code();
         if code == "INTERNAL_SERVER_ERROR" {
-            tracing::error!(error = %e, "internal error");
+            tracing::error!(error = %self, "internal error");
         }
-        async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| ext.set("code", code))
+    }
+}
+
+/// Converts a gateway result into a GraphQL one, with `extensions.code`.
+/// (async-graphql's blanket `From<Display>` would drop the code, so resolvers
+/// call this instead of `?` on a gateway error.)
+pub trait GqlResult<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> GqlResult<T> for Result<T, Error> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| e.extend())
     }
 }
 

@@ -51,13 +51,25 @@ pub struct SongRec {
 impl SongRec {
     /// Converts a song from a node's change stream.
     pub fn from_proto(song: pb::Song) -> Result<SongRec> {
-        let artist = song.artist.ok_or_else(|| Error::BadUserInput("song without artist".into()))?;
-        let album = song.album.ok_or_else(|| Error::BadUserInput("song without album".into()))?;
-        let artist = ArtistRec { id: artist.id.parse()?, name: artist.name };
+        let artist = song
+            .artist
+            .ok_or_else(|| Error::BadUserInput("song without artist".into()))?;
+        let album = song
+            .album
+            .ok_or_else(|| Error::BadUserInput("song without album".into()))?;
+        let artist = ArtistRec {
+            id: artist.id.parse()?,
+            name: artist.name,
+        };
         Ok(SongRec {
             id: song.id.parse()?,
             title: song.title,
-            album: AlbumRec { id: album.id.parse()?, title: album.title, artist_id: artist.id, year: album.year },
+            album: AlbumRec {
+                id: album.id.parse()?,
+                title: album.title,
+                artist_id: artist.id,
+                year: album.year,
+            },
             artist,
             track_number: song.track_number,
             year: song.year,
@@ -154,7 +166,11 @@ impl Listing {
         if tokens.is_empty() {
             return (0..self.len()).collect();
         }
-        let longest = tokens.iter().max_by_key(|t| t.len()).map(String::as_str).unwrap_or("");
+        let longest = tokens
+            .iter()
+            .max_by_key(|t| t.len())
+            .map(String::as_str)
+            .unwrap_or("");
         let finder = memchr::memmem::Finder::new(longest.as_bytes());
         let mut out: Vec<usize> = Vec::new();
         for hit in finder.find_iter(self.text.as_bytes()) {
@@ -172,7 +188,11 @@ impl Listing {
 
     fn item_text(&self, item: usize) -> &str {
         let start = self.starts[item];
-        let end = self.starts.get(item + 1).copied().unwrap_or(self.text.len());
+        let end = self
+            .starts
+            .get(item + 1)
+            .copied()
+            .unwrap_or(self.text.len());
         &self.text[start..end]
     }
 
@@ -185,12 +205,19 @@ fn decode_cursor(cursor: &str) -> Result<String> {
     hex::decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| Error::BadUserInput(format!("invalid cursor {:?}", cursor.chars().take(40).collect::<String>())))
+        .ok_or_else(|| {
+            Error::BadUserInput(format!(
+                "invalid cursor {:?}",
+                cursor.chars().take(40).collect::<String>()
+            ))
+        })
 }
 
 /// Lower-cased search tokens of a query.
 pub fn tokens(search: Option<&str>) -> Vec<String> {
-    search.map(|s| s.split_whitespace().map(str::to_lowercase).collect()).unwrap_or_default()
+    search
+        .map(|s| s.split_whitespace().map(str::to_lowercase).collect())
+        .unwrap_or_default()
 }
 
 fn sort_key(name: &str, id: impl std::fmt::Display) -> String {
@@ -241,24 +268,34 @@ impl Snapshot {
         let mut artists: HashMap<ArtistId, ArtistRec> = HashMap::new();
         let mut albums: HashMap<AlbumId, AlbumRec> = HashMap::new();
         for s in &songs {
-            artists.entry(s.artist.id).or_insert_with(|| s.artist.clone());
+            artists
+                .entry(s.artist.id)
+                .or_insert_with(|| s.artist.clone());
             albums.entry(s.album.id).or_insert_with(|| s.album.clone());
         }
         let (song_listing, order) = Listing::build(
             songs
                 .iter()
                 .map(|s| {
-                    let text = format!("{}\u{1}{}\u{1}{}", s.title, s.artist.name, s.album.title).to_lowercase();
+                    let text = format!("{}\u{1}{}\u{1}{}", s.title, s.artist.name, s.album.title)
+                        .to_lowercase();
                     (sort_key(&s.title, s.id), text)
                 })
                 .collect(),
         );
         let mut by_input: Vec<Option<SongRec>> = songs.into_iter().map(Some).collect();
-        let songs: Vec<Arc<SongRec>> = order.iter().filter_map(|&i| by_input[i].take().map(Arc::new)).collect();
+        let songs: Vec<Arc<SongRec>> = order
+            .iter()
+            .filter_map(|&i| by_input[i].take().map(Arc::new))
+            .collect();
 
         let artists: Vec<ArtistRec> = artists.into_values().collect();
-        let (artist_listing, order) =
-            Listing::build(artists.iter().map(|a| (sort_key(&a.name, a.id), a.name.to_lowercase())).collect());
+        let (artist_listing, order) = Listing::build(
+            artists
+                .iter()
+                .map(|a| (sort_key(&a.name, a.id), a.name.to_lowercase()))
+                .collect(),
+        );
         let artists: Vec<ArtistRec> = order.iter().map(|&i| artists[i].clone()).collect();
 
         let albums: Vec<AlbumRec> = albums.into_values().collect();
@@ -267,13 +304,17 @@ impl Snapshot {
                 .iter()
                 .map(|a| {
                     let artist = artists_name(&artists, a.artist_id);
-                    (sort_key(&a.title, a.id), format!("{}\u{1}{artist}", a.title).to_lowercase())
+                    (
+                        sort_key(&a.title, a.id),
+                        format!("{}\u{1}{artist}", a.title).to_lowercase(),
+                    )
                 })
                 .collect(),
         );
         let albums: Vec<AlbumRec> = order.iter().map(|&i| albums[i].clone()).collect();
 
-        let song_pos: HashMap<SongId, usize> = songs.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let song_pos: HashMap<SongId, usize> =
+            songs.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
         let artist_pos = artists.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
         let album_pos = albums.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
         let mut artist_songs: HashMap<ArtistId, Vec<usize>> = HashMap::new();
@@ -315,20 +356,34 @@ impl Snapshot {
     }
 
     /// A page of `kind` matching `search`, after `after`, of at most `first`.
-    pub fn page(&self, kind: Kind, search: Option<&str>, after: Option<&str>, first: usize) -> Result<Page> {
+    pub fn page(
+        &self,
+        kind: Kind,
+        search: Option<&str>,
+        after: Option<&str>,
+        first: usize,
+    ) -> Result<Page> {
         let listing = self.listing(kind);
         let from = listing.position_after(after)?;
         let toks = tokens(search);
         let (items, has_next, total) = if toks.is_empty() {
             let end = (from + first).min(listing.len());
-            ((from..end).collect::<Vec<_>>(), end < listing.len(), listing.len())
+            (
+                (from..end).collect::<Vec<_>>(),
+                end < listing.len(),
+                listing.len(),
+            )
         } else {
             let all = listing.matches(&toks);
             let start = all.partition_point(|&p| p < from);
             let end = (start + first).min(all.len());
             (all[start..end].to_vec(), end < all.len(), all.len())
         };
-        Ok(Page { items: items.into_iter().map(|p| (p, listing.cursor(p))).collect(), has_next, total })
+        Ok(Page {
+            items: items.into_iter().map(|p| (p, listing.cursor(p))).collect(),
+            has_next,
+            total,
+        })
     }
 
     pub fn song(&self, id: SongId) -> Option<&Arc<SongRec>> {
@@ -344,21 +399,36 @@ impl Snapshot {
     }
 
     pub fn artist_songs(&self, id: ArtistId) -> impl Iterator<Item = &Arc<SongRec>> {
-        self.artist_songs.get(&id).into_iter().flatten().map(|&i| &self.songs[i])
+        self.artist_songs
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.songs[i])
     }
 
     pub fn artist_albums(&self, id: ArtistId) -> impl Iterator<Item = &AlbumRec> {
-        self.artist_albums.get(&id).into_iter().flatten().map(|&i| &self.albums[i])
+        self.artist_albums
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.albums[i])
     }
 
     pub fn album_songs(&self, id: AlbumId) -> impl Iterator<Item = &Arc<SongRec>> {
-        self.album_songs.get(&id).into_iter().flatten().map(|&i| &self.songs[i])
+        self.album_songs
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.songs[i])
     }
 
     /// An artist with this name, compared case-insensitively.
     pub fn artist_named(&self, name: &str) -> Option<&ArtistRec> {
         let lower = name.to_lowercase();
-        let from = self.artist_listing.keys.partition_point(|k| k.as_str() < lower.as_str());
+        let from = self
+            .artist_listing
+            .keys
+            .partition_point(|k| k.as_str() < lower.as_str());
         (from..self.artists.len())
             .take_while(|&i| self.artist_listing.keys[i].split('\0').next() == Some(lower.as_str()))
             .map(|i| &self.artists[i])
@@ -368,12 +438,16 @@ impl Snapshot {
     /// An album of this artist with this title, compared case-insensitively.
     pub fn album_named(&self, artist: ArtistId, title: &str) -> Option<&AlbumRec> {
         let lower = title.to_lowercase();
-        self.artist_albums(artist).find(|a| a.title.to_lowercase() == lower)
+        self.artist_albums(artist)
+            .find(|a| a.title.to_lowercase() == lower)
     }
 }
 
 fn artists_name(artists: &[ArtistRec], id: ArtistId) -> &str {
-    artists.iter().find(|a| a.id == id).map_or("", |a| a.name.as_str())
+    artists
+        .iter()
+        .find(|a| a.id == id)
+        .map_or("", |a| a.name.as_str())
 }
 
 #[cfg(test)]
@@ -385,8 +459,16 @@ mod tests {
         pb::Song {
             id: SongId::new_random().to_string(),
             title: title.into(),
-            artist: Some(pb::Artist { id: artist.1.to_string(), name: artist.0.into() }),
-            album: Some(pb::Album { id: album.1.to_string(), title: album.0.into(), artist_id: artist.1.to_string(), year: Some(2001) }),
+            artist: Some(pb::Artist {
+                id: artist.1.to_string(),
+                name: artist.0.into(),
+            }),
+            album: Some(pb::Album {
+                id: album.1.to_string(),
+                title: album.0.into(),
+                artist_id: artist.1.to_string(),
+                year: Some(2001),
+            }),
             track_number: Some(track),
             ..Default::default()
         }
@@ -410,28 +492,57 @@ mod tests {
     #[test]
     fn sorted_searchable_pages() {
         let (snap, _) = catalog();
-        let titles = |p: &Page| p.items.iter().map(|(i, _)| snap.songs[*i].title.clone()).collect::<Vec<_>>();
+        let titles = |p: &Page| {
+            p.items
+                .iter()
+                .map(|(i, _)| snap.songs[*i].title.clone())
+                .collect::<Vec<_>>()
+        };
         let all = snap.page(Kind::Songs, None, None, 10).unwrap();
         assert_eq!(titles(&all), ["alpha", "Come Together", "Zebra Song"]);
         assert_eq!((all.total, all.has_next), (3, false));
         let first = snap.page(Kind::Songs, None, None, 2).unwrap();
         assert!(first.has_next);
-        let rest = snap.page(Kind::Songs, None, Some(&first.items[1].1), 2).unwrap();
+        let rest = snap
+            .page(Kind::Songs, None, Some(&first.items[1].1), 2)
+            .unwrap();
         assert_eq!(titles(&rest), ["Zebra Song"]);
         // Case-insensitive, over title, artist and album, all tokens.
-        assert_eq!(titles(&snap.page(Kind::Songs, Some("BEATLES"), None, 10).unwrap()), ["Come Together", "Zebra Song"]);
-        assert_eq!(titles(&snap.page(Kind::Songs, Some("abbey zeb"), None, 10).unwrap()), ["Zebra Song"]);
-        assert_eq!(titles(&snap.page(Kind::Songs, Some("BJÖRK"), None, 10).unwrap()), ["alpha"]);
-        assert_eq!(snap.page(Kind::Songs, Some("nothing"), None, 10).unwrap().total, 0);
+        assert_eq!(
+            titles(&snap.page(Kind::Songs, Some("BEATLES"), None, 10).unwrap()),
+            ["Come Together", "Zebra Song"]
+        );
+        assert_eq!(
+            titles(&snap.page(Kind::Songs, Some("abbey zeb"), None, 10).unwrap()),
+            ["Zebra Song"]
+        );
+        assert_eq!(
+            titles(&snap.page(Kind::Songs, Some("BJÖRK"), None, 10).unwrap()),
+            ["alpha"]
+        );
+        assert_eq!(
+            snap.page(Kind::Songs, Some("nothing"), None, 10)
+                .unwrap()
+                .total,
+            0
+        );
         assert!(snap.page(Kind::Songs, None, Some("zz"), 10).is_err());
         // Albums in track order, artists matched by name.
         let artist = snap.artist_named("the beatles").unwrap().clone();
         assert_eq!(snap.artist_albums(artist.id).count(), 1);
         let album = snap.album_named(artist.id, "ABBEY ROAD").unwrap();
-        let tracks: Vec<_> = snap.album_songs(album.id).map(|s| s.title.as_str()).collect();
+        let tracks: Vec<_> = snap
+            .album_songs(album.id)
+            .map(|s| s.title.as_str())
+            .collect();
         assert_eq!(tracks, ["Come Together", "Zebra Song"]);
         assert_eq!(snap.page(Kind::Artists, None, None, 10).unwrap().total, 2);
-        assert_eq!(snap.page(Kind::Albums, Some("björk"), None, 10).unwrap().total, 1);
+        assert_eq!(
+            snap.page(Kind::Albums, Some("björk"), None, 10)
+                .unwrap()
+                .total,
+            1
+        );
     }
 
     #[test]
@@ -439,13 +550,19 @@ mod tests {
         let (snap, node) = catalog();
         let mut c = Catalog::default();
         for s in &snap.songs {
-            let mut p = song(&s.title, (&s.artist.name, s.artist.id), (&s.album.title, s.album.id), 1);
+            let mut p = song(
+                &s.title,
+                (&s.artist.name, s.artist.id),
+                (&s.album.title, s.album.id),
+                1,
+            );
             p.id = s.id.to_string();
             c.apply(node, Change::Upsert(p)).unwrap();
         }
         let bjork = snap.artist_named("björk").unwrap().id;
         let alpha = snap.artist_songs(bjork).next().unwrap().id;
-        c.apply(node, Change::DeleteSongId(alpha.to_string())).unwrap();
+        c.apply(node, Change::DeleteSongId(alpha.to_string()))
+            .unwrap();
         let after = c.snapshot(HashMap::new());
         assert!(after.song(alpha).is_none());
         assert!(after.artist(bjork).is_none());

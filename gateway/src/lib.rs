@@ -1,1 +1,158 @@
+//! Rondo gateway: the public GraphQL API.
+//!
+//! Answers catalog queries from an in-memory [`index`] fed by the storage
+//! nodes' ordered change streams ([`cluster`]), accepts uploads and deletions
+//! ([`ingest`], after [`media`] has recognised and checked the audio) and
+//! hands out signed, expiring stream URLs that point at a live node holding
+//! the song. The schema lives in [`graphql`], the HTTP surface in [`http`].
+//!
+//! The gateway stores nothing durable: every fact it serves comes from the
+//! nodes, and a restarted gateway rebuilds its index from their change logs.
+//! It never serves audio bytes itself.
 
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod index;
+pub mod ingest;
+pub mod media;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rondo_core::signing::UrlSigner;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// The gateway's metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub graphql_requests: Counter,
+    pub uploads: Counter,
+    pub indexed_songs: Gauge,
+    pub nodes_up: Gauge,
+}
+
+/// Everything the gateway's handlers share.
+pub struct AppState {
+    pub config: Config,
+    pub cluster: Arc<cluster::Cluster>,
+    pub signer: UrlSigner,
+    pub admin_token_hash: blake3::Hash,
+    pub names: tokio::sync::Mutex<ingest::Names>,
+    pub metrics: Metrics,
+    pub registry: Registry,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A signed stream URL for the song on a live node holding it, preferring
+    /// the song's placement order so that repeated plays hit the same node.
+    pub fn stream_url(&self, song: &index::SongRec) -> Option<String> {
+        let hash: rondo_core::ContentHash = song.content_hash.parse().ok()?;
+        let holders: Vec<rondo_core::NodeId> = song.replicas.iter().copied().collect();
+        let live = self.cluster.live_nodes();
+        let node_id = rondo_core::placement::place(&hash, &holders, holders.len())
+            .into_iter()
+            .find(|n| live.contains(n))?;
+        let base = self.cluster.node(node_id)?.info().stream_base_url;
+        let expires = graphql::unix_now() + self.config.stream_url_ttl_secs;
+        Some(format!(
+            "{base}/stream/{}?{}",
+            song.id,
+            self.signer.query(song.id, node_id, expires)
+        ))
+    }
+}
+
+fn read_secret(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(Error::io(what))?;
+    Ok(String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec())
+}
+
+/// Builds the gateway state (no I/O beyond reading the secret files).
+pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
+    let admin_token = read_secret(&config.admin_token_file, "read admin token")?;
+    if admin_token.is_empty() {
+        return Err(Error::BadUserInput("admin token file is empty".into()));
+    }
+    let secret =
+        std::fs::read(&config.cluster_secret_file).map_err(Error::io("read cluster secret"))?;
+    let cluster = cluster::Cluster::new(&config.nodes)?;
+    let metrics = Metrics::default();
+    let mut registry = registry;
+    registry.register(
+        "rondo_gateway_graphql_requests",
+        "GraphQL requests",
+        metrics.graphql_requests.clone(),
+    );
+    registry.register(
+        "rondo_gateway_uploads",
+        "Songs uploaded",
+        metrics.uploads.clone(),
+    );
+    registry.register(
+        "rondo_gateway_indexed_songs",
+        "Songs in the index",
+        metrics.indexed_songs.clone(),
+    );
+    registry.register(
+        "rondo_gateway_nodes_up",
+        "Storage nodes up",
+        metrics.nodes_up.clone(),
+    );
+    Ok(Arc::new(AppState {
+        config,
+        cluster,
+        signer: UrlSigner::new(secret),
+        admin_token_hash: blake3::hash(&admin_token),
+        names: tokio::sync::Mutex::new(ingest::Names::default()),
+        metrics,
+        registry,
+    }))
+}
+
+/// Runs the gateway's HTTPS server and background tasks until `shutdown`.
+pub async fn run(
+    state: Arc<AppState>,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let tls = rondo_core::tls::server_config(
+        &std::fs::read(&state.config.tls_cert).map_err(Error::io("read tls certificate"))?,
+        &std::fs::read(&state.config.tls_key).map_err(Error::io("read tls key"))?,
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    state.cluster.start(stop_rx);
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        h.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    listener
+        .set_nonblocking(true)
+        .map_err(Error::io("listener"))?;
+    let addr = listener.local_addr().map_err(Error::io("listener"))?;
+    tracing::info!(%addr, nodes = state.cluster.nodes.len(), "gateway running");
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .handle(handle)
+    .serve(http::router(state).into_make_service())
+    .await
+    .map_err(Error::io("https server"))
+}

@@ -1,1 +1,53 @@
-fn main() {}
+//! `rondo-gateway`: runs one gateway.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Rondo gateway: the public GraphQL API.
+#[derive(Debug, Parser)]
+#[command(name = "rondo-gateway", version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "RONDO_GATEWAY_CONFIG")]
+    config: PathBuf,
+    /// Print the GraphQL schema (SDL) and exit.
+    #[arg(long)]
+    print_schema: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.print_schema {
+        print!("{}", rondo_gateway::graphql::schema_sdl());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RONDO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rondo_gateway::Config::from_file(&args.config).map_err(anyhow::Error::msg)?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("bind {}", config.listen))?;
+    let state = rondo_gateway::open(config, prometheus_client::registry::Registry::default())?;
+    rondo_gateway::run(state, listener, shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -55,7 +55,8 @@ fn clean(s: Option<std::borrow::Cow<'_, str>>) -> Option<String> {
 /// Inspects the file: recognises the format, reads tags and duration, and
 /// checks the audio stream end to end. Blocking; run it off the async runtime.
 pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
-    file.seek(SeekFrom::Start(0)).map_err(Error::io("rewind upload"))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewind upload"))?;
     let probe = lofty::probe::Probe::new(BufReader::new(&mut *file))
         .guess_file_type()
         .map_err(Error::io("read upload"))?;
@@ -70,7 +71,9 @@ pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
         Some(other) => return Err(unsupported(format!("{other:?} files are not supported"))),
         None => return Err(unsupported("not a recognised audio format")),
     };
-    let tagged = probe.read().map_err(|e| unsupported(format!("{format}: {e}")))?;
+    let tagged = probe
+        .read()
+        .map_err(|e| unsupported(format!("{format}: {e}")))?;
     let mut tags = Tags::default();
     if let Some(tag) = tagged.primary_tag().or_else(|| tagged.first_tag()) {
         tags.title = clean(tag.title());
@@ -82,10 +85,20 @@ pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
     }
     let lofty_ms = u64::try_from(tagged.properties().duration().as_millis()).unwrap_or(u64::MAX);
 
-    file.seek(SeekFrom::Start(0)).map_err(Error::io("rewind upload"))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewind upload"))?;
     let checked_ms = check_stream(file, ext, format)?;
-    let duration_ms = if lofty_ms > 0 { lofty_ms } else { checked_ms.unwrap_or(0) };
-    Ok(MediaInfo { mime_type, format, duration_ms, tags })
+    let duration_ms = if lofty_ms > 0 {
+        lofty_ms
+    } else {
+        checked_ms.unwrap_or(0)
+    };
+    Ok(MediaInfo {
+        mime_type,
+        format,
+        duration_ms,
+        tags,
+    })
 }
 
 /// Demuxes every packet and decodes the first ones. Returns the duration the
@@ -95,7 +108,10 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
     let mss = MediaSourceStream::new(Box::new(clone), Default::default());
     let mut hint = Hint::new();
     hint.with_extension(ext);
-    let fmt_opts = FormatOptions { enable_gapless: false, ..Default::default() };
+    let fmt_opts = FormatOptions {
+        enable_gapless: false,
+        ..Default::default()
+    };
     let probed = symphonia::default::get_probe()
         .format(&hint, mss, &fmt_opts, &MetadataOptions::default())
         .map_err(|e| unsupported(format!("{format}: {e}")))?;
@@ -108,11 +124,12 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
     let track_id = track.id;
     let params = track.codec_params.clone();
     // Symphonia has no Opus decoder: Opus files are demuxed but not decoded.
-    let mut decoder = match symphonia::default::get_codecs().make(&params, &DecoderOptions::default()) {
-        Ok(d) => Some(d),
-        Err(SymError::Unsupported(_)) if ext == "opus" => None,
-        Err(e) => return Err(unsupported(format!("{format}: {e}"))),
-    };
+    let mut decoder =
+        match symphonia::default::get_codecs().make(&params, &DecoderOptions::default()) {
+            Ok(d) => Some(d),
+            Err(SymError::Unsupported(_)) if ext == "opus" => None,
+            Err(e) => return Err(unsupported(format!("{format}: {e}"))),
+        };
     let (mut packets, mut frames, mut decoded) = (0u64, 0u64, 0usize);
     loop {
         let packet = match reader.next_packet() {
@@ -130,7 +147,9 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
             if let Some(dec) = decoder.as_mut() {
                 match dec.decode(&packet) {
                     Ok(_) => decoded += 1,
-                    Err(SymError::DecodeError(e)) => return Err(unsupported(format!("{format}: corrupt audio: {e}"))),
+                    Err(SymError::DecodeError(e)) => {
+                        return Err(unsupported(format!("{format}: corrupt audio: {e}")));
+                    }
                     Err(e) => return Err(unsupported(format!("{format}: {e}"))),
                 }
             }
@@ -149,7 +168,10 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
             )));
         }
     }
-    Ok(params.sample_rate.filter(|r| *r > 0).map(|rate| frames.saturating_mul(1000) / u64::from(rate)))
+    Ok(params
+        .sample_rate
+        .filter(|r| *r > 0)
+        .map(|rate| frames.saturating_mul(1000) / u64::from(rate)))
 }
 
 #[cfg(test)]
@@ -158,11 +180,17 @@ mod tests {
     use std::io::Write;
 
     fn wav(seconds: f32) -> Vec<u8> {
-        let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut cur = std::io::Cursor::new(Vec::new());
         let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
         for i in 0..(8000.0 * seconds) as u32 {
-            w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16).unwrap();
+            w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16)
+                .unwrap();
         }
         w.finalize().unwrap();
         cur.into_inner()
@@ -178,7 +206,11 @@ mod tests {
     fn accepts_wav_and_measures_it() {
         let info = check(&wav(2.0)).unwrap();
         assert_eq!(info.mime_type, "audio/wav");
-        assert!((1990..=2010).contains(&info.duration_ms), "{}", info.duration_ms);
+        assert!(
+            (1990..=2010).contains(&info.duration_ms),
+            "{}",
+            info.duration_ms
+        );
     }
 
     #[test]

@@ -1,0 +1,329 @@
+//! `rondo dev`: a complete local deployment on loopback.
+//!
+//! Every storage node and the gateway run as their own OS processes (the
+//! `rondo-node` and `rondo-gateway` binaries next to `rondo`), so any of them
+//! can be killed. Data, certificates and secrets live under `--data` and are
+//! reused by the next run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rondo_cli::client::Client;
+use rondo_cli::devenv::{self, DevInfo, DevNode};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+/// Options of `rondo dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory (created if missing, reused if present).
+    #[arg(long, env = "RONDO_DATA", default_value = "rondo-data")]
+    data: PathBuf,
+    /// Number of storage nodes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: u16,
+    /// HTTPS port of the gateway; node i streams on port+1+i and serves gRPC
+    /// on port+100+i.
+    #[arg(long, default_value_t = 8443)]
+    port: u16,
+    /// Do not seed the demo catalog.
+    #[arg(long)]
+    no_demo: bool,
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("RONDO_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("locate the rondo binary")?;
+    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone().context("clone log handle")?;
+    Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {} (build it with `cargo build`)", bin.display()))
+}
+
+/// Runs the deployment until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("create {}", args.data.display()))?;
+    let dir = args.data.canonicalize().context("resolve data directory")?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).context("create logs directory")?;
+    let pki = devenv::ensure_pki(&dir)?;
+    let token_file = dir.join("admin-token");
+    let secret_file = dir.join("cluster-secret");
+    devenv::ensure_secret(&token_file)?;
+    devenv::ensure_secret(&secret_file)?;
+    let Some(last_port) = args.port.checked_add(100 + args.nodes) else {
+        bail!("--port {} is too high", args.port)
+    };
+    let _ = last_port;
+
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let data_dir = dir.join(format!("node-{i}"));
+        let http = format!("127.0.0.1:{}", args.port + 1 + i);
+        let grpc = format!("127.0.0.1:{}", args.port + 100 + i);
+        let config = data_dir.join("node.toml");
+        let mut t = toml::Table::new();
+        t.insert("data_dir".into(), data_dir.display().to_string().into());
+        t.insert("grpc_addr".into(), grpc.clone().into());
+        t.insert("http_addr".into(), http.clone().into());
+        t.insert(
+            "public_url".into(),
+            format!("https://127.0.0.1:{}", args.port + 1 + i).into(),
+        );
+        t.insert(
+            "tls_cert".into(),
+            pki.server_cert.display().to_string().into(),
+        );
+        t.insert(
+            "tls_key".into(),
+            pki.server_key.display().to_string().into(),
+        );
+        t.insert(
+            "cluster_secret_file".into(),
+            secret_file.display().to_string().into(),
+        );
+        devenv::write_config(&config, &t)?;
+        nodes.push(DevNode {
+            grpc_url: format!("http://{grpc}"),
+            stream_url: format!("https://{http}"),
+            data_dir,
+            config,
+        });
+    }
+    let gateway_config = dir.join("gateway.toml");
+    let mut t = toml::Table::new();
+    t.insert("listen".into(), format!("127.0.0.1:{}", args.port).into());
+    t.insert(
+        "tls_cert".into(),
+        pki.server_cert.display().to_string().into(),
+    );
+    t.insert(
+        "tls_key".into(),
+        pki.server_key.display().to_string().into(),
+    );
+    t.insert(
+        "nodes".into(),
+        toml::Value::Array(nodes.iter().map(|n| n.grpc_url.clone().into()).collect()),
+    );
+    t.insert(
+        "admin_token_file".into(),
+        token_file.display().to_string().into(),
+    );
+    t.insert(
+        "cluster_secret_file".into(),
+        secret_file.display().to_string().into(),
+    );
+    if let Some(webapp) = webapp_dir() {
+        t.insert("webapp_dir".into(), webapp.display().to_string().into());
+    }
+    devenv::write_config(&gateway_config, &t)?;
+
+    let bins = bin_dir()?;
+    let mut children = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        children.push((
+            format!("node-{i}"),
+            spawn(
+                &bins.join("rondo-node"),
+                &node.config,
+                &logs.join(format!("node-{i}.log")),
+            )?,
+        ));
+    }
+    children.push((
+        "gateway".into(),
+        spawn(
+            &bins.join("rondo-gateway"),
+            &gateway_config,
+            &logs.join("gateway.log"),
+        )?,
+    ));
+
+    let gateway_url = format!("https://127.0.0.1:{}", args.port);
+    let info = DevInfo {
+        graphql_url: format!("{gateway_url}/graphql"),
+        webapp_url: format!("{gateway_url}/"),
+        gateway_url: gateway_url.clone(),
+        ca_cert: pki.ca_cert.clone(),
+        admin_token_file: token_file.clone(),
+        nodes,
+    };
+    let token = std::fs::read_to_string(&token_file)
+        .context("read admin token")?
+        .trim()
+        .to_string();
+    let ca = std::fs::read(&pki.ca_cert).context("read CA certificate")?;
+    let client = Client::new(&gateway_url, &ca, Some(token))?;
+
+    let ready = tokio::select! {
+        r = wait_ready(&client, usize::from(args.nodes), &mut children) => r,
+        () = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = ready {
+        stop(&mut children).await;
+        return Err(e.context(format!(
+            "deployment did not come up; logs are in {}",
+            logs.display()
+        )));
+    }
+    if !args.no_demo {
+        if let Err(e) = seed_demo(&client, &dir).await {
+            stop(&mut children).await;
+            return Err(e.context("seed demo catalog"));
+        }
+    }
+    devenv::write_dev_info(&dir, &info)?;
+    println!("Rondo is running.");
+    println!("  GraphQL:     {}", info.graphql_url);
+    println!("  Web app:     {}", info.webapp_url);
+    println!("  CA cert:     {}", info.ca_cert.display());
+    println!("  Admin token: {}", info.admin_token_file.display());
+    println!("  Details:     {}", dir.join("dev.json").display());
+    println!("Press Ctrl-C to stop.");
+
+    tokio::select! {
+        () = shutdown_signal() => {}
+        name = watch_children(&mut children) => {
+            eprintln!("{name} exited; stopping the deployment (logs in {})", logs.display());
+            stop(&mut children).await;
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!("Stopping…");
+    stop(&mut children).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn webapp_dir() -> Option<PathBuf> {
+    let candidate = PathBuf::from("webapp/dist");
+    candidate
+        .join("index.html")
+        .exists()
+        .then(|| candidate.canonicalize().ok())
+        .flatten()
+}
+
+async fn wait_ready(
+    client: &Client,
+    nodes: usize,
+    children: &mut [(String, Child)],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited during start-up ({status})");
+            }
+        }
+        if let Ok(data) = client
+            .query("{ cluster { nodes { state } } }", json!({}))
+            .await
+        {
+            let up = data
+                .pointer("/cluster/nodes")
+                .and_then(Value::as_array)
+                .map_or(0, |ns| {
+                    ns.iter()
+                        .filter(|n| n.get("state").and_then(Value::as_str) == Some("UP"))
+                        .count()
+                });
+            if up == nodes {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for the gateway and {nodes} node(s)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn seed_demo(client: &Client, dir: &Path) -> anyhow::Result<()> {
+    let data = client
+        .query("{ songs(first: 0) { totalCount } }", json!({}))
+        .await?;
+    if data
+        .pointer("/songs/totalCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        > 0
+    {
+        return Ok(());
+    }
+    let audio = dir.join("demo-audio");
+    std::fs::create_dir_all(&audio).context("create demo-audio")?;
+    let catalog = rondo_cli::demo::catalog();
+    println!("Seeding the demo catalog ({} songs)…", catalog.len());
+    for (i, song) in catalog.iter().enumerate() {
+        let path = audio.join(format!("{:02} {}.wav", i + 1, song.title));
+        if !path.exists() {
+            let seconds = 12.0 + (i % 5) as f32 * 2.0;
+            rondo_cli::demo::write_song(&path, song, seconds, i as u64)?;
+        }
+        let response = client.upload_raw(&path, json!({}), "{ id }").await?;
+        if let Some(e) = rondo_cli::client::first_error(&response) {
+            return Err(e).with_context(|| format!("upload {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+async fn watch_children(children: &mut [(String, Child)]) -> String {
+    loop {
+        for (name, child) in children.iter_mut() {
+            if let Ok(Some(_)) = child.try_wait() {
+                return name.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sends SIGTERM to every child, waits up to 10 s, then kills what is left.
+async fn stop(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter_mut() {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for (name, child) in children.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("{name} did not stop in time; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,155 @@
+//! Files of a local deployment: a dev CA and server certificate (rcgen), the
+//! admin token and cluster secret, the per-process configs, and `dev.json`,
+//! which tells scripts (and the CLI itself) where everything is.
+
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where a running local deployment can be reached; written to `DIR/dev.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevInfo {
+    /// GraphQL endpoint of the gateway.
+    pub graphql_url: String,
+    /// The web app (served by the gateway).
+    pub webapp_url: String,
+    /// Base URL of the gateway.
+    pub gateway_url: String,
+    /// CA certificate that signed every server certificate.
+    pub ca_cert: PathBuf,
+    /// File holding the admin token.
+    pub admin_token_file: PathBuf,
+    /// The storage nodes.
+    pub nodes: Vec<DevNode>,
+}
+
+/// One storage node of a local deployment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevNode {
+    pub grpc_url: String,
+    pub stream_url: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+/// Paths of the PKI files.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(Error::io(format!("create {}", tmp.display())))?;
+        f.write_all(contents)
+            .map_err(Error::io(format!("write {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(Error::io(format!("sync {}", tmp.display())))?;
+    }
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("rename {}", path.display())))
+}
+
+/// Makes (once) a dev CA and a server certificate for `localhost`,
+/// `127.0.0.1` and `::1` signed by it, in `dir/tls/`.
+pub fn ensure_pki(dir: &Path) -> Result<Pki> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).map_err(Error::io(format!("create {}", tls.display())))?;
+    let pki = Pki {
+        ca_cert: tls.join("ca.pem"),
+        server_cert: tls.join("server.pem"),
+        server_key: tls.join("server-key.pem"),
+    };
+    if pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists() {
+        return Ok(pki);
+    }
+    let err = |e: rcgen::Error| Error::Certificate(e.to_string());
+    let ca_key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Rondo dev CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+
+    let key = rcgen::KeyPair::generate().map_err(err)?;
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .map_err(err)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "rondo dev server");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+
+    write_private(&pki.server_key, key.serialize_pem().as_bytes())?;
+    write_private(&pki.server_cert, cert.pem().as_bytes())?;
+    write_private(&pki.ca_cert, ca_cert.pem().as_bytes())?;
+    Ok(pki)
+}
+
+/// Reads a secret file, creating it with 32 random bytes (hex) if missing.
+pub fn ensure_secret(path: &Path) -> Result<String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let text = text.trim().to_string();
+        if !text.is_empty() {
+            return Ok(text);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    write_private(path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// Reads `dev.json` from a data directory.
+pub fn read_dev_info(dir: &Path) -> Result<DevInfo> {
+    let path = dir.join("dev.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(Error::io(format!("read {}", path.display())))?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        context: format!("parse {}", path.display()),
+        source,
+    })
+}
+
+/// Writes `dev.json` into a data directory.
+pub fn write_dev_info(dir: &Path, info: &DevInfo) -> Result<()> {
+    let text = serde_json::to_string_pretty(info).map_err(|source| Error::Json {
+        context: "encode dev.json".into(),
+        source,
+    })?;
+    write_private(&dir.join("dev.json"), text.as_bytes())
+}
+
+/// Writes a TOML config file.
+pub fn write_config(path: &Path, value: &toml::Table) -> Result<()> {
+    let text =
+        toml::to_string(value).map_err(|e| Error::Certificate(format!("encode config: {e}")))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(Error::io(format!("create {}", parent.display())))?;
+    }
+    std::fs::write(path, text).map_err(Error::io(format!("write {}", path.display())))
+}

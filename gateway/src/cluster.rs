@@ -1,0 +1,259 @@
+//! The gateway's view of the storage nodes: one client per node, a task per
+//! node that follows its catalog change stream into the [`index`](crate::index),
+//! and liveness from health checks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rondo_core::NodeId;
+use rondo_proto::storage::v1::{self as pb, storage_node_client::StorageNodeClient};
+use tokio::sync::{Notify, watch};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+use crate::index::{Catalog, Snapshot};
+
+/// How long a health check may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often nodes are health-checked.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+
+/// What the gateway last learned about a node.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub id: Option<NodeId>,
+    pub stream_base_url: String,
+    pub up: bool,
+    pub song_count: u64,
+    pub bytes_stored: u64,
+}
+
+/// One storage node.
+#[derive(Debug)]
+pub struct Node {
+    /// The node's gRPC URL.
+    pub grpc_url: String,
+    pub client: StorageNodeClient<Channel>,
+    info: RwLock<NodeInfo>,
+}
+
+impl Node {
+    /// A snapshot of what is known about the node.
+    pub fn info(&self) -> NodeInfo {
+        self.info.read().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut NodeInfo)) {
+        if let Ok(mut info) = self.info.write() {
+            f(&mut info);
+        }
+    }
+
+    async fn check_health(&self) -> Result<pb::HealthResponse> {
+        let mut client = self.client.clone();
+        let reply = tokio::time::timeout(HEALTH_TIMEOUT, client.health(pb::HealthRequest {}))
+            .await
+            .map_err(|_| Error::Unavailable(format!("{} health check timed out", self.grpc_url)))?
+            .map_err(|status| Error::Node {
+                node: self.grpc_url.clone(),
+                status: Box::new(status),
+            })?
+            .into_inner();
+        let id: NodeId = reply.node_id.parse()?;
+        self.update(|info| {
+            info.id = Some(id);
+            info.stream_base_url = reply.stream_base_url.clone();
+            info.up = true;
+            info.song_count = reply.song_count;
+            info.bytes_stored = reply.bytes_stored;
+        });
+        Ok(reply)
+    }
+}
+
+/// All nodes and the catalog index built from their change streams.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<Arc<Node>>,
+    catalog: Mutex<Catalog>,
+    /// Highest change sequence applied from each node.
+    applied: Mutex<HashMap<NodeId, u64>>,
+    dirty: Notify,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Cluster {
+    /// Clients for the given gRPC URLs; connections are made lazily.
+    pub fn new(urls: &[String]) -> Result<Arc<Cluster>> {
+        let mut nodes = Vec::new();
+        for url in urls {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5));
+            let client = StorageNodeClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(8 * 1024 * 1024);
+            nodes.push(Arc::new(Node {
+                grpc_url: url.clone(),
+                client,
+                info: RwLock::new(NodeInfo::default()),
+            }));
+        }
+        let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
+        Ok(Arc::new(Cluster {
+            nodes,
+            catalog: Mutex::new(Catalog::default()),
+            applied: Mutex::new(HashMap::new()),
+            dirty: Notify::new(),
+            snapshot,
+        }))
+    }
+
+    /// The current catalog snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The node with this id, if known.
+    pub fn node(&self, id: NodeId) -> Option<&Arc<Node>> {
+        self.nodes.iter().find(|n| n.info().id == Some(id))
+    }
+
+    /// Ids of the nodes that are up.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .map(|n| n.info())
+            .filter(|i| i.up)
+            .filter_map(|i| i.id)
+            .collect()
+    }
+
+    /// Waits until the snapshot includes change `seq` of `node`.
+    pub async fn wait_applied(&self, node: NodeId, seq: u64) -> Result<()> {
+        let mut rx = self.snapshot.subscribe();
+        let wait = rx.wait_for(|s| s.applied.get(&node).copied().unwrap_or(0) >= seq);
+        match tokio::time::timeout(Duration::from_secs(10), wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::Unavailable(format!(
+                "node {node} did not report change {seq} in time"
+            ))),
+        }
+    }
+
+    /// Starts the background tasks: one follower per node, the health
+    /// checker and the snapshot rebuilder. They stop when `stop` turns true.
+    pub fn start(self: &Arc<Self>, stop: watch::Receiver<bool>) {
+        for node in &self.nodes {
+            tokio::spawn(self.clone().follow(node.clone(), stop.clone()));
+        }
+        tokio::spawn(self.clone().rebuild_loop(stop.clone()));
+        tokio::spawn(self.clone().health_loop(stop));
+    }
+
+    async fn health_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            for node in &self.nodes {
+                if let Err(e) = node.check_health().await {
+                    if node.info().up {
+                        tracing::warn!(node = %node.grpc_url, error = %e, "node down");
+                    }
+                    node.update(|i| i.up = false);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn rebuild_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = self.dirty.notified() => {}
+                _ = stop.changed() => return,
+            }
+            let this = self.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                let applied = this.applied.lock().map(|a| a.clone()).unwrap_or_default();
+                let catalog = this.catalog.lock().unwrap_or_else(|p| p.into_inner());
+                catalog.snapshot(applied)
+            })
+            .await;
+            match built {
+                Ok(snap) => {
+                    self.snapshot.send_replace(Arc::new(snap));
+                }
+                Err(e) => tracing::error!(error = %e, "index rebuild failed"),
+            }
+        }
+    }
+
+    /// Follows one node's change stream, reconnecting with backoff.
+    async fn follow(self: Arc<Self>, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = tokio::select! {
+                r = self.follow_once(&node) => r,
+                _ = stop.changed() => return,
+            };
+            if let Err(e) = result {
+                tracing::debug!(node = %node.grpc_url, error = %e, ?backoff, "change stream interrupted");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn follow_once(&self, node: &Node) -> Result<()> {
+        let health = node.check_health().await?;
+        let id: NodeId = health.node_id.parse()?;
+        let after = self
+            .applied
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&id).copied())
+            .unwrap_or(0);
+        let mut client = node.client.clone();
+        let mut stream = client
+            .watch_catalog(pb::WatchCatalogRequest { after_seq: after })
+            .await
+            .map_err(|status| Error::Node {
+                node: node.grpc_url.clone(),
+                status: Box::new(status),
+            })?
+            .into_inner();
+        if health.last_seq <= after {
+            // Nothing to catch up on: make sure the node's id shows as applied.
+            self.mark_applied(id, after);
+        }
+        while let Some(change) = stream.message().await.map_err(|status| Error::Node {
+            node: node.grpc_url.clone(),
+            status: Box::new(status),
+        })? {
+            let seq = change.seq;
+            if let Some(c) = change.change {
+                let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = catalog.apply(id, c) {
+                    tracing::error!(node = %id, seq, error = %e, "skipping malformed catalog change");
+                }
+            }
+            self.mark_applied(id, seq);
+        }
+        Ok(())
+    }
+
+    fn mark_applied(&self, node: NodeId, seq: u64) {
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.insert(node, seq);
+        }
+        self.dirty.notify_one();
+    }
+}

@@ -1,0 +1,532 @@
+//! The public GraphQL schema.
+//!
+//! Queries read the current index snapshot and never wait for storage nodes.
+//! Mutations need the admin bearer token. Every error carries
+//! `extensions.code` (see [`crate::error::Error::code`]).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_graphql::{Context, EmptySubscription, Enum, ID, Object, Schema, SimpleObject, Upload};
+use rondo_core::{AlbumId, ArtistId, SongId};
+
+use crate::AppState;
+use crate::error::{Error, GqlResult};
+use crate::index::{AlbumRec, ArtistRec, Kind, Snapshot, SongRec};
+
+/// The schema type.
+pub type RondoSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Default page size of connections.
+const DEFAULT_PAGE: i32 = 20;
+/// Largest page size a client may ask for.
+pub const MAX_PAGE: i32 = 100;
+
+/// The schema without state, for exporting its SDL.
+pub fn schema_sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// Builds the schema over the gateway state.
+pub fn schema(state: Arc<AppState>) -> RondoSchema {
+    let depth = state.config.max_query_depth;
+    let complexity = state.config.max_query_complexity;
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(state)
+        .limit_depth(depth)
+        .limit_complexity(complexity)
+        .finish()
+}
+
+/// Whether the request carried the admin token; put in each request's data.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A bearer token that is not the admin token.
+    Invalid,
+    /// The admin token.
+    Admin,
+}
+
+fn require_admin(ctx: &Context<'_>) -> Result<(), Error> {
+    match ctx.data_opt::<Auth>() {
+        Some(Auth::Admin) => Ok(()),
+        Some(Auth::Invalid) => Err(Error::Unauthenticated("invalid admin token")),
+        _ => Err(Error::Unauthenticated(
+            "this operation needs `Authorization: Bearer <admin token>`",
+        )),
+    }
+}
+
+fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
+    // The schema is always built with the state (see `schema`).
+    match ctx.data::<Arc<AppState>>() {
+        Ok(s) => s,
+        Err(_) => unreachable!("schema built without AppState"),
+    }
+}
+
+fn parse_id<T: std::str::FromStr<Err = rondo_core::Error>>(id: &ID) -> Result<T, Error> {
+    id.as_str()
+        .parse::<T>()
+        .map_err(|e| Error::BadUserInput(e.to_string()))
+}
+
+fn page_size(first: Option<i32>) -> Result<usize, Error> {
+    match first.unwrap_or(DEFAULT_PAGE) {
+        n if n < 0 => Err(Error::BadUserInput(format!(
+            "first must not be negative, got {n}"
+        ))),
+        n if n > MAX_PAGE => Err(Error::BadUserInput(format!(
+            "first must be at most {MAX_PAGE}, got {n}"
+        ))),
+        n => Ok(n as usize),
+    }
+}
+
+/// Paging information of a connection (Relay).
+#[derive(SimpleObject, Debug)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+macro_rules! connection {
+    ($conn:ident, $edge:ident, $node:ty, $doc:literal) => {
+        #[doc = concat!("A page of ", $doc, " (Relay connection).")]
+        #[derive(SimpleObject)]
+        pub struct $conn {
+            pub edges: Vec<$edge>,
+            pub nodes: Vec<$node>,
+            pub page_info: PageInfo,
+            /// Number of items matching, over all pages.
+            pub total_count: i32,
+        }
+
+        #[doc = concat!("One of ", $doc, " in a connection.")]
+        #[derive(SimpleObject)]
+        pub struct $edge {
+            pub cursor: String,
+            pub node: $node,
+        }
+    };
+}
+
+connection!(SongConnection, SongEdge, Song, "songs");
+connection!(ArtistConnection, ArtistEdge, Artist, "artists");
+connection!(AlbumConnection, AlbumEdge, Album, "albums");
+
+fn page_info(page: &crate::index::Page) -> PageInfo {
+    PageInfo {
+        has_next_page: page.has_next,
+        has_previous_page: false,
+        start_cursor: page.items.first().map(|(_, c)| c.clone()),
+        end_cursor: page.items.last().map(|(_, c)| c.clone()),
+    }
+}
+
+/// A song.
+pub struct Song(pub Arc<SongRec>);
+
+/// An artist.
+pub struct Artist(pub ArtistRec);
+
+/// An album.
+pub struct Album(pub AlbumRec);
+
+/// A storage node holding a copy of a song.
+#[derive(SimpleObject)]
+pub struct Replica {
+    pub id: ID,
+    /// Base URL of the node's streaming endpoint.
+    pub address: String,
+}
+
+#[Object]
+impl Song {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn artist(&self) -> Artist {
+        Artist(self.0.artist.clone())
+    }
+    async fn album(&self) -> Album {
+        Album(self.0.album.clone())
+    }
+    async fn track_number(&self) -> Option<i32> {
+        self.0.track_number.and_then(|n| i32::try_from(n).ok())
+    }
+    async fn year(&self) -> Option<i32> {
+        self.0.year.and_then(|n| i32::try_from(n).ok())
+    }
+    async fn genre(&self) -> Option<&str> {
+        self.0.genre.as_deref()
+    }
+    /// Duration in milliseconds.
+    async fn duration_ms(&self) -> i64 {
+        i64::try_from(self.0.duration_ms).unwrap_or(i64::MAX)
+    }
+    /// MIME type of the audio, as served.
+    async fn mime_type(&self) -> &str {
+        &self.0.mime_type
+    }
+    async fn size_bytes(&self) -> i64 {
+        i64::try_from(self.0.size_bytes).unwrap_or(i64::MAX)
+    }
+    /// Lower-case hex BLAKE3 hash of the audio bytes.
+    async fn content_hash(&self) -> &str {
+        &self.0.content_hash
+    }
+    /// Signed, expiring HTTPS URL of the audio on a live node holding it;
+    /// null when no such node is up. Supports HTTP range requests.
+    async fn stream_url(&self, ctx: &Context<'_>) -> Option<String> {
+        state(ctx).stream_url(&self.0)
+    }
+    /// Nodes holding the song.
+    async fn replicas(&self, ctx: &Context<'_>) -> Vec<Replica> {
+        let cluster = &state(ctx).cluster;
+        self.0
+            .replicas
+            .iter()
+            .map(|id| Replica {
+                id: ID(id.to_string()),
+                address: cluster
+                    .node(*id)
+                    .map(|n| n.info().stream_base_url)
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+#[Object]
+impl Artist {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The artist's albums, by title.
+    async fn albums(&self, ctx: &Context<'_>) -> Vec<Album> {
+        let snap = state(ctx).cluster.snapshot();
+        snap.artist_albums(self.0.id).cloned().map(Album).collect()
+    }
+    /// The artist's songs, by title.
+    async fn songs(&self, ctx: &Context<'_>) -> Vec<Song> {
+        let snap = state(ctx).cluster.snapshot();
+        snap.artist_songs(self.0.id).cloned().map(Song).collect()
+    }
+}
+
+#[Object]
+impl Album {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn year(&self) -> Option<i32> {
+        self.0.year.and_then(|n| i32::try_from(n).ok())
+    }
+    async fn artist(&self, ctx: &Context<'_>) -> Option<Artist> {
+        state(ctx)
+            .cluster
+            .snapshot()
+            .artist(self.0.artist_id)
+            .cloned()
+            .map(Artist)
+    }
+    /// The album's songs, in track order.
+    async fn songs(&self, ctx: &Context<'_>) -> Vec<Song> {
+        let snap = state(ctx).cluster.snapshot();
+        snap.album_songs(self.0.id).cloned().map(Song).collect()
+    }
+}
+
+/// Liveness of a storage node as the gateway sees it.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    /// Answering health checks.
+    Up,
+    /// Not answering.
+    Down,
+}
+
+/// A storage node.
+#[derive(SimpleObject)]
+pub struct ClusterNode {
+    /// The node's id, null until it has answered once.
+    pub id: Option<ID>,
+    /// Base URL of the node's streaming endpoint.
+    pub address: String,
+    pub state: NodeState,
+    pub song_count: i64,
+    pub bytes_stored: i64,
+}
+
+/// The storage cluster.
+#[derive(SimpleObject)]
+#[graphql(name = "Cluster")]
+pub struct ClusterInfo {
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// Queries; all public.
+pub struct QueryRoot;
+
+fn snapshot(ctx: &Context<'_>) -> Arc<Snapshot> {
+    state(ctx).cluster.snapshot()
+}
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// Songs by title; `search` matches title, artist and album names,
+    /// case-insensitively, every word.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn songs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        search: Option<String>,
+    ) -> async_graphql::Result<SongConnection> {
+        let snap = snapshot(ctx);
+        let page = snap
+            .page(
+                Kind::Songs,
+                search.as_deref(),
+                after.as_deref(),
+                page_size(first).gql()?,
+            )
+            .gql()?;
+        let edges: Vec<SongEdge> = page
+            .items
+            .iter()
+            .map(|(p, c)| SongEdge {
+                cursor: c.clone(),
+                node: Song(snap.songs[*p].clone()),
+            })
+            .collect();
+        Ok(SongConnection {
+            nodes: page
+                .items
+                .iter()
+                .map(|(p, _)| Song(snap.songs[*p].clone()))
+                .collect(),
+            edges,
+            page_info: page_info(&page),
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// Artists by name; `search` matches the name.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn artists(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        search: Option<String>,
+    ) -> async_graphql::Result<ArtistConnection> {
+        let snap = snapshot(ctx);
+        let page = snap
+            .page(
+                Kind::Artists,
+                search.as_deref(),
+                after.as_deref(),
+                page_size(first).gql()?,
+            )
+            .gql()?;
+        let node = |p: usize| Artist(snap.artists[p].clone());
+        Ok(ArtistConnection {
+            edges: page
+                .items
+                .iter()
+                .map(|(p, c)| ArtistEdge {
+                    cursor: c.clone(),
+                    node: node(*p),
+                })
+                .collect(),
+            nodes: page.items.iter().map(|(p, _)| node(*p)).collect(),
+            page_info: page_info(&page),
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// Albums by title; `search` matches album title and artist name.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn albums(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        search: Option<String>,
+    ) -> async_graphql::Result<AlbumConnection> {
+        let snap = snapshot(ctx);
+        let page = snap
+            .page(
+                Kind::Albums,
+                search.as_deref(),
+                after.as_deref(),
+                page_size(first).gql()?,
+            )
+            .gql()?;
+        let node = |p: usize| Album(snap.albums[p].clone());
+        Ok(AlbumConnection {
+            edges: page
+                .items
+                .iter()
+                .map(|(p, c)| AlbumEdge {
+                    cursor: c.clone(),
+                    node: node(*p),
+                })
+                .collect(),
+            nodes: page.items.iter().map(|(p, _)| node(*p)).collect(),
+            page_info: page_info(&page),
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// One song; null if there is none with this id.
+    async fn song(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Song>> {
+        let id: SongId = parse_id(&id).gql()?;
+        Ok(snapshot(ctx).song(id).cloned().map(Song))
+    }
+
+    /// One artist; null if there is none with this id.
+    async fn artist(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Artist>> {
+        let id: ArtistId = parse_id(&id).gql()?;
+        Ok(snapshot(ctx).artist(id).cloned().map(Artist))
+    }
+
+    /// One album; null if there is none with this id.
+    async fn album(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Album>> {
+        let id: AlbumId = parse_id(&id).gql()?;
+        Ok(snapshot(ctx).album(id).cloned().map(Album))
+    }
+
+    /// The storage nodes.
+    async fn cluster(&self, ctx: &Context<'_>) -> ClusterInfo {
+        let nodes = state(ctx)
+            .cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                let info = n.info();
+                ClusterNode {
+                    id: info.id.map(|id| ID(id.to_string())),
+                    address: info.stream_base_url,
+                    state: if info.up {
+                        NodeState::Up
+                    } else {
+                        NodeState::Down
+                    },
+                    song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
+                    bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
+                }
+            })
+            .collect();
+        ClusterInfo { nodes }
+    }
+}
+
+/// Mutations; all need the admin token.
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Uploads one audio file (GraphQL multipart request). Tags and duration
+    /// are read from the file; `title`, `artist` and `album` override them.
+    /// Artists and albums are matched by name, case-insensitively.
+    async fn upload_song(
+        &self,
+        ctx: &Context<'_>,
+        file: Upload,
+        title: Option<String>,
+        artist: Option<String>,
+        album: Option<String>,
+    ) -> async_graphql::Result<Song> {
+        require_admin(ctx).gql()?;
+        let upload = file
+            .value(ctx)
+            .map_err(|e| Error::BadUserInput(format!("file: {e}")))
+            .gql()?;
+        let overrides = crate::ingest::Overrides {
+            title,
+            artist,
+            album,
+        };
+        let song = crate::ingest::upload(state(ctx), upload, overrides)
+            .await
+            .gql()?;
+        Ok(Song(song))
+    }
+
+    /// Deletes a song. Its artist and album disappear with their last song.
+    async fn delete_song(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        require_admin(ctx).gql()?;
+        let id: SongId = parse_id(&id).gql()?;
+        crate::ingest::delete(state(ctx), id).await.gql()?;
+        Ok(true)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed SDL (`gateway/schema.graphql`) must match the code.
+    /// Run with `RONDO_BLESS=1` to update it.
+    #[test]
+    fn sdl_has_not_drifted() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
+        let fresh = super::schema_sdl();
+        if std::env::var_os("RONDO_BLESS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "gateway/schema.graphql is stale; run `RONDO_BLESS=1 cargo test -p rondo-gateway sdl`"
+        );
+    }
+
+    #[test]
+    fn schema_contract_names_exist() {
+        let sdl = super::schema_sdl();
+        for needle in [
+            "songs(first: Int, after: String, search: String): SongConnection!",
+            "artists(first: Int, after: String, search: String): ArtistConnection!",
+            "albums(first: Int, after: String, search: String): AlbumConnection!",
+            "song(id: ID!): Song",
+            "uploadSong(file: Upload!, title: String, artist: String, album: String): Song!",
+            "deleteSong(id: ID!): Boolean!",
+            "streamUrl: String",
+            "totalCount: Int!",
+            "endCursor: String",
+        ] {
+            assert!(sdl.contains(needle), "schema lacks {needle:?}");
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! HTTP surface of the gateway: GraphQL over HTTP (POST and GET, JSON and
+//! multipart uploads), GraphiQL, `/healthz`, `/metrics` and the web app.
+
+use std::sync::Arc;
+
+use async_graphql::http::{GraphiQLSource, MultipartOptions};
+use async_graphql::{BatchRequest, BatchResponse, ServerError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::TryStreamExt;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::AppState;
+use crate::graphql::Auth;
+
+/// The GraphQL-over-HTTP media type.
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// What the handlers share: the state and the schema built over it.
+#[derive(Clone)]
+pub struct Http {
+    state: Arc<AppState>,
+    schema: crate::graphql::RondoSchema,
+}
+
+/// The gateway's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let http = Http {
+        schema: crate::graphql::schema(state.clone()),
+        state: state.clone(),
+    };
+    let origins = &state.config.cors_allowed_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(std::time::Duration::from_secs(600));
+    let mut router = Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics));
+    router = match &state.config.webapp_dir {
+        Some(dir) => router.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .fallback(tower_http::services::ServeFile::new(dir.join("index.html"))),
+        ),
+        None => router.route("/", get(player_page)),
+    };
+    router.layer(cors).with_state(http)
+}
+
+fn auth(state: &AppState, headers: &HeaderMap) -> Auth {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Auth::Anonymous;
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        // blake3::Hash compares in constant time.
+        Some(t) if blake3::hash(t.as_bytes()) == state.admin_token_hash => Auth::Admin,
+        _ => Auth::Invalid,
+    }
+}
+
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(GRAPHQL_RESPONSE))
+}
+
+/// A GraphQL error answer for a request that could not be executed at all.
+fn request_error(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    graphql_response: bool,
+) -> Response {
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let content_type = if graphql_response {
+        GRAPHQL_RESPONSE
+    } else {
+        "application/json"
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Gives every error an `extensions.code`, naming async-graphql's own
+/// request errors (depth, complexity, parse, validation).
+fn add_codes(errors: &mut [ServerError]) {
+    for e in errors {
+        let has_code = e
+            .extensions
+            .as_ref()
+            .is_some_and(|x| x.get("code").is_some());
+        if has_code {
+            continue;
+        }
+        let code = match e.message.as_str() {
+            "Query is nested too deep." => "QUERY_TOO_DEEP",
+            "Query is too complex." => "QUERY_TOO_COMPLEX",
+            m if m.contains("-->") || m.starts_with("Parse error") => "GRAPHQL_PARSE_FAILED",
+            m if m.starts_with("Invalid value for argument") || m.starts_with("Invalid value") => {
+                "BAD_USER_INPUT"
+            }
+            _ if e.path.is_empty() => "GRAPHQL_VALIDATION_FAILED",
+            _ => "INTERNAL_SERVER_ERROR",
+        };
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+    }
+}
+
+async fn execute(http: &Http, batch: BatchRequest, auth: Auth, graphql_response: bool) -> Response {
+    http.state.metrics.graphql_requests.inc();
+    let batch = batch.data(auth);
+    let mut response = http.schema.execute_batch(batch).await;
+    let mut request_failed = false;
+    match &mut response {
+        BatchResponse::Single(r) => {
+            add_codes(&mut r.errors);
+            request_failed = r.data == async_graphql::Value::Null && !r.errors.is_empty();
+        }
+        BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| add_codes(&mut r.errors)),
+    }
+    let body = match serde_json::to_string(&response) {
+        Ok(b) => b,
+        Err(e) => {
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                e.to_string(),
+                graphql_response,
+            );
+        }
+    };
+    let (status, content_type) = if graphql_response {
+        (
+            if request_failed {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            },
+            GRAPHQL_RESPONSE,
+        )
+    } else {
+        (StatusCode::OK, "application/json")
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) -> Response {
+    let state = &http.state;
+    let graphql_response = wants_graphql_response(&headers);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limit = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let opts = MultipartOptions::default()
+        .max_file_size(limit)
+        .max_num_files(1);
+    let reader = tokio_util::compat::TokioAsyncReadCompatExt::compat(
+        tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other)),
+    );
+    let batch = match async_graphql::http::receive_batch_body(content_type, reader, opts).await {
+        Ok(b) => b,
+        Err(async_graphql::ParseRequestError::PayloadTooLarge) => {
+            return request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("upload exceeds the limit of {limit} bytes"),
+                graphql_response,
+            );
+        }
+        Err(e) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                e.to_string(),
+                graphql_response,
+            );
+        }
+    };
+    execute(&http, batch, auth(&http.state, &headers), graphql_response).await
+}
+
+async fn graphql_get(
+    State(http): State<Http>,
+    headers: HeaderMap,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let graphql_response = wants_graphql_response(&headers);
+    let accepts_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if accepts_html && !params.contains_key("query") {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("Rondo GraphQL")
+                .finish(),
+        )
+        .into_response();
+    }
+    let Some(query) = params.get("query") else {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "missing `query` parameter".into(),
+            graphql_response,
+        );
+    };
+    // Mutations are not allowed over GET (GraphQL over HTTP).
+    if let Ok(doc) = async_graphql::parser::parse_query(query) {
+        let wanted = params.get("operationName");
+        let is_mutation = doc.operations.iter().any(|(name, op)| {
+            let selected =
+                wanted.is_none() || name.map(|n| n.as_str()) == wanted.map(String::as_str);
+            selected && op.node.ty == async_graphql::parser::types::OperationType::Mutation
+        });
+        if is_mutation {
+            let mut r = request_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "mutations need POST".into(),
+                graphql_response,
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+    }
+    let mut request = async_graphql::Request::new(query.clone());
+    if let Some(name) = params.get("operationName") {
+        request = request.operation_name(name.clone());
+    }
+    if let Some(vars) = params.get("variables") {
+        match serde_json::from_str::<async_graphql::Variables>(vars) {
+            Ok(v) => request = request.variables(v),
+            Err(e) => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    format!("variables: {e}"),
+                    graphql_response,
+                );
+            }
+        }
+    }
+    execute(
+        &http,
+        BatchRequest::Single(request),
+        auth(&http.state, &headers),
+        graphql_response,
+    )
+    .await
+}
+
+async fn healthz(State(http): State<Http>) -> Response {
+    let state = &http.state;
+    let live = state.cluster.live_nodes().len();
+    let total = state.cluster.nodes.len();
+    let status = if live > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if live > 0 { "ok" } else { "unavailable" },
+        "nodes_up": live,
+        "nodes": total,
+        "songs": state.cluster.snapshot().songs.len(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(http): State<Http>) -> Response {
+    let state = &http.state;
+    let snap = state.cluster.snapshot();
+    state
+        .metrics
+        .indexed_songs
+        .set(i64::try_from(snap.songs.len()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .nodes_up
+        .set(i64::try_from(state.cluster.live_nodes().len()).unwrap_or(i64::MAX));
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// A minimal built-in player, served at `/` until the web app is built.
+async fn player_page() -> Html<&'static str> {
+    Html(include_str!("player.html"))
+}

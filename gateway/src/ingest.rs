@@ -1,0 +1,274 @@
+//! Uploads and deletions: the write path from a GraphQL mutation to a
+//! storage node and back into the index.
+//!
+//! An upload is inspected (format, tags, duration, integrity) and hashed on
+//! the gateway, then streamed in chunks to the node chosen by placement, which
+//! verifies the hash and commits blob and catalog entry atomically. The
+//! mutation answers once the node's change stream has brought the song into
+//! the index, so a client reads its own write.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use async_graphql::UploadValue;
+use futures::StreamExt;
+use rondo_core::{AlbumId, ArtistId, ContentHash, SongId, placement};
+use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+
+use crate::AppState;
+use crate::error::{Error, Result};
+use crate::index::SongRec;
+
+/// Size of the chunks sent to the node.
+const CHUNK: usize = 256 * 1024;
+/// Longest accepted title or name.
+const MAX_NAME: usize = 500;
+
+/// Values given with the upload that take precedence over the file's tags.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+    pub album: Option<String>,
+}
+
+/// Artist and album ids handed out by this gateway for names the index does
+/// not know yet, so that concurrent uploads by a new artist agree on its id.
+#[derive(Debug, Default)]
+pub struct Names {
+    artists: HashMap<String, ArtistId>,
+    albums: HashMap<(ArtistId, String), AlbumId>,
+}
+
+fn name_arg(field: &'static str, value: Option<String>) -> Result<Option<String>> {
+    match value.map(|v| v.trim().to_string()) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Err(Error::BadUserInput(format!("{field} must not be empty"))),
+        Some(v) if v.chars().count() > MAX_NAME => Err(Error::BadUserInput(format!(
+            "{field} must be at most {MAX_NAME} characters"
+        ))),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+fn truncate(s: String) -> String {
+    s.chars().take(MAX_NAME).collect()
+}
+
+fn hash_file(file: &mut std::fs::File) -> Result<ContentHash> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewind upload"))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).map_err(Error::io("read upload"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewind upload"))?;
+    Ok(hasher.finalize().into())
+}
+
+/// Stores an uploaded file as a song and returns it as indexed.
+pub async fn upload(
+    state: &Arc<AppState>,
+    upload: UploadValue,
+    overrides: Overrides,
+) -> Result<Arc<SongRec>> {
+    let title_arg = name_arg("title", overrides.title)?;
+    let artist_arg = name_arg("artist", overrides.artist)?;
+    let album_arg = name_arg("album", overrides.album)?;
+    let limit = state.config.max_upload_bytes;
+    let mut file = upload.content;
+    let size = file.metadata().map_err(Error::io("stat upload"))?.len();
+    if size > limit {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let (file, info, hash) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let info = crate::media::inspect(&mut file)?;
+        let hash = hash_file(&mut file)?;
+        Ok((file, info, hash))
+    })
+    .await??;
+
+    let stem = std::path::Path::new(&upload.filename)
+        .file_stem()
+        .map(|s| s.to_string_lossy().trim().to_string())
+        .filter(|s| !s.is_empty());
+    let tags = info.tags;
+    let title = truncate(
+        title_arg
+            .or(tags.title)
+            .or(stem)
+            .unwrap_or_else(|| "Untitled".into()),
+    );
+    let artist_name = truncate(
+        artist_arg
+            .or(tags.artist)
+            .unwrap_or_else(|| "Unknown Artist".into()),
+    );
+    let album_title = truncate(
+        album_arg
+            .or(tags.album)
+            .unwrap_or_else(|| "Unknown Album".into()),
+    );
+
+    let (artist_id, album_id) = {
+        let snap = state.cluster.snapshot();
+        let mut names = state.names.lock().await;
+        let artist_key = artist_name.to_lowercase();
+        let artist_id = match snap.artist_named(&artist_name) {
+            Some(a) => a.id,
+            None => *names
+                .artists
+                .entry(artist_key)
+                .or_insert_with(ArtistId::new_random),
+        };
+        let album_id = match snap.album_named(artist_id, &album_title) {
+            Some(a) => a.id,
+            None => *names
+                .albums
+                .entry((artist_id, album_title.to_lowercase()))
+                .or_insert_with(AlbumId::new_random),
+        };
+        (artist_id, album_id)
+    };
+
+    let live = state.cluster.live_nodes();
+    let target = placement::place(&hash, &live, 1)
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
+    let node = state
+        .cluster
+        .node(target)
+        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?
+        .clone();
+
+    let song_id = SongId::new_random();
+    let song = pb::Song {
+        id: song_id.to_string(),
+        title,
+        artist: Some(pb::Artist {
+            id: artist_id.to_string(),
+            name: artist_name,
+        }),
+        album: Some(pb::Album {
+            id: album_id.to_string(),
+            title: album_title,
+            artist_id: artist_id.to_string(),
+            year: tags.year,
+        }),
+        track_number: tags.track_number,
+        year: tags.year,
+        genre: tags.genre,
+        duration_ms: info.duration_ms,
+        mime_type: info.mime_type.to_string(),
+        ..Default::default()
+    };
+    let header = pb::UploadSongRequest {
+        part: Some(Part::Header(pb::SongHeader { song: Some(song) })),
+    };
+    let finish = pb::UploadSongRequest {
+        part: Some(Part::Finish(pb::Finish {
+            content_hash: hash.to_hex(),
+        })),
+    };
+    // A read error ends the stream without `finish`, which the node refuses.
+    let chunks = file_chunks(file)
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(|r| std::future::ready(r.ok()))
+        .map(|chunk| pb::UploadSongRequest {
+            part: Some(Part::Chunk(chunk)),
+        });
+    let requests = futures::stream::iter([header])
+        .chain(chunks)
+        .chain(futures::stream::iter([finish]));
+    let mut client = node.client.clone();
+    let reply = client
+        .upload_song(requests)
+        .await
+        .map_err(|status| Error::Node {
+            node: node.grpc_url.clone(),
+            status: Box::new(status),
+        })?
+        .into_inner();
+    state.metrics.uploads.inc();
+    tracing::info!(song = %song_id, node = %target, %hash, bytes = size, "uploaded song");
+    state.cluster.wait_applied(target, reply.seq).await?;
+    state
+        .cluster
+        .snapshot()
+        .song(song_id)
+        .cloned()
+        .ok_or_else(|| {
+            Error::Unavailable(format!("song {song_id} was stored but is not indexed yet"))
+        })
+}
+
+/// Reads a file as a stream of chunks.
+fn file_chunks(file: std::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; CHUNK];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, file))
+        })
+        .await;
+        match result {
+            Ok(Ok((buf, _))) if buf.is_empty() => None,
+            Ok(Ok((buf, file))) => Some((Ok(buf), Some(file))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    })
+}
+
+/// Deletes a song from every node that holds it.
+pub async fn delete(state: &Arc<AppState>, id: SongId) -> Result<()> {
+    let song = state
+        .cluster
+        .snapshot()
+        .song(id)
+        .cloned()
+        .ok_or(Error::NotFound {
+            kind: "song",
+            id: id.to_string(),
+        })?;
+    for replica in &song.replicas {
+        let node = state
+            .cluster
+            .node(*replica)
+            .ok_or_else(|| {
+                Error::Unavailable(format!("node {replica} holding the song is unknown"))
+            })?
+            .clone();
+        let mut client = node.client.clone();
+        match client
+            .delete_song(pb::DeleteSongRequest { id: id.to_string() })
+            .await
+        {
+            Ok(reply) => {
+                state
+                    .cluster
+                    .wait_applied(*replica, reply.into_inner().seq)
+                    .await?
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => {
+                return Err(Error::Node {
+                    node: node.grpc_url.clone(),
+                    status: Box::new(status),
+                });
+            }
+        }
+    }
+    tracing::info!(song = %id, "deleted song");
+    Ok(())
+}
