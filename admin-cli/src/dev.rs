@@ -182,11 +182,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             logs.display()
         )));
     }
-    if !args.no_demo {
-        if let Err(e) = seed_demo(&client, &dir).await {
-            stop(&mut children).await;
-            return Err(e.context("seed demo catalog"));
-        }
+    if !args.no_demo
+        && let Err(e) = seed_demo(&client, &dir).await
+    {
+        stop(&mut children).await;
+        return Err(e.context("seed demo catalog"));
     }
     devenv::write_dev_info(&dir, &info)?;
     println!("Rondo is running.");

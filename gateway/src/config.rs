@@ -38,6 +38,10 @@ pub struct Config {
     /// their page size).
     #[serde(default = "default_complexity")]
     pub max_query_complexity: usize,
+    /// If set, the bound address is written here as JSON after start-up
+    /// (`{"listen": …}`), so that port 0 can be used.
+    #[serde(default)]
+    pub address_file: Option<PathBuf>,
     /// Directory of a built web app to serve at `/` (optional).
     #[serde(default)]
     pub webapp_dir: Option<PathBuf>,

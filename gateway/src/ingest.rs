@@ -117,25 +117,31 @@ pub async fn upload(
             .unwrap_or_else(|| "Unknown Album".into()),
     );
 
-    let (artist_id, album_id) = {
+    // Matched names take the spelling already in the catalog.
+    let (artist_id, artist_name, album_id, album_title) = {
         let snap = state.cluster.snapshot();
         let mut names = state.names.lock().await;
-        let artist_key = artist_name.to_lowercase();
-        let artist_id = match snap.artist_named(&artist_name) {
-            Some(a) => a.id,
-            None => *names
-                .artists
-                .entry(artist_key)
-                .or_insert_with(ArtistId::new_random),
+        let (artist_id, artist_name) = match snap.artist_named(&artist_name) {
+            Some(a) => (a.id, a.name.clone()),
+            None => (
+                *names
+                    .artists
+                    .entry(artist_name.to_lowercase())
+                    .or_insert_with(ArtistId::new_random),
+                artist_name,
+            ),
         };
-        let album_id = match snap.album_named(artist_id, &album_title) {
-            Some(a) => a.id,
-            None => *names
-                .albums
-                .entry((artist_id, album_title.to_lowercase()))
-                .or_insert_with(AlbumId::new_random),
+        let (album_id, album_title) = match snap.album_named(artist_id, &album_title) {
+            Some(a) => (a.id, a.title.clone()),
+            None => (
+                *names
+                    .albums
+                    .entry((artist_id, album_title.to_lowercase()))
+                    .or_insert_with(AlbumId::new_random),
+                album_title,
+            ),
         };
-        (artist_id, album_id)
+        (artist_id, artist_name, album_id, album_title)
     };
 
     let live = state.cluster.live_nodes();

@@ -31,9 +31,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = rondo_gateway::Config::from_file(&args.config).map_err(anyhow::Error::msg)?;
+    let mut config = rondo_gateway::Config::from_file(&args.config).map_err(anyhow::Error::msg)?;
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("bind {}", config.listen))?;
+    config.listen = listener.local_addr()?;
+    if let Some(path) = &config.address_file {
+        std::fs::write(path, format!("{{\"listen\":\"{}\"}}", config.listen))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     let state = rondo_gateway::open(config, prometheus_client::registry::Registry::default())?;
     rondo_gateway::run(state, listener, shutdown_signal()).await?;
     tracing::info!("gateway stopped");

@@ -143,15 +143,15 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
         }
         packets += 1;
         frames = frames.saturating_add(packet.dur);
-        if decoded < DECODE_PACKETS {
-            if let Some(dec) = decoder.as_mut() {
-                match dec.decode(&packet) {
-                    Ok(_) => decoded += 1,
-                    Err(SymError::DecodeError(e)) => {
-                        return Err(unsupported(format!("{format}: corrupt audio: {e}")));
-                    }
-                    Err(e) => return Err(unsupported(format!("{format}: {e}"))),
+        if decoded < DECODE_PACKETS
+            && let Some(dec) = decoder.as_mut()
+        {
+            match dec.decode(&packet) {
+                Ok(_) => decoded += 1,
+                Err(SymError::DecodeError(e)) => {
+                    return Err(unsupported(format!("{format}: corrupt audio: {e}")));
                 }
+                Err(e) => return Err(unsupported(format!("{format}: {e}"))),
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Regenerates the gRPC code from the `.proto` files and fails if the
 //! committed code in `src/gen/` differs. Run with `RONDO_BLESS=1` to update.
 
+#![allow(clippy::expect_used)]
+
 use std::path::PathBuf;
 
 #[test]

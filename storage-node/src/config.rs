@@ -27,6 +27,10 @@ pub struct Config {
     pub tls_key: PathBuf,
     /// File holding the cluster secret that signs stream URLs.
     pub cluster_secret_file: PathBuf,
+    /// If set, the bound addresses are written here as JSON after start-up
+    /// (`{"grpc": …, "http": …}`), so that port 0 can be used.
+    #[serde(default)]
+    pub address_file: Option<PathBuf>,
     /// Largest accepted upload in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,

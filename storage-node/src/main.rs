@@ -24,12 +24,21 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let config = rondo_node::Config::from_file(&args.config).map_err(anyhow::Error::msg)?;
+    let mut config = rondo_node::Config::from_file(&args.config).map_err(anyhow::Error::msg)?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("bind grpc {}", config.grpc_addr))?;
     let http = std::net::TcpListener::bind(config.http_addr)
         .with_context(|| format!("bind https {}", config.http_addr))?;
+    config.grpc_addr = grpc.local_addr()?;
+    config.http_addr = http.local_addr()?;
+    if let Some(path) = &config.address_file {
+        let text = format!(
+            "{{\"grpc\":\"{}\",\"http\":\"{}\"}}",
+            config.grpc_addr, config.http_addr
+        );
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    }
     let state = rondo_node::open(config, prometheus_client::registry::Registry::default())?;
     rondo_node::run(
         state,

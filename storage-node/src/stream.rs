@@ -145,10 +145,9 @@ async fn serve(
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
+        && etag_list_matches(inm, &etag, true)
     {
-        if etag_list_matches(inm, &etag, true) {
-            return (StatusCode::NOT_MODIFIED, out).into_response();
-        }
+        return (StatusCode::NOT_MODIFIED, out).into_response();
     }
 
     let content_type = HeaderValue::from_str(&record.mime_type)
@@ -200,11 +199,11 @@ async fn serve(
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
     };
-    if start > 0 {
-        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
-            tracing::error!(%song, error = %e, "seek failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-        }
+    if start > 0
+        && let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await
+    {
+        tracing::error!(%song, error = %e, "seek failed");
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     }
     state.metrics.stream_bytes.inc_by(body_len);
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(

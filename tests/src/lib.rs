@@ -1,1 +1,475 @@
+//! Cluster harness: starts the real `rondo-node` and `rondo-gateway`
+//! binaries on loopback (port 0, addresses read back from the files the
+//! processes write), with a temp dir each, and drives them over HTTPS and
+//! GraphQL. Handles kill (SIGKILL) and restart nodes.
+//!
+//! The binaries must be built first (`cargo build --bins`); the harness finds
+//! them next to the test executable's profile directory.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rondo_cli::client::Client;
+use rondo_core::{NodeId, SongId};
+use serde_json::{Value, json};
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Path of a workspace binary in the profile directory of this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test>-<hash>
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = profile.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed when dropped.
+#[derive(Debug)]
+pub struct Proc(Option<Child>);
+
+impl Proc {
+    fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .env("RONDO_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        Ok(Proc(Some(child)))
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One storage node process.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub id: NodeId,
+    pub proc: Proc,
+    log: PathBuf,
+}
+
+impl NodeHandle {
+    /// Songs, blob files, bytes in blob files, and files in `tmp/` on disk.
+    pub fn disk(&self) -> DiskState {
+        let mut state = DiskState::default();
+        for path in walk(&self.dir.join("blobs")) {
+            state.blob_files += 1;
+            state.blob_bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        state.tmp_files = walk(&self.dir.join("tmp")).len();
+        state
+    }
+}
+
+/// What a node has on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskState {
+    pub blob_files: usize,
+    pub blob_bytes: u64,
+    pub tmp_files: usize,
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Options of a test cluster.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    nodes: usize,
+    max_upload_bytes: Option<u64>,
+    stream_url_ttl_secs: Option<u64>,
+}
+
+/// A running cluster of real processes.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeHandle>,
+    pub gateway: Proc,
+    pub gateway_addr: SocketAddr,
+    pub ca_pem: Vec<u8>,
+    pub token: String,
+    pub secret: Vec<u8>,
+    /// Client with the admin token.
+    pub admin: Client,
+    /// Client without a token.
+    pub anon: Client,
+}
+
+async fn read_addresses(path: &Path) -> anyhow::Result<Value> {
+    eventually(
+        &format!("{}", path.display()),
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(path).ok()?;
+            serde_json::from_str::<Value>(&text).ok()
+        },
+    )
+    .await
+}
+
+fn addr(v: &Value, key: &str) -> anyhow::Result<SocketAddr> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .context("address missing")?
+        .parse()
+        .context("bad address")
+}
+
+impl Builder {
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    pub fn max_upload_bytes(mut self, n: u64) -> Self {
+        self.max_upload_bytes = Some(n);
+        self
+    }
+
+    pub fn stream_url_ttl_secs(mut self, n: u64) -> Self {
+        self.stream_url_ttl_secs = Some(n);
+        self
+    }
+
+    /// Starts the nodes, then the gateway, and waits until the gateway sees
+    /// every node up.
+    pub async fn start(self) -> anyhow::Result<Cluster> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::Builder::new().prefix("rondo-test-").tempdir()?;
+        let pki = rondo_cli::devenv::ensure_pki(dir.path())?;
+        let token = rondo_cli::devenv::ensure_secret(&dir.path().join("admin-token"))?;
+        rondo_cli::devenv::ensure_secret(&dir.path().join("cluster-secret"))?;
+        let secret = std::fs::read(dir.path().join("cluster-secret"))?;
+        let mut nodes = Vec::new();
+        for i in 0..self.nodes {
+            let node_dir = dir.path().join(format!("node-{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let config = node_dir.join("node.toml");
+            let addr_file = node_dir.join("addresses.json");
+            let mut t = toml::Table::new();
+            t.insert("data_dir".into(), node_dir.display().to_string().into());
+            t.insert("grpc_addr".into(), "127.0.0.1:0".into());
+            t.insert("http_addr".into(), "127.0.0.1:0".into());
+            t.insert(
+                "tls_cert".into(),
+                pki.server_cert.display().to_string().into(),
+            );
+            t.insert(
+                "tls_key".into(),
+                pki.server_key.display().to_string().into(),
+            );
+            t.insert(
+                "cluster_secret_file".into(),
+                dir.path()
+                    .join("cluster-secret")
+                    .display()
+                    .to_string()
+                    .into(),
+            );
+            t.insert(
+                "address_file".into(),
+                addr_file.display().to_string().into(),
+            );
+            if let Some(n) = self.max_upload_bytes {
+                t.insert(
+                    "max_upload_bytes".into(),
+                    toml::Value::Integer(i64::try_from(n)?),
+                );
+            }
+            rondo_cli::devenv::write_config(&config, &t)?;
+            let log = node_dir.join("node.log");
+            let proc = Proc::spawn(&bin("rondo-node"), &config, &log)?;
+            let addrs = read_addresses(&addr_file).await?;
+            let (grpc, http) = (addr(&addrs, "grpc")?, addr(&addrs, "http")?);
+            // Pin the ports so that a restart comes back on the same ones.
+            t.insert("grpc_addr".into(), grpc.to_string().into());
+            t.insert("http_addr".into(), http.to_string().into());
+            rondo_cli::devenv::write_config(&config, &t)?;
+            let id: NodeId = std::fs::read_to_string(node_dir.join("node-id"))?
+                .trim()
+                .parse()?;
+            nodes.push(NodeHandle {
+                dir: node_dir,
+                config,
+                grpc,
+                http,
+                id,
+                proc,
+                log,
+            });
+        }
+        let gw_config = dir.path().join("gateway.toml");
+        let gw_addr_file = dir.path().join("gateway-address.json");
+        let mut t = toml::Table::new();
+        t.insert("listen".into(), "127.0.0.1:0".into());
+        t.insert(
+            "tls_cert".into(),
+            pki.server_cert.display().to_string().into(),
+        );
+        t.insert(
+            "tls_key".into(),
+            pki.server_key.display().to_string().into(),
+        );
+        t.insert(
+            "nodes".into(),
+            toml::Value::Array(
+                nodes
+                    .iter()
+                    .map(|n| format!("http://{}", n.grpc).into())
+                    .collect(),
+            ),
+        );
+        t.insert(
+            "admin_token_file".into(),
+            dir.path().join("admin-token").display().to_string().into(),
+        );
+        t.insert(
+            "cluster_secret_file".into(),
+            dir.path()
+                .join("cluster-secret")
+                .display()
+                .to_string()
+                .into(),
+        );
+        t.insert(
+            "address_file".into(),
+            gw_addr_file.display().to_string().into(),
+        );
+        if let Some(n) = self.max_upload_bytes {
+            t.insert(
+                "max_upload_bytes".into(),
+                toml::Value::Integer(i64::try_from(n)?),
+            );
+        }
+        if let Some(n) = self.stream_url_ttl_secs {
+            t.insert(
+                "stream_url_ttl_secs".into(),
+                toml::Value::Integer(i64::try_from(n)?),
+            );
+        }
+        rondo_cli::devenv::write_config(&gw_config, &t)?;
+        let gateway = Proc::spawn(
+            &bin("rondo-gateway"),
+            &gw_config,
+            &dir.path().join("gateway.log"),
+        )?;
+        let gateway_addr = addr(&read_addresses(&gw_addr_file).await?, "listen")?;
+        let ca_pem = std::fs::read(&pki.ca_cert)?;
+        let base = format!("https://127.0.0.1:{}", gateway_addr.port());
+        let admin = Client::new(&base, &ca_pem, Some(token.clone()))?;
+        let anon = Client::new(&base, &ca_pem, None)?;
+        let cluster = Cluster {
+            dir,
+            nodes,
+            gateway,
+            gateway_addr,
+            ca_pem,
+            token,
+            secret,
+            admin,
+            anon,
+        };
+        cluster.wait_all_up().await?;
+        Ok(cluster)
+    }
+}
+
+impl Cluster {
+    /// A builder with one node and default limits.
+    pub fn builder() -> Builder {
+        Builder {
+            nodes: 1,
+            max_upload_bytes: None,
+            stream_url_ttl_secs: None,
+        }
+    }
+
+    /// Waits until the gateway reports every node up.
+    pub async fn wait_all_up(&self) -> anyhow::Result<()> {
+        let n = self.nodes.len();
+        eventually(
+            "all nodes up at the gateway",
+            Duration::from_secs(30),
+            || async {
+                let data = self
+                    .anon
+                    .query("{ cluster { nodes { state } } }", json!({}))
+                    .await
+                    .ok()?;
+                let up = data
+                    .pointer("/cluster/nodes")?
+                    .as_array()?
+                    .iter()
+                    .filter(|x| x["state"] == "UP")
+                    .count();
+                (up == n).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].proc.kill();
+    }
+
+    /// Restarts node `i` on its old ports and waits until the gateway sees it.
+    pub async fn restart_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        node.proc.kill();
+        let addr_file = node.dir.join("addresses.json");
+        let _ = std::fs::remove_file(&addr_file);
+        node.proc = Proc::spawn(&bin("rondo-node"), &node.config, &node.log)?;
+        read_addresses(&addr_file).await?;
+        self.wait_all_up().await
+    }
+
+    /// An HTTP client trusting the cluster CA.
+    pub fn http(&self) -> &reqwest::Client {
+        self.anon.http()
+    }
+
+    /// A stream URL for `song` on `node`, signed with the cluster secret and
+    /// expiring at `exp` (Unix seconds).
+    pub fn signed_url(&self, node: usize, song: SongId, exp: u64) -> String {
+        let signer = rondo_core::signing::UrlSigner::new(self.secret.clone());
+        let n = &self.nodes[node];
+        format!(
+            "https://127.0.0.1:{}/stream/{song}?{}",
+            n.http.port(),
+            signer.query(song, n.id, exp)
+        )
+    }
+
+    /// Total songs the gateway lists.
+    pub async fn song_count(&self) -> anyhow::Result<u64> {
+        let data = self
+            .anon
+            .query("{ songs(first: 0) { totalCount } }", json!({}))
+            .await?;
+        data.pointer("/songs/totalCount")
+            .and_then(Value::as_u64)
+            .context("no totalCount")
+    }
+
+    /// Songs, blobs and bytes each node reports, plus what is on disk.
+    pub async fn footprint(&self) -> anyhow::Result<Vec<(Value, DiskState)>> {
+        let data = self
+            .anon
+            .query(
+                "{ cluster { nodes { id songCount bytesStored } } }",
+                json!({}),
+            )
+            .await?;
+        let reported = data
+            .pointer("/cluster/nodes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(self
+            .nodes
+            .iter()
+            .map(|n| {
+                let r = reported
+                    .iter()
+                    .find(|r| r["id"] == n.id.to_string())
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                (r, n.disk())
+            })
+            .collect())
+    }
+}
+
+/// Writes a tagged demo song of `seconds` to `path`.
+pub fn tagged_wav(
+    path: &Path,
+    title: &str,
+    artist: &str,
+    album: &str,
+    seconds: f32,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let song = rondo_cli::demo::DemoSong {
+        title: title.into(),
+        artist: artist.into(),
+        album: album.into(),
+        track: 3,
+        year: 1999,
+        genre: "Test".into(),
+    };
+    rondo_cli::demo::write_song(path, &song, seconds, seed)?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The `rondo` CLI against a real cluster.
+
+use std::process::Command;
+
+use rondo_tests::{Cluster, bin};
+
+fn rondo(cluster: &Cluster, token: &str, args: &[&str]) -> (i32, String, String) {
+    let ca = cluster.dir.path().join("tls/ca.pem");
+    let out = Command::new(bin("rondo"))
+        .args(args)
+        .env("RONDO_GATEWAY", &cluster.admin.base)
+        .env("RONDO_TOKEN", token)
+        .env("RONDO_CA_CERT", ca)
+        .env("RONDO_DATA", cluster.dir.path().join("no-dev-here"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_folder_songs_and_status() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let nested = tmp.path().join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    crate::wav(
+        tmp.path(),
+        "one.wav",
+        "First Cli",
+        "Shell",
+        "Terminal",
+        0.5,
+        1,
+    );
+    crate::wav(
+        &nested,
+        "two.wav",
+        "Second Cli",
+        "Shell",
+        "Terminal",
+        0.5,
+        2,
+    );
+    std::fs::copy(crate::fixture("tone.mp3"), nested.join("three.mp3")).unwrap();
+    std::fs::write(tmp.path().join("cover.txt"), "not audio").unwrap();
+
+    let dir = tmp.path().to_str().unwrap();
+    let (code, out, err) = rondo(&cluster, &cluster.token, &["upload", dir]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("skip") && l.contains("cover.txt")),
+        "{out}"
+    );
+    assert!(out.contains("3 uploaded, 1 skipped, 0 failed"), "{out}");
+    assert_eq!(cluster.song_count().await.unwrap(), 3);
+
+    let (code, out, _) = rondo(&cluster, &cluster.token, &["songs", "--search", "second"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Second Cli — Shell — Terminal"), "{out}");
+    assert!(out.contains("1 of 1 songs"), "{out}");
+
+    let (code, out, _) = rondo(&cluster, &cluster.token, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&cluster.nodes[0].id.to_string()) && out.contains("UP"),
+        "{out}"
+    );
+
+    // A wrong token fails every upload: non-zero exit, one line per file.
+    let (code, out, _) = rondo(&cluster, "wrong", &["upload", dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("0 uploaded, 0 skipped, 4 failed"), "{out}");
+    assert_eq!(cluster.song_count().await.unwrap(), 3);
+
+    // A missing path is a clear error.
+    let (code, _, err) = rondo(
+        &cluster,
+        &cluster.token,
+        &["upload", "/definitely/not/here"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("/definitely/not/here"), "{err}");
+}

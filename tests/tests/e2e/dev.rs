@@ -1,0 +1,121 @@
+//! `rondo dev`: a whole local deployment with demo data, stopped by Ctrl-C
+//! and reusing its data on the next run.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use rondo_tests::{bin, eventually};
+
+/// A base port with room above it. `rondo dev` uses fixed offsets from its
+/// `--port`, so the test asks the kernel for a free port and uses that.
+fn base_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    p.min(65_000 - 200)
+}
+
+async fn run_dev(
+    data: &std::path::Path,
+    port: u16,
+) -> (tokio::process::Child, rondo_cli::devenv::DevInfo) {
+    let child = tokio::process::Command::new(bin("rondo"))
+        .args(["dev", "--data"])
+        .arg(data)
+        .args(["--nodes", "2", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let info = eventually("dev.json", Duration::from_secs(120), || async {
+        rondo_cli::devenv::read_dev_info(data).ok()
+    })
+    .await
+    .unwrap();
+    (child, info)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("rondo-data");
+    let port = base_port();
+    let (mut child, info) = run_dev(&data, port).await;
+    assert_eq!(
+        info.graphql_url,
+        format!("https://127.0.0.1:{port}/graphql")
+    );
+    assert!(info.ca_cert.exists() && info.admin_token_file.exists());
+    let ca = std::fs::read(&info.ca_cert).unwrap();
+    let client = rondo_cli::client::Client::new(&info.gateway_url, &ca, None).unwrap();
+    let q = "{ songs(first: 100) { totalCount nodes { id streamUrl } } artists { totalCount } albums { totalCount } cluster { nodes { state } } }";
+    let d = client.query(q, json!({})).await.unwrap();
+    assert!(d["songs"]["totalCount"].as_u64().unwrap() >= 20, "{d}");
+    assert!(d["artists"]["totalCount"].as_u64().unwrap() >= 3, "{d}");
+    assert!(d["albums"]["totalCount"].as_u64().unwrap() >= 4, "{d}");
+    assert_eq!(d["cluster"]["nodes"].as_array().unwrap().len(), 2);
+    let ids: Vec<Value> = d["songs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    // Demo songs are real audio that streams.
+    let url = d["songs"]["nodes"][0]["streamUrl"].as_str().unwrap();
+    let resp = client
+        .http()
+        .get(url)
+        .header("range", "bytes=0-11")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 206);
+    assert_eq!(&resp.bytes().await.unwrap()[..4], b"RIFF");
+
+    // Ctrl-C stops everything.
+    let pid = Pid::from_raw(child.id().unwrap() as i32);
+    kill(pid, Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", &data.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        alive.stdout.is_empty(),
+        "processes left running: {}",
+        String::from_utf8_lossy(&alive.stdout)
+    );
+
+    // Running it again reuses the data: the same songs, nothing seeded twice.
+    std::fs::remove_file(data.join("dev.json")).unwrap();
+    let (mut child, info) = run_dev(&data, port).await;
+    let client = rondo_cli::client::Client::new(
+        &info.gateway_url,
+        &std::fs::read(&info.ca_cert).unwrap(),
+        None,
+    )
+    .unwrap();
+    let d = client.query(q, json!({})).await.unwrap();
+    let again: Vec<Value> = d["songs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    assert_eq!(again, ids);
+    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
