@@ -78,26 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let http = format!("127.0.0.1:{}", args.port + 1 + i);
         let grpc = format!("127.0.0.1:{}", args.port + 100 + i);
         let config = data_dir.join("node.toml");
-        let mut t = toml::Table::new();
-        t.insert("data_dir".into(), data_dir.display().to_string().into());
-        t.insert("grpc_addr".into(), grpc.clone().into());
-        t.insert("http_addr".into(), http.clone().into());
-        t.insert(
-            "public_url".into(),
-            format!("https://127.0.0.1:{}", args.port + 1 + i).into(),
-        );
-        t.insert(
-            "tls_cert".into(),
-            pki.server_cert.display().to_string().into(),
-        );
-        t.insert(
-            "tls_key".into(),
-            pki.server_key.display().to_string().into(),
-        );
-        t.insert(
-            "cluster_secret_file".into(),
-            secret_file.display().to_string().into(),
-        );
+        let t = devenv::node_table(&data_dir, &grpc, &http, &pki, &secret_file);
         devenv::write_config(&config, &t)?;
         nodes.push(DevNode {
             grpc_url: format!("http://{grpc}"),
@@ -107,27 +88,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let gateway_config = dir.join("gateway.toml");
-    let mut t = toml::Table::new();
-    t.insert("listen".into(), format!("127.0.0.1:{}", args.port).into());
-    t.insert(
-        "tls_cert".into(),
-        pki.server_cert.display().to_string().into(),
-    );
-    t.insert(
-        "tls_key".into(),
-        pki.server_key.display().to_string().into(),
-    );
-    t.insert(
-        "nodes".into(),
-        toml::Value::Array(nodes.iter().map(|n| n.grpc_url.clone().into()).collect()),
-    );
-    t.insert(
-        "admin_token_file".into(),
-        token_file.display().to_string().into(),
-    );
-    t.insert(
-        "cluster_secret_file".into(),
-        secret_file.display().to_string().into(),
+    let node_urls: Vec<String> = nodes.iter().map(|n| n.grpc_url.clone()).collect();
+    let mut t = devenv::gateway_table(
+        &format!("127.0.0.1:{}", args.port),
+        &node_urls,
+        &pki,
+        &token_file,
+        &secret_file,
     );
     if let Some(webapp) = webapp_dir() {
         t.insert("webapp_dir".into(), webapp.display().to_string().into());

@@ -153,3 +153,46 @@ pub fn write_config(path: &Path, value: &toml::Table) -> Result<()> {
     }
     std::fs::write(path, text).map_err(Error::io(format!("write {}", path.display())))
 }
+
+fn path_value(p: &Path) -> toml::Value {
+    p.display().to_string().into()
+}
+
+/// The configuration of one storage node process.
+pub fn node_table(
+    data_dir: &Path,
+    grpc: &str,
+    http: &str,
+    pki: &Pki,
+    secret_file: &Path,
+) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("data_dir".into(), path_value(data_dir));
+    t.insert("grpc_addr".into(), grpc.into());
+    t.insert("http_addr".into(), http.into());
+    t.insert("tls_cert".into(), path_value(&pki.server_cert));
+    t.insert("tls_key".into(), path_value(&pki.server_key));
+    t.insert("cluster_secret_file".into(), path_value(secret_file));
+    t
+}
+
+/// The configuration of one gateway process.
+pub fn gateway_table(
+    listen: &str,
+    nodes: &[String],
+    pki: &Pki,
+    token_file: &Path,
+    secret_file: &Path,
+) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("listen".into(), listen.into());
+    t.insert("tls_cert".into(), path_value(&pki.server_cert));
+    t.insert("tls_key".into(), path_value(&pki.server_key));
+    t.insert(
+        "nodes".into(),
+        toml::Value::Array(nodes.iter().map(|n| n.as_str().into()).collect()),
+    );
+    t.insert("admin_token_file".into(), path_value(token_file));
+    t.insert("cluster_secret_file".into(), path_value(secret_file));
+    t
+}

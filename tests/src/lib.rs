@@ -218,25 +218,13 @@ impl Builder {
             std::fs::create_dir_all(&node_dir)?;
             let config = node_dir.join("node.toml");
             let addr_file = node_dir.join("addresses.json");
-            let mut t = toml::Table::new();
-            t.insert("data_dir".into(), node_dir.display().to_string().into());
-            t.insert("grpc_addr".into(), "127.0.0.1:0".into());
-            t.insert("http_addr".into(), "127.0.0.1:0".into());
-            t.insert(
-                "tls_cert".into(),
-                pki.server_cert.display().to_string().into(),
-            );
-            t.insert(
-                "tls_key".into(),
-                pki.server_key.display().to_string().into(),
-            );
-            t.insert(
-                "cluster_secret_file".into(),
-                dir.path()
-                    .join("cluster-secret")
-                    .display()
-                    .to_string()
-                    .into(),
+            let secret_file = dir.path().join("cluster-secret");
+            let mut t = rondo_cli::devenv::node_table(
+                &node_dir,
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                &pki,
+                &secret_file,
             );
             t.insert(
                 "address_file".into(),
@@ -272,36 +260,13 @@ impl Builder {
         }
         let gw_config = dir.path().join("gateway.toml");
         let gw_addr_file = dir.path().join("gateway-address.json");
-        let mut t = toml::Table::new();
-        t.insert("listen".into(), "127.0.0.1:0".into());
-        t.insert(
-            "tls_cert".into(),
-            pki.server_cert.display().to_string().into(),
-        );
-        t.insert(
-            "tls_key".into(),
-            pki.server_key.display().to_string().into(),
-        );
-        t.insert(
-            "nodes".into(),
-            toml::Value::Array(
-                nodes
-                    .iter()
-                    .map(|n| format!("http://{}", n.grpc).into())
-                    .collect(),
-            ),
-        );
-        t.insert(
-            "admin_token_file".into(),
-            dir.path().join("admin-token").display().to_string().into(),
-        );
-        t.insert(
-            "cluster_secret_file".into(),
-            dir.path()
-                .join("cluster-secret")
-                .display()
-                .to_string()
-                .into(),
+        let node_urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.grpc)).collect();
+        let mut t = rondo_cli::devenv::gateway_table(
+            "127.0.0.1:0",
+            &node_urls,
+            &pki,
+            &dir.path().join("admin-token"),
+            &dir.path().join("cluster-secret"),
         );
         t.insert(
             "address_file".into(),
