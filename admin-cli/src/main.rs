@@ -32,6 +32,9 @@ enum Command {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Files uploaded at the same time.
+        #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
     },
     /// List songs.
     Songs {
@@ -127,7 +130,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
-        Command::Upload { conn, paths } => upload(&conn.client()?, &paths).await,
+        Command::Upload { conn, paths, jobs } => {
+            upload(&conn.client()?, &paths, usize::from(jobs)).await
+        }
         Command::Songs {
             conn,
             search,
@@ -155,9 +160,10 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Uploads files; one line per file; exit 1 if any upload failed (skipped
-/// unsupported files do not count as failures).
-pub async fn upload(client: &Client, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// Uploads files, `jobs` at a time; one line per file, in the order of the
+/// files; exit 1 if any upload failed (skipped unsupported files do not
+/// count as failures).
+pub async fn upload(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::Result<ExitCode> {
     let files = collect_files(paths)?;
     let total: u64 = files
         .iter()
@@ -172,9 +178,16 @@ pub async fn upload(client: &Client, paths: &[PathBuf]) -> anyhow::Result<ExitCo
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let (mut ok, mut skipped, mut failed) = (0usize, 0usize, 0usize);
-    for (i, file) in files.iter().enumerate() {
-        bar.set_message(format!("file {}/{}", i + 1, files.len()));
-        let result = upload_one(client, file, bar.clone()).await;
+    let mut results = futures::stream::iter(files.iter())
+        .map(|file| {
+            let bar = bar.clone();
+            async move { (file, upload_one(client, file, bar).await) }
+        })
+        .buffered(jobs.max(1));
+    let mut finished = 0;
+    while let Some((file, result)) = results.next().await {
+        finished += 1;
+        bar.set_message(format!("{finished}/{} files", files.len()));
         let line = match result {
             Ok(song) => {
                 ok += 1;
@@ -221,7 +234,7 @@ async fn upload_one(
         .await
         .map_err(rondo_cli::Error::io(format!("stat {}", path.display())))?
         .len();
-    let stream = tokio_util::io::ReaderStream::new(file).inspect(move |chunk| {
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
         if let Ok(c) = chunk {
             bar.inc(c.len() as u64);
         }

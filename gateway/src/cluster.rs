@@ -92,6 +92,10 @@ impl Cluster {
                 .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
+                // Uploads stream whole files: a window of a few MiB keeps
+                // the pipe full where HTTP/2's default 64 KiB would stall.
+                .initial_stream_window_size(4 << 20)
+                .initial_connection_window_size(16 << 20)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5));
             let client = StorageNodeClient::new(endpoint.connect_lazy())

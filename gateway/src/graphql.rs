@@ -182,8 +182,8 @@ impl Song {
         i64::try_from(self.0.size_bytes).unwrap_or(i64::MAX)
     }
     /// Lower-case hex BLAKE3 hash of the audio bytes.
-    async fn content_hash(&self) -> &str {
-        &self.0.content_hash
+    async fn content_hash(&self) -> String {
+        self.0.content_hash.to_hex()
     }
     /// Signed, expiring HTTPS URL of the audio on a live node holding it;
     /// null when no such node is up. Supports HTTP range requests.
@@ -290,8 +290,10 @@ fn snapshot(ctx: &Context<'_>) -> Arc<Snapshot> {
 
 #[Object(name = "Query")]
 impl QueryRoot {
-    /// Songs by title; `search` matches title, artist and album names,
-    /// case-insensitively, every word.
+    /// Songs by title. With `search`, only songs where every word of the
+    /// search begins a word of the title, artist or album name ("beat abb"
+    /// finds "Come Together" by The Beatles on Abbey Road); case, accents and
+    /// apostrophes are ignored.
     #[graphql(
         complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
     )]
@@ -331,7 +333,8 @@ impl QueryRoot {
         })
     }
 
-    /// Artists by name; `search` matches the name.
+    /// Artists by name. With `search`, only artists where every word of the
+    /// search begins a word of the name (case, accents and apostrophes ignored).
     #[graphql(
         complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
     )]
@@ -367,7 +370,9 @@ impl QueryRoot {
         })
     }
 
-    /// Albums by title; `search` matches album title and artist name.
+    /// Albums by title. With `search`, only albums where every word of the
+    /// search begins a word of the album title or artist name (case, accents
+    /// and apostrophes ignored).
     #[graphql(
         complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
     )]

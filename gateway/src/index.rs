@@ -2,7 +2,7 @@
 //! streams and read through immutable snapshots.
 //!
 //! Writers apply changes to a [`Catalog`]; a rebuild turns it into a
-//! [`Snapshot`] (sorted lists, lookup maps and a search buffer) that readers
+//! [`Snapshot`] (sorted lists, lookup maps and an inverted word index) that readers
 //! share through an `Arc`, so queries never wait for writers. Rebuilds are
 //! coalesced: a burst of changes costs one rebuild.
 
@@ -43,7 +43,7 @@ pub struct SongRec {
     pub duration_ms: u64,
     pub mime_type: String,
     pub size_bytes: u64,
-    pub content_hash: String,
+    pub content_hash: rondo_core::ContentHash,
     pub created_at_ms: i64,
     pub replicas: BTreeSet<NodeId>,
 }
@@ -77,7 +77,7 @@ impl SongRec {
             duration_ms: song.duration_ms,
             mime_type: song.mime_type,
             size_bytes: song.size_bytes,
-            content_hash: song.content_hash,
+            content_hash: song.content_hash.parse()?,
             created_at_ms: song.created_at_ms,
             replicas: BTreeSet::new(),
         })
@@ -123,14 +123,19 @@ impl Catalog {
 }
 
 /// A searchable, sorted list of one kind of item.
+///
+/// Search is by word prefix, as listeners type: every query word must begin
+/// a word of the item's text (title, artist, album), after case and accent
+/// folding. It runs on an inverted index: the sorted vocabulary of the
+/// listing, each word with the sorted positions of the items that contain it.
 #[derive(Debug, Default)]
 pub struct Listing {
     /// Sort keys (`lower(name) \0 id`), ascending.
     keys: Vec<String>,
-    /// Lower-cased search text of each item, `\n`-terminated, concatenated.
-    text: String,
-    /// Start of each item's text in `text`.
-    starts: Vec<usize>,
+    /// Distinct folded words of all items, ascending.
+    words: Vec<String>,
+    /// For each word, the positions of the items containing it, ascending.
+    postings: Vec<Vec<u32>>,
 }
 
 impl Listing {
@@ -140,13 +145,19 @@ impl Listing {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by(|a, b| items[*a].0.cmp(&items[*b].0));
         let mut listing = Listing::default();
-        for &i in &order {
+        let mut index: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        for (pos, &i) in order.iter().enumerate() {
             let (key, text) = std::mem::take(&mut items[i]);
             listing.keys.push(key);
-            listing.starts.push(listing.text.len());
-            listing.text.push_str(&text);
-            listing.text.push('\n');
+            let pos = u32::try_from(pos).unwrap_or(u32::MAX);
+            for word in fold_words(&text) {
+                let list = index.entry(word).or_default();
+                if list.last() != Some(&pos) {
+                    list.push(pos);
+                }
+            }
         }
+        (listing.words, listing.postings) = index.into_iter().unzip();
         (listing, order)
     }
 
@@ -161,43 +172,116 @@ impl Listing {
         Ok(self.keys.partition_point(|k| k.as_str() <= key.as_str()))
     }
 
-    /// Positions of the items matching every token, in order.
-    fn matches(&self, tokens: &[String]) -> Vec<usize> {
-        if tokens.is_empty() {
-            return (0..self.len()).collect();
-        }
-        let longest = tokens
-            .iter()
-            .max_by_key(|t| t.len())
-            .map(String::as_str)
-            .unwrap_or("");
-        let finder = memchr::memmem::Finder::new(longest.as_bytes());
-        let mut out: Vec<usize> = Vec::new();
-        for hit in finder.find_iter(self.text.as_bytes()) {
-            let item = self.starts.partition_point(|s| *s <= hit).saturating_sub(1);
-            if out.last() == Some(&item) {
-                continue;
-            }
-            let text = self.item_text(item);
-            if tokens.iter().all(|t| text.contains(t.as_str())) {
-                out.push(item);
-            }
-        }
-        out
+    /// The range of vocabulary words that start with `prefix`.
+    fn words_with_prefix(&self, prefix: &str) -> std::ops::Range<usize> {
+        let lo = self.words.partition_point(|w| w.as_str() < prefix);
+        let hi = lo + self.words[lo..].partition_point(|w| w.starts_with(prefix));
+        lo..hi
     }
 
-    fn item_text(&self, item: usize) -> &str {
-        let start = self.starts[item];
-        let end = self
-            .starts
-            .get(item + 1)
-            .copied()
-            .unwrap_or(self.text.len());
-        &self.text[start..end]
+    /// The items matching every token.
+    fn matches(&self, tokens: &[String]) -> Matches<'_> {
+        let ranges: Vec<std::ops::Range<usize>> =
+            tokens.iter().map(|t| self.words_with_prefix(t)).collect();
+        // A whole word typed alone: its posting list is the answer.
+        if let [range] = ranges.as_slice()
+            && range.len() == 1
+        {
+            return Matches::List(&self.postings[range.start]);
+        }
+        // Otherwise one bit per item for each token, ORed over its words and
+        // ANDed across tokens.
+        let mut acc: Option<Vec<u64>> = None;
+        for range in ranges {
+            if range.is_empty() {
+                return Matches::List(&[]);
+            }
+            let mut bits = vec![0u64; self.len().div_ceil(64)];
+            for list in &self.postings[range] {
+                for &p in list {
+                    let p = p as usize;
+                    if let Some(word) = bits.get_mut(p / 64) {
+                        *word |= 1 << (p % 64);
+                    }
+                }
+            }
+            acc = Some(match acc {
+                None => bits,
+                Some(mut a) => {
+                    a.iter_mut().zip(&bits).for_each(|(x, y)| *x &= y);
+                    a
+                }
+            });
+        }
+        Matches::Bits(acc.unwrap_or_default())
     }
 
     fn cursor(&self, pos: usize) -> String {
         hex::encode(self.keys[pos].as_bytes())
+    }
+}
+
+/// Folds text for search: lower case, accents removed (NFKD without
+/// combining marks), apostrophes dropped ("Don't" = "dont"), then split into
+/// words at anything that is not a letter or digit ("AC/DC" = "ac dc").
+pub fn fold_words(text: &str) -> Vec<String> {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    let folded: String = text
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c) && !matches!(c, '\'' | '\u{2019}'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The positions matching a search, as a posting list or a bit set.
+enum Matches<'a> {
+    List(&'a [u32]),
+    Bits(Vec<u64>),
+}
+
+impl Matches<'_> {
+    fn total(&self) -> usize {
+        match self {
+            Matches::List(l) => l.len(),
+            Matches::Bits(b) => b.iter().map(|w| w.count_ones() as usize).sum(),
+        }
+    }
+
+    /// Up to `n` positions at or after `from`, and whether more follow.
+    fn page(&self, from: usize, n: usize) -> (Vec<usize>, bool) {
+        match self {
+            Matches::List(l) => {
+                let start = l.partition_point(|&p| (p as usize) < from);
+                let end = (start + n).min(l.len());
+                let items = l[start..end].iter().map(|&p| p as usize).collect();
+                (items, end < l.len())
+            }
+            Matches::Bits(bits) => {
+                let mut out = Vec::with_capacity(n);
+                for (i, &word) in bits.iter().enumerate().skip(from / 64) {
+                    // Bits below `from` in its own word are masked off.
+                    let mut w = if i == from / 64 {
+                        word & (!0u64 << (from % 64))
+                    } else {
+                        word
+                    };
+                    while w != 0 {
+                        if out.len() == n {
+                            return (out, true);
+                        }
+                        out.push(i * 64 + w.trailing_zeros() as usize);
+                        w &= w - 1;
+                    }
+                }
+                (out, false)
+            }
+        }
     }
 }
 
@@ -213,11 +297,9 @@ fn decode_cursor(cursor: &str) -> Result<String> {
         })
 }
 
-/// Lower-cased search tokens of a query.
+/// Folded search words of a query (see [`fold_words`]).
 pub fn tokens(search: Option<&str>) -> Vec<String> {
-    search
-        .map(|s| s.split_whitespace().map(str::to_lowercase).collect())
-        .unwrap_or_default()
+    search.map(fold_words).unwrap_or_default()
 }
 
 fn sort_key(name: &str, id: impl std::fmt::Display) -> String {
@@ -277,8 +359,7 @@ impl Snapshot {
             songs
                 .iter()
                 .map(|s| {
-                    let text = format!("{}\u{1}{}\u{1}{}", s.title, s.artist.name, s.album.title)
-                        .to_lowercase();
+                    let text = format!("{} {} {}", s.title, s.artist.name, s.album.title);
                     (sort_key(&s.title, s.id), text)
                 })
                 .collect(),
@@ -293,7 +374,7 @@ impl Snapshot {
         let (artist_listing, order) = Listing::build(
             artists
                 .iter()
-                .map(|a| (sort_key(&a.name, a.id), a.name.to_lowercase()))
+                .map(|a| (sort_key(&a.name, a.id), a.name.clone()))
                 .collect(),
         );
         let artists: Vec<ArtistRec> = order.iter().map(|&i| artists[i].clone()).collect();
@@ -304,10 +385,7 @@ impl Snapshot {
                 .iter()
                 .map(|a| {
                     let artist = artists_name(&artists, a.artist_id);
-                    (
-                        sort_key(&a.title, a.id),
-                        format!("{}\u{1}{artist}", a.title).to_lowercase(),
-                    )
+                    (sort_key(&a.title, a.id), format!("{} {artist}", a.title))
                 })
                 .collect(),
         );
@@ -374,10 +452,9 @@ impl Snapshot {
                 listing.len(),
             )
         } else {
-            let all = listing.matches(&toks);
-            let start = all.partition_point(|&p| p < from);
-            let end = (start + first).min(all.len());
-            (all[start..end].to_vec(), end < all.len(), all.len())
+            let matches = listing.matches(&toks);
+            let (items, has_next) = matches.page(from, first);
+            (items, has_next, matches.total())
         };
         Ok(Page {
             items: items.into_iter().map(|p| (p, listing.cursor(p))).collect(),
@@ -470,6 +547,7 @@ mod tests {
                 year: Some(2001),
             }),
             track_number: Some(track),
+            content_hash: rondo_core::ContentHash::of(title.as_bytes()).to_hex(),
             ..Default::default()
         }
     }
@@ -543,6 +621,69 @@ mod tests {
                 .total,
             1
         );
+    }
+
+    #[test]
+    fn search_is_by_folded_word_prefix() {
+        let node = NodeId::new_random();
+        let (a, b) = (ArtistId::new_random(), ArtistId::new_random());
+        let (x, y) = (AlbumId::new_random(), AlbumId::new_random());
+        let mut c = Catalog::default();
+        for s in [
+            song("Don't Stop", ("AC/DC", a), ("Café Révolution", x), 1),
+            song("Hyperballad", ("Björk", b), ("Post", y), 1),
+        ] {
+            c.apply(node, Change::Upsert(s)).unwrap();
+        }
+        let snap = c.snapshot(HashMap::new());
+        let hits = |q: &str| snap.page(Kind::Songs, Some(q), None, 10).unwrap().total;
+        assert_eq!(hits("bjork"), 1, "accents fold away");
+        assert_eq!(hits("BJÖ hyper"), 1, "prefixes, any field, any case");
+        assert_eq!(hits("dont"), 1, "apostrophes vanish");
+        assert_eq!(hits("don't st"), 1);
+        assert_eq!(hits("ac/dc"), 1);
+        assert_eq!(hits("dc cafe revol"), 1);
+        assert_eq!(hits("ballad"), 0, "a query word must begin a word");
+        assert_eq!(hits("post stop"), 0, "every query word must match");
+        assert_eq!(hits("   "), 2, "no words is no filter");
+    }
+
+    proptest::proptest! {
+        /// The inverted index agrees with a plain scan of every item.
+        #[test]
+        fn index_agrees_with_a_scan(
+            titles in proptest::collection::vec("[a-c]{1,3}( [a-c]{1,3}){0,2}", 0..150),
+            query in "[a-c]{1,2}( [a-c]{1,2})?",
+            first in 1usize..8,
+        ) {
+            let node = NodeId::new_random();
+            let (a, x) = (ArtistId::new_random(), AlbumId::new_random());
+            let mut c = Catalog::default();
+            for (i, t) in titles.iter().enumerate() {
+                c.apply(node, Change::Upsert(song(t, ("zz", a), ("yy", x), i as u32))).unwrap();
+            }
+            let snap = c.snapshot(HashMap::new());
+            let q = tokens(Some(&query));
+            let expected: Vec<usize> = (0..snap.songs.len())
+                .filter(|&i| {
+                    let words = fold_words(&snap.songs[i].title);
+                    q.iter().all(|t| words.iter().any(|w| w.starts_with(t.as_str())))
+                })
+                .collect();
+            // Walk every page and compare with the scan.
+            let mut seen = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = snap.page(Kind::Songs, Some(&query), after.as_deref(), first).unwrap();
+                proptest::prop_assert_eq!(page.total, expected.len());
+                seen.extend(page.items.iter().map(|(p, _)| *p));
+                after = page.items.last().map(|(_, c)| c.clone());
+                if !page.has_next {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(seen, expected);
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::index::SongRec;
 
 /// Size of the chunks sent to the node.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1024 * 1024;
 /// Longest accepted title or name.
 const MAX_NAME: usize = 500;
 

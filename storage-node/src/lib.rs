@@ -114,6 +114,10 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
     Ok(state)
 }
 
+/// HTTP/2 flow-control windows of the gRPC server (see `run`).
+const GRPC_STREAM_WINDOW: u32 = 4 << 20;
+const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Runs the node until `shutdown` resolves: the gRPC server, the HTTPS
 /// streaming server and the outbox relay.
 pub async fn run(
@@ -155,7 +159,12 @@ pub async fn run(
     .handle(handle)
     .serve(app.into_make_service());
 
+    // Uploads and blob copies are bulk transfers: HTTP/2's default 64 KiB
+    // window would make each one wait for a window update every 64 KiB.
     let grpc = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
+        .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW))
+        .tcp_nodelay(true)
         .add_service(
             StorageNodeServer::new(grpc::Service::new(state.clone()))
                 .max_decoding_message_size(8 * 1024 * 1024),

@@ -15,15 +15,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use rondo_core::SongId;
 use rondo_core::range::{self, Served};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::NodeState;
 
 /// Size of the reads that feed a response body.
 const BODY_CHUNK: usize = 256 * 1024;
+
+/// How many chunks the reader may run ahead of the socket.
+const READ_AHEAD: usize = 2;
 
 /// The node's HTTP router.
 pub fn router(state: Arc<NodeState>) -> Router {
@@ -192,25 +195,76 @@ async fn serve(
         Served::Partial { start, .. } => start,
         _ => 0,
     };
-    let mut file = match tokio::fs::File::open(state.store.blob_path(&hash)).await {
-        Ok(f) => f,
+    let file = match tokio::fs::File::open(state.store.blob_path(&hash)).await {
+        Ok(f) => f.into_std().await,
         Err(e) => {
             tracing::error!(%song, %hash, error = %e, "blob file missing");
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
     };
-    if start > 0
-        && let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await
-    {
-        tracing::error!(%song, error = %e, "seek failed");
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-    }
     state.metrics.stream_bytes.inc_by(body_len);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file.take(body_len),
-        BODY_CHUNK,
-    ));
+    let body = read_ahead_body(file, start, body_len);
     (status, out, body).into_response()
+}
+
+/// A body of `len` bytes of `file` from `start`, read by a task that stays up
+/// to [`READ_AHEAD`] chunks ahead of the socket so that disk reads overlap
+/// with TLS encryption. Each read is one `pread` on the blocking pool, so a
+/// slow listener holds memory for a few chunks but never a thread.
+fn read_ahead_body(file: std::fs::File, start: u64, len: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+    tokio::spawn(async move {
+        let mut file = Some(file);
+        let mut offset = start;
+        let end = start.saturating_add(len);
+        while offset < end
+            && let Some(f) = file.take()
+        {
+            let want = (end - offset).min(BODY_CHUNK as u64);
+            let first = offset == start;
+            let read =
+                tokio::task::spawn_blocking(move || read_chunk(f, first.then_some(start), want))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let chunk = match read {
+                Ok((f, chunk)) => {
+                    file = Some(f);
+                    offset += chunk.len() as u64;
+                    Ok(chunk)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "blob read failed mid-stream");
+                    Err(e)
+                }
+            };
+            if tx.send(chunk).await.is_err() {
+                break; // the listener went away
+            }
+        }
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Reads exactly `want` bytes from the file's cursor (after seeking to
+/// `seek`, if given), into a buffer that is never zeroed first.
+fn read_chunk(
+    mut file: std::fs::File,
+    seek: Option<u64>,
+    want: u64,
+) -> std::io::Result<(std::fs::File, Bytes)> {
+    use std::io::{Read, Seek};
+    if let Some(pos) = seek {
+        file.seek(std::io::SeekFrom::Start(pos))?;
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(BODY_CHUNK));
+    (&mut file).take(want).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < want {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "blob shorter than its catalog entry",
+        ));
+    }
+    Ok((file, Bytes::from(buf)))
 }
 
 /// Whether an `If-None-Match`/`If-Match` list names `etag` (`*` matches all).

@@ -1,0 +1,146 @@
+//! Bench helper: loads a synthetic catalog into a storage node through its
+//! public gRPC upload path (the one the gateway uses), so that the search
+//! benchmark runs against a gateway whose index was built the normal way.
+//!
+//! Every song gets its own small blob (its index as bytes), so the node does
+//! the same per-song work as for a real upload minus the audio bytes.
+//! Names are made from a fixed syllable table with a seeded generator, so two
+//! runs with the same arguments load the same catalog.
+//!
+//! Usage: `seed-catalog GRPC_URL SONGS [CONCURRENCY]`
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use rondo_proto::storage::v1::{
+    self as pb, storage_node_client::StorageNodeClient, upload_song_request::Part,
+};
+
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ra", "sen", "tor", "vel", "an", "bri", "co", "dun", "el", "fa", "gor",
+    "hal", "is", "jun", "ke", "lum", "mor", "nu", "ost", "pe", "quin", "ri", "sa", "tem", "ul",
+    "vor", "wen", "xa", "yo", "zel", "ber", "cal", "dra",
+];
+
+/// A small deterministic generator (SplitMix64), enough for names.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+
+    fn word(&mut self) -> String {
+        let n = 2 + self.next() % 2;
+        let mut w: String = (0..n).map(|_| self.pick(SYLLABLES)).collect();
+        if let Some(first) = w.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        w
+    }
+
+    fn words(&mut self, min: u64, max: u64) -> String {
+        let n = min + self.next() % (max - min + 1);
+        (0..n).map(|_| self.word()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(url), Some(count)) = (args.get(1), args.get(2)) else {
+        bail!("usage: seed-catalog GRPC_URL SONGS [CONCURRENCY]");
+    };
+    let count: u64 = count.parse().context("SONGS must be a number")?;
+    let concurrency: usize = args
+        .get(3)
+        .map_or(Ok(16), |c| c.parse())
+        .context("CONCURRENCY")?;
+    let client = StorageNodeClient::connect(url.clone())
+        .await
+        .with_context(|| format!("connect to {url}"))?
+        .max_decoding_message_size(16 << 20);
+
+    // 10 songs per album, 5 albums per artist.
+    let mut g = Gen(0x5EED);
+    let albums_n = count.div_ceil(10);
+    let artists: Vec<pb::Artist> = (0..albums_n.div_ceil(5))
+        .map(|_| pb::Artist {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: g.words(1, 2),
+        })
+        .collect();
+    let albums: Vec<pb::Album> = (0..albums_n)
+        .map(|i| {
+            let artist = &artists[(i / 5) as usize];
+            pb::Album {
+                id: uuid::Uuid::new_v4().to_string(),
+                title: g.words(1, 3),
+                artist_id: artist.id.clone(),
+                year: Some(1960 + (g.next() % 65) as u32),
+            }
+        })
+        .collect();
+    let songs: Vec<pb::Song> = (0..count)
+        .map(|i| {
+            let album = &albums[(i / 10) as usize];
+            let artist = &artists[(i / 50) as usize];
+            pb::Song {
+                id: uuid::Uuid::new_v4().to_string(),
+                title: g.words(1, 4),
+                artist: Some(artist.clone()),
+                album: Some(album.clone()),
+                track_number: Some((i % 10 + 1) as u32),
+                year: album.year,
+                genre: Some(
+                    g.pick(&["Rock", "Jazz", "Folk", "Ambient", "Pop"])
+                        .to_string(),
+                ),
+                duration_ms: 180_000,
+                mime_type: "audio/wav".into(),
+                ..Default::default()
+            }
+        })
+        .collect();
+
+    let started = std::time::Instant::now();
+    let mut done = 0u64;
+    let mut uploads = futures::stream::iter(songs.into_iter().enumerate())
+        .map(|(i, song)| {
+            let mut client = client.clone();
+            async move {
+                let blob = format!("rondo-seed-{i}").into_bytes();
+                let hash = blake3::hash(&blob).to_hex().to_string();
+                let parts = [
+                    Part::Header(pb::SongHeader { song: Some(song) }),
+                    Part::Chunk(blob),
+                    Part::Finish(pb::Finish { content_hash: hash }),
+                ];
+                let requests =
+                    futures::stream::iter(parts.map(|p| pb::UploadSongRequest { part: Some(p) }));
+                client.upload_song(requests).await
+            }
+        })
+        .buffer_unordered(concurrency);
+    while let Some(reply) = uploads.next().await {
+        reply.context("upload")?;
+        done += 1;
+        if done.is_multiple_of(10_000) {
+            eprintln!("{done} songs in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "loaded {done} songs, {} albums, {} artists in {:.1} s",
+        albums.len(),
+        artists.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
