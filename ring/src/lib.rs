@@ -1,0 +1,224 @@
+//! Sans-IO core of Rondo's control plane: a token ring that totally orders
+//! catalog and layout updates and delivers them only when every member of
+//! the ring holds them durably. The protocol, its invariants and the argument
+//! for them are in `storage-node/PROTOCOL.md`.
+//!
+//! [`Node`] is a state machine: the driver feeds it [`Input`]s (a message
+//! from a peer, a timer that fired, a local proposal) and carries out the
+//! [`Output`]s it returns, **in order**: persist before the sends that
+//! follow, apply in the order given. There are no sockets, clocks, threads or
+//! randomness inside, so a model checker can explore every interleaving and a
+//! simulator can replay any schedule.
+//!
+//! What it does not do: transport (gRPC in `rondo-node`), storage (redb in
+//! `rondo-node`), catalog semantics (payloads are opaque here).
+
+mod node;
+
+pub use node::{Durable, Node, Phase};
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rondo_core::NodeId;
+
+/// Names a ring: the representative that formed it and a counter. Ordered by
+/// counter, then representative; a node never promises a lower one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RingId {
+    pub counter: u64,
+    pub rep: NodeId,
+}
+
+impl Default for RingId {
+    /// Below every real ring: counter 0, the nil node id.
+    fn default() -> Self {
+        RingId {
+            counter: 0,
+            rep: NodeId(uuid::Uuid::nil()),
+        }
+    }
+}
+
+/// An ordered update: its position in the one log, the ring that ordered it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Entry<P> {
+    pub seq: u64,
+    pub ring: RingId,
+    pub body: Body<P>,
+}
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Body<P> {
+    /// The first entry every ring orders; entries inherited from earlier
+    /// rings become safe together with it.
+    RingStart { members: BTreeSet<NodeId> },
+    /// An update from the layer above (catalog or layout).
+    Update(P),
+}
+
+/// `(ring, seq)` of a log's last entry; compared ring first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPos {
+    pub ring: RingId,
+    pub seq: u64,
+}
+
+/// The token.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token {
+    pub ring: RingId,
+    /// Increments at every pass; a node drops a token that is not newer than
+    /// the last one it accepted.
+    pub rotation: u64,
+    /// Highest seq stamped on this ring.
+    pub seq: u64,
+    /// Safe point: every member held every entry up to here durably, as
+    /// measured over the last complete rotation.
+    pub aru: u64,
+    /// Running minimum of `durable` over the rotation in progress.
+    pub rot_min: u64,
+    /// Seqs some member is missing.
+    pub rtr: BTreeSet<u64>,
+}
+
+/// A protocol message between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Message<P> {
+    Token(Token),
+    Mcast {
+        ring: RingId,
+        entry: Entry<P>,
+    },
+    Join {
+        proposed: RingId,
+    },
+    Promise {
+        proposed: RingId,
+        last: LogPos,
+        applied: u64,
+    },
+    Nack {
+        promised: RingId,
+    },
+    Install {
+        ring: RingId,
+        members: BTreeSet<NodeId>,
+        source: NodeId,
+        source_last: LogPos,
+    },
+    /// Asks the source for its entries after `after`.
+    Fetch {
+        ring: RingId,
+        after: u64,
+    },
+    Entries {
+        ring: RingId,
+        entries: Vec<Entry<P>>,
+    },
+    Ready {
+        ring: RingId,
+        last: u64,
+    },
+}
+
+/// Timers the core asks the driver to run. Setting a timer again replaces
+/// the pending one of the same kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// No token of my ring for this long: gather a new ring.
+    TokenLoss,
+    /// Resend the token I passed on.
+    TokenRetransmit,
+    /// Pass an idle token on.
+    Hold,
+    /// End of a candidate's window for promises.
+    JoinWindow,
+    /// A node that promised gives up waiting for `Install` or recovery.
+    Consensus,
+}
+
+/// What the driver must do, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Output<P> {
+    /// Persist `promised` (fsync) before anything that follows.
+    PersistPromise(RingId),
+    /// Remove log entries above `seq` (never at or below `last_applied`).
+    Truncate {
+        after: u64,
+    },
+    /// Append entries to the durable log (fsync) before anything that follows.
+    PersistEntries(Vec<Entry<P>>),
+    /// Apply the entry to the catalog, recording `last_applied`, in one
+    /// transaction.
+    Apply(Entry<P>),
+    Send {
+        to: NodeId,
+        msg: Message<P>,
+    },
+    SetTimer {
+        timer: Timer,
+        after: Duration,
+    },
+    CancelTimer(Timer),
+}
+
+/// What the driver feeds in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Input<P> {
+    /// The node (re)started with its durable state; begin gathering.
+    Start,
+    Receive {
+        from: NodeId,
+        msg: Message<P>,
+    },
+    Fired(Timer),
+    /// A local update to order.
+    Propose(P),
+}
+
+/// Timeouts and flow control (PROTOCOL.md, "Timeouts").
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Config {
+    pub token_timeout: Duration,
+    pub token_retransmit: Duration,
+    pub hold: Duration,
+    pub join_window: Duration,
+    pub consensus_timeout: Duration,
+    pub max_messages: usize,
+}
+
+impl Config {
+    /// corosync's defaults for a ring of `nodes` nodes.
+    pub fn for_nodes(nodes: usize) -> Config {
+        let token = Duration::from_millis(3000 + 650 * nodes.saturating_sub(2) as u64);
+        Config {
+            token_timeout: token,
+            token_retransmit: token / 5,
+            hold: Duration::from_millis(50),
+            join_window: Duration::from_millis(100),
+            consensus_timeout: token * 6 / 5,
+            max_messages: 17,
+        }
+    }
+
+    /// Timeouts ten times shorter, for tests.
+    pub fn fast(nodes: usize) -> Config {
+        let c = Config::for_nodes(nodes);
+        Config {
+            token_timeout: c.token_timeout / 10,
+            token_retransmit: c.token_retransmit / 10,
+            hold: c.hold / 10,
+            join_window: c.join_window / 10,
+            consensus_timeout: c.consensus_timeout / 10,
+            max_messages: c.max_messages,
+        }
+    }
+}
+
+/// Whether `members` hold a strict majority of `voters`.
+pub fn is_quorate(members: &BTreeSet<NodeId>, voters: &BTreeSet<NodeId>) -> bool {
+    let present = voters.iter().filter(|v| members.contains(v)).count();
+    present * 2 > voters.len()
+}

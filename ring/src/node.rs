@@ -1,0 +1,668 @@
+//! One node's protocol state machine (PROTOCOL.md, "Phases").
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rondo_core::NodeId;
+
+use crate::{
+    Body, Config, Entry, Input, LogPos, Message, Output, RingId, Timer, Token, is_quorate,
+};
+
+/// State that survives a crash. The driver keeps it on disk; the core keeps
+/// a copy that it changes exactly when it emits the matching output.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Durable<P> {
+    /// Highest ring id promised or joined.
+    pub promised: RingId,
+    /// The log, contiguous from 1.
+    pub log: BTreeMap<u64, Entry<P>>,
+    /// Seq of the last entry applied to the catalog.
+    pub applied: u64,
+}
+
+impl<P> Default for Durable<P> {
+    fn default() -> Self {
+        Durable {
+            promised: RingId::default(),
+            log: BTreeMap::new(),
+            applied: 0,
+        }
+    }
+}
+
+impl<P> Durable<P> {
+    /// Position of the last log entry.
+    pub fn last(&self) -> LogPos {
+        self.log
+            .last_key_value()
+            .map(|(seq, e)| LogPos {
+                ring: e.ring,
+                seq: *seq,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Highest seq up to which the log has every entry.
+    pub fn contiguous(&self) -> u64 {
+        let mut d = self.applied;
+        while self.log.contains_key(&(d + 1)) {
+            d += 1;
+        }
+        d
+    }
+}
+
+/// Where a node is in the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Looking for a ring: as a candidate, or having promised one.
+    Gather,
+    /// In a ring being installed: syncing the log from the source.
+    Recover,
+    /// In an installed ring, passing the token.
+    Operational,
+}
+
+/// A candidate's collection of promises.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Candidacy {
+    proposed: RingId,
+    promises: BTreeMap<NodeId, LogPos>,
+}
+
+/// The ring being installed or in operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Ring {
+    id: RingId,
+    members: BTreeSet<NodeId>,
+    source: NodeId,
+    source_last: LogPos,
+    /// Members that reported `Ready` (the representative only).
+    ready: BTreeSet<NodeId>,
+    /// Last token rotation accepted.
+    last_rotation: u64,
+    /// The token last passed on, kept for retransmission.
+    passed: Option<Token>,
+    /// A token held back for `hold` on an idle ring.
+    held: Option<Token>,
+}
+
+/// One node of the ring protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Node<P> {
+    id: NodeId,
+    config: Config,
+    /// Every node of the layout (Join goes to all of them).
+    nodes: BTreeSet<NodeId>,
+    /// The voters of the layout.
+    voters: BTreeSet<NodeId>,
+    durable: Durable<P>,
+    phase: Phase,
+    candidacy: Option<Candidacy>,
+    ring: Option<Ring>,
+    /// Highest ring counter seen in any message.
+    highest_seen: u64,
+    /// Entries received on this ring, not yet durable.
+    pending: BTreeMap<u64, Entry<P>>,
+    /// Local proposals waiting for the token.
+    queue: VecDeque<P>,
+}
+
+type Out<P> = Vec<Output<P>>;
+
+impl<P: Clone> Node<P> {
+    /// A node with its durable state, in `Gather` until [`Input::Start`].
+    pub fn new(
+        id: NodeId,
+        config: Config,
+        nodes: BTreeSet<NodeId>,
+        voters: BTreeSet<NodeId>,
+        durable: Durable<P>,
+    ) -> Node<P> {
+        Node {
+            id,
+            config,
+            highest_seen: durable.promised.counter,
+            nodes,
+            voters,
+            durable,
+            phase: Phase::Gather,
+            candidacy: None,
+            ring: None,
+            pending: BTreeMap::new(),
+            queue: VecDeque::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn durable(&self) -> &Durable<P> {
+        &self.durable
+    }
+
+    /// The installed ring and its members, when operational.
+    pub fn ring(&self) -> Option<(RingId, &BTreeSet<NodeId>)> {
+        match (&self.ring, self.phase) {
+            (Some(r), Phase::Operational) => Some((r.id, &r.members)),
+            _ => None,
+        }
+    }
+
+    /// Proposals not yet stamped.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Handles one input; the outputs must be carried out in order.
+    pub fn handle(&mut self, input: Input<P>) -> Out<P> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => self.gather(&mut out),
+            Input::Propose(p) => self.queue.push_back(p),
+            Input::Fired(timer) => self.fired(timer, &mut out),
+            Input::Receive { from, msg } => self.receive(from, msg, &mut out),
+        }
+        out
+    }
+
+    fn send(&self, to: NodeId, msg: Message<P>, out: &mut Out<P>) {
+        out.push(Output::Send { to, msg });
+    }
+
+    fn others<'a>(&'a self, set: &'a BTreeSet<NodeId>) -> impl Iterator<Item = NodeId> + 'a {
+        set.iter().copied().filter(move |n| *n != self.id)
+    }
+
+    fn promise(&mut self, ring: RingId, out: &mut Out<P>) {
+        self.durable.promised = ring;
+        self.highest_seen = self.highest_seen.max(ring.counter);
+        out.push(Output::PersistPromise(ring));
+    }
+
+    /// Leaves any ring and proposes a new one.
+    fn gather(&mut self, out: &mut Out<P>) {
+        self.leave_ring(out);
+        let proposed = RingId {
+            counter: self.highest_seen.max(self.durable.promised.counter) + 1,
+            rep: self.id,
+        };
+        self.promise(proposed, out);
+        let mut promises = BTreeMap::new();
+        promises.insert(self.id, self.durable.last());
+        self.candidacy = Some(Candidacy { proposed, promises });
+        let targets: Vec<NodeId> = self.others(&self.nodes).collect();
+        for to in targets {
+            self.send(to, Message::Join { proposed }, out);
+        }
+        out.push(Output::SetTimer {
+            timer: Timer::JoinWindow,
+            after: self.config.join_window,
+        });
+    }
+
+    fn leave_ring(&mut self, out: &mut Out<P>) {
+        self.phase = Phase::Gather;
+        self.ring = None;
+        self.candidacy = None;
+        self.pending.clear();
+        for t in [Timer::TokenLoss, Timer::TokenRetransmit, Timer::Hold] {
+            out.push(Output::CancelTimer(t));
+        }
+    }
+
+    fn fired(&mut self, timer: Timer, out: &mut Out<P>) {
+        match timer {
+            Timer::TokenLoss => {
+                if self.phase != Phase::Gather {
+                    self.gather(out);
+                }
+            }
+            Timer::Consensus => {
+                if self.phase != Phase::Operational {
+                    self.gather(out);
+                }
+            }
+            Timer::JoinWindow => self.close_window(out),
+            Timer::TokenRetransmit => {
+                if let Some(ring) = &self.ring
+                    && let Some(token) = ring.passed.clone()
+                {
+                    let to = successor(&ring.members, self.id);
+                    self.send(to, Message::Token(token), out);
+                    out.push(Output::SetTimer {
+                        timer: Timer::TokenRetransmit,
+                        after: self.config.token_retransmit,
+                    });
+                }
+            }
+            Timer::Hold => {
+                if let Some(ring) = &mut self.ring
+                    && let Some(token) = ring.held.take()
+                {
+                    let members = ring.members.clone();
+                    self.pass(token, &members, out);
+                }
+            }
+        }
+    }
+
+    /// End of the candidate's window: install a ring if the promises are
+    /// quorate, otherwise try again later.
+    fn close_window(&mut self, out: &mut Out<P>) {
+        let Some(c) = self.candidacy.take() else {
+            return;
+        };
+        if self.phase != Phase::Gather || self.durable.promised != c.proposed {
+            return;
+        }
+        let members: BTreeSet<NodeId> = c.promises.keys().copied().collect();
+        // First bootstrap waits for every initial voter.
+        let bootstrap = self.durable.log.is_empty() && self.durable.applied == 0;
+        let ok = if bootstrap {
+            self.voters.iter().all(|v| members.contains(v))
+        } else {
+            is_quorate(&members, &self.voters)
+        };
+        if !ok {
+            // Retry after a while (the driver adds jitter to this timer).
+            out.push(Output::SetTimer {
+                timer: Timer::Consensus,
+                after: self.config.join_window * 2,
+            });
+            return;
+        }
+        // The best log: greatest (ring, seq); ties to the lower node id
+        // (iteration is in id order and `max_by` keeps the last maximum, so
+        // compare with the id reversed).
+        let Some((&source, &source_last)) = c
+            .promises
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        else {
+            return;
+        };
+        let install = Message::Install {
+            ring: c.proposed,
+            members: members.clone(),
+            source,
+            source_last,
+        };
+        for to in self.others(&members).collect::<Vec<_>>() {
+            self.send(to, install.clone(), out);
+        }
+        self.install(c.proposed, members, source, source_last, out);
+    }
+
+    fn install(
+        &mut self,
+        id: RingId,
+        members: BTreeSet<NodeId>,
+        source: NodeId,
+        source_last: LogPos,
+        out: &mut Out<P>,
+    ) {
+        self.phase = Phase::Recover;
+        self.pending.clear();
+        self.ring = Some(Ring {
+            id,
+            members,
+            source,
+            source_last,
+            ready: BTreeSet::new(),
+            last_rotation: 0,
+            passed: None,
+            held: None,
+        });
+        out.push(Output::SetTimer {
+            timer: Timer::Consensus,
+            after: self.config.consensus_timeout,
+        });
+        if source == self.id {
+            let last = self.durable.last().seq;
+            self.ready(id, last, out);
+        } else {
+            self.send(
+                source,
+                Message::Fetch {
+                    ring: id,
+                    after: self.durable.applied,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Reports this member ready to the representative (or counts itself).
+    fn ready(&mut self, ring: RingId, last: u64, out: &mut Out<P>) {
+        if ring.rep == self.id {
+            self.on_ready(self.id, ring, out);
+        } else {
+            self.send(ring.rep, Message::Ready { ring, last }, out);
+        }
+    }
+
+    fn on_ready(&mut self, from: NodeId, ring_id: RingId, out: &mut Out<P>) {
+        let Some(ring) = &mut self.ring else { return };
+        if ring.id != ring_id || self.phase != Phase::Recover || ring_id.rep != self.id {
+            return;
+        }
+        ring.ready.insert(from);
+        if ring.ready != ring.members {
+            return;
+        }
+        // Everyone holds the source's log: order RingStart and start the token.
+        let seq = ring.source_last.seq + 1;
+        let entry = Entry {
+            seq,
+            ring: ring.id,
+            body: Body::RingStart {
+                members: ring.members.clone(),
+            },
+        };
+        let members = ring.members.clone();
+        for to in self.others(&members).collect::<Vec<_>>() {
+            self.send(
+                to,
+                Message::Mcast {
+                    ring: ring_id,
+                    entry: entry.clone(),
+                },
+                out,
+            );
+        }
+        self.pending.insert(seq, entry);
+        let token = Token {
+            ring: ring_id,
+            rotation: 1,
+            seq,
+            aru: self.durable.applied,
+            rot_min: u64::MAX,
+            rtr: BTreeSet::new(),
+        };
+        self.on_token(token, out);
+    }
+
+    fn receive(&mut self, from: NodeId, msg: Message<P>, out: &mut Out<P>) {
+        match msg {
+            Message::Join { proposed } => {
+                self.highest_seen = self.highest_seen.max(proposed.counter);
+                if proposed > self.durable.promised {
+                    self.leave_ring(out);
+                    self.promise(proposed, out);
+                    let last = self.durable.last();
+                    self.send(
+                        from,
+                        Message::Promise {
+                            proposed,
+                            last,
+                            applied: self.durable.applied,
+                        },
+                        out,
+                    );
+                    out.push(Output::SetTimer {
+                        timer: Timer::Consensus,
+                        after: self.config.consensus_timeout,
+                    });
+                } else if proposed == self.durable.promised && self.phase == Phase::Gather {
+                    // A repeated Join: repeat the promise.
+                    let last = self.durable.last();
+                    self.send(
+                        from,
+                        Message::Promise {
+                            proposed,
+                            last,
+                            applied: self.durable.applied,
+                        },
+                        out,
+                    );
+                } else if proposed < self.durable.promised {
+                    self.send(
+                        from,
+                        Message::Nack {
+                            promised: self.durable.promised,
+                        },
+                        out,
+                    );
+                }
+            }
+            Message::Promise { proposed, last, .. } => {
+                if let Some(c) = &mut self.candidacy
+                    && c.proposed == proposed
+                {
+                    c.promises.insert(from, last);
+                }
+            }
+            Message::Nack { promised } => {
+                self.highest_seen = self.highest_seen.max(promised.counter);
+            }
+            Message::Install {
+                ring,
+                members,
+                source,
+                source_last,
+            } => {
+                if ring == self.durable.promised
+                    && self.phase == Phase::Gather
+                    && members.contains(&self.id)
+                {
+                    self.install(ring, members, source, source_last, out);
+                }
+            }
+            Message::Fetch { ring, after } => {
+                // Only the log this node promised with is served: it is
+                // frozen from the promise until the ring it promised runs.
+                if ring == self.durable.promised {
+                    let entries: Vec<Entry<P>> = self
+                        .durable
+                        .log
+                        .range(after + 1..)
+                        .map(|(_, e)| e.clone())
+                        .collect();
+                    self.send(from, Message::Entries { ring, entries }, out);
+                }
+            }
+            Message::Entries { ring, entries } => {
+                let recovering = self.phase == Phase::Recover
+                    && self
+                        .ring
+                        .as_ref()
+                        .is_some_and(|r| r.id == ring && r.source == from);
+                if !recovering {
+                    return;
+                }
+                let applied = self.durable.applied;
+                let keep: Vec<Entry<P>> = entries.into_iter().filter(|e| e.seq > applied).collect();
+                self.durable.log.split_off(&(applied + 1));
+                out.push(Output::Truncate { after: applied });
+                for e in &keep {
+                    self.durable.log.insert(e.seq, e.clone());
+                }
+                out.push(Output::PersistEntries(keep));
+                let last = self.durable.last().seq;
+                self.ready(ring, last, out);
+            }
+            Message::Ready { ring, .. } => self.on_ready(from, ring, out),
+            Message::Mcast { ring, entry } => {
+                let current = self
+                    .ring
+                    .as_ref()
+                    .is_some_and(|r| r.id == ring && ring == self.durable.promised);
+                if current
+                    && self.phase != Phase::Gather
+                    && entry.seq > self.durable.applied
+                    && !self.durable.log.contains_key(&entry.seq)
+                {
+                    self.pending.insert(entry.seq, entry);
+                }
+            }
+            Message::Token(token) => self.on_token(token, out),
+        }
+    }
+
+    /// The token visits this node (PROTOCOL.md, "Operational").
+    fn on_token(&mut self, mut token: Token, out: &mut Out<P>) {
+        let Some(ring) = &self.ring else { return };
+        if token.ring != ring.id
+            || token.ring != self.durable.promised
+            || self.phase == Phase::Gather
+            || token.rotation <= ring.last_rotation
+        {
+            return;
+        }
+        let members = ring.members.clone();
+        let is_rep = token.ring.rep == self.id;
+        self.phase = Phase::Operational;
+        let mut busy = false;
+
+        // 1. Retransmit what others miss and this node has.
+        let mut resent = BTreeSet::new();
+        for &seq in &token.rtr {
+            let entry = self
+                .durable
+                .log
+                .get(&seq)
+                .or_else(|| self.pending.get(&seq))
+                .cloned();
+            if let Some(entry) = entry {
+                for to in self.others(&members).collect::<Vec<_>>() {
+                    self.send(
+                        to,
+                        Message::Mcast {
+                            ring: token.ring,
+                            entry: entry.clone(),
+                        },
+                        out,
+                    );
+                }
+                resent.insert(seq);
+                busy = true;
+            }
+        }
+        token.rtr.retain(|s| !resent.contains(s));
+
+        // 2. Stamp queued proposals.
+        let n = self.config.max_messages.min(self.queue.len());
+        for p in self.queue.drain(..n).collect::<Vec<_>>() {
+            token.seq += 1;
+            let entry = Entry {
+                seq: token.seq,
+                ring: token.ring,
+                body: Body::Update(p),
+            };
+            for to in self.others(&members).collect::<Vec<_>>() {
+                self.send(
+                    to,
+                    Message::Mcast {
+                        ring: token.ring,
+                        entry: entry.clone(),
+                    },
+                    out,
+                );
+            }
+            self.pending.insert(entry.seq, entry);
+            busy = true;
+        }
+
+        // 3. Make everything received durable, then measure.
+        if !self.pending.is_empty() {
+            let entries: Vec<Entry<P>> = std::mem::take(&mut self.pending).into_values().collect();
+            for e in &entries {
+                self.durable.log.insert(e.seq, e.clone());
+            }
+            out.push(Output::PersistEntries(entries));
+        }
+        let durable = self.durable.contiguous();
+        for seq in durable + 1..=token.seq {
+            if !self.durable.log.contains_key(&seq) && token.rtr.insert(seq) {
+                busy = true;
+            }
+        }
+
+        // 4. The safe point: the representative closes each rotation.
+        if is_rep {
+            if token.rot_min != u64::MAX {
+                let closed = token.rot_min.min(durable);
+                if closed > token.aru {
+                    token.aru = closed;
+                    busy = true;
+                }
+            }
+            token.rot_min = durable;
+        } else {
+            token.rot_min = token.rot_min.min(durable);
+        }
+
+        // 5. Apply what is safe, once this ring's RingStart is.
+        let start = self
+            .durable
+            .log
+            .range(..=token.aru)
+            .rev()
+            .find(|(_, e)| e.ring == token.ring && matches!(e.body, Body::RingStart { .. }))
+            .map(|(s, _)| *s);
+        if start.is_some() {
+            let upto = token.aru.min(durable);
+            while self.durable.applied < upto {
+                let seq = self.durable.applied + 1;
+                let Some(entry) = self.durable.log.get(&seq).cloned() else {
+                    break;
+                };
+                self.durable.applied = seq;
+                out.push(Output::Apply(entry));
+            }
+        }
+
+        // 6. Pass it on: at once when there was work, after `hold` if idle.
+        if let Some(ring) = &mut self.ring {
+            ring.last_rotation = token.rotation;
+        }
+        out.push(Output::SetTimer {
+            timer: Timer::TokenLoss,
+            after: self.config.token_timeout,
+        });
+        token.rotation += 1;
+        if busy || token.aru < token.seq {
+            self.pass(token, &members, out);
+        } else if let Some(ring) = &mut self.ring {
+            ring.held = Some(token);
+            out.push(Output::SetTimer {
+                timer: Timer::Hold,
+                after: self.config.hold,
+            });
+        }
+    }
+
+    fn pass(&mut self, token: Token, members: &BTreeSet<NodeId>, out: &mut Out<P>) {
+        let to = successor(members, self.id);
+        if let Some(ring) = &mut self.ring {
+            ring.passed = Some(token.clone());
+        }
+        if to == self.id {
+            // A ring of one: the token comes straight back.
+            self.on_token(token, out);
+            return;
+        }
+        self.send(to, Message::Token(token), out);
+        out.push(Output::SetTimer {
+            timer: Timer::TokenRetransmit,
+            after: self.config.token_retransmit,
+        });
+    }
+}
+
+/// The member after `me` in id order, wrapping around.
+fn successor(members: &BTreeSet<NodeId>, me: NodeId) -> NodeId {
+    use std::ops::Bound::{Excluded, Unbounded};
+    members
+        .range((Excluded(me), Unbounded))
+        .next()
+        .or_else(|| members.iter().next())
+        .copied()
+        .unwrap_or(me)
+}

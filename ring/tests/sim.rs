@@ -1,0 +1,221 @@
+//! A deterministic in-memory network for the ring core: messages are
+//! delivered in FIFO order (or dropped by a filter), timers fire only when a
+//! test fires them. The model checker explores the rest; these tests pin
+//! down the happy paths and a token loss.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rondo_core::NodeId;
+use rondo_ring::{Body, Config, Durable, Input, Message, Node, Output, Phase, Timer};
+
+type Msg = Message<u32>;
+
+struct Net {
+    nodes: BTreeMap<NodeId, Node<u32>>,
+    /// Durable state as the driver persisted it.
+    disk: BTreeMap<NodeId, Durable<u32>>,
+    applied: BTreeMap<NodeId, Vec<(u64, u32)>>,
+    queue: VecDeque<(NodeId, NodeId, Msg)>,
+    timers: BTreeMap<NodeId, BTreeSet<Timer>>,
+    down: BTreeSet<NodeId>,
+}
+
+fn id(n: u128) -> NodeId {
+    NodeId(uuid::Uuid::from_u128(n))
+}
+
+impl Net {
+    fn new(n: u128) -> Net {
+        let ids: BTreeSet<NodeId> = (1..=n).map(id).collect();
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            disk: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            queue: VecDeque::new(),
+            timers: BTreeMap::new(),
+            down: BTreeSet::new(),
+        };
+        for &i in &ids {
+            let node = Node::new(
+                i,
+                Config::fast(ids.len()),
+                ids.clone(),
+                ids.clone(),
+                Durable::default(),
+            );
+            net.nodes.insert(i, node);
+            net.disk.insert(i, Durable::default());
+            net.applied.insert(i, Vec::new());
+        }
+        net
+    }
+
+    fn input(&mut self, at: NodeId, input: Input<u32>) {
+        if self.down.contains(&at) {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&at) else {
+            return;
+        };
+        let outputs = node.handle(input);
+        let disk = node.durable().clone();
+        for o in outputs {
+            match o {
+                Output::Send { to, msg } => self.queue.push_back((at, to, msg)),
+                Output::SetTimer { timer, .. } => {
+                    self.timers.entry(at).or_default().insert(timer);
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.entry(at).or_default().remove(&timer);
+                }
+                Output::Apply(e) => {
+                    if let Body::Update(v) = e.body {
+                        self.applied.entry(at).or_default().push((e.seq, v));
+                    }
+                }
+                Output::PersistPromise(_) | Output::PersistEntries(_) | Output::Truncate { .. } => {
+                }
+            }
+        }
+        self.disk.insert(at, disk);
+    }
+
+    /// Delivers messages until none are left (at most `limit`).
+    fn run(&mut self, limit: usize) {
+        for _ in 0..limit {
+            let Some((from, to, msg)) = self.queue.pop_front() else {
+                return;
+            };
+            if self.down.contains(&to) || self.down.contains(&from) {
+                continue;
+            }
+            self.input(to, Input::Receive { from, msg });
+        }
+    }
+
+    fn fire(&mut self, at: NodeId, timer: Timer) {
+        if self.timers.get_mut(&at).is_some_and(|t| t.remove(&timer)) {
+            self.input(at, Input::Fired(timer));
+        }
+    }
+
+    /// Fires every pending timer of one kind on every node.
+    fn fire_all(&mut self, timer: Timer) {
+        for n in self.nodes.keys().copied().collect::<Vec<_>>() {
+            self.fire(n, timer);
+        }
+    }
+
+    /// Runs the network, firing hold timers, until `done` or a step bound.
+    fn settle(&mut self, done: impl Fn(&Net) -> bool) -> bool {
+        for _ in 0..200 {
+            if done(self) {
+                return true;
+            }
+            self.run(10_000);
+            self.fire_all(Timer::Hold);
+        }
+        done(self)
+    }
+}
+
+fn start(n: u128) -> Net {
+    let mut net = Net::new(n);
+    for i in net.nodes.keys().copied().collect::<Vec<_>>() {
+        net.input(i, Input::Start);
+    }
+    net.run(10_000);
+    net.fire_all(Timer::JoinWindow);
+    net.run(10_000);
+    net
+}
+
+#[test]
+fn three_nodes_form_one_ring_and_apply_in_one_order() {
+    let mut net = start(3);
+    assert!(
+        net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)),
+        "every node operational"
+    );
+    let rings: BTreeSet<_> = net
+        .nodes
+        .values()
+        .filter_map(|n| n.ring().map(|r| r.0))
+        .collect();
+    assert_eq!(rings.len(), 1, "one ring: {rings:?}");
+    for (k, i) in net
+        .nodes
+        .keys()
+        .copied()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .enumerate()
+    {
+        for v in 0..5 {
+            net.input(i, Input::Propose(k as u32 * 100 + v));
+        }
+    }
+    assert!(
+        net.settle(|n| n.applied.values().all(|a| a.len() == 15)),
+        "all 15 applied everywhere: {:?}",
+        net.applied
+    );
+    let logs: BTreeSet<_> = net.applied.values().cloned().collect();
+    assert_eq!(logs.len(), 1, "the same order everywhere");
+}
+
+#[test]
+fn token_loss_forms_a_new_ring_that_keeps_every_applied_entry() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let first = net
+        .nodes
+        .values()
+        .find_map(|n| n.ring().map(|r| r.0))
+        .unwrap();
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    net.input(ids[0], Input::Propose(1));
+    assert!(net.settle(|n| n.applied.values().all(|a| a.len() == 1)));
+
+    // Node 3 dies; the others lose the token and gather.
+    net.down.insert(ids[2]);
+    net.queue.clear();
+    net.fire_all(Timer::TokenLoss);
+    net.run(10_000);
+    net.fire_all(Timer::JoinWindow);
+    net.run(10_000);
+    assert!(net.settle(|n| {
+        ids[..2]
+            .iter()
+            .all(|i| n.nodes[i].phase() == Phase::Operational)
+    }));
+    let second = net.nodes[&ids[0]].ring().unwrap().0;
+    assert!(second > first, "ring ids grow: {first:?} then {second:?}");
+    assert_eq!(net.nodes[&ids[0]].ring().unwrap().1.len(), 2);
+
+    // The majority keeps ordering writes.
+    net.input(ids[1], Input::Propose(2));
+    assert!(net.settle(|n| ids[..2].iter().all(|i| n.applied[i].len() == 2)));
+    assert_eq!(net.applied[&ids[0]], net.applied[&ids[1]]);
+}
+
+#[test]
+fn a_lone_node_of_three_never_applies_anything() {
+    let mut net = Net::new(3);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    net.down.insert(ids[1]);
+    net.down.insert(ids[2]);
+    net.input(ids[0], Input::Start);
+    net.input(ids[0], Input::Propose(7));
+    for _ in 0..5 {
+        net.run(1000);
+        net.fire_all(Timer::JoinWindow);
+        net.fire_all(Timer::Consensus);
+    }
+    assert_eq!(net.nodes[&ids[0]].phase(), Phase::Gather);
+    assert!(net.applied[&ids[0]].is_empty());
+    assert!(
+        net.disk[&ids[0]].promised.counter >= 2,
+        "it kept trying with growing ids"
+    );
+}
