@@ -14,7 +14,8 @@ use crate::{
 pub struct Durable<P> {
     /// Highest ring id promised or joined.
     pub promised: RingId,
-    /// The log, contiguous from 1.
+    /// The log, contiguous from 1: entries are made durable only when they
+    /// extend it without a gap.
     pub log: BTreeMap<u64, Entry<P>>,
     /// Seq of the last entry applied to the catalog.
     pub applied: u64,
@@ -40,15 +41,6 @@ impl<P> Durable<P> {
                 seq: *seq,
             })
             .unwrap_or_default()
-    }
-
-    /// Highest seq up to which the log has every entry.
-    pub fn contiguous(&self) -> u64 {
-        let mut d = self.applied;
-        while self.log.contains_key(&(d + 1)) {
-            d += 1;
-        }
-        d
     }
 }
 
@@ -569,15 +561,22 @@ impl<P: Clone> Node<P> {
             busy = true;
         }
 
-        // 3. Make everything received durable, then measure.
-        if !self.pending.is_empty() {
-            let entries: Vec<Entry<P>> = std::mem::take(&mut self.pending).into_values().collect();
+        // 3. Make durable what extends the log without a gap (the durable
+        // log is always contiguous; the rest waits for retransmission).
+        let mut next = self.durable.last().seq.max(self.durable.applied) + 1;
+        self.pending.retain(|seq, _| *seq >= next);
+        let mut entries = Vec::new();
+        while let Some(e) = self.pending.remove(&next) {
+            entries.push(e);
+            next += 1;
+        }
+        if !entries.is_empty() {
             for e in &entries {
                 self.durable.log.insert(e.seq, e.clone());
             }
             out.push(Output::PersistEntries(entries));
         }
-        let durable = self.durable.contiguous();
+        let durable = next - 1;
         for seq in durable + 1..=token.seq {
             if !self.durable.log.contains_key(&seq) && token.rtr.insert(seq) {
                 busy = true;
