@@ -176,6 +176,25 @@ pub fn node_table(
     t
 }
 
+/// Writes the control plane's peers file (every node with its gRPC URL),
+/// atomically: nodes poll it until it lists everyone.
+pub fn write_peers(path: &Path, nodes: &[(rondo_core::NodeId, String)]) -> Result<()> {
+    let list: Vec<toml::Value> = nodes
+        .iter()
+        .map(|(id, url)| {
+            let mut t = toml::Table::new();
+            t.insert("id".into(), id.to_string().into());
+            t.insert("grpc_url".into(), url.as_str().into());
+            toml::Value::Table(t)
+        })
+        .collect();
+    let mut doc = toml::Table::new();
+    doc.insert("node".into(), toml::Value::Array(list));
+    let tmp = path.with_extension("toml.tmp");
+    write_config(&tmp, &doc)?;
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("rename {}", path.display())))
+}
+
 /// The configuration of one gateway process.
 pub fn gateway_table(
     listen: &str,

@@ -14,3 +14,10 @@ pub mod storage {
         include!("gen/rondo.storage.v1.rs");
     }
 }
+
+/// The control plane's token-ring messages (`rondo.ring.v1`).
+pub mod ring {
+    pub mod v1 {
+        include!("gen/rondo.ring.v1.rs");
+    }
+}

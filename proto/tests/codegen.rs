@@ -8,7 +8,10 @@ use std::path::PathBuf;
 #[test]
 fn generated_code_is_up_to_date() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let protos = [root.join("proto/rondo/storage/v1/storage.proto")];
+    let protos = [
+        root.join("proto/rondo/storage/v1/storage.proto"),
+        root.join("proto/rondo/ring/v1/ring.proto"),
+    ];
     let includes = [root.join("proto")];
     let fds = protox::compile(protos, includes).expect("compile protos");
     let out = tempfile_dir();

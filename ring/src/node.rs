@@ -146,6 +146,11 @@ impl<P: Clone> Node<P> {
         }
     }
 
+    /// Rotation number of the last token this node accepted on its ring.
+    pub fn last_rotation(&self) -> u64 {
+        self.ring.as_ref().map_or(0, |r| r.last_rotation)
+    }
+
     /// Proposals not yet stamped.
     pub fn queued(&self) -> usize {
         self.queue.len()

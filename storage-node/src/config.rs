@@ -34,6 +34,27 @@ pub struct Config {
     /// Largest accepted upload in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// The control plane (token ring).
+    #[serde(default)]
+    pub ring: RingConfig,
+}
+
+/// Configuration of the control plane (storage-node/PROTOCOL.md).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingConfig {
+    /// TOML file listing every node of the cluster (`[[node]]` tables with
+    /// `id` and `grpc_url`): the initial voters. The node waits until the
+    /// file names it and gives every node an address, so a deployment can
+    /// write it once all nodes have bound their ports. Without it the node
+    /// is a cluster of one.
+    #[serde(default)]
+    pub peers_file: Option<PathBuf>,
+    /// Token loss timeout in milliseconds; every other protocol timeout is
+    /// scaled with it. Default: 3000 plus 650 per node above two, as
+    /// corosync.
+    #[serde(default)]
+    pub token_timeout_ms: Option<u64>,
 }
 
 fn default_grpc_addr() -> SocketAddr {

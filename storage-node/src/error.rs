@@ -46,6 +46,9 @@ pub enum Error {
     /// A stored or requested identifier does not parse.
     #[error(transparent)]
     Domain(#[from] rondo_core::Error),
+    /// The node cannot take writes now (the reason says why).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -86,6 +89,7 @@ impl From<Error> for tonic::Status {
             Error::TooLarge { .. } => Code::ResourceExhausted,
             Error::SongNotFound(_) | Error::BlobNotFound(_) => Code::NotFound,
             Error::SongExists(_) => Code::AlreadyExists,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Db(_) | Error::Io { .. } | Error::Corrupt { .. } | Error::Join(_) => {
                 Code::Internal
             }

@@ -200,6 +200,7 @@ impl StorageNode for Service {
             blob_count: stats.blob_count,
             bytes_stored: stats.bytes_stored,
             last_seq: stats.last_seq,
+            ring: self.state.ring.get().map(|r| r.status()),
         }))
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod ring;
 pub mod store;
 pub mod stream;
 
@@ -37,6 +38,8 @@ pub struct NodeState {
     pub registry: Registry,
     /// Wakes the outbox relay.
     pub outbox: tokio::sync::Notify,
+    /// The control plane, once `run` has started it.
+    pub ring: std::sync::OnceLock<ring::RingHandle>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -109,6 +112,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
         metrics,
         registry,
         outbox: tokio::sync::Notify::new(),
+        ring: std::sync::OnceLock::new(),
     });
     state.refresh_gauges();
     Ok(state)
@@ -139,6 +143,7 @@ pub async fn run(
     };
 
     let outbox = tokio::spawn(relay_outbox(state.clone(), stop_rx.clone()));
+    let _ = state.ring.set(ring::start(state.clone())?);
 
     let handle = axum_server::Handle::new();
     let http_handle = handle.clone();
@@ -168,6 +173,10 @@ pub async fn run(
         .add_service(
             StorageNodeServer::new(grpc::Service::new(state.clone()))
                 .max_decoding_message_size(8 * 1024 * 1024),
+        )
+        .add_service(
+            rondo_proto::ring::v1::ring_server::RingServer::new(ring::Service::new(state.clone()))
+                .max_decoding_message_size(64 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),

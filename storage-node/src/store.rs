@@ -46,6 +46,12 @@ const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// Side effects to carry out after commit: outbox sequence → encoded task.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
+/// The control plane's durable state: `promised` (encoded ring id) and
+/// `applied` (8 bytes, big endian).
+const RING_META: TableDefinition<&str, &[u8]> = TableDefinition::new("ring_meta");
+/// The ordered log: seq → encoded `rondo.ring.v1.Entry`.
+const RING_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ring_log");
+
 const LAST_SEQ: &str = "last_seq";
 const LAST_OUTBOX: &str = "last_outbox";
 const BYTES_STORED: &str = "bytes_stored";
@@ -215,6 +221,8 @@ impl Store {
             txn.open_table(BLOBS)?;
             txn.open_table(CHANGES)?;
             txn.open_table(OUTBOX)?;
+            txn.open_table(RING_META)?;
+            txn.open_table(RING_LOG)?;
             txn.commit()?;
         }
         let (changes, _) = broadcast::channel(1024);
@@ -484,6 +492,75 @@ impl Store {
             done += 1;
         }
         Ok(done)
+    }
+
+    /// The control plane's durable state, as last persisted.
+    pub fn ring_load(&self) -> Result<rondo_ring::Durable<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(RING_META)?;
+        let mut durable = rondo_ring::Durable::default();
+        if let Some(bytes) = meta.get("promised")? {
+            let id: rondo_proto::ring::v1::RingId = decode("ring_meta", bytes.value())?;
+            durable.promised = crate::ring::ring_id_from_wire(Some(id))?;
+        }
+        if let Some(bytes) = meta.get("applied")? {
+            let raw: [u8; 8] = bytes.value().try_into().map_err(|_| Error::Invalid {
+                what: "ring_meta.applied is not 8 bytes",
+            })?;
+            durable.applied = u64::from_be_bytes(raw);
+        }
+        for row in txn.open_table(RING_LOG)?.iter()? {
+            let (seq, bytes) = row?;
+            let entry: rondo_proto::ring::v1::Entry = decode("ring_log", bytes.value())?;
+            durable
+                .log
+                .insert(seq.value(), crate::ring::entry_from_wire(entry)?);
+        }
+        Ok(durable)
+    }
+
+    /// Carries out the control plane's persistence outputs in one durable
+    /// transaction: promises, truncations, appends and applications, in
+    /// the order given.
+    pub fn ring_persist(&self, outputs: &[&rondo_ring::Output<Vec<u8>>]) -> Result<()> {
+        use rondo_ring::Output;
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(RING_META)?;
+            let mut log = txn.open_table(RING_LOG)?;
+            for o in outputs {
+                match o {
+                    Output::PersistPromise(id) => {
+                        let wire = crate::ring::ring_id_to_wire(*id);
+                        meta.insert("promised", wire.encode_to_vec().as_slice())?;
+                    }
+                    Output::Truncate { after } => {
+                        let doomed: Vec<u64> = log
+                            .range(after.saturating_add(1)..)?
+                            .map(|r| r.map(|(k, _)| k.value()))
+                            .collect::<std::result::Result<_, _>>()?;
+                        for k in doomed {
+                            log.remove(k)?;
+                        }
+                    }
+                    Output::PersistEntries(entries) => {
+                        for e in entries {
+                            let wire = crate::ring::entry_to_wire(e);
+                            log.insert(e.seq, wire.encode_to_vec().as_slice())?;
+                        }
+                    }
+                    Output::Apply(e) => {
+                        meta.insert("applied", e.seq.to_be_bytes().as_slice())?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// One song by id.

@@ -143,12 +143,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+pub use rondo_proto::storage::v1::RingStatus;
+
 /// Options of a test cluster.
 #[derive(Debug, Clone)]
 pub struct Builder {
     nodes: usize,
     max_upload_bytes: Option<u64>,
     stream_url_ttl_secs: Option<u64>,
+    token_timeout_ms: u64,
 }
 
 /// A running cluster of real processes.
@@ -236,6 +239,16 @@ impl Builder {
                     toml::Value::Integer(i64::try_from(n)?),
                 );
             }
+            let mut ring = toml::Table::new();
+            ring.insert(
+                "peers_file".into(),
+                dir.path().join("peers.toml").display().to_string().into(),
+            );
+            ring.insert(
+                "token_timeout_ms".into(),
+                toml::Value::Integer(i64::try_from(self.token_timeout_ms)?),
+            );
+            t.insert("ring".into(), toml::Value::Table(ring));
             rondo_cli::devenv::write_config(&config, &t)?;
             let log = node_dir.join("node.log");
             let proc = Proc::spawn(&bin("rondo-node"), &config, &log)?;
@@ -258,6 +271,12 @@ impl Builder {
                 log,
             });
         }
+        // Every node has bound its ports: tell them about each other.
+        let peers: Vec<(NodeId, String)> = nodes
+            .iter()
+            .map(|n| (n.id, format!("http://{}", n.grpc)))
+            .collect();
+        rondo_cli::devenv::write_peers(&dir.path().join("peers.toml"), &peers)?;
         let gw_config = dir.path().join("gateway.toml");
         let gw_addr_file = dir.path().join("gateway-address.json");
         let node_urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.grpc)).collect();
@@ -318,7 +337,22 @@ impl Cluster {
             nodes: 1,
             max_upload_bytes: None,
             stream_url_ttl_secs: None,
+            token_timeout_ms: 600,
         }
+    }
+
+    /// The control plane as node `i` reports it (gRPC `Health`).
+    pub async fn ring_status(&self, i: usize) -> anyhow::Result<RingStatus> {
+        let url = format!("http://{}", self.nodes[i].grpc);
+        let mut client =
+            rondo_proto::storage::v1::storage_node_client::StorageNodeClient::connect(url).await?;
+        let health = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.health(rondo_proto::storage::v1::HealthRequest {}),
+        )
+        .await??
+        .into_inner();
+        health.ring.context("node reports no ring status")
     }
 
     /// Waits until the gateway reports every node up.
@@ -350,15 +384,22 @@ impl Cluster {
         self.nodes[i].proc.kill();
     }
 
-    /// Restarts node `i` on its old ports and waits until the gateway sees it.
+    /// Restarts node `i` on its old ports and waits until the gateway sees
+    /// every node up.
     pub async fn restart_node(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_node(i).await?;
+        self.wait_all_up().await
+    }
+
+    /// Restarts node `i` on its old ports and waits until it has bound them.
+    pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
         node.proc.kill();
         let addr_file = node.dir.join("addresses.json");
         let _ = std::fs::remove_file(&addr_file);
         node.proc = Proc::spawn(&bin("rondo-node"), &node.config, &node.log)?;
         read_addresses(&addr_file).await?;
-        self.wait_all_up().await
+        Ok(())
     }
 
     /// An HTTP client trusting the cluster CA.

@@ -135,6 +135,25 @@ pub mod catalog_change {
         DeleteSongId(::prost::alloc::string::String),
     }
 }
+/// A catalog update ordered by the ring (the payload of a ring entry).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CatalogUpdate {
+    /// The node that proposed it (UUID text); it holds the song's blob.
+    #[prost(string, tag = "1")]
+    pub origin: ::prost::alloc::string::String,
+    #[prost(oneof = "catalog_update::Change", tags = "2, 3")]
+    pub change: ::core::option::Option<catalog_update::Change>,
+}
+/// Nested message and enum types in `CatalogUpdate`.
+pub mod catalog_update {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Change {
+        #[prost(message, tag = "2")]
+        Upsert(super::Song),
+        #[prost(string, tag = "3")]
+        DeleteSongId(::prost::alloc::string::String),
+    }
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HealthRequest {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -152,6 +171,27 @@ pub struct HealthResponse {
     pub bytes_stored: u64,
     #[prost(uint64, tag = "6")]
     pub last_seq: u64,
+    /// The control plane, as this node sees it.
+    #[prost(message, optional, tag = "7")]
+    pub ring: ::core::option::Option<RingStatus>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RingStatus {
+    /// "gather", "recover" or "operational".
+    #[prost(string, tag = "1")]
+    pub phase: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub ring_counter: u64,
+    #[prost(string, tag = "3")]
+    pub ring_rep: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "4")]
+    pub members: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint64, tag = "5")]
+    pub last_applied_seq: u64,
+    #[prost(uint64, tag = "6")]
+    pub last_log_seq: u64,
+    #[prost(uint64, tag = "7")]
+    pub rotations: u64,
 }
 /// Generated client implementations.
 pub mod storage_node_client {

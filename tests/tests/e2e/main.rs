@@ -7,6 +7,7 @@ mod cli;
 mod dev;
 mod errors;
 mod graphql_http;
+mod ring;
 mod streaming;
 mod upload;
 

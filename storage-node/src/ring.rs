@@ -1,0 +1,609 @@
+//! The control plane's driver: runs the sans-IO token-ring core
+//! (`rondo-ring`, protocol in `storage-node/PROTOCOL.md`) on a dedicated
+//! thread, persists its state in the node's redb database, and carries its
+//! messages over gRPC (`rondo.ring.v1.Ring`).
+//!
+//! The thread owns the core. It takes commands (a message from a peer, a
+//! local proposal) from a channel, fires the core's timers itself, carries
+//! out every output in order (persistence in one durable transaction before
+//! any send that follows it) and hands messages to one sender task per peer.
+//! A sender that cannot reach its peer drops the message: to the protocol
+//! the network is lossy, and it recovers by retransmission and by forming a
+//! new ring.
+//!
+//! Catalog updates do not go through the ring yet (issue 3 is in progress):
+//! entries are ordered, made safe and recorded as applied, and the node
+//! reports its ring in `Health`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rondo_core::NodeId;
+use rondo_proto::ring::v1::{self as wire, envelope::Message as W};
+use rondo_proto::storage::v1 as pb;
+use rondo_ring::{Body, Config, Entry, Input, LogPos, Message, Node, Output, Phase, RingId, Timer};
+use serde::Deserialize;
+use tonic::{Request, Response, Status};
+
+use crate::NodeState;
+use crate::error::{Error, Result};
+
+type Payload = Vec<u8>;
+
+/// What the driver thread is told.
+enum Cmd {
+    Receive(NodeId, Message<Payload>),
+    Propose(Payload),
+}
+
+/// The running control plane of one node.
+#[derive(Debug)]
+pub struct RingHandle {
+    cmds: std_mpsc::Sender<Cmd>,
+    status: Arc<Mutex<pb::RingStatus>>,
+}
+
+impl RingHandle {
+    /// The ring as this node sees it now.
+    pub fn status(&self) -> pb::RingStatus {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Queues an update for ordering.
+    pub fn propose(&self, update: Payload) -> Result<()> {
+        self.cmds
+            .send(Cmd::Propose(update))
+            .map_err(|_| Error::Unavailable("the control plane has stopped".into()))
+    }
+}
+
+/// One node of the cluster, as listed in the peers file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub id: NodeId,
+    pub grpc_url: String,
+}
+
+/// The peers file: every node of the cluster (the initial voters).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeersFile {
+    #[serde(default)]
+    pub node: Vec<PeerEntry>,
+}
+
+fn read_peers(path: &Path) -> Option<PeersFile> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match toml::from_str(&text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable peers file");
+            None
+        }
+    }
+}
+
+/// Protocol timeouts: corosync's defaults for `nodes` nodes, all scaled so
+/// that the token timeout is `token_timeout_ms` when that is set.
+fn protocol_config(nodes: usize, token_timeout_ms: Option<u64>) -> Config {
+    let base = Config::for_nodes(nodes);
+    let Some(ms) = token_timeout_ms else {
+        return base;
+    };
+    let scale = |d: Duration| {
+        let base_ms = base.token_timeout.as_millis().max(1) as f64;
+        d.mul_f64(ms as f64 / base_ms)
+    };
+    Config {
+        token_timeout: scale(base.token_timeout),
+        token_retransmit: scale(base.token_retransmit),
+        hold: scale(base.hold),
+        join_window: scale(base.join_window),
+        consensus_timeout: scale(base.consensus_timeout),
+        max_messages: base.max_messages,
+    }
+}
+
+/// Starts the driver thread and the peer senders. Must be called inside a
+/// tokio runtime (the senders run on it).
+pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
+    let (tx, rx) = std_mpsc::channel();
+    let status = Arc::new(Mutex::new(pb::RingStatus {
+        phase: "starting".into(),
+        ..Default::default()
+    }));
+    let runtime = tokio::runtime::Handle::current();
+    let handle = RingHandle {
+        cmds: tx,
+        status: status.clone(),
+    };
+    std::thread::Builder::new()
+        .name("ring".into())
+        .spawn(move || {
+            if let Err(e) = drive(&state, &rx, &status, &runtime) {
+                tracing::error!(error = %e, "control plane stopped");
+            }
+        })
+        .map_err(Error::io("start ring thread"))?;
+    Ok(handle)
+}
+
+fn drive(
+    state: &Arc<NodeState>,
+    rx: &std_mpsc::Receiver<Cmd>,
+    status: &Mutex<pb::RingStatus>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<()> {
+    let me = state.node_id;
+    // The cluster: from the peers file, once it names every node with an
+    // address; without one, a cluster of one.
+    let peers: BTreeMap<NodeId, String> = match &state.config.ring.peers_file {
+        None => BTreeMap::new(),
+        Some(path) => wait_for_peers(path, me, rx),
+    };
+    let mut nodes: BTreeSet<NodeId> = peers.keys().copied().collect();
+    nodes.insert(me);
+    let voters = nodes.clone();
+    let config = protocol_config(nodes.len(), state.config.ring.token_timeout_ms);
+    let durable = state.store.ring_load()?;
+    tracing::info!(node = %me, nodes = nodes.len(), promised = ?durable.promised, applied = durable.applied, "control plane starting");
+
+    let senders: BTreeMap<NodeId, tokio::sync::mpsc::Sender<wire::Envelope>> = peers
+        .iter()
+        .filter(|(id, _)| **id != me)
+        .filter_map(|(id, url)| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).ok()?;
+            runtime.spawn(send_loop(*id, endpoint, rx));
+            Some((*id, tx))
+        })
+        .collect();
+
+    let mut node = Node::new(me, config, nodes, voters, durable);
+    let mut timers: BTreeMap<Timer, Instant> = BTreeMap::new();
+    let mut outputs = node.handle(Input::Start);
+    loop {
+        carry_out(state, me, &senders, &mut timers, &outputs)?;
+        publish(&node, status);
+        // Wait for a command or the next timer.
+        let next = timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(t, at)| (*t, *at));
+        let cmd = match next {
+            Some((timer, at)) => {
+                let now = Instant::now();
+                if at <= now {
+                    timers.remove(&timer);
+                    outputs = node.handle(Input::Fired(timer));
+                    continue;
+                }
+                match rx.recv_timeout(at - now) {
+                    Ok(cmd) => cmd,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        timers.remove(&timer);
+                        outputs = node.handle(Input::Fired(timer));
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+            }
+            None => match rx.recv() {
+                Ok(cmd) => cmd,
+                Err(_) => return Ok(()),
+            },
+        };
+        outputs = match cmd {
+            Cmd::Receive(from, msg) => node.handle(Input::Receive { from, msg }),
+            Cmd::Propose(p) => node.handle(Input::Propose(p)),
+        };
+    }
+}
+
+/// Reads the peers file until it names this node and gives every node an
+/// address (a deployment writes it once all nodes have bound their ports).
+/// Messages that arrive meanwhile are dropped: peers retransmit.
+fn wait_for_peers(
+    path: &Path,
+    me: NodeId,
+    rx: &std_mpsc::Receiver<Cmd>,
+) -> BTreeMap<NodeId, String> {
+    let mut warned = false;
+    loop {
+        if let Some(file) = read_peers(path)
+            && file.node.iter().any(|n| n.id == me)
+            && file.node.iter().all(|n| !n.grpc_url.is_empty())
+        {
+            return file.node.into_iter().map(|n| (n.id, n.grpc_url)).collect();
+        }
+        if !warned {
+            tracing::info!(path = %path.display(), "waiting for the peers file to list every node");
+            warned = true;
+        }
+        let _ = rx.recv_timeout(Duration::from_millis(100));
+    }
+}
+
+/// Carries out the core's outputs in order: consecutive persistence
+/// outputs go in one transaction, before the sends that follow them.
+fn carry_out(
+    state: &NodeState,
+    me: NodeId,
+    senders: &BTreeMap<NodeId, tokio::sync::mpsc::Sender<wire::Envelope>>,
+    timers: &mut BTreeMap<Timer, Instant>,
+    outputs: &[Output<Payload>],
+) -> Result<()> {
+    let mut batch: Vec<&Output<Payload>> = Vec::new();
+    for o in outputs {
+        match o {
+            Output::PersistPromise(_)
+            | Output::Truncate { .. }
+            | Output::PersistEntries(_)
+            | Output::Apply(_) => batch.push(o),
+            Output::Send { to, msg } => {
+                state.store.ring_persist(&batch)?;
+                batch.clear();
+                if let Some(tx) = senders.get(to) {
+                    let envelope = message_to_wire(me, msg);
+                    if tx.try_send(envelope).is_err() {
+                        tracing::debug!(peer = %to, "ring send queue full; message dropped");
+                    }
+                }
+            }
+            Output::SetTimer { timer, after } => {
+                let jitter = match timer {
+                    // Spread competing candidates (PROTOCOL.md, "Gather").
+                    Timer::JoinWindow | Timer::Consensus => {
+                        after.mul_f64(rand::rng().random_range(0.0..0.5))
+                    }
+                    _ => Duration::ZERO,
+                };
+                timers.insert(*timer, Instant::now() + *after + jitter);
+            }
+            Output::CancelTimer(timer) => {
+                timers.remove(timer);
+            }
+        }
+    }
+    state.store.ring_persist(&batch)
+}
+
+fn publish(node: &Node<Payload>, status: &Mutex<pb::RingStatus>) {
+    let d = node.durable();
+    let (ring, members) = match node.ring() {
+        Some((id, m)) => (id, m.iter().map(ToString::to_string).collect()),
+        None => (d.promised, Vec::new()),
+    };
+    let s = pb::RingStatus {
+        phase: match node.phase() {
+            Phase::Gather => "gather",
+            Phase::Recover => "recover",
+            Phase::Operational => "operational",
+        }
+        .into(),
+        ring_counter: ring.counter,
+        ring_rep: ring.rep.to_string(),
+        members,
+        last_applied_seq: d.applied,
+        last_log_seq: d.last().seq,
+        rotations: node.last_rotation(),
+    };
+    if let Ok(mut guard) = status.lock() {
+        *guard = s;
+    }
+}
+
+/// Sends one peer's messages in order; drops what cannot be delivered.
+async fn send_loop(
+    peer: NodeId,
+    endpoint: tonic::transport::Endpoint,
+    mut rx: tokio::sync::mpsc::Receiver<wire::Envelope>,
+) {
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true);
+    let mut client = wire::ring_client::RingClient::new(endpoint.connect_lazy());
+    while let Some(envelope) = rx.recv().await {
+        let call = client.deliver(envelope);
+        match tokio::time::timeout(Duration::from_secs(1), call).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => tracing::debug!(%peer, %status, "ring message not delivered"),
+            Err(_) => tracing::debug!(%peer, "ring message timed out"),
+        }
+    }
+}
+
+/// The gRPC front of the control plane.
+#[derive(Clone, Debug)]
+pub struct Service {
+    state: Arc<NodeState>,
+}
+
+impl Service {
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Service { state }
+    }
+}
+
+#[tonic::async_trait]
+impl wire::ring_server::Ring for Service {
+    async fn deliver(
+        &self,
+        request: Request<wire::Envelope>,
+    ) -> std::result::Result<Response<wire::Received>, Status> {
+        let envelope = request.into_inner();
+        let (from, msg) = message_from_wire(envelope).map_err(Status::from)?;
+        let Some(ring) = self.state.ring.get() else {
+            return Err(Status::unavailable("control plane not started"));
+        };
+        ring.cmds
+            .send(Cmd::Receive(from, msg))
+            .map_err(|_| Status::unavailable("control plane stopped"))?;
+        Ok(Response::new(wire::Received {}))
+    }
+}
+
+// Wire conversions. Every field that comes off the network is checked: a
+// malformed message is refused with an error, never a panic.
+
+fn bad(what: &'static str) -> Error {
+    Error::Invalid { what }
+}
+
+pub(crate) fn ring_id_to_wire(id: RingId) -> wire::RingId {
+    wire::RingId {
+        counter: id.counter,
+        rep: id.rep.to_string(),
+    }
+}
+
+pub(crate) fn ring_id_from_wire(id: Option<wire::RingId>) -> Result<RingId> {
+    let id = id.ok_or(bad("ring id missing"))?;
+    Ok(RingId {
+        counter: id.counter,
+        rep: id.rep.parse()?,
+    })
+}
+
+fn pos_to_wire(p: LogPos) -> wire::LogPos {
+    wire::LogPos {
+        ring: Some(ring_id_to_wire(p.ring)),
+        seq: p.seq,
+    }
+}
+
+fn pos_from_wire(p: Option<wire::LogPos>) -> Result<LogPos> {
+    let p = p.ok_or(bad("log position missing"))?;
+    Ok(LogPos {
+        ring: ring_id_from_wire(p.ring)?,
+        seq: p.seq,
+    })
+}
+
+fn members_to_wire(m: &BTreeSet<NodeId>) -> Vec<String> {
+    m.iter().map(ToString::to_string).collect()
+}
+
+fn members_from_wire(m: Vec<String>) -> Result<BTreeSet<NodeId>> {
+    m.iter().map(|s| Ok(s.parse::<NodeId>()?)).collect()
+}
+
+pub(crate) fn entry_to_wire(e: &Entry<Payload>) -> wire::Entry {
+    use wire::entry::Body as WB;
+    wire::Entry {
+        seq: e.seq,
+        ring: Some(ring_id_to_wire(e.ring)),
+        body: Some(match &e.body {
+            Body::RingStart { members } => WB::RingStart(wire::RingStart {
+                members: members_to_wire(members),
+            }),
+            Body::Update(p) => WB::Update(p.clone()),
+        }),
+    }
+}
+
+pub(crate) fn entry_from_wire(e: wire::Entry) -> Result<Entry<Payload>> {
+    use wire::entry::Body as WB;
+    Ok(Entry {
+        seq: e.seq,
+        ring: ring_id_from_wire(e.ring)?,
+        body: match e.body.ok_or(bad("entry body missing"))? {
+            WB::RingStart(r) => Body::RingStart {
+                members: members_from_wire(r.members)?,
+            },
+            WB::Update(p) => Body::Update(p),
+        },
+    })
+}
+
+fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
+    let message = match msg {
+        Message::Token(t) => W::Token(wire::Token {
+            ring: Some(ring_id_to_wire(t.ring)),
+            rotation: t.rotation,
+            seq: t.seq,
+            aru: t.aru,
+            rot_min: t.rot_min,
+            rtr: t.rtr.iter().copied().collect(),
+        }),
+        Message::Mcast { ring, entry } => W::Mcast(wire::Mcast {
+            ring: Some(ring_id_to_wire(*ring)),
+            entry: Some(entry_to_wire(entry)),
+        }),
+        Message::Join { proposed } => W::Join(wire::Join {
+            proposed: Some(ring_id_to_wire(*proposed)),
+        }),
+        Message::Promise {
+            proposed,
+            last,
+            applied,
+        } => W::Promise(wire::Promise {
+            proposed: Some(ring_id_to_wire(*proposed)),
+            last: Some(pos_to_wire(*last)),
+            applied: *applied,
+        }),
+        Message::Nack { promised } => W::Nack(wire::Nack {
+            promised: Some(ring_id_to_wire(*promised)),
+        }),
+        Message::Install {
+            ring,
+            members,
+            source,
+            source_last,
+        } => W::Install(wire::Install {
+            ring: Some(ring_id_to_wire(*ring)),
+            members: members_to_wire(members),
+            source: source.to_string(),
+            source_last: Some(pos_to_wire(*source_last)),
+        }),
+        Message::Fetch { ring, after } => W::Fetch(wire::Fetch {
+            ring: Some(ring_id_to_wire(*ring)),
+            after: *after,
+        }),
+        Message::Entries { ring, entries } => W::Entries(wire::Entries {
+            ring: Some(ring_id_to_wire(*ring)),
+            entries: entries.iter().map(entry_to_wire).collect(),
+        }),
+        Message::Ready { ring, last } => W::Ready(wire::Ready {
+            ring: Some(ring_id_to_wire(*ring)),
+            last: *last,
+        }),
+    };
+    wire::Envelope {
+        from: from.to_string(),
+        message: Some(message),
+    }
+}
+
+fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
+    let from: NodeId = e.from.parse()?;
+    let msg = match e.message.ok_or(bad("empty ring message"))? {
+        W::Token(t) => Message::Token(rondo_ring::Token {
+            ring: ring_id_from_wire(t.ring)?,
+            rotation: t.rotation,
+            seq: t.seq,
+            aru: t.aru,
+            rot_min: t.rot_min,
+            rtr: t.rtr.into_iter().collect(),
+        }),
+        W::Mcast(m) => Message::Mcast {
+            ring: ring_id_from_wire(m.ring)?,
+            entry: entry_from_wire(m.entry.ok_or(bad("mcast without entry"))?)?,
+        },
+        W::Join(j) => Message::Join {
+            proposed: ring_id_from_wire(j.proposed)?,
+        },
+        W::Promise(p) => Message::Promise {
+            proposed: ring_id_from_wire(p.proposed)?,
+            last: pos_from_wire(p.last)?,
+            applied: p.applied,
+        },
+        W::Nack(n) => Message::Nack {
+            promised: ring_id_from_wire(n.promised)?,
+        },
+        W::Install(i) => Message::Install {
+            ring: ring_id_from_wire(i.ring)?,
+            members: members_from_wire(i.members)?,
+            source: i.source.parse()?,
+            source_last: pos_from_wire(i.source_last)?,
+        },
+        W::Fetch(f) => Message::Fetch {
+            ring: ring_id_from_wire(f.ring)?,
+            after: f.after,
+        },
+        W::Entries(en) => Message::Entries {
+            ring: ring_id_from_wire(en.ring)?,
+            entries: en
+                .entries
+                .into_iter()
+                .map(entry_from_wire)
+                .collect::<Result<_>>()?,
+        },
+        W::Ready(r) => Message::Ready {
+            ring: ring_id_from_wire(r.ring)?,
+            last: r.last,
+        },
+    };
+    Ok((from, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_survive_the_wire() {
+        let a = NodeId::new_random();
+        let ring = RingId { counter: 7, rep: a };
+        let entry = Entry {
+            seq: 3,
+            ring,
+            body: Body::Update(vec![1, 2, 3]),
+        };
+        let msgs = vec![
+            Message::Token(rondo_ring::Token {
+                ring,
+                rotation: 9,
+                seq: 4,
+                aru: 2,
+                rot_min: 3,
+                rtr: [3, 4].into_iter().collect(),
+            }),
+            Message::Mcast {
+                ring,
+                entry: entry.clone(),
+            },
+            Message::Join { proposed: ring },
+            Message::Promise {
+                proposed: ring,
+                last: LogPos { ring, seq: 3 },
+                applied: 1,
+            },
+            Message::Nack { promised: ring },
+            Message::Install {
+                ring,
+                members: [a].into_iter().collect(),
+                source: a,
+                source_last: LogPos { ring, seq: 3 },
+            },
+            Message::Fetch { ring, after: 1 },
+            Message::Entries {
+                ring,
+                entries: vec![entry],
+            },
+            Message::Ready { ring, last: 3 },
+        ];
+        for m in msgs {
+            let (from, back) = message_from_wire(message_to_wire(a, &m)).unwrap();
+            assert_eq!((from, back), (a, m));
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        for e in [
+            wire::Envelope {
+                from: "not a uuid".into(),
+                message: None,
+            },
+            wire::Envelope {
+                from: NodeId::new_random().to_string(),
+                message: None,
+            },
+            wire::Envelope {
+                from: NodeId::new_random().to_string(),
+                message: Some(W::Join(wire::Join { proposed: None })),
+            },
+        ] {
+            assert!(message_from_wire(e).is_err());
+        }
+    }
+}
