@@ -88,6 +88,8 @@ impl SongRec {
 #[derive(Debug, Default)]
 pub struct Catalog {
     songs: HashMap<SongId, SongRec>,
+    /// Songs deleted (ids are never reused).
+    deleted: std::collections::HashSet<SongId>,
 }
 
 impl Catalog {
@@ -97,6 +99,11 @@ impl Catalog {
         match change {
             Change::Upsert(song) => {
                 let mut rec = SongRec::from_proto(song)?;
+                // Deletes are ordered by the ring and song ids are never
+                // reused: a late announcement of a deleted song is stale.
+                if self.deleted.contains(&rec.id) {
+                    return Ok(());
+                }
                 if let Some(old) = self.songs.remove(&rec.id) {
                     rec.replicas = old.replicas;
                 }
@@ -104,13 +111,12 @@ impl Catalog {
                 self.songs.insert(rec.id, rec);
             }
             Change::DeleteSongId(id) => {
+                // Any node's report of an ordered delete removes the song
+                // everywhere: every node applies the same delete.
+                let _ = node;
                 let id: SongId = id.parse()?;
-                if let Some(rec) = self.songs.get_mut(&id) {
-                    rec.replicas.remove(&node);
-                    if rec.replicas.is_empty() {
-                        self.songs.remove(&id);
-                    }
-                }
+                self.songs.remove(&id);
+                self.deleted.insert(id);
             }
         }
         Ok(())

@@ -247,32 +247,39 @@ pub async fn delete(state: &Arc<AppState>, id: SongId) -> Result<()> {
             kind: "song",
             id: id.to_string(),
         })?;
-    for replica in &song.replicas {
-        let node = state
-            .cluster
-            .node(*replica)
-            .ok_or_else(|| {
-                Error::Unavailable(format!("node {replica} holding the song is unknown"))
-            })?
-            .clone();
-        let mut client = node.client.clone();
-        match client
-            .delete_song(pb::DeleteSongRequest { id: id.to_string() })
-            .await
-        {
-            Ok(reply) => {
-                state
-                    .cluster
-                    .wait_applied(*replica, reply.into_inner().seq)
-                    .await?
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => {
-                return Err(Error::Node {
-                    node: node.grpc_url.clone(),
-                    status: Box::new(status),
-                });
-            }
+    // The delete is ordered by the storage nodes' ring: one live node is
+    // enough, and every node applies it.
+    let live = state.cluster.live_nodes();
+    let target = song
+        .replicas
+        .iter()
+        .find(|n| live.contains(n))
+        .or_else(|| live.first())
+        .copied()
+        .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
+    let node = state
+        .cluster
+        .node(target)
+        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?
+        .clone();
+    let mut client = node.client.clone();
+    match client
+        .delete_song(pb::DeleteSongRequest { id: id.to_string() })
+        .await
+    {
+        Ok(reply) => {
+            state
+                .cluster
+                .wait_applied(target, reply.into_inner().seq)
+                .await?
+        }
+        // Deleted meanwhile by someone else.
+        Err(status) if status.code() == tonic::Code::NotFound => {}
+        Err(status) => {
+            return Err(Error::Node {
+                node: node.grpc_url.clone(),
+                status: Box::new(status),
+            });
         }
     }
     tracing::info!(song = %id, "deleted song");

@@ -146,6 +146,14 @@ impl<P: Clone> Node<P> {
         }
     }
 
+    /// Removes queued (not yet ordered) proposals that match; returns
+    /// whether any did. A withdrawn proposal is never ordered.
+    pub fn withdraw(&mut self, matches: impl Fn(&P) -> bool) -> bool {
+        let before = self.queue.len();
+        self.queue.retain(|p| !matches(p));
+        self.queue.len() != before
+    }
+
     /// Rotation number of the last token this node accepted on its ring.
     pub fn last_rotation(&self) -> u64 {
         self.ring.as_ref().map_or(0, |r| r.last_rotation)

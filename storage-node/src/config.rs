@@ -55,6 +55,10 @@ pub struct RingConfig {
     /// corosync.
     #[serde(default)]
     pub token_timeout_ms: Option<u64>,
+    /// How long a write may wait to be ordered and applied before it is
+    /// withdrawn and refused as unavailable (milliseconds, default 10000).
+    #[serde(default)]
+    pub write_timeout_ms: Option<u64>,
 }
 
 fn default_grpc_addr() -> SocketAddr {

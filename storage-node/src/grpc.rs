@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::NodeState;
 use crate::error::Error;
+use crate::store::Applied;
 
 /// Size of the chunks a blob is read in.
 const READ_CHUNK: usize = 256 * 1024;
@@ -30,6 +31,13 @@ impl Service {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
+    }
+
+    fn ring(&self) -> Result<&crate::ring::RingHandle, Status> {
+        self.state
+            .ring
+            .get()
+            .ok_or_else(|| Status::unavailable("control plane not started"))
     }
 }
 
@@ -91,16 +99,42 @@ impl StorageNode for Service {
             }
         };
         let staged = staging.finish(&finish.content_hash).await?;
+        let mut song = song;
+        song.size_bytes = staged.size;
+        song.content_hash = staged.hash.to_hex();
+        song.created_at_ms = now_ms();
+        let hash = staged.hash;
         let state = self.state.clone();
-        let (song, seq) =
-            tokio::task::spawn_blocking(move || state.store.commit_song(staged, song, now_ms()))
-                .await
-                .map_err(Error::from)??;
+        tokio::task::spawn_blocking(move || state.store.put_blob(staged))
+            .await
+            .map_err(Error::from)??;
+        let ring = self.ring()?;
+        let update = pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::Upsert(song)),
+            ..Default::default()
+        };
+        let outcome = ring.propose(update).await;
+        let (song, seq) = match outcome {
+            Ok(Applied::Stored {
+                song,
+                change_seq: Some(seq),
+            }) => (song, seq),
+            other => {
+                // Refused or not ordered: the blob goes unless a song uses it.
+                let state = self.state.clone();
+                let _ = tokio::task::spawn_blocking(move || state.store.release_blob(&hash)).await;
+                self.state.outbox.notify_one();
+                return Err(match other {
+                    Ok(Applied::Rejected(e)) | Err(e) => e.into(),
+                    Ok(applied) => Status::internal(format!("unexpected outcome {applied:?}")),
+                });
+            }
+        };
         self.state.metrics.uploads.inc();
         self.state.refresh_gauges();
         tracing::info!(song = %song.id, hash = %song.content_hash, bytes = song.size_bytes, seq, "stored song");
         Ok(Response::new(pb::UploadSongResponse {
-            song: Some(song),
+            song: Some(*song),
             seq,
         }))
     }
@@ -163,11 +197,15 @@ impl StorageNode for Service {
         request: Request<pb::DeleteSongRequest>,
     ) -> Result<Response<pb::DeleteSongResponse>, Status> {
         let id: SongId = request.into_inner().id.parse().map_err(Error::from)?;
-        let state = self.state.clone();
-        let seq = tokio::task::spawn_blocking(move || state.store.delete_song(id))
-            .await
-            .map_err(Error::from)??;
-        self.state.outbox.notify_one();
+        let update = pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::DeleteSongId(id.to_string())),
+            ..Default::default()
+        };
+        let seq = match self.ring()?.propose(update).await? {
+            Applied::Deleted { change_seq } => change_seq,
+            Applied::Rejected(e) => return Err(e.into()),
+            other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        };
         self.state.refresh_gauges();
         tracing::info!(song = %id, seq, "deleted song");
         Ok(Response::new(pb::DeleteSongResponse { seq }))

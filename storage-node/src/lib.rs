@@ -195,34 +195,115 @@ pub async fn run(
 }
 
 /// Carries out outbox tasks after each commit that queues some, and retries
-/// failures with backoff.
+/// failures with backoff: local tasks (removing blob files) and blob fetches
+/// from other nodes.
 async fn relay_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let st = state.clone();
-        match tokio::task::spawn_blocking(move || st.store.run_outbox()).await {
-            Ok(Ok(n)) => {
-                if n > 0 {
-                    tracing::debug!(tasks = n, "outbox relayed");
-                }
+        let local = match tokio::task::spawn_blocking(move || st.store.run_outbox()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox relay task panicked");
+                return;
+            }
+        };
+        let fetched = fetch_blobs(&state).await;
+        match (local, fetched) {
+            (Ok(_), Ok(())) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
                     () = state.outbox.notified() => {}
                     _ = stop.changed() => return,
                 }
             }
-            Ok(Err(e)) => {
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, ?backoff, "outbox task failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
+                    () = state.outbox.notified() => {}
                     _ = stop.changed() => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "outbox relay task panicked");
-                return;
-            }
         }
     }
+}
+
+/// Fetches every blob the outbox asks for: from the node that proposed the
+/// song first, then from any other node; the hash is checked before the blob
+/// is indexed.
+async fn fetch_blobs(state: &Arc<NodeState>) -> Result<()> {
+    let st = state.clone();
+    let tasks = tokio::task::spawn_blocking(move || st.store.fetch_tasks()).await??;
+    let mut failed = None;
+    for (n, hash, origin) in tasks {
+        let st = state.clone();
+        if !tokio::task::spawn_blocking(move || st.store.wants_blob(&hash)).await?? {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
+            continue;
+        }
+        let peers = state.ring.get().map(|r| r.peers()).unwrap_or_default();
+        let mut order: Vec<(NodeId, String)> = peers
+            .iter()
+            .filter(|(id, _)| **id == origin)
+            .chain(peers.iter().filter(|(id, _)| **id != origin))
+            .map(|(id, url)| (*id, url.clone()))
+            .collect();
+        order.dedup_by_key(|(id, _)| *id);
+        let mut done = false;
+        for (peer, url) in order {
+            match fetch_one(state, &url, &hash).await {
+                Ok(()) => {
+                    tracing::info!(%hash, %peer, "fetched blob");
+                    done = true;
+                    break;
+                }
+                Err(e) => tracing::debug!(%hash, %peer, error = %e, "blob fetch failed"),
+            }
+        }
+        if done {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
+            state.refresh_gauges();
+        } else {
+            failed = Some(Error::Unavailable(format!(
+                "no node could provide blob {hash}"
+            )));
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn fetch_one(
+    state: &Arc<NodeState>,
+    url: &str,
+    hash: &rondo_core::ContentHash,
+) -> Result<()> {
+    use futures::StreamExt;
+    use rondo_proto::storage::v1 as pb;
+    let unavailable = |e: String| Error::Unavailable(e);
+    let mut client = pb::storage_node_client::StorageNodeClient::connect(url.to_string())
+        .await
+        .map_err(|e| unavailable(format!("connect {url}: {e}")))?
+        .max_decoding_message_size(8 * 1024 * 1024);
+    let mut stream = client
+        .read_blob(pb::ReadBlobRequest {
+            content_hash: hash.to_hex(),
+            offset: 0,
+            length: 0,
+        })
+        .await
+        .map_err(|e| unavailable(format!("read blob from {url}: {e}")))?
+        .into_inner();
+    let mut staging = state.store.stage(u64::MAX).await?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| unavailable(format!("read blob from {url}: {e}")))?;
+        staging.write(&chunk.chunk).await?;
+    }
+    let staged = staging.finish(&hash.to_hex()).await?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
+    Ok(())
 }

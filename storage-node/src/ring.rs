@@ -31,23 +31,42 @@ use tonic::{Request, Response, Status};
 
 use crate::NodeState;
 use crate::error::{Error, Result};
+use crate::store::Applied;
 
 type Payload = Vec<u8>;
 
 /// What the driver thread is told.
 enum Cmd {
     Receive(NodeId, Message<Payload>),
-    Propose(Payload),
+    Propose {
+        id: String,
+        payload: Payload,
+        reply: tokio::sync::oneshot::Sender<Result<Applied>>,
+    },
+    /// Give up on a proposal that is not ordered yet.
+    Withdraw(String),
 }
+
+/// Proposals of this node waiting to be applied: id → (payload, reply).
+type Waiters = BTreeMap<String, (Payload, tokio::sync::oneshot::Sender<Result<Applied>>)>;
 
 /// The running control plane of one node.
 #[derive(Debug)]
 pub struct RingHandle {
+    me: NodeId,
     cmds: std_mpsc::Sender<Cmd>,
     status: Arc<Mutex<pb::RingStatus>>,
+    write_timeout: Duration,
+    peers: Arc<Mutex<BTreeMap<NodeId, String>>>,
 }
 
 impl RingHandle {
+    /// The other nodes of the cluster with their gRPC URLs (empty until
+    /// the peers file is complete).
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.peers.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
     /// The ring as this node sees it now.
     pub fn status(&self) -> pb::RingStatus {
         self.status
@@ -56,11 +75,39 @@ impl RingHandle {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Queues an update for ordering.
-    pub fn propose(&self, update: Payload) -> Result<()> {
+    /// Orders a catalog update through the ring and waits until this node
+    /// has applied it (so every member of the ring holds it durably). If it
+    /// is not applied within the write timeout it is withdrawn, if still
+    /// possible, and the error names the reason (typically: no quorum).
+    pub async fn propose(&self, mut update: pb::CatalogUpdate) -> Result<Applied> {
+        use prost::Message as _;
+        let id = uuid::Uuid::new_v4().to_string();
+        update.origin = self.me.to_string();
+        update.proposal = id.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.cmds
-            .send(Cmd::Propose(update))
-            .map_err(|_| Error::Unavailable("the control plane has stopped".into()))
+            .send(Cmd::Propose {
+                id: id.clone(),
+                payload: update.encode_to_vec(),
+                reply: tx,
+            })
+            .map_err(|_| Error::Unavailable("the control plane has stopped".into()))?;
+        match tokio::time::timeout(self.write_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Unavailable("the control plane has stopped".into())),
+            Err(_) => {
+                let _ = self.cmds.send(Cmd::Withdraw(id));
+                let s = self.status();
+                Err(Error::Unavailable(format!(
+                    "write not committed within {:?}: no quorum: this node's control plane is in \
+                     phase {} with {} of {} voters in its ring",
+                    self.write_timeout,
+                    s.phase,
+                    s.members.len(),
+                    s.voters
+                )))
+            }
+        }
     }
 }
 
@@ -122,13 +169,17 @@ pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
     }));
     let runtime = tokio::runtime::Handle::current();
     let handle = RingHandle {
+        me: state.node_id,
         cmds: tx,
         status: status.clone(),
+        write_timeout: Duration::from_millis(state.config.ring.write_timeout_ms.unwrap_or(10_000)),
+        peers: Arc::new(Mutex::new(BTreeMap::new())),
     };
+    let peers_out = handle.peers.clone();
     std::thread::Builder::new()
         .name("ring".into())
         .spawn(move || {
-            if let Err(e) = drive(&state, &rx, &status, &runtime) {
+            if let Err(e) = drive(&state, &rx, &status, &runtime, &peers_out) {
                 tracing::error!(error = %e, "control plane stopped");
             }
         })
@@ -141,14 +192,22 @@ fn drive(
     rx: &std_mpsc::Receiver<Cmd>,
     status: &Mutex<pb::RingStatus>,
     runtime: &tokio::runtime::Handle,
+    peers_out: &Mutex<BTreeMap<NodeId, String>>,
 ) -> Result<()> {
     let me = state.node_id;
     // The cluster: from the peers file, once it names every node with an
     // address; without one, a cluster of one.
-    let peers: BTreeMap<NodeId, String> = match &state.config.ring.peers_file {
-        None => BTreeMap::new(),
+    let (peers, deferred) = match &state.config.ring.peers_file {
+        None => (BTreeMap::new(), Vec::new()),
         Some(path) => wait_for_peers(path, me, rx),
     };
+    if let Ok(mut p) = peers_out.lock() {
+        *p = peers
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+    }
     let mut nodes: BTreeSet<NodeId> = peers.keys().copied().collect();
     nodes.insert(me);
     let voters = nodes.clone();
@@ -167,12 +226,20 @@ fn drive(
         })
         .collect();
 
+    let voter_count = voters.len();
     let mut node = Node::new(me, config, nodes, voters, durable);
     let mut timers: BTreeMap<Timer, Instant> = BTreeMap::new();
+    let mut waiters: Waiters = BTreeMap::new();
     let mut outputs = node.handle(Input::Start);
+    for cmd in deferred {
+        if let Cmd::Propose { id, payload, reply } = cmd {
+            waiters.insert(id, (payload.clone(), reply));
+            outputs.extend(node.handle(Input::Propose(payload)));
+        }
+    }
     loop {
-        carry_out(state, me, &senders, &mut timers, &outputs)?;
-        publish(&node, status);
+        carry_out(state, me, &senders, &mut timers, &mut waiters, &outputs)?;
+        publish(state, &node, voter_count, status);
         // Wait for a command or the next timer.
         let next = timers
             .iter()
@@ -203,32 +270,48 @@ fn drive(
         };
         outputs = match cmd {
             Cmd::Receive(from, msg) => node.handle(Input::Receive { from, msg }),
-            Cmd::Propose(p) => node.handle(Input::Propose(p)),
+            Cmd::Propose { id, payload, reply } => {
+                waiters.insert(id, (payload.clone(), reply));
+                node.handle(Input::Propose(payload))
+            }
+            Cmd::Withdraw(id) => {
+                if let Some((payload, _)) = waiters.remove(&id) {
+                    node.withdraw(|p| *p == payload);
+                }
+                Vec::new()
+            }
         };
     }
 }
 
 /// Reads the peers file until it names this node and gives every node an
 /// address (a deployment writes it once all nodes have bound their ports).
-/// Messages that arrive meanwhile are dropped: peers retransmit.
+/// Protocol messages that arrive meanwhile are dropped (peers retransmit);
+/// proposals are kept and returned, to be queued once the ring runs.
 fn wait_for_peers(
     path: &Path,
     me: NodeId,
     rx: &std_mpsc::Receiver<Cmd>,
-) -> BTreeMap<NodeId, String> {
+) -> (BTreeMap<NodeId, String>, Vec<Cmd>) {
     let mut warned = false;
+    let mut kept = Vec::new();
     loop {
         if let Some(file) = read_peers(path)
             && file.node.iter().any(|n| n.id == me)
             && file.node.iter().all(|n| !n.grpc_url.is_empty())
         {
-            return file.node.into_iter().map(|n| (n.id, n.grpc_url)).collect();
+            let peers = file.node.into_iter().map(|n| (n.id, n.grpc_url)).collect();
+            return (peers, kept);
         }
         if !warned {
             tracing::info!(path = %path.display(), "waiting for the peers file to list every node");
             warned = true;
         }
-        let _ = rx.recv_timeout(Duration::from_millis(100));
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Cmd::Receive(..)) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(cmd) => kept.push(cmd),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return (BTreeMap::new(), kept),
+        }
     }
 }
 
@@ -239,15 +322,20 @@ fn carry_out(
     me: NodeId,
     senders: &BTreeMap<NodeId, tokio::sync::mpsc::Sender<wire::Envelope>>,
     timers: &mut BTreeMap<Timer, Instant>,
+    waiters: &mut Waiters,
     outputs: &[Output<Payload>],
 ) -> Result<()> {
     let mut batch: Vec<&Output<Payload>> = Vec::new();
     for o in outputs {
         match o {
-            Output::PersistPromise(_)
-            | Output::Truncate { .. }
-            | Output::PersistEntries(_)
-            | Output::Apply(_) => batch.push(o),
+            Output::PersistPromise(_) | Output::Truncate { .. } | Output::PersistEntries(_) => {
+                batch.push(o)
+            }
+            Output::Apply(entry) => {
+                state.store.ring_persist(&batch)?;
+                batch.clear();
+                apply(state, entry, waiters)?;
+            }
             Output::Send { to, msg } => {
                 state.store.ring_persist(&batch)?;
                 batch.clear();
@@ -276,7 +364,27 @@ fn carry_out(
     state.store.ring_persist(&batch)
 }
 
-fn publish(node: &Node<Payload>, status: &Mutex<pb::RingStatus>) {
+/// Applies one safe entry (one transaction with `last_applied`) and answers
+/// the client if this node proposed it.
+fn apply(state: &NodeState, entry: &Entry<Payload>, waiters: &mut Waiters) -> Result<()> {
+    use prost::Message as _;
+    match &entry.body {
+        Body::RingStart { .. } => state.store.apply_marker(entry.seq),
+        Body::Update(payload) => {
+            let applied = state.store.apply_update(entry.seq, payload)?;
+            state.outbox.notify_one();
+            let proposal = pb::CatalogUpdate::decode(payload.as_slice())
+                .map(|u| u.proposal)
+                .unwrap_or_default();
+            if let Some((_, reply)) = waiters.remove(&proposal) {
+                let _ = reply.send(Ok(applied));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn publish(state: &NodeState, node: &Node<Payload>, voters: usize, status: &Mutex<pb::RingStatus>) {
     let d = node.durable();
     let (ring, members) = match node.ring() {
         Some((id, m)) => (id, m.iter().map(ToString::to_string).collect()),
@@ -295,6 +403,12 @@ fn publish(node: &Node<Payload>, status: &Mutex<pb::RingStatus>) {
         last_applied_seq: d.applied,
         last_log_seq: d.last().seq,
         rotations: node.last_rotation(),
+        catalog_digest: state
+            .store
+            .ring_applied()
+            .map(|(_, d)| d)
+            .unwrap_or_default(),
+        voters: u32::try_from(voters).unwrap_or(u32::MAX),
     };
     if let Ok(mut guard) = status.lock() {
         *guard = s;

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use rondo_core::{AlbumId, ArtistId, ContentHash, SongId};
+use rondo_core::{AlbumId, ArtistId, ContentHash, NodeId, SongId};
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
@@ -52,9 +52,68 @@ const RING_META: TableDefinition<&str, &[u8]> = TableDefinition::new("ring_meta"
 /// The ordered log: seq → encoded `rondo.ring.v1.Entry`.
 const RING_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ring_log");
 
+/// Blobs this node lacks that catalog songs use: hash → number of songs.
+const WANTED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("wanted");
+
+const RING_APPLIED: &str = "applied";
+const RING_DIGEST: &str = "digest";
 const LAST_SEQ: &str = "last_seq";
 const LAST_OUTBOX: &str = "last_outbox";
 const BYTES_STORED: &str = "bytes_stored";
+
+/// What applying one ordered catalog update did on this node.
+#[derive(Debug)]
+pub enum Applied {
+    /// The entry was applied before (a replay).
+    Replay,
+    /// The song is in the catalog; `change_seq` is its change on this
+    /// node's stream if this node holds the blob.
+    Stored {
+        song: Box<pb::Song>,
+        change_seq: Option<u64>,
+    },
+    /// The song is gone; its change on this node's stream.
+    Deleted { change_seq: u64 },
+    /// Refused, the same way on every node (the catalog is unchanged).
+    Rejected(Error),
+}
+
+fn be_u64(bytes: &[u8]) -> Result<u64> {
+    let raw: [u8; 8] = bytes.try_into().map_err(|_| Error::Invalid {
+        what: "ring_meta value is not 8 bytes",
+    })?;
+    Ok(u64::from_be_bytes(raw))
+}
+
+/// Appends a change to the node's change log.
+fn push_change(
+    txn: &redb::WriteTransaction,
+    meta: &mut redb::Table<&str, u64>,
+    change: Change,
+) -> Result<pb::CatalogChange> {
+    let seq = meta.get(LAST_SEQ)?.map_or(0, |g| g.value()) + 1;
+    meta.insert(LAST_SEQ, seq)?;
+    let change = pb::CatalogChange {
+        seq,
+        change: Some(change),
+    };
+    txn.open_table(CHANGES)?
+        .insert(seq, change.encode_to_vec().as_slice())?;
+    Ok(change)
+}
+
+/// Appends a task to the outbox.
+fn push_outbox(
+    txn: &redb::WriteTransaction,
+    meta: &mut redb::Table<&str, u64>,
+    task: OutboxTask,
+) -> Result<()> {
+    let n = meta.get(LAST_OUTBOX)?.map_or(0, |g| g.value()) + 1;
+    meta.insert(LAST_OUTBOX, n)?;
+    txn.open_table(OUTBOX)?
+        .insert(n, task.encode().as_slice())?;
+    Ok(())
+}
 
 /// Figures about what a node stores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,9 +127,11 @@ pub struct Stats {
 
 /// A task in the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum OutboxTask {
+pub enum OutboxTask {
     /// Remove a blob file whose last song was deleted.
     DeleteBlob(ContentHash),
+    /// Fetch a blob this node lacks from the node that has it.
+    FetchBlob(ContentHash, NodeId),
 }
 
 impl OutboxTask {
@@ -81,12 +142,25 @@ impl OutboxTask {
                 v.extend_from_slice(h.as_bytes());
                 v
             }
+            OutboxTask::FetchBlob(h, from) => {
+                let mut v = vec![2u8];
+                v.extend_from_slice(h.as_bytes());
+                v.extend_from_slice(from.0.as_bytes());
+                v
+            }
         }
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         match bytes.split_first() {
             Some((1, rest)) => Some(OutboxTask::DeleteBlob(ContentHash(rest.try_into().ok()?))),
+            Some((2, rest)) if rest.len() == 48 => {
+                let (h, n) = rest.split_at(32);
+                Some(OutboxTask::FetchBlob(
+                    ContentHash(h.try_into().ok()?),
+                    NodeId(uuid::Uuid::from_slice(n).ok()?),
+                ))
+            }
             _ => None,
         }
     }
@@ -223,6 +297,7 @@ impl Store {
             txn.open_table(OUTBOX)?;
             txn.open_table(RING_META)?;
             txn.open_table(RING_LOG)?;
+            txn.open_table(WANTED)?;
             txn.commit()?;
         }
         let (changes, _) = broadcast::channel(1024);
@@ -290,174 +365,359 @@ impl Store {
         })
     }
 
-    /// Moves a staged blob into place and commits the song that uses it, in
-    /// one transaction. The song's size and hash are taken from the blob.
-    /// Returns the stored song and its change sequence number.
-    pub fn commit_song(
-        &self,
-        mut staged: StagedBlob,
-        mut song: pb::Song,
-        now_ms: i64,
-    ) -> Result<(pb::Song, u64)> {
-        let song_id = uuid_key(&song.id)?;
-        let artist = song.artist.clone().ok_or(Error::Invalid {
-            what: "song has no artist",
-        })?;
-        let album = song.album.clone().ok_or(Error::Invalid {
-            what: "song has no album",
-        })?;
-        let artist_id = artist.id.parse::<ArtistId>()?.0.as_u128();
-        let album_id = album.id.parse::<AlbumId>()?.0.as_u128();
-        if album.artist_id != artist.id {
-            return Err(Error::Invalid {
-                what: "album artist differs from song artist",
-            });
-        }
-        song.size_bytes = staged.size;
-        song.content_hash = staged.hash.to_hex();
-        song.created_at_ms = now_ms;
-
+    /// Moves a staged blob into place (or drops it if the blob is here
+    /// already) and indexes it, in one transaction after the file and its
+    /// directory are fsync'd. Songs of the catalog that were waiting for
+    /// this blob (ordered while this node lacked it) are announced on the
+    /// change stream in the same transaction.
+    pub fn put_blob(&self, mut staged: StagedBlob) -> Result<()> {
         let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let txn = self.db.begin_write()?;
-        let mut moved_in = None;
-        let result = (|| -> Result<(pb::Song, u64, pb::CatalogChange)> {
-            let mut songs = txn.open_table(SONGS)?;
-            if songs.get(song_id)?.is_some() {
-                return Err(Error::SongExists(song.id.parse()?));
-            }
-            let mut blobs = txn.open_table(BLOBS)?;
-            let hash = *staged.hash.as_bytes();
-            let existing = blobs.get(&hash)?.map(|g| g.value());
-            let refs_now = match existing {
-                Some((size, refs)) => (size, refs + 1),
-                None => {
-                    let dest = self.blob_path(&staged.hash);
-                    let parent = dest.parent().unwrap_or(&self.blob_dir).to_path_buf();
-                    std::fs::create_dir_all(&parent).map_err(Error::io("create blob shard"))?;
-                    std::fs::rename(staged.path.path(), &dest)
-                        .map_err(Error::io("move blob into place"))?;
-                    staged.path.disarm();
-                    moved_in = Some(dest);
-                    fsync_dir(&parent)?;
-                    (staged.size, 1)
-                }
-            };
-            blobs.insert(&hash, refs_now)?;
-            let mut meta = txn.open_table(META)?;
-            if existing.is_none() {
+        let hash = *staged.hash.as_bytes();
+        if self
+            .db
+            .begin_read()?
+            .open_table(BLOBS)?
+            .get(&hash)?
+            .is_some()
+        {
+            return Ok(()); // the staged copy is removed on drop
+        }
+        let dest = self.blob_path(&staged.hash);
+        let parent = dest.parent().unwrap_or(&self.blob_dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(Error::io("create blob shard"))?;
+        std::fs::rename(staged.path.path(), &dest).map_err(Error::io("move blob into place"))?;
+        staged.path.disarm();
+        let result = (|| -> Result<Vec<pb::CatalogChange>> {
+            fsync_dir(&parent)?;
+            let txn = self.db.begin_write()?;
+            let mut changes = Vec::new();
+            {
+                let mut wanted = txn.open_table(WANTED)?;
+                let refs = wanted.remove(&hash)?.map_or(0, |g| g.value());
+                txn.open_table(BLOBS)?.insert(&hash, (staged.size, refs))?;
+                let mut meta = txn.open_table(META)?;
                 let stored = meta.get(BYTES_STORED)?.map_or(0, |g| g.value());
                 meta.insert(BYTES_STORED, stored + staged.size)?;
+                if refs > 0 {
+                    let hex = staged.hash.to_hex();
+                    let songs = txn.open_table(SONGS)?;
+                    for row in songs.iter()? {
+                        let (_, v) = row?;
+                        let song: pb::Song = decode("songs", v.value())?;
+                        if song.content_hash == hex {
+                            changes.push(push_change(&txn, &mut meta, Change::Upsert(song))?);
+                        }
+                    }
+                }
             }
-            let mut refs = txn.open_table(REFS)?;
-            for key in [artist_id, album_id] {
-                let n = refs.get(key)?.map_or(0, |g| g.value());
-                refs.insert(key, n + 1)?;
-            }
-            let mut artists = txn.open_table(ARTISTS)?;
-            if artists.get(artist_id)?.is_none() {
-                artists.insert(artist_id, artist.encode_to_vec().as_slice())?;
-            }
-            let mut albums = txn.open_table(ALBUMS)?;
-            if albums.get(album_id)?.is_none() {
-                albums.insert(album_id, album.encode_to_vec().as_slice())?;
-            }
-            songs.insert(song_id, song.encode_to_vec().as_slice())?;
-            let seq = meta.get(LAST_SEQ)?.map_or(0, |g| g.value()) + 1;
-            meta.insert(LAST_SEQ, seq)?;
-            let change = pb::CatalogChange {
-                seq,
-                change: Some(Change::Upsert(song.clone())),
-            };
-            txn.open_table(CHANGES)?
-                .insert(seq, change.encode_to_vec().as_slice())?;
-            Ok((song, seq, change))
-        })();
-        let committed = result.and_then(|r| {
             txn.commit()?;
-            Ok(r)
-        });
-        match committed {
-            Ok((song, seq, change)) => {
-                let _ = self.changes.send(change);
-                Ok((song, seq))
+            Ok(changes)
+        })();
+        match result {
+            Ok(changes) => {
+                for c in changes {
+                    let _ = self.changes.send(c);
+                }
+                Ok(())
             }
             Err(e) => {
-                if let Some(dest) = moved_in {
-                    let _ = std::fs::remove_file(dest);
-                }
+                let _ = std::fs::remove_file(&dest);
                 Err(e)
             }
         }
     }
 
-    /// Deletes a song. Its artist and album go with their last song; its blob
-    /// goes, through the outbox, with the last song that uses it.
-    pub fn delete_song(&self, id: SongId) -> Result<u64> {
-        let key = id.0.as_u128();
+    /// Applies one ordered catalog update (ring entry `seq`) in one
+    /// transaction that also records `seq` as applied and folds the entry
+    /// into the catalog digest. An entry at or below the applied seq is a
+    /// no-op. A song whose blob this node lacks is recorded as wanted, with
+    /// an outbox task to fetch the blob from the node that proposed it.
+    pub fn apply_update(&self, seq: u64, payload: &[u8]) -> Result<Applied> {
+        let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
         let txn = self.db.begin_write()?;
-        let change = {
-            let mut songs = txn.open_table(SONGS)?;
-            let song: pb::Song = match songs.remove(key)? {
-                Some(bytes) => decode("songs", bytes.value())?,
-                None => return Err(Error::SongNotFound(id)),
-            };
-            let mut refs = txn.open_table(REFS)?;
-            let artist_id = song
-                .artist
-                .as_ref()
-                .map(|a| a.id.as_str())
+        let (outcome, change) = {
+            let mut ring = txn.open_table(RING_META)?;
+            let applied = ring
+                .get(RING_APPLIED)?
+                .map_or(Ok(0), |g| be_u64(g.value()))?;
+            if seq <= applied {
+                return Ok(Applied::Replay);
+            }
+            let digest = ring
+                .get(RING_DIGEST)?
+                .map(|g| g.value().to_vec())
                 .unwrap_or_default();
-            let album_id = song
-                .album
-                .as_ref()
-                .map(|a| a.id.as_str())
-                .unwrap_or_default();
-            for (k, table) in [(album_id, ALBUMS), (artist_id, ARTISTS)] {
-                let Ok(k) = uuid_key(k) else { continue };
-                let n = refs.get(k)?.map_or(0, |g| g.value());
-                if n <= 1 {
-                    refs.remove(k)?;
-                    txn.open_table(table)?.remove(k)?;
-                } else {
-                    refs.insert(k, n - 1)?;
+            let mut h = blake3::Hasher::new();
+            h.update(&digest);
+            h.update(&seq.to_be_bytes());
+            h.update(payload);
+            ring.insert(RING_DIGEST, h.finalize().as_bytes().as_slice())?;
+            ring.insert(RING_APPLIED, seq.to_be_bytes().as_slice())?;
+            drop(ring);
+            match pb::CatalogUpdate::decode(payload) {
+                Ok(update) => self.apply_catalog(&txn, update)?,
+                Err(e) => {
+                    // Every node decodes the same bytes the same way: skip.
+                    tracing::error!(seq, error = %e, "undecodable catalog update skipped");
+                    (
+                        Applied::Rejected(Error::Invalid {
+                            what: "undecodable catalog update",
+                        }),
+                        None,
+                    )
                 }
             }
-            let hash: ContentHash = song.content_hash.parse()?;
-            let mut blobs = txn.open_table(BLOBS)?;
-            let mut meta = txn.open_table(META)?;
-            let entry = blobs.get(hash.as_bytes())?.map(|g| g.value());
-            match entry {
-                Some((size, refs)) if refs > 1 => {
-                    blobs.insert(hash.as_bytes(), (size, refs - 1))?;
-                }
-                Some((size, _)) => {
-                    blobs.remove(hash.as_bytes())?;
-                    let stored = meta.get(BYTES_STORED)?.map_or(0, |g| g.value());
-                    meta.insert(BYTES_STORED, stored.saturating_sub(size))?;
-                    let n = meta.get(LAST_OUTBOX)?.map_or(0, |g| g.value()) + 1;
-                    meta.insert(LAST_OUTBOX, n)?;
-                    txn.open_table(OUTBOX)?
-                        .insert(n, OutboxTask::DeleteBlob(hash).encode().as_slice())?;
-                }
-                None => {}
-            }
-            let seq = meta.get(LAST_SEQ)?.map_or(0, |g| g.value()) + 1;
-            meta.insert(LAST_SEQ, seq)?;
-            let change = pb::CatalogChange {
-                seq,
-                change: Some(Change::DeleteSongId(id.to_string())),
-            };
-            txn.open_table(CHANGES)?
-                .insert(seq, change.encode_to_vec().as_slice())?;
-            change
         };
         txn.commit()?;
-        let seq = change.seq;
-        let _ = self.changes.send(change);
-        Ok(seq)
+        if let Some(c) = change {
+            let _ = self.changes.send(c);
+        }
+        Ok(outcome)
     }
 
-    /// Carries out pending outbox tasks; returns how many were done.
+    /// Records a ring entry that carries no catalog update (a ring start).
+    pub fn apply_marker(&self, seq: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut ring = txn.open_table(RING_META)?;
+            let applied = ring
+                .get(RING_APPLIED)?
+                .map_or(Ok(0), |g| be_u64(g.value()))?;
+            if seq > applied {
+                ring.insert(RING_APPLIED, seq.to_be_bytes().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn apply_catalog(
+        &self,
+        txn: &redb::WriteTransaction,
+        update: pb::CatalogUpdate,
+    ) -> Result<(Applied, Option<pb::CatalogChange>)> {
+        use pb::catalog_update::Change as U;
+        let mut meta = txn.open_table(META)?;
+        match update.change {
+            Some(U::Upsert(song)) => {
+                let checked = (|| -> Result<_> {
+                    let song_id = uuid_key(&song.id)?;
+                    let artist = song.artist.clone().ok_or(Error::Invalid {
+                        what: "song has no artist",
+                    })?;
+                    let album = song.album.clone().ok_or(Error::Invalid {
+                        what: "song has no album",
+                    })?;
+                    let artist_id = artist.id.parse::<ArtistId>()?.0.as_u128();
+                    let album_id = album.id.parse::<AlbumId>()?.0.as_u128();
+                    if album.artist_id != artist.id {
+                        return Err(Error::Invalid {
+                            what: "album artist differs from song artist",
+                        });
+                    }
+                    let hash: ContentHash = song.content_hash.parse()?;
+                    Ok((song_id, artist, album, artist_id, album_id, hash))
+                })();
+                let (song_id, artist, album, artist_id, album_id, hash) = match checked {
+                    Ok(c) => c,
+                    Err(e) => return Ok((Applied::Rejected(e), None)),
+                };
+                let mut songs = txn.open_table(SONGS)?;
+                if songs.get(song_id)?.is_some() {
+                    let id = song.id.parse()?;
+                    return Ok((Applied::Rejected(Error::SongExists(id)), None));
+                }
+                let mut blobs = txn.open_table(BLOBS)?;
+                let key = *hash.as_bytes();
+                let present = blobs.get(&key)?.map(|g| g.value());
+                match present {
+                    Some((size, refs)) => {
+                        blobs.insert(&key, (size, refs + 1))?;
+                    }
+                    None => {
+                        let mut wanted = txn.open_table(WANTED)?;
+                        let refs = wanted.get(&key)?.map_or(0, |g| g.value());
+                        wanted.insert(&key, refs + 1)?;
+                        if refs == 0 {
+                            let origin: NodeId = update.origin.parse()?;
+                            push_outbox(txn, &mut meta, OutboxTask::FetchBlob(hash, origin))?;
+                        }
+                    }
+                }
+                let mut refs = txn.open_table(REFS)?;
+                for key in [artist_id, album_id] {
+                    let n = refs.get(key)?.map_or(0, |g| g.value());
+                    refs.insert(key, n + 1)?;
+                }
+                let mut artists = txn.open_table(ARTISTS)?;
+                if artists.get(artist_id)?.is_none() {
+                    artists.insert(artist_id, artist.encode_to_vec().as_slice())?;
+                }
+                let mut albums = txn.open_table(ALBUMS)?;
+                if albums.get(album_id)?.is_none() {
+                    albums.insert(album_id, album.encode_to_vec().as_slice())?;
+                }
+                songs.insert(song_id, song.encode_to_vec().as_slice())?;
+                // The change stream announces a song once this node can
+                // stream it.
+                let change = match present {
+                    Some(_) => Some(push_change(txn, &mut meta, Change::Upsert(song.clone()))?),
+                    None => None,
+                };
+                let seq = change.as_ref().map(|c| c.seq);
+                Ok((
+                    Applied::Stored {
+                        song: Box::new(song),
+                        change_seq: seq,
+                    },
+                    change,
+                ))
+            }
+            Some(U::DeleteSongId(id_text)) => {
+                let Ok(id) = id_text.parse::<SongId>() else {
+                    return Ok((
+                        Applied::Rejected(Error::Invalid {
+                            what: "bad song id",
+                        }),
+                        None,
+                    ));
+                };
+                let key = id.0.as_u128();
+                let mut songs = txn.open_table(SONGS)?;
+                let song: pb::Song = match songs.remove(key)? {
+                    Some(bytes) => decode("songs", bytes.value())?,
+                    None => return Ok((Applied::Rejected(Error::SongNotFound(id)), None)),
+                };
+                let mut refs = txn.open_table(REFS)?;
+                let artist_id = song
+                    .artist
+                    .as_ref()
+                    .map(|a| a.id.as_str())
+                    .unwrap_or_default();
+                let album_id = song
+                    .album
+                    .as_ref()
+                    .map(|a| a.id.as_str())
+                    .unwrap_or_default();
+                for (k, table) in [(album_id, ALBUMS), (artist_id, ARTISTS)] {
+                    let Ok(k) = uuid_key(k) else { continue };
+                    let n = refs.get(k)?.map_or(0, |g| g.value());
+                    if n <= 1 {
+                        refs.remove(k)?;
+                        txn.open_table(table)?.remove(k)?;
+                    } else {
+                        refs.insert(k, n - 1)?;
+                    }
+                }
+                if let Ok(hash) = song.content_hash.parse::<ContentHash>() {
+                    let mut blobs = txn.open_table(BLOBS)?;
+                    let entry = blobs.get(hash.as_bytes())?.map(|g| g.value());
+                    match entry {
+                        Some((size, refs)) if refs > 1 => {
+                            blobs.insert(hash.as_bytes(), (size, refs - 1))?;
+                        }
+                        Some((size, _)) => {
+                            blobs.remove(hash.as_bytes())?;
+                            let stored = meta.get(BYTES_STORED)?.map_or(0, |g| g.value());
+                            meta.insert(BYTES_STORED, stored.saturating_sub(size))?;
+                            push_outbox(txn, &mut meta, OutboxTask::DeleteBlob(hash))?;
+                        }
+                        None => {
+                            let mut wanted = txn.open_table(WANTED)?;
+                            let n = wanted.get(hash.as_bytes())?.map_or(0, |g| g.value());
+                            if n <= 1 {
+                                wanted.remove(hash.as_bytes())?;
+                            } else {
+                                wanted.insert(hash.as_bytes(), n - 1)?;
+                            }
+                        }
+                    }
+                }
+                let change = push_change(txn, &mut meta, Change::DeleteSongId(id.to_string()))?;
+                Ok((
+                    Applied::Deleted {
+                        change_seq: change.seq,
+                    },
+                    Some(change),
+                ))
+            }
+            None => Ok((
+                Applied::Rejected(Error::Invalid {
+                    what: "empty catalog update",
+                }),
+                None,
+            )),
+        }
+    }
+
+    /// Removes a blob that no song uses and none is waiting for (an upload
+    /// whose catalog update was refused or never ordered), through the
+    /// outbox.
+    pub fn release_blob(&self, hash: &ContentHash) -> Result<()> {
+        let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write()?;
+        {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let entry = blobs.get(hash.as_bytes())?.map(|g| g.value());
+            if let Some((size, 0)) = entry {
+                blobs.remove(hash.as_bytes())?;
+                let mut meta = txn.open_table(META)?;
+                let stored = meta.get(BYTES_STORED)?.map_or(0, |g| g.value());
+                meta.insert(BYTES_STORED, stored.saturating_sub(size))?;
+                push_outbox(&txn, &mut meta, OutboxTask::DeleteBlob(*hash))?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether this node still waits for the blob (some song needs it).
+    pub fn wants_blob(&self, hash: &ContentHash) -> Result<bool> {
+        Ok(self
+            .db
+            .begin_read()?
+            .open_table(WANTED)?
+            .get(hash.as_bytes())?
+            .is_some())
+    }
+
+    /// The catalog digest and the last applied ring seq.
+    pub fn ring_applied(&self) -> Result<(u64, String)> {
+        let txn = self.db.begin_read()?;
+        let ring = txn.open_table(RING_META)?;
+        let applied = ring
+            .get(RING_APPLIED)?
+            .map_or(Ok(0), |g| be_u64(g.value()))?;
+        let digest = ring
+            .get(RING_DIGEST)?
+            .map(|g| hex::encode(g.value()))
+            .unwrap_or_default();
+        Ok((applied, digest))
+    }
+
+    /// Blob fetches waiting in the outbox: (outbox seq, hash, from).
+    pub fn fetch_tasks(&self) -> Result<Vec<(u64, ContentHash, NodeId)>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(OUTBOX)?.iter()? {
+            let (k, v) = row?;
+            if let Some(OutboxTask::FetchBlob(h, from)) = OutboxTask::decode(v.value()) {
+                out.push((k.value(), h, from));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a done outbox task.
+    pub fn finish_task(&self, n: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OUTBOX)?.remove(n)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Carries out pending local outbox tasks (blob fetches are left to the
+    /// network relay); returns how many were done.
     pub fn run_outbox(&self) -> Result<usize> {
         let pending: Vec<(u64, Vec<u8>)> = {
             let txn = self.db.begin_read()?;
@@ -485,6 +745,7 @@ impl Store {
                         }
                     }
                 }
+                Some(OutboxTask::FetchBlob(..)) => continue,
                 None => tracing::error!(outbox = n, "dropping undecodable outbox task"),
             }
             txn.open_table(OUTBOX)?.remove(n)?;
@@ -503,11 +764,8 @@ impl Store {
             let id: rondo_proto::ring::v1::RingId = decode("ring_meta", bytes.value())?;
             durable.promised = crate::ring::ring_id_from_wire(Some(id))?;
         }
-        if let Some(bytes) = meta.get("applied")? {
-            let raw: [u8; 8] = bytes.value().try_into().map_err(|_| Error::Invalid {
-                what: "ring_meta.applied is not 8 bytes",
-            })?;
-            durable.applied = u64::from_be_bytes(raw);
+        if let Some(bytes) = meta.get(RING_APPLIED)? {
+            durable.applied = be_u64(bytes.value())?;
         }
         for row in txn.open_table(RING_LOG)?.iter()? {
             let (seq, bytes) = row?;
@@ -551,9 +809,6 @@ impl Store {
                             let wire = crate::ring::entry_to_wire(e);
                             log.insert(e.seq, wire.encode_to_vec().as_slice())?;
                         }
-                    }
-                    Output::Apply(e) => {
-                        meta.insert("applied", e.seq.to_be_bytes().as_slice())?;
                     }
                     _ => {}
                 }
@@ -654,17 +909,47 @@ mod tests {
         out
     }
 
+    fn upsert(song: pb::Song, bytes: &[u8], origin: NodeId) -> Vec<u8> {
+        let mut song = song;
+        song.content_hash = ContentHash::of(bytes).to_hex();
+        song.size_bytes = bytes.len() as u64;
+        pb::CatalogUpdate {
+            origin: origin.to_string(),
+            change: Some(pb::catalog_update::Change::Upsert(song)),
+            proposal: String::new(),
+        }
+        .encode_to_vec()
+    }
+
+    fn delete(id: SongId) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::DeleteSongId(id.to_string())),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
     #[tokio::test]
-    async fn commit_dedupe_delete_and_outbox() {
+    async fn apply_dedupe_delete_replay_and_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        let me = NodeId::new_random();
         let (a, b) = (SongId::new_random(), SongId::new_random());
-        let (sa, seq_a) = store
-            .commit_song(staged(&store, b"same bytes").await, song(a), 1)
+        store.put_blob(staged(&store, b"same bytes").await).unwrap();
+        let first = store
+            .apply_update(1, &upsert(song(a), b"same bytes", me))
             .unwrap();
+        let Applied::Stored {
+            song: sa,
+            change_seq: Some(seq_a),
+        } = first
+        else {
+            panic!("stored with a change: {first:?}");
+        };
         assert_eq!(sa.size_bytes, 10);
+        store.put_blob(staged(&store, b"same bytes").await).unwrap();
         store
-            .commit_song(staged(&store, b"same bytes").await, song(b), 2)
+            .apply_update(2, &upsert(song(b), b"same bytes", me))
             .unwrap();
         let st = store.stats().unwrap();
         assert_eq!(
@@ -673,18 +958,26 @@ mod tests {
         );
         assert_eq!(files_in(&dir.path().join("blobs")), 1);
         assert_eq!(files_in(&dir.path().join("tmp")), 0);
-        // The same id twice is refused and leaves nothing behind.
-        let err = store
-            .commit_song(staged(&store, b"other").await, song(a), 3)
-            .unwrap_err();
-        assert!(matches!(err, Error::SongExists(_)));
-        assert_eq!(files_in(&dir.path().join("blobs")), 1);
-        assert_eq!(files_in(&dir.path().join("tmp")), 0);
+        // A replayed entry changes nothing; the same id twice is refused.
+        assert!(matches!(
+            store
+                .apply_update(2, &upsert(song(b), b"same bytes", me))
+                .unwrap(),
+            Applied::Replay
+        ));
+        let again = store
+            .apply_update(3, &upsert(song(a), b"same bytes", me))
+            .unwrap();
+        assert!(
+            matches!(again, Applied::Rejected(Error::SongExists(_))),
+            "{again:?}"
+        );
+        assert_eq!(store.stats().unwrap().song_count, 2);
         // Deleting one keeps the shared blob; deleting both removes it via the outbox.
-        store.delete_song(a).unwrap();
+        store.apply_update(4, &delete(a)).unwrap();
         assert_eq!(store.run_outbox().unwrap(), 0);
         assert_eq!(files_in(&dir.path().join("blobs")), 1);
-        store.delete_song(b).unwrap();
+        store.apply_update(5, &delete(b)).unwrap();
         assert_eq!(store.stats().unwrap().outbox_len, 1);
         assert_eq!(store.run_outbox().unwrap(), 1);
         assert_eq!(files_in(&dir.path().join("blobs")), 0);
@@ -693,12 +986,60 @@ mod tests {
             (st.song_count, st.blob_count, st.bytes_stored, st.outbox_len),
             (0, 0, 0, 0)
         );
-        assert!(matches!(store.delete_song(a), Err(Error::SongNotFound(_))));
+        let gone = store.apply_update(6, &delete(a)).unwrap();
+        assert!(
+            matches!(gone, Applied::Rejected(Error::SongNotFound(_))),
+            "{gone:?}"
+        );
         let changes = store.changes_after(seq_a, 10).unwrap();
         assert_eq!(
             changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
             vec![2, 3, 4]
         );
+        assert_eq!(store.ring_applied().unwrap().0, 6);
+    }
+
+    #[tokio::test]
+    async fn a_song_without_its_blob_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let origin = NodeId::new_random();
+        let id = SongId::new_random();
+        let out = store
+            .apply_update(1, &upsert(song(id), b"far away", origin))
+            .unwrap();
+        assert!(
+            matches!(
+                out,
+                Applied::Stored {
+                    change_seq: None,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        let hash = ContentHash::of(b"far away");
+        assert!(store.wants_blob(&hash).unwrap());
+        assert_eq!(
+            store
+                .fetch_tasks()
+                .unwrap()
+                .iter()
+                .map(|t| (t.1, t.2))
+                .collect::<Vec<_>>(),
+            vec![(hash, origin)]
+        );
+        assert_eq!(
+            store.stats().unwrap().last_seq,
+            0,
+            "not announced without the blob"
+        );
+        let mut changes = store.subscribe();
+        store.put_blob(staged(&store, b"far away").await).unwrap();
+        assert!(!store.wants_blob(&hash).unwrap());
+        let c = changes.try_recv().unwrap();
+        assert!(matches!(c.change, Some(Change::Upsert(s)) if s.id == id.to_string()));
+        assert_eq!(store.stats().unwrap().blob_count, 1);
     }
 
     #[tokio::test]

@@ -210,7 +210,10 @@ impl Builder {
     /// every node up.
     pub async fn start(self) -> anyhow::Result<Cluster> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::Builder::new().prefix("rondo-test-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("rondo-test-")
+            .disable_cleanup(true)
+            .tempdir()?;
         let pki = rondo_cli::devenv::ensure_pki(dir.path())?;
         let token = rondo_cli::devenv::ensure_secret(&dir.path().join("admin-token"))?;
         rondo_cli::devenv::ensure_secret(&dir.path().join("cluster-secret"))?;
@@ -248,6 +251,7 @@ impl Builder {
                 "token_timeout_ms".into(),
                 toml::Value::Integer(i64::try_from(self.token_timeout_ms)?),
             );
+            ring.insert("write_timeout_ms".into(), toml::Value::Integer(3000));
             t.insert("ring".into(), toml::Value::Table(ring));
             rondo_cli::devenv::write_config(&config, &t)?;
             let log = node_dir.join("node.log");
@@ -374,6 +378,32 @@ impl Cluster {
                     .filter(|x| x["state"] == "UP")
                     .count();
                 (up == n).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits until the gateway reports exactly the nodes `up` as up.
+    pub async fn wait_up(&self, up: &[usize]) -> anyhow::Result<()> {
+        let want: std::collections::BTreeSet<String> =
+            up.iter().map(|&i| self.nodes[i].id.to_string()).collect();
+        eventually(
+            "the gateway sees the expected nodes up",
+            Duration::from_secs(30),
+            || async {
+                let data = self
+                    .anon
+                    .query("{ cluster { nodes { id state } } }", json!({}))
+                    .await
+                    .ok()?;
+                let seen: std::collections::BTreeSet<String> = data
+                    .pointer("/cluster/nodes")?
+                    .as_array()?
+                    .iter()
+                    .filter(|x| x["state"] == "UP")
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect();
+                (seen == want).then_some(())
             },
         )
         .await

@@ -141,6 +141,10 @@ pub struct CatalogUpdate {
     /// The node that proposed it (UUID text); it holds the song's blob.
     #[prost(string, tag = "1")]
     pub origin: ::prost::alloc::string::String,
+    /// Names the proposal, so that the proposing node can answer its client
+    /// when the update is applied.
+    #[prost(string, tag = "4")]
+    pub proposal: ::prost::alloc::string::String,
     #[prost(oneof = "catalog_update::Change", tags = "2, 3")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
@@ -192,6 +196,11 @@ pub struct RingStatus {
     pub last_log_seq: u64,
     #[prost(uint64, tag = "7")]
     pub rotations: u64,
+    /// Hash of the applied log: equal on nodes that applied the same prefix.
+    #[prost(string, tag = "8")]
+    pub catalog_digest: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "9")]
+    pub voters: u32,
 }
 /// Generated client implementations.
 pub mod storage_node_client {

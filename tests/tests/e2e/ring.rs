@@ -9,8 +9,9 @@ use std::time::Duration;
 use rondo_tests::{Cluster, RingStatus, eventually};
 
 /// Waits until the nodes `live` are operational in one ring whose members
-/// are exactly those nodes, and returns that ring's counter.
-async fn one_ring(cluster: &Cluster, live: &[usize]) -> u64 {
+/// are exactly those nodes, and returns that ring's id (counter, then the
+/// representative's UUID, which orders like the UUID itself).
+async fn one_ring(cluster: &Cluster, live: &[usize]) -> (u64, String) {
     let want: BTreeSet<String> = live
         .iter()
         .map(|&i| cluster.nodes[i].id.to_string())
@@ -30,7 +31,7 @@ async fn one_ring(cluster: &Cluster, live: &[usize]) -> u64 {
                     && s.ring_rep == first.ring_rep
                     && s.members.iter().cloned().collect::<BTreeSet<_>>() == want
             });
-            same.then_some(first.ring_counter)
+            same.then_some((first.ring_counter, first.ring_rep))
         },
     )
     .await
@@ -44,11 +45,11 @@ async fn three_nodes_form_a_ring_and_reform_it_after_a_kill() {
 
     cluster.kill_node(0);
     let second = one_ring(&cluster, &[1, 2]).await;
-    assert!(second > first, "ring ids grow: {first} then {second}");
+    assert!(second > first, "ring ids grow: {first:?} then {second:?}");
 
     cluster.restart_node(0).await.unwrap();
     let third = one_ring(&cluster, &[0, 1, 2]).await;
-    assert!(third > second, "ring ids grow: {second} then {third}");
+    assert!(third > second, "ring ids grow: {second:?} then {third:?}");
 
     // A full restart: ring ids are durable and keep growing.
     for i in 0..3 {
@@ -60,32 +61,159 @@ async fn three_nodes_form_a_ring_and_reform_it_after_a_kill() {
     let fourth = one_ring(&cluster, &[0, 1, 2]).await;
     assert!(
         fourth > third,
-        "ring ids grow across a full restart: {third} then {fourth}"
+        "ring ids grow across a full restart: {third:?} then {fourth:?}"
     );
 }
 
 #[tokio::test]
 async fn a_lone_node_of_three_forms_no_ring() {
     let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
-    one_ring(&cluster, &[0, 1, 2]).await;
+    let start = one_ring(&cluster, &[0, 1, 2]).await;
     cluster.kill_node(1);
     cluster.kill_node(2);
     // Node 0 keeps trying (its promised ring counter grows) but never
     // becomes operational without a majority of the voters.
-    let start = cluster.ring_status(0).await.unwrap().ring_counter;
     let operated = std::cell::Cell::new(None);
     eventually(
         "node 0 tries again and again",
         Duration::from_secs(30),
         || async {
             let s = cluster.ring_status(0).await.ok()?;
-            if s.phase == "operational" && s.ring_counter > start {
+            if s.phase == "operational" && s.ring_counter > start.0 {
                 operated.set(Some(s.clone()));
             }
-            (s.ring_counter >= start + 3).then_some(())
+            (s.ring_counter >= start.0 + 3).then_some(())
         },
     )
     .await
     .unwrap();
     assert_eq!(operated.take(), None, "a minority must not operate");
+}
+
+/// Waits until the nodes `live` report the same applied seq and catalog
+/// digest, and returns them.
+async fn converged(cluster: &Cluster, live: &[usize]) -> (u64, String) {
+    eventually(
+        "the live nodes applied the same log",
+        Duration::from_secs(30),
+        || async {
+            let mut seen = BTreeSet::new();
+            for &i in live {
+                let s = cluster.ring_status(i).await.ok()?;
+                seen.insert((s.last_applied_seq, s.catalog_digest));
+            }
+            (seen.len() == 1).then(|| seen.into_iter().next()).flatten()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until the gateway lists `n` replicas for the song.
+async fn replicas(cluster: &Cluster, song: &str, n: usize) {
+    eventually("replicas", Duration::from_secs(30), || async {
+        let data = cluster
+            .anon
+            .query(
+                "query($id: ID!) { song(id: $id) { replicas { id } } }",
+                serde_json::json!({ "id": song }),
+            )
+            .await
+            .ok()?;
+        let got = data.pointer("/song/replicas")?.as_array()?.len();
+        (got == n).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn catalog_writes_are_ordered_replicated_and_need_a_quorum() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    one_ring(&cluster, &[0, 1, 2]).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A write through any node reaches every node, with its bytes.
+    let a = crate::wav(dir.path(), "a.wav", "Alpha", "Ring Band", "Circle", 1.0, 1);
+    let song_a = crate::upload_ok(&cluster, &a, serde_json::json!({})).await;
+    let id_a = song_a["id"].as_str().unwrap().to_string();
+    replicas(&cluster, &id_a, 3).await;
+    let (seq1, digest1) = converged(&cluster, &[0, 1, 2]).await;
+
+    // One node down: the other two are a majority and keep taking writes.
+    cluster.kill_node(2);
+    cluster.wait_up(&[0, 1]).await.unwrap();
+    let b = crate::wav(dir.path(), "b.wav", "Beta", "Ring Band", "Circle", 1.0, 2);
+    let song_b = crate::upload_ok(&cluster, &b, serde_json::json!({})).await;
+    let (seq2, digest2) = converged(&cluster, &[0, 1]).await;
+    assert!(seq2 > seq1 && digest2 != digest1);
+
+    // It comes back, catches up on the log and fetches the bytes it lacks.
+    cluster.restart_node(2).await.unwrap();
+    converged(&cluster, &[0, 1, 2]).await;
+    replicas(&cluster, song_b["id"].as_str().unwrap(), 3).await;
+
+    // Two nodes down: the one left is a minority and refuses writes with
+    // UNAVAILABLE and the reason, leaving the catalog as it was.
+    let before = cluster.song_count().await.unwrap();
+    cluster.kill_node(1);
+    cluster.kill_node(2);
+    cluster.wait_up(&[0]).await.unwrap();
+    let c = crate::wav(dir.path(), "c.wav", "Gamma", "Ring Band", "Circle", 1.0, 3);
+    let response = cluster
+        .admin
+        .upload_raw(&c, serde_json::json!({}), "{ id }")
+        .await
+        .unwrap();
+    assert_eq!(crate::code(&response), "UNAVAILABLE", "{response}");
+    let message = response["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("no quorum"),
+        "the reason is named: {message}"
+    );
+    assert_eq!(cluster.song_count().await.unwrap(), before);
+
+    // Reads and streams still work on the minority.
+    let url = cluster
+        .anon
+        .query(
+            "query($id: ID!) { song(id: $id) { streamUrl } }",
+            serde_json::json!({ "id": id_a }),
+        )
+        .await
+        .unwrap()["song"]["streamUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bytes = cluster
+        .http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), std::fs::read(&a).unwrap().as_slice());
+
+    // Heal: the refused write never appears, the cluster converges, and a
+    // delete through one node removes the song everywhere.
+    cluster.start_node(1).await.unwrap();
+    cluster.restart_node(2).await.unwrap();
+    let (_, healed) = converged(&cluster, &[0, 1, 2]).await;
+    assert_eq!(cluster.song_count().await.unwrap(), before);
+    assert!(!healed.is_empty());
+    let r = cluster
+        .admin
+        .query(
+            "mutation($id: ID!) { deleteSong(id: $id) }",
+            serde_json::json!({ "id": id_a }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["deleteSong"], true);
+    assert_eq!(cluster.song_count().await.unwrap(), before - 1);
+    converged(&cluster, &[0, 1, 2]).await;
 }
