@@ -22,8 +22,8 @@ pub struct DevArgs {
     /// Data directory (created if missing, reused if present).
     #[arg(long, env = "RONDO_DATA", default_value = "rondo-data")]
     data: PathBuf,
-    /// Number of storage nodes.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    /// Number of storage nodes (they order the catalog on one token ring).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     nodes: u16,
     /// HTTPS port of the gateway; node i streams on port+1+i and serves gRPC
     /// on port+100+i.
@@ -78,7 +78,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let http = format!("127.0.0.1:{}", args.port + 1 + i);
         let grpc = format!("127.0.0.1:{}", args.port + 100 + i);
         let config = data_dir.join("node.toml");
-        let t = devenv::node_table(&data_dir, &grpc, &http, &pki, &secret_file);
+        let mut t = devenv::node_table(&data_dir, &grpc, &http, &pki, &secret_file);
+        t.insert(
+            "address_file".into(),
+            data_dir.join("addresses.json").display().to_string().into(),
+        );
+        let mut ring = toml::Table::new();
+        ring.insert(
+            "peers_file".into(),
+            dir.join("peers.toml").display().to_string().into(),
+        );
+        t.insert("ring".into(), toml::Value::Table(ring));
+        let _ = std::fs::remove_file(data_dir.join("addresses.json"));
         devenv::write_config(&config, &t)?;
         nodes.push(DevNode {
             grpc_url: format!("http://{grpc}"),
@@ -113,6 +124,29 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             )?,
         ));
     }
+    // Once every node is up (and has its id), tell them about each other.
+    let mut peers = Vec::new();
+    for node in &nodes {
+        let started = std::time::Instant::now();
+        while !node.data_dir.join("addresses.json").exists() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                stop(&mut children).await;
+                bail!(
+                    "node in {} did not start; logs are in {}",
+                    node.data_dir.display(),
+                    logs.display()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let id: rondo_core::NodeId = std::fs::read_to_string(node.data_dir.join("node-id"))
+            .context("read node id")?
+            .trim()
+            .parse()
+            .context("parse node id")?;
+        peers.push((id, node.grpc_url.clone()));
+    }
+    devenv::write_peers(&dir.join("peers.toml"), &peers)?;
     children.push((
         "gateway".into(),
         spawn(

@@ -52,6 +52,12 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Show the control plane: the ring that orders the catalog, and where
+    /// each node is in the log. Exit code 4 if no ring is operational.
+    Ring {
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 /// How to reach the gateway. Without flags, the local `rondo dev`
@@ -139,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
         } => songs(&conn.client()?, search, limit).await,
         Command::Status { conn } => status(&conn.client()?).await,
+        Command::Ring { conn } => ring(&conn.client()?).await,
     }
 }
 
@@ -295,6 +302,65 @@ async fn songs(client: &Client, search: Option<String>, limit: u32) -> anyhow::R
         .unwrap_or(0);
     println!("{} of {total} songs", nodes.len());
     Ok(ExitCode::SUCCESS)
+}
+
+async fn ring(client: &Client) -> anyhow::Result<ExitCode> {
+    let data = client
+        .query(
+            "{ cluster { nodes { id state ringId ringPhase lastAppliedSeq catalogDigest isVoter } \
+               ring { id members tokenHolder lastSeq rotationsPerSecond } } }",
+            json!({}),
+        )
+        .await?;
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let ring = data.pointer("/cluster/ring").filter(|r| !r.is_null());
+    match ring {
+        Some(r) => {
+            let members: Vec<&str> = r
+                .get("members")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!("ring     {}", text(r, "id"));
+            println!("members  {}", members.join(" "));
+            println!("token    {} (last seen)", text(r, "tokenHolder"));
+            println!(
+                "log      last seq {}, {:.1} rotations/s",
+                r.get("lastSeq").and_then(Value::as_u64).unwrap_or(0),
+                r.get("rotationsPerSecond")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            );
+        }
+        None => println!("ring     none operational (no quorum?)"),
+    }
+    let empty = Vec::new();
+    for n in data
+        .pointer("/cluster/nodes")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let digest = text(n, "catalogDigest");
+        println!(
+            "node     {}  {}  {}  ring {}  applied {}  digest {}  {}",
+            text(n, "id"),
+            text(n, "state"),
+            text(n, "ringPhase"),
+            text(n, "ringId"),
+            n.get("lastAppliedSeq").and_then(Value::as_u64).unwrap_or(0),
+            digest.get(..16).unwrap_or(&digest),
+            if n.get("isVoter").and_then(Value::as_bool) == Some(true) {
+                "voter"
+            } else {
+                "non-voter"
+            }
+        );
+    }
+    Ok(if ring.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
 async fn status(client: &Client) -> anyhow::Result<ExitCode> {

@@ -27,6 +27,13 @@ pub struct NodeInfo {
     pub up: bool,
     pub song_count: u64,
     pub bytes_stored: u64,
+    /// The control plane as the node last reported it.
+    pub ring: Option<pb::RingStatus>,
+    /// Token passes per second this node saw between the last two health
+    /// checks.
+    pub passes_per_second: f64,
+    /// When the ring status was read (for the rate).
+    pub ring_read_at: Option<std::time::Instant>,
 }
 
 /// One storage node.
@@ -67,6 +74,19 @@ impl Node {
             info.up = true;
             info.song_count = reply.song_count;
             info.bytes_stored = reply.bytes_stored;
+            let now = std::time::Instant::now();
+            if let (Some(old), Some(new), Some(at)) = (&info.ring, &reply.ring, info.ring_read_at)
+                && old.ring_counter == new.ring_counter
+                && old.ring_rep == new.ring_rep
+                && new.rotations >= old.rotations
+            {
+                let secs = now.duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    info.passes_per_second = (new.rotations - old.rotations) as f64 / secs;
+                }
+            }
+            info.ring = reply.ring.clone();
+            info.ring_read_at = Some(now);
         });
         Ok(reply)
     }

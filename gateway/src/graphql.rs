@@ -272,6 +272,33 @@ pub struct ClusterNode {
     pub state: NodeState,
     pub song_count: i64,
     pub bytes_stored: i64,
+    /// The ring this node is in or trying to form, as `counter:representative`
+    /// (ring ids order by counter, then representative).
+    pub ring_id: Option<String>,
+    /// `gather`, `recover` or `operational`.
+    pub ring_phase: Option<String>,
+    /// Sequence number of the last catalog update this node applied.
+    pub last_applied_seq: Option<i64>,
+    /// Hash of the applied update log: equal on nodes that applied the same
+    /// prefix.
+    pub catalog_digest: Option<String>,
+    /// Whether the node votes on which ring may take writes.
+    pub is_voter: Option<bool>,
+}
+
+/// The ring that orders catalog updates: the operational ring with the
+/// greatest id among the nodes that answer.
+#[derive(SimpleObject)]
+pub struct Ring {
+    pub id: String,
+    pub members: Vec<ID>,
+    /// The member that accepted the newest token when last asked (an
+    /// estimate: the token moves many times a second).
+    pub token_holder: Option<ID>,
+    /// Highest catalog update sequence applied by a member.
+    pub last_seq: i64,
+    /// Full token rotations per second, from the members' token counters.
+    pub rotations_per_second: f64,
 }
 
 /// The storage cluster.
@@ -279,6 +306,8 @@ pub struct ClusterNode {
 #[graphql(name = "Cluster")]
 pub struct ClusterInfo {
     pub nodes: Vec<ClusterNode>,
+    /// Null while no ring is operational.
+    pub ring: Option<Ring>,
 }
 
 /// Queries; all public.
@@ -426,17 +455,16 @@ impl QueryRoot {
         Ok(snapshot(ctx).album(id).cloned().map(Album))
     }
 
-    /// The storage nodes.
+    /// The storage nodes and the ring that orders the catalog.
     async fn cluster(&self, ctx: &Context<'_>) -> ClusterInfo {
-        let nodes = state(ctx)
-            .cluster
-            .nodes
+        let infos: Vec<_> = state(ctx).cluster.nodes.iter().map(|n| n.info()).collect();
+        let nodes = infos
             .iter()
-            .map(|n| {
-                let info = n.info();
+            .map(|info| {
+                let ring = info.ring.as_ref();
                 ClusterNode {
                     id: info.id.map(|id| ID(id.to_string())),
-                    address: info.stream_base_url,
+                    address: info.stream_base_url.clone(),
                     state: if info.up {
                         NodeState::Up
                     } else {
@@ -444,11 +472,61 @@ impl QueryRoot {
                     },
                     song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
                     bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
+                    ring_id: ring.map(|r| format!("{}:{}", r.ring_counter, r.ring_rep)),
+                    ring_phase: ring.map(|r| r.phase.clone()),
+                    last_applied_seq: ring
+                        .map(|r| i64::try_from(r.last_applied_seq).unwrap_or(i64::MAX)),
+                    catalog_digest: ring.map(|r| r.catalog_digest.clone()),
+                    is_voter: ring.map(|r| r.is_voter),
                 }
             })
             .collect();
-        ClusterInfo { nodes }
+        ClusterInfo {
+            nodes,
+            ring: primary_ring(&infos),
+        }
     }
+}
+
+/// The operational ring with the greatest id among the nodes that answer.
+fn primary_ring(infos: &[crate::cluster::NodeInfo]) -> Option<Ring> {
+    let live: Vec<(
+        &crate::cluster::NodeInfo,
+        &rondo_proto::storage::v1::RingStatus,
+    )> = infos
+        .iter()
+        .filter(|i| i.up)
+        .filter_map(|i| i.ring.as_ref().map(|r| (i, r)))
+        .filter(|(_, r)| r.phase == "operational")
+        .collect();
+    let (_, best) = live
+        .iter()
+        .max_by(|a, b| (a.1.ring_counter, &a.1.ring_rep).cmp(&(b.1.ring_counter, &b.1.ring_rep)))?;
+    let same = |r: &rondo_proto::storage::v1::RingStatus| {
+        r.ring_counter == best.ring_counter && r.ring_rep == best.ring_rep
+    };
+    let in_ring: Vec<_> = live.iter().filter(|(_, r)| same(r)).collect();
+    let holder = in_ring
+        .iter()
+        .max_by_key(|(_, r)| r.rotations)
+        .and_then(|(i, _)| i.id)
+        .map(|id| ID(id.to_string()));
+    let members = best.members.len().max(1) as f64;
+    let passes = in_ring
+        .iter()
+        .map(|(i, _)| i.passes_per_second)
+        .fold(0.0_f64, f64::max);
+    Some(Ring {
+        id: format!("{}:{}", best.ring_counter, best.ring_rep),
+        members: best.members.iter().map(|m| ID(m.clone())).collect(),
+        token_holder: holder,
+        last_seq: in_ring
+            .iter()
+            .map(|(_, r)| i64::try_from(r.last_applied_seq).unwrap_or(i64::MAX))
+            .max()
+            .unwrap_or(0),
+        rotations_per_second: passes / members,
+    })
 }
 
 /// Mutations; all need the admin token.
@@ -530,6 +608,14 @@ mod tests {
             "streamUrl: String",
             "totalCount: Int!",
             "endCursor: String",
+            "ringId: String",
+            "lastAppliedSeq: Int",
+            "catalogDigest: String",
+            "isVoter: Boolean",
+            "ring: Ring",
+            "tokenHolder: ID",
+            "lastSeq: Int!",
+            "rotationsPerSecond: Float!",
         ] {
             assert!(sdl.contains(needle), "schema lacks {needle:?}");
         }

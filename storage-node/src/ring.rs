@@ -226,7 +226,7 @@ fn drive(
         })
         .collect();
 
-    let voter_count = voters.len();
+    let voter_set = voters.clone();
     let mut node = Node::new(me, config, nodes, voters, durable);
     let mut timers: BTreeMap<Timer, Instant> = BTreeMap::new();
     let mut waiters: Waiters = BTreeMap::new();
@@ -239,7 +239,7 @@ fn drive(
     }
     loop {
         carry_out(state, me, &senders, &mut timers, &mut waiters, &outputs)?;
-        publish(state, &node, voter_count, status);
+        publish(state, &node, &voter_set, status);
         // Wait for a command or the next timer.
         let next = timers
             .iter()
@@ -384,7 +384,12 @@ fn apply(state: &NodeState, entry: &Entry<Payload>, waiters: &mut Waiters) -> Re
     }
 }
 
-fn publish(state: &NodeState, node: &Node<Payload>, voters: usize, status: &Mutex<pb::RingStatus>) {
+fn publish(
+    state: &NodeState,
+    node: &Node<Payload>,
+    voters: &BTreeSet<NodeId>,
+    status: &Mutex<pb::RingStatus>,
+) {
     let d = node.durable();
     let (ring, members) = match node.ring() {
         Some((id, m)) => (id, m.iter().map(ToString::to_string).collect()),
@@ -408,7 +413,8 @@ fn publish(state: &NodeState, node: &Node<Payload>, voters: usize, status: &Mute
             .ring_applied()
             .map(|(_, d)| d)
             .unwrap_or_default(),
-        voters: u32::try_from(voters).unwrap_or(u32::MAX),
+        voters: u32::try_from(voters.len()).unwrap_or(u32::MAX),
+        is_voter: voters.contains(&state.node_id),
     };
     if let Ok(mut guard) = status.lock() {
         *guard = s;

@@ -201,6 +201,8 @@ pub struct RingStatus {
     pub catalog_digest: ::prost::alloc::string::String,
     #[prost(uint32, tag = "9")]
     pub voters: u32,
+    #[prost(bool, tag = "10")]
+    pub is_voter: bool,
 }
 /// Generated client implementations.
 pub mod storage_node_client {

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use rondo_tests::{Cluster, bin};
 
-fn rondo(cluster: &Cluster, token: &str, args: &[&str]) -> (i32, String, String) {
+pub fn rondo(cluster: &Cluster, token: &str, args: &[&str]) -> (i32, String, String) {
     let ca = cluster.dir.path().join("tls/ca.pem");
     let out = Command::new(bin("rondo"))
         .args(args)

@@ -140,6 +140,41 @@ async fn catalog_writes_are_ordered_replicated_and_need_a_quorum() {
     replicas(&cluster, &id_a, 3).await;
     let (seq1, digest1) = converged(&cluster, &[0, 1, 2]).await;
 
+    // The gateway shows the same ring, log position and digest.
+    eventually("cluster view", Duration::from_secs(30), || async {
+        let data = cluster
+            .anon
+            .query(
+                "{ cluster { nodes { ringId lastAppliedSeq catalogDigest isVoter } \
+                   ring { id members tokenHolder lastSeq rotationsPerSecond } } }",
+                serde_json::json!({}),
+            )
+            .await
+            .ok()?;
+        let nodes = data.pointer("/cluster/nodes")?.as_array()?;
+        let ring = data.pointer("/cluster/ring")?;
+        let ok = nodes.len() == 3
+            && nodes.iter().all(|n| {
+                n["catalogDigest"] == digest1.as_str()
+                    && n["lastAppliedSeq"] == seq1
+                    && n["isVoter"] == true
+                    && n["ringId"] == ring["id"]
+            })
+            && ring["members"].as_array()?.len() == 3
+            && ring["lastSeq"] == seq1
+            && ring["tokenHolder"].is_string()
+            && ring["rotationsPerSecond"].as_f64()? > 0.0;
+        ok.then_some(())
+    })
+    .await
+    .unwrap();
+    let (code, out, _) = crate::cli::rondo(&cluster, &cluster.token, &["ring"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ring     ") && out.matches("operational").count() == 3,
+        "{out}"
+    );
+
     // One node down: the other two are a majority and keep taking writes.
     cluster.kill_node(2);
     cluster.wait_up(&[0, 1]).await.unwrap();
@@ -174,6 +209,8 @@ async fn catalog_writes_are_ordered_replicated_and_need_a_quorum() {
         "the reason is named: {message}"
     );
     assert_eq!(cluster.song_count().await.unwrap(), before);
+    let (code, out, _) = crate::cli::rondo(&cluster, &cluster.token, &["ring"]);
+    assert_eq!(code, 4, "no ring operational: {out}");
 
     // Reads and streams still work on the minority.
     let url = cluster
