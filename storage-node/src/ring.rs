@@ -11,9 +11,9 @@
 //! the network is lossy, and it recovers by retransmission and by forming a
 //! new ring.
 //!
-//! Catalog updates do not go through the ring yet (issue 3 is in progress):
-//! entries are ordered, made safe and recorded as applied, and the node
-//! reports its ring in `Health`.
+//! Applied entries go to the store (`Store::apply_update`), and a proposal's
+//! waiter is answered when its entry is applied here. `Health` reports the
+//! ring as this node sees it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

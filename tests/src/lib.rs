@@ -79,6 +79,13 @@ impl Proc {
         self.0.as_ref().map(Child::id)
     }
 
+    /// Sends a signal (SIGSTOP, SIGCONT, …) to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {

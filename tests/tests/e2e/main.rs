@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod dev;
 mod errors;
+mod faults;
 mod graphql_http;
 mod ring;
 mod streaming;
