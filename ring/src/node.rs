@@ -169,7 +169,16 @@ impl<P: Clone> Node<P> {
         let mut out = Vec::new();
         match input {
             Input::Start => self.gather(&mut out),
-            Input::Propose(p) => self.queue.push_back(p),
+            Input::Propose(p) => {
+                self.queue.push_back(p);
+                // A held token is used at once.
+                if let Some(ring) = &mut self.ring
+                    && let Some(token) = ring.held.take()
+                {
+                    out.push(Output::CancelTimer(Timer::Hold));
+                    self.process(token, &mut out);
+                }
+            }
             Input::Fired(timer) => self.fired(timer, &mut out),
             Input::Receive { from, msg } => self.receive(from, msg, &mut out),
         }
@@ -250,8 +259,7 @@ impl<P: Clone> Node<P> {
                 if let Some(ring) = &mut self.ring
                     && let Some(token) = ring.held.take()
                 {
-                    let members = ring.members.clone();
-                    self.pass(token, &members, out);
+                    self.process(token, out);
                 }
             }
         }
@@ -511,8 +519,8 @@ impl<P: Clone> Node<P> {
     }
 
     /// The token visits this node (PROTOCOL.md, "Operational").
-    fn on_token(&mut self, mut token: Token, out: &mut Out<P>) {
-        let Some(ring) = &self.ring else { return };
+    fn on_token(&mut self, token: Token, out: &mut Out<P>) {
+        let Some(ring) = &mut self.ring else { return };
         if token.ring != ring.id
             || token.ring != self.durable.promised
             || self.phase == Phase::Gather
@@ -520,10 +528,36 @@ impl<P: Clone> Node<P> {
         {
             return;
         }
+        // Accepted: later copies of this rotation are duplicates.
+        ring.last_rotation = token.rotation;
+        self.phase = Phase::Operational;
+        out.push(Output::SetTimer {
+            timer: Timer::TokenLoss,
+            after: self.config.token_timeout,
+        });
+        // An idle ring turns slowly: with nothing to send, retransmit or
+        // make safe, keep the token for `hold` (or until a proposal comes).
+        let idle = self.queue.is_empty()
+            && self.pending.is_empty()
+            && token.rtr.is_empty()
+            && token.aru >= token.seq;
+        if idle {
+            ring.held = Some(token);
+            out.push(Output::SetTimer {
+                timer: Timer::Hold,
+                after: self.config.hold,
+            });
+            return;
+        }
+        self.process(token, out);
+    }
+
+    /// One visit of the token: retransmit, stamp, persist, measure, apply,
+    /// pass on.
+    fn process(&mut self, mut token: Token, out: &mut Out<P>) {
+        let Some(ring) = &self.ring else { return };
         let members = ring.members.clone();
         let is_rep = token.ring.rep == self.id;
-        self.phase = Phase::Operational;
-        let mut busy = false;
 
         // 1. Retransmit what others miss and this node has.
         let mut resent = BTreeSet::new();
@@ -546,7 +580,6 @@ impl<P: Clone> Node<P> {
                     );
                 }
                 resent.insert(seq);
-                busy = true;
             }
         }
         token.rtr.retain(|s| !resent.contains(s));
@@ -571,7 +604,6 @@ impl<P: Clone> Node<P> {
                 );
             }
             self.pending.insert(entry.seq, entry);
-            busy = true;
         }
 
         // 3. Make durable what extends the log without a gap (the durable
@@ -591,8 +623,8 @@ impl<P: Clone> Node<P> {
         }
         let durable = next - 1;
         for seq in durable + 1..=token.seq {
-            if !self.durable.log.contains_key(&seq) && token.rtr.insert(seq) {
-                busy = true;
+            if !self.durable.log.contains_key(&seq) {
+                token.rtr.insert(seq);
             }
         }
 
@@ -600,10 +632,7 @@ impl<P: Clone> Node<P> {
         if is_rep {
             if token.rot_min != u64::MAX {
                 let closed = token.rot_min.min(durable);
-                if closed > token.aru {
-                    token.aru = closed;
-                    busy = true;
-                }
+                token.aru = token.aru.max(closed);
             }
             token.rot_min = durable;
         } else {
@@ -630,24 +659,9 @@ impl<P: Clone> Node<P> {
             }
         }
 
-        // 6. Pass it on: at once when there was work, after `hold` if idle.
-        if let Some(ring) = &mut self.ring {
-            ring.last_rotation = token.rotation;
-        }
-        out.push(Output::SetTimer {
-            timer: Timer::TokenLoss,
-            after: self.config.token_timeout,
-        });
+        // 6. Pass it on.
         token.rotation += 1;
-        if busy || token.aru < token.seq {
-            self.pass(token, &members, out);
-        } else if let Some(ring) = &mut self.ring {
-            ring.held = Some(token);
-            out.push(Output::SetTimer {
-                timer: Timer::Hold,
-                after: self.config.hold,
-            });
-        }
+        self.pass(token, &members, out);
     }
 
     fn pass(&mut self, token: Token, members: &BTreeSet<NodeId>, out: &mut Out<P>) {

@@ -37,12 +37,11 @@ where
 /// Path of a workspace binary in the profile directory of this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test>-<hash>
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // target/<profile>/deps/<test>-<hash>, or target/<profile>/<bin>.
+    let mut profile = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if profile.file_name().is_some_and(|n| n == "deps") {
+        profile = profile.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
     let path = profile.join(name);
     assert!(
         path.exists(),
@@ -205,6 +204,12 @@ impl Builder {
 
     pub fn max_upload_bytes(mut self, n: u64) -> Self {
         self.max_upload_bytes = Some(n);
+        self
+    }
+
+    /// The control plane's token loss timeout (default 600 ms in tests).
+    pub fn token_timeout_ms(mut self, ms: u64) -> Self {
+        self.token_timeout_ms = ms;
         self
     }
 
