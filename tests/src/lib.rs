@@ -57,11 +57,24 @@ pub struct Proc(Option<Child>);
 
 impl Proc {
     fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+        Proc::spawn_in(None, bin, config, log)
+    }
+
+    /// Spawns `bin --config config`, inside network namespace `ns` if given.
+    fn spawn_in(ns: Option<&str>, bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        let child = Command::new(bin)
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(config)
             .env("RONDO_LOG", "info")
@@ -110,6 +123,8 @@ pub struct NodeHandle {
     pub id: NodeId,
     pub proc: Proc,
     log: PathBuf,
+    /// The node's network namespace, if the cluster uses them.
+    netns: Option<String>,
 }
 
 impl NodeHandle {
@@ -149,6 +164,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+pub mod netns;
+
 pub use rondo_proto::storage::v1::RingStatus;
 
 /// Options of a test cluster.
@@ -158,6 +175,7 @@ pub struct Builder {
     max_upload_bytes: Option<u64>,
     stream_url_ttl_secs: Option<u64>,
     token_timeout_ms: u64,
+    netns: bool,
 }
 
 /// A running cluster of real processes.
@@ -174,6 +192,9 @@ pub struct Cluster {
     pub admin: Client,
     /// Client without a token.
     pub anon: Client,
+    /// The namespaces, when built with [`Builder::netns`]; dropped last,
+    /// after every process.
+    pub net: Option<netns::Net>,
 }
 
 async fn read_addresses(path: &Path) -> anyhow::Result<Value> {
@@ -207,6 +228,13 @@ impl Builder {
         self
     }
 
+    /// Runs every node in its own network namespace (root only; see
+    /// [`netns`]), so that tests can partition them.
+    pub fn netns(mut self) -> Self {
+        self.netns = true;
+        self
+    }
+
     /// The control plane's token loss timeout (default 600 ms in tests).
     pub fn token_timeout_ms(mut self, ms: u64) -> Self {
         self.token_timeout_ms = ms;
@@ -230,20 +258,27 @@ impl Builder {
         let token = rondo_cli::devenv::ensure_secret(&dir.path().join("admin-token"))?;
         rondo_cli::devenv::ensure_secret(&dir.path().join("cluster-secret"))?;
         let secret = std::fs::read(dir.path().join("cluster-secret"))?;
+        let net = if self.netns {
+            if !netns::Net::available() {
+                anyhow::bail!("network namespace tests need root");
+            }
+            Some(netns::Net::new(self.nodes)?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for i in 0..self.nodes {
+            let bind = net.as_ref().map_or_else(
+                || "127.0.0.1:0".to_string(),
+                |n| format!("{}:0", n.addrs[i]),
+            );
+            let ns = net.as_ref().map(|n| n.namespaces[i].clone());
             let node_dir = dir.path().join(format!("node-{i}"));
             std::fs::create_dir_all(&node_dir)?;
             let config = node_dir.join("node.toml");
             let addr_file = node_dir.join("addresses.json");
             let secret_file = dir.path().join("cluster-secret");
-            let mut t = rondo_cli::devenv::node_table(
-                &node_dir,
-                "127.0.0.1:0",
-                "127.0.0.1:0",
-                &pki,
-                &secret_file,
-            );
+            let mut t = rondo_cli::devenv::node_table(&node_dir, &bind, &bind, &pki, &secret_file);
             t.insert(
                 "address_file".into(),
                 addr_file.display().to_string().into(),
@@ -263,11 +298,15 @@ impl Builder {
                 "token_timeout_ms".into(),
                 toml::Value::Integer(i64::try_from(self.token_timeout_ms)?),
             );
-            ring.insert("write_timeout_ms".into(), toml::Value::Integer(3000));
+            let write_timeout = (3 * self.token_timeout_ms).max(3000);
+            ring.insert(
+                "write_timeout_ms".into(),
+                toml::Value::Integer(i64::try_from(write_timeout)?),
+            );
             t.insert("ring".into(), toml::Value::Table(ring));
             rondo_cli::devenv::write_config(&config, &t)?;
             let log = node_dir.join("node.log");
-            let proc = Proc::spawn(&bin("rondo-node"), &config, &log)?;
+            let proc = Proc::spawn_in(ns.as_deref(), &bin("rondo-node"), &config, &log)?;
             let addrs = read_addresses(&addr_file).await?;
             let (grpc, http) = (addr(&addrs, "grpc")?, addr(&addrs, "http")?);
             // Pin the ports so that a restart comes back on the same ones.
@@ -285,6 +324,7 @@ impl Builder {
                 id,
                 proc,
                 log,
+                netns: ns,
             });
         }
         // Every node has bound its ports: tell them about each other.
@@ -340,6 +380,7 @@ impl Builder {
             secret,
             admin,
             anon,
+            net,
         };
         cluster.wait_all_up().await?;
         Ok(cluster)
@@ -354,6 +395,7 @@ impl Cluster {
             max_upload_bytes: None,
             stream_url_ttl_secs: None,
             token_timeout_ms: 600,
+            netns: false,
         }
     }
 
@@ -439,7 +481,12 @@ impl Cluster {
         node.proc.kill();
         let addr_file = node.dir.join("addresses.json");
         let _ = std::fs::remove_file(&addr_file);
-        node.proc = Proc::spawn(&bin("rondo-node"), &node.config, &node.log)?;
+        node.proc = Proc::spawn_in(
+            node.netns.as_deref(),
+            &bin("rondo-node"),
+            &node.config,
+            &node.log,
+        )?;
         read_addresses(&addr_file).await?;
         Ok(())
     }

@@ -104,13 +104,19 @@ async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
         None,
     )
     .unwrap();
-    let d = client.query(q, json!({})).await.unwrap();
-    let again: Vec<Value> = d["songs"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].clone())
-        .collect();
+    // The gateway rebuilds its index from the nodes; wait for it, then the
+    // songs must be exactly the first run's.
+    let again = rondo_tests::eventually("index reloaded", Duration::from_secs(30), || async {
+        let d = client.query(q, json!({})).await.ok()?;
+        let again: Vec<Value> = d["songs"]["nodes"]
+            .as_array()?
+            .iter()
+            .map(|n| n["id"].clone())
+            .collect();
+        (again.len() >= ids.len()).then_some(again)
+    })
+    .await
+    .unwrap();
     assert_eq!(again, ids);
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

@@ -100,6 +100,45 @@ async fn check(cluster: &Cluster, live: &[usize], acked: &BTreeMap<String, Strin
     );
 }
 
+/// One write straight to node `i` over gRPC (no gateway): the outcome.
+async fn write_to(cluster: &Cluster, i: usize, title: &str) -> Result<(), tonic::Status> {
+    use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+    let url = format!("http://{}", cluster.nodes[i].grpc);
+    let mut client = pb::storage_node_client::StorageNodeClient::connect(url)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let artist = uuid::Uuid::new_v4().to_string();
+    let song = pb::Song {
+        id: uuid::Uuid::new_v4().to_string(),
+        title: title.into(),
+        artist: Some(pb::Artist {
+            id: artist.clone(),
+            name: "Fault Band".into(),
+        }),
+        album: Some(pb::Album {
+            id: uuid::Uuid::new_v4().to_string(),
+            title: "Direct".into(),
+            artist_id: artist,
+            year: None,
+        }),
+        mime_type: "audio/wav".into(),
+        ..Default::default()
+    };
+    let blob = format!("{title} {}", uuid::Uuid::new_v4()).into_bytes();
+    let hash = blake3::hash(&blob).to_hex().to_string();
+    let parts = [
+        Part::Header(pb::SongHeader { song: Some(song) }),
+        Part::Chunk(blob),
+        Part::Finish(pb::Finish { content_hash: hash }),
+    ];
+    client
+        .upload_song(futures::stream::iter(
+            parts.map(|p| pb::UploadSongRequest { part: Some(p) }),
+        ))
+        .await
+        .map(|_| ())
+}
+
 /// Waits until node `i` is operational in a ring of exactly `n` members.
 async fn ring_of(cluster: &Cluster, i: usize, n: usize) -> (u64, String) {
     eventually(
@@ -202,4 +241,95 @@ async fn a_node_paused_beyond_the_token_timeout_rejoins() {
     w.await.unwrap();
     let snapshot = acked.lock().unwrap().clone();
     check(&cluster, &[0, 1, 2], &snapshot).await;
+}
+
+/// Skips (with the reason on stderr) when namespaces cannot be made.
+fn netns_or_skip() -> bool {
+    if rondo_tests::netns::Net::available() {
+        return true;
+    }
+    eprintln!("SKIPPED: network namespace tests need root (CI runs them as root)");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_two_one_then_heal() {
+    if !netns_or_skip() {
+        return;
+    }
+    let cluster = Cluster::builder().nodes(3).netns().start().await.unwrap();
+    let first = ring_of(&cluster, 0, 3).await;
+    let net = cluster.net.as_ref().unwrap();
+
+    // Node 2 alone on one side, nodes 0 and 1 on the other.
+    net.partition(2, &[0, 1]).unwrap();
+    let majority = ring_of(&cluster, 0, 2).await;
+    assert!(majority > first, "a new ring: {first:?} then {majority:?}");
+    let mut acked = BTreeMap::new();
+    for n in 0..4 {
+        let title = format!("majority {n}");
+        if write_to(&cluster, n % 2, &title).await.is_ok() {
+            acked.insert(title, String::new());
+        }
+    }
+    assert!(acked.len() >= 3, "the majority takes writes: {acked:?}");
+    // The minority refuses, naming the reason, and never operates.
+    let refused = write_to(&cluster, 2, "minority").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("no quorum"), "{refused:?}");
+    let s = cluster.ring_status(2).await.unwrap();
+    assert_ne!(s.phase, "operational", "{s:?}");
+
+    // Heal: one ring of three with a greater id, one log, nothing lost,
+    // the refused write nowhere.
+    net.heal().unwrap();
+    let healed = ring_of(&cluster, 2, 3).await;
+    assert!(
+        healed > majority,
+        "ring ids grow: {majority:?} then {healed:?}"
+    );
+    check(&cluster, &[0, 1, 2], &acked).await;
+    let d = cluster
+        .anon
+        .query("{ songs(search: \"minority\") { totalCount } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(d["songs"]["totalCount"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_percent_packet_loss_still_converges() {
+    if !netns_or_skip() {
+        return;
+    }
+    // TCP hides most of the loss behind retransmissions of 200 ms and more,
+    // so this test uses a token timeout well above that (2 s).
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .netns()
+        .token_timeout_ms(2000)
+        .start()
+        .await
+        .unwrap();
+    ring_of(&cluster, 0, 3).await;
+    let net = cluster.net.as_ref().unwrap();
+    net.loss(20).unwrap();
+    let mut acked = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let mut n = 0;
+    while acked.len() < 3 && std::time::Instant::now() < deadline {
+        n += 1;
+        let title = format!("lossy {n}");
+        if write_to(&cluster, n % 3, &title).await.is_ok() {
+            acked.insert(title, String::new());
+        }
+    }
+    assert!(
+        acked.len() >= 3,
+        "writes commit under 20% loss: {} of {n}",
+        acked.len()
+    );
+    net.heal().unwrap();
+    ring_of(&cluster, 0, 3).await;
+    check(&cluster, &[0, 1, 2], &acked).await;
 }
