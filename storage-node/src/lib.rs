@@ -118,6 +118,16 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
     Ok(state)
 }
 
+/// Crash-point testing: when the environment variable `RONDO_FAILPOINT`
+/// names this point, the process aborts here, as a crash would. The fault
+/// tests use it to kill a node between an outbox commit and its effect.
+pub fn failpoint(name: &str) {
+    if std::env::var("RONDO_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::warn!(failpoint = name, "aborting at failpoint");
+        std::process::abort();
+    }
+}
+
 /// HTTP/2 flow-control windows of the gRPC server (see `run`).
 const GRPC_STREAM_WINDOW: u32 = 4 << 20;
 const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
@@ -264,6 +274,7 @@ async fn fetch_blobs(state: &Arc<NodeState>) -> Result<()> {
             }
         }
         if done {
+            failpoint("fetch-before-finish");
             let st = state.clone();
             tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
             state.refresh_gauges();

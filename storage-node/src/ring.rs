@@ -372,6 +372,16 @@ fn apply(state: &NodeState, entry: &Entry<Payload>, waiters: &mut Waiters) -> Re
         Body::RingStart { .. } => state.store.apply_marker(entry.seq),
         Body::Update(payload) => {
             let applied = state.store.apply_update(entry.seq, payload)?;
+            if matches!(
+                applied,
+                Applied::Stored {
+                    change_seq: None,
+                    ..
+                }
+            ) {
+                // The fetch task is committed with the entry; not yet run.
+                crate::failpoint("apply-before-fetch");
+            }
             state.outbox.notify_one();
             let proposal = pb::CatalogUpdate::decode(payload.as_slice())
                 .map(|u| u.proposal)

@@ -62,6 +62,16 @@ impl Proc {
 
     /// Spawns `bin --config config`, inside network namespace `ns` if given.
     fn spawn_in(ns: Option<&str>, bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+        Proc::spawn_env(ns, bin, config, log, &[])
+    }
+
+    fn spawn_env(
+        ns: Option<&str>,
+        bin: &Path,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -78,12 +88,20 @@ impl Proc {
             .arg("--config")
             .arg(config)
             .env("RONDO_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
         Ok(Proc(Some(child)))
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The process id, while running.
@@ -473,6 +491,30 @@ impl Cluster {
     pub async fn restart_node(&mut self, i: usize) -> anyhow::Result<()> {
         self.start_node(i).await?;
         self.wait_all_up().await
+    }
+
+    /// Restarts node `i` with extra environment variables (such as
+    /// `RONDO_FAILPOINT`) and waits until it has bound its ports.
+    pub async fn start_node_with(&mut self, i: usize, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        node.proc.kill();
+        let addr_file = node.dir.join("addresses.json");
+        let _ = std::fs::remove_file(&addr_file);
+        node.proc = Proc::spawn_env(
+            node.netns.as_deref(),
+            &bin("rondo-node"),
+            &node.config,
+            &node.log,
+            env,
+        )?;
+        read_addresses(&addr_file).await?;
+        Ok(())
+    }
+
+    /// Whether node `i`'s process is still running (false once it exited,
+    /// for example at a failpoint).
+    pub fn node_running(&mut self, i: usize) -> bool {
+        self.nodes[i].proc.running()
     }
 
     /// Restarts node `i` on its old ports and waits until it has bound them.

@@ -333,3 +333,64 @@ async fn twenty_percent_packet_loss_still_converges() {
     ring_of(&cluster, 0, 3).await;
     check(&cluster, &[0, 1, 2], &acked).await;
 }
+
+/// Kills a node (abort, as a crash) at each outbox crash point of blob
+/// replication: after the entry and its fetch task are committed but before
+/// the fetch, and after the fetched blob is committed but before the task is
+/// marked done. After a restart the node holds the blob exactly once and
+/// announces the song; the cluster converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_each_outbox_point_still_replicates_once() {
+    for point in ["apply-before-fetch", "fetch-before-finish"] {
+        let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+        ring_of(&cluster, 0, 3).await;
+        cluster
+            .start_node_with(2, &[("RONDO_FAILPOINT", point)])
+            .await
+            .unwrap();
+        ring_of(&cluster, 2, 3).await;
+        let title = format!("crash {point}");
+        write_to(&cluster, 0, &title).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while cluster.node_running(2) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node 2 never reached {point}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            cluster.nodes[2].disk().blob_files,
+            usize::from(point == "fetch-before-finish")
+        );
+        cluster.restart_node(2).await.unwrap();
+        ring_of(&cluster, 2, 3).await;
+        let acked: BTreeMap<String, String> = [(title.clone(), String::new())].into();
+        check(&cluster, &[0, 1, 2], &acked).await;
+        // Node 2 holds the blob once and announces the song: 3 replicas.
+        eventually("three replicas", Duration::from_secs(30), || async {
+            let d = cluster
+                .anon
+                .query(
+                    "query($q: String) { songs(search: $q) { nodes { replicas { id } } } }",
+                    json!({ "q": title }),
+                )
+                .await
+                .ok()?;
+            let n = d.pointer("/songs/nodes/0/replicas")?.as_array()?.len();
+            (n == 3).then_some(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            cluster.nodes[2].disk().blob_files,
+            1,
+            "{point}: the blob once"
+        );
+        assert_eq!(
+            cluster.nodes[2].disk().tmp_files,
+            0,
+            "{point}: no partial download left"
+        );
+    }
+}
