@@ -1,0 +1,14 @@
+//! VRRP for IPv4, wire-compatible with keepalived.
+//!
+//! This crate is being built in layers (issue 4). Present: [`packet`], the
+//! codec of VRRPv3 (RFC 5798) and VRRPv2 (RFC 3768) advertisements with
+//! both VRRPv3 checksum forms. To come: the RFC 5798 §6.4 state machine as
+//! a sans-IO core (events and time in, actions out) and a thin tokio driver
+//! (raw sockets, netlink for the virtual address, gratuitous ARP).
+//!
+//! What it does not know: anything about Rondo's gateway. The embedding
+//! program supplies health and reacts to state changes.
+
+pub mod packet;
+
+pub use packet::{Advert, ChecksumKind, DecodeError, Version};
