@@ -186,6 +186,53 @@ pub mod netns;
 
 pub use rondo_proto::storage::v1::RingStatus;
 
+/// A gRPC client of one storage node.
+pub type NodeClient =
+    rondo_proto::storage::v1::storage_node_client::StorageNodeClient<tonic::transport::Channel>;
+
+/// Writes one song with a small unique blob straight to a node over gRPC
+/// (no gateway): the node stores the blob and orders the song on the ring;
+/// the call returns when the node has applied it. For fault tests and the
+/// ring benchmark.
+pub async fn upload_direct(
+    client: &mut NodeClient,
+    title: &str,
+    artist: &str,
+) -> Result<(), tonic::Status> {
+    use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+    let artist_id = uuid::Uuid::new_v4().to_string();
+    let song = pb::Song {
+        id: uuid::Uuid::new_v4().to_string(),
+        title: title.into(),
+        artist: Some(pb::Artist {
+            id: artist_id.clone(),
+            name: artist.into(),
+        }),
+        album: Some(pb::Album {
+            id: uuid::Uuid::new_v4().to_string(),
+            title: "Direct".into(),
+            artist_id,
+            year: None,
+        }),
+        mime_type: "audio/wav".into(),
+        ..Default::default()
+    };
+    let mut blob = format!("{title} {}", uuid::Uuid::new_v4()).into_bytes();
+    blob.resize(blob.len().max(64), b'.');
+    let hash = blake3::hash(&blob).to_hex().to_string();
+    let parts = [
+        Part::Header(pb::SongHeader { song: Some(song) }),
+        Part::Chunk(blob),
+        Part::Finish(pb::Finish { content_hash: hash }),
+    ];
+    client
+        .upload_song(futures::stream::iter(
+            parts.map(|p| pb::UploadSongRequest { part: Some(p) }),
+        ))
+        .await
+        .map(|_| ())
+}
+
 /// Options of a test cluster.
 #[derive(Debug, Clone)]
 pub struct Builder {

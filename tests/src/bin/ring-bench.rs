@@ -12,48 +12,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rondo_proto::storage::v1::{
-    self as pb, storage_node_client::StorageNodeClient, upload_song_request::Part,
-};
-use rondo_tests::Cluster;
-
-type Client = StorageNodeClient<tonic::transport::Channel>;
+use rondo_tests::{Cluster, NodeClient as Client};
 
 async fn client(cluster: &Cluster, i: usize) -> anyhow::Result<Client> {
-    Ok(StorageNodeClient::connect(format!("http://{}", cluster.nodes[i].grpc)).await?)
+    Ok(Client::connect(format!("http://{}", cluster.nodes[i].grpc)).await?)
 }
 
 async fn write(client: &mut Client, n: u64) -> anyhow::Result<()> {
-    let artist = uuid::Uuid::new_v4().to_string();
-    let song = pb::Song {
-        id: uuid::Uuid::new_v4().to_string(),
-        title: format!("bench {n}"),
-        artist: Some(pb::Artist {
-            id: artist.clone(),
-            name: "Bench".into(),
-        }),
-        album: Some(pb::Album {
-            id: uuid::Uuid::new_v4().to_string(),
-            title: "Bench".into(),
-            artist_id: artist,
-            year: None,
-        }),
-        mime_type: "audio/wav".into(),
-        ..Default::default()
-    };
-    let mut blob = format!("ring-bench-{n}-{}", uuid::Uuid::new_v4()).into_bytes();
-    blob.resize(64, b'.');
-    let hash = blake3::hash(&blob).to_hex().to_string();
-    let parts = [
-        Part::Header(pb::SongHeader { song: Some(song) }),
-        Part::Chunk(blob),
-        Part::Finish(pb::Finish { content_hash: hash }),
-    ];
-    client
-        .upload_song(futures::stream::iter(
-            parts.map(|p| pb::UploadSongRequest { part: Some(p) }),
-        ))
-        .await?;
+    rondo_tests::upload_direct(client, &format!("bench {n}"), "Bench").await?;
     Ok(())
 }
 

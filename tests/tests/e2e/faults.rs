@@ -102,41 +102,11 @@ async fn check(cluster: &Cluster, live: &[usize], acked: &BTreeMap<String, Strin
 
 /// One write straight to node `i` over gRPC (no gateway): the outcome.
 async fn write_to(cluster: &Cluster, i: usize, title: &str) -> Result<(), tonic::Status> {
-    use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
     let url = format!("http://{}", cluster.nodes[i].grpc);
-    let mut client = pb::storage_node_client::StorageNodeClient::connect(url)
+    let mut client = rondo_tests::NodeClient::connect(url)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let artist = uuid::Uuid::new_v4().to_string();
-    let song = pb::Song {
-        id: uuid::Uuid::new_v4().to_string(),
-        title: title.into(),
-        artist: Some(pb::Artist {
-            id: artist.clone(),
-            name: "Fault Band".into(),
-        }),
-        album: Some(pb::Album {
-            id: uuid::Uuid::new_v4().to_string(),
-            title: "Direct".into(),
-            artist_id: artist,
-            year: None,
-        }),
-        mime_type: "audio/wav".into(),
-        ..Default::default()
-    };
-    let blob = format!("{title} {}", uuid::Uuid::new_v4()).into_bytes();
-    let hash = blake3::hash(&blob).to_hex().to_string();
-    let parts = [
-        Part::Header(pb::SongHeader { song: Some(song) }),
-        Part::Chunk(blob),
-        Part::Finish(pb::Finish { content_hash: hash }),
-    ];
-    client
-        .upload_song(futures::stream::iter(
-            parts.map(|p| pb::UploadSongRequest { part: Some(p) }),
-        ))
-        .await
-        .map(|_| ())
+    rondo_tests::upload_direct(&mut client, title, "Fault Band").await
 }
 
 /// Waits until node `i` is operational in a ring of exactly `n` members.
