@@ -180,7 +180,12 @@ pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
         .name("ring".into())
         .spawn(move || {
             if let Err(e) = drive(&state, &rx, &status, &runtime, &peers_out) {
-                tracing::error!(error = %e, "control plane stopped");
+                // The protocol assumes crash-recovery: a node that cannot
+                // persist or apply (a storage error) stops as a whole and
+                // comes back from its durable state, rather than serving
+                // on without a control plane.
+                tracing::error!(error = %e, "control plane failed; stopping the node");
+                std::process::exit(70);
             }
         })
         .map_err(Error::io("start ring thread"))?;

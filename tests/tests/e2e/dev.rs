@@ -10,12 +10,21 @@ use serde_json::{Value, json};
 
 use rondo_tests::{bin, eventually};
 
-/// A base port with room above it. `rondo dev` uses fixed offsets from its
-/// `--port`, so the test asks the kernel for a free port and uses that.
+/// A base port for `rondo dev`, which uses fixed offsets from its `--port`
+/// (+1.. for streaming, +100.. for gRPC). It is taken below Linux's
+/// ephemeral range (32768 and up), where no port-0 bind or outgoing
+/// connection of a parallel test can land, and every port it needs is
+/// checked free.
 fn base_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    p.min(65_000 - 200)
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let seed = std::process::id() as usize;
+    for attempt in 0..500usize {
+        let base = 20_000 + ((seed * 7919 + attempt * 131) % 12_000) as u16;
+        if [0, 1, 2, 100, 101].iter().all(|o| free(base + o)) {
+            return base;
+        }
+    }
+    panic!("no free base port below the ephemeral range");
 }
 
 async fn run_dev(

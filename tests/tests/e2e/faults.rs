@@ -205,7 +205,15 @@ async fn a_node_paused_beyond_the_token_timeout_rejoins() {
         .proc
         .signal(nix::sys::signal::Signal::SIGCONT);
     // It comes back into a ring of three, with a greater id, and catches up.
-    let three = ring_of(&cluster, 2, 3).await;
+    // (Right after SIGCONT it still reports the ring it was paused in, until
+    // it learns that ring is gone: wait for a newer one.)
+    let three = eventually("a newer ring of three", Duration::from_secs(30), || async {
+        let s = cluster.ring_status(2).await.ok()?;
+        let id = (s.ring_counter, s.ring_rep);
+        (s.phase == "operational" && s.members.len() == 3 && id > two).then_some(id)
+    })
+    .await
+    .unwrap();
     assert!(three > two, "ring ids grow: {two:?} then {three:?}");
     let _ = stop_tx.send(true);
     w.await.unwrap();
