@@ -193,6 +193,16 @@ impl<P: Clone> Node<P> {
         set.iter().copied().filter(move |n| *n != self.id)
     }
 
+    /// Tells a candidate where this node's log stands.
+    fn send_promise(&self, to: NodeId, proposed: RingId, out: &mut Out<P>) {
+        let msg = Message::Promise {
+            proposed,
+            last: self.durable.last(),
+            applied: self.durable.applied,
+        };
+        self.send(to, msg, out);
+    }
+
     fn promise(&mut self, ring: RingId, out: &mut Out<P>) {
         self.durable.promised = ring;
         self.highest_seen = self.highest_seen.max(ring.counter);
@@ -408,32 +418,14 @@ impl<P: Clone> Node<P> {
                 if proposed > self.durable.promised {
                     self.leave_ring(out);
                     self.promise(proposed, out);
-                    let last = self.durable.last();
-                    self.send(
-                        from,
-                        Message::Promise {
-                            proposed,
-                            last,
-                            applied: self.durable.applied,
-                        },
-                        out,
-                    );
+                    self.send_promise(from, proposed, out);
                     out.push(Output::SetTimer {
                         timer: Timer::Consensus,
                         after: self.config.consensus_timeout,
                     });
                 } else if proposed == self.durable.promised && self.phase == Phase::Gather {
                     // A repeated Join: repeat the promise.
-                    let last = self.durable.last();
-                    self.send(
-                        from,
-                        Message::Promise {
-                            proposed,
-                            last,
-                            applied: self.durable.applied,
-                        },
-                        out,
-                    );
+                    self.send_promise(from, proposed, out);
                 } else if proposed < self.durable.promised {
                     self.send(
                         from,

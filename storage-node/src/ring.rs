@@ -244,7 +244,8 @@ fn drive(
     }
     loop {
         carry_out(state, me, &senders, &mut timers, &mut waiters, &outputs)?;
-        publish(state, &node, &voter_set, status);
+        let applied = outputs.iter().any(|o| matches!(o, Output::Apply(_)));
+        publish(state, &node, &voter_set, status, applied);
         // Wait for a command or the next timer.
         let next = timers
             .iter()
@@ -404,7 +405,23 @@ fn publish(
     node: &Node<Payload>,
     voters: &BTreeSet<NodeId>,
     status: &Mutex<pb::RingStatus>,
+    applied: bool,
 ) {
+    // The digest is read from the store only when something was applied,
+    // not on every token pass.
+    let previous = status
+        .lock()
+        .map(|s| s.catalog_digest.clone())
+        .unwrap_or_default();
+    let digest = if applied || previous.is_empty() {
+        state
+            .store
+            .ring_applied()
+            .map(|(_, d)| d)
+            .unwrap_or_default()
+    } else {
+        previous
+    };
     let d = node.durable();
     let (ring, members) = match node.ring() {
         Some((id, m)) => (id, m.iter().map(ToString::to_string).collect()),
@@ -423,11 +440,7 @@ fn publish(
         last_applied_seq: d.applied,
         last_log_seq: d.last().seq,
         rotations: node.last_rotation(),
-        catalog_digest: state
-            .store
-            .ring_applied()
-            .map(|(_, d)| d)
-            .unwrap_or_default(),
+        catalog_digest: digest,
         voters: u32::try_from(voters.len()).unwrap_or(u32::MAX),
         is_voter: voters.contains(&state.node_id),
     };
