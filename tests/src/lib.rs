@@ -56,6 +56,26 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Proc(Option<Child>);
 
 impl Proc {
+    /// Takes ownership of a spawned child.
+    pub fn from_child(child: Child) -> Proc {
+        Proc(Some(child))
+    }
+
+    /// Waits for the process to exit (after a signal), up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.0.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(_))) | None => {
+                    self.0 = None;
+                    return true;
+                }
+                _ => vrrp_lab::pause(Duration::from_millis(5)),
+            }
+        }
+        false
+    }
+
     fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Proc> {
         Proc::spawn_in(None, bin, config, log)
     }
@@ -183,6 +203,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub mod netns;
+pub mod vrrp_lab;
 
 pub use rondo_proto::storage::v1::RingStatus;
 

@@ -138,6 +138,52 @@ impl Net {
         Ok(net)
     }
 
+    /// The node's interface inside its namespace.
+    pub fn iface(&self, node: usize) -> String {
+        format!("{}n{node}", self.tag)
+    }
+
+    /// The address of the root namespace on the bridge.
+    pub fn root_addr(&self) -> Ipv4Addr {
+        let [a, b, c, _] = self
+            .addrs
+            .first()
+            .copied()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+            .octets();
+        Ipv4Addr::new(a, b, c, 1)
+    }
+
+    /// Makes the bridge a hub (no MAC learning), so that an observer sees
+    /// unicast frames between other hosts too.
+    pub fn flood(&self) -> anyhow::Result<()> {
+        run(&[
+            "ip",
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "ageing_time",
+            "0",
+        ])
+    }
+
+    /// Pulls node `node`'s cable out of the bridge (its link stays up, as
+    /// when a switch port or an uplink fails).
+    pub fn detach(&self, node: usize) -> anyhow::Result<()> {
+        let port = format!("{}h{node}", self.tag);
+        run(&["ip", "-n", &self.hub, "link", "set", &port, "nomaster"])
+    }
+
+    /// Plugs it back in.
+    pub fn attach(&self, node: usize) -> anyhow::Result<()> {
+        let port = format!("{}h{node}", self.tag);
+        run(&["ip", "-n", &self.hub, "link", "set", &port, "master", "br0"])
+    }
+
     fn nft(&self, node: usize, rule: &[&str]) -> anyhow::Result<()> {
         let mut args = vec!["ip", "netns", "exec", &self.namespaces[node], "nft"];
         args.extend_from_slice(rule);

@@ -26,6 +26,9 @@ pub struct Config {
     pub primary: Ipv4Addr,
     /// The virtual addresses.
     pub addresses: Vec<Ipv4Addr>,
+    /// Protocol version of the adverts sent (VRRPv2 rounds the interval to
+    /// whole seconds on the wire).
+    pub version: Version,
 }
 
 /// RFC 5798 states.
@@ -34,6 +37,9 @@ pub enum State {
     Initialize,
     Backup,
     Master,
+    /// The embedding program reports itself unhealthy (keepalived's FAULT):
+    /// silent, never master, until it recovers.
+    Fault,
 }
 
 /// What the driver must do.
@@ -54,6 +60,13 @@ pub enum Action {
 pub struct Machine {
     config: Config,
     state: State,
+    /// The priority advertised now (health tracking may lower it).
+    priority: u8,
+    /// When the last advertisement was sent (to rate-limit re-assertion).
+    last_sent: Option<Duration>,
+    /// A lower-priority master was heard while a re-assertion was not
+    /// allowed yet: the next advert comes with gratuitous ARP.
+    reassert_pending: bool,
     /// The master's advertisement interval, learned from its adverts.
     master_adver_cs: u16,
     adver_at: Option<Duration>,
@@ -68,6 +81,9 @@ impl Machine {
     pub fn new(config: Config) -> Machine {
         Machine {
             master_adver_cs: config.advert_cs,
+            priority: config.priority,
+            last_sent: None,
+            reassert_pending: false,
             config,
             state: State::Initialize,
             adver_at: None,
@@ -79,15 +95,25 @@ impl Machine {
         self.state
     }
 
+    /// The priority advertised now.
     pub fn priority(&self) -> u8 {
-        self.config.priority
+        self.priority
+    }
+
+    /// The configured advertisement interval in centiseconds.
+    pub fn advert_cs(&self) -> u16 {
+        self.config.advert_cs
+    }
+
+    /// The master's advertisement interval as learned (centiseconds).
+    pub fn master_advert_cs(&self) -> u16 {
+        self.master_adver_cs
     }
 
     /// Skew_Time = ((256 − Priority) × Master_Adver_Interval) / 256.
     pub fn skew(&self) -> Duration {
         Duration::from_micros(
-            (256 - u64::from(self.config.priority)) * u64::from(self.master_adver_cs) * 10_000
-                / 256,
+            (256 - u64::from(self.priority)) * u64::from(self.master_adver_cs) * 10_000 / 256,
         )
     }
 
@@ -106,7 +132,7 @@ impl Machine {
 
     fn advert(&self, priority: u8) -> Advert {
         Advert {
-            version: Version::V3,
+            version: self.config.version,
             vrid: self.config.vrid,
             priority,
             interval_cs: self.config.advert_cs,
@@ -114,8 +140,14 @@ impl Machine {
         }
     }
 
+    fn send(&mut self, now: Duration, priority: u8, out: &mut Vec<Action>) {
+        out.push(Action::Send(self.advert(priority)));
+        self.last_sent = Some(now);
+    }
+
     fn become_master(&mut self, now: Duration, out: &mut Vec<Action>) {
-        out.push(Action::Send(self.advert(self.config.priority)));
+        self.send(now, self.priority, out);
+        self.reassert_pending = false;
         out.push(Action::TakeAddresses);
         self.adver_at = Some(now + cs(u64::from(self.config.advert_cs)));
         self.master_down_at = None;
@@ -140,7 +172,7 @@ impl Machine {
         if self.state != State::Initialize {
             return out;
         }
-        if self.config.priority == 255 {
+        if self.priority == 255 {
             self.become_master(now, &mut out);
         } else {
             self.master_adver_cs = self.config.advert_cs;
@@ -159,6 +191,7 @@ impl Machine {
             out.push(Action::Send(self.advert(0)));
             out.push(Action::ReleaseAddresses);
         }
+        self.reassert_pending = false;
         self.adver_at = None;
         self.master_down_at = None;
         if self.state != State::Initialize {
@@ -179,11 +212,59 @@ impl Machine {
             }
             State::Master => {
                 if self.adver_at.is_some_and(|t| t <= now) {
-                    out.push(Action::Send(self.advert(self.config.priority)));
+                    self.send(now, self.priority, &mut out);
+                    if std::mem::take(&mut self.reassert_pending) {
+                        out.push(Action::TakeAddresses);
+                    }
                     self.adver_at = Some(now + cs(u64::from(self.config.advert_cs)));
                 }
             }
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
+        }
+        out
+    }
+
+    /// Health tracking in weight mode: advertise `priority` from now on
+    /// (the configured priority plus the weight of the failing checks). A
+    /// master announces the change at once, so that a backup of higher
+    /// priority can preempt it.
+    pub fn set_priority(&mut self, now: Duration, priority: u8) -> Vec<Action> {
+        let mut out = Vec::new();
+        let priority = priority.clamp(1, 254);
+        if self.config.priority == 255 || priority == self.priority {
+            return out;
+        }
+        self.priority = priority;
+        if self.state == State::Master {
+            self.send(now, priority, &mut out);
+            self.adver_at = Some(now + cs(u64::from(self.config.advert_cs)));
+        }
+        out
+    }
+
+    /// Health tracking in fault mode: a failing router resigns at once
+    /// (priority 0, so a backup takes over after its skew) and stays
+    /// silent; on recovery it starts again as a backup.
+    pub fn set_fault(&mut self, now: Duration, fault: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        match (fault, self.state) {
+            (true, State::Fault) | (false, State::Initialize) => {}
+            (true, _) => {
+                if self.state == State::Master {
+                    self.send(now, 0, &mut out);
+                    out.push(Action::ReleaseAddresses);
+                }
+                self.adver_at = None;
+                self.master_down_at = None;
+                self.reassert_pending = false;
+                self.state = State::Fault;
+                out.push(Action::Became(State::Fault));
+            }
+            (false, State::Fault) => {
+                self.master_adver_cs = self.config.advert_cs;
+                self.become_backup(now, &mut out);
+            }
+            (false, _) => {}
         }
         out
     }
@@ -192,9 +273,9 @@ impl Machine {
     /// the codec: TTL, checksum, version, VRID).
     pub fn receive(&mut self, now: Duration, src: Ipv4Addr, advert: &Advert) -> Vec<Action> {
         let mut out = Vec::new();
-        let local = self.config.priority;
+        let local = self.priority;
         match self.state {
-            State::Initialize => {}
+            State::Initialize | State::Fault => {}
             State::Backup => {
                 if advert.priority == 0 {
                     // The master resigned: take over after Skew_Time.
@@ -209,7 +290,7 @@ impl Machine {
             State::Master => {
                 if advert.priority == 0 {
                     // Another master resigned: assert ourselves at once.
-                    out.push(Action::Send(self.advert(local)));
+                    self.send(now, local, &mut out);
                     self.adver_at = Some(now + cs(u64::from(self.config.advert_cs)));
                 } else if advert.priority > local
                     || (advert.priority == local && src > self.config.primary)
@@ -220,10 +301,18 @@ impl Machine {
                     // A lower-priority router thinks it is master (after a
                     // partition heals): re-assert at once, with gratuitous
                     // ARP, so that clients on its side learn our address
-                    // (keepalived sends none here).
-                    out.push(Action::Send(self.advert(local)));
-                    out.push(Action::TakeAddresses);
-                    self.adver_at = Some(now + cs(u64::from(self.config.advert_cs)));
+                    // (keepalived sends none here). At most once per half
+                    // interval: adverts queued while this process was
+                    // paused must not cause a burst; otherwise the next
+                    // regular advert carries the gratuitous ARP.
+                    let half = cs(u64::from(self.config.advert_cs)) / 2;
+                    if self.last_sent.is_none_or(|t| now >= t + half) {
+                        self.send(now, local, &mut out);
+                        out.push(Action::TakeAddresses);
+                        self.adver_at = Some(now + cs(u64::from(self.config.advert_cs)));
+                    } else {
+                        self.reassert_pending = true;
+                    }
                 }
             }
         }

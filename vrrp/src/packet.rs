@@ -261,3 +261,20 @@ pub fn decode_ipv4(packet: &[u8]) -> Result<Received, DecodeError> {
         checksum,
     })
 }
+
+/// A gratuitous ARP frame announcing `vip` at `mac`, as keepalived sends it:
+/// an ARP request (op 1) broadcast, sender and target IP both the virtual
+/// address, target MAC ff:ff:ff:ff:ff:ff. The kernel pads it to 60 bytes.
+pub fn gratuitous_arp(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    // Hardware Ethernet, protocol IPv4, lengths 6 and 4, op request.
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&vip.octets());
+    f[32..38].copy_from_slice(&[0xff; 6]);
+    f[38..42].copy_from_slice(&vip.octets());
+    f
+}

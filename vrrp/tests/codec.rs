@@ -320,3 +320,11 @@ proptest! {
         let _ = packet::decode_ipv4(&p);
     }
 }
+
+#[test]
+fn gratuitous_arp_matches_the_captured_frame() {
+    let captured =
+        "ffffffffffff02130000000b0806000108000604000102130000000b0ad50064ffffffffffff0ad50064";
+    let frame = packet::gratuitous_arp([0x02, 0x13, 0, 0, 0, 0x0b], VIP);
+    assert_eq!(hex::encode(frame), captured);
+}

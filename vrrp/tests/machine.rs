@@ -23,6 +23,7 @@ fn machine(priority: u8, advert_cs: u16, preempt: bool) -> Machine {
         preempt,
         primary: ME,
         addresses: vec![VIP],
+        version: Version::V3,
     })
 }
 
@@ -226,4 +227,97 @@ fn shutdown_of_a_backup_is_silent() {
     let out = m.shutdown();
     assert!(sent(&out).is_empty());
     assert_eq!(m.state(), State::Initialize);
+}
+
+#[test]
+fn adverts_queued_during_a_pause_cause_one_reassertion_not_a_burst() {
+    let mut m = machine(150, 10, true);
+    m.startup(ms(0));
+    let t0 = m.master_down_interval();
+    m.poll(t0);
+    // Paused for 2 s; a lower master took over meanwhile and its 20
+    // queued adverts are read at once on resume.
+    let resume = t0 + ms(2000);
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        out.extend(m.receive(resume, Ipv4Addr::new(10, 0, 0, 9), &advert(100, 10)));
+    }
+    out.extend(m.poll(resume));
+    assert_eq!(sent(&out), [150], "one advert, not a burst");
+    assert_eq!(m.state(), State::Master);
+}
+
+#[test]
+fn a_lower_master_heard_right_after_an_advert_gets_arp_with_the_next_advert() {
+    let mut m = machine(150, 100, true);
+    m.startup(ms(0));
+    let t0 = m.master_down_interval();
+    m.poll(t0);
+    // 100 ms after our advert: too soon to re-advertise.
+    let out = m.receive(t0 + ms(100), Ipv4Addr::new(10, 0, 0, 9), &advert(100, 100));
+    assert!(sent(&out).is_empty());
+    let out = m.poll(t0 + ms(1000));
+    assert_eq!(sent(&out), [150]);
+    assert!(out.contains(&Action::TakeAddresses), "gratuitous ARP");
+}
+
+#[test]
+fn fault_makes_a_master_resign_and_stay_silent_until_healthy() {
+    let mut m = machine(150, 100, true);
+    m.startup(ms(0));
+    let t0 = m.master_down_interval();
+    m.poll(t0);
+    let out = m.set_fault(t0 + ms(10), true);
+    assert_eq!(sent(&out), [0]);
+    assert!(out.contains(&Action::ReleaseAddresses));
+    assert_eq!(m.state(), State::Fault);
+    assert_eq!(m.next_deadline(), None);
+    // Silence from everyone does not make a faulty router master.
+    assert!(m.poll(t0 + ms(60_000)).is_empty());
+    assert!(
+        m.receive(t0 + ms(60_000), Ipv4Addr::new(10, 0, 0, 9), &advert(0, 100))
+            .is_empty()
+    );
+    // Healthy again: a backup, which takes over only by the usual rules.
+    let back = t0 + ms(61_000);
+    m.set_fault(back, false);
+    assert_eq!(m.state(), State::Backup);
+    assert_eq!(m.next_deadline(), Some(back + m.master_down_interval()));
+}
+
+#[test]
+fn weight_lowers_the_advertised_priority_and_the_master_says_so_at_once() {
+    let mut m = machine(150, 100, true);
+    m.startup(ms(0));
+    let t0 = m.master_down_interval();
+    m.poll(t0);
+    let out = m.set_priority(t0 + ms(10), 90);
+    assert_eq!(sent(&out), [90]);
+    assert_eq!(m.priority(), 90);
+    // A backup of priority 100 now preempts it.
+    let out = m.receive(t0 + ms(500), Ipv4Addr::new(10, 0, 0, 1), &advert(100, 100));
+    assert_eq!(m.state(), State::Backup);
+    assert!(out.contains(&Action::ReleaseAddresses));
+}
+
+#[test]
+fn vrrpv2_mode_sends_version_2_adverts() {
+    let mut m = Machine::new(Config {
+        vrid: 51,
+        priority: 255,
+        advert_cs: 100,
+        preempt: true,
+        primary: ME,
+        addresses: vec![VIP],
+        version: Version::V2,
+    });
+    let out = m.startup(ms(0));
+    let v: Vec<Version> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(ad) => Some(ad.version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(v, [Version::V2]);
 }

@@ -11,6 +11,7 @@ mod graphql_http;
 mod ring;
 mod streaming;
 mod upload;
+mod vrrp;
 
 use std::path::{Path, PathBuf};
 
