@@ -39,6 +39,18 @@ pub fn pause(d: Duration) {
     std::thread::sleep(d);
 }
 
+/// Polls `cond` every 2 ms for up to `timeout` seconds.
+pub fn wait_until(what: &str, timeout: f64, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    while !cond() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout} s waiting for {what}");
+        }
+        pause(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 /// The wall clock as the lab's processes print it.
 pub fn now() -> f64 {
     std::time::SystemTime::now()
@@ -273,12 +285,13 @@ impl Watch {
             .collect()
     }
 
-    /// Waits for an advert from `src` after those seen.
+    /// Waits for an advert from `src` sent after this call.
     pub fn wait_advert(&mut self, src: Ipv4Addr, timeout: Duration) -> anyhow::Result<Value> {
         let s = src.to_string();
+        let after = now();
         self.lines
             .wait(&format!("an advert from {src}"), timeout, |v| {
-                v["kind"] == "advert" && v["src"] == s.as_str()
+                v["kind"] == "advert" && v["src"] == s.as_str() && t(v) > after
             })
     }
 }
@@ -528,23 +541,22 @@ impl Lab {
             .map(str::to_owned)
     }
 
-    /// Sends one ping from host `i` to the virtual address (fills its ARP
-    /// cache); whether it was answered.
-    pub fn ping_vip(&self, i: usize) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.ns(i),
-                "ping",
-                "-c1",
-                "-W1",
-                &self.vip.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    /// Gives host `i` a cached (stale) ARP entry for the virtual address
+    /// pointing at `mac`, as a client that talked to that master has.
+    pub fn cache_arp(&self, i: usize, mac: &str) -> anyhow::Result<()> {
+        ip(&[
+            "-n",
+            self.ns(i),
+            "neigh",
+            "replace",
+            &self.vip.to_string(),
+            "lladdr",
+            mac,
+            "nud",
+            "stale",
+            "dev",
+            &self.iface(i),
+        ])
     }
 
     /// Runs a command in host `i`.

@@ -358,3 +358,361 @@ fn interop_ours_master_keepalived_backup_1s_unicast() {
 fn interop_ours_master_keepalived_backup_100ms_unicast() {
     ours_master_keepalived_backup(100, true);
 }
+
+/// A keepalived master at 100 ms while ours is configured for 1 s: ours
+/// learns the master's interval, so it takes over after 3 × 100 ms + skew,
+/// not 3.6 s.
+#[test]
+fn backup_learns_a_faster_masters_interval() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut watch = lab.watch(2).unwrap();
+    let mut ka = lab.keepalived(0, 150, 100, "").unwrap();
+    wait_holds(&lab, 0, 10.0);
+    let mut ours = start_ours(&lab, 1, &ours_args(100, 1000, None));
+    ours.wait_state("Backup", secs(5.0)).unwrap();
+    for trial in 0..trials(100) {
+        watch.wait_advert(lab.addr(0), secs(5.0)).unwrap();
+        ka.crash();
+        let up = t(&ours.wait_state("Master", secs(10.0)).unwrap());
+        let last = last_advert(&mut watch, lab.addr(0), up);
+        if (up - last - t_down(100, 100)).abs() > EPS {
+            for v in watch.lines.drain().iter().rev().take(20) {
+                eprintln!("{:.3} {v}", t(v) - up);
+            }
+            for v in ours.lines.drain() {
+                eprintln!("{:.3} {v}", t(v) - up);
+            }
+        }
+        assert_near(
+            &format!("trial {trial}: learned interval"),
+            up - last,
+            t_down(100, 100),
+        );
+        lab.remove_vip(0);
+        ka = lab.keepalived(0, 150, 100, "").unwrap();
+        ours.wait_state("Backup", secs(10.0)).unwrap();
+    }
+}
+
+/// RFC 9568 message-only checksums: our backup accepts and counts them;
+/// keepalived drops them and says so (which also shows that the complaint
+/// check of the interop tests can fail).
+#[test]
+fn message_only_checksums_are_accepted_by_ours_and_refused_by_keepalived() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut a = lab
+        .ours(
+            0,
+            &["--priority", "150", "--advert-ms", "100", "--message-only"],
+        )
+        .unwrap();
+    a.wait_state("Master", secs(5.0)).unwrap();
+    let mut b = start_ours(&lab, 1, &ours_args(100, 100, None));
+    b.wait_state("Backup", secs(5.0)).unwrap();
+    let ka = lab.keepalived(2, 50, 100, "").unwrap();
+    let mut n = 0;
+    vrrp_lab::wait_until("keepalived to complain", 5.0, || {
+        n += 1;
+        !ka.complaints().is_empty()
+    })
+    .unwrap();
+    assert!(
+        ka.log().contains("Invalid VRRPv3 checksum"),
+        "{:?}",
+        ka.complaints()
+    );
+    never_holds_vip(&lab, 1, 1.0);
+    let c = b.terminate().unwrap();
+    assert!(c["message_only_checksum"].as_u64() > Some(5), "{c}");
+    assert_eq!(c["bad_checksum"], 0, "{c}");
+}
+
+/// VRRPv2 mode against keepalived's `version 2`.
+#[test]
+fn vrrpv2_mode_interoperates_with_keepalived() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut watch = lab.watch(2).unwrap();
+    let mut ka = lab.keepalived(0, 150, 1000, "    version 2").unwrap();
+    wait_holds(&lab, 0, 10.0);
+    let mut ours = lab
+        .ours(1, &["--priority", "100", "--advert-ms", "1000", "--v2"])
+        .unwrap();
+    ours.wait_state("Backup", secs(5.0)).unwrap();
+    never_holds_vip(&lab, 1, 3.0);
+    assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+    watch.wait_advert(lab.addr(0), secs(5.0)).unwrap();
+    ka.crash();
+    let up = t(&ours.wait_state("Master", secs(10.0)).unwrap());
+    let last = last_advert(&mut watch, lab.addr(0), up);
+    assert_near("VRRPv2 takeover", up - last, t_down(100, 1000));
+    let v2 = watch
+        .lines
+        .wait("a VRRPv2 advert from ours", secs(3.0), |v| {
+            v["kind"] == "advert"
+                && v["version"] == "V2"
+                && v["src"] == lab.addr(1).to_string().as_str()
+        })
+        .unwrap();
+    assert_eq!(v2["interval_cs"], 100);
+}
+
+/// `nopreempt`: a higher-priority router that starts while a lower one is
+/// master stays backup, and takes over only when the master fails.
+#[test]
+fn nopreempt_leaves_a_lower_master_in_place() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut ka = lab.keepalived(1, 100, 100, "").unwrap();
+    wait_holds(&lab, 1, 10.0);
+    let mut ours = lab
+        .ours(
+            0,
+            &["--priority", "150", "--advert-ms", "100", "--nopreempt"],
+        )
+        .unwrap();
+    ours.wait_state("Backup", secs(5.0)).unwrap();
+    never_holds_vip(&lab, 0, 5.0 * t_down(150, 100));
+    assert!(!ours.ever("Master"));
+    assert!(lab.holds_vip(1));
+    ka.crash();
+    ours.wait_state("Master", secs(5.0)).unwrap();
+    wait_holds(&lab, 0, 1.0);
+}
+
+/// Preemption (both ways between ours and keepalived): once they hear
+/// each other, the lower one stops advertising within one interval.
+#[test]
+fn preemption_leaves_two_masters_for_at_most_one_interval() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut watch = lab.watch(2).unwrap();
+    for advert_ms in [1000, 100] {
+        let interval = f64::from(advert_ms) / 1000.0;
+        for trial in 0..trials(advert_ms) {
+            // keepalived master, ours (higher) starts and preempts.
+            let ka = lab.keepalived(1, 100, advert_ms, "").unwrap();
+            wait_holds(&lab, 1, 10.0);
+            let mut ours = start_ours(&lab, 0, &ours_args(150, advert_ms, None));
+            let up = t(&ours.wait_state("Master", secs(10.0)).unwrap());
+            wait_released(&lab, 1, 2.0 * interval);
+            vrrp_lab::pause(secs(interval));
+            let late: Vec<_> = watch
+                .adverts_between(up + interval + EPS, f64::MAX)
+                .into_iter()
+                .filter(|(src, _, _)| *src == lab.addr(1).to_string())
+                .collect();
+            assert!(
+                late.is_empty(),
+                "{advert_ms} ms trial {trial}: keepalived still master: {late:?}"
+            );
+            drop(ka);
+            ours.terminate().unwrap();
+
+            // ours master, keepalived (higher) starts and preempts.
+            let mut ours = start_ours(&lab, 0, &ours_args(100, advert_ms, None));
+            ours.wait_state("Master", secs(10.0)).unwrap();
+            let ka_started = vrrp_lab::now();
+            let mut ka = lab.keepalived(1, 150, advert_ms, "").unwrap();
+            let down = t(&ours.wait_state("Backup", secs(10.0)).unwrap());
+            let first = watch
+                .adverts_from(lab.addr(1))
+                .into_iter()
+                .filter(|&x| x > ka_started)
+                .fold(f64::MAX, f64::min);
+            assert!(
+                down - first <= EPS,
+                "{advert_ms} ms trial {trial}: yielded {:.1} ms after its first advert",
+                (down - first) * 1000.0
+            );
+            vrrp_lab::pause(secs(interval));
+            let late = watch
+                .adverts_between(down + EPS, f64::MAX)
+                .into_iter()
+                .filter(|(src, _, _)| *src == lab.addr(0).to_string())
+                .count();
+            assert_eq!(late, 0, "we advertised after yielding");
+            ours.terminate().unwrap();
+            ka.terminate();
+            lab.remove_vip(0);
+            lab.remove_vip(1);
+        }
+    }
+}
+
+/// Equal priorities: a backup does not preempt an equal master (RFC 5798
+/// §6.4.2), so the tie-break by address applies when both are master at
+/// once: after a partition heals, the higher address stays master, whichever
+/// side is ours.
+#[test]
+fn equal_priorities_go_to_the_higher_address() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    for ours_host in [0, 1] {
+        let ka_host = 1 - ours_host;
+        let mut ka = lab.keepalived(ka_host, 100, 100, "").unwrap();
+        let mut ours = start_ours(&lab, ours_host, &ours_args(100, 100, None));
+        vrrp_lab::wait_until("one master", 5.0, || lab.holds_vip(0) != lab.holds_vip(1)).unwrap();
+        // Split them: both become master.
+        let backup = usize::from(lab.holds_vip(0));
+        lab.net.detach(backup).unwrap();
+        wait_holds(&lab, backup, 5.0);
+        assert!(lab.holds_vip(0) && lab.holds_vip(1));
+        let healed = vrrp_lab::now();
+        lab.net.attach(backup).unwrap();
+        // Host 1 has the higher address: host 0 yields.
+        let released = wait_released(&lab, 0, 2.0);
+        assert!(
+            released - healed <= 0.1 + EPS,
+            "two masters for {:.1} ms",
+            (released - healed) * 1000.0
+        );
+        never_holds_vip(&lab, 0, 1.0);
+        assert!(lab.holds_vip(1));
+        let want = if ours_host == 1 { "Master" } else { "Backup" };
+        assert_eq!(ours.state(), want);
+        ours.terminate().unwrap();
+        ka.terminate();
+        lab.remove_vip(0);
+        lab.remove_vip(1);
+    }
+}
+
+/// Priority 255 (the address owner) takes over at once on startup.
+#[test]
+fn priority_255_owner_takes_over_at_startup() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let _ka = lab.keepalived(1, 100, 1000, "").unwrap();
+    wait_holds(&lab, 1, 10.0);
+    let mut ours = start_ours(&lab, 0, &ours_args(255, 1000, None));
+    let started = t(&ours.lines.seen[0]);
+    let up = t(&ours.wait_state("Master", secs(2.0)).unwrap());
+    assert!(
+        up - started < 0.05,
+        "owner became master {:.1} ms after start",
+        (up - started) * 1000.0
+    );
+    let released = wait_released(&lab, 1, 2.0);
+    assert!(released - up < 1.0 + EPS);
+}
+
+/// A backup that finds the VIP on its interface (left by a killed
+/// predecessor) removes it within 100 ms of starting.
+#[test]
+fn restarted_backup_removes_a_stale_vip() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let _ka = lab.keepalived(0, 150, 1000, "").unwrap();
+    wait_holds(&lab, 0, 10.0);
+    lab.add_vip(1).unwrap();
+    assert!(lab.holds_vip(1));
+    let ours = start_ours(&lab, 1, &ours_args(100, 1000, None));
+    let started = t(&ours.lines.seen[0]);
+    let gone = wait_released(&lab, 1, 1.0);
+    assert!(
+        gone - started < 0.1,
+        "stale VIP removed after {:.1} ms",
+        (gone - started) * 1000.0
+    );
+}
+
+/// SIGSTOP the master beyond Master_Down_Interval, then SIGCONT: the
+/// backup took over meanwhile; on resume there is no burst of adverts and
+/// a single master (the higher one) within one interval.
+#[test]
+fn paused_master_resumes_without_a_burst() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut watch = lab.watch(2).unwrap();
+    for advert_ms in [1000, 100] {
+        let interval = f64::from(advert_ms) / 1000.0;
+        let mut a = start_ours(&lab, 0, &ours_args(150, advert_ms, None));
+        a.wait_state("Master", secs(10.0)).unwrap();
+        let mut b = start_ours(&lab, 1, &ours_args(100, advert_ms, None));
+        b.wait_state("Backup", secs(5.0)).unwrap();
+        for trial in 0..trials(advert_ms) {
+            a.proc.signal(nix::sys::signal::Signal::SIGSTOP);
+            b.wait_state("Master", secs(10.0)).unwrap();
+            vrrp_lab::pause(secs(2.0 * interval));
+            let resumed = vrrp_lab::now();
+            a.proc.signal(nix::sys::signal::Signal::SIGCONT);
+            let down = t(&b.wait_state("Backup", secs(5.0)).unwrap());
+            assert!(
+                down - resumed <= interval + EPS,
+                "{advert_ms} ms trial {trial}: two masters for {:.1} ms",
+                (down - resumed) * 1000.0
+            );
+            vrrp_lab::pause(secs(3.0 * interval));
+            let from_a: Vec<f64> = watch
+                .adverts_between(resumed, f64::MAX)
+                .into_iter()
+                .filter(|(src, _, _)| *src == lab.addr(0).to_string())
+                .map(|(_, _, t)| t)
+                .collect();
+            assert!(from_a.len() >= 2, "{from_a:?}");
+            let min_gap = from_a
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(f64::MAX, f64::min);
+            assert!(
+                min_gap >= interval / 2.0 - EPS,
+                "{advert_ms} ms trial {trial}: adverts {:.1} ms apart after resume",
+                min_gap * 1000.0
+            );
+            assert!(lab.holds_vip(0) && !lab.holds_vip(1));
+        }
+        a.terminate().unwrap();
+        b.terminate().unwrap();
+        lab.remove_vip(1);
+    }
+}
+
+/// Partition, then heal: the surviving (higher) master is alone within one
+/// interval, and a client's ARP entry for the VIP points at it within one
+/// interval + 50 ms (keepalived sends no gratuitous ARP here).
+#[test]
+fn partition_heal_leaves_one_master_and_fresh_arp() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let mut watch = lab.watch(2).unwrap();
+    let a_mac = lab.mac(0);
+    let b_mac = lab.mac(1);
+    for advert_ms in [1000, 100] {
+        let interval = f64::from(advert_ms) / 1000.0;
+        let mut a = start_ours(&lab, 0, &ours_args(150, advert_ms, None));
+        a.wait_state("Master", secs(10.0)).unwrap();
+        let mut ka = lab.keepalived(1, 100, advert_ms, "").unwrap();
+        for trial in 0..trials(advert_ms) {
+            lab.cache_arp(2, &a_mac).unwrap();
+            lab.net.detach(0).unwrap();
+            wait_holds(&lab, 1, 10.0);
+            vrrp_lab::wait_until("client's ARP to follow keepalived", 5.0, || {
+                lab.arp_entry(2).as_deref() == Some(b_mac.as_str())
+            })
+            .unwrap();
+            let healed = vrrp_lab::now();
+            lab.net.attach(0).unwrap();
+            vrrp_lab::wait_until("client's ARP to point at the surviving master", 5.0, || {
+                lab.arp_entry(2).as_deref() == Some(a_mac.as_str())
+            })
+            .unwrap();
+            let arp = vrrp_lab::now() - healed;
+            assert!(
+                arp <= interval + 0.05,
+                "{advert_ms} ms trial {trial}: ARP fixed after {:.1} ms",
+                arp * 1000.0
+            );
+            let released = wait_released(&lab, 1, 5.0);
+            assert!(
+                released - healed <= interval + EPS,
+                "{advert_ms} ms trial {trial}: two masters for {:.1} ms",
+                (released - healed) * 1000.0
+            );
+            vrrp_lab::pause(secs(interval));
+            let late = watch
+                .adverts_between(healed + interval + EPS, f64::MAX)
+                .into_iter()
+                .filter(|(src, _, _)| *src == lab.addr(1).to_string())
+                .count();
+            assert_eq!(late, 0, "keepalived still advertising after the heal");
+            assert_eq!(a.state(), "Master");
+        }
+        assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+        a.terminate().unwrap();
+        ka.terminate();
+        lab.remove_vip(1);
+    }
+}
