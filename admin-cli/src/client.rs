@@ -74,6 +74,16 @@ impl Client {
         })
     }
 
+    /// A client over a prepared HTTP client (for tests that pin where a
+    /// name resolves, e.g. a floating address).
+    pub fn with_http(http: reqwest::Client, base: &str, token: Option<String>) -> Client {
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
     /// The underlying HTTP client (trusts the cluster CA).
     pub fn http(&self) -> &reqwest::Client {
         &self.http

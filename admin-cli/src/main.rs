@@ -366,12 +366,37 @@ async fn ring(client: &Client) -> anyhow::Result<ExitCode> {
 async fn status(client: &Client) -> anyhow::Result<ExitCode> {
     let data = client
         .query(
-            "{ cluster { nodes { id address state songCount bytesStored } } }",
+            "{ cluster { nodes { id address state songCount bytesStored } \
+               gateways { id address vrrpState priority isMaster vip lastSeenMs } } }",
             json!({}),
         )
         .await?;
     println!("gateway  {}", client.base);
     let empty = Vec::new();
+    let gateways = data
+        .pointer("/cluster/gateways")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    for g in gateways {
+        let master = g.get("isMaster").and_then(Value::as_bool).unwrap_or(false);
+        println!(
+            "replica  {}  {}  {} priority {}{}",
+            g.get("id").and_then(Value::as_str).unwrap_or("?"),
+            g.get("address").and_then(Value::as_str).unwrap_or(""),
+            g.get("vrrpState").and_then(Value::as_str).unwrap_or("?"),
+            g.get("priority").and_then(Value::as_u64).unwrap_or(0),
+            if master {
+                format!(
+                    "  holds {}",
+                    g.get("vip")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the floating address")
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let nodes = data
         .pointer("/cluster/nodes")
         .and_then(Value::as_array)

@@ -3,7 +3,7 @@
 //! and liveness from health checks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use rondo_core::NodeId;
@@ -57,9 +57,10 @@ impl Node {
         }
     }
 
-    async fn check_health(&self) -> Result<pb::HealthResponse> {
+    async fn check_health(&self, me: Option<pb::GatewayInfo>) -> Result<pb::HealthResponse> {
         let mut client = self.client.clone();
-        let reply = tokio::time::timeout(HEALTH_TIMEOUT, client.health(pb::HealthRequest {}))
+        let request = pb::HealthRequest { gateway: me };
+        let reply = tokio::time::timeout(HEALTH_TIMEOUT, client.health(request))
             .await
             .map_err(|_| Error::Unavailable(format!("{} health check timed out", self.grpc_url)))?
             .map_err(|status| Error::Node {
@@ -101,6 +102,10 @@ pub struct Cluster {
     applied: Mutex<HashMap<NodeId, u64>>,
     dirty: Notify,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// Gateways as the nodes last reported them, by id, with when.
+    gateways: Mutex<HashMap<String, (pb::GatewayInfo, std::time::Instant)>>,
+    /// This gateway, as told to the nodes.
+    me: OnceLock<Arc<crate::ha::Ha>>,
 }
 
 impl Cluster {
@@ -133,6 +138,8 @@ impl Cluster {
             applied: Mutex::new(HashMap::new()),
             dirty: Notify::new(),
             snapshot,
+            gateways: Mutex::new(HashMap::new()),
+            me: OnceLock::new(),
         }))
     }
 
@@ -168,9 +175,87 @@ impl Cluster {
         }
     }
 
+    /// Whether a strict majority of the storage nodes answers a health
+    /// check within `timeout` (the VRRP health check).
+    pub async fn quorum_reachable(&self, timeout: Duration) -> bool {
+        let checks = self.nodes.iter().map(|n| {
+            let mut client = n.client.clone();
+            async move {
+                matches!(
+                    tokio::time::timeout(timeout, client.health(pb::HealthRequest::default()))
+                        .await,
+                    Ok(Ok(_))
+                )
+            }
+        });
+        let up = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        2 * up > self.nodes.len()
+    }
+
+    /// The gateways the nodes know of, this one's entry live.
+    pub fn gateways(&self) -> Vec<pb::GatewayInfo> {
+        let now = std::time::Instant::now();
+        let mut map: HashMap<String, pb::GatewayInfo> = self
+            .gateways
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, (_, at))| now.duration_since(*at) < Duration::from_secs(10))
+                    .map(|(id, (info, at))| {
+                        let mut info = info.clone();
+                        let since = u64::try_from(now.duration_since(*at).as_millis()).unwrap_or(0);
+                        info.age_ms = info.age_ms.saturating_add(since);
+                        (id.clone(), info)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(me) = self.me.get() {
+            let info = me.info();
+            map.insert(info.id.clone(), info);
+        }
+        let mut out: Vec<_> = map.into_values().collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn heard_gateways(&self, reported: &[pb::GatewayInfo]) {
+        let now = std::time::Instant::now();
+        let Ok(mut map) = self.gateways.lock() else {
+            return;
+        };
+        for g in reported {
+            let at = now - Duration::from_millis(g.age_ms.min(60_000));
+            let fresher = map.get(&g.id).is_none_or(|(_, old)| at >= *old);
+            if fresher {
+                map.insert(
+                    g.id.clone(),
+                    (
+                        pb::GatewayInfo {
+                            age_ms: 0,
+                            ..g.clone()
+                        },
+                        at,
+                    ),
+                );
+            }
+        }
+        map.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(30));
+    }
+
+    fn me(&self) -> Option<pb::GatewayInfo> {
+        self.me.get().map(|m| m.info())
+    }
+
     /// Starts the background tasks: one follower per node, the health
     /// checker and the snapshot rebuilder. They stop when `stop` turns true.
-    pub fn start(self: &Arc<Self>, stop: watch::Receiver<bool>) {
+    /// `me` is this gateway, reported to the nodes with each health check.
+    pub fn start(self: &Arc<Self>, stop: watch::Receiver<bool>, me: Arc<crate::ha::Ha>) {
+        let _ = self.me.set(me);
         for node in &self.nodes {
             tokio::spawn(self.clone().follow(node.clone(), stop.clone()));
         }
@@ -181,11 +266,14 @@ impl Cluster {
     async fn health_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             for node in &self.nodes {
-                if let Err(e) = node.check_health().await {
-                    if node.info().up {
-                        tracing::warn!(node = %node.grpc_url, error = %e, "node down");
+                match node.check_health(self.me()).await {
+                    Ok(reply) => self.heard_gateways(&reply.gateways),
+                    Err(e) => {
+                        if node.info().up {
+                            tracing::warn!(node = %node.grpc_url, error = %e, "node down");
+                        }
+                        node.update(|i| i.up = false);
                     }
-                    node.update(|i| i.up = false);
                 }
             }
             tokio::select! {
@@ -237,7 +325,7 @@ impl Cluster {
     }
 
     async fn follow_once(&self, node: &Node) -> Result<()> {
-        let health = node.check_health().await?;
+        let health = node.check_health(self.me()).await?;
         let id: NodeId = health.node_id.parse()?;
         let after = self
             .applied

@@ -45,6 +45,105 @@ pub struct Config {
     /// Directory of a built web app to serve at `/` (optional).
     #[serde(default)]
     pub webapp_dir: Option<PathBuf>,
+    /// This gateway's UUID (random at each start if unset).
+    #[serde(default)]
+    pub id: Option<uuid::Uuid>,
+    /// A floating address shared with other gateway replicas by VRRP
+    /// (optional; needs CAP_NET_ADMIN and CAP_NET_RAW).
+    #[serde(default)]
+    pub vrrp: Option<VrrpConfig>,
+}
+
+/// The `[vrrp]` section: keepalived's `vrrp_instance` in Rondo's words.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpConfig {
+    /// Interface that carries the adverts and the floating address.
+    pub interface: String,
+    /// The floating address with its prefix, e.g. `10.0.0.100/24`.
+    pub vip: String,
+    /// Virtual router id, 1-255; the same on every replica.
+    #[serde(default = "default_vrid")]
+    pub vrid: u8,
+    /// 1-254 (the highest healthy replica holds the address), or 255 for
+    /// the owner.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Advertisement interval in milliseconds (10 ms steps).
+    #[serde(default = "default_advert_ms")]
+    pub advert_ms: u32,
+    /// Do not take the address from a lower-priority master.
+    #[serde(default)]
+    pub nopreempt: bool,
+    /// Unicast peers instead of multicast (networks without multicast).
+    #[serde(default)]
+    pub unicast_peers: Vec<std::net::Ipv4Addr>,
+    /// How often the gateway checks that it reaches a quorum of storage
+    /// nodes, in milliseconds.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_ms: u64,
+    /// A check not answered by then has failed, in milliseconds.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout_ms: u64,
+    /// Consecutive failures before the gateway counts as unhealthy.
+    #[serde(default = "default_fall")]
+    pub health_fall: u32,
+    /// Consecutive successes before it counts as healthy again.
+    #[serde(default = "default_rise")]
+    pub health_rise: u32,
+    /// Unset: an unhealthy gateway resigns at once (fault mode). A negative
+    /// number: it keeps advertising with its priority lowered by that much.
+    #[serde(default)]
+    pub health_weight: Option<i16>,
+}
+
+fn default_vrid() -> u8 {
+    51
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+fn default_advert_ms() -> u32 {
+    1000
+}
+
+fn default_health_interval() -> u64 {
+    500
+}
+
+fn default_health_timeout() -> u64 {
+    400
+}
+
+fn default_fall() -> u32 {
+    2
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+impl VrrpConfig {
+    /// A configuration with defaults for everything but the interface and
+    /// the address (for the command-line flags).
+    pub fn new(interface: String, vip: String) -> VrrpConfig {
+        VrrpConfig {
+            interface,
+            vip,
+            vrid: default_vrid(),
+            priority: default_priority(),
+            advert_ms: default_advert_ms(),
+            nopreempt: false,
+            unicast_peers: Vec::new(),
+            health_interval_ms: default_health_interval(),
+            health_timeout_ms: default_health_timeout(),
+            health_fall: default_fall(),
+            health_rise: default_rise(),
+            health_weight: None,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {

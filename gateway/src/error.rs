@@ -43,6 +43,9 @@ pub enum Error {
     /// A blocking task failed.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The VRRP router could not start or stopped.
+    #[error("floating address: {0}")]
+    Vrrp(#[from] vrrp::Error),
 }
 
 impl Error {
@@ -61,7 +64,7 @@ impl Error {
                 tonic::Code::Unavailable => "UNAVAILABLE",
                 _ => "INTERNAL_SERVER_ERROR",
             },
-            Error::Io { .. } | Error::Join(_) => "INTERNAL_SERVER_ERROR",
+            Error::Io { .. } | Error::Join(_) | Error::Vrrp(_) => "INTERNAL_SERVER_ERROR",
         }
     }
 

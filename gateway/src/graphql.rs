@@ -301,6 +301,39 @@ pub struct Ring {
     pub rotations_per_second: f64,
 }
 
+/// A gateway replica's role in sharing the floating address (VRRP).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum VrrpState {
+    /// Holds the floating address.
+    Master,
+    /// Ready to take over.
+    Backup,
+    /// Unhealthy (cannot reach a quorum of storage nodes): out of the
+    /// running until it recovers.
+    Fault,
+    /// Starting or stopping.
+    Initialize,
+    /// Runs without VRRP.
+    Disabled,
+}
+
+/// A gateway replica, as the storage nodes last heard from it.
+#[derive(SimpleObject)]
+pub struct Gateway {
+    pub id: ID,
+    /// Its own address (on the VRRP interface, or where it listens).
+    pub address: String,
+    pub vrrp_state: VrrpState,
+    /// Its VRRP priority now (health tracking may lower it); 0 without VRRP.
+    pub priority: i32,
+    /// Whether it holds the floating address.
+    pub is_master: bool,
+    /// The floating address it serves, `ADDR/PREFIX`.
+    pub vip: Option<String>,
+    /// Milliseconds since a storage node last heard from it.
+    pub last_seen_ms: i64,
+}
+
 /// The storage cluster.
 #[derive(SimpleObject)]
 #[graphql(name = "Cluster")]
@@ -308,6 +341,9 @@ pub struct ClusterInfo {
     pub nodes: Vec<ClusterNode>,
     /// Null while no ring is operational.
     pub ring: Option<Ring>,
+    /// The gateway replicas heard from in the last 10 seconds (this one
+    /// included), and which holds the floating address.
+    pub gateways: Vec<Gateway>,
 }
 
 /// Queries; all public.
@@ -481,9 +517,30 @@ impl QueryRoot {
                 }
             })
             .collect();
+        let gateways = state(ctx)
+            .cluster
+            .gateways()
+            .into_iter()
+            .map(|g| Gateway {
+                id: ID(g.id),
+                address: g.address,
+                vrrp_state: match g.vrrp_state.as_str() {
+                    "master" => VrrpState::Master,
+                    "backup" => VrrpState::Backup,
+                    "fault" => VrrpState::Fault,
+                    "initialize" => VrrpState::Initialize,
+                    _ => VrrpState::Disabled,
+                },
+                priority: i32::try_from(g.priority).unwrap_or(0),
+                is_master: g.is_master,
+                vip: (!g.vip.is_empty()).then_some(g.vip),
+                last_seen_ms: i64::try_from(g.age_ms).unwrap_or(i64::MAX),
+            })
+            .collect();
         ClusterInfo {
             nodes,
             ring: primary_ring(&infos),
+            gateways,
         }
     }
 }

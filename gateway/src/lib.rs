@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod graphql;
+pub mod ha;
 pub mod http;
 pub mod index;
 pub mod ingest;
@@ -43,6 +44,8 @@ pub struct Metrics {
 pub struct AppState {
     pub config: Config,
     pub cluster: Arc<cluster::Cluster>,
+    /// This gateway's identity and floating-address status.
+    pub ha: Arc<ha::Ha>,
     pub signer: UrlSigner,
     pub admin_token_hash: blake3::Hash,
     pub names: tokio::sync::Mutex<ingest::Names>,
@@ -113,6 +116,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         metrics.nodes_up.clone(),
     );
     Ok(Arc::new(AppState {
+        ha: Arc::new(ha::Ha::new(&config)),
         config,
         cluster,
         signer: UrlSigner::new(secret),
@@ -134,11 +138,41 @@ pub async fn run(
         &std::fs::read(&state.config.tls_key).map_err(Error::io("read tls key"))?,
     )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    state.cluster.start(stop_rx);
+    state.cluster.start(stop_rx, state.ha.clone());
+    let router = match &state.config.vrrp {
+        Some(cfg) => Some(state.ha.start(cfg, state.cluster.clone()).await?),
+        None => None,
+    };
     let handle = axum_server::Handle::new();
     let h = handle.clone();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
     tokio::spawn(async move {
-        shutdown.await;
+        let mut router = router;
+        let failure = match router.as_mut() {
+            Some(r) => tokio::select! {
+                () = shutdown => None,
+                e = r.failed() => Some(e),
+            },
+            None => {
+                shutdown.await;
+                None
+            }
+        };
+        match failure {
+            Some(e) => {
+                tracing::error!(error = %e, "vrrp router failed: stopping");
+                let _ = failed_tx.send(Error::Vrrp(e));
+            }
+            // Resign first (priority 0), so that a backup takes the
+            // floating address while this replica drains.
+            None => {
+                if let Some(r) = router
+                    && let Err(e) = r.stop().await
+                {
+                    tracing::warn!(error = %e, "vrrp shutdown");
+                }
+            }
+        }
         let _ = stop_tx.send(true);
         h.graceful_shutdown(Some(Duration::from_secs(5)));
     });
@@ -154,5 +188,9 @@ pub async fn run(
     .handle(handle)
     .serve(http::router(state).into_make_service())
     .await
-    .map_err(Error::io("https server"))
+    .map_err(Error::io("https server"))?;
+    match failed_rx.await {
+        Ok(e) => Err(e),
+        Err(_) => Ok(()),
+    }
 }

@@ -225,8 +225,11 @@ impl StorageNode for Service {
 
     async fn health(
         &self,
-        _request: Request<pb::HealthRequest>,
+        request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
+        if let Some(gw) = request.into_inner().gateway {
+            self.state.gateways.heard(gw);
+        }
         let state = self.state.clone();
         let stats = tokio::task::spawn_blocking(move || state.store.stats())
             .await
@@ -239,6 +242,7 @@ impl StorageNode for Service {
             bytes_stored: stats.bytes_stored,
             last_seq: stats.last_seq,
             ring: self.state.ring.get().map(|r| r.status()),
+            gateways: self.state.gateways.recent(),
         }))
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gateways;
 pub mod grpc;
 pub mod metrics;
 pub mod ring;
@@ -40,6 +41,8 @@ pub struct NodeState {
     pub outbox: tokio::sync::Notify,
     /// The control plane, once `run` has started it.
     pub ring: std::sync::OnceLock<ring::RingHandle>,
+    /// Gateways that checked in lately (soft state, never persisted).
+    pub gateways: gateways::Gateways,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -113,6 +116,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
         registry,
         outbox: tokio::sync::Notify::new(),
         ring: std::sync::OnceLock::new(),
+        gateways: gateways::Gateways::default(),
     });
     state.refresh_gauges();
     Ok(state)

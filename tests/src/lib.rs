@@ -262,7 +262,24 @@ pub struct Builder {
     stream_url_ttl_secs: Option<u64>,
     token_timeout_ms: u64,
     netns: bool,
+    /// Gateway replicas sharing a floating address, and their advert
+    /// interval in milliseconds.
+    vrrp: Option<(usize, u32)>,
 }
+
+/// A gateway replica in its own namespace (VRRP clusters).
+#[derive(Debug)]
+pub struct Replica {
+    pub proc: Proc,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    /// Its host index in [`Cluster::net`].
+    pub host: usize,
+}
+
+/// The port every gateway replica listens on (the floating address's
+/// port).
+pub const REPLICA_PORT: u16 = 8443;
 
 /// A running cluster of real processes.
 #[derive(Debug)]
@@ -278,6 +295,11 @@ pub struct Cluster {
     pub admin: Client,
     /// Client without a token.
     pub anon: Client,
+    /// Gateway replicas sharing [`Cluster::vip`] (built with
+    /// [`Builder::vrrp_gateways`]); `gateway` is then a stand-in.
+    pub replicas: Vec<Replica>,
+    /// The floating address of the replicas.
+    pub vip: Option<std::net::Ipv4Addr>,
     /// The namespaces, when built with [`Builder::netns`]; dropped last,
     /// after every process.
     pub net: Option<netns::Net>,
@@ -327,6 +349,16 @@ impl Builder {
         self
     }
 
+    /// Runs `replicas` gateways in namespaces of their own, sharing a
+    /// floating address by VRRP (priorities 150, 140, …) with adverts every
+    /// `advert_ms`; implies [`Builder::netns`]. The clients then go through
+    /// the floating address.
+    pub fn vrrp_gateways(mut self, replicas: usize, advert_ms: u32) -> Self {
+        self.netns = true;
+        self.vrrp = Some((replicas, advert_ms));
+        self
+    }
+
     pub fn stream_url_ttl_secs(mut self, n: u64) -> Self {
         self.stream_url_ttl_secs = Some(n);
         self
@@ -348,7 +380,9 @@ impl Builder {
             if !netns::Net::available() {
                 anyhow::bail!("network namespace tests need root");
             }
-            Some(netns::Net::new(self.nodes)?)
+            Some(netns::Net::new(
+                self.nodes + self.vrrp.map_or(0, |(r, _)| r),
+            )?)
         } else {
             None
         };
@@ -445,17 +479,88 @@ impl Builder {
                 toml::Value::Integer(i64::try_from(n)?),
             );
         }
-        rondo_cli::devenv::write_config(&gw_config, &t)?;
-        let gateway = Proc::spawn(
-            &bin("rondo-gateway"),
-            &gw_config,
-            &dir.path().join("gateway.log"),
-        )?;
-        let gateway_addr = addr(&read_addresses(&gw_addr_file).await?, "listen")?;
+        let mut replicas = Vec::new();
+        let mut vip = None;
+        let (gateway, gateway_addr, base, http) = match (self.vrrp, net.as_ref()) {
+            (Some((n, advert_ms)), Some(net)) => {
+                let [a, b, c, _] = net.addrs[0].octets();
+                let floating = std::net::Ipv4Addr::new(a, b, c, 100);
+                vip = Some(floating);
+                for k in 0..n {
+                    let host = self.nodes + k;
+                    let mut t = t.clone();
+                    t.insert("listen".into(), format!("0.0.0.0:{REPLICA_PORT}").into());
+                    let file = dir.path().join(format!("gateway-{k}-address.json"));
+                    t.insert("address_file".into(), file.display().to_string().into());
+                    let mut v = toml::Table::new();
+                    v.insert("interface".into(), net.iface(host).into());
+                    v.insert("vip".into(), format!("{floating}/24").into());
+                    v.insert(
+                        "priority".into(),
+                        toml::Value::Integer(150 - 10 * i64::try_from(k)?),
+                    );
+                    v.insert(
+                        "advert_ms".into(),
+                        toml::Value::Integer(i64::from(advert_ms)),
+                    );
+                    v.insert("health_interval_ms".into(), toml::Value::Integer(100));
+                    v.insert("health_timeout_ms".into(), toml::Value::Integer(80));
+                    t.insert("vrrp".into(), toml::Value::Table(v));
+                    let config = dir.path().join(format!("gateway-{k}.toml"));
+                    rondo_cli::devenv::write_config(&config, &t)?;
+                    let log = dir.path().join(format!("gateway-{k}.log"));
+                    let proc = Proc::spawn_in(
+                        Some(&net.namespaces[host]),
+                        &bin("rondo-gateway"),
+                        &config,
+                        &log,
+                    )?;
+                    read_addresses(&file).await?;
+                    replicas.push(Replica {
+                        proc,
+                        config,
+                        log,
+                        host,
+                    });
+                }
+                let at = SocketAddr::from((floating, REPLICA_PORT));
+                let ca_pem = std::fs::read(&pki.ca_cert)?;
+                let http = reqwest::Client::builder()
+                    .tls_backend_preconfigured(rondo_cli::client::tls_config(&ca_pem)?)
+                    .resolve("localhost", at)
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(10))
+                    .build()?;
+                (
+                    Proc(None),
+                    at,
+                    format!("https://localhost:{REPLICA_PORT}"),
+                    Some(http),
+                )
+            }
+            _ => {
+                rondo_cli::devenv::write_config(&gw_config, &t)?;
+                let gateway = Proc::spawn(
+                    &bin("rondo-gateway"),
+                    &gw_config,
+                    &dir.path().join("gateway.log"),
+                )?;
+                let gateway_addr = addr(&read_addresses(&gw_addr_file).await?, "listen")?;
+                let base = format!("https://127.0.0.1:{}", gateway_addr.port());
+                (gateway, gateway_addr, base, None)
+            }
+        };
         let ca_pem = std::fs::read(&pki.ca_cert)?;
-        let base = format!("https://127.0.0.1:{}", gateway_addr.port());
-        let admin = Client::new(&base, &ca_pem, Some(token.clone()))?;
-        let anon = Client::new(&base, &ca_pem, None)?;
+        let (admin, anon) = match http {
+            Some(http) => (
+                Client::with_http(http.clone(), &base, Some(token.clone())),
+                Client::with_http(http, &base, None),
+            ),
+            None => (
+                Client::new(&base, &ca_pem, Some(token.clone()))?,
+                Client::new(&base, &ca_pem, None)?,
+            ),
+        };
         let cluster = Cluster {
             dir,
             nodes,
@@ -466,6 +571,8 @@ impl Builder {
             secret,
             admin,
             anon,
+            replicas,
+            vip,
             net,
         };
         cluster.wait_all_up().await?;
@@ -482,7 +589,63 @@ impl Cluster {
             stream_url_ttl_secs: None,
             token_timeout_ms: 600,
             netns: false,
+            vrrp: None,
         }
+    }
+
+    /// Whether gateway replica `k` has the floating address configured.
+    pub fn replica_holds_vip(&self, k: usize) -> bool {
+        let (Some(net), Some(vip)) = (&self.net, self.vip) else {
+            return false;
+        };
+        let host = self.replicas[k].host;
+        Command::new("ip")
+            .args([
+                "-n",
+                &net.namespaces[host],
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                &net.iface(host),
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {vip}/")))
+    }
+
+    /// Removes the floating address left on replica `k`'s interface (by a
+    /// kill -9: a dead host would lose it with its power).
+    pub fn clear_replica_vip(&self, k: usize) {
+        if let (Some(net), Some(vip)) = (&self.net, self.vip) {
+            let host = self.replicas[k].host;
+            let _ = Command::new("ip")
+                .args([
+                    "-n",
+                    &net.namespaces[host],
+                    "addr",
+                    "del",
+                    &format!("{vip}/24"),
+                    "dev",
+                    &net.iface(host),
+                ])
+                .output();
+        }
+    }
+
+    /// Starts replica `k` again after it was killed.
+    pub fn restart_replica(&mut self, k: usize) -> anyhow::Result<()> {
+        let (Some(net), r) = (&self.net, &mut self.replicas[k]) else {
+            bail!("not a VRRP cluster");
+        };
+        r.proc.kill();
+        r.proc = Proc::spawn_in(
+            Some(&net.namespaces[r.host]),
+            &bin("rondo-gateway"),
+            &r.config,
+            &r.log,
+        )?;
+        Ok(())
     }
 
     /// The control plane as node `i` reports it (gRPC `Health`).
@@ -492,7 +655,7 @@ impl Cluster {
             rondo_proto::storage::v1::storage_node_client::StorageNodeClient::connect(url).await?;
         let health = tokio::time::timeout(
             Duration::from_secs(2),
-            client.health(rondo_proto::storage::v1::HealthRequest {}),
+            client.health(rondo_proto::storage::v1::HealthRequest::default()),
         )
         .await??
         .into_inner();

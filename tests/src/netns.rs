@@ -138,6 +138,11 @@ impl Net {
         Ok(net)
     }
 
+    /// The root namespace's interface on the bridge.
+    pub fn root_iface(&self) -> &str {
+        &self.root_if
+    }
+
     /// The node's interface inside its namespace.
     pub fn iface(&self, node: usize) -> String {
         format!("{}n{node}", self.tag)

@@ -567,6 +567,31 @@ impl Lab {
     }
 }
 
+/// The MAC address of `iface` in namespace `ns`.
+pub fn mac_of(ns: &str, iface: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", iface])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Starts the observer on `iface` of the current (root) namespace.
+pub fn watch_iface(iface: &str, log: &Path) -> anyhow::Result<Watch> {
+    let mut cmd = Command::new(bin("vrrp-watch"));
+    cmd.arg(iface);
+    let (proc, mut lines) = spawn_lines(cmd, log)?;
+    lines.wait("observer ready", Duration::from_secs(10), |v| {
+        v["kind"] == "ready"
+    })?;
+    Ok(Watch { _proc: proc, lines })
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip").args(args).output()?;
     if !out.status.success() {

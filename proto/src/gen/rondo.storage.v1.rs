@@ -158,9 +158,37 @@ pub mod catalog_update {
         DeleteSongId(::prost::alloc::string::String),
     }
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct HealthRequest {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HealthRequest {
+    /// A gateway checking on the node says who it is; the node remembers the
+    /// gateways that checked in lately and reports them (soft state), so every
+    /// gateway and `rondo status` see who holds the floating address.
+    #[prost(message, optional, tag = "1")]
+    pub gateway: ::core::option::Option<GatewayInfo>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GatewayInfo {
+    /// The gateway's UUID.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Its own address (on the VRRP interface, or where it listens).
+    #[prost(string, tag = "2")]
+    pub address: ::prost::alloc::string::String,
+    /// "master", "backup", "fault", "initialize", or "disabled" without VRRP.
+    #[prost(string, tag = "3")]
+    pub vrrp_state: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub priority: u32,
+    #[prost(bool, tag = "5")]
+    pub is_master: bool,
+    /// The floating address it serves, e.g. "10.0.0.100/24" (empty without VRRP).
+    #[prost(string, tag = "6")]
+    pub vip: ::prost::alloc::string::String,
+    /// Milliseconds since the node last heard from it (set by the node).
+    #[prost(uint64, tag = "7")]
+    pub age_ms: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HealthResponse {
     #[prost(string, tag = "1")]
     pub node_id: ::prost::alloc::string::String,
@@ -178,6 +206,9 @@ pub struct HealthResponse {
     /// The control plane, as this node sees it.
     #[prost(message, optional, tag = "7")]
     pub ring: ::core::option::Option<RingStatus>,
+    /// Gateways heard from within the last 10 seconds.
+    #[prost(message, repeated, tag = "8")]
+    pub gateways: ::prost::alloc::vec::Vec<GatewayInfo>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RingStatus {

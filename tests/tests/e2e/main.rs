@@ -7,6 +7,7 @@ mod cli;
 mod dev;
 mod errors;
 mod faults;
+mod gateway_ha;
 mod graphql_http;
 mod ring;
 mod streaming;
