@@ -66,6 +66,12 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 /// Makes (once) a dev CA and a server certificate for `localhost`,
 /// `127.0.0.1` and `::1` signed by it, in `dir/tls/`.
 pub fn ensure_pki(dir: &Path) -> Result<Pki> {
+    ensure_pki_with(dir, &[])
+}
+
+/// Like [`ensure_pki`], with more names (or addresses, such as a floating
+/// address) in the server certificate.
+pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).map_err(Error::io(format!("create {}", tls.display())))?;
     let pki = Pki {
@@ -90,12 +96,13 @@ pub fn ensure_pki(dir: &Path) -> Result<Pki> {
     let issuer = rcgen::Issuer::new(ca, ca_key);
 
     let key = rcgen::KeyPair::generate().map_err(err)?;
-    let mut params = rcgen::CertificateParams::new(vec![
+    let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
-    ])
-    .map_err(err)?;
+    ];
+    names.extend_from_slice(extra_names);
+    let mut params = rcgen::CertificateParams::new(names).map_err(err)?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "rondo dev server");

@@ -265,6 +265,8 @@ pub struct Builder {
     /// Gateway replicas sharing a floating address, and their advert
     /// interval in milliseconds.
     vrrp: Option<(usize, u32)>,
+    /// The floating address is keepalived's, not the gateways' own.
+    keepalived: bool,
 }
 
 /// A gateway replica in its own namespace (VRRP clusters).
@@ -275,6 +277,11 @@ pub struct Replica {
     pub log: PathBuf,
     /// Its host index in [`Cluster::net`].
     pub host: usize,
+    /// The keepalived managing the floating address on this host instead
+    /// of the gateway ([`Builder::keepalived_gateways`]).
+    pub keepalived: Option<vrrp_lab::Keepalived>,
+    priority: u8,
+    advert_ms: u32,
 }
 
 /// The port every gateway replica listens on (the floating address's
@@ -359,6 +366,15 @@ impl Builder {
         self
     }
 
+    /// Like [`Builder::vrrp_gateways`], but the replicas run without VRRP
+    /// and a keepalived on each host manages the floating address (the
+    /// reference the failover benchmark compares with).
+    pub fn keepalived_gateways(mut self, replicas: usize, advert_ms: u32) -> Self {
+        self = self.vrrp_gateways(replicas, advert_ms);
+        self.keepalived = true;
+        self
+    }
+
     pub fn stream_url_ttl_secs(mut self, n: u64) -> Self {
         self.stream_url_ttl_secs = Some(n);
         self
@@ -372,7 +388,6 @@ impl Builder {
             .prefix("rondo-test-")
             .disable_cleanup(true)
             .tempdir()?;
-        let pki = rondo_cli::devenv::ensure_pki(dir.path())?;
         let token = rondo_cli::devenv::ensure_secret(&dir.path().join("admin-token"))?;
         rondo_cli::devenv::ensure_secret(&dir.path().join("cluster-secret"))?;
         let secret = std::fs::read(dir.path().join("cluster-secret"))?;
@@ -386,6 +401,13 @@ impl Builder {
         } else {
             None
         };
+        // A VRRP cluster's floating address is .100 of the namespaces' net.
+        let floating = net.as_ref().filter(|_| self.vrrp.is_some()).map(|n| {
+            let [a, b, c, _] = n.addrs[0].octets();
+            std::net::Ipv4Addr::new(a, b, c, 100)
+        });
+        let extra: Vec<String> = floating.iter().map(ToString::to_string).collect();
+        let pki = rondo_cli::devenv::ensure_pki_with(dir.path(), &extra)?;
         let mut nodes = Vec::new();
         for i in 0..self.nodes {
             let bind = net.as_ref().map_or_else(
@@ -492,20 +514,20 @@ impl Builder {
                     t.insert("listen".into(), format!("0.0.0.0:{REPLICA_PORT}").into());
                     let file = dir.path().join(format!("gateway-{k}-address.json"));
                     t.insert("address_file".into(), file.display().to_string().into());
+                    let priority = 150 - 10 * u8::try_from(k)?;
                     let mut v = toml::Table::new();
                     v.insert("interface".into(), net.iface(host).into());
                     v.insert("vip".into(), format!("{floating}/24").into());
-                    v.insert(
-                        "priority".into(),
-                        toml::Value::Integer(150 - 10 * i64::try_from(k)?),
-                    );
+                    v.insert("priority".into(), toml::Value::Integer(i64::from(priority)));
                     v.insert(
                         "advert_ms".into(),
                         toml::Value::Integer(i64::from(advert_ms)),
                     );
                     v.insert("health_interval_ms".into(), toml::Value::Integer(100));
                     v.insert("health_timeout_ms".into(), toml::Value::Integer(80));
-                    t.insert("vrrp".into(), toml::Value::Table(v));
+                    if !self.keepalived {
+                        t.insert("vrrp".into(), toml::Value::Table(v));
+                    }
                     let config = dir.path().join(format!("gateway-{k}.toml"));
                     rondo_cli::devenv::write_config(&config, &t)?;
                     let log = dir.path().join(format!("gateway-{k}.log"));
@@ -516,25 +538,43 @@ impl Builder {
                         &log,
                     )?;
                     read_addresses(&file).await?;
+                    let keepalived = if self.keepalived {
+                        Some(vrrp_lab::start_keepalived(
+                            &net.namespaces[host],
+                            &net.iface(host),
+                            net.addrs[host],
+                            dir.path(),
+                            &vrrp_lab::KeepalivedConfig {
+                                priority,
+                                advert_ms,
+                                vip: floating,
+                                extra: "",
+                            },
+                        )?)
+                    } else {
+                        None
+                    };
                     replicas.push(Replica {
                         proc,
                         config,
                         log,
                         host,
+                        keepalived,
+                        priority,
+                        advert_ms,
                     });
                 }
                 let at = SocketAddr::from((floating, REPLICA_PORT));
                 let ca_pem = std::fs::read(&pki.ca_cert)?;
                 let http = reqwest::Client::builder()
                     .tls_backend_preconfigured(rondo_cli::client::tls_config(&ca_pem)?)
-                    .resolve("localhost", at)
                     .connect_timeout(Duration::from_secs(1))
                     .timeout(Duration::from_secs(10))
                     .build()?;
                 (
                     Proc(None),
                     at,
-                    format!("https://localhost:{REPLICA_PORT}"),
+                    format!("https://{floating}:{REPLICA_PORT}"),
                     Some(http),
                 )
             }
@@ -590,6 +630,7 @@ impl Cluster {
             token_timeout_ms: 600,
             netns: false,
             vrrp: None,
+            keepalived: false,
         }
     }
 
@@ -633,9 +674,20 @@ impl Cluster {
         }
     }
 
-    /// Starts replica `k` again after it was killed.
+    /// Host death of replica `k`: kill -9 of the gateway (and of its
+    /// keepalived, if any).
+    pub fn crash_replica(&mut self, k: usize) {
+        let r = &mut self.replicas[k];
+        if let Some(ka) = r.keepalived.as_mut() {
+            ka.crash();
+        }
+        r.proc.kill();
+    }
+
+    /// Starts replica `k` again after it was killed (with its keepalived,
+    /// if any).
     pub fn restart_replica(&mut self, k: usize) -> anyhow::Result<()> {
-        let (Some(net), r) = (&self.net, &mut self.replicas[k]) else {
+        let (Some(net), Some(vip), r) = (&self.net, self.vip, &mut self.replicas[k]) else {
             bail!("not a VRRP cluster");
         };
         r.proc.kill();
@@ -645,6 +697,20 @@ impl Cluster {
             &r.config,
             &r.log,
         )?;
+        if r.keepalived.is_some() {
+            r.keepalived = Some(vrrp_lab::start_keepalived(
+                &net.namespaces[r.host],
+                &net.iface(r.host),
+                net.addrs[r.host],
+                self.dir.path(),
+                &vrrp_lab::KeepalivedConfig {
+                    priority: r.priority,
+                    advert_ms: r.advert_ms,
+                    vip,
+                    extra: "",
+                },
+            )?);
+        }
         Ok(())
     }
 

@@ -182,6 +182,7 @@ impl Speaker {
 }
 
 /// A keepalived in a lab host: the parent and its VRRP child.
+#[derive(Debug)]
 pub struct Keepalived {
     parent: Proc,
     child: i32,
@@ -378,67 +379,18 @@ impl Lab {
         advert_ms: u32,
         extra: &str,
     ) -> anyhow::Result<Keepalived> {
-        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let k = self.dir().join(format!("keepalived-{i}-{n}"));
-        let conf = k.with_extension("conf");
-        let version = if extra.contains("version 2") {
-            ""
-        } else {
-            "    version 3\n"
-        };
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n    router_id lab-{i}\n}}\n\
-                 vrrp_instance VI_1 {{\n    state BACKUP\n    interface {iface}\n    \
-                 virtual_router_id 51\n    priority {priority}\n    advert_int {adv}\n{version}\
-                 {extra}\n    virtual_ipaddress {{\n        {vip}/24 dev {iface}\n    }}\n}}\n",
-                iface = self.iface(i),
-                adv = f64::from(advert_ms) / 1000.0,
-                vip = self.vip,
-            ),
-        )?;
-        let log = k.with_extension("log");
-        let pid = k.with_extension("pid");
-        let vrrp_pid = k.with_extension("vrrp.pid");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns(i), "keepalived"])
-            .args(["-n", "-l", "-D", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(&pid)
-            .arg("-r")
-            .arg(&vrrp_pid)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("spawn keepalived (apt-get install keepalived)")?;
-        let mut parent = Proc::from_child(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let child = loop {
-            if let Some(p) = std::fs::read_to_string(&vrrp_pid)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                break p;
-            }
-            if !parent.running() || Instant::now() > deadline {
-                bail!(
-                    "keepalived did not start: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            pause(Duration::from_millis(10));
-        };
-        Ok(Keepalived {
-            parent,
-            child,
-            log,
-            addr: self.addr(i),
-        })
+        start_keepalived(
+            self.ns(i),
+            &self.iface(i),
+            self.addr(i),
+            self.dir(),
+            &KeepalivedConfig {
+                priority,
+                advert_ms,
+                vip: self.vip,
+                extra,
+            },
+        )
     }
 
     /// Starts the observer in host `i`.
@@ -565,6 +517,88 @@ impl Lab {
         c.args(["netns", "exec", self.ns(i)]).arg(program);
         c
     }
+}
+
+/// What a test keepalived is told.
+pub struct KeepalivedConfig<'a> {
+    pub priority: u8,
+    pub advert_ms: u32,
+    pub vip: Ipv4Addr,
+    /// Extra lines for the `vrrp_instance` block.
+    pub extra: &'a str,
+}
+
+/// Starts keepalived in namespace `ns` on `iface` (state BACKUP, VRID 51,
+/// VRRPv3 unless `extra` says `version 2`) and waits for its VRRP child.
+pub fn start_keepalived(
+    ns: &str,
+    iface: &str,
+    addr: Ipv4Addr,
+    dir: &Path,
+    cfg: &KeepalivedConfig<'_>,
+) -> anyhow::Result<Keepalived> {
+    static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let k = dir.join(format!("keepalived-{ns}-{n}"));
+    let conf = k.with_extension("conf");
+    let version = if cfg.extra.contains("version 2") {
+        ""
+    } else {
+        "    version 3\n"
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    router_id {ns}\n}}\n\
+             vrrp_instance VI_1 {{\n    state BACKUP\n    interface {iface}\n    \
+             virtual_router_id 51\n    priority {priority}\n    advert_int {adv}\n{version}\
+             {extra}\n    virtual_ipaddress {{\n        {vip}/24 dev {iface}\n    }}\n}}\n",
+            priority = cfg.priority,
+            extra = cfg.extra,
+            adv = f64::from(cfg.advert_ms) / 1000.0,
+            vip = cfg.vip,
+        ),
+    )?;
+    let log = k.with_extension("log");
+    let pid = k.with_extension("pid");
+    let vrrp_pid = k.with_extension("vrrp.pid");
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, "keepalived"])
+        .args(["-n", "-l", "-D", "-f"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(&pid)
+        .arg("-r")
+        .arg(&vrrp_pid)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("spawn keepalived (apt-get install keepalived)")?;
+    let mut parent = Proc::from_child(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child = loop {
+        if let Some(p) = std::fs::read_to_string(&vrrp_pid)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break p;
+        }
+        if !parent.running() || Instant::now() > deadline {
+            bail!(
+                "keepalived did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        pause(Duration::from_millis(10));
+    };
+    Ok(Keepalived {
+        parent,
+        child,
+        log,
+        addr,
+    })
 }
 
 /// The MAC address of `iface` in namespace `ns`.

@@ -32,7 +32,8 @@ struct Args {
     v2: bool,
     #[arg(long)]
     message_only: bool,
-    /// Healthy while this file exists.
+    /// Healthy while this file exists; while `<file>.hang` exists the check
+    /// never answers (a hung check, which must fail by timeout).
     #[arg(long)]
     health_file: Option<PathBuf>,
     /// `fault` or a negative weight such as `-60`.
@@ -90,7 +91,12 @@ async fn main() -> anyhow::Result<()> {
             };
             let check: vrrp::HealthCheck = Arc::new(move || {
                 let path = path.clone();
-                Box::pin(async move { path.exists() })
+                Box::pin(async move {
+                    if path.with_extension("hang").exists() {
+                        std::future::pending::<()>().await;
+                    }
+                    path.exists()
+                })
             });
             Some((cfg, check))
         }

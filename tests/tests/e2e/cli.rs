@@ -75,6 +75,12 @@ async fn upload_folder_songs_and_status() {
         out.contains(&cluster.nodes[0].id.to_string()) && out.contains("UP"),
         "{out}"
     );
+    // The gateway lists itself, without VRRP here.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("replica") && l.contains("DISABLED")),
+        "{out}"
+    );
 
     // A wrong token fails every upload: non-zero exit, one line per file.
     let (code, out, _) = rondo(&cluster, "wrong", &["upload", dir]);

@@ -716,3 +716,78 @@ fn partition_heal_leaves_one_master_and_fresh_arp() {
         lab.remove_vip(1);
     }
 }
+
+/// Health tracking in weight mode, with a hung check: our master (150,
+/// weight -60) whose check hangs drops to 90 by timeout, keepalived (100)
+/// preempts it, and our adverts keep their rhythm throughout; healthy
+/// again, ours preempts back.
+#[test]
+fn hung_health_check_lowers_priority_without_delaying_adverts() {
+    let Some(lab) = lab_or_skip(3) else { return };
+    let health = lab.dir().join("healthy");
+    std::fs::write(&health, b"").unwrap();
+    let hang = health.with_extension("hang");
+    let mut watch = lab.watch(2).unwrap();
+    let mut ours = lab
+        .ours(
+            0,
+            &[
+                "--priority",
+                "150",
+                "--advert-ms",
+                "100",
+                "--health-file",
+                health.to_str().unwrap(),
+                "--health-mode=-60",
+                "--health-interval-ms",
+                "100",
+            ],
+        )
+        .unwrap();
+    let mut master_since = t(&ours.wait_state("Master", secs(5.0)).unwrap());
+    let ka = lab.keepalived(1, 100, 100, "").unwrap();
+    never_holds_vip(&lab, 1, 1.0);
+    for trial in 0..trials(100) {
+        let hung = vrrp_lab::now();
+        std::fs::write(&hang, b"").unwrap();
+        // Priority 90 within two check intervals (one timeout, one tick).
+        let lowered = watch
+            .lines
+            .wait("an advert with priority 90", secs(2.0), |v| {
+                v["kind"] == "advert"
+                    && v["src"] == lab.addr(0).to_string().as_str()
+                    && v["priority"] == 90
+            })
+            .unwrap();
+        assert!(
+            t(&lowered) - hung < 0.3 + EPS,
+            "trial {trial}: lowered after {:.0} ms",
+            (t(&lowered) - hung) * 1000.0
+        );
+        wait_holds(&lab, 1, 2.0);
+        ours.wait_state("Backup", secs(2.0)).unwrap();
+        // While master, our adverts never waited for the hung check.
+        let ours_adverts: Vec<f64> = watch
+            .adverts_between(master_since + 0.05, t(&lowered))
+            .into_iter()
+            .filter(|(src, _, _)| *src == lab.addr(0).to_string())
+            .map(|(_, _, t)| t)
+            .collect();
+        let max_gap = ours_adverts
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(0.0, f64::max);
+        assert!(
+            max_gap <= 0.1 + EPS,
+            "trial {trial}: adverts {:.0} ms apart",
+            max_gap * 1000.0
+        );
+        std::fs::remove_file(&hang).unwrap();
+        master_since = t(&ours.wait_state("Master", secs(5.0)).unwrap());
+        wait_released(&lab, 1, 1.0);
+        vrrp_lab::pause(secs(0.5));
+    }
+    assert!(ka.complaints().is_empty(), "{:?}", ka.complaints());
+    let c = ours.terminate().unwrap();
+    assert_eq!(c["bad_checksum"], 0);
+}
