@@ -58,6 +58,24 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an account (with the admin token). The password is read from
+    /// standard input (one line), so that it stays out of shell history.
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        /// The account name.
+        name: String,
+        /// Make it an admin (uploads, deletes, accounts).
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// How to reach the gateway. Without flags, the local `rondo dev`
@@ -146,7 +164,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => songs(&conn.client()?, search, limit).await,
         Command::Status { conn } => status(&conn.client()?).await,
         Command::Ring { conn } => ring(&conn.client()?).await,
+        Command::User(UserCommand::Create { conn, name, admin }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            create_user(&conn.client()?, &name, password, admin).await
+        }
     }
+}
+
+async fn create_user(
+    client: &Client,
+    name: &str,
+    password: String,
+    admin: bool,
+) -> anyhow::Result<ExitCode> {
+    let data = client
+        .query(
+            "mutation($name: String!, $password: String!, $role: UserRole!) { \
+               createUser(name: $name, password: $password, role: $role) { id name role } }",
+            json!({
+                "name": name,
+                "password": password,
+                "role": if admin { "ADMIN" } else { "LISTENER" },
+            }),
+        )
+        .await?;
+    let u = &data["createUser"];
+    println!(
+        "created {} {} ({})",
+        u["role"].as_str().unwrap_or("?").to_lowercase(),
+        u["name"].as_str().unwrap_or(name),
+        u["id"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {

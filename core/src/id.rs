@@ -71,6 +71,16 @@ uuid_id!(
     NodeId,
     "node"
 );
+uuid_id!(
+    /// An account.
+    UserId,
+    "user"
+);
+uuid_id!(
+    /// A playlist.
+    PlaylistId,
+    "playlist"
+);
 
 #[cfg(test)]
 mod tests {

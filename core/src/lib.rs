@@ -13,9 +13,10 @@ mod hash;
 mod id;
 pub mod placement;
 pub mod range;
+pub mod session;
 pub mod signing;
 pub mod tls;
 
 pub use error::Error;
 pub use hash::ContentHash;
-pub use id::{AlbumId, ArtistId, NodeId, SongId};
+pub use id::{AlbumId, ArtistId, NodeId, PlaylistId, SongId, UserId};

@@ -45,6 +45,9 @@ pub struct Config {
     /// Directory of a built web app to serve at `/` (optional).
     #[serde(default)]
     pub webapp_dir: Option<PathBuf>,
+    /// How long a session token stays valid, in seconds (default 7 days).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
     /// This gateway's UUID (random at each start if unset).
     #[serde(default)]
     pub id: Option<uuid::Uuid>,
@@ -95,6 +98,10 @@ pub struct VrrpConfig {
     /// number: it keeps advertising with its priority lowered by that much.
     #[serde(default)]
     pub health_weight: Option<i16>,
+}
+
+fn default_session_ttl() -> u64 {
+    7 * 24 * 3600
 }
 
 fn default_vrid() -> u8 {

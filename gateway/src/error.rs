@@ -21,6 +21,12 @@ pub enum Error {
     /// The operation needs credentials that were missing or wrong.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The name is taken.
+    #[error("{0}")]
+    Conflict(String),
     /// No storage node can take the request now.
     #[error("no storage node available: {0}")]
     Unavailable(String),
@@ -57,11 +63,16 @@ impl Error {
             Error::NotFound { .. } => "NOT_FOUND",
             Error::BadUserInput(_) | Error::Domain(_) => "BAD_USER_INPUT",
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::Conflict(_) => "CONFLICT",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Node { status, .. } => match status.code() {
                 tonic::Code::ResourceExhausted => "PAYLOAD_TOO_LARGE",
                 tonic::Code::NotFound => "NOT_FOUND",
                 tonic::Code::Unavailable => "UNAVAILABLE",
+                tonic::Code::AlreadyExists => "CONFLICT",
+                tonic::Code::PermissionDenied => "FORBIDDEN",
+                tonic::Code::InvalidArgument => "BAD_USER_INPUT",
                 _ => "INTERNAL_SERVER_ERROR",
             },
             Error::Io { .. } | Error::Join(_) | Error::Vrrp(_) => "INTERNAL_SERVER_ERROR",

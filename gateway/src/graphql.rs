@@ -1,13 +1,18 @@
 //! The public GraphQL schema.
 //!
 //! Queries read the current index snapshot and never wait for storage nodes.
-//! Mutations need the admin bearer token. Every error carries
-//! `extensions.code` (see [`crate::error::Error::code`]).
+//! Song uploads and deletes need an admin (the admin token, or a session of
+//! an admin account); playlists need a session ([`accounts`]). Every error
+//! carries `extensions.code` (see [`crate::error::Error::code`]).
+
+pub mod accounts;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_graphql::{Context, EmptySubscription, Enum, ID, Object, Schema, SimpleObject, Upload};
+use async_graphql::{
+    Context, EmptySubscription, Enum, ID, MergedObject, Object, Schema, SimpleObject, Upload,
+};
 use rondo_core::{AlbumId, ArtistId, SongId};
 
 use crate::AppState;
@@ -18,50 +23,64 @@ use crate::index::{AlbumRec, ArtistRec, Kind, Snapshot, SongRec};
 pub type RondoSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Default page size of connections.
-const DEFAULT_PAGE: i32 = 20;
+pub const DEFAULT_PAGE: i32 = 20;
 /// Largest page size a client may ask for.
 pub const MAX_PAGE: i32 = 100;
 
 /// The schema without state, for exporting its SDL.
 pub fn schema_sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .finish()
+    .sdl()
 }
 
 /// Builds the schema over the gateway state.
 pub fn schema(state: Arc<AppState>) -> RondoSchema {
     let depth = state.config.max_query_depth;
     let complexity = state.config.max_query_complexity;
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
-        .data(state)
-        .limit_depth(depth)
-        .limit_complexity(complexity)
-        .finish()
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .data(state)
+    .limit_depth(depth)
+    .limit_complexity(complexity)
+    .finish()
 }
 
-/// Whether the request carried the admin token; put in each request's data.
+/// Who the request acts for; put in each request's data.
 #[derive(Clone, Copy, Debug)]
 pub enum Auth {
     /// No `Authorization` header.
     Anonymous,
-    /// A bearer token that is not the admin token.
+    /// A bearer token that is neither the admin token nor a valid session.
     Invalid,
-    /// The admin token.
+    /// The admin token (scripts, the CLI).
     Admin,
+    /// A session of an account.
+    User(rondo_core::session::Session),
 }
 
 fn require_admin(ctx: &Context<'_>) -> Result<(), Error> {
     match ctx.data_opt::<Auth>() {
         Some(Auth::Admin) => Ok(()),
-        Some(Auth::Invalid) => Err(Error::Unauthenticated("invalid admin token")),
+        Some(Auth::User(s)) if s.role == rondo_core::session::Role::Admin => Ok(()),
+        Some(Auth::User(_)) => Err(Error::Forbidden("this operation needs an admin account")),
+        Some(Auth::Invalid) => Err(Error::Unauthenticated(
+            "invalid admin token or expired session",
+        )),
         _ => Err(Error::Unauthenticated(
-            "this operation needs `Authorization: Bearer <admin token>`",
+            "this operation needs an admin: log in, or send `Authorization: Bearer <admin token>`",
         )),
     }
 }
 
-fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
     // The schema is always built with the state (see `schema`).
     match ctx.data::<Arc<AppState>>() {
         Ok(s) => s,
@@ -69,13 +88,13 @@ fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
     }
 }
 
-fn parse_id<T: std::str::FromStr<Err = rondo_core::Error>>(id: &ID) -> Result<T, Error> {
+pub(crate) fn parse_id<T: std::str::FromStr<Err = rondo_core::Error>>(id: &ID) -> Result<T, Error> {
     id.as_str()
         .parse::<T>()
         .map_err(|e| Error::BadUserInput(e.to_string()))
 }
 
-fn page_size(first: Option<i32>) -> Result<usize, Error> {
+pub(crate) fn page_size(first: Option<i32>) -> Result<usize, Error> {
     match first.unwrap_or(DEFAULT_PAGE) {
         n if n < 0 => Err(Error::BadUserInput(format!(
             "first must not be negative, got {n}"
@@ -346,15 +365,21 @@ pub struct ClusterInfo {
     pub gateways: Vec<Gateway>,
 }
 
-/// Queries; all public.
-pub struct QueryRoot;
+/// Queries.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(CatalogQuery, accounts::AccountQuery);
 
-fn snapshot(ctx: &Context<'_>) -> Arc<Snapshot> {
+/// Catalog and cluster queries.
+#[derive(Default)]
+pub struct CatalogQuery;
+
+pub(crate) fn snapshot(ctx: &Context<'_>) -> Arc<Snapshot> {
     state(ctx).cluster.snapshot()
 }
 
-#[Object(name = "Query")]
-impl QueryRoot {
+#[Object]
+impl CatalogQuery {
     /// Songs by title. With `search`, only songs where every word of the
     /// search begins a word of the title, artist or album name ("beat abb"
     /// finds "Come Together" by The Beatles on Abbey Road); case, accents and
@@ -586,11 +611,17 @@ fn primary_ring(infos: &[crate::cluster::NodeInfo]) -> Option<Ring> {
     })
 }
 
-/// Mutations; all need the admin token.
-pub struct MutationRoot;
+/// Mutations.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(CatalogMutation, accounts::AccountMutation);
 
-#[Object(name = "Mutation")]
-impl MutationRoot {
+/// Song mutations (admins).
+#[derive(Default)]
+pub struct CatalogMutation;
+
+#[Object]
+impl CatalogMutation {
     /// Uploads one audio file (GraphQL multipart request). Tags and duration
     /// are read from the file; `title`, `artist` and `album` override them.
     /// Artists and albums are matched by name, case-insensitively.

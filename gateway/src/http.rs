@@ -70,7 +70,11 @@ fn auth(state: &AppState, headers: &HeaderMap) -> Auth {
     match token {
         // blake3::Hash compares in constant time.
         Some(t) if blake3::hash(t.as_bytes()) == state.admin_token_hash => Auth::Admin,
-        _ => Auth::Invalid,
+        Some(t) => match state.sessions.verify(t, crate::graphql::unix_now()) {
+            Ok(session) => Auth::User(session),
+            Err(_) => Auth::Invalid,
+        },
+        None => Auth::Invalid,
     }
 }
 

@@ -90,6 +90,8 @@ pub struct Catalog {
     songs: HashMap<SongId, SongRec>,
     /// Songs deleted (ids are never reused).
     deleted: std::collections::HashSet<SongId>,
+    /// Accounts and playlists.
+    accounts: crate::accounts::Accounts,
 }
 
 impl Catalog {
@@ -118,13 +120,17 @@ impl Catalog {
                 self.songs.remove(&id);
                 self.deleted.insert(id);
             }
+            Change::User(user) => self.accounts.apply_user(user)?,
+            Change::Playlist(playlist) => self.accounts.apply_playlist(playlist)?,
         }
         Ok(())
     }
 
     /// Builds an immutable snapshot.
     pub fn snapshot(&self, applied: HashMap<NodeId, u64>) -> Snapshot {
-        Snapshot::build(self.songs.values().cloned().collect(), applied)
+        let mut snap = Snapshot::build(self.songs.values().cloned().collect(), applied);
+        snap.accounts = Arc::new(self.accounts.clone());
+        snap
     }
 }
 
@@ -341,6 +347,8 @@ pub struct Snapshot {
     album_songs: HashMap<AlbumId, Vec<usize>>,
     /// Highest change sequence applied from each node.
     pub applied: HashMap<NodeId, u64>,
+    /// Accounts and playlists.
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 /// Which listing a page is taken from.
@@ -428,6 +436,7 @@ impl Snapshot {
             artist_albums,
             album_songs,
             applied,
+            accounts: Arc::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! nodes, and a restarted gateway rebuilds its index from their change logs.
 //! It never serves audio bytes itself.
 
+pub mod accounts;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -47,6 +48,11 @@ pub struct AppState {
     /// This gateway's identity and floating-address status.
     pub ha: Arc<ha::Ha>,
     pub signer: UrlSigner,
+    /// Signs and checks session tokens (the cluster secret, shared by every
+    /// gateway).
+    pub sessions: rondo_core::session::SessionSigner,
+    /// A password hash to check against when a login names no account.
+    pub dummy_hash: String,
     pub admin_token_hash: blake3::Hash,
     pub names: tokio::sync::Mutex<ingest::Names>,
     pub metrics: Metrics,
@@ -85,6 +91,9 @@ fn read_secret(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>> {
 }
 
 /// Builds the gateway state (no I/O beyond reading the secret files).
+/// An argon2id hash (default parameters) of a password nobody knows.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$t4DoyMaY0A3U7eRHCkVuoe5J8AzG9Wtc4Fqw4LXvPxE";
+
 pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
     let admin_token = read_secret(&config.admin_token_file, "read admin token")?;
     if admin_token.is_empty() {
@@ -119,7 +128,9 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         ha: Arc::new(ha::Ha::new(&config)),
         config,
         cluster,
-        signer: UrlSigner::new(secret),
+        signer: UrlSigner::new(secret.clone()),
+        sessions: rondo_core::session::SessionSigner::new(secret),
+        dummy_hash: DUMMY_HASH.to_owned(),
         admin_token_hash: blake3::hash(&admin_token),
         names: tokio::sync::Mutex::new(ingest::Names::default()),
         metrics,

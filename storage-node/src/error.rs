@@ -33,6 +33,15 @@ pub enum Error {
     /// A song with this id exists already.
     #[error("song {0} exists already")]
     SongExists(SongId),
+    /// An account with this name exists.
+    #[error("the name {0:?} is taken")]
+    NameTaken(String),
+    /// No such account or playlist.
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// The actor may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// The request is malformed.
     #[error("invalid request: {what}")]
     Invalid { what: &'static str },
@@ -87,8 +96,11 @@ impl From<Error> for tonic::Status {
                 Code::InvalidArgument
             }
             Error::TooLarge { .. } => Code::ResourceExhausted,
-            Error::SongNotFound(_) | Error::BlobNotFound(_) => Code::NotFound,
-            Error::SongExists(_) => Code::AlreadyExists,
+            Error::SongNotFound(_) | Error::BlobNotFound(_) | Error::NotFound { .. } => {
+                Code::NotFound
+            }
+            Error::SongExists(_) | Error::NameTaken(_) => Code::AlreadyExists,
+            Error::Forbidden(_) => Code::PermissionDenied,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Db(_) | Error::Io { .. } | Error::Corrupt { .. } | Error::Join(_) => {
                 Code::Internal

@@ -211,6 +211,31 @@ impl StorageNode for Service {
         Ok(Response::new(pb::DeleteSongResponse { seq }))
     }
 
+    async fn propose(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeReply>, Status> {
+        use pb::catalog_update::Change as U;
+        let update = request.into_inner().update.unwrap_or_default();
+        let update = match update.change {
+            Some(change @ (U::RegisterUser(_) | U::Playlist(_))) => pb::CatalogUpdate {
+                change: Some(change),
+                ..Default::default()
+            },
+            _ => {
+                return Err(Error::Invalid {
+                    what: "only account and playlist updates can be proposed",
+                }
+                .into());
+            }
+        };
+        match self.ring()?.propose(update).await? {
+            Applied::Changed { change_seq } => Ok(Response::new(pb::ProposeReply { change_seq })),
+            Applied::Rejected(e) => Err(e.into()),
+            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
     type WatchCatalogStream = BoxStream<pb::CatalogChange>;
 
     async fn watch_catalog(

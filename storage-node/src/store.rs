@@ -54,6 +54,12 @@ const RING_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ring_log");
 
 /// Blobs this node lacks that catalog songs use: hash → number of songs.
 const WANTED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("wanted");
+/// Accounts (id → `pb::User`).
+const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
+/// Account names, folded to lower case (→ account id).
+const USER_NAMES: TableDefinition<&str, u128> = TableDefinition::new("user_names");
+/// Playlists (id → `pb::Playlist`); deleted ones are removed.
+const PLAYLISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("playlists");
 
 const RING_APPLIED: &str = "applied";
 const RING_DIGEST: &str = "digest";
@@ -74,6 +80,8 @@ pub enum Applied {
     },
     /// The song is gone; its change on this node's stream.
     Deleted { change_seq: u64 },
+    /// An account or playlist changed; its change on this node's stream.
+    Changed { change_seq: u64 },
     /// Refused, the same way on every node (the catalog is unchanged).
     Rejected(Error),
 }
@@ -100,6 +108,219 @@ fn push_change(
     txn.open_table(CHANGES)?
         .insert(seq, change.encode_to_vec().as_slice())?;
     Ok(change)
+}
+
+/// A refused account or playlist update changes nothing; an accepted one
+/// goes on this node's change stream.
+fn finish_account(
+    txn: &redb::WriteTransaction,
+    meta: &mut redb::Table<&str, u64>,
+    outcome: std::result::Result<Change, Error>,
+) -> Result<(Applied, Option<pb::CatalogChange>)> {
+    match outcome {
+        Ok(change) => {
+            let change = push_change(txn, meta, change)?;
+            Ok((
+                Applied::Changed {
+                    change_seq: change.seq,
+                },
+                Some(change),
+            ))
+        }
+        Err(e) => Ok((Applied::Rejected(e), None)),
+    }
+}
+
+/// The longest account or playlist name accepted, in characters.
+pub const MAX_NAME: usize = 100;
+/// The most songs a playlist holds.
+pub const MAX_PLAYLIST: usize = 10_000;
+
+/// Registers an account: the name must be free (case-insensitively); the
+/// first account ever is an admin. Outer error: storage; inner: refusal.
+fn register_user(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    mut user: pb::User,
+) -> Result<std::result::Result<pb::User, Error>> {
+    let Ok(id) = uuid_key(&user.id) else {
+        return Ok(Err(Error::Invalid {
+            what: "bad user id",
+        }));
+    };
+    let name = user.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME || user.password_hash.is_empty() {
+        return Ok(Err(Error::Invalid {
+            what: "account name must be 1-100 characters, with a password",
+        }));
+    }
+    let folded = name.to_lowercase();
+    let mut names = txn.open_table(USER_NAMES)?;
+    if names.get(folded.as_str())?.is_some() {
+        return Ok(Err(Error::NameTaken(name)));
+    }
+    let mut users = txn.open_table(USERS)?;
+    if users.get(id)?.is_some() {
+        return Ok(Err(Error::Invalid {
+            what: "user id exists",
+        }));
+    }
+    user.role = if users.is_empty()? || user.role == "admin" {
+        "admin".into()
+    } else {
+        "listener".into()
+    };
+    user.name = name;
+    user.version = seq;
+    names.insert(folded.as_str(), id)?;
+    users.insert(id, user.encode_to_vec().as_slice())?;
+    Ok(Ok(user))
+}
+
+/// Applies a playlist operation for its actor.
+fn apply_playlist(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    op: pb::PlaylistOp,
+) -> Result<std::result::Result<pb::Playlist, Error>> {
+    use pb::playlist_op::Op;
+    let (Ok(id), Ok(actor)) = (uuid_key(&op.playlist_id), uuid_key(&op.actor_id)) else {
+        return Ok(Err(Error::Invalid {
+            what: "bad playlist or user id",
+        }));
+    };
+    let users = txn.open_table(USERS)?;
+    let Some(actor_rec) = users.get(actor)?.map(|g| g.value().to_vec()) else {
+        return Ok(Err(Error::NotFound {
+            kind: "user",
+            id: op.actor_id,
+        }));
+    };
+    let actor_rec: pb::User = decode("users", &actor_rec)?;
+    let mut playlists = txn.open_table(PLAYLISTS)?;
+    let existing: Option<pb::Playlist> = match playlists.get(id)? {
+        Some(g) => Some(decode("playlists", g.value())?),
+        None => None,
+    };
+    let name_ok = |n: &str| !n.trim().is_empty() && n.trim().chars().count() <= MAX_NAME;
+    let Some(kind) = op.op else {
+        return Ok(Err(Error::Invalid {
+            what: "empty playlist operation",
+        }));
+    };
+    let mut list = match (kind.clone(), existing) {
+        (Op::Create(name), None) => {
+            if !name_ok(&name) {
+                return Ok(Err(Error::Invalid {
+                    what: "playlist name must be 1-100 characters",
+                }));
+            }
+            pb::Playlist {
+                id: op.playlist_id.clone(),
+                owner_id: op.actor_id.clone(),
+                name: name.trim().to_owned(),
+                song_ids: Vec::new(),
+                created_at_ms: op.at_ms,
+                updated_at_ms: op.at_ms,
+                version: seq,
+                deleted: false,
+            }
+        }
+        (Op::Create(_), Some(_)) => {
+            return Ok(Err(Error::Invalid {
+                what: "playlist id exists",
+            }));
+        }
+        (_, None) => {
+            return Ok(Err(Error::NotFound {
+                kind: "playlist",
+                id: op.playlist_id,
+            }));
+        }
+        (_, Some(list)) => {
+            if list.owner_id != op.actor_id && actor_rec.role != "admin" {
+                return Ok(Err(Error::Forbidden(
+                    "only its owner may change a playlist",
+                )));
+            }
+            list
+        }
+    };
+    match kind {
+        Op::Create(_) => {}
+        Op::Rename(name) => {
+            if !name_ok(&name) {
+                return Ok(Err(Error::Invalid {
+                    what: "playlist name must be 1-100 characters",
+                }));
+            }
+            list.name = name.trim().to_owned();
+        }
+        Op::Delete(_) => {
+            playlists.remove(id)?;
+            list.deleted = true;
+            list.song_ids.clear();
+            list.version = seq;
+            list.updated_at_ms = op.at_ms;
+            return Ok(Ok(list));
+        }
+        Op::AddSongs(add) => {
+            let songs = txn.open_table(SONGS)?;
+            for s in &add.song_ids {
+                let Ok(k) = uuid_key(s) else {
+                    return Ok(Err(Error::Invalid {
+                        what: "bad song id",
+                    }));
+                };
+                if songs.get(k)?.is_none() {
+                    return Ok(Err(Error::NotFound {
+                        kind: "song",
+                        id: s.clone(),
+                    }));
+                }
+            }
+            if list.song_ids.len() + add.song_ids.len() > MAX_PLAYLIST {
+                return Ok(Err(Error::Invalid {
+                    what: "a playlist holds at most 10000 songs",
+                }));
+            }
+            let at = add.position.map_or(list.song_ids.len(), |p| {
+                (p as usize).min(list.song_ids.len())
+            });
+            list.song_ids.splice(at..at, add.song_ids);
+        }
+        Op::RemoveSongs(rm) => {
+            let n = list.song_ids.len();
+            if rm.positions.iter().any(|&p| p as usize >= n) {
+                return Ok(Err(Error::Invalid {
+                    what: "position out of range",
+                }));
+            }
+            let drop: std::collections::BTreeSet<usize> =
+                rm.positions.iter().map(|&p| p as usize).collect();
+            let mut i = 0;
+            list.song_ids.retain(|_| {
+                let keep = !drop.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        Op::MoveSong(mv) => {
+            let n = list.song_ids.len();
+            let (from, to) = (mv.from as usize, mv.to as usize);
+            if from >= n || to >= n {
+                return Ok(Err(Error::Invalid {
+                    what: "position out of range",
+                }));
+            }
+            let song = list.song_ids.remove(from);
+            list.song_ids.insert(to, song);
+        }
+    }
+    list.version = seq;
+    list.updated_at_ms = op.at_ms.max(list.created_at_ms);
+    playlists.insert(id, list.encode_to_vec().as_slice())?;
+    Ok(Ok(list))
 }
 
 /// Appends a task to the outbox.
@@ -455,7 +676,7 @@ impl Store {
             ring.insert(RING_APPLIED, seq.to_be_bytes().as_slice())?;
             drop(ring);
             match pb::CatalogUpdate::decode(payload) {
-                Ok(update) => self.apply_catalog(&txn, update)?,
+                Ok(update) => self.apply_catalog(&txn, seq, update)?,
                 Err(e) => {
                     // Every node decodes the same bytes the same way: skip.
                     tracing::error!(seq, error = %e, "undecodable catalog update skipped");
@@ -494,6 +715,7 @@ impl Store {
     fn apply_catalog(
         &self,
         txn: &redb::WriteTransaction,
+        seq: u64,
         update: pb::CatalogUpdate,
     ) -> Result<(Applied, Option<pb::CatalogChange>)> {
         use pb::catalog_update::Change as U;
@@ -634,12 +856,41 @@ impl Store {
                     }
                 }
                 let change = push_change(txn, &mut meta, Change::DeleteSongId(id.to_string()))?;
+                // The song leaves every playlist too (a scan: playlists are
+                // few next to songs, deletes rare).
+                let id_text = id.to_string();
+                let mut playlists = txn.open_table(PLAYLISTS)?;
+                let mut touched = Vec::new();
+                for row in playlists.iter()? {
+                    let (k, v) = row?;
+                    let mut list: pb::Playlist = decode("playlists", v.value())?;
+                    if list.song_ids.contains(&id_text) {
+                        list.song_ids.retain(|s| *s != id_text);
+                        list.version = seq;
+                        touched.push((k.value(), list));
+                    }
+                }
+                // Followers read the log on a gap: announcing the last of
+                // these changes makes them read all of them.
+                let mut announce = change.clone();
+                for (k, list) in touched {
+                    playlists.insert(k, list.encode_to_vec().as_slice())?;
+                    announce = push_change(txn, &mut meta, Change::Playlist(list))?;
+                }
                 Ok((
                     Applied::Deleted {
                         change_seq: change.seq,
                     },
-                    Some(change),
+                    Some(announce),
                 ))
+            }
+            Some(U::RegisterUser(user)) => {
+                let outcome = register_user(txn, seq, user)?;
+                finish_account(txn, &mut meta, outcome.map(Change::User))
+            }
+            Some(U::Playlist(op)) => {
+                let outcome = apply_playlist(txn, seq, op)?;
+                finish_account(txn, &mut meta, outcome.map(Change::Playlist))
             }
             None => Ok((
                 Applied::Rejected(Error::Invalid {
@@ -1076,5 +1327,163 @@ mod tests {
         let _store = Store::open(dir.path()).unwrap();
         assert!(!stray.exists());
         assert_eq!(files_in(&dir.path().join("tmp")), 0);
+    }
+
+    fn user(name: &str, role: &str) -> (String, Vec<u8>) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let u = pb::User {
+            id: id.clone(),
+            name: name.into(),
+            password_hash: "$argon2id$x".into(),
+            role: role.into(),
+            ..Default::default()
+        };
+        (
+            id,
+            pb::CatalogUpdate {
+                change: Some(pb::catalog_update::Change::RegisterUser(u)),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    fn op(list: &str, actor: &str, op: pb::playlist_op::Op) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::Playlist(pb::PlaylistOp {
+                playlist_id: list.into(),
+                actor_id: actor.into(),
+                at_ms: 5,
+                op: Some(op),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn last_playlist(store: &Store) -> pb::Playlist {
+        store
+            .changes_after(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find_map(|c| match c.change {
+                Some(Change::Playlist(p)) => Some(p),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accounts_first_is_admin_names_unique_playlists_checked_in_order() {
+        use pb::playlist_op::Op;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (alice, reg) = user("Alice", "listener");
+        assert!(matches!(
+            store.apply_update(1, &reg).unwrap(),
+            Applied::Changed { .. }
+        ));
+        let (bob, reg) = user("bob", "listener");
+        store.apply_update(2, &reg).unwrap();
+        let roles: Vec<(String, String)> = store
+            .changes_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| match c.change {
+                Some(Change::User(u)) => Some((u.name, u.role)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("Alice".into(), "admin".into()),
+                ("bob".into(), "listener".into())
+            ]
+        );
+        // Names are unique case-insensitively; nothing changes.
+        let (_, dup) = user("ALICE", "listener");
+        let before = store.stats().unwrap().last_seq;
+        assert!(matches!(
+            store.apply_update(3, &dup).unwrap(),
+            Applied::Rejected(Error::NameTaken(_))
+        ));
+        assert_eq!(store.stats().unwrap().last_seq, before);
+
+        // Bob's playlist: create, add two songs, move, remove.
+        let me = NodeId::new_random();
+        let (s1, s2) = (SongId::new_random(), SongId::new_random());
+        store.put_blob(staged(&store, b"one").await).unwrap();
+        store
+            .apply_update(4, &upsert(song(s1), b"one", me))
+            .unwrap();
+        store.put_blob(staged(&store, b"two").await).unwrap();
+        store
+            .apply_update(5, &upsert(song(s2), b"two", me))
+            .unwrap();
+        let list = uuid::Uuid::new_v4().to_string();
+        store
+            .apply_update(6, &op(&list, &bob, Op::Create(" Road trip ".into())))
+            .unwrap();
+        let add = Op::AddSongs(pb::AddSongs {
+            song_ids: vec![s1.to_string(), s2.to_string()],
+            position: None,
+        });
+        store.apply_update(7, &op(&list, &bob, add)).unwrap();
+        store
+            .apply_update(
+                8,
+                &op(&list, &bob, Op::MoveSong(pb::MoveSong { from: 1, to: 0 })),
+            )
+            .unwrap();
+        let p = last_playlist(&store);
+        assert_eq!(p.name, "Road trip");
+        assert_eq!(p.song_ids, [s2.to_string(), s1.to_string()]);
+        assert_eq!(p.version, 8);
+        // Someone else's playlist is refused (Alice is admin: allowed).
+        let (carol, reg) = user("carol", "listener");
+        store.apply_update(9, &reg).unwrap();
+        assert!(matches!(
+            store
+                .apply_update(10, &op(&list, &carol, Op::Rename("mine".into())))
+                .unwrap(),
+            Applied::Rejected(Error::Forbidden(_))
+        ));
+        assert!(matches!(
+            store
+                .apply_update(11, &op(&list, &alice, Op::Rename("Trip".into())))
+                .unwrap(),
+            Applied::Changed { .. }
+        ));
+        // Unknown songs and bad positions are refused.
+        let ghost = Op::AddSongs(pb::AddSongs {
+            song_ids: vec![SongId::new_random().to_string()],
+            position: Some(0),
+        });
+        assert!(matches!(
+            store.apply_update(12, &op(&list, &bob, ghost)).unwrap(),
+            Applied::Rejected(Error::NotFound { .. })
+        ));
+        let bad = Op::RemoveSongs(pb::RemoveSongs { positions: vec![7] });
+        assert!(matches!(
+            store.apply_update(13, &op(&list, &bob, bad)).unwrap(),
+            Applied::Rejected(Error::Invalid { .. })
+        ));
+        // Deleting a song takes it out of the playlist, in the same order.
+        store.apply_update(14, &delete(s2)).unwrap();
+        let p = last_playlist(&store);
+        assert_eq!((p.song_ids, p.version), (vec![s1.to_string()], 14));
+        // Delete: a tombstone.
+        store
+            .apply_update(15, &op(&list, &bob, Op::Delete(true)))
+            .unwrap();
+        assert!(last_playlist(&store).deleted);
+        assert!(matches!(
+            store
+                .apply_update(16, &op(&list, &bob, Op::Rename("x".into())))
+                .unwrap(),
+            Applied::Rejected(Error::NotFound { .. })
+        ));
     }
 }

@@ -122,7 +122,7 @@ pub struct WatchCatalogRequest {
 pub struct CatalogChange {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "catalog_change::Change", tags = "2, 3")]
+    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5")]
     pub change: ::core::option::Option<catalog_change::Change>,
 }
 /// Nested message and enum types in `CatalogChange`.
@@ -133,7 +133,122 @@ pub mod catalog_change {
         Upsert(super::Song),
         #[prost(string, tag = "3")]
         DeleteSongId(::prost::alloc::string::String),
+        /// An account, as it is after a change (the newest version wins).
+        #[prost(message, tag = "4")]
+        User(super::User),
+        /// A playlist after a change, or its tombstone (`deleted`).
+        #[prost(message, tag = "5")]
+        Playlist(super::Playlist),
     }
+}
+/// A listener's or an administrator's account. The password is kept only as
+/// an argon2 PHC string.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct User {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Unique, compared case-insensitively.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub password_hash: ::prost::alloc::string::String,
+    /// "listener" or "admin". The first account ever registered is an admin
+    /// whatever was asked (decided when it is applied, in the total order).
+    #[prost(string, tag = "4")]
+    pub role: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "5")]
+    pub created_at_ms: u64,
+    /// The ring sequence of the last change (set when applied).
+    #[prost(uint64, tag = "6")]
+    pub version: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Playlist {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub owner_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "4")]
+    pub song_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint64, tag = "5")]
+    pub created_at_ms: u64,
+    #[prost(uint64, tag = "6")]
+    pub updated_at_ms: u64,
+    /// The ring sequence of the last change (set when applied).
+    #[prost(uint64, tag = "7")]
+    pub version: u64,
+    /// A tombstone: the playlist was deleted at `version`.
+    #[prost(bool, tag = "8")]
+    pub deleted: bool,
+}
+/// One change to a playlist, checked and applied in the total order: the
+/// actor must own the playlist (or be an admin), songs must exist.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlaylistOp {
+    #[prost(string, tag = "1")]
+    pub playlist_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub actor_id: ::prost::alloc::string::String,
+    /// The proposing gateway's clock (for `updated_at`).
+    #[prost(uint64, tag = "3")]
+    pub at_ms: u64,
+    #[prost(oneof = "playlist_op::Op", tags = "4, 5, 6, 7, 8, 9")]
+    pub op: ::core::option::Option<playlist_op::Op>,
+}
+/// Nested message and enum types in `PlaylistOp`.
+pub mod playlist_op {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Op {
+        /// Create with this name.
+        #[prost(string, tag = "4")]
+        Create(::prost::alloc::string::String),
+        #[prost(string, tag = "5")]
+        Rename(::prost::alloc::string::String),
+        #[prost(bool, tag = "6")]
+        Delete(bool),
+        #[prost(message, tag = "7")]
+        AddSongs(super::AddSongs),
+        #[prost(message, tag = "8")]
+        RemoveSongs(super::RemoveSongs),
+        #[prost(message, tag = "9")]
+        MoveSong(super::MoveSong),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddSongs {
+    #[prost(string, repeated, tag = "1")]
+    pub song_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Insert before this position; absent: append.
+    #[prost(uint32, optional, tag = "2")]
+    pub position: ::core::option::Option<u32>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveSongs {
+    /// Positions in the playlist (duplicates ignored).
+    #[prost(uint32, repeated, tag = "1")]
+    pub positions: ::prost::alloc::vec::Vec<u32>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MoveSong {
+    #[prost(uint32, tag = "1")]
+    pub from: u32,
+    #[prost(uint32, tag = "2")]
+    pub to: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProposeRequest {
+    /// Only account and playlist updates: songs go through UploadSong and
+    /// DeleteSong.
+    #[prost(message, optional, tag = "1")]
+    pub update: ::core::option::Option<CatalogUpdate>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProposeReply {
+    /// This node's change sequence announcing the result.
+    #[prost(uint64, tag = "1")]
+    pub change_seq: u64,
 }
 /// A catalog update ordered by the ring (the payload of a ring entry).
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -145,7 +260,7 @@ pub struct CatalogUpdate {
     /// when the update is applied.
     #[prost(string, tag = "4")]
     pub proposal: ::prost::alloc::string::String,
-    #[prost(oneof = "catalog_update::Change", tags = "2, 3")]
+    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
 /// Nested message and enum types in `CatalogUpdate`.
@@ -156,6 +271,11 @@ pub mod catalog_update {
         Upsert(super::Song),
         #[prost(string, tag = "3")]
         DeleteSongId(::prost::alloc::string::String),
+        /// Register an account.
+        #[prost(message, tag = "5")]
+        RegisterUser(super::User),
+        #[prost(message, tag = "6")]
+        Playlist(super::PlaylistOp),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -474,6 +594,30 @@ pub mod storage_node_client {
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "Health"));
             self.inner.unary(req, path, codec).await
         }
+        /// Orders an account or playlist update on the ring and answers once this
+        /// node applied it (ALREADY_EXISTS: name taken; NOT_FOUND; PERMISSION_DENIED:
+        /// not the playlist's owner; INVALID_ARGUMENT).
+        pub async fn propose(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ProposeRequest>,
+        ) -> std::result::Result<tonic::Response<super::ProposeReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/Propose",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "Propose"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -543,6 +687,13 @@ pub mod storage_node_server {
             &self,
             request: tonic::Request<super::HealthRequest>,
         ) -> std::result::Result<tonic::Response<super::HealthResponse>, tonic::Status>;
+        /// Orders an account or playlist update on the ring and answers once this
+        /// node applied it (ALREADY_EXISTS: name taken; NOT_FOUND; PERMISSION_DENIED:
+        /// not the playlist's owner; INVALID_ARGUMENT).
+        async fn propose(
+            &self,
+            request: tonic::Request<super::ProposeRequest>,
+        ) -> std::result::Result<tonic::Response<super::ProposeReply>, tonic::Status>;
     }
     /// A storage node: audio blobs addressed by BLAKE3 hash plus the catalog.
     #[derive(Debug)]
@@ -880,6 +1031,51 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = HealthSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/Propose" => {
+                    #[allow(non_camel_case_types)]
+                    struct ProposeSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::ProposeRequest>
+                    for ProposeSvc<T> {
+                        type Response = super::ProposeReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ProposeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::propose(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ProposeSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

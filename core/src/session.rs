@@ -1,0 +1,156 @@
+//! Session tokens: who a request acts for, signed by the gateways.
+//!
+//! A token is `rs1.<user id>.<role>.<expiry>.<signature>`: the expiry in
+//! Unix seconds, the signature HMAC-SHA256 under the cluster secret (with its
+//! own domain label, so a stream signature is never a session signature).
+//! Every gateway shares the secret, so a session opened on one replica is
+//! valid on the others, across a failover of the floating address. A JWT
+//! library would add RSA and elliptic-curve code for one HMAC.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::UserId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A role, as a session names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Listener,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Listener => "listener",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "listener" => Some(Role::Listener),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A verified session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub user: UserId,
+    pub role: Role,
+    pub expires: u64,
+}
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Malformed,
+    BadSignature,
+    Expired,
+}
+
+/// Signs and verifies session tokens with the cluster secret.
+#[derive(Clone)]
+pub struct SessionSigner {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for SessionSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSigner(..)")
+    }
+}
+
+impl SessionSigner {
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: secret.into(),
+        }
+    }
+
+    fn mac(&self, body: &str) -> HmacSha256 {
+        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("hmac takes keys of any length"),
+        };
+        mac.update(b"rondo-session-v1\n");
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    /// A token for this session.
+    pub fn sign(&self, s: &Session) -> String {
+        let body = format!("rs1.{}.{}.{}", s.user, s.role.as_str(), s.expires);
+        let sig = hex::encode(self.mac(&body).finalize().into_bytes());
+        format!("{body}.{sig}")
+    }
+
+    /// Checks a token; `now` is the current Unix time in seconds.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Session, Refused> {
+        let (body, sig) = token.rsplit_once('.').ok_or(Refused::Malformed)?;
+        let mut parts = body.split('.');
+        let (Some("rs1"), Some(user), Some(role), Some(expires), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(Refused::Malformed);
+        };
+        let sig = hex::decode(sig).map_err(|_| Refused::Malformed)?;
+        self.mac(body)
+            .verify_slice(&sig)
+            .map_err(|_| Refused::BadSignature)?;
+        let session = Session {
+            user: user.parse().map_err(|_| Refused::Malformed)?,
+            role: Role::parse(role).ok_or(Refused::Malformed)?,
+            expires: expires.parse().map_err(|_| Refused::Malformed)?,
+        };
+        if session.expires <= now {
+            return Err(Refused::Expired);
+        }
+        Ok(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(token: &str, now: u64, expect: Result<Role, Refused>) {
+        let got = SessionSigner::new(b"secret".to_vec())
+            .verify(token, now)
+            .map(|s| s.role);
+        assert_eq!(got, expect, "{token}");
+    }
+
+    #[test]
+    fn signs_verifies_and_refuses() {
+        let signer = SessionSigner::new(b"secret".to_vec());
+        let s = Session {
+            user: UserId(uuid::Uuid::from_u128(7)),
+            role: Role::Admin,
+            expires: 1000,
+        };
+        let token = signer.sign(&s);
+        check(&token, 999, Ok(Role::Admin));
+        check(&token, 1000, Err(Refused::Expired));
+        check(
+            &token.replace("admin", "listener"),
+            10,
+            Err(Refused::BadSignature),
+        );
+        check("rs1.x.admin.5.00", 1, Err(Refused::BadSignature));
+        check("nonsense", 1, Err(Refused::Malformed));
+        check("", 1, Err(Refused::Malformed));
+        let other = SessionSigner::new(b"other".to_vec()).sign(&s);
+        check(&other, 10, Err(Refused::BadSignature));
+        assert_eq!(signer.verify(&token, 5), Ok(s));
+    }
+}

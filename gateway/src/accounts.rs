@@ -1,0 +1,218 @@
+//! Accounts, sessions and playlists.
+//!
+//! Accounts and playlists are catalog updates like songs: the gateway
+//! proposes them to a storage node (gRPC `Propose`), the ring orders them,
+//! every node applies them with the same checks (name free, owner acting,
+//! songs present) and announces the result on its change stream, from which
+//! every gateway builds [`Accounts`]. A record carries the ring sequence of
+//! its last change (`version`), so the newest wins whichever node told it
+//! first.
+//!
+//! Passwords are hashed with argon2id (on the blocking pool: it costs tens
+//! of milliseconds by design). Sessions are signed tokens
+//! ([`rondo_core::session`]) that every gateway can check.
+
+use std::collections::HashMap;
+
+use rondo_core::session::Role;
+use rondo_core::{PlaylistId, SongId, UserId};
+use rondo_proto::storage::v1 as pb;
+
+use crate::error::{Error, Result};
+
+/// An account as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRec {
+    pub id: UserId,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at_ms: u64,
+    pub version: u64,
+}
+
+/// A playlist as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaylistRec {
+    pub id: PlaylistId,
+    pub owner: UserId,
+    pub name: String,
+    pub songs: Vec<SongId>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub version: u64,
+}
+
+/// Every account and playlist.
+#[derive(Clone, Debug, Default)]
+pub struct Accounts {
+    users: HashMap<UserId, UserRec>,
+    by_name: HashMap<String, UserId>,
+    playlists: HashMap<PlaylistId, PlaylistRec>,
+    /// Deleted playlists and the version that deleted them.
+    deleted: HashMap<PlaylistId, u64>,
+}
+
+impl Accounts {
+    /// Applies an account from a change stream (newest version wins).
+    pub fn apply_user(&mut self, u: pb::User) -> Result<()> {
+        let id: UserId = u.id.parse()?;
+        if self
+            .users
+            .get(&id)
+            .is_some_and(|old| old.version >= u.version)
+        {
+            return Ok(());
+        }
+        let role = Role::parse(&u.role).unwrap_or(Role::Listener);
+        self.by_name.insert(u.name.to_lowercase(), id);
+        self.users.insert(
+            id,
+            UserRec {
+                id,
+                name: u.name,
+                role,
+                password_hash: u.password_hash,
+                created_at_ms: u.created_at_ms,
+                version: u.version,
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies a playlist (or its tombstone) from a change stream.
+    pub fn apply_playlist(&mut self, p: pb::Playlist) -> Result<()> {
+        let id: PlaylistId = p.id.parse()?;
+        let newest = self
+            .playlists
+            .get(&id)
+            .map(|old| old.version)
+            .max(self.deleted.get(&id).copied())
+            .unwrap_or(0);
+        if p.version <= newest && newest > 0 {
+            return Ok(());
+        }
+        if p.deleted {
+            self.playlists.remove(&id);
+            self.deleted.insert(id, p.version);
+            return Ok(());
+        }
+        let songs = p
+            .song_ids
+            .iter()
+            .map(|s| s.parse())
+            .collect::<std::result::Result<Vec<SongId>, _>>()?;
+        self.playlists.insert(
+            id,
+            PlaylistRec {
+                id,
+                owner: p.owner_id.parse()?,
+                name: p.name,
+                songs,
+                created_at_ms: p.created_at_ms,
+                updated_at_ms: p.updated_at_ms,
+                version: p.version,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn user(&self, id: UserId) -> Option<&UserRec> {
+        self.users.get(&id)
+    }
+
+    /// The account with this name (case-insensitive).
+    pub fn user_by_name(&self, name: &str) -> Option<&UserRec> {
+        self.by_name
+            .get(&name.trim().to_lowercase())
+            .and_then(|id| self.users.get(id))
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn playlist(&self, id: PlaylistId) -> Option<&PlaylistRec> {
+        self.playlists.get(&id)
+    }
+
+    /// The playlists of `owner`, newest first.
+    pub fn playlists_of(&self, owner: UserId) -> Vec<&PlaylistRec> {
+        let mut v: Vec<&PlaylistRec> = self
+            .playlists
+            .values()
+            .filter(|p| p.owner == owner)
+            .collect();
+        v.sort_by_key(|p| std::cmp::Reverse((p.created_at_ms, p.id.0)));
+        v
+    }
+
+    /// The version of a playlist's last change as known here (deletions
+    /// included), to wait for after a proposal.
+    pub fn playlist_version(&self, id: PlaylistId) -> u64 {
+        self.playlists
+            .get(&id)
+            .map(|p| p.version)
+            .max(self.deleted.get(&id).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string).
+pub async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::PasswordHasher;
+        // A random salt per password (the `getrandom` feature).
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| Error::BadUserInput(format!("cannot hash this password: {e}")))
+    })
+    .await?
+}
+
+/// Whether `password` matches the stored PHC string.
+pub async fn verify_password(password: String, hash: String) -> Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::PasswordVerifier;
+        let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(&hash) else {
+            return false;
+        };
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+    .await
+    .map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn playlist(id: u128, version: u64, deleted: bool) -> pb::Playlist {
+        pb::Playlist {
+            id: uuid::Uuid::from_u128(id).to_string(),
+            owner_id: uuid::Uuid::from_u128(9).to_string(),
+            name: format!("v{version}"),
+            version,
+            deleted,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_newest_version_wins_whichever_node_reports_first() {
+        let mut a = Accounts::default();
+        a.apply_playlist(playlist(1, 5, false)).unwrap();
+        a.apply_playlist(playlist(1, 3, false)).unwrap();
+        let id = PlaylistId(uuid::Uuid::from_u128(1));
+        assert_eq!(a.playlist(id).map(|p| p.name.as_str()), Some("v5"));
+        a.apply_playlist(playlist(1, 7, true)).unwrap();
+        assert!(a.playlist(id).is_none());
+        // A late report of an older version does not resurrect it.
+        a.apply_playlist(playlist(1, 6, false)).unwrap();
+        assert!(a.playlist(id).is_none());
+        assert_eq!(a.playlist_version(id), 7);
+    }
+}

@@ -1,0 +1,635 @@
+//! Accounts, sessions and playlists in the GraphQL schema.
+//!
+//! `register` and `login` answer a session token for
+//! `Authorization: Bearer …`; `logout` is the client forgetting it (tokens
+//! are stateless and expire after `session_ttl_secs`). Playlists belong to
+//! the account of the session; every change is ordered by the storage
+//! nodes' ring (see [`crate::accounts`]).
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use rondo_core::session::{Role, Session};
+use rondo_core::{PlaylistId, SongId, UserId};
+use rondo_proto::storage::v1 as pb;
+
+use super::{
+    Auth, DEFAULT_PAGE, MAX_PAGE, PageInfo, Song, SongConnection, SongEdge, page_size, parse_id,
+    snapshot, state,
+};
+use crate::AppState;
+use crate::accounts::{PlaylistRec, UserRec};
+use crate::error::{Error, GqlResult};
+
+/// Shortest accepted password, in characters.
+const MIN_PASSWORD: usize = 8;
+/// Longest accepted password, in bytes (argon2 takes any length; this
+/// bounds the work an anonymous request can cause).
+const MAX_PASSWORD: usize = 1024;
+
+/// What an account may do.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum UserRole {
+    /// Browses, plays and keeps playlists.
+    Listener,
+    /// Also uploads and deletes songs and manages accounts.
+    Admin,
+}
+
+impl From<Role> for UserRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Listener => UserRole::Listener,
+            Role::Admin => UserRole::Admin,
+        }
+    }
+}
+
+/// An account.
+pub struct User(pub UserRec);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn role(&self) -> UserRole {
+        self.0.role.into()
+    }
+    /// RFC 3339.
+    async fn created_at(&self) -> String {
+        rfc3339(self.0.created_at_ms)
+    }
+}
+
+/// A session: the token to send as `Authorization: Bearer <token>`.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub user: User,
+}
+
+/// A playlist, visible to its owner (and admins).
+pub struct Playlist(pub PlaylistRec);
+
+#[Object]
+impl Playlist {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn owner(&self, ctx: &Context<'_>) -> Option<User> {
+        snapshot(ctx).accounts.user(self.0.owner).cloned().map(User)
+    }
+    /// Number of songs.
+    async fn song_count(&self) -> i32 {
+        i32::try_from(self.0.songs.len()).unwrap_or(i32::MAX)
+    }
+    /// Total duration in milliseconds.
+    async fn duration_ms(&self, ctx: &Context<'_>) -> i64 {
+        let snap = snapshot(ctx);
+        self.0
+            .songs
+            .iter()
+            .filter_map(|id| snap.song(*id))
+            .map(|s| i64::try_from(s.duration_ms).unwrap_or(0))
+            .sum()
+    }
+    /// The songs in playlist order; a cursor is a position.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn songs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<SongConnection> {
+        let snap = snapshot(ctx);
+        let n = page_size(first).gql()?;
+        let start = match after.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map(|p| p + 1)
+                .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))
+                .gql()?,
+        };
+        let total = self.0.songs.len();
+        let end = (start + n).min(total);
+        let edges: Vec<SongEdge> = (start.min(end)..end)
+            .filter_map(|p| {
+                snap.song(self.0.songs[p]).map(|s| SongEdge {
+                    cursor: p.to_string(),
+                    node: Song(s.clone()),
+                })
+            })
+            .collect();
+        Ok(SongConnection {
+            nodes: edges.iter().map(|e| Song(e.node.0.clone())).collect(),
+            page_info: PageInfo {
+                has_next_page: end < total,
+                has_previous_page: start > 0,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count: i32::try_from(total).unwrap_or(i32::MAX),
+        })
+    }
+    /// RFC 3339.
+    async fn created_at(&self) -> String {
+        rfc3339(self.0.created_at_ms)
+    }
+    /// RFC 3339.
+    async fn updated_at(&self) -> String {
+        rfc3339(self.0.updated_at_ms)
+    }
+}
+
+/// A page of playlists (Relay connection).
+#[derive(SimpleObject)]
+pub struct PlaylistConnection {
+    pub edges: Vec<PlaylistEdge>,
+    pub nodes: Vec<Playlist>,
+    pub page_info: PageInfo,
+    pub total_count: i32,
+}
+
+/// One playlist in a connection.
+#[derive(SimpleObject)]
+pub struct PlaylistEdge {
+    pub cursor: String,
+    pub node: Playlist,
+}
+
+fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The session of this request, or why there is none.
+fn session(ctx: &Context<'_>) -> Result<Session, Error> {
+    match ctx.data_opt::<Auth>() {
+        Some(Auth::User(s)) => Ok(*s),
+        Some(Auth::Admin) => Err(Error::Unauthenticated(
+            "playlists belong to accounts: log in (the admin token names no account)",
+        )),
+        Some(Auth::Invalid) => Err(Error::Unauthenticated("invalid or expired session token")),
+        _ => Err(Error::Unauthenticated("log in first")),
+    }
+}
+
+/// Whether the session may see this playlist.
+fn visible(s: &Session, p: &PlaylistRec) -> bool {
+    p.owner == s.user || s.role == Role::Admin
+}
+
+fn check_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::BadUserInput(
+            "a name must be 1-100 characters, without control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Orders an account or playlist update through a live storage node and
+/// waits until this gateway's index has it.
+async fn propose(state: &Arc<AppState>, change: pb::catalog_update::Change) -> Result<(), Error> {
+    let live = state.cluster.live_nodes();
+    let target = live
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
+    let node = state
+        .cluster
+        .node(target)
+        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?
+        .clone();
+    let mut client = node.client.clone();
+    let request = pb::ProposeRequest {
+        update: Some(pb::CatalogUpdate {
+            change: Some(change),
+            ..Default::default()
+        }),
+    };
+    let reply = client.propose(request).await.map_err(|status| {
+        let msg = status.message().to_owned();
+        match status.code() {
+            tonic::Code::AlreadyExists => Error::Conflict(msg),
+            tonic::Code::PermissionDenied => {
+                Error::Forbidden("only its owner may change a playlist")
+            }
+            tonic::Code::NotFound | tonic::Code::InvalidArgument => Error::BadUserInput(msg),
+            _ => Error::Node {
+                node: node.grpc_url.clone(),
+                status: Box::new(status),
+            },
+        }
+    })?;
+    state
+        .cluster
+        .wait_applied(target, reply.into_inner().change_seq)
+        .await
+}
+
+async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
+    let expires = super::unix_now() + state.config.session_ttl_secs;
+    let token = state.sessions.sign(&Session {
+        user: user.id,
+        role: user.role,
+        expires,
+    });
+    AuthPayload {
+        token,
+        expires_at: rfc3339(expires * 1000),
+        user: User(user),
+    }
+}
+
+async fn create_account(
+    state: &Arc<AppState>,
+    name: &str,
+    password: String,
+    role: Role,
+) -> Result<UserRec, Error> {
+    let name = check_name(name)?;
+    if password.chars().count() < MIN_PASSWORD || password.len() > MAX_PASSWORD {
+        return Err(Error::BadUserInput(format!(
+            "a password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes long"
+        )));
+    }
+    if state
+        .cluster
+        .snapshot()
+        .accounts
+        .user_by_name(&name)
+        .is_some()
+    {
+        return Err(Error::Conflict(format!("the name {name:?} is taken")));
+    }
+    let id = UserId(uuid::Uuid::new_v4());
+    let password_hash = crate::accounts::hash_password(password).await?;
+    propose(
+        state,
+        pb::catalog_update::Change::RegisterUser(pb::User {
+            id: id.to_string(),
+            name,
+            password_hash,
+            role: role.as_str().into(),
+            created_at_ms: now_ms(),
+            version: 0,
+        }),
+    )
+    .await?;
+    state
+        .cluster
+        .snapshot()
+        .accounts
+        .user(id)
+        .cloned()
+        .ok_or_else(|| Error::Unavailable("the new account is not indexed yet".into()))
+}
+
+/// Account and playlist queries.
+#[derive(Default)]
+pub struct AccountQuery;
+
+#[Object]
+impl AccountQuery {
+    /// The account of the session; null without one.
+    async fn me(&self, ctx: &Context<'_>) -> Option<User> {
+        let s = session(ctx).ok()?;
+        snapshot(ctx).accounts.user(s.user).cloned().map(User)
+    }
+
+    /// The session's playlists, newest first.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn playlists(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PlaylistConnection> {
+        let s = session(ctx).gql()?;
+        let snap = snapshot(ctx);
+        let all = snap.accounts.playlists_of(s.user);
+        let n = page_size(first).gql()?;
+        let start = match after.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map(|p| p + 1)
+                .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))
+                .gql()?,
+        };
+        let end = (start + n).min(all.len());
+        let edges: Vec<PlaylistEdge> = (start.min(end)..end)
+            .map(|p| PlaylistEdge {
+                cursor: p.to_string(),
+                node: Playlist(all[p].clone()),
+            })
+            .collect();
+        Ok(PlaylistConnection {
+            nodes: edges.iter().map(|e| Playlist(e.node.0.clone())).collect(),
+            page_info: PageInfo {
+                has_next_page: end < all.len(),
+                has_previous_page: start > 0,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count: i32::try_from(all.len()).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// One playlist of the session's account (admins see any).
+    async fn playlist(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Playlist>> {
+        let s = session(ctx).gql()?;
+        let id: PlaylistId = parse_id(&id).gql()?;
+        let snap = snapshot(ctx);
+        match snap.accounts.playlist(id) {
+            Some(p) if visible(&s, p) => Ok(Some(Playlist(p.clone()))),
+            Some(_) => Err(Error::Forbidden("this playlist belongs to another account")).gql(),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Account and playlist mutations.
+#[derive(Default)]
+pub struct AccountMutation;
+
+#[Object]
+impl AccountMutation {
+    /// Opens an account and a session. The first account of a cluster is an
+    /// admin; later ones are listeners.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let state = state(ctx);
+        let user = create_account(state, &name, password, Role::Listener)
+            .await
+            .gql()?;
+        Ok(issue(state, user).await)
+    }
+
+    /// Opens a session. Wrong names and wrong passwords get the same
+    /// `UNAUTHENTICATED` answer.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let state = state(ctx);
+        let user = state
+            .cluster
+            .snapshot()
+            .accounts
+            .user_by_name(&name)
+            .cloned();
+        if password.len() > MAX_PASSWORD {
+            return Err(Error::Unauthenticated("wrong name or password")).gql();
+        }
+        // Without the account, check against a fixed hash all the same, so
+        // that timing does not tell which names exist.
+        let hash = user
+            .as_ref()
+            .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
+        let ok = crate::accounts::verify_password(password, hash)
+            .await
+            .gql()?;
+        match user {
+            Some(u) if ok => Ok(issue(state, u).await),
+            _ => Err(Error::Unauthenticated("wrong name or password")).gql(),
+        }
+    }
+
+    /// Ends the session on this client: tokens are stateless, so the client
+    /// forgets it; it expires on its own after `session_ttl_secs`.
+    async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        session(ctx).gql()?;
+        Ok(true)
+    }
+
+    /// Creates an account (admins only; `rondo user create`).
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        password: String,
+        #[graphql(default_with = "UserRole::Listener")] role: UserRole,
+    ) -> async_graphql::Result<User> {
+        super::require_admin(ctx).gql()?;
+        let role = match role {
+            UserRole::Admin => Role::Admin,
+            UserRole::Listener => Role::Listener,
+        };
+        let user = create_account(state(ctx), &name, password, role)
+            .await
+            .gql()?;
+        Ok(User(user))
+    }
+
+    /// A new playlist, optionally with songs.
+    async fn create_playlist(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        song_ids: Option<Vec<ID>>,
+    ) -> async_graphql::Result<Playlist> {
+        let s = session(ctx).gql()?;
+        let name = check_name(&name).gql()?;
+        let id = PlaylistId(uuid::Uuid::new_v4());
+        playlist_op(ctx, &s, id, pb::playlist_op::Op::Create(name)).await?;
+        if let Some(songs) = song_ids.filter(|s| !s.is_empty()) {
+            return add_songs(ctx, &s, id, songs, None).await;
+        }
+        current(ctx, id)
+    }
+
+    async fn rename_playlist(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: String,
+    ) -> async_graphql::Result<Playlist> {
+        let s = session(ctx).gql()?;
+        let id: PlaylistId = parse_id(&id).gql()?;
+        let name = check_name(&name).gql()?;
+        playlist_op(ctx, &s, id, pb::playlist_op::Op::Rename(name)).await?;
+        current(ctx, id)
+    }
+
+    async fn delete_playlist(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let s = session(ctx).gql()?;
+        let id: PlaylistId = parse_id(&id).gql()?;
+        playlist_op(ctx, &s, id, pb::playlist_op::Op::Delete(true)).await?;
+        Ok(true)
+    }
+
+    /// Inserts songs before `position` (default: at the end).
+    async fn add_songs_to_playlist(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        song_ids: Vec<ID>,
+        position: Option<i32>,
+    ) -> async_graphql::Result<Playlist> {
+        let s = session(ctx).gql()?;
+        let id: PlaylistId = parse_id(&id).gql()?;
+        add_songs(ctx, &s, id, song_ids, position).await
+    }
+
+    /// Removes the songs at these positions.
+    async fn remove_songs_from_playlist(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        positions: Vec<i32>,
+    ) -> async_graphql::Result<Playlist> {
+        let s = session(ctx).gql()?;
+        let id: PlaylistId = parse_id(&id).gql()?;
+        let positions = positions
+            .into_iter()
+            .map(|p| u32::try_from(p).map_err(|_| Error::BadUserInput(format!("bad position {p}"))))
+            .collect::<Result<Vec<u32>, Error>>()
+            .gql()?;
+        playlist_op(
+            ctx,
+            &s,
+            id,
+            pb::playlist_op::Op::RemoveSongs(pb::RemoveSongs { positions }),
+        )
+        .await?;
+        current(ctx, id)
+    }
+
+    /// Moves the song at `from` to position `to`.
+    async fn move_playlist_song(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        from: i32,
+        to: i32,
+    ) -> async_graphql::Result<Playlist> {
+        let s = session(ctx).gql()?;
+        let id: PlaylistId = parse_id(&id).gql()?;
+        let (Ok(from), Ok(to)) = (u32::try_from(from), u32::try_from(to)) else {
+            return Err(Error::BadUserInput("positions are not negative".into())).gql();
+        };
+        playlist_op(
+            ctx,
+            &s,
+            id,
+            pb::playlist_op::Op::MoveSong(pb::MoveSong { from, to }),
+        )
+        .await?;
+        current(ctx, id)
+    }
+}
+
+async fn add_songs(
+    ctx: &Context<'_>,
+    s: &Session,
+    id: PlaylistId,
+    song_ids: Vec<ID>,
+    position: Option<i32>,
+) -> async_graphql::Result<Playlist> {
+    let songs = song_ids
+        .iter()
+        .map(parse_id::<SongId>)
+        .collect::<Result<Vec<_>, _>>()
+        .gql()?;
+    if songs.len() > usize::try_from(MAX_PAGE).unwrap_or(100) * 10 {
+        return Err(Error::BadUserInput("at most 1000 songs at once".into())).gql();
+    }
+    let position = position
+        .map(|p| u32::try_from(p).map_err(|_| Error::BadUserInput(format!("bad position {p}"))))
+        .transpose()
+        .gql()?;
+    playlist_op(
+        ctx,
+        s,
+        id,
+        pb::playlist_op::Op::AddSongs(pb::AddSongs {
+            song_ids: songs.iter().map(ToString::to_string).collect(),
+            position,
+        }),
+    )
+    .await?;
+    current(ctx, id)
+}
+
+async fn playlist_op(
+    ctx: &Context<'_>,
+    s: &Session,
+    id: PlaylistId,
+    op: pb::playlist_op::Op,
+) -> async_graphql::Result<()> {
+    // Checked here for a quick answer, and again when applied (in order).
+    if !matches!(op, pb::playlist_op::Op::Create(_)) {
+        match snapshot(ctx).accounts.playlist(id) {
+            Some(p) if visible(s, p) => {}
+            Some(_) => {
+                return Err(Error::Forbidden("only its owner may change a playlist")).gql();
+            }
+            None => {
+                return Err(Error::NotFound {
+                    kind: "playlist",
+                    id: id.to_string(),
+                })
+                .gql();
+            }
+        }
+    }
+    propose(
+        state(ctx),
+        pb::catalog_update::Change::Playlist(pb::PlaylistOp {
+            playlist_id: id.to_string(),
+            actor_id: s.user.to_string(),
+            at_ms: now_ms(),
+            op: Some(op),
+        }),
+    )
+    .await
+    .gql()
+}
+
+fn current(ctx: &Context<'_>, id: PlaylistId) -> async_graphql::Result<Playlist> {
+    state(ctx)
+        .cluster
+        .snapshot()
+        .accounts
+        .playlist(id)
+        .cloned()
+        .map(Playlist)
+        .ok_or_else(|| Error::NotFound {
+            kind: "playlist",
+            id: id.to_string(),
+        })
+        .gql()
+}

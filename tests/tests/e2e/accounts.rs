@@ -1,0 +1,355 @@
+//! Accounts, sessions, roles and playlists against a real 3-node cluster:
+//! every account and playlist change is ordered by the ring and reaches
+//! every node.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use rondo_cli::Error as ClientError;
+use rondo_cli::client::Client;
+use rondo_tests::{Cluster, bin, tagged_wav};
+use serde_json::{Value, json};
+
+fn code(e: &ClientError) -> String {
+    match e {
+        ClientError::GraphQl { code, .. } => code.clone(),
+        other => format!("{other}"),
+    }
+}
+
+fn client(cluster: &Cluster, token: Option<&str>) -> Client {
+    Client::new(
+        &cluster.admin.base,
+        &cluster.ca_pem,
+        token.map(str::to_owned),
+    )
+    .unwrap()
+}
+
+async fn register(
+    cluster: &Cluster,
+    name: &str,
+    password: &str,
+) -> Result<(String, Value), ClientError> {
+    let data = cluster
+        .anon
+        .query(
+            "mutation($n: String!, $p: String!) { register(name: $n, password: $p) { token expiresAt user { id name role } } }",
+            json!({ "n": name, "p": password }),
+        )
+        .await?;
+    let r = &data["register"];
+    Ok((
+        r["token"].as_str().unwrap_or_default().to_owned(),
+        r["user"].clone(),
+    ))
+}
+
+async fn login(cluster: &Cluster, name: &str, password: &str) -> Result<String, ClientError> {
+    let data = cluster
+        .anon
+        .query(
+            "mutation($n: String!, $p: String!) { login(name: $n, password: $p) { token user { name } } }",
+            json!({ "n": name, "p": password }),
+        )
+        .await?;
+    Ok(data["login"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+async fn upload(c: &Client, dir: &std::path::Path, title: &str) -> Result<String, ClientError> {
+    let path = dir.join(format!("{title}.wav"));
+    tagged_wav(&path, title, "Playlister", "Lists", 0.3, title.len() as u64).unwrap();
+    let r = c.upload_raw(&path, json!({}), "{ id }").await?;
+    if let Some(e) = rondo_cli::client::first_error(&r) {
+        return Err(e);
+    }
+    Ok(r["data"]["uploadSong"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn ids(p: &Value) -> Vec<String> {
+    p["songs"]["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const PLAYLIST: &str = "{ id name songCount owner { name } songs(first: 10) { totalCount nodes { id title } } createdAt updatedAt }";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_roles_and_playlists_through_the_ring() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // The first account is an admin, later ones listeners; names are unique
+    // case-insensitively; weak passwords are refused.
+    let (alice_token, alice) = register(&cluster, "Alice", "correct horse").await.unwrap();
+    assert_eq!(alice["role"], "ADMIN");
+    let (_, bob) = register(&cluster, "bob", "battery staple").await.unwrap();
+    assert_eq!(bob["role"], "LISTENER");
+    let e = register(&cluster, "ALICE", "another one")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "CONFLICT");
+    let e = register(&cluster, "eve", "short").await.unwrap_err();
+    assert_eq!(code(&e), "BAD_USER_INPUT");
+
+    // Login: wrong passwords and unknown names get the same answer.
+    assert_eq!(
+        code(&login(&cluster, "bob", "wrong password").await.unwrap_err()),
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        code(
+            &login(&cluster, "nobody", "battery staple")
+                .await
+                .unwrap_err()
+        ),
+        "UNAUTHENTICATED"
+    );
+    let bob_token = login(&cluster, "BOB", "battery staple").await.unwrap();
+    let bob_c = client(&cluster, Some(&bob_token));
+    let me = bob_c
+        .query("{ me { name role } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(me["me"]["name"], "bob");
+    let anon_me = cluster
+        .anon
+        .query("{ me { name } }", json!({}))
+        .await
+        .unwrap();
+    assert!(anon_me["me"].is_null());
+
+    // Roles: a listener may not upload; an admin session and the admin
+    // token may.
+    let e = upload(&bob_c, dir.path(), "Forbidden Tune")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "FORBIDDEN");
+    let alice_c = client(&cluster, Some(&alice_token));
+    let s1 = upload(&alice_c, dir.path(), "First Tune").await.unwrap();
+    let s2 = upload(&cluster.admin, dir.path(), "Second Tune")
+        .await
+        .unwrap();
+
+    // Bob's playlist: create with a song, insert before it, move, remove,
+    // rename.
+    let data = bob_c
+        .query(
+            &format!("mutation($s: [ID!]) {{ createPlaylist(name: \"Road trip\", songIds: $s) {PLAYLIST} }}"),
+            json!({ "s": [s1] }),
+        )
+        .await
+        .unwrap();
+    let p = &data["createPlaylist"];
+    let pid = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (p["name"].as_str(), p["owner"]["name"].as_str()),
+        (Some("Road trip"), Some("bob"))
+    );
+    assert_eq!(ids(p), vec![s1.clone()]);
+    let mutate = |q: String, v: Value| {
+        let c = bob_c.clone();
+        async move { c.query(&q, v).await }
+    };
+    let data = mutate(
+        format!("mutation($p: ID!, $s: [ID!]!) {{ addSongsToPlaylist(id: $p, songIds: $s, position: 0) {PLAYLIST} }}"),
+        json!({ "p": pid, "s": [s2] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&data["addSongsToPlaylist"]), [s2.clone(), s1.clone()]);
+    let data = mutate(
+        format!("mutation($p: ID!) {{ movePlaylistSong(id: $p, from: 0, to: 1) {PLAYLIST} }}"),
+        json!({ "p": pid }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&data["movePlaylistSong"]), [s1.clone(), s2.clone()]);
+    let data = mutate(
+        format!("mutation($p: ID!) {{ renamePlaylist(id: $p, name: \"Long drive\") {PLAYLIST} }}"),
+        json!({ "p": pid }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(data["renamePlaylist"]["name"], "Long drive");
+    // Bad input changes nothing.
+    let e = mutate(
+        "mutation($p: ID!) { removeSongsFromPlaylist(id: $p, positions: [9]) { id } }".into(),
+        json!({ "p": pid }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "BAD_USER_INPUT");
+    let e = mutate(
+        "mutation($p: ID!, $s: [ID!]!) { addSongsToPlaylist(id: $p, songIds: $s) { id } }".into(),
+        json!({ "p": pid, "s": [uuid::Uuid::new_v4().to_string()] }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "BAD_USER_INPUT");
+
+    // Someone else's playlist: not visible, not changeable.
+    let (carol_token, _) = register(&cluster, "carol", "carol's password")
+        .await
+        .unwrap();
+    let carol_c = client(&cluster, Some(&carol_token));
+    let e = carol_c
+        .query(
+            "query($p: ID!) { playlist(id: $p) { id } }",
+            json!({ "p": pid }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "FORBIDDEN");
+    let e = carol_c
+        .query(
+            "mutation($p: ID!) { deletePlaylist(id: $p) }",
+            json!({ "p": pid }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "FORBIDDEN");
+    let mine = carol_c
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(mine["playlists"]["totalCount"], 0);
+    // No session, or a forged one.
+    let e = cluster
+        .anon
+        .query("mutation { createPlaylist(name: \"x\") { id } }", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "UNAUTHENTICATED");
+    let forged = client(&cluster, Some(&bob_token.replace("listener", "admin")));
+    let e = forged
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "UNAUTHENTICATED");
+
+    // With a node down (2 of 3 remain a majority), playlists still change;
+    // the node catches up when it returns.
+    cluster.kill_node(2);
+    let data = mutate(
+        format!(
+            "mutation($p: ID!) {{ removeSongsFromPlaylist(id: $p, positions: [0]) {PLAYLIST} }}"
+        ),
+        json!({ "p": pid }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&data["removeSongsFromPlaylist"]), vec![s2.clone()]);
+    cluster.restart_node(2).await.unwrap();
+    let status_0 = cluster.ring_status(0).await.unwrap();
+    rondo_tests::eventually(
+        "node 2 to catch up",
+        std::time::Duration::from_secs(20),
+        || async {
+            let s = cluster.ring_status(2).await.ok()?;
+            (s.last_applied_seq >= status_0.last_applied_seq
+                && s.catalog_digest == cluster.ring_status(0).await.ok()?.catalog_digest)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // Deleting a song takes it out of playlists.
+    cluster
+        .admin
+        .query(
+            "mutation($s: ID!) { deleteSong(id: $s) }",
+            json!({ "s": s2 }),
+        )
+        .await
+        .unwrap();
+    rondo_tests::eventually(
+        "the song to leave the playlist",
+        std::time::Duration::from_secs(10),
+        || async {
+            let d = bob_c
+                .query(
+                    &format!("query($p: ID!) {{ playlist(id: $p) {PLAYLIST} }}"),
+                    json!({ "p": pid }),
+                )
+                .await
+                .ok()?;
+            (d["playlist"]["songCount"] == 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let gone = bob_c
+        .query(
+            "mutation($p: ID!) { deletePlaylist(id: $p) }",
+            json!({ "p": pid }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone["deletePlaylist"], true);
+    let left = bob_c
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(left["playlists"]["totalCount"], 0);
+
+    // `rondo user create --admin`: the password comes from stdin.
+    let mut child = Command::new(bin("rondo"))
+        .args(["user", "create", "dave", "--admin"])
+        .env("RONDO_GATEWAY", &cluster.admin.base)
+        .env("RONDO_TOKEN", &cluster.token)
+        .env("RONDO_CA_CERT", cluster.dir.path().join("tls/ca.pem"))
+        .env("RONDO_DATA", cluster.dir.path().join("no-dev-here"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"dave's password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created admin dave"));
+    let dave = login(&cluster, "dave", "dave's password").await.unwrap();
+    let me = client(&cluster, Some(&dave))
+        .query("{ me { role } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(me["me"]["role"], "ADMIN");
+    // Without the admin token the CLI fails with a clear error.
+    let out = Command::new(bin("rondo"))
+        .args(["user", "create", "mallory"])
+        .env("RONDO_GATEWAY", &cluster.admin.base)
+        .env("RONDO_TOKEN", "wrong")
+        .env("RONDO_CA_CERT", cluster.dir.path().join("tls/ca.pem"))
+        .env("RONDO_DATA", cluster.dir.path().join("no-dev-here"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
