@@ -92,7 +92,7 @@ fn read_secret(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>> {
 
 /// Builds the gateway state (no I/O beyond reading the secret files).
 /// An argon2id hash (default parameters) of a password nobody knows.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$t4DoyMaY0A3U7eRHCkVuoe5J8AzG9Wtc4Fqw4LXvPxE";
+pub(crate) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$t4DoyMaY0A3U7eRHCkVuoe5J8AzG9Wtc4Fqw4LXvPxE";
 
 pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
     let admin_token = read_secret(&config.admin_token_file, "read admin token")?;
