@@ -32,6 +32,10 @@ pub struct DevArgs {
     /// Do not seed the demo catalog.
     #[arg(long)]
     no_demo: bool,
+    /// A built web app to serve at `/` (default: `webapp/dist`, built with
+    /// npm first if the source is here and no build is).
+    #[arg(long)]
+    webapp: Option<PathBuf>,
 }
 
 fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -107,8 +111,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         &token_file,
         &secret_file,
     );
-    if let Some(webapp) = webapp_dir() {
-        t.insert("webapp_dir".into(), webapp.display().to_string().into());
+    match webapp_dir(args.webapp.as_deref()) {
+        Some(webapp) => {
+            t.insert("webapp_dir".into(), webapp.display().to_string().into());
+        }
+        None => println!("No web app build: the gateway serves its minimal player page at /."),
     }
     devenv::write_config(&gateway_config, &t)?;
 
@@ -200,7 +207,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     tokio::select! {
         () = shutdown_signal() => {}
-        name = watch_children(&mut children) => {
+        name = watch_children(&mut children, &logs) => {
             eprintln!("{name} exited; stopping the deployment (logs in {})", logs.display());
             stop(&mut children).await;
             return Ok(ExitCode::FAILURE);
@@ -211,12 +218,40 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn webapp_dir() -> Option<PathBuf> {
-    let candidate = PathBuf::from("webapp/dist");
-    candidate
-        .join("index.html")
+/// The web app build to serve: the one given, or `webapp/dist`, which is
+/// built first (npm ci, npm run build) when only the source is here.
+fn webapp_dir(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = given {
+        if dir.join("index.html").exists() {
+            return dir.canonicalize().ok();
+        }
+        eprintln!(
+            "warning: {} has no index.html; not serving it",
+            dir.display()
+        );
+        return None;
+    }
+    let source = PathBuf::from("webapp");
+    let dist = source.join("dist");
+    if !dist.join("index.html").exists() && source.join("package.json").exists() {
+        println!("Building the web app (npm ci, npm run build; once)…");
+        let npm = |args: &[&str]| {
+            std::process::Command::new("npm")
+                .args(args)
+                .current_dir(&source)
+                .stdin(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let installed = source.join("node_modules").exists()
+            || npm(&["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
+        if !(installed && npm(&["run", "build", "--silent"])) {
+            eprintln!("warning: building the web app failed (is Node 20 with npm installed?)");
+        }
+    }
+    dist.join("index.html")
         .exists()
-        .then(|| candidate.canonicalize().ok())
+        .then(|| dist.canonicalize().ok())
         .flatten()
 }
 
@@ -281,11 +316,23 @@ async fn seed_demo(client: &Client, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn watch_children(children: &mut [(String, Child)]) -> String {
+/// Returns when the gateway exits. A storage node that exits is reported
+/// and the deployment keeps running on the others, as a real cluster does
+/// (the point of Rondo); restarting `rondo dev` brings it back.
+async fn watch_children(children: &mut [(String, Child)], logs: &Path) -> String {
+    let mut reported = std::collections::HashSet::new();
     loop {
         for (name, child) in children.iter_mut() {
-            if let Ok(Some(_)) = child.try_wait() {
-                return name.clone();
+            if let Ok(Some(status)) = child.try_wait() {
+                if !name.starts_with("node-") {
+                    return name.clone();
+                }
+                if reported.insert(name.clone()) {
+                    eprintln!(
+                        "{name} exited ({status}); the others keep serving (logs in {})",
+                        logs.display()
+                    );
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

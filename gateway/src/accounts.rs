@@ -204,7 +204,11 @@ mod tests {
     #[tokio::test]
     async fn passwords_verify_and_the_dummy_hash_parses() {
         let h = hash_password("correct horse".into()).await.unwrap();
-        assert!(verify_password("correct horse".into(), h.clone()).await.unwrap());
+        assert!(
+            verify_password("correct horse".into(), h.clone())
+                .await
+                .unwrap()
+        );
         assert!(!verify_password("wrong horse".into(), h).await.unwrap());
         // The login path checks unknown names against this hash: it must
         // parse, or the check would return early and leak timing.

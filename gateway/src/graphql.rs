@@ -498,6 +498,47 @@ impl CatalogQuery {
         })
     }
 
+    /// Songs, most recently added first; a cursor is a position.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn recent_songs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<SongConnection> {
+        let snap = snapshot(ctx);
+        let n = page_size(first).gql()?;
+        let start = match after.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map(|p| p + 1)
+                .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))
+                .gql()?,
+        };
+        let total = snap.recent.len();
+        let end = (start + n).min(total);
+        let edges: Vec<SongEdge> = (start.min(end)..end)
+            .map(|p| SongEdge {
+                cursor: p.to_string(),
+                node: Song(snap.songs[snap.recent[p]].clone()),
+            })
+            .collect();
+        Ok(SongConnection {
+            nodes: edges.iter().map(|e| Song(e.node.0.clone())).collect(),
+            page_info: PageInfo {
+                has_next_page: end < total,
+                has_previous_page: start > 0,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count: i32::try_from(total).unwrap_or(i32::MAX),
+        })
+    }
+
     /// One song; null if there is none with this id.
     async fn song(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Song>> {
         let id: SongId = parse_id(&id).gql()?;

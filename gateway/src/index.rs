@@ -337,6 +337,8 @@ pub struct Snapshot {
     artist_listing: Listing,
     album_listing: Listing,
     song_pos: HashMap<SongId, usize>,
+    /// Song positions, most recently added first.
+    pub recent: Vec<usize>,
     artist_pos: HashMap<ArtistId, usize>,
     album_pos: HashMap<AlbumId, usize>,
     /// Song positions of each artist, in title order.
@@ -407,6 +409,8 @@ impl Snapshot {
 
         let song_pos: HashMap<SongId, usize> =
             songs.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let mut recent: Vec<usize> = (0..songs.len()).collect();
+        recent.sort_by_key(|&i| std::cmp::Reverse((songs[i].created_at_ms, songs[i].id.0)));
         let artist_pos = artists.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
         let album_pos = albums.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
         let mut artist_songs: HashMap<ArtistId, Vec<usize>> = HashMap::new();
@@ -430,6 +434,7 @@ impl Snapshot {
             artist_listing,
             album_listing,
             song_pos,
+            recent,
             artist_pos,
             album_pos,
             artist_songs,

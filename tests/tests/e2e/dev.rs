@@ -15,7 +15,7 @@ use rondo_tests::{bin, eventually};
 /// ephemeral range (32768 and up), where no port-0 bind or outgoing
 /// connection of a parallel test can land, and every port it needs is
 /// checked free.
-fn base_port() -> u16 {
+pub fn base_port() -> u16 {
     let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
     let seed = std::process::id() as usize;
     for attempt in 0..500usize {

@@ -14,6 +14,7 @@ mod ring;
 mod streaming;
 mod upload;
 mod vrrp;
+mod webapp;
 
 use std::path::{Path, PathBuf};
 

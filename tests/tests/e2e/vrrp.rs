@@ -648,9 +648,14 @@ fn paused_master_resumes_without_a_burst() {
                 .windows(2)
                 .map(|w| w[1] - w[0])
                 .fold(f64::MAX, f64::min);
+            let seen: Vec<String> = watch
+                .adverts_between(resumed - 0.1, f64::MAX)
+                .into_iter()
+                .map(|(src, p, t)| format!("{src} p{p} {:+.1} ms", (t - resumed) * 1000.0))
+                .collect();
             assert!(
                 min_gap >= interval / 2.0 - EPS,
-                "{advert_ms} ms trial {trial}: adverts {:.1} ms apart after resume",
+                "{advert_ms} ms trial {trial}: adverts {:.1} ms apart after resume: {seen:?}",
                 min_gap * 1000.0
             );
             assert!(lab.holds_vip(0) && !lab.holds_vip(1));

@@ -1,0 +1,192 @@
+// The web app end to end in Debian's Chromium (playwright-core, no browser
+// download): register, log out and in, upload a file through the page,
+// find it by search, play it (currentTime advances), seek (the position
+// follows), survive the loss of the storage node serving it (the test kills
+// it when told), make a playlist and add the song, see the cluster page as
+// an admin, and a listener's view. Screenshots of each page go to SHOTS.
+//
+// Usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title>
+// Prints JSON lines: {"event":"playing","src":…} (then waits for a line
+// "killed" on stdin) and finally {"event":"done",…}.
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+
+const [base, shots, audioFile, title] = process.argv.slice(2);
+if (!base || !shots || !audioFile || !title) {
+  console.error('usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title>');
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+const emit = (o) => console.log(JSON.stringify(o));
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-quic', '--mute-audio',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+const result = { event: 'done' };
+const shot = async (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+try {
+  // The deployment's certificates come from its own dev CA.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  // Register the first account (an admin), log out, log in again.
+  await page.goto(`${base}/register`);
+  await shot(page, 'register');
+  await page.getByLabel('Name').fill('ada');
+  await page.getByLabel('Password').fill('analytical engine');
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByTestId('user-name').waitFor();
+  result.registeredAs = await page.getByTestId('user-name').textContent();
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('link', { name: 'Log in', exact: true }).click();
+  await page.getByLabel('Name').fill('ada');
+  await page.getByLabel('Password').fill('wrong password');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  result.wrongPassword = await page.getByRole('alert').textContent();
+  await page.getByLabel('Password').fill('analytical engine');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByTestId('user-name').waitFor();
+
+  // Upload through the page: a real file and a file that is not audio.
+  await page.getByRole('link', { name: 'Upload', exact: true }).click();
+  await page.getByTestId('file-input').setInputFiles([
+    { name: basename(audioFile), mimeType: 'audio/wav', buffer: readFileSync(audioFile) },
+    { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not audio at all') },
+  ]);
+  await page.locator('[data-testid=upload-item][data-state=done]').waitFor();
+  await page.locator('[data-testid=upload-item][data-state=failed]').waitFor();
+  result.uploadError = await page.locator('[data-testid=upload-item][data-state=failed]').textContent();
+  await shot(page, 'upload');
+
+  // Find it by search (a prefix of one word), play it.
+  await page.getByRole('link', { name: 'Search', exact: true }).click();
+  const word = title.split(' ')[0];
+  await page.getByLabel('Search songs, albums and artists').fill(word.slice(0, 4).toLowerCase());
+  await page.getByRole('button', { name: `Play ${title}` }).click();
+  const audio = page.getByTestId('audio');
+  await page.waitForFunction(() => {
+    const a = document.querySelector('[data-testid=audio]');
+    return a && !a.paused && a.currentTime > 0.5;
+  });
+  result.playedTo = await audio.evaluate((a) => a.currentTime);
+  result.duration = await audio.evaluate((a) => a.duration);
+  await shot(page, 'search-playing');
+
+  // Seek with the slider to 40 % of the song.
+  const target = Math.round(result.duration * 0.4 * 10) / 10;
+  await page.getByLabel('Seek').evaluate((el, t) => {
+    const set = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+    set.call(el, String(t));
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+    el.dispatchEvent(new PointerEvent('pointerup', { bubbles: true }));
+  }, target);
+  await page.waitForFunction((t) => {
+    const a = document.querySelector('[data-testid=audio]');
+    return a && a.currentTime >= t && !a.seeking;
+  }, target);
+  result.seekTarget = target;
+  result.afterSeek = await audio.evaluate((a) => a.currentTime);
+
+  // The storage node serving the song dies (the test kills it). The
+  // listener then seeks past what is buffered: the player finds the URL
+  // dead, asks for a fresh one (another replica) and resumes there, with
+  // no click.
+  const before = await audio.evaluate((a) => a.src);
+  emit({ event: 'playing', src: before });
+  await nextLine();
+  const buffered = await audio.evaluate((a) => (a.buffered.length ? a.buffered.end(a.buffered.length - 1) : 0));
+  const far = Math.min(result.duration - 5, Math.max(buffered + 10, result.duration * 0.7));
+  result.bufferedAtKill = buffered;
+  result.farTarget = far;
+  await audio.evaluate((a, t) => { a.currentTime = t; }, far);
+  await page.waitForFunction(
+    ([src, t]) => {
+      const a = document.querySelector('[data-testid=audio]');
+      return a && a.src !== src && !a.paused && a.currentTime > t + 1;
+    },
+    [before, far],
+    { timeout: 45000 },
+  );
+  result.resumedFrom = await audio.evaluate((a) => a.src);
+  result.resumedAt = await audio.evaluate((a) => a.currentTime);
+  await shot(page, 'recovered');
+
+  // A playlist with the song.
+  await page.getByRole('link', { name: 'Playlists', exact: true }).click();
+  await page.getByLabel('New playlist').fill('Road trip');
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('link', { name: /Road trip/ }).waitFor();
+  await page.getByRole('link', { name: 'Home', exact: true }).click();
+  await page.getByRole('button', { name: `Add ${title} to a playlist` }).first().click();
+  await page.getByRole('menuitem', { name: 'Road trip' }).click();
+  await page.getByText('Added to Road trip').waitFor();
+  await shot(page, 'home');
+  await page.getByRole('link', { name: 'Playlists', exact: true }).click();
+  await page.getByRole('link', { name: /Road trip/ }).click();
+  await page.getByTestId('playlist-song').first().waitFor();
+  result.playlistSongs = await page.getByTestId('playlist-song').allTextContents();
+  await shot(page, 'playlist');
+
+  // The cluster page: every storage node, the ring, the gateways.
+  await page.getByRole('link', { name: 'Cluster', exact: true }).click();
+  await page.getByTestId('nodes').locator('tbody tr').first().waitFor();
+  result.clusterNodes = await page.getByTestId('nodes').locator('tbody tr').count();
+  result.clusterUp = await page.getByTestId('nodes').locator('tbody td', { hasText: 'UP' }).count();
+  result.gateways = await page.getByTestId('gateways').locator('tbody tr').count();
+  await shot(page, 'cluster');
+
+  // Browsing pages, and the phone layout.
+  for (const [name, link] of [['songs', 'Songs'], ['albums', 'Albums'], ['artists', 'Artists']]) {
+    await page.getByRole('link', { name: link, exact: true }).click();
+    await page.getByRole('heading', { name: link }).waitFor();
+    await shot(page, name);
+  }
+  await page.setViewportSize({ width: 375, height: 740 });
+  await page.getByRole('link', { name: 'Home', exact: true }).click();
+  await shot(page, 'home-phone');
+
+  // A second account is a listener: no upload or cluster pages.
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('link', { name: 'Register', exact: true }).click();
+  await page.getByLabel('Name').fill('lin');
+  await page.getByLabel('Password').fill('listener password');
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByTestId('user-name').waitFor();
+  result.listenerSeesUpload = await page.getByRole('link', { name: 'Upload', exact: true }).count();
+  result.pageErrors = consoleErrors;
+} catch (e) {
+  result.error = String(e && e.stack ? e.stack : e);
+  try {
+    const page = browser.contexts()[0]?.pages()[0];
+    if (page) {
+      result.debug = await page.evaluate(() => {
+        const a = document.querySelector('[data-testid=audio]');
+        const st = document.querySelector('[role=status]');
+        return a && {
+          src: a.src, currentTime: a.currentTime, paused: a.paused, readyState: a.readyState,
+          networkState: a.networkState, error: a.error && a.error.code, seeking: a.seeking,
+          status: st && st.textContent,
+        };
+      });
+      await page.screenshot({ path: `${shots}/failure.png`, fullPage: true });
+    }
+  } catch {
+    // Best effort.
+  }
+} finally {
+  await browser.close();
+  emit(result);
+  lines.close();
+}

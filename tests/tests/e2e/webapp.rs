@@ -1,0 +1,189 @@
+//! The web app: its Vitest unit tests, and the whole flow in Debian's
+//! Chromium against `rondo dev` (3 storage nodes, the web app build).
+//! Screenshots of every page land in `target/webapp-screenshots/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use rondo_tests::{bin, eventually};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+#[test]
+fn webapp_unit_tests_pass() {
+    let webapp = repo().join("webapp");
+    assert!(
+        webapp.join("node_modules").exists(),
+        "run `npm ci` in webapp first (.ci/run does)"
+    );
+    let out = Command::new("npm")
+        .args(["test", "--silent"])
+        .current_dir(&webapp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vitest failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webapp_end_to_end_in_chromium() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dist = repo().join("webapp/dist");
+    assert!(
+        dist.join("index.html").exists(),
+        "build the web app first: `npm ci && npm run build` in webapp (.ci/run does)"
+    );
+    let browser = repo().join("tests/browser");
+    assert!(
+        browser.join("node_modules/playwright-core").exists(),
+        "run `npm ci` in tests/browser first (.ci/run does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("rondo-data");
+    let port = crate::dev::base_port();
+    let _dev = tokio::process::Command::new(bin("rondo"))
+        .args(["dev", "--no-demo", "--nodes", "3", "--data"])
+        .arg(&data)
+        .args(["--port", &port.to_string(), "--webapp"])
+        .arg(&dist)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let info = eventually("dev.json", Duration::from_secs(120), || async {
+        rondo_cli::devenv::read_dev_info(&data).ok()
+    })
+    .await
+    .unwrap();
+
+    // A 4-minute song: long enough that Chromium has not buffered all of it
+    // when its node dies.
+    let title = "Zephyr Overture";
+    let wav = tmp.path().join("zephyr.wav");
+    rondo_tests::tagged_wav(&wav, title, "Wind Quartet", "Open Air", 240.0, 7).unwrap();
+    let shots = repo().join("target/webapp-screenshots");
+    let mut child = Command::new("node")
+        .arg(browser.join("webapp.mjs"))
+        .arg(&info.gateway_url)
+        .arg(&shots)
+        .arg(&wav)
+        .arg(title)
+        .current_dir(&browser)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let nodes = info.nodes.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut done = None;
+        let mut killed = None;
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["event"] == "playing" {
+                // Kill the node that serves the stream.
+                let src = v["src"].as_str().unwrap_or_default().to_owned();
+                let node = nodes
+                    .iter()
+                    .find(|n| src.starts_with(&n.stream_url))
+                    .unwrap_or_else(|| panic!("{src} is on no node"));
+                let ok = Command::new("pkill")
+                    .args(["-KILL", "-f"])
+                    .arg(node.config.as_os_str())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "kill the node serving {src}");
+                killed = Some(node.stream_url.clone());
+                let _ = writeln!(stdin, "killed");
+            } else if v["event"] == "done" {
+                done = Some(v);
+            }
+        }
+        (done, killed)
+    });
+    let (done, killed) = tokio::time::timeout(Duration::from_secs(240), reader)
+        .await
+        .expect("the browser run timed out")
+        .unwrap();
+    let _ = child.wait();
+    let r = done.expect("no result from the browser run");
+    assert_eq!(r["error"], Value::Null, "{r:#}");
+    assert_eq!(r["registeredAs"], "ada");
+    assert!(
+        r["wrongPassword"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wrong name or password"),
+        "{r}"
+    );
+    assert!(
+        r["uploadError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Not a supported audio file"),
+        "{r}"
+    );
+    assert!((r["duration"].as_f64().unwrap() - 240.0).abs() < 0.5, "{r}");
+    assert!(r["playedTo"].as_f64().unwrap() > 0.5, "{r}");
+    assert!(
+        r["afterSeek"].as_f64().unwrap() >= r["seekTarget"].as_f64().unwrap(),
+        "{r}"
+    );
+    // Playback continued from another node, at the position asked for.
+    let killed = killed.expect("the node was killed");
+    let resumed = r["resumedFrom"].as_str().unwrap_or_default();
+    assert!(
+        !resumed.starts_with(&killed),
+        "resumed from the dead node: {r}"
+    );
+    assert!(
+        r["resumedAt"].as_f64().unwrap() > r["farTarget"].as_f64().unwrap(),
+        "{r}"
+    );
+    assert!(
+        r["playlistSongs"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains(title),
+        "{r}"
+    );
+    assert_eq!(r["clusterNodes"], 3, "{r}");
+    assert!(r["clusterUp"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["gateways"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["listenerSeesUpload"], 0, "{r}");
+    assert_eq!(r["pageErrors"], serde_json::json!([]), "{r}");
+    for page in [
+        "register",
+        "upload",
+        "search-playing",
+        "recovered",
+        "playlist",
+        "cluster",
+        "home",
+        "home-phone",
+    ] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "screenshot {page}"
+        );
+    }
+}

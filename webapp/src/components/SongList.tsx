@@ -1,0 +1,135 @@
+// A list of songs: play from here, add to the queue, add to a playlist.
+
+import { Icon } from "./Icon";
+import { useState } from "react";
+import { Link } from "react-router";
+import { useMutation, useQuery } from "urql";
+import { graphql } from "../gql";
+import { usePlayer } from "../player/Player";
+import { formatTime, type Track } from "../player/queue";
+import { useSession } from "../session";
+
+export interface SongRow {
+  id: string;
+  title: string;
+  durationMs: number;
+  artist: { id: string; name: string };
+  album: { id: string; title: string };
+}
+
+export function toTrack(s: SongRow): Track {
+  return { id: s.id, title: s.title, artist: s.artist.name, album: s.album.title, durationMs: s.durationMs };
+}
+
+const MyPlaylists = graphql(`
+  query MyPlaylists {
+    playlists(first: 100) {
+      nodes {
+        id
+        name
+      }
+    }
+  }
+`);
+
+const AddToPlaylist = graphql(`
+  mutation AddToPlaylist($id: ID!, $songs: [ID!]!) {
+    addSongsToPlaylist(id: $id, songIds: $songs) {
+      id
+      songCount
+    }
+  }
+`);
+
+function AddToPlaylistMenu({ song }: { song: SongRow }) {
+  const [open, setOpen] = useState(false);
+  const [{ data }] = useQuery({ query: MyPlaylists, pause: !open });
+  const [, add] = useMutation(AddToPlaylist);
+  const [done, setDone] = useState("");
+  return (
+    <span className="menu">
+      <button type="button" aria-label={`Add ${song.title} to a playlist`} aria-expanded={open} onClick={() => setOpen(!open)}>
+        <Icon name="add" />
+      </button>
+      {open && (
+        <span className="menu-list" role="menu">
+          {(data?.playlists.nodes ?? []).map((p) => (
+            <button
+              type="button"
+              role="menuitem"
+              key={p.id}
+              onClick={async () => {
+                const r = await add({ id: p.id, songs: [song.id] });
+                setDone(r.error ? r.error.message : `Added to ${p.name}`);
+                setOpen(false);
+              }}
+            >
+              {p.name}
+            </button>
+          ))}
+          {data && data.playlists.nodes.length === 0 && <span className="sub">No playlists yet</span>}
+        </span>
+      )}
+      {done && (
+        <span className="sub" role="status">
+          {done}
+        </span>
+      )}
+    </span>
+  );
+}
+
+export function SongList({ songs, showAlbum = true }: { songs: SongRow[]; showAlbum?: boolean }) {
+  const { dispatch, queue } = usePlayer();
+  const { user } = useSession();
+  const current = queue.index >= 0 ? queue.tracks[queue.index]?.id : undefined;
+  return (
+    <table className="songs">
+      <thead>
+        <tr>
+          <th scope="col">
+            <span className="visually-hidden">Play</span>
+          </th>
+          <th scope="col">Title</th>
+          <th scope="col">Artist</th>
+          {showAlbum && <th scope="col">Album</th>}
+          <th scope="col">Time</th>
+          <th scope="col">
+            <span className="visually-hidden">Actions</span>
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {songs.map((s, i) => (
+          <tr key={`${s.id}-${i}`} className={s.id === current ? "current" : undefined} data-testid="song-row">
+            <td>
+              <button
+                type="button"
+                aria-label={`Play ${s.title}`}
+                onClick={() => dispatch({ type: "play", tracks: songs.map(toTrack), index: i })}
+              >
+                <Icon name="play" />
+              </button>
+            </td>
+            <td>{s.title}</td>
+            <td>
+              <Link to={`/artists/${s.artist.id}`}>{s.artist.name}</Link>
+            </td>
+            {showAlbum && (
+              <td>
+                <Link to={`/albums/${s.album.id}`}>{s.album.title}</Link>
+              </td>
+            )}
+            <td>{formatTime(s.durationMs / 1000)}</td>
+            <td className="actions">
+              <button type="button" aria-label={`Add ${s.title} to the queue`} onClick={() => dispatch({ type: "enqueue", tracks: [toTrack(s)] })}>
+                <Icon name="queue" />
+              </button>
+              {user && <AddToPlaylistMenu song={s} />}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}

@@ -1,0 +1,345 @@
+// Home, songs, artists, albums, and their pages.
+
+import { Icon } from "../components/Icon";
+import { useCallback, useEffect, useRef, useState } from "react";
+import { Link, useParams } from "react-router";
+import { useQuery } from "urql";
+import { graphql } from "../gql";
+import { SongList, toTrack, type SongRow } from "../components/SongList";
+import { usePlayer } from "../player/Player";
+
+const Recent = graphql(`
+  query Recent {
+    recentSongs(first: 12) {
+      totalCount
+      nodes {
+        id
+        title
+        durationMs
+        artist {
+          id
+          name
+        }
+        album {
+          id
+          title
+        }
+      }
+    }
+  }
+`);
+
+export function ErrorNote({ error }: { error?: { message: string } }) {
+  return error ? (
+    <p className="error" role="alert">
+      {error.message}
+    </p>
+  ) : null;
+}
+
+export function PlayAll({ songs, label = "Play all" }: { songs: SongRow[]; label?: string }) {
+  const { dispatch } = usePlayer();
+  return (
+    <div className="row-buttons">
+      <button type="button" className="primary" disabled={songs.length === 0} onClick={() => dispatch({ type: "play", tracks: songs.map(toTrack) })}>
+        <Icon name="play" /> {label}
+      </button>
+      <button type="button" disabled={songs.length === 0} onClick={() => dispatch({ type: "enqueue", tracks: songs.map(toTrack) })}>
+        Add to queue
+      </button>
+    </div>
+  );
+}
+
+export function Home() {
+  const [{ data, fetching, error }] = useQuery({ query: Recent });
+  const songs = data?.recentSongs.nodes ?? [];
+  return (
+    <section>
+      <h1>Recently added</h1>
+      <ErrorNote error={error} />
+      {fetching && !data && <p aria-busy="true">Loading…</p>}
+      {data && songs.length === 0 && (
+        <p>
+          No music yet. <Link to="/upload">Upload some</Link>.
+        </p>
+      )}
+      <PlayAll songs={songs} />
+      <SongList songs={songs} />
+      {data && (
+        <p className="sub">
+          {data.recentSongs.totalCount === 1 ? "1 song" : `${data.recentSongs.totalCount} songs`} in the library
+        </p>
+      )}
+    </section>
+  );
+}
+
+const SongsPage = graphql(`
+  query SongsPage($after: String) {
+    songs(first: 50, after: $after) {
+      totalCount
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+      nodes {
+        id
+        title
+        durationMs
+        artist {
+          id
+          name
+        }
+        album {
+          id
+          title
+        }
+      }
+    }
+  }
+`);
+
+/** Calls `onVisible` when the sentinel scrolls into view. */
+function Sentinel({ onVisible, active }: { onVisible: () => void; active: boolean }) {
+  const ref = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    const el = ref.current;
+    if (!el || !active || typeof IntersectionObserver === "undefined") return;
+    const io = new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && onVisible(), {
+      rootMargin: "400px",
+    });
+    io.observe(el);
+    return () => io.disconnect();
+  }, [onVisible, active]);
+  return <div ref={ref} data-testid="more" />;
+}
+
+export function Songs() {
+  const [after, setAfter] = useState<string | null>(null);
+  const [pages, setPages] = useState<SongRow[][]>([]);
+  const pagesKeys = useRef<string[]>([]);
+  const [{ data, fetching, error }] = useQuery({ query: SongsPage, variables: { after } });
+  useEffect(() => {
+    if (!data) return;
+    setPages((p) => {
+      const key = after ?? "";
+      const at = pagesKeys.current.indexOf(key);
+      if (at >= 0) return p.map((x, i) => (i === at ? data.songs.nodes : x));
+      pagesKeys.current.push(key);
+      return [...p, data.songs.nodes];
+    });
+  }, [data, after]);
+  const more = useCallback(() => {
+    if (!fetching && data?.songs.pageInfo.hasNextPage && data.songs.pageInfo.endCursor) {
+      setAfter(data.songs.pageInfo.endCursor);
+    }
+  }, [fetching, data]);
+  const songs = pages.flat();
+  return (
+    <section>
+      <h1>Songs</h1>
+      <ErrorNote error={error} />
+      {data && <p className="sub">{data.songs.totalCount} songs</p>}
+      <SongList songs={songs} />
+      {fetching && <p aria-busy="true">Loading…</p>}
+      <Sentinel onVisible={more} active={!!data?.songs.pageInfo.hasNextPage} />
+      {data?.songs.pageInfo.hasNextPage && (
+        <button type="button" onClick={more}>
+          Load more
+        </button>
+      )}
+    </section>
+  );
+}
+
+const ArtistsPage = graphql(`
+  query ArtistsPage($after: String) {
+    artists(first: 100, after: $after) {
+      totalCount
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+      nodes {
+        id
+        name
+      }
+    }
+  }
+`);
+
+export function Artists() {
+  const [after, setAfter] = useState<string | null>(null);
+  const [{ data, error }] = useQuery({ query: ArtistsPage, variables: { after } });
+  return (
+    <section>
+      <h1>Artists</h1>
+      <ErrorNote error={error} />
+      <ul className="grid">
+        {(data?.artists.nodes ?? []).map((a) => (
+          <li key={a.id}>
+            <Link className="card" to={`/artists/${a.id}`}>
+              {a.name}
+            </Link>
+          </li>
+        ))}
+      </ul>
+      {data?.artists.pageInfo.hasNextPage && (
+        <button type="button" onClick={() => setAfter(data.artists.pageInfo.endCursor ?? null)}>
+          Next page
+        </button>
+      )}
+    </section>
+  );
+}
+
+const AlbumsPage = graphql(`
+  query AlbumsPage($after: String) {
+    albums(first: 100, after: $after) {
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+      nodes {
+        id
+        title
+        year
+        artist {
+          id
+          name
+        }
+      }
+    }
+  }
+`);
+
+export function Albums() {
+  const [after, setAfter] = useState<string | null>(null);
+  const [{ data, error }] = useQuery({ query: AlbumsPage, variables: { after } });
+  return (
+    <section>
+      <h1>Albums</h1>
+      <ErrorNote error={error} />
+      <ul className="grid">
+        {(data?.albums.nodes ?? []).map((a) => (
+          <li key={a.id}>
+            <Link className="card" to={`/albums/${a.id}`}>
+              <strong>{a.title}</strong>
+              <span className="sub">
+                {a.artist?.name}
+                {a.year ? ` · ${a.year}` : ""}
+              </span>
+            </Link>
+          </li>
+        ))}
+      </ul>
+      {data?.albums.pageInfo.hasNextPage && (
+        <button type="button" onClick={() => setAfter(data.albums.pageInfo.endCursor ?? null)}>
+          Next page
+        </button>
+      )}
+    </section>
+  );
+}
+
+const ArtistQuery = graphql(`
+  query ArtistPage($id: ID!) {
+    artist(id: $id) {
+      id
+      name
+      albums {
+        id
+        title
+        year
+      }
+      songs {
+        id
+        title
+        durationMs
+        artist {
+          id
+          name
+        }
+        album {
+          id
+          title
+        }
+      }
+    }
+  }
+`);
+
+export function ArtistPage() {
+  const { id = "" } = useParams();
+  const [{ data, error, fetching }] = useQuery({ query: ArtistQuery, variables: { id } });
+  const a = data?.artist;
+  if (fetching && !data) return <p aria-busy="true">Loading…</p>;
+  if (!a) return <ErrorNote error={error ?? { message: "No such artist" }} />;
+  return (
+    <section>
+      <h1>{a.name}</h1>
+      <PlayAll songs={a.songs} />
+      <h2>Albums</h2>
+      <ul className="grid">
+        {a.albums.map((al) => (
+          <li key={al.id}>
+            <Link className="card" to={`/albums/${al.id}`}>
+              <strong>{al.title}</strong>
+              {al.year && <span className="sub">{al.year}</span>}
+            </Link>
+          </li>
+        ))}
+      </ul>
+      <h2>Songs</h2>
+      <SongList songs={a.songs} />
+    </section>
+  );
+}
+
+const AlbumQuery = graphql(`
+  query AlbumPage($id: ID!) {
+    album(id: $id) {
+      id
+      title
+      year
+      artist {
+        id
+        name
+      }
+      songs {
+        id
+        title
+        durationMs
+        trackNumber
+        artist {
+          id
+          name
+        }
+        album {
+          id
+          title
+        }
+      }
+    }
+  }
+`);
+
+export function AlbumPage() {
+  const { id = "" } = useParams();
+  const [{ data, error, fetching }] = useQuery({ query: AlbumQuery, variables: { id } });
+  const a = data?.album;
+  if (fetching && !data) return <p aria-busy="true">Loading…</p>;
+  if (!a) return <ErrorNote error={error ?? { message: "No such album" }} />;
+  return (
+    <section>
+      <h1>{a.title}</h1>
+      <p className="sub">
+        {a.artist && <Link to={`/artists/${a.artist.id}`}>{a.artist.name}</Link>}
+        {a.year ? ` · ${a.year}` : ""}
+      </p>
+      <PlayAll songs={a.songs} label="Play album" />
+      <SongList songs={a.songs} showAlbum={false} />
+    </section>
+  );
+}
