@@ -90,4 +90,35 @@ describe("SongList in the player", () => {
     });
     expect(executeQuery.mock.calls.length).toBeGreaterThan(calls);
   });
+
+  it("shows the queue, jumps in it and removes from it", async () => {
+    const { client } = fakeClient();
+    render(
+      <Provider value={client}>
+        <MemoryRouter>
+          <PlayerProvider>
+            <SongList songs={[song("s1", "First"), song("s2", "Second"), song("s3", "Third")]} />
+          </PlayerProvider>
+        </MemoryRouter>
+      </Provider>,
+    );
+    await act(async () => {
+      fireEvent.click(screen.getByRole("button", { name: "Add First to the queue" }));
+      fireEvent.click(screen.getByRole("button", { name: "Add Third to the queue" }));
+    });
+    fireEvent.click(screen.getByRole("button", { name: "Queue" }));
+    expect(screen.getAllByTestId("queue-item").map((li) => li.textContent)).toEqual([
+      "First — The Band",
+      "Third — The Band",
+    ]);
+    await act(async () => {
+      fireEvent.click(screen.getByRole("button", { name: "Play Third from the queue" }));
+    });
+    expect(screen.getByTestId("now-playing").textContent).toBe("Third");
+    await act(async () => {
+      fireEvent.click(screen.getByRole("button", { name: "Remove First from the queue" }));
+    });
+    expect(screen.getAllByTestId("queue-item")).toHaveLength(1);
+    expect(screen.getByTestId("now-playing").textContent).toBe("Third");
+  });
 });

@@ -246,8 +246,32 @@ function PlayerBar({
   }, [track, next, previous, seek]);
 
   const shown = dragging ?? time;
+  const [showQueue, setShowQueue] = useState(false);
   return (
     <footer className="player" aria-label="Player">
+      {showQueue && (
+        <section className="queue" aria-label="Queue">
+          <h2>Queue</h2>
+          {queue.tracks.length === 0 && <p className="sub">The queue is empty.</p>}
+          <ol>
+            {queue.tracks.map((t, i) => (
+              <li key={`${t.id}-${i}`} className={i === queue.index ? "current" : undefined} data-testid="queue-item">
+                <button type="button" className="link" aria-label={`Play ${t.title} from the queue`} onClick={() => dispatch({ type: "jump", index: i })}>
+                  {t.title} <span className="sub">— {t.artist}</span>
+                </button>
+                <button type="button" aria-label={`Remove ${t.title} from the queue`} onClick={() => dispatch({ type: "remove", index: i })}>
+                  <Icon name="remove" />
+                </button>
+              </li>
+            ))}
+          </ol>
+          {queue.tracks.length > 0 && (
+            <button type="button" onClick={() => dispatch({ type: "clear" })}>
+              Clear
+            </button>
+          )}
+        </section>
+      )}
       <audio
         ref={audio}
         data-testid="audio"
@@ -335,6 +359,9 @@ function PlayerBar({
         </div>
       </div>
       <div className="volume">
+        <button type="button" aria-expanded={showQueue} aria-label="Queue" onClick={() => setShowQueue(!showQueue)}>
+          <Icon name="queue" /> {queue.tracks.length}
+        </button>
         <label htmlFor="volume">Volume</label>
         <input
           id="volume"
