@@ -1,8 +1,9 @@
 //! Session tokens: who a request acts for, signed by the gateways.
 //!
-//! A token is `rs1.<user id>.<role>.<expiry>.<signature>`: the expiry in
-//! Unix seconds, the signature HMAC-SHA256 under the cluster secret (with its
-//! own domain label, so a stream signature is never a session signature).
+//! A token is `rs1.<user id>.<role>.<expiry>.<session id>.<signature>`: the
+//! expiry in Unix seconds, a random session id (what a logout revokes), the
+//! signature HMAC-SHA256 under the cluster secret (with its own domain
+//! label, so a stream signature is never a session signature).
 //! Every gateway shares the secret, so a session opened on one replica is
 //! valid on the others, across a failover of the floating address. A JWT
 //! library would add RSA and elliptic-curve code for one HMAC.
@@ -44,6 +45,15 @@ pub struct Session {
     pub user: UserId,
     pub role: Role,
     pub expires: u64,
+    /// Random; names the session for a logout.
+    pub id: [u8; 16],
+}
+
+impl Session {
+    /// The session id as text (what revocations store).
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
 }
 
 /// Why a token was refused.
@@ -85,7 +95,13 @@ impl SessionSigner {
 
     /// A token for this session.
     pub fn sign(&self, s: &Session) -> String {
-        let body = format!("rs1.{}.{}.{}", s.user, s.role.as_str(), s.expires);
+        let body = format!(
+            "rs1.{}.{}.{}.{}",
+            s.user,
+            s.role.as_str(),
+            s.expires,
+            s.id_hex()
+        );
         let sig = hex::encode(self.mac(&body).finalize().into_bytes());
         format!("{body}.{sig}")
     }
@@ -94,7 +110,8 @@ impl SessionSigner {
     pub fn verify(&self, token: &str, now: u64) -> Result<Session, Refused> {
         let (body, sig) = token.rsplit_once('.').ok_or(Refused::Malformed)?;
         let mut parts = body.split('.');
-        let (Some("rs1"), Some(user), Some(role), Some(expires), None) = (
+        let (Some("rs1"), Some(user), Some(role), Some(expires), Some(id), None) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -111,6 +128,10 @@ impl SessionSigner {
             user: user.parse().map_err(|_| Refused::Malformed)?,
             role: Role::parse(role).ok_or(Refused::Malformed)?,
             expires: expires.parse().map_err(|_| Refused::Malformed)?,
+            id: hex::decode(id)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Refused::Malformed)?,
         };
         if session.expires <= now {
             return Err(Refused::Expired);
@@ -137,6 +158,7 @@ mod tests {
             user: UserId(uuid::Uuid::from_u128(7)),
             role: Role::Admin,
             expires: 1000,
+            id: [7; 16],
         };
         let token = signer.sign(&s);
         check(&token, 999, Ok(Role::Admin));
@@ -146,7 +168,7 @@ mod tests {
             10,
             Err(Refused::BadSignature),
         );
-        check("rs1.x.admin.5.00", 1, Err(Refused::BadSignature));
+        check("rs1.x.admin.5.07.00", 1, Err(Refused::BadSignature));
         check("nonsense", 1, Err(Refused::Malformed));
         check("", 1, Err(Refused::Malformed));
         let other = SessionSigner::new(b"other".to_vec()).sign(&s);

@@ -51,6 +51,8 @@ pub struct Accounts {
     playlists: HashMap<PlaylistId, PlaylistRec>,
     /// Deleted playlists and the version that deleted them.
     deleted: HashMap<PlaylistId, u64>,
+    /// Sessions ended by logout, with their expiry (Unix seconds).
+    revoked: HashMap<String, u64>,
 }
 
 impl Accounts {
@@ -115,6 +117,17 @@ impl Accounts {
             },
         );
         Ok(())
+    }
+
+    /// Records a logout; forgets revocations that expired by then.
+    pub fn apply_revoked(&mut self, r: pb::RevokedSession) {
+        self.revoked.retain(|_, exp| *exp > r.at);
+        self.revoked.insert(r.session_id, r.expires_at);
+    }
+
+    /// Whether this session was ended by a logout.
+    pub fn is_revoked(&self, session_id: &str) -> bool {
+        self.revoked.contains_key(session_id)
     }
 
     pub fn user(&self, id: UserId) -> Option<&UserRec> {

@@ -71,8 +71,16 @@ fn auth(state: &AppState, headers: &HeaderMap) -> Auth {
         // blake3::Hash compares in constant time.
         Some(t) if blake3::hash(t.as_bytes()) == state.admin_token_hash => Auth::Admin,
         Some(t) => match state.sessions.verify(t, crate::graphql::unix_now()) {
-            Ok(session) => Auth::User(session),
-            Err(_) => Auth::Invalid,
+            Ok(session)
+                if !state
+                    .cluster
+                    .snapshot()
+                    .accounts
+                    .is_revoked(&session.id_hex()) =>
+            {
+                Auth::User(session)
+            }
+            _ => Auth::Invalid,
         },
         None => Auth::Invalid,
     }

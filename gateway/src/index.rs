@@ -122,6 +122,7 @@ impl Catalog {
             }
             Change::User(user) => self.accounts.apply_user(user)?,
             Change::Playlist(playlist) => self.accounts.apply_playlist(playlist)?,
+            Change::Revoked(r) => self.accounts.apply_revoked(r),
         }
         Ok(())
     }

@@ -218,13 +218,15 @@ impl StorageNode for Service {
         use pb::catalog_update::Change as U;
         let update = request.into_inner().update.unwrap_or_default();
         let update = match update.change {
-            Some(change @ (U::RegisterUser(_) | U::Playlist(_))) => pb::CatalogUpdate {
-                change: Some(change),
-                ..Default::default()
-            },
+            Some(change @ (U::RegisterUser(_) | U::Playlist(_) | U::RevokeSession(_))) => {
+                pb::CatalogUpdate {
+                    change: Some(change),
+                    ..Default::default()
+                }
+            }
             _ => {
                 return Err(Error::Invalid {
-                    what: "only account and playlist updates can be proposed",
+                    what: "only account, session and playlist updates can be proposed",
                 }
                 .into());
             }

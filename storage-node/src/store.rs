@@ -60,6 +60,8 @@ const USERS: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
 const USER_NAMES: TableDefinition<&str, u128> = TableDefinition::new("user_names");
 /// Playlists (id → `pb::Playlist`); deleted ones are removed.
 const PLAYLISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("playlists");
+/// Sessions ended by logout (id → expiry, Unix seconds), until they expire.
+const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
 
 const RING_APPLIED: &str = "applied";
 const RING_DIGEST: &str = "digest";
@@ -175,6 +177,32 @@ fn register_user(
     names.insert(folded.as_str(), id)?;
     users.insert(id, user.encode_to_vec().as_slice())?;
     Ok(Ok(user))
+}
+
+/// Records an ended session until it expires, dropping those expired by
+/// the proposer's clock (carried in the update, so every node drops the
+/// same ones).
+fn revoke_session(
+    txn: &redb::WriteTransaction,
+    r: pb::RevokedSession,
+) -> Result<std::result::Result<pb::RevokedSession, Error>> {
+    if r.session_id.is_empty() || r.session_id.len() > 64 {
+        return Ok(Err(Error::Invalid {
+            what: "bad session id",
+        }));
+    }
+    let mut revoked = txn.open_table(REVOKED)?;
+    let expired: Vec<String> = revoked
+        .iter()?
+        .filter_map(|row| row.ok())
+        .filter(|(_, exp)| exp.value() <= r.at)
+        .map(|(id, _)| id.value().to_owned())
+        .collect();
+    for id in expired {
+        revoked.remove(id.as_str())?;
+    }
+    revoked.insert(r.session_id.as_str(), r.expires_at)?;
+    Ok(Ok(r))
 }
 
 /// Applies a playlist operation for its actor.
@@ -892,6 +920,10 @@ impl Store {
                 let outcome = apply_playlist(txn, seq, op)?;
                 finish_account(txn, &mut meta, outcome.map(Change::Playlist))
             }
+            Some(U::RevokeSession(r)) => {
+                let outcome = revoke_session(txn, r)?;
+                finish_account(txn, &mut meta, outcome.map(Change::Revoked))
+            }
             None => Ok((
                 Applied::Rejected(Error::Invalid {
                     what: "empty catalog update",
@@ -1485,5 +1517,30 @@ mod tests {
                 .unwrap(),
             Applied::Rejected(Error::NotFound { .. })
         ));
+        // Revocations are kept until they expire (by the proposer's clock).
+        let revoke = |id: &str, expires_at: u64, at: u64| {
+            pb::CatalogUpdate {
+                change: Some(pb::catalog_update::Change::RevokeSession(
+                    pb::RevokedSession {
+                        session_id: id.into(),
+                        expires_at,
+                        at,
+                    },
+                )),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        store.apply_update(17, &revoke("s1", 50, 10)).unwrap();
+        store.apply_update(18, &revoke("s2", 500, 60)).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let ids: Vec<String> = txn
+            .open_table(REVOKED)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_owned())
+            .collect();
+        assert_eq!(ids, ["s2"]);
     }
 }

@@ -1,8 +1,8 @@
 //! Accounts, sessions and playlists in the GraphQL schema.
 //!
 //! `register` and `login` answer a session token for
-//! `Authorization: Bearer …`; `logout` is the client forgetting it (tokens
-//! are stateless and expire after `session_ttl_secs`). Playlists belong to
+//! `Authorization: Bearer …`, valid for `session_ttl_secs`; `logout` revokes
+//! it on every gateway (a revocation is a catalog update). Playlists belong to
 //! the account of the session; every change is ordered by the storage
 //! nodes' ring (see [`crate::accounts`]).
 
@@ -256,6 +256,7 @@ async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
         user: user.id,
         role: user.role,
         expires,
+        id: *uuid::Uuid::new_v4().as_bytes(),
     });
     AuthPayload {
         token,
@@ -428,10 +429,21 @@ impl AccountMutation {
         }
     }
 
-    /// Ends the session on this client: tokens are stateless, so the client
-    /// forgets it; it expires on its own after `session_ttl_secs`.
+    /// Ends this session: its token is refused by every gateway from now
+    /// on (the revocation is ordered like any catalog update and kept until
+    /// the token would have expired).
     async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
-        session(ctx).gql()?;
+        let s = session(ctx).gql()?;
+        propose(
+            state(ctx),
+            pb::catalog_update::Change::RevokeSession(pb::RevokedSession {
+                session_id: s.id_hex(),
+                expires_at: s.expires,
+                at: super::unix_now(),
+            }),
+        )
+        .await
+        .gql()?;
         Ok(true)
     }
 

@@ -122,7 +122,7 @@ pub struct WatchCatalogRequest {
 pub struct CatalogChange {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6")]
     pub change: ::core::option::Option<catalog_change::Change>,
 }
 /// Nested message and enum types in `CatalogChange`.
@@ -139,7 +139,22 @@ pub mod catalog_change {
         /// A playlist after a change, or its tombstone (`deleted`).
         #[prost(message, tag = "5")]
         Playlist(super::Playlist),
+        /// A session ended by logout: refused by every gateway until it expires.
+        #[prost(message, tag = "6")]
+        Revoked(super::RevokedSession),
     }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokedSession {
+    #[prost(string, tag = "1")]
+    pub session_id: ::prost::alloc::string::String,
+    /// When the session would have expired (Unix seconds): kept until then.
+    #[prost(uint64, tag = "2")]
+    pub expires_at: u64,
+    /// The proposing gateway's clock (Unix seconds); revocations expired by
+    /// then are dropped when this one is applied.
+    #[prost(uint64, tag = "3")]
+    pub at: u64,
 }
 /// A listener's or an administrator's account. The password is kept only as
 /// an argon2 PHC string.
@@ -239,8 +254,8 @@ pub struct MoveSong {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ProposeRequest {
-    /// Only account and playlist updates: songs go through UploadSong and
-    /// DeleteSong.
+    /// Only account, session and playlist updates: songs go through
+    /// UploadSong and DeleteSong.
     #[prost(message, optional, tag = "1")]
     pub update: ::core::option::Option<CatalogUpdate>,
 }
@@ -260,7 +275,7 @@ pub struct CatalogUpdate {
     /// when the update is applied.
     #[prost(string, tag = "4")]
     pub proposal: ::prost::alloc::string::String,
-    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6")]
+    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
 /// Nested message and enum types in `CatalogUpdate`.
@@ -276,6 +291,9 @@ pub mod catalog_update {
         RegisterUser(super::User),
         #[prost(message, tag = "6")]
         Playlist(super::PlaylistOp),
+        /// End a session (logout).
+        #[prost(message, tag = "7")]
+        RevokeSession(super::RevokedSession),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

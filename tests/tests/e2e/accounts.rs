@@ -305,6 +305,22 @@ async fn accounts_roles_and_playlists_through_the_ring() {
         .unwrap();
     assert_eq!(left["playlists"]["totalCount"], 0);
 
+    // Logout ends that session on every gateway; the account's other
+    // sessions go on.
+    let other = login(&cluster, "bob", "battery staple").await.unwrap();
+    let out = bob_c.query("mutation { logout }", json!({})).await.unwrap();
+    assert_eq!(out["logout"], true);
+    let e = bob_c
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "UNAUTHENTICATED");
+    let still = client(&cluster, Some(&other))
+        .query("{ me { name } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(still["me"]["name"], "bob");
+
     // `rondo user create --admin`: the password comes from stdin.
     let mut child = Command::new(bin("rondo"))
         .args(["user", "create", "dave", "--admin"])

@@ -544,33 +544,39 @@ fn preemption_leaves_two_masters_for_at_most_one_interval() {
 #[test]
 fn equal_priorities_go_to_the_higher_address() {
     let Some(lab) = lab_or_skip(3) else { return };
-    for ours_host in [0, 1] {
-        let ka_host = 1 - ours_host;
-        let mut ka = lab.keepalived(ka_host, 100, 100, "").unwrap();
-        let mut ours = start_ours(&lab, ours_host, &ours_args(100, 100, None));
-        vrrp_lab::wait_until("one master", 5.0, || lab.holds_vip(0) != lab.holds_vip(1)).unwrap();
-        // Split them: both become master.
-        let backup = usize::from(lab.holds_vip(0));
-        lab.net.detach(backup).unwrap();
-        wait_holds(&lab, backup, 5.0);
-        assert!(lab.holds_vip(0) && lab.holds_vip(1));
-        let healed = vrrp_lab::now();
-        lab.net.attach(backup).unwrap();
-        // Host 1 has the higher address: host 0 yields.
-        let released = wait_released(&lab, 0, 2.0);
-        assert!(
-            released - healed <= 0.1 + EPS,
-            "two masters for {:.1} ms",
-            (released - healed) * 1000.0
-        );
-        never_holds_vip(&lab, 0, 1.0);
-        assert!(lab.holds_vip(1));
-        let want = if ours_host == 1 { "Master" } else { "Backup" };
-        assert_eq!(ours.state(), want);
-        ours.terminate().unwrap();
-        ka.terminate();
-        lab.remove_vip(0);
-        lab.remove_vip(1);
+    for advert_ms in [1000, 100] {
+        let interval = f64::from(advert_ms) / 1000.0;
+        for ours_host in [0, 1] {
+            let ka_host = 1 - ours_host;
+            let mut ka = lab.keepalived(ka_host, 100, advert_ms, "").unwrap();
+            let mut ours = start_ours(&lab, ours_host, &ours_args(100, advert_ms, None));
+            vrrp_lab::wait_until("one master", 10.0, || lab.holds_vip(0) != lab.holds_vip(1))
+                .unwrap();
+            for trial in 0..trials(advert_ms) {
+                // Split them: both become master.
+                let backup = usize::from(lab.holds_vip(0));
+                lab.net.detach(backup).unwrap();
+                wait_holds(&lab, backup, 10.0);
+                assert!(lab.holds_vip(0) && lab.holds_vip(1));
+                let healed = vrrp_lab::now();
+                lab.net.attach(backup).unwrap();
+                // Host 1 has the higher address: host 0 yields.
+                let released = wait_released(&lab, 0, 5.0);
+                assert!(
+                    released - healed <= interval + EPS,
+                    "{advert_ms} ms, ours on host {ours_host}, trial {trial}: two masters for {:.1} ms",
+                    (released - healed) * 1000.0
+                );
+                never_holds_vip(&lab, 0, 2.0 * interval);
+                assert!(lab.holds_vip(1));
+                let want = if ours_host == 1 { "Master" } else { "Backup" };
+                assert_eq!(ours.state(), want);
+            }
+            ours.terminate().unwrap();
+            ka.terminate();
+            lab.remove_vip(0);
+            lab.remove_vip(1);
+        }
     }
 }
 
@@ -578,18 +584,25 @@ fn equal_priorities_go_to_the_higher_address() {
 #[test]
 fn priority_255_owner_takes_over_at_startup() {
     let Some(lab) = lab_or_skip(3) else { return };
-    let _ka = lab.keepalived(1, 100, 1000, "").unwrap();
-    wait_holds(&lab, 1, 10.0);
-    let mut ours = start_ours(&lab, 0, &ours_args(255, 1000, None));
-    let started = t(&ours.lines.seen[0]);
-    let up = t(&ours.wait_state("Master", secs(2.0)).unwrap());
-    assert!(
-        up - started < 0.05,
-        "owner became master {:.1} ms after start",
-        (up - started) * 1000.0
-    );
-    let released = wait_released(&lab, 1, 2.0);
-    assert!(released - up < 1.0 + EPS);
+    for advert_ms in [1000, 100] {
+        let interval = f64::from(advert_ms) / 1000.0;
+        let _ka = lab.keepalived(1, 100, advert_ms, "").unwrap();
+        for trial in 0..trials(advert_ms) {
+            wait_holds(&lab, 1, 10.0);
+            let mut ours = start_ours(&lab, 0, &ours_args(255, advert_ms, None));
+            let started = t(&ours.lines.seen[0]);
+            let up = t(&ours.wait_state("Master", secs(2.0)).unwrap());
+            assert!(
+                up - started < 0.05,
+                "{advert_ms} ms trial {trial}: owner became master {:.1} ms after start",
+                (up - started) * 1000.0
+            );
+            let released = wait_released(&lab, 1, 2.0);
+            assert!(released - up < interval + EPS);
+            // The owner leaves (priority 0): keepalived takes over again.
+            ours.terminate().unwrap();
+        }
+    }
 }
 
 /// A backup that finds the VIP on its interface (left by a killed
@@ -597,18 +610,25 @@ fn priority_255_owner_takes_over_at_startup() {
 #[test]
 fn restarted_backup_removes_a_stale_vip() {
     let Some(lab) = lab_or_skip(3) else { return };
-    let _ka = lab.keepalived(0, 150, 1000, "").unwrap();
-    wait_holds(&lab, 0, 10.0);
-    lab.add_vip(1).unwrap();
-    assert!(lab.holds_vip(1));
-    let ours = start_ours(&lab, 1, &ours_args(100, 1000, None));
-    let started = t(&ours.lines.seen[0]);
-    let gone = wait_released(&lab, 1, 1.0);
-    assert!(
-        gone - started < 0.1,
-        "stale VIP removed after {:.1} ms",
-        (gone - started) * 1000.0
-    );
+    for advert_ms in [1000, 100] {
+        let ka = lab.keepalived(0, 150, advert_ms, "").unwrap();
+        wait_holds(&lab, 0, 10.0);
+        for trial in 0..trials(advert_ms) {
+            lab.add_vip(1).unwrap();
+            assert!(lab.holds_vip(1));
+            let mut ours = start_ours(&lab, 1, &ours_args(100, advert_ms, None));
+            let started = t(&ours.lines.seen[0]);
+            let gone = wait_released(&lab, 1, 1.0);
+            assert!(
+                gone - started < 0.1,
+                "{advert_ms} ms trial {trial}: stale VIP removed after {:.1} ms",
+                (gone - started) * 1000.0
+            );
+            ours.crash();
+        }
+        drop(ka);
+        lab.remove_vip(0);
+    }
 }
 
 /// SIGSTOP the master beyond Master_Down_Interval, then SIGCONT: the
