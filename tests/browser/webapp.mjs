@@ -106,6 +106,7 @@ try {
   const before = await audio.evaluate((a) => a.src);
   emit({ event: 'playing', src: before });
   await nextLine();
+  const killedAt = Date.now();
   const buffered = await audio.evaluate((a) => (a.buffered.length ? a.buffered.end(a.buffered.length - 1) : 0));
   const far = Math.min(result.duration - 5, Math.max(buffered + 10, result.duration * 0.7));
   result.bufferedAtKill = buffered;
@@ -119,6 +120,7 @@ try {
     [before, far],
     { timeout: 45000 },
   );
+  result.recoverySeconds = (Date.now() - killedAt) / 1000;
   result.resumedFrom = await audio.evaluate((a) => a.src);
   result.resumedAt = await audio.evaluate((a) => a.currentTime);
   await shot(page, 'recovered');
