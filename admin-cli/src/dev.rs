@@ -52,6 +52,7 @@ fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
     Command::new(bin)
         .arg("--config")
         .arg(config)
+        .env("RONDO_EXIT_WITH_PARENT", "1")
         .stdout(out)
         .stderr(err)
         .kill_on_drop(true)

@@ -54,7 +54,7 @@ async fn webapp_end_to_end_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("rondo-data");
     let port = crate::dev::base_port();
-    let _dev = tokio::process::Command::new(bin("rondo"))
+    let mut dev = tokio::process::Command::new(bin("rondo"))
         .args(["dev", "--no-demo", "--nodes", "3", "--data"])
         .arg(&data)
         .args(["--port", &port.to_string(), "--webapp"])
@@ -186,4 +186,12 @@ async fn webapp_end_to_end_in_chromium() {
             "screenshot {page}"
         );
     }
+    // Stop the deployment (its processes would notice a kill too).
+    if let Some(pid) = dev.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), dev.wait()).await;
 }
