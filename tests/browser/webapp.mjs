@@ -32,7 +32,24 @@ const browser = await chromium.launch({
   ],
 });
 const result = { event: 'done' };
-const shot = async (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+const axeSource = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+result.accessibility = {};
+// A screenshot, and an accessibility audit (axe-core, WCAG 2 A and AA):
+// the serious and critical violations, per page.
+const shot = async (page, name) => {
+  await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  await page.evaluate(axeSource);
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] });
+    return {
+      passed: r.passes.length,
+      violations: r.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => `${v.id}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`),
+    };
+  });
+  result.accessibility[name] = found;
+};
 try {
   // The deployment's certificates come from its own dev CA.
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });

@@ -171,6 +171,22 @@ async fn webapp_end_to_end_in_chromium() {
     assert!(r["gateways"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["listenerSeesUpload"], 0, "{r}");
     assert_eq!(r["pageErrors"], serde_json::json!([]), "{r}");
+    // No serious or critical WCAG 2 A/AA violation on any page (axe-core).
+    let audits = r["accessibility"]
+        .as_object()
+        .expect("accessibility audits");
+    assert!(audits.len() >= 8, "{r}");
+    for (page, found) in audits {
+        assert!(
+            found["passed"].as_u64() > Some(5),
+            "the audit ran on {page}: {found}"
+        );
+        assert_eq!(
+            found["violations"],
+            serde_json::json!([]),
+            "accessibility of {page}: {found}"
+        );
+    }
     for page in [
         "register",
         "upload",
