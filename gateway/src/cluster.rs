@@ -163,6 +163,25 @@ impl Cluster {
             .collect()
     }
 
+    /// A node that is up, with its id: the first of `preferred` that is,
+    /// else any.
+    pub fn pick_live(
+        &self,
+        preferred: impl IntoIterator<Item = NodeId>,
+    ) -> Result<(NodeId, Arc<Node>)> {
+        let live = self.live_nodes();
+        let target = preferred
+            .into_iter()
+            .find(|n| live.contains(n))
+            .or_else(|| live.first().copied())
+            .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
+        let node = self
+            .node(target)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+        Ok((target, node))
+    }
+
     /// Waits until the snapshot includes change `seq` of `node`.
     pub async fn wait_applied(&self, node: NodeId, seq: u64) -> Result<()> {
         let mut rx = self.snapshot.subscribe();

@@ -140,6 +140,35 @@ connection!(SongConnection, SongEdge, Song, "songs");
 connection!(ArtistConnection, ArtistEdge, Artist, "artists");
 connection!(AlbumConnection, AlbumEdge, Album, "albums");
 
+/// One page of a list whose cursors are positions: the positions after
+/// `after`, at most `first` (bounded like every page), out of `total`.
+pub(crate) fn position_page(
+    total: usize,
+    first: Option<i32>,
+    after: Option<&str>,
+) -> Result<std::ops::Range<usize>, Error> {
+    let n = page_size(first)?;
+    let start = match after {
+        None => 0,
+        Some(c) => c
+            .parse::<usize>()
+            .map(|p| p + 1)
+            .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))?,
+    };
+    let end = start.saturating_add(n).min(total);
+    Ok(start.min(end)..end)
+}
+
+/// Paging information of a [`position_page`].
+pub(crate) fn position_page_info(page: &std::ops::Range<usize>, total: usize) -> PageInfo {
+    PageInfo {
+        has_next_page: page.end < total,
+        has_previous_page: page.start > 0,
+        start_cursor: (!page.is_empty()).then(|| page.start.to_string()),
+        end_cursor: (!page.is_empty()).then(|| (page.end - 1).to_string()),
+    }
+}
+
 fn page_info(page: &crate::index::Page) -> PageInfo {
     PageInfo {
         has_next_page: page.has_next,
@@ -509,18 +538,10 @@ impl CatalogQuery {
         after: Option<String>,
     ) -> async_graphql::Result<SongConnection> {
         let snap = snapshot(ctx);
-        let n = page_size(first).gql()?;
-        let start = match after.as_deref() {
-            None => 0,
-            Some(c) => c
-                .parse::<usize>()
-                .map(|p| p + 1)
-                .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))
-                .gql()?,
-        };
         let total = snap.recent.len();
-        let end = (start + n).min(total);
-        let edges: Vec<SongEdge> = (start.min(end)..end)
+        let page = position_page(total, first, after.as_deref()).gql()?;
+        let edges: Vec<SongEdge> = page
+            .clone()
             .map(|p| SongEdge {
                 cursor: p.to_string(),
                 node: Song(snap.songs[snap.recent[p]].clone()),
@@ -528,12 +549,7 @@ impl CatalogQuery {
             .collect();
         Ok(SongConnection {
             nodes: edges.iter().map(|e| Song(e.node.0.clone())).collect(),
-            page_info: PageInfo {
-                has_next_page: end < total,
-                has_previous_page: start > 0,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: position_page_info(&page, total),
             edges,
             total_count: i32::try_from(total).unwrap_or(i32::MAX),
         })
@@ -708,6 +724,34 @@ pub fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn position_pages() {
+        let check = |total, first, after: Option<&str>, want: Option<std::ops::Range<usize>>| {
+            assert_eq!(
+                super::position_page(total, first, after).ok(),
+                want,
+                "{total} {first:?} {after:?}"
+            );
+        };
+        check(5, Some(2), None, Some(0..2));
+        check(5, Some(2), Some("1"), Some(2..4));
+        check(5, Some(2), Some("3"), Some(4..5));
+        check(5, Some(2), Some("4"), Some(5..5));
+        check(5, Some(2), Some("99"), Some(5..5));
+        check(5, None, None, Some(0..5));
+        check(5, Some(0), None, Some(0..0));
+        check(5, Some(101), None, None);
+        check(5, Some(-1), None, None);
+        check(5, Some(2), Some("x"), None);
+        let info = super::position_page_info(&(2..4), 5);
+        assert!(info.has_next_page && info.has_previous_page);
+        assert_eq!(
+            (info.start_cursor.as_deref(), info.end_cursor.as_deref()),
+            (Some("2"), Some("3"))
+        );
+        assert!(super::position_page_info(&(5..5), 5).end_cursor.is_none());
+    }
+
     /// The committed SDL (`gateway/schema.graphql`) must match the code.
     /// Run with `RONDO_BLESS=1` to update it.
     #[test]

@@ -249,19 +249,7 @@ pub async fn delete(state: &Arc<AppState>, id: SongId) -> Result<()> {
         })?;
     // The delete is ordered by the storage nodes' ring: one live node is
     // enough, and every node applies it.
-    let live = state.cluster.live_nodes();
-    let target = song
-        .replicas
-        .iter()
-        .find(|n| live.contains(n))
-        .or_else(|| live.first())
-        .copied()
-        .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
-    let node = state
-        .cluster
-        .node(target)
-        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?
-        .clone();
+    let (target, node) = state.cluster.pick_live(song.replicas.iter().copied())?;
     let mut client = node.client.clone();
     match client
         .delete_song(pb::DeleteSongRequest { id: id.to_string() })

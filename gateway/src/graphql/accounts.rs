@@ -14,8 +14,8 @@ use rondo_core::{PlaylistId, SongId, UserId};
 use rondo_proto::storage::v1 as pb;
 
 use super::{
-    Auth, DEFAULT_PAGE, MAX_PAGE, PageInfo, Song, SongConnection, SongEdge, page_size, parse_id,
-    snapshot, state,
+    Auth, DEFAULT_PAGE, MAX_PAGE, PageInfo, Song, SongConnection, SongEdge, parse_id,
+    position_page, position_page_info, snapshot, state,
 };
 use crate::AppState;
 use crate::accounts::{PlaylistRec, UserRec};
@@ -113,18 +113,12 @@ impl Playlist {
         after: Option<String>,
     ) -> async_graphql::Result<SongConnection> {
         let snap = snapshot(ctx);
-        let n = page_size(first).gql()?;
-        let start = match after.as_deref() {
-            None => 0,
-            Some(c) => c
-                .parse::<usize>()
-                .map(|p| p + 1)
-                .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))
-                .gql()?,
-        };
         let total = self.0.songs.len();
-        let end = (start + n).min(total);
-        let edges: Vec<SongEdge> = (start.min(end)..end)
+        let page = position_page(total, first, after.as_deref()).gql()?;
+        // A song deleted from the catalog leaves its playlists in the same
+        // ordered update; until this gateway sees that, it is skipped.
+        let edges: Vec<SongEdge> = page
+            .clone()
             .filter_map(|p| {
                 snap.song(self.0.songs[p]).map(|s| SongEdge {
                     cursor: p.to_string(),
@@ -134,12 +128,7 @@ impl Playlist {
             .collect();
         Ok(SongConnection {
             nodes: edges.iter().map(|e| Song(e.node.0.clone())).collect(),
-            page_info: PageInfo {
-                has_next_page: end < total,
-                has_previous_page: start > 0,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: position_page_info(&page, total),
             edges,
             total_count: i32::try_from(total).unwrap_or(i32::MAX),
         })
@@ -213,16 +202,7 @@ fn check_name(name: &str) -> Result<String, Error> {
 /// Orders an account or playlist update through a live storage node and
 /// waits until this gateway's index has it.
 async fn propose(state: &Arc<AppState>, change: pb::catalog_update::Change) -> Result<(), Error> {
-    let live = state.cluster.live_nodes();
-    let target = live
-        .first()
-        .copied()
-        .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
-    let node = state
-        .cluster
-        .node(target)
-        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?
-        .clone();
+    let (target, node) = state.cluster.pick_live([])?;
     let mut client = node.client.clone();
     let request = pb::ProposeRequest {
         update: Some(pb::CatalogUpdate {
@@ -334,17 +314,9 @@ impl AccountQuery {
         let s = session(ctx).gql()?;
         let snap = snapshot(ctx);
         let all = snap.accounts.playlists_of(s.user);
-        let n = page_size(first).gql()?;
-        let start = match after.as_deref() {
-            None => 0,
-            Some(c) => c
-                .parse::<usize>()
-                .map(|p| p + 1)
-                .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))
-                .gql()?,
-        };
-        let end = (start + n).min(all.len());
-        let edges: Vec<PlaylistEdge> = (start.min(end)..end)
+        let page = position_page(all.len(), first, after.as_deref()).gql()?;
+        let edges: Vec<PlaylistEdge> = page
+            .clone()
             .map(|p| PlaylistEdge {
                 cursor: p.to_string(),
                 node: Playlist(all[p].clone()),
@@ -352,12 +324,7 @@ impl AccountQuery {
             .collect();
         Ok(PlaylistConnection {
             nodes: edges.iter().map(|e| Playlist(e.node.0.clone())).collect(),
-            page_info: PageInfo {
-                has_next_page: end < all.len(),
-                has_previous_page: start > 0,
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: position_page_info(&page, all.len()),
             edges,
             total_count: i32::try_from(all.len()).unwrap_or(i32::MAX),
         })
