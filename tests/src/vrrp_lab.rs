@@ -286,6 +286,24 @@ impl Watch {
             .collect()
     }
 
+    /// The first advert from `src` seen after `after` (already received or
+    /// still to come); its time.
+    pub fn first_advert_after(
+        &mut self,
+        src: Ipv4Addr,
+        after: f64,
+        timeout: Duration,
+    ) -> anyhow::Result<f64> {
+        let s = src.to_string();
+        let is = |v: &Value| v["kind"] == "advert" && v["src"] == s.as_str() && t(v) > after;
+        if let Some(v) = self.lines.drain().iter().find(|v| is(v)) {
+            return Ok(t(v));
+        }
+        self.lines
+            .wait(&format!("an advert from {src}"), timeout, is)
+            .map(|v| t(&v))
+    }
+
     /// Waits for an advert from `src` sent after this call.
     pub fn wait_advert(&mut self, src: Ipv4Addr, timeout: Duration) -> anyhow::Result<Value> {
         let s = src.to_string();
