@@ -148,17 +148,6 @@ impl Net {
         format!("{}n{node}", self.tag)
     }
 
-    /// The address of the root namespace on the bridge.
-    pub fn root_addr(&self) -> Ipv4Addr {
-        let [a, b, c, _] = self
-            .addrs
-            .first()
-            .copied()
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
-            .octets();
-        Ipv4Addr::new(a, b, c, 1)
-    }
-
     /// Makes the bridge a hub (no MAC learning), so that an observer sees
     /// unicast frames between other hosts too.
     pub fn flood(&self) -> anyhow::Result<()> {

@@ -528,13 +528,6 @@ impl Lab {
             &self.iface(i),
         ])
     }
-
-    /// Runs a command in host `i`.
-    pub fn command(&self, i: usize, program: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.ns(i)]).arg(program);
-        c
-    }
 }
 
 /// What a test keepalived is told.
