@@ -50,13 +50,13 @@ PY
 )
 
 port=$((20000 + RANDOM % 20000))
-./target/release/rondo dev --data "$work/data" --port "$port" --no-demo >"$work/dev.log" 2>&1 &
+./target/release/rondo dev --data "$work/data" --port "$port" --nodes 1 --no-demo >"$work/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 600); do [ -f "$work/data/dev.json" ] && break; sleep 0.1; done
 [ -f "$work/data/dev.json" ] || { cat "$work/dev.log"; exit 1; }
 export RONDO_DATA="$work/data"
 start=$(date +%s.%N)
-./target/release/rondo upload "$work/in" >"$work/upload.log"
+./target/release/rondo upload ${JOBS:+--jobs $JOBS} "$work/in" >"$work/upload.log"
 end=$(date +%s.%N)
 grep -q "$FILES uploaded, 0 skipped, 0 failed" "$work/upload.log" || { cat "$work/upload.log"; exit 1; }
 rondo_s=$(python3 -c "print(f'{$end - $start:.3f}')")

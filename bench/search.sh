@@ -22,7 +22,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 port=$((20000 + RANDOM % 20000))
-./target/release/rondo dev --data "$work/data" --port "$port" --no-demo >"$work/dev.log" 2>&1 &
+./target/release/rondo dev --data "$work/data" --port "$port" --nodes 1 --no-demo >"$work/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 600); do [ -f "$work/data/dev.json" ] && break; sleep 0.1; done
 [ -f "$work/data/dev.json" ] || { cat "$work/dev.log"; exit 1; }

@@ -7,7 +7,8 @@
 # Usage: bash bench/streaming.sh   (as root: installs nginx-light and wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-5}
 command -v nginx >/dev/null && command -v wrk >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light wrk >/dev/null
 }
@@ -18,7 +19,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 port=$((20000 + RANDOM % 20000))
-./target/release/rondo dev --data "$work/data" --port "$port" --no-demo >"$work/dev.log" 2>&1 &
+./target/release/rondo dev --data "$work/data" --port "$port" --nodes 1 --no-demo >"$work/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 600); do [ -f "$work/data/dev.json" ] && break; sleep 0.1; done
 [ -f "$work/data/dev.json" ] || { cat "$work/dev.log"; exit 1; }
@@ -80,10 +81,16 @@ gw_pid=$(pgrep -f "rondo-gateway --config $work/data/gateway.toml")
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME")"
 echo "idle RSS: node $(rss "$node_pid") MiB, gateway $(rss "$gw_pid") MiB"
+median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.1f}")' "$@"; }
 for c in 1 64; do
-  n=$(rate "$c" "https://127.0.0.1:$nport/song.wav")
-  r=$(rate "$c" "$url")
-  echo "concurrency $c: nginx $n MB/s, rondo-node $r MB/s, ratio $(python3 -c "print(f'{$r/$n:.2f}')")"
+  ns=(); rs=()
+  for _ in $(seq "$ROUNDS"); do # interleaved, so drift in the machine hits both sides alike
+    ns+=("$(rate "$c" "https://127.0.0.1:$nport/song.wav")")
+    rs+=("$(rate "$c" "$url")")
+  done
+  n=$(median "${ns[@]}"); r=$(median "${rs[@]}")
+  echo "concurrency $c: nginx ${ns[*]} MB/s, rondo-node ${rs[*]} MB/s"
+  echo "concurrency $c: medians nginx $n MB/s, rondo-node $r MB/s, ratio $(python3 -c "print(f'{$r/$n:.2f}')")"
 done
 peak=0
 wrk -t2 -c100 -d"${DURATION}s" "$url" >/dev/null &

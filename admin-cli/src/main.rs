@@ -12,6 +12,12 @@ use futures::StreamExt;
 use rondo_cli::client::{Client, first_error};
 use serde_json::{Value, json};
 
+/// Uploads and streams pass large buffers through the allocator; glibc's
+/// returns them to the kernel and faults fresh zeroed pages in for the next
+/// one, mimalloc reuses them (bench/ingest.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rondo admin CLI: run a local deployment, upload music, inspect the cluster.
 #[derive(Debug, Parser)]
 #[command(name = "rondo", version)]

@@ -23,10 +23,7 @@ use serde::Deserialize;
 use crate::NodeState;
 
 /// Size of the reads that feed a response body.
-const BODY_CHUNK: usize = 256 * 1024;
-
-/// How many chunks the reader may run ahead of the socket.
-const READ_AHEAD: usize = 2;
+const BODY_CHUNK: usize = 64 * 1024;
 
 /// The node's HTTP router.
 pub fn router(state: Arc<NodeState>) -> Router {
@@ -203,71 +200,144 @@ async fn serve(
         }
     };
     state.metrics.stream_bytes.inc_by(body_len);
-    let body = read_ahead_body(file, start, body_len);
+    let body = blob_body(file, start, body_len);
     (status, out, body).into_response()
 }
 
-/// A body of `len` bytes of `file` from `start`, read by a task that stays up
-/// to [`READ_AHEAD`] chunks ahead of the socket so that disk reads overlap
-/// with TLS encryption. Each read is one `pread` on the blocking pool, so a
-/// slow listener holds memory for a few chunks but never a thread.
-fn read_ahead_body(file: std::fs::File, start: u64, len: u64) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
-    tokio::spawn(async move {
-        let mut file = Some(file);
-        let mut offset = start;
-        let end = start.saturating_add(len);
-        while offset < end
-            && let Some(f) = file.take()
-        {
-            let want = (end - offset).min(BODY_CHUNK as u64);
-            let first = offset == start;
-            let read =
-                tokio::task::spawn_blocking(move || read_chunk(f, first.then_some(start), want))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            let chunk = match read {
-                Ok((f, chunk)) => {
-                    file = Some(f);
-                    offset += chunk.len() as u64;
-                    Ok(chunk)
+/// The response body: the blob read in [`BODY_CHUNK`] pieces as the socket
+/// drains them.
+///
+/// Each piece is first read on the connection's own task with
+/// `preadv2(RWF_NOWAIT)`, which copies from the page cache and fails with
+/// `EAGAIN` instead of waiting for the disk; only what is not cached goes to
+/// the blocking pool. Hot songs (the common case) are therefore served on one
+/// thread with no hand-off, as nginx does, and a cold read never stalls the
+/// runtime's workers. A slow listener holds one chunk, never a thread.
+fn blob_body(file: std::fs::File, start: u64, len: u64) -> Body {
+    let end = start.saturating_add(len);
+    let pool = Pool::default();
+    let state = (Some(Arc::new(file)), start);
+    let chunks = futures::stream::unfold(state, move |(file, offset)| {
+        let pool = pool.clone();
+        async move {
+            let file = file?;
+            if offset >= end {
+                return None;
+            }
+            let want = usize::try_from((end - offset).min(BODY_CHUNK as u64)).unwrap_or(BODY_CHUNK);
+            match read_chunk(&file, offset, pool.take(want)).await {
+                Ok(buf) => {
+                    let next = offset + buf.len() as u64;
+                    Some((Ok(pool.piece(buf)), (Some(file), next)))
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "blob read failed mid-stream");
-                    Err(e)
+                    Some((Err(e), (None, offset)))
                 }
-            };
-            if tx.send(chunk).await.is_err() {
-                break; // the listener went away
             }
         }
     });
-    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+    Body::from_stream(chunks)
 }
 
-/// Reads exactly `want` bytes from the file's cursor (after seeking to
-/// `seek`, if given), into a buffer that is never zeroed first.
-fn read_chunk(
-    mut file: std::fs::File,
-    seek: Option<u64>,
-    want: u64,
-) -> std::io::Result<(std::fs::File, Bytes)> {
-    use std::io::{Read, Seek};
-    if let Some(pos) = seek {
-        file.seek(std::io::SeekFrom::Start(pos))?;
-    }
-    let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(BODY_CHUNK));
-    (&mut file).take(want).read_to_end(&mut buf)?;
-    if (buf.len() as u64) < want {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "blob shorter than its catalog entry",
-        ));
-    }
-    Ok((file, Bytes::from(buf)))
+/// The buffers of one response body. A piece goes back to its pool once the
+/// connection has encrypted and sent it, so a stream reuses a few buffers
+/// instead of allocating and zeroing one per piece.
+#[derive(Clone, Default)]
+struct Pool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// A piece of a body on its way to the socket.
+struct Piece {
+    buf: Vec<u8>,
+    pool: Pool,
 }
 
-/// Whether an `If-None-Match`/`If-Match` list names `etag` (`*` matches all).
+impl Pool {
+    /// Buffers a body keeps for reuse; more are only in flight briefly.
+    const KEEP: usize = 4;
+
+    fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut free| free.pop());
+        let mut buf = reused.unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn piece(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Piece {
+            buf,
+            pool: self.clone(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if let Ok(mut free) = self.pool.0.lock()
+            && free.len() < Pool::KEEP
+        {
+            free.push(buf);
+        }
+    }
+}
+
+/// Fills `buf` from `offset`: from the page cache without blocking where it
+/// can, the rest on the blocking pool.
+async fn read_chunk(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    mut buf: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    let want = buf.len();
+    let mut filled = 0;
+    while filled < want {
+        match rustix::io::preadv2(
+            file.as_ref(),
+            &mut [std::io::IoSliceMut::new(&mut buf[filled..])],
+            offset + filled as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(0) => return Err(short_blob()),
+            Ok(n) => filled += n,
+            // Not (all) in the page cache, or no RWF_NOWAIT here: let a
+            // blocking thread wait for the disk.
+            Err(_) => break,
+        }
+    }
+    if filled < want {
+        let file = file.clone();
+        buf = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(&mut buf[filled..], offset + filled as u64)
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        short_blob()
+                    } else {
+                        e
+                    }
+                })?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+    }
+    Ok(buf)
+}
+
+fn short_blob() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "blob shorter than its catalog entry",
+    )
+}
+
 fn etag_list_matches(list: &str, etag: &str, weak: bool) -> bool {
     list.split(',').map(str::trim).any(|candidate| {
         candidate == "*"
@@ -312,7 +382,50 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::etag_list_matches;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use super::{BODY_CHUNK, etag_list_matches, read_chunk};
+
+    fn blob(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&bytes).unwrap();
+        f.as_file().sync_all().unwrap();
+        (f, bytes)
+    }
+
+    #[tokio::test]
+    async fn reads_cached_and_evicted_pages_alike() {
+        let (f, bytes) = blob(3 * BODY_CHUNK + 123);
+        let file = Arc::new(std::fs::File::open(f.path()).unwrap());
+        // Cached: the write left the pages in the page cache.
+        let got = read_chunk(&file, 5, vec![0; BODY_CHUNK]).await.unwrap();
+        assert_eq!(&got[..], &bytes[5..5 + BODY_CHUNK]);
+        // Evicted: RWF_NOWAIT now fails and the blocking pool reads from disk.
+        rustix::fs::fadvise(file.as_ref(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let nowait = rustix::io::preadv2(
+            file.as_ref(),
+            &mut [std::io::IoSliceMut::new(&mut [0u8; 16])],
+            2 * BODY_CHUNK as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        assert!(nowait.is_err(), "the pages were not evicted: {nowait:?}");
+        let off = 2 * BODY_CHUNK as u64 + 7;
+        let got = read_chunk(&file, off, vec![0; BODY_CHUNK]).await.unwrap();
+        assert_eq!(&got[..], &bytes[off as usize..off as usize + BODY_CHUNK]);
+    }
+
+    #[tokio::test]
+    async fn a_blob_shorter_than_its_entry_is_an_error() {
+        let (f, _) = blob(1000);
+        let file = Arc::new(std::fs::File::open(f.path()).unwrap());
+        let err = read_chunk(&file, 900, vec![0; 200]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        rustix::fs::fadvise(file.as_ref(), 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let err = read_chunk(&file, 900, vec![0; 200]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
 
     #[test]
     fn etag_lists() {
