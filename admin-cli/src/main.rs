@@ -39,7 +39,7 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Files uploaded at the same time.
-        #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        #[arg(long, short, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
     },
     /// List songs.
