@@ -109,6 +109,14 @@ impl StorageNode for Service {
             .await
             .map_err(Error::from)??;
         let ring = self.ring()?;
+        // The song is proposed only once its bytes are on a majority: then
+        // every song of the catalog survives the loss of any minority.
+        if let Err(e) = replicate_to_majority(&self.state, ring, hash).await {
+            let state = self.state.clone();
+            let _ = tokio::task::spawn_blocking(move || state.store.release_blob(&hash)).await;
+            self.state.outbox.notify_one();
+            return Err(e.into());
+        }
         let update = pb::CatalogUpdate {
             change: Some(pb::catalog_update::Change::Upsert(song)),
             ..Default::default()
@@ -137,6 +145,52 @@ impl StorageNode for Service {
             song: Some(*song),
             seq,
         }))
+    }
+
+    async fn replicate_blob(
+        &self,
+        request: Request<pb::ReplicateBlobRequest>,
+    ) -> Result<Response<pb::ReplicateBlobResponse>, Status> {
+        if std::env::var_os("RONDO_REFUSE_REPLICATION").is_some() {
+            // Test knob (like `RONDO_FAILPOINT`): this node takes no copies
+            // ahead of songs, so the fault tests can pick which nodes do.
+            return Err(Status::unavailable(
+                "this node refuses replication (RONDO_REFUSE_REPLICATION)",
+            ));
+        }
+        let req = request.into_inner();
+        let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
+        let source: rondo_core::NodeId = req.source_node.parse().map_err(Error::from)?;
+        let state = self.state.clone();
+        let held = tokio::task::spawn_blocking(move || state.store.blob_size(&hash))
+            .await
+            .map_err(Error::from)??;
+        if held.is_some() {
+            return Ok(Response::new(pb::ReplicateBlobResponse {}));
+        }
+        let ring = self.ring()?;
+        let url = ring.peers().get(&source).cloned().ok_or(Error::Invalid {
+            what: "source_node is not a node of this cluster",
+        })?;
+        crate::fetch_one(&self.state, &url, &hash).await?;
+        crate::failpoint("replicate-before-ack");
+        // Held for the song its source is about to propose; if that song
+        // never comes (refused, or not ordered in time), the copy goes.
+        let state = self.state.clone();
+        let grace = 2 * ring.write_timeout();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let st = state.clone();
+            match tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await {
+                Ok(Ok(())) => state.outbox.notify_one(),
+                Ok(Err(e)) => {
+                    tracing::warn!(%hash, error = %e, "releasing an unused replica failed")
+                }
+                Err(e) => tracing::warn!(%hash, error = %e, "releasing an unused replica failed"),
+            }
+        });
+        tracing::debug!(%hash, %source, "replicated blob ahead of its song");
+        Ok(Response::new(pb::ReplicateBlobResponse {}))
     }
 
     type ReadBlobStream = BoxStream<pb::ReadBlobResponse>;
@@ -328,4 +382,106 @@ async fn feed_changes(
             }
         }
     }
+}
+
+/// Copies a blob this node holds onto enough other nodes that, with this
+/// one, a majority of the cluster holds it durably. Every peer is asked at
+/// once, again and again with backoff while it cannot be reached, for up to
+/// the write timeout; the answer comes with the first majority, and the calls
+/// still running go on in the background (the other nodes would fetch the
+/// blob after the song commits anyway).
+async fn replicate_to_majority(
+    state: &Arc<NodeState>,
+    ring: &crate::ring::RingHandle,
+    hash: ContentHash,
+) -> Result<(), Error> {
+    let peers = ring.peers();
+    // A majority of the peers plus this node, less this node.
+    let needed = peers.len().div_ceil(2);
+    if needed == 0 {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + ring.write_timeout();
+    let me = state.node_id.to_string();
+    let mut calls: futures::stream::FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|(peer, url)| {
+            let request = pb::ReplicateBlobRequest {
+                content_hash: hash.to_hex(),
+                source_node: me.clone(),
+            };
+            async move {
+                let mut backoff = std::time::Duration::from_millis(50);
+                loop {
+                    let result = replicate_once(&url, request.clone()).await;
+                    if result.is_ok() || tokio::time::Instant::now() + backoff >= deadline {
+                        return (peer, result);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                }
+            }
+        })
+        .collect();
+    let mut copies = 0;
+    let mut failures = Vec::new();
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some((peer, result)) = calls.next().await {
+            match result {
+                Ok(()) => {
+                    copies += 1;
+                    if copies >= needed {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%hash, %peer, error = %e, "blob replication failed");
+                    failures.push(format!("{peer}: {e}"));
+                }
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while calls.next().await.is_some() {} });
+    if copies >= needed {
+        return Ok(());
+    }
+    let reached = format!(
+        "the song's bytes reached {} of the {} nodes a majority needs ({})",
+        copies + 1,
+        needed + 1,
+        if failures.is_empty() {
+            "timed out".to_string()
+        } else {
+            failures.join("; ")
+        }
+    );
+    let s = ring.status();
+    let quorate = s.phase == "operational" && 2 * s.members.len() > s.voters as usize;
+    Err(Error::Unavailable(if quorate {
+        reached
+    } else {
+        format!(
+            "no quorum: this node's control plane is in phase {} with {} of {} voters in its \
+             ring; {reached}",
+            s.phase,
+            s.members.len(),
+            s.voters
+        )
+    }))
+}
+
+/// One `ReplicateBlob` call to the node at `url`.
+async fn replicate_once(url: &str, request: pb::ReplicateBlobRequest) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    pb::storage_node_client::StorageNodeClient::new(channel)
+        .replicate_blob(request)
+        .await
+        .map(|_| ())
+        .map_err(|s| s.message().to_string())
 }

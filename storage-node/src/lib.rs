@@ -295,7 +295,9 @@ async fn fetch_blobs(state: &Arc<NodeState>) -> Result<()> {
     failed.map_or(Ok(()), Err)
 }
 
-async fn fetch_one(
+/// Copies one blob from the node at `url` into this node's store (hash
+/// checked, fsync'd, indexed).
+pub(crate) async fn fetch_one(
     state: &Arc<NodeState>,
     url: &str,
     hash: &rondo_core::ContentHash,

@@ -67,6 +67,11 @@ impl RingHandle {
         self.peers.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
+    /// How long a write may wait to be ordered and applied.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
     /// The ring as this node sees it now.
     pub fn status(&self) -> pb::RingStatus {
         self.status

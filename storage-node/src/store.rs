@@ -558,6 +558,7 @@ impl Store {
             changes,
         };
         store.sweep()?;
+        store.release_unused_blobs()?;
         Ok(store)
     }
 
@@ -584,6 +585,28 @@ impl Store {
                     let _ = std::fs::remove_file(file.path());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Releases every blob no song uses: copies taken for uploads that were
+    /// still in flight when the node stopped (see `ReplicateBlob`).
+    fn release_unused_blobs(&self) -> Result<()> {
+        let unused: Vec<ContentHash> = {
+            let txn = self.db.begin_read()?;
+            let blobs = txn.open_table(BLOBS)?;
+            let mut unused = Vec::new();
+            for row in blobs.iter()? {
+                let (k, v) = row?;
+                if v.value().1 == 0 {
+                    unused.push(ContentHash::from(blake3::Hash::from_bytes(*k.value())));
+                }
+            }
+            unused
+        };
+        for hash in unused {
+            tracing::info!(%hash, "releasing a blob no song uses");
+            self.release_blob(&hash)?;
         }
         Ok(())
     }
@@ -1210,6 +1233,42 @@ mod tests {
             ..Default::default()
         }
         .encode_to_vec()
+    }
+
+    #[tokio::test]
+    async fn blobs_no_song_uses_are_released_when_the_node_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // A copy taken ahead of a song (ReplicateBlob) whose song never
+            // came, and one whose song did.
+            store.put_blob(staged(&store, b"orphan").await).unwrap();
+            store.put_blob(staged(&store, b"kept").await).unwrap();
+            store
+                .apply_update(
+                    1,
+                    &upsert(song(SongId::new_random()), b"kept", NodeId::new_random()),
+                )
+                .unwrap();
+            assert_eq!(store.stats().unwrap().blob_count, 2);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        store.run_outbox().unwrap();
+        let st = store.stats().unwrap();
+        assert_eq!((st.blob_count, st.bytes_stored), (1, 4));
+        assert_eq!(files_in(&dir.path().join("blobs")), 1);
+        assert!(
+            store
+                .blob_size(&ContentHash::of(b"kept"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .blob_size(&ContentHash::of(b"orphan"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -219,7 +219,7 @@ pub async fn upload_direct(
     client: &mut NodeClient,
     title: &str,
     artist: &str,
-) -> Result<(), tonic::Status> {
+) -> Result<rondo_proto::storage::v1::Song, tonic::Status> {
     use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
     let artist_id = uuid::Uuid::new_v4().to_string();
     let song = pb::Song {
@@ -251,7 +251,11 @@ pub async fn upload_direct(
             parts.map(|p| pb::UploadSongRequest { part: Some(p) }),
         ))
         .await
-        .map(|_| ())
+        .and_then(|r| {
+            r.into_inner()
+                .song
+                .ok_or_else(|| tonic::Status::internal("stored song missing from the answer"))
+        })
 }
 
 /// Options of a test cluster.

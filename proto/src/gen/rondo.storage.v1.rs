@@ -99,6 +99,16 @@ pub struct ReadBlobResponse {
     pub chunk: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReplicateBlobRequest {
+    #[prost(string, tag = "1")]
+    pub content_hash: ::prost::alloc::string::String,
+    /// Id of the node that holds the blob and asks for the copy.
+    #[prost(string, tag = "2")]
+    pub source_node: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReplicateBlobResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetSongRequest {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
@@ -518,6 +528,37 @@ pub mod storage_node_client {
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "ReadBlob"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Makes this node hold a blob before the song that uses it is proposed:
+        /// an upload is acknowledged only once its bytes are durable on a majority.
+        /// The node pulls the blob from `source_node` (a node of its cluster)
+        /// unless it holds it already, and answers once the copy is fsync'd. A copy
+        /// that no song comes to use within twice the write timeout is removed.
+        pub async fn replicate_blob(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReplicateBlobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReplicateBlobResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/ReplicateBlob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("rondo.storage.v1.StorageNode", "ReplicateBlob"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// One song by id.
         pub async fn get_song(
             &mut self,
@@ -673,6 +714,18 @@ pub mod storage_node_server {
             &self,
             request: tonic::Request<super::ReadBlobRequest>,
         ) -> std::result::Result<tonic::Response<Self::ReadBlobStream>, tonic::Status>;
+        /// Makes this node hold a blob before the song that uses it is proposed:
+        /// an upload is acknowledged only once its bytes are durable on a majority.
+        /// The node pulls the blob from `source_node` (a node of its cluster)
+        /// unless it holds it already, and answers once the copy is fsync'd. A copy
+        /// that no song comes to use within twice the write timeout is removed.
+        async fn replicate_blob(
+            &self,
+            request: tonic::Request<super::ReplicateBlobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReplicateBlobResponse>,
+            tonic::Status,
+        >;
         /// One song by id.
         async fn get_song(
             &self,
@@ -879,6 +932,51 @@ pub mod storage_node_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/ReplicateBlob" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReplicateBlobSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::ReplicateBlobRequest>
+                    for ReplicateBlobSvc<T> {
+                        type Response = super::ReplicateBlobResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReplicateBlobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::replicate_blob(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReplicateBlobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -106,7 +106,27 @@ async fn write_to(cluster: &Cluster, i: usize, title: &str) -> Result<(), tonic:
     let mut client = rondo_tests::NodeClient::connect(url)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    rondo_tests::upload_direct(&mut client, title, "Fault Band").await
+    rondo_tests::upload_direct(&mut client, title, "Fault Band")
+        .await
+        .map(|_| ())
+}
+
+/// Whether node `i` holds the blob `hash` (a one-byte ranged read of it).
+async fn holds_blob(cluster: &Cluster, i: usize, hash: &str) -> bool {
+    use futures::StreamExt;
+    let url = format!("http://{}", cluster.nodes[i].grpc);
+    let Ok(mut client) = rondo_tests::NodeClient::connect(url).await else {
+        return false;
+    };
+    let request = rondo_proto::storage::v1::ReadBlobRequest {
+        content_hash: hash.to_string(),
+        offset: 0,
+        length: 1,
+    };
+    match client.read_blob(request).await {
+        Ok(stream) => matches!(stream.into_inner().next().await, Some(Ok(c)) if c.chunk.len() == 1),
+        Err(_) => false,
+    }
 }
 
 /// Waits until node `i` is operational in a ring of exactly `n` members.
@@ -322,8 +342,16 @@ async fn a_crash_at_each_outbox_point_still_replicates_once() {
     for point in ["apply-before-fetch", "fetch-before-finish"] {
         let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
         ring_of(&cluster, 0, 3).await;
+        // Node 2 takes no copy ahead of the song (node 1 makes the
+        // majority), so it must fetch the blob through its outbox.
         cluster
-            .start_node_with(2, &[("RONDO_FAILPOINT", point)])
+            .start_node_with(
+                2,
+                &[
+                    ("RONDO_FAILPOINT", point),
+                    ("RONDO_REFUSE_REPLICATION", "1"),
+                ],
+            )
             .await
             .unwrap();
         ring_of(&cluster, 2, 3).await;
@@ -371,4 +399,146 @@ async fn a_crash_at_each_outbox_point_still_replicates_once() {
             "{point}: no partial download left"
         );
     }
+}
+
+/// An upload is acknowledged only once its bytes are durable on a majority
+/// of the nodes. When no other node takes a copy, the upload is refused as
+/// UNAVAILABLE and leaves nothing behind; when one does, it holds the bytes
+/// the moment the answer comes, so killing the receiving node right after
+/// the acknowledgement loses nothing: the third node gets the bytes from
+/// the copy and every live node streams them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_is_acknowledged_once_its_bytes_are_on_a_majority() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    ring_of(&cluster, 0, 3).await;
+    for i in [1, 2] {
+        cluster
+            .start_node_with(i, &[("RONDO_REFUSE_REPLICATION", "1")])
+            .await
+            .unwrap();
+    }
+    cluster.wait_all_up().await.unwrap();
+    ring_of(&cluster, 0, 3).await;
+    let before = cluster.nodes[0].disk();
+    let url = format!("http://{}", cluster.nodes[0].grpc);
+    let mut client = rondo_tests::NodeClient::connect(url).await.unwrap();
+    let err = rondo_tests::upload_direct(&mut client, "no majority", "Fault Band")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("majority needs"),
+        "the reason is named: {err:?}"
+    );
+    eventually(
+        "the refused upload's blob is gone",
+        Duration::from_secs(10),
+        || async { (cluster.nodes[0].disk() == before).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let d = cluster
+        .anon
+        .query(
+            "{ songs(search: \"no majority\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["songs"]["totalCount"], 0, "no song from a refused upload");
+
+    // Node 1 takes copies again; node 2 still does not.
+    cluster.start_node(1).await.unwrap();
+    cluster.wait_all_up().await.unwrap();
+    ring_of(&cluster, 0, 3).await;
+    let song = rondo_tests::upload_direct(&mut client, "on a majority", "Fault Band")
+        .await
+        .unwrap();
+    // At the acknowledgement: node 0 and node 1 hold the bytes.
+    cluster.kill_node(0);
+    assert!(
+        holds_blob(&cluster, 1, &song.content_hash).await,
+        "the copy was made before the acknowledgement"
+    );
+    // Node 2 fetches them from node 1 (node 0 is dead) and streams them.
+    let id: rondo_core::SongId = song.id.parse().unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    for i in [1, 2] {
+        let url = cluster.signed_url(i, id, exp);
+        let body = eventually("the song streams", Duration::from_secs(30), || async {
+            let r = cluster.http().get(&url).send().await.ok()?;
+            if !r.status().is_success() {
+                return None;
+            }
+            r.bytes().await.ok()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            rondo_core::ContentHash::of(&body).to_hex(),
+            song.content_hash,
+            "node {i} streams the acknowledged bytes"
+        );
+    }
+    check(
+        &cluster,
+        &[1, 2],
+        &[("on a majority".to_string(), String::new())].into(),
+    )
+    .await;
+}
+
+/// A node that crashes after taking a copy of an upload's bytes but before
+/// saying so: the upload is not acknowledged (no other node would take a
+/// copy), and the copy is gone once the node is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_a_copy_before_its_acknowledgement_leaves_nothing() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    ring_of(&cluster, 0, 3).await;
+    cluster
+        .start_node_with(1, &[("RONDO_REFUSE_REPLICATION", "1")])
+        .await
+        .unwrap();
+    cluster
+        .start_node_with(2, &[("RONDO_FAILPOINT", "replicate-before-ack")])
+        .await
+        .unwrap();
+    cluster.wait_all_up().await.unwrap();
+    ring_of(&cluster, 0, 3).await;
+    let before: Vec<_> = cluster.nodes.iter().map(|n| n.disk()).collect();
+    let err = write_to(&cluster, 0, "copied then crashed")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(!cluster.node_running(2), "node 2 died at the failpoint");
+    assert_eq!(
+        cluster.nodes[2].disk().blob_files,
+        before[2].blob_files + 1,
+        "node 2 crashed holding the copy"
+    );
+    cluster.restart_node(2).await.unwrap();
+    ring_of(&cluster, 2, 3).await;
+    eventually(
+        "no copy, no upload left anywhere",
+        Duration::from_secs(30),
+        || async {
+            let now: Vec<_> = cluster.nodes.iter().map(|n| n.disk()).collect();
+            (now == before).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let d = cluster
+        .anon
+        .query(
+            "{ songs(search: \"copied then crashed\") { totalCount } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["songs"]["totalCount"], 0);
 }
