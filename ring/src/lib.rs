@@ -81,6 +81,9 @@ pub struct Token {
     pub rot_min: u64,
     /// Seqs some member is missing.
     pub rtr: BTreeSet<u64>,
+    /// Links the members found down, as (from, to): each holder replaces
+    /// its own with what its driver reports (see `Input::Link`).
+    pub down: BTreeSet<(NodeId, NodeId)>,
 }
 
 /// A protocol message between nodes.
@@ -98,6 +101,8 @@ pub enum Message<P> {
         proposed: RingId,
         last: LogPos,
         applied: u64,
+        /// Nodes the promising node cannot reach now.
+        unreachable: BTreeSet<NodeId>,
     },
     Nack {
         promised: RingId,
@@ -176,6 +181,14 @@ pub enum Input<P> {
     Fired(Timer),
     /// A local update to order.
     Propose(P),
+    /// The driver found that messages to `peer` fail (`up: false`: a
+    /// delivery timed out or was refused) or go through again (`up: true`).
+    /// Connectivity need not be symmetric or transitive: the core keeps
+    /// nodes whose link is down out of one ring (PROTOCOL.md, "Links").
+    Link {
+        peer: NodeId,
+        up: bool,
+    },
 }
 
 /// Timeouts and flow control (PROTOCOL.md, "Timeouts").

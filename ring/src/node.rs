@@ -60,6 +60,8 @@ pub enum Phase {
 struct Candidacy {
     proposed: RingId,
     promises: BTreeMap<NodeId, LogPos>,
+    /// What each promising node reported it cannot reach.
+    unreachable: BTreeMap<NodeId, BTreeSet<NodeId>>,
 }
 
 /// The ring being installed or in operation.
@@ -77,6 +79,8 @@ struct Ring {
     passed: Option<Token>,
     /// A token held back for `hold` on an idle ring.
     held: Option<Token>,
+    /// Links the members found down, from the last token accepted.
+    down: BTreeSet<(NodeId, NodeId)>,
 }
 
 /// One node of the ring protocol.
@@ -98,6 +102,8 @@ pub struct Node<P> {
     pending: BTreeMap<u64, Entry<P>>,
     /// Local proposals waiting for the token.
     queue: VecDeque<P>,
+    /// Peers the driver reports this node cannot send to.
+    unreachable: BTreeSet<NodeId>,
 }
 
 type Out<P> = Vec<Output<P>>;
@@ -123,6 +129,7 @@ impl<P: Clone> Node<P> {
             ring: None,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
+            unreachable: BTreeSet::new(),
         }
     }
 
@@ -180,6 +187,13 @@ impl<P: Clone> Node<P> {
                 }
             }
             Input::Fired(timer) => self.fired(timer, &mut out),
+            Input::Link { peer, up } => {
+                if up {
+                    self.unreachable.remove(&peer);
+                } else if peer != self.id {
+                    self.unreachable.insert(peer);
+                }
+            }
             Input::Receive { from, msg } => self.receive(from, msg, &mut out),
         }
         out
@@ -199,6 +213,7 @@ impl<P: Clone> Node<P> {
             proposed,
             last: self.durable.last(),
             applied: self.durable.applied,
+            unreachable: self.unreachable.clone(),
         };
         self.send(to, msg, out);
     }
@@ -219,7 +234,12 @@ impl<P: Clone> Node<P> {
         self.promise(proposed, out);
         let mut promises = BTreeMap::new();
         promises.insert(self.id, self.durable.last());
-        self.candidacy = Some(Candidacy { proposed, promises });
+        let unreachable = BTreeMap::from([(self.id, self.unreachable.clone())]);
+        self.candidacy = Some(Candidacy {
+            proposed,
+            promises,
+            unreachable,
+        });
         let targets: Vec<NodeId> = self.others(&self.nodes).collect();
         for to in targets {
             self.send(to, Message::Join { proposed }, out);
@@ -284,7 +304,33 @@ impl<P: Clone> Node<P> {
         if self.phase != Phase::Gather || self.durable.promised != c.proposed {
             return;
         }
-        let members: BTreeSet<NodeId> = c.promises.keys().copied().collect();
+        // Nodes that cannot reach each other never share a ring (its token
+        // would be lost at their link, again and again): drop the node in
+        // the most such conflicts (ties: the greater id), never this one,
+        // until none is left. The source is chosen among the members, which
+        // is safe because they must still be a majority of the voters.
+        let promises: BTreeMap<NodeId, LogPos> = {
+            let mut kept = c.promises.clone();
+            let conflict = |a: &NodeId, b: &NodeId| {
+                c.unreachable.get(a).is_some_and(|u| u.contains(b))
+                    || c.unreachable.get(b).is_some_and(|u| u.contains(a))
+            };
+            loop {
+                let worst = kept
+                    .keys()
+                    .filter(|m| **m != self.id)
+                    .map(|m| (kept.keys().filter(|o| conflict(m, o)).count(), *m))
+                    .filter(|(n, _)| *n > 0)
+                    .max();
+                match worst {
+                    Some((_, m)) => {
+                        kept.remove(&m);
+                    }
+                    None => break kept,
+                }
+            }
+        };
+        let members: BTreeSet<NodeId> = promises.keys().copied().collect();
         // First bootstrap waits for every initial voter.
         let bootstrap = self.durable.log.is_empty() && self.durable.applied == 0;
         let ok = if bootstrap {
@@ -303,8 +349,7 @@ impl<P: Clone> Node<P> {
         // The best log: greatest (ring, seq); ties to the lower node id
         // (iteration is in id order and `max_by` keeps the last maximum, so
         // compare with the id reversed).
-        let Some((&source, &source_last)) = c
-            .promises
+        let Some((&source, &source_last)) = promises
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
         else {
@@ -341,6 +386,7 @@ impl<P: Clone> Node<P> {
             last_rotation: 0,
             passed: None,
             held: None,
+            down: BTreeSet::new(),
         });
         out.push(Output::SetTimer {
             timer: Timer::Consensus,
@@ -407,6 +453,7 @@ impl<P: Clone> Node<P> {
             aru: self.durable.applied,
             rot_min: u64::MAX,
             rtr: BTreeSet::new(),
+            down: BTreeSet::new(),
         };
         self.on_token(token, out);
     }
@@ -415,6 +462,13 @@ impl<P: Clone> Node<P> {
         match msg {
             Message::Join { proposed } => {
                 self.highest_seen = self.highest_seen.max(proposed.counter);
+                if proposed > self.durable.promised && self.cut_off(from) {
+                    // Check-quorum: a working ring is not pulled apart by a
+                    // node that some member cannot reach (it would only
+                    // form a ring that loses its token at that link). It is
+                    // admitted once every link to it works again.
+                    return;
+                }
                 if proposed > self.durable.promised {
                     self.leave_ring(out);
                     self.promise(proposed, out);
@@ -436,11 +490,17 @@ impl<P: Clone> Node<P> {
                     );
                 }
             }
-            Message::Promise { proposed, last, .. } => {
+            Message::Promise {
+                proposed,
+                last,
+                unreachable,
+                ..
+            } => {
                 if let Some(c) = &mut self.candidacy
                     && c.proposed == proposed
                 {
                     c.promises.insert(from, last);
+                    c.unreachable.insert(from, unreachable);
                 }
             }
             Message::Nack { promised } => {
@@ -522,6 +582,7 @@ impl<P: Clone> Node<P> {
         }
         // Accepted: later copies of this rotation are duplicates.
         ring.last_rotation = token.rotation;
+        ring.down = token.down.clone();
         self.phase = Phase::Operational;
         out.push(Output::SetTimer {
             timer: Timer::TokenLoss,
@@ -651,7 +712,14 @@ impl<P: Clone> Node<P> {
             }
         }
 
-        // 6. Pass it on.
+        // 6. Report this node's links, and pass it on.
+        token.down.retain(|(from, _)| *from != self.id);
+        token
+            .down
+            .extend(self.unreachable.iter().map(|to| (self.id, *to)));
+        if let Some(ring) = &mut self.ring {
+            ring.down = token.down.clone();
+        }
         token.rotation += 1;
         self.pass(token, &members, out);
     }
@@ -671,6 +739,21 @@ impl<P: Clone> Node<P> {
             timer: Timer::TokenRetransmit,
             after: self.config.token_retransmit,
         });
+    }
+}
+
+impl<P: Clone> Node<P> {
+    /// Whether `from`, not a member of this node's operational ring, has a
+    /// link that is down to or from a member, as far as this node knows.
+    fn cut_off(&self, from: NodeId) -> bool {
+        let Some(ring) = &self.ring else { return false };
+        if self.phase != Phase::Operational || ring.members.contains(&from) {
+            return false;
+        }
+        self.unreachable.contains(&from)
+            || ring.down.iter().any(|(a, b)| {
+                (*a == from && ring.members.contains(b)) || (*b == from && ring.members.contains(a))
+            })
     }
 }
 

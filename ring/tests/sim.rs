@@ -18,6 +18,8 @@ struct Net {
     queue: VecDeque<(NodeId, NodeId, Msg)>,
     timers: BTreeMap<NodeId, BTreeSet<Timer>>,
     down: BTreeSet<NodeId>,
+    /// Links that lose every message, as (from, to).
+    blocked: BTreeSet<(NodeId, NodeId)>,
 }
 
 fn id(n: u128) -> NodeId {
@@ -34,6 +36,7 @@ impl Net {
             queue: VecDeque::new(),
             timers: BTreeMap::new(),
             down: BTreeSet::new(),
+            blocked: BTreeSet::new(),
         };
         for &i in &ids {
             let node = Node::new(
@@ -86,7 +89,10 @@ impl Net {
             let Some((from, to, msg)) = self.queue.pop_front() else {
                 return;
             };
-            if self.down.contains(&to) || self.down.contains(&from) {
+            if self.down.contains(&to)
+                || self.down.contains(&from)
+                || self.blocked.contains(&(from, to))
+            {
                 continue;
             }
             self.input(to, Input::Receive { from, msg });
@@ -249,4 +255,72 @@ fn formation_settles_when_messages_arrive_out_of_order() {
         }
     }
     assert!(net.nodes.values().all(|n| n.phase() == Phase::Operational));
+}
+
+#[test]
+fn nodes_that_cannot_reach_each_other_are_never_put_in_one_ring() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    // a and b lose each other (both directions, as over TCP); both still
+    // reach c. Their drivers notice and report it.
+    net.blocked.extend([(a, b), (b, a)]);
+    net.input(a, Input::Link { peer: b, up: false });
+    net.input(b, Input::Link { peer: a, up: false });
+    net.queue.clear();
+    net.fire_all(Timer::TokenLoss);
+    net.run(10_000);
+    net.fire_all(Timer::JoinWindow);
+    net.run(10_000);
+    let in_ring = |n: &Net, x: NodeId| n.nodes[&x].phase() == Phase::Operational;
+    assert!(
+        net.settle(|n| in_ring(n, c) && n.nodes[&c].ring().is_some_and(|r| r.1.len() == 2)),
+        "a ring of two forms"
+    );
+    let (ring, members) = net.nodes[&c].ring().map(|(r, m)| (r, m.clone())).unwrap();
+    assert!(
+        !(members.contains(&a) && members.contains(&b)),
+        "never both: {members:?}"
+    );
+    let out = if members.contains(&a) { b } else { a };
+    // The node left out keeps trying; the ring ignores it and stays.
+    for _ in 0..10 {
+        net.fire(out, Timer::Consensus);
+        net.fire(out, Timer::TokenLoss);
+        net.run(10_000);
+        net.fire_all(Timer::JoinWindow);
+        net.run(10_000);
+        net.fire_all(Timer::Hold);
+        net.run(10_000);
+    }
+    assert_eq!(
+        net.nodes[&c].ring().map(|r| r.0),
+        Some(ring),
+        "the ring was not pulled apart"
+    );
+    net.input(c, Input::Propose(9));
+    assert!(net.settle(|n| n.applied[&c].len() == 1), "and takes writes");
+    // The link heals and the drivers' probes say so: the next Join is
+    // admitted and the three form one ring.
+    net.blocked.clear();
+    net.input(a, Input::Link { peer: b, up: true });
+    net.input(b, Input::Link { peer: a, up: true });
+    // One rotation carries the cleared reports in the token.
+    net.settle(|n| n.nodes[&c].ring().is_some_and(|r| r.0 == ring) && n.queue.is_empty());
+    for _ in 0..4 {
+        net.fire_all(Timer::Hold);
+        net.run(10_000);
+    }
+    net.fire(out, Timer::Consensus);
+    net.run(10_000);
+    net.fire_all(Timer::JoinWindow);
+    net.run(10_000);
+    assert!(
+        net.settle(|n| n
+            .nodes
+            .values()
+            .all(|x| x.ring().is_some_and(|r| r.1.len() == 3))),
+        "one ring of three after healing"
+    );
 }

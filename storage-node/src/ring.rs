@@ -45,6 +45,8 @@ enum Cmd {
     },
     /// Give up on a proposal that is not ordered yet.
     Withdraw(String),
+    /// Messages to a peer fail (`false`) or go through again (`true`).
+    Link(NodeId, bool),
 }
 
 /// Proposals of this node waiting to be applied: id → (payload, reply).
@@ -181,10 +183,11 @@ pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
         peers: Arc::new(Mutex::new(BTreeMap::new())),
     };
     let peers_out = handle.peers.clone();
+    let cmds = handle.cmds.clone();
     std::thread::Builder::new()
         .name("ring".into())
         .spawn(move || {
-            if let Err(e) = drive(&state, &rx, &status, &runtime, &peers_out) {
+            if let Err(e) = drive(&state, &rx, &cmds, &status, &runtime, &peers_out) {
                 // The protocol assumes crash-recovery: a node that cannot
                 // persist or apply (a storage error) stops as a whole and
                 // comes back from its durable state, rather than serving
@@ -200,6 +203,7 @@ pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
 fn drive(
     state: &Arc<NodeState>,
     rx: &std_mpsc::Receiver<Cmd>,
+    cmds: &std_mpsc::Sender<Cmd>,
     status: &Mutex<pb::RingStatus>,
     runtime: &tokio::runtime::Handle,
     peers_out: &Mutex<BTreeMap<NodeId, String>>,
@@ -231,7 +235,7 @@ fn drive(
         .filter_map(|(id, url)| {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).ok()?;
-            runtime.spawn(send_loop(*id, endpoint, rx));
+            runtime.spawn(send_loop(*id, endpoint, rx, cmds.clone()));
             Some((*id, tx))
         })
         .collect();
@@ -290,6 +294,10 @@ fn drive(
                     node.withdraw(|p| *p == payload);
                 }
                 Vec::new()
+            }
+            Cmd::Link(peer, up) => {
+                tracing::info!(%peer, up, "link to peer");
+                node.handle(Input::Link { peer, up })
             }
         };
     }
@@ -454,22 +462,62 @@ fn publish(
     }
 }
 
+/// How often a peer whose link is down is probed.
+const PROBE_EVERY: Duration = Duration::from_millis(300);
+
 /// Sends one peer's messages in order; drops what cannot be delivered.
+///
+/// A message that times out or is refused marks the link down and tells the
+/// core (`Cmd::Link`); while it is down, messages to the peer are dropped
+/// (the protocol retransmits what matters) and the peer is probed with
+/// `Ping` until it answers, which marks the link up again.
 async fn send_loop(
     peer: NodeId,
     endpoint: tonic::transport::Endpoint,
     mut rx: tokio::sync::mpsc::Receiver<wire::Envelope>,
+    core: std_mpsc::Sender<Cmd>,
 ) {
     let endpoint = endpoint
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true);
     let mut client = wire::ring_client::RingClient::new(endpoint.connect_lazy());
-    while let Some(envelope) = rx.recv().await {
-        let call = client.deliver(envelope);
-        match tokio::time::timeout(Duration::from_secs(1), call).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(status)) => tracing::debug!(%peer, %status, "ring message not delivered"),
-            Err(_) => tracing::debug!(%peer, "ring message timed out"),
+    let mut up = true;
+    loop {
+        if up {
+            let Some(envelope) = rx.recv().await else {
+                return;
+            };
+            let call = client.deliver(envelope);
+            let delivered = match tokio::time::timeout(Duration::from_secs(1), call).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(status)) => {
+                    tracing::debug!(%peer, %status, "ring message not delivered");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "ring message timed out");
+                    false
+                }
+            };
+            if !delivered {
+                up = false;
+                if core.send(Cmd::Link(peer, false)).is_err() {
+                    return;
+                }
+            }
+        } else {
+            tokio::select! {
+                envelope = rx.recv() => if envelope.is_none() { return },
+                () = tokio::time::sleep(PROBE_EVERY) => {
+                    let ping = client.ping(wire::Received {});
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), ping).await {
+                        up = true;
+                        if core.send(Cmd::Link(peer, true)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -500,6 +548,13 @@ impl wire::ring_server::Ring for Service {
         ring.cmds
             .send(Cmd::Receive(from, msg))
             .map_err(|_| Status::unavailable("control plane stopped"))?;
+        Ok(Response::new(wire::Received {}))
+    }
+
+    async fn ping(
+        &self,
+        _request: Request<wire::Received>,
+    ) -> std::result::Result<Response<wire::Received>, Status> {
         Ok(Response::new(wire::Received {}))
     }
 }
@@ -586,6 +641,14 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             aru: t.aru,
             rot_min: t.rot_min,
             rtr: t.rtr.iter().copied().collect(),
+            down: t
+                .down
+                .iter()
+                .map(|(from, to)| wire::Link {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                })
+                .collect(),
         }),
         Message::Mcast { ring, entry } => W::Mcast(wire::Mcast {
             ring: Some(ring_id_to_wire(*ring)),
@@ -598,10 +661,12 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             proposed,
             last,
             applied,
+            unreachable,
         } => W::Promise(wire::Promise {
             proposed: Some(ring_id_to_wire(*proposed)),
             last: Some(pos_to_wire(*last)),
             applied: *applied,
+            unreachable: members_to_wire(unreachable),
         }),
         Message::Nack { promised } => W::Nack(wire::Nack {
             promised: Some(ring_id_to_wire(*promised)),
@@ -646,6 +711,11 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
             aru: t.aru,
             rot_min: t.rot_min,
             rtr: t.rtr.into_iter().collect(),
+            down: t
+                .down
+                .into_iter()
+                .map(|l| Ok((l.from.parse()?, l.to.parse()?)))
+                .collect::<Result<_>>()?,
         }),
         W::Mcast(m) => Message::Mcast {
             ring: ring_id_from_wire(m.ring)?,
@@ -658,6 +728,7 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
             proposed: ring_id_from_wire(p.proposed)?,
             last: pos_from_wire(p.last)?,
             applied: p.applied,
+            unreachable: members_from_wire(p.unreachable)?,
         },
         W::Nack(n) => Message::Nack {
             promised: ring_id_from_wire(n.promised)?,
@@ -709,6 +780,7 @@ mod tests {
                 aru: 2,
                 rot_min: 3,
                 rtr: [3, 4].into_iter().collect(),
+                down: [(a, NodeId::new_random())].into_iter().collect(),
             }),
             Message::Mcast {
                 ring,
@@ -719,6 +791,7 @@ mod tests {
                 proposed: ring,
                 last: LogPos { ring, seq: 3 },
                 applied: 1,
+                unreachable: [NodeId::new_random()].into_iter().collect(),
             },
             Message::Nack { promised: ring },
             Message::Install {

@@ -217,6 +217,20 @@ impl Net {
         Ok(())
     }
 
+    /// Drops every packet node `from` sends to node `to` (one direction;
+    /// over TCP it breaks both directions of every connection between
+    /// them, since acknowledgements are lost too, while both still reach
+    /// everyone else: connectivity that is not transitive).
+    pub fn block(&self, from: usize, to: usize) -> anyhow::Result<()> {
+        let f = self.addrs[from].to_string();
+        self.nft(
+            to,
+            &[
+                "add", "rule", "inet", "rondo", "in", "ip", "saddr", &f, "drop",
+            ],
+        )
+    }
+
     /// Drops `percent` % of the packets every node receives from the other
     /// nodes.
     pub fn loss(&self, percent: u8) -> anyhow::Result<()> {

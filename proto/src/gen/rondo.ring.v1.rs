@@ -39,7 +39,7 @@ pub struct RingStart {
     #[prost(string, repeated, tag = "1")]
     pub members: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Token {
     #[prost(message, optional, tag = "1")]
     pub ring: ::core::option::Option<RingId>,
@@ -53,6 +53,17 @@ pub struct Token {
     pub rot_min: u64,
     #[prost(uint64, repeated, tag = "6")]
     pub rtr: ::prost::alloc::vec::Vec<u64>,
+    /// Links the members found down, each as the node that could not send and
+    /// the node it could not reach.
+    #[prost(message, repeated, tag = "7")]
+    pub down: ::prost::alloc::vec::Vec<Link>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Link {
+    #[prost(string, tag = "1")]
+    pub from: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub to: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Mcast {
@@ -74,6 +85,9 @@ pub struct Promise {
     pub last: ::core::option::Option<LogPos>,
     #[prost(uint64, tag = "3")]
     pub applied: u64,
+    /// Nodes the promising node cannot reach now (node ids).
+    #[prost(string, repeated, tag = "4")]
+    pub unreachable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Nack {
@@ -258,6 +272,26 @@ pub mod ring_client {
                 .insert(GrpcMethod::new("rondo.ring.v1.Ring", "Deliver"));
             self.inner.unary(req, path, codec).await
         }
+        /// Answers at once: a node whose messages to a peer failed probes the peer
+        /// with it until it answers again (see "Links" in PROTOCOL.md).
+        pub async fn ping(
+            &mut self,
+            request: impl tonic::IntoRequest<super::Received>,
+        ) -> std::result::Result<tonic::Response<super::Received>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/rondo.ring.v1.Ring/Ping");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("rondo.ring.v1.Ring", "Ping"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -276,6 +310,12 @@ pub mod ring_server {
         async fn deliver(
             &self,
             request: tonic::Request<super::Envelope>,
+        ) -> std::result::Result<tonic::Response<super::Received>, tonic::Status>;
+        /// Answers at once: a node whose messages to a peer failed probes the peer
+        /// with it until it answers again (see "Links" in PROTOCOL.md).
+        async fn ping(
+            &self,
+            request: tonic::Request<super::Received>,
         ) -> std::result::Result<tonic::Response<super::Received>, tonic::Status>;
     }
     #[derive(Debug)]
@@ -382,6 +422,49 @@ pub mod ring_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeliverSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.ring.v1.Ring/Ping" => {
+                    #[allow(non_camel_case_types)]
+                    struct PingSvc<T: Ring>(pub Arc<T>);
+                    impl<T: Ring> tonic::server::UnaryService<super::Received>
+                    for PingSvc<T> {
+                        type Response = super::Received;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::Received>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ring>::ping(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PingSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

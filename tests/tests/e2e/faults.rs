@@ -542,3 +542,62 @@ async fn a_crash_after_a_copy_before_its_acknowledgement_leaves_nothing() {
         .unwrap();
     assert_eq!(d["songs"]["totalCount"], 0);
 }
+
+/// One-way loss between two nodes (node 0's packets to node 1 are dropped;
+/// over TCP that breaks both directions between them while both still
+/// reach node 2): it must converge, never flap forever. The ring settles on
+/// two members that can reach each other, stays the same ring for 5 s and
+/// through writes, and is not pulled apart by the node left out; after the
+/// link heals, one ring of three and one log.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_way_loss_between_two_nodes_settles_on_a_stable_ring() {
+    if !netns_or_skip() {
+        return;
+    }
+    let cluster = Cluster::builder().nodes(3).netns().start().await.unwrap();
+    let first = ring_of(&cluster, 0, 3).await;
+    let net = cluster.net.as_ref().unwrap();
+    net.block(0, 1).unwrap();
+    let stable = eventually("a stable ring of two", Duration::from_secs(60), || async {
+        let s = cluster.ring_status(2).await.ok()?;
+        if s.phase != "operational" || s.members.len() != 2 {
+            return None;
+        }
+        let id = (s.ring_counter, s.ring_rep.clone());
+        // An observation window, not a synchronisation: nothing may change.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let t = cluster.ring_status(2).await.ok()?;
+        (t.phase == "operational" && (t.ring_counter, t.ring_rep.clone()) == id).then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(
+        (stable.ring_counter, stable.ring_rep.clone()) > first,
+        "a new ring"
+    );
+    let member = |i: usize| stable.members.contains(&cluster.nodes[i].id.to_string());
+    assert!(member(2), "node 2 reaches both: {stable:?}");
+    assert!(
+        member(0) != member(1),
+        "exactly one of the cut-off pair: {stable:?}"
+    );
+    let members: Vec<usize> = (0..3).filter(|&i| member(i)).collect();
+    let mut acked = BTreeMap::new();
+    for n in 0..4 {
+        let title = format!("one way {n}");
+        write_to(&cluster, members[n % 2], &title)
+            .await
+            .unwrap_or_else(|e| panic!("{title}: the stable ring takes writes: {e:?}"));
+        acked.insert(title, String::new());
+    }
+    let after = cluster.ring_status(2).await.unwrap();
+    assert_eq!(
+        (after.ring_counter, after.ring_rep),
+        (stable.ring_counter, stable.ring_rep.clone()),
+        "still the same ring after the writes"
+    );
+    net.heal().unwrap();
+    ring_of(&cluster, 0, 3).await;
+    ring_of(&cluster, 1, 3).await;
+    check(&cluster, &[0, 1, 2], &acked).await;
+}
