@@ -482,6 +482,9 @@ async fn send_loop(
         .tcp_nodelay(true);
     let mut client = wire::ring_client::RingClient::new(endpoint.connect_lazy());
     let mut up = true;
+    // A deadline, not a fresh sleep per message: messages keep coming while
+    // the link is down and must not postpone the probe.
+    let mut next_probe = tokio::time::Instant::now();
     loop {
         if up {
             let Some(envelope) = rx.recv().await else {
@@ -501,6 +504,7 @@ async fn send_loop(
             };
             if !delivered {
                 up = false;
+                next_probe = tokio::time::Instant::now() + PROBE_EVERY;
                 if core.send(Cmd::Link(peer, false)).is_err() {
                     return;
                 }
@@ -508,7 +512,8 @@ async fn send_loop(
         } else {
             tokio::select! {
                 envelope = rx.recv() => if envelope.is_none() { return },
-                () = tokio::time::sleep(PROBE_EVERY) => {
+                () = tokio::time::sleep_until(next_probe) => {
+                    next_probe = tokio::time::Instant::now() + PROBE_EVERY;
                     let ping = client.ping(wire::Received {});
                     if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), ping).await {
                         up = true;
