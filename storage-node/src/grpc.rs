@@ -181,11 +181,12 @@ impl StorageNode for Service {
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let st = state.clone();
-            match tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await {
-                Ok(Ok(())) => state.outbox.notify_one(),
-                Ok(Err(e)) => {
-                    tracing::warn!(%hash, error = %e, "releasing an unused replica failed")
-                }
+            let released = tokio::task::spawn_blocking(move || st.store.release_blob(&hash))
+                .await
+                .map_err(Error::from)
+                .and_then(|r| r);
+            match released {
+                Ok(()) => state.outbox.notify_one(),
                 Err(e) => tracing::warn!(%hash, error = %e, "releasing an unused replica failed"),
             }
         });
@@ -456,18 +457,10 @@ async fn replicate_to_majority(
             failures.join("; ")
         }
     );
-    let s = ring.status();
-    let quorate = s.phase == "operational" && 2 * s.members.len() > s.voters as usize;
-    Err(Error::Unavailable(if quorate {
+    Err(Error::Unavailable(if ring.quorate() {
         reached
     } else {
-        format!(
-            "no quorum: this node's control plane is in phase {} with {} of {} voters in its \
-             ring; {reached}",
-            s.phase,
-            s.members.len(),
-            s.voters
-        )
+        format!("{}; {reached}", ring.no_quorum())
     }))
 }
 

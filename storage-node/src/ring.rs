@@ -104,17 +104,30 @@ impl RingHandle {
             Ok(Err(_)) => Err(Error::Unavailable("the control plane has stopped".into())),
             Err(_) => {
                 let _ = self.cmds.send(Cmd::Withdraw(id));
-                let s = self.status();
                 Err(Error::Unavailable(format!(
-                    "write not committed within {:?}: no quorum: this node's control plane is in \
-                     phase {} with {} of {} voters in its ring",
+                    "write not committed within {:?}: {}",
                     self.write_timeout,
-                    s.phase,
-                    s.members.len(),
-                    s.voters
+                    self.no_quorum()
                 )))
             }
         }
+    }
+
+    /// Why this node's ring cannot commit now, as users see it.
+    pub fn no_quorum(&self) -> String {
+        let s = self.status();
+        format!(
+            "no quorum: this node's control plane is in phase {} with {} of {} voters in its ring",
+            s.phase,
+            s.members.len(),
+            s.voters
+        )
+    }
+
+    /// Whether this node is operational in a ring of a majority of voters.
+    pub fn quorate(&self) -> bool {
+        let s = self.status();
+        s.phase == "operational" && 2 * s.members.len() > s.voters as usize
     }
 }
 
