@@ -1,7 +1,6 @@
 //! `rondo dev`: a whole local deployment with demo data, stopped by Ctrl-C
 //! and reusing its data on the next run.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -10,42 +9,106 @@ use serde_json::{Value, json};
 
 use rondo_tests::{bin, eventually};
 
-/// A base port for `rondo dev`, which uses fixed offsets from its `--port`
-/// (+1.. for streaming, +100.. for gRPC). It is taken below Linux's
-/// ephemeral range (32768 and up), where no port-0 bind or outgoing
-/// connection of a parallel test can land, and every port it needs is
-/// checked free.
-pub fn base_port() -> u16 {
+/// Ports for one `rondo dev`, which uses fixed offsets from its `--port`
+/// (+1.. for streaming, +100.. for gRPC), reserved against the other tests
+/// that run `rondo dev` in parallel processes: each port is held by an
+/// exclusive lock on a file named after it until the lease is dropped, and
+/// must also be free to bind. The base is taken below Linux's ephemeral
+/// range (32768 and up), where no port-0 bind or outgoing connection of a
+/// parallel test can land.
+pub struct PortLease {
+    /// The `--port` to pass.
+    pub base: u16,
+    _locks: Vec<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Reserves the ports of a `rondo dev --nodes NODES`.
+pub fn dev_ports(nodes: u16) -> PortLease {
     let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let lock = |p: u16| {
+        let file = std::fs::File::create(std::env::temp_dir().join(format!("rondo-port-{p}.lock")))
+            .ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()
+    };
     let seed = std::process::id() as usize;
     for attempt in 0..500usize {
         let base = 20_000 + ((seed * 7919 + attempt * 131) % 12_000) as u16;
-        if [0, 1, 2, 100, 101].iter().all(|o| free(base + o)) {
-            return base;
+        let ports = (0..=nodes)
+            .chain((0..nodes).map(|i| 100 + i))
+            .map(|o| base + o);
+        let locks: Option<Vec<_>> = ports.map(|p| lock(p).filter(|_| free(p))).collect();
+        if let Some(locks) = locks {
+            return PortLease {
+                base,
+                _locks: locks,
+            };
         }
     }
     panic!("no free base port below the ephemeral range");
 }
 
-async fn run_dev(
+/// What `rondo dev` printed and the tail of every process log it keeps,
+/// for a failure message.
+fn dev_report(data: &std::path::Path, out: &std::path::Path) -> String {
+    let mut report = format!(
+        "rondo dev output:\n{}",
+        std::fs::read_to_string(out).unwrap_or_default()
+    );
+    let mut logs: Vec<_> = std::fs::read_dir(data.join("logs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        report.push_str(&format!("\n--- {} (last 40 lines)\n", log.display()));
+        for line in tail.into_iter().rev() {
+            report.push_str(line);
+            report.push('\n');
+        }
+    }
+    report
+}
+
+/// Starts `rondo dev --data DATA --port PORT ARGS…` and waits for its
+/// `dev.json`; if it exits first or takes two minutes, fails with its output
+/// and its process logs.
+pub async fn run_dev(
     data: &std::path::Path,
     port: u16,
+    args: &[&std::ffi::OsStr],
 ) -> (tokio::process::Child, rondo_cli::devenv::DevInfo) {
-    let child = tokio::process::Command::new(bin("rondo"))
+    let out_path = data.with_extension(format!("out-{}", std::process::id()));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = tokio::process::Command::new(bin("rondo"))
         .args(["dev", "--data"])
         .arg(data)
-        .args(["--nodes", "2", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let info = eventually("dev.json", Duration::from_secs(120), || async {
-        rondo_cli::devenv::read_dev_info(data).ok()
-    })
-    .await
-    .unwrap();
-    (child, info)
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(info) = rondo_cli::devenv::read_dev_info(data) {
+            return (child, info);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "rondo dev exited ({status}) before writing dev.json\n{}",
+                dev_report(data, &out_path)
+            );
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            panic!(
+                "rondo dev wrote no dev.json in 120 s\n{}",
+                dev_report(data, &out_path)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,8 +116,10 @@ async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("rondo-data");
-    let port = base_port();
-    let (mut child, info) = run_dev(&data, port).await;
+    let lease = dev_ports(2);
+    let port = lease.base;
+    let nodes = ["--nodes".as_ref(), "2".as_ref()];
+    let (mut child, info) = run_dev(&data, port, &nodes).await;
     assert_eq!(
         info.graphql_url,
         format!("https://127.0.0.1:{port}/graphql")
@@ -106,7 +171,7 @@ async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
 
     // Running it again reuses the data: the same songs, nothing seeded twice.
     std::fs::remove_file(data.join("dev.json")).unwrap();
-    let (mut child, info) = run_dev(&data, port).await;
+    let (mut child, info) = run_dev(&data, port, &nodes).await;
     let client = rondo_cli::client::Client::new(
         &info.gateway_url,
         &std::fs::read(&info.ca_cert).unwrap(),

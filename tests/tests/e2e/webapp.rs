@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use rondo_tests::{bin, eventually};
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -53,22 +51,15 @@ async fn webapp_end_to_end_in_chromium() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("rondo-data");
-    let port = crate::dev::base_port();
-    let mut dev = tokio::process::Command::new(bin("rondo"))
-        .args(["dev", "--no-demo", "--nodes", "3", "--data"])
-        .arg(&data)
-        .args(["--port", &port.to_string(), "--webapp"])
-        .arg(&dist)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let info = eventually("dev.json", Duration::from_secs(120), || async {
-        rondo_cli::devenv::read_dev_info(&data).ok()
-    })
-    .await
-    .unwrap();
+    let lease = crate::dev::dev_ports(3);
+    let args = [
+        "--no-demo".as_ref(),
+        "--nodes".as_ref(),
+        "3".as_ref(),
+        "--webapp".as_ref(),
+        dist.as_os_str(),
+    ];
+    let (mut dev, info) = crate::dev::run_dev(&data, lease.base, &args).await;
 
     // A 4-minute song: long enough that Chromium has not buffered all of it
     // when its node dies.
