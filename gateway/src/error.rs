@@ -85,6 +85,16 @@ impl Error {
     }
 }
 
+impl From<rondo_media::Error> for Error {
+    fn from(e: rondo_media::Error) -> Self {
+        match e {
+            rondo_media::Error::Unsupported(m) => Error::UnsupportedMedia(m),
+            rondo_media::Error::BadName(m) => Error::BadUserInput(m),
+            rondo_media::Error::Io { context, source } => Error::Io { context, source },
+        }
+    }
+}
+
 impl ErrorExtensions for Error {
     fn extend(&self) -> async_graphql::Error {
         let code = self.code();

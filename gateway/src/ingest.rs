@@ -19,41 +19,16 @@ use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::index::SongRec;
+pub use rondo_media::Overrides;
 
 /// Size of the chunks sent to the node.
 const CHUNK: usize = 1024 * 1024;
-/// Longest accepted title or name.
-const MAX_NAME: usize = 500;
-
-/// Values given with the upload that take precedence over the file's tags.
-#[derive(Debug, Default)]
-pub struct Overrides {
-    pub title: Option<String>,
-    pub artist: Option<String>,
-    pub album: Option<String>,
-}
-
 /// Artist and album ids handed out by this gateway for names the index does
 /// not know yet, so that concurrent uploads by a new artist agree on its id.
 #[derive(Debug, Default)]
 pub struct Names {
     artists: HashMap<String, ArtistId>,
     albums: HashMap<(ArtistId, String), AlbumId>,
-}
-
-fn name_arg(field: &'static str, value: Option<String>) -> Result<Option<String>> {
-    match value.map(|v| v.trim().to_string()) {
-        None => Ok(None),
-        Some(v) if v.is_empty() => Err(Error::BadUserInput(format!("{field} must not be empty"))),
-        Some(v) if v.chars().count() > MAX_NAME => Err(Error::BadUserInput(format!(
-            "{field} must be at most {MAX_NAME} characters"
-        ))),
-        Some(v) => Ok(Some(v)),
-    }
-}
-
-fn truncate(s: String) -> String {
-    s.chars().take(MAX_NAME).collect()
 }
 
 fn hash_file(file: &mut std::fs::File) -> Result<ContentHash> {
@@ -79,9 +54,7 @@ pub async fn upload(
     upload: UploadValue,
     overrides: Overrides,
 ) -> Result<Arc<SongRec>> {
-    let title_arg = name_arg("title", overrides.title)?;
-    let artist_arg = name_arg("artist", overrides.artist)?;
-    let album_arg = name_arg("album", overrides.album)?;
+    let overrides = overrides.checked()?;
     let limit = state.config.max_upload_bytes;
     let mut file = upload.content;
     let size = file.metadata().map_err(Error::io("stat upload"))?.len();
@@ -89,33 +62,18 @@ pub async fn upload(
         return Err(Error::PayloadTooLarge { limit });
     }
     let (file, info, hash) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let info = crate::media::inspect(&mut file)?;
+        let info = rondo_media::inspect(&mut file)?;
         let hash = hash_file(&mut file)?;
         Ok((file, info, hash))
     })
     .await??;
 
-    let stem = std::path::Path::new(&upload.filename)
-        .file_stem()
-        .map(|s| s.to_string_lossy().trim().to_string())
-        .filter(|s| !s.is_empty());
     let tags = info.tags;
-    let title = truncate(
-        title_arg
-            .or(tags.title)
-            .or(stem)
-            .unwrap_or_else(|| "Untitled".into()),
-    );
-    let artist_name = truncate(
-        artist_arg
-            .or(tags.artist)
-            .unwrap_or_else(|| "Unknown Artist".into()),
-    );
-    let album_title = truncate(
-        album_arg
-            .or(tags.album)
-            .unwrap_or_else(|| "Unknown Album".into()),
-    );
+    let rondo_media::Names {
+        title,
+        artist: artist_name,
+        album: album_title,
+    } = rondo_media::names(&tags, overrides, Some(&upload.filename));
 
     // Matched names take the spelling already in the catalog.
     let (artist_id, artist_name, album_id, album_title) = {

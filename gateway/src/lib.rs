@@ -19,7 +19,6 @@ pub mod ha;
 pub mod http;
 pub mod index;
 pub mod ingest;
-pub mod media;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,7 +17,99 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
-use crate::error::{Error, Result};
+/// Why a file or a name was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not audio, or truncated or corrupt audio.
+    #[error("unsupported media: {0}")]
+    Unsupported(String),
+    /// A title or name given with the upload is unusable.
+    #[error("{0}")]
+    BadName(String),
+    /// Reading the file failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Io { context, source }
+    }
+}
+
+/// Result alias for media checks.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Longest title or name kept (longer tags are cut, longer arguments refused).
+pub const MAX_NAME: usize = 500;
+
+/// Values given with an upload that take precedence over the file's tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+    pub album: Option<String>,
+}
+
+impl Overrides {
+    /// Trims the given values and refuses empty or over-long ones.
+    pub fn checked(self) -> Result<Overrides> {
+        Ok(Overrides {
+            title: name_arg("title", self.title)?,
+            artist: name_arg("artist", self.artist)?,
+            album: name_arg("album", self.album)?,
+        })
+    }
+}
+
+fn name_arg(field: &str, value: Option<String>) -> Result<Option<String>> {
+    match value.map(|v| v.trim().to_string()) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Err(Error::BadName(format!("{field} must not be empty"))),
+        Some(v) if v.chars().count() > MAX_NAME => Err(Error::BadName(format!(
+            "{field} must be at most {MAX_NAME} characters"
+        ))),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+/// The names a song is filed under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub title: String,
+    pub artist: String,
+    pub album: String,
+}
+
+/// Title, artist and album for an upload: the checked overrides first, then
+/// the file's tags, then (for the title) the file name's stem, then
+/// placeholders; cut to [`MAX_NAME`] characters.
+pub fn names(tags: &Tags, overrides: Overrides, file_name: Option<&str>) -> Names {
+    let cut = |s: String| -> String { s.chars().take(MAX_NAME).collect() };
+    let stem = file_name
+        .and_then(|n| std::path::Path::new(n).file_stem())
+        .map(|s| s.to_string_lossy().trim().to_string())
+        .filter(|s| !s.is_empty());
+    Names {
+        title: cut(overrides
+            .title
+            .or_else(|| tags.title.clone())
+            .or(stem)
+            .unwrap_or_else(|| "Untitled".into())),
+        artist: cut(overrides
+            .artist
+            .or_else(|| tags.artist.clone())
+            .unwrap_or_else(|| "Unknown Artist".into())),
+        album: cut(overrides
+            .album
+            .or_else(|| tags.album.clone())
+            .unwrap_or_else(|| "Unknown Album".into())),
+    }
+}
 
 /// Packets decoded to prove the codec data is sound.
 const DECODE_PACKETS: usize = 64;
@@ -45,7 +137,7 @@ pub struct MediaInfo {
 }
 
 fn unsupported(msg: impl Into<String>) -> Error {
-    Error::UnsupportedMedia(msg.into())
+    Error::Unsupported(msg.into())
 }
 
 fn clean(s: Option<std::borrow::Cow<'_, str>>) -> Option<String> {
@@ -203,6 +295,45 @@ mod tests {
     }
 
     #[test]
+    fn names_prefer_arguments_then_tags_then_the_file_name() {
+        let tags = Tags {
+            title: Some("Tagged".into()),
+            artist: Some("Tag Artist".into()),
+            ..Tags::default()
+        };
+        let given = Overrides {
+            artist: Some("  Given  ".into()),
+            ..Overrides::default()
+        };
+        let n = names(&tags, given.checked().unwrap(), Some("file.wav"));
+        assert_eq!((n.title.as_str(), n.artist.as_str()), ("Tagged", "Given"));
+        assert_eq!(n.album, "Unknown Album");
+        let n = names(
+            &Tags::default(),
+            Overrides::default(),
+            Some("dir/My Song.flac"),
+        );
+        assert_eq!(n.title, "My Song");
+        let long = "x".repeat(MAX_NAME + 1);
+        let cut = names(
+            &Tags {
+                title: Some(long.clone()),
+                ..Tags::default()
+            },
+            Overrides::default(),
+            None,
+        );
+        assert_eq!(cut.title.chars().count(), MAX_NAME);
+        for bad in [String::new(), "   ".into(), long] {
+            let o = Overrides {
+                title: Some(bad),
+                ..Overrides::default()
+            };
+            assert!(matches!(o.checked(), Err(Error::BadName(_))));
+        }
+    }
+
+    #[test]
     fn accepts_wav_and_measures_it() {
         let info = check(&wav(2.0)).unwrap();
         assert_eq!(info.mime_type, "audio/wav");
@@ -217,10 +348,10 @@ mod tests {
     fn refuses_garbage_empty_and_truncated() {
         for bad in [&b""[..], b"hello, this is not audio at all", &[0u8; 4096]] {
             let err = check(bad).unwrap_err();
-            assert_eq!(err.code(), "UNSUPPORTED_MEDIA", "{err}");
+            assert!(matches!(err, Error::Unsupported(_)), "{err}");
         }
         let full = wav(2.0);
         let err = check(&full[..full.len() / 2]).unwrap_err();
-        assert_eq!(err.code(), "UNSUPPORTED_MEDIA", "{err}");
+        assert!(matches!(err, Error::Unsupported(_)), "{err}");
     }
 }
