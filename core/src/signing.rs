@@ -1,9 +1,14 @@
-//! Signed, expiring stream URLs.
+//! Signed, expiring stream and upload URLs.
 //!
 //! A stream URL names a song, the node that serves it and an expiry (Unix
 //! seconds); the signature is HMAC-SHA256 under the cluster secret over those
 //! three values. Nodes check it in constant time and refuse a URL signed for
 //! another node.
+//!
+//! An upload URL ([`UploadGrant`]) lets its holder put one file, as a new
+//! song with a given id, on one node before an expiry and up to a size, with
+//! the names the uploader asked for; the signature covers all of them, under
+//! a different domain label, so that neither kind of URL passes for the other.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -11,6 +16,30 @@ use sha2::Sha256;
 use crate::{Error, NodeId, SongId};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The query of an upload URL `PUT {node}/upload/{song}?{grant}`: what the
+/// gateway allowed, and its signature (`sig`, hex). Absent names are left to
+/// the file's tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadGrant {
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Most bytes the body may have.
+    pub max: u64,
+    /// The file's name (its stem is the title when neither `title` nor a tag
+    /// gives one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub album: Option<String>,
+    /// HMAC-SHA256 (hex) over the song, the node and every field above.
+    #[serde(default)]
+    pub sig: String,
+}
 
 /// Signs and verifies stream URLs with the cluster secret.
 #[derive(Clone)]
@@ -33,11 +62,7 @@ impl UrlSigner {
     }
 
     fn mac(&self, song: SongId, node: NodeId, expires: u64) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("hmac takes keys of any length"),
-        };
+        let mut mac = self.keyed();
         mac.update(b"rondo-stream-v1\n");
         mac.update(song.to_string().as_bytes());
         mac.update(b"\n");
@@ -45,6 +70,66 @@ impl UrlSigner {
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
         mac
+    }
+
+    fn keyed(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length, so this cannot fail.
+        match HmacSha256::new_from_slice(&self.secret) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("hmac takes keys of any length"),
+        }
+    }
+
+    fn upload_mac(&self, song: SongId, node: NodeId, grant: &UploadGrant) -> HmacSha256 {
+        let mut mac = self.keyed();
+        mac.update(b"rondo-upload-v1\n");
+        for part in [
+            song.to_string(),
+            node.to_string(),
+            grant.exp.to_string(),
+            grant.max.to_string(),
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        // Length-prefixed, so that no name can run into the next.
+        for field in [&grant.name, &grant.title, &grant.artist, &grant.album] {
+            match field {
+                None => mac.update(b"-\n"),
+                Some(v) => {
+                    mac.update(format!("+{}:", v.len()).as_bytes());
+                    mac.update(v.as_bytes());
+                    mac.update(b"\n");
+                }
+            }
+        }
+        mac
+    }
+
+    /// Signs an upload grant for this song on this node (sets `sig`).
+    pub fn sign_upload(&self, song: SongId, node: NodeId, grant: &mut UploadGrant) {
+        grant.sig = hex::encode(self.upload_mac(song, node, grant).finalize().into_bytes());
+    }
+
+    /// Checks an upload grant's signature and expiry; `now` is the current
+    /// Unix time in seconds.
+    pub fn verify_upload(
+        &self,
+        song: SongId,
+        node: NodeId,
+        grant: &UploadGrant,
+        now: u64,
+    ) -> Result<(), Error> {
+        let sig = hex::decode(&grant.sig).map_err(|_| Error::BadSignature)?;
+        self.upload_mac(song, node, grant)
+            .verify_slice(&sig)
+            .map_err(|_| Error::BadSignature)?;
+        if now >= grant.exp {
+            return Err(Error::Expired {
+                expired_at: grant.exp,
+            });
+        }
+        Ok(())
     }
 
     /// The hex signature for this song, node and expiry.
@@ -82,6 +167,72 @@ impl UrlSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_grants_cover_every_field() {
+        let signer = UrlSigner::new(b"secret".to_vec());
+        let (song, node) = (SongId::new_random(), NodeId::new_random());
+        let mut grant = UploadGrant {
+            exp: 1000,
+            max: 5,
+            name: Some("a.wav".into()),
+            title: Some("T".into()),
+            ..UploadGrant::default()
+        };
+        signer.sign_upload(song, node, &mut grant);
+        assert_eq!(signer.verify_upload(song, node, &grant, 999), Ok(()));
+        assert_eq!(
+            signer.verify_upload(song, node, &grant, 1000),
+            Err(Error::Expired { expired_at: 1000 })
+        );
+        let bad = |g: UploadGrant| signer.verify_upload(song, node, &g, 0);
+        assert_eq!(
+            bad(UploadGrant {
+                max: 6,
+                ..grant.clone()
+            }),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            bad(UploadGrant {
+                exp: 2000,
+                ..grant.clone()
+            }),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            bad(UploadGrant {
+                title: None,
+                ..grant.clone()
+            }),
+            Err(Error::BadSignature)
+        );
+        // A value cannot be moved from one field into the next.
+        assert_eq!(
+            bad(UploadGrant {
+                title: None,
+                artist: Some("T".into()),
+                ..grant.clone()
+            }),
+            Err(Error::BadSignature)
+        );
+        let other = NodeId::new_random();
+        assert_eq!(
+            signer.verify_upload(song, other, &grant, 0),
+            Err(Error::BadSignature)
+        );
+        let other_song = SongId::new_random();
+        assert_eq!(
+            signer.verify_upload(other_song, node, &grant, 0),
+            Err(Error::BadSignature)
+        );
+        // A stream signature is no upload signature.
+        let stream = UploadGrant {
+            sig: signer.sign(song, node, 1000),
+            ..grant.clone()
+        };
+        assert_eq!(bad(stream), Err(Error::BadSignature));
+    }
 
     #[test]
     fn sign_and_verify() {

@@ -36,6 +36,13 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SONGS: TableDefinition<u128, &[u8]> = TableDefinition::new("songs");
 const ARTISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("artists");
 const ALBUMS: TableDefinition<u128, &[u8]> = TableDefinition::new("albums");
+/// Artists by name folded to lower case (→ artist id). A song names its
+/// artist and album; applying it files it under the artist and album already
+/// known by those names, so every node, in the one order of the ring, agrees
+/// on them whichever gateway or node proposed the song.
+const ARTIST_NAMES: TableDefinition<&str, u128> = TableDefinition::new("artist_names");
+/// Albums by artist and folded title (`{artist id:032x}/{title}` → album id).
+const ALBUM_NAMES: TableDefinition<&str, u128> = TableDefinition::new("album_names");
 /// Number of songs that refer to an artist or album (key: id), so that an
 /// artist or album disappears with its last song.
 const REFS: TableDefinition<u128, u64> = TableDefinition::new("refs");
@@ -137,6 +144,101 @@ fn finish_account(
 pub const MAX_NAME: usize = 100;
 /// The most songs a playlist holds.
 pub const MAX_PLAYLIST: usize = 10_000;
+
+fn album_name_key(artist: u128, title: &str) -> String {
+    format!("{artist:032x}/{}", title.trim().to_lowercase())
+}
+
+/// Builds the name tables from the artists and albums when they are missing
+/// (stores written before they existed); the first of equal names wins.
+fn index_names(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut artist_names = txn.open_table(ARTIST_NAMES)?;
+    let mut album_names = txn.open_table(ALBUM_NAMES)?;
+    if !artist_names.is_empty()? {
+        return Ok(());
+    }
+    let artists = txn.open_table(ARTISTS)?;
+    for row in artists.iter()? {
+        let (k, v) = row?;
+        let artist: pb::Artist = decode("artists", v.value())?;
+        let folded = artist.name.trim().to_lowercase();
+        if artist_names.get(folded.as_str())?.is_none() {
+            artist_names.insert(folded.as_str(), k.value())?;
+        }
+    }
+    let albums = txn.open_table(ALBUMS)?;
+    for row in albums.iter()? {
+        let (k, v) = row?;
+        let album: pb::Album = decode("albums", v.value())?;
+        let Ok(artist) = uuid_key(&album.artist_id) else {
+            continue;
+        };
+        let key = album_name_key(artist, &album.title);
+        if album_names.get(key.as_str())?.is_none() {
+            album_names.insert(key.as_str(), k.value())?;
+        }
+    }
+    Ok(())
+}
+
+/// Files a song under the artist and album already known by its names
+/// (case-insensitively), taking their records; or registers its own.
+/// Returns the artist and album ids it is filed under.
+fn file_by_name(txn: &redb::WriteTransaction, song: &mut pb::Song) -> Result<(u128, u128)> {
+    let (Some(artist), Some(album)) = (song.artist.as_mut(), song.album.as_mut()) else {
+        return Err(Error::Invalid {
+            what: "song has no artist or album",
+        });
+    };
+    let mut artist_names = txn.open_table(ARTIST_NAMES)?;
+    let folded = artist.name.trim().to_lowercase();
+    let known = artist_names.get(folded.as_str())?.map(|g| g.value());
+    let artist_id = match known {
+        Some(id) => {
+            if let Some(record) = txn.open_table(ARTISTS)?.get(id)? {
+                *artist = decode("artists", record.value())?;
+            }
+            id
+        }
+        None => {
+            let id = uuid_key(&artist.id)?;
+            artist_names.insert(folded.as_str(), id)?;
+            id
+        }
+    };
+    album.artist_id = artist.id.clone();
+    let mut album_names = txn.open_table(ALBUM_NAMES)?;
+    let key = album_name_key(artist_id, &album.title);
+    let known = album_names.get(key.as_str())?.map(|g| g.value());
+    let album_id = match known {
+        Some(id) => {
+            if let Some(record) = txn.open_table(ALBUMS)?.get(id)? {
+                *album = decode("albums", record.value())?;
+            }
+            id
+        }
+        None => {
+            let id = uuid_key(&album.id)?;
+            album_names.insert(key.as_str(), id)?;
+            id
+        }
+    };
+    Ok((artist_id, album_id))
+}
+
+/// Removes a name entry if it still names `id`.
+fn forget_name(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<&str, u128>,
+    key: &str,
+    id: u128,
+) -> Result<()> {
+    let mut names = txn.open_table(table)?;
+    if names.get(key)?.map(|g| g.value()) == Some(id) {
+        names.remove(key)?;
+    }
+    Ok(())
+}
 
 /// Registers an account: the name must be free (case-insensitively); the
 /// first account ever is an admin. Outer error: storage; inner: refusal.
@@ -547,6 +649,7 @@ impl Store {
             txn.open_table(RING_META)?;
             txn.open_table(RING_LOG)?;
             txn.open_table(WANTED)?;
+            index_names(&txn)?;
             txn.commit()?;
         }
         let (changes, _) = broadcast::channel(1024);
@@ -772,7 +875,7 @@ impl Store {
         use pb::catalog_update::Change as U;
         let mut meta = txn.open_table(META)?;
         match update.change {
-            Some(U::Upsert(song)) => {
+            Some(U::Upsert(mut song)) => {
                 let checked = (|| -> Result<_> {
                     let song_id = uuid_key(&song.id)?;
                     let artist = song.artist.clone().ok_or(Error::Invalid {
@@ -781,17 +884,17 @@ impl Store {
                     let album = song.album.clone().ok_or(Error::Invalid {
                         what: "song has no album",
                     })?;
-                    let artist_id = artist.id.parse::<ArtistId>()?.0.as_u128();
-                    let album_id = album.id.parse::<AlbumId>()?.0.as_u128();
+                    artist.id.parse::<ArtistId>()?;
+                    album.id.parse::<AlbumId>()?;
                     if album.artist_id != artist.id {
                         return Err(Error::Invalid {
                             what: "album artist differs from song artist",
                         });
                     }
                     let hash: ContentHash = song.content_hash.parse()?;
-                    Ok((song_id, artist, album, artist_id, album_id, hash))
+                    Ok((song_id, hash))
                 })();
-                let (song_id, artist, album, artist_id, album_id, hash) = match checked {
+                let (song_id, hash) = match checked {
                     Ok(c) => c,
                     Err(e) => return Ok((Applied::Rejected(e), None)),
                 };
@@ -800,6 +903,11 @@ impl Store {
                     let id = song.id.parse()?;
                     return Ok((Applied::Rejected(Error::SongExists(id)), None));
                 }
+                let (artist_id, album_id) = file_by_name(txn, &mut song)?;
+                let (artist, album) = (
+                    song.artist.clone().unwrap_or_default(),
+                    song.album.clone().unwrap_or_default(),
+                );
                 let mut blobs = txn.open_table(BLOBS)?;
                 let key = *hash.as_bytes();
                 let present = blobs.get(&key)?.map(|g| g.value());
@@ -872,12 +980,36 @@ impl Store {
                     .as_ref()
                     .map(|a| a.id.as_str())
                     .unwrap_or_default();
-                for (k, table) in [(album_id, ALBUMS), (artist_id, ARTISTS)] {
+                let artist_key = uuid_key(artist_id).unwrap_or_default();
+                let names = [
+                    (
+                        ALBUM_NAMES,
+                        album_name_key(
+                            artist_key,
+                            song.album
+                                .as_ref()
+                                .map(|a| a.title.as_str())
+                                .unwrap_or_default(),
+                        ),
+                    ),
+                    (
+                        ARTIST_NAMES,
+                        song.artist
+                            .as_ref()
+                            .map(|a| a.name.trim().to_lowercase())
+                            .unwrap_or_default(),
+                    ),
+                ];
+                for ((k, table), (names, name)) in [(album_id, ALBUMS), (artist_id, ARTISTS)]
+                    .into_iter()
+                    .zip(names)
+                {
                     let Ok(k) = uuid_key(k) else { continue };
                     let n = refs.get(k)?.map_or(0, |g| g.value());
                     if n <= 1 {
                         refs.remove(k)?;
                         txn.open_table(table)?.remove(k)?;
+                        forget_name(txn, names, &name, k)?;
                     } else {
                         refs.insert(k, n - 1)?;
                     }
@@ -1339,6 +1471,85 @@ mod tests {
             vec![2, 3, 4]
         );
         assert_eq!(store.ring_applied().unwrap().0, 6);
+    }
+
+    fn named(artist: &str, album: &str) -> pb::Song {
+        let mut s = song(SongId::new_random());
+        if let (Some(a), Some(b)) = (s.artist.as_mut(), s.album.as_mut()) {
+            a.name = artist.into();
+            b.title = album.into();
+        }
+        s
+    }
+
+    fn filed(store: &Store, id: &str) -> (String, String, String, String) {
+        let s = store.song(id.parse().unwrap()).unwrap().unwrap();
+        let (a, b) = (s.artist.unwrap(), s.album.unwrap());
+        assert_eq!(b.artist_id, a.id, "album and song agree on the artist");
+        (a.id, a.name, b.id, b.title)
+    }
+
+    #[tokio::test]
+    async fn songs_are_filed_under_the_artist_and_album_of_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let me = NodeId::new_random();
+        store.put_blob(staged(&store, b"x").await).unwrap();
+        let (first, same, other_album, other_artist) = (
+            named("Ada Lovelace", "Notes"),
+            named("  ada LOVELACE ", "NOTES"),
+            named("Ada Lovelace", "Letters"),
+            named("Babbage", "Notes"),
+        );
+        for (seq, s) in [&first, &same, &other_album, &other_artist]
+            .into_iter()
+            .enumerate()
+        {
+            store
+                .apply_update(seq as u64 + 1, &upsert(s.clone(), b"x", me))
+                .unwrap();
+        }
+        let f = filed(&store, &first.id);
+        assert_eq!(f.1, "Ada Lovelace");
+        // Other ids and spellings, same names: the first song's records.
+        assert_eq!(filed(&store, &same.id), f);
+        let o = filed(&store, &other_album.id);
+        assert_eq!((&o.0, &o.1), (&f.0, &f.1));
+        assert_ne!(o.2, f.2, "another album of the same artist");
+        let b = filed(&store, &other_artist.id);
+        assert_ne!(b.0, f.0);
+        assert_ne!(
+            b.2, f.2,
+            "the same title by another artist is another album"
+        );
+        // Once the artist's last song goes, its name is free for a new one.
+        for (seq, s) in [&first, &same, &other_album].into_iter().enumerate() {
+            store
+                .apply_update(seq as u64 + 10, &delete(s.id.parse().unwrap()))
+                .unwrap();
+        }
+        let again = named("ADA LOVELACE", "Notes");
+        store
+            .apply_update(20, &upsert(again.clone(), b"x", me))
+            .unwrap();
+        let g = filed(&store, &again.id);
+        assert_eq!(g.0, again.artist.as_ref().unwrap().id);
+        assert_eq!(g.1, "ADA LOVELACE");
+        // The name tables are rebuilt for a store that lacks them.
+        drop(store);
+        {
+            let db = Database::create(dir.path().join("node.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(ARTIST_NAMES).unwrap();
+            txn.delete_table(ALBUM_NAMES).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let late = named("ada lovelace", "notes");
+        store
+            .apply_update(21, &upsert(late.clone(), b"x", me))
+            .unwrap();
+        assert_eq!(filed(&store, &late.id), g);
     }
 
     #[tokio::test]
