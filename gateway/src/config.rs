@@ -25,6 +25,9 @@ pub struct Config {
     /// Lifetime of a signed stream URL, in seconds.
     #[serde(default = "default_ttl")]
     pub stream_url_ttl_secs: u64,
+    /// Lifetime of a signed direct upload URL (`createUpload`), in seconds.
+    #[serde(default = "default_ttl")]
+    pub upload_url_ttl_secs: u64,
     /// Largest accepted upload in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,

@@ -668,6 +668,21 @@ fn primary_ring(infos: &[crate::cluster::NodeInfo]) -> Option<Ring> {
     })
 }
 
+/// A signed direct upload (`createUpload`).
+#[derive(SimpleObject)]
+pub struct UploadTicket {
+    /// The id the song will have.
+    pub song_id: ID,
+    /// Where to send the file.
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// RFC 3339; the URL is refused from then on.
+    pub expires_at: String,
+    /// The most bytes the node takes.
+    pub max_bytes: i64,
+}
+
 /// Mutations.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
@@ -704,6 +719,48 @@ impl CatalogMutation {
             .await
             .gql()?;
         Ok(Song(song))
+    }
+
+    /// Authorises a direct upload of one audio file: answers a signed URL
+    /// of a storage node to `PUT` the file's bytes to (HTTP/1.1 is fine;
+    /// the body is the file, nothing else), valid for one song until
+    /// `expiresAt`. The node checks and stores the file like `uploadSong`
+    /// (tags, then the arguments given here, then `fileName`'s stem as the
+    /// title) and answers `201` with `{"song": {...}}`, or an HTTP error with
+    /// `{"error": {"code", "message"}}` and the codes of this API:
+    /// `FORBIDDEN` (403: bad or expired grant), `PAYLOAD_TOO_LARGE` (413),
+    /// `UNSUPPORTED_MEDIA` (415), `CONFLICT` (409: the grant was used),
+    /// `UNAVAILABLE` (503: no quorum). Bulk clients use this: the bytes go to
+    /// the node once, not through the gateway.
+    async fn create_upload(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "The file's size, if known: refused at once when over the limit, and the most the node will take."
+        )]
+        size_bytes: Option<i64>,
+        #[graphql(desc = "The file's name (its stem is the title when no tag gives one).")]
+        file_name: Option<String>,
+        #[graphql(desc = "Overrides the file's title tag.")] title: Option<String>,
+        #[graphql(desc = "Overrides the file's artist tag; matched by name, case-insensitively.")]
+        artist: Option<String>,
+        #[graphql(desc = "Overrides the file's album tag; matched by name, case-insensitively.")]
+        album: Option<String>,
+    ) -> async_graphql::Result<UploadTicket> {
+        require_admin(ctx).gql()?;
+        let overrides = crate::ingest::Overrides {
+            title,
+            artist,
+            album,
+        };
+        let g = crate::ingest::grant(state(ctx), size_bytes, file_name, overrides).gql()?;
+        Ok(UploadTicket {
+            song_id: ID(g.song.to_string()),
+            url: g.url,
+            method: "PUT".into(),
+            expires_at: accounts::rfc3339(g.expires_at * 1000),
+            max_bytes: i64::try_from(g.max_bytes).unwrap_or(i64::MAX),
+        })
     }
 
     /// Deletes a song. Its artist and album disappear with their last song.

@@ -174,6 +174,84 @@ pub async fn upload(
         })
 }
 
+/// A signed direct upload: the client sends the file with `PUT url` to the
+/// node it names, before `expires_at` (Unix seconds), at most `max_bytes`.
+#[derive(Debug)]
+pub struct Grant {
+    pub song: SongId,
+    pub url: String,
+    pub expires_at: u64,
+    pub max_bytes: u64,
+}
+
+/// Authorises one direct upload (see `rondo-node`'s `upload.rs`): checks
+/// what can be checked before the bytes exist (names, declared size), picks
+/// a live node in turn, and signs a grant for it with a new song id.
+pub fn grant(
+    state: &Arc<AppState>,
+    size: Option<i64>,
+    file_name: Option<String>,
+    overrides: Overrides,
+) -> Result<Grant> {
+    let overrides = overrides.checked()?;
+    let limit = state.config.max_upload_bytes;
+    let max_bytes = match size {
+        None => limit,
+        Some(n) => {
+            let n = u64::try_from(n)
+                .map_err(|_| Error::BadUserInput("sizeBytes must not be negative".into()))?;
+            if n > limit {
+                return Err(Error::PayloadTooLarge { limit });
+            }
+            n
+        }
+    };
+    let name = match file_name.map(|n| n.trim().to_string()) {
+        Some(n) if n.chars().count() > rondo_media::MAX_NAME => {
+            return Err(Error::BadUserInput(format!(
+                "fileName must be at most {} characters",
+                rondo_media::MAX_NAME
+            )));
+        }
+        Some(n) if !n.is_empty() => Some(n),
+        _ => None,
+    };
+    let live = state.cluster.live_nodes();
+    if live.is_empty() {
+        return Err(Error::Unavailable("no storage node is up".into()));
+    }
+    let turn = state
+        .upload_turn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let target = live[turn % live.len()];
+    let node = state
+        .cluster
+        .node(target)
+        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+    let base = node.info().stream_base_url;
+    let song = SongId::new_random();
+    let expires_at = crate::graphql::unix_now() + state.config.upload_url_ttl_secs;
+    let mut grant = rondo_core::signing::UploadGrant {
+        exp: expires_at,
+        max: max_bytes,
+        name,
+        title: overrides.title,
+        artist: overrides.artist,
+        album: overrides.album,
+        sig: String::new(),
+    };
+    state.signer.sign_upload(song, target, &mut grant);
+    let query = serde_urlencoded::to_string(&grant)
+        .map_err(|e| Error::BadUserInput(format!("cannot encode the upload grant: {e}")))?;
+    tracing::info!(%song, node = %target, max_bytes, "granted a direct upload");
+    Ok(Grant {
+        song,
+        url: format!("{base}/upload/{song}?{query}"),
+        expires_at,
+        max_bytes,
+    })
+}
+
 /// Reads a file as a stream of chunks.
 fn file_chunks(file: std::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
     futures::stream::unfold(Some(file), |file| async move {

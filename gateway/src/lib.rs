@@ -54,6 +54,8 @@ pub struct AppState {
     pub dummy_hash: String,
     pub admin_token_hash: blake3::Hash,
     pub names: tokio::sync::Mutex<ingest::Names>,
+    /// Turn of the next direct upload among the live nodes.
+    pub upload_turn: std::sync::atomic::AtomicUsize,
     pub metrics: Metrics,
     pub registry: Registry,
 }
@@ -132,6 +134,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         dummy_hash: DUMMY_HASH.to_owned(),
         admin_token_hash: blake3::hash(&admin_token),
         names: tokio::sync::Mutex::new(ingest::Names::default()),
+        upload_turn: std::sync::atomic::AtomicUsize::new(0),
         metrics,
         registry,
     }))

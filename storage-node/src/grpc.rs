@@ -41,12 +41,6 @@ impl Service {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -99,48 +93,8 @@ impl StorageNode for Service {
             }
         };
         let staged = staging.finish(&finish.content_hash).await?;
-        let mut song = song;
-        song.size_bytes = staged.size;
-        song.content_hash = staged.hash.to_hex();
-        song.created_at_ms = now_ms();
-        let hash = staged.hash;
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || state.store.put_blob(staged))
-            .await
-            .map_err(Error::from)??;
         let ring = self.ring()?;
-        // The song is proposed only once its bytes are on a majority: then
-        // every song of the catalog survives the loss of any minority.
-        if let Err(e) = replicate_to_majority(&self.state, ring, hash).await {
-            let state = self.state.clone();
-            let _ = tokio::task::spawn_blocking(move || state.store.release_blob(&hash)).await;
-            self.state.outbox.notify_one();
-            return Err(e.into());
-        }
-        let update = pb::CatalogUpdate {
-            change: Some(pb::catalog_update::Change::Upsert(song)),
-            ..Default::default()
-        };
-        let outcome = ring.propose(update).await;
-        let (song, seq) = match outcome {
-            Ok(Applied::Stored {
-                song,
-                change_seq: Some(seq),
-            }) => (song, seq),
-            other => {
-                // Refused or not ordered: the blob goes unless a song uses it.
-                let state = self.state.clone();
-                let _ = tokio::task::spawn_blocking(move || state.store.release_blob(&hash)).await;
-                self.state.outbox.notify_one();
-                return Err(match other {
-                    Ok(Applied::Rejected(e)) | Err(e) => e.into(),
-                    Ok(applied) => Status::internal(format!("unexpected outcome {applied:?}")),
-                });
-            }
-        };
-        self.state.metrics.uploads.inc();
-        self.state.refresh_gauges();
-        tracing::info!(song = %song.id, hash = %song.content_hash, bytes = song.size_bytes, seq, "stored song");
+        let (song, seq) = crate::upload::commit_song(&self.state, ring, song, staged).await?;
         Ok(Response::new(pb::UploadSongResponse {
             song: Some(*song),
             seq,
@@ -391,7 +345,7 @@ async fn feed_changes(
 /// the write timeout; the answer comes with the first majority, and the calls
 /// still running go on in the background (the other nodes would fetch the
 /// blob after the song commits anyway).
-async fn replicate_to_majority(
+pub(crate) async fn replicate_to_majority(
     state: &Arc<NodeState>,
     ring: &crate::ring::RingHandle,
     hash: ContentHash,

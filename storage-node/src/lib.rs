@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ring;
 pub mod store;
 pub mod stream;
+pub mod upload;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -20,7 +20,9 @@ pub struct Metrics {
     pub stream_responses: Family<StatusLabel, Counter>,
     /// Audio bytes sent by the streaming endpoint.
     pub stream_bytes: Counter,
-    /// Songs stored through gRPC uploads.
+    /// Direct upload (`PUT /upload/…`) responses by HTTP status.
+    pub upload_responses: Family<StatusLabel, Counter>,
+    /// Songs stored, by any upload path.
     pub uploads: Counter,
     /// Songs in the catalog.
     pub songs: Gauge,
@@ -40,6 +42,11 @@ impl Metrics {
             "rondo_node_stream_bytes",
             "Audio bytes streamed",
             self.stream_bytes.clone(),
+        );
+        registry.register(
+            "rondo_node_upload_responses",
+            "Direct upload responses by status",
+            self.upload_responses.clone(),
         );
         registry.register("rondo_node_uploads", "Songs uploaded", self.uploads.clone());
         registry.register("rondo_node_songs", "Songs stored", self.songs.clone());

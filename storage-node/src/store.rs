@@ -553,6 +553,13 @@ pub struct StagedBlob {
     pub size: u64,
 }
 
+impl StagedBlob {
+    /// The staged file, for checks before it is put in place.
+    pub fn path(&self) -> &Path {
+        self.path.path()
+    }
+}
+
 /// A path removed on drop unless disarmed.
 #[derive(Debug)]
 struct TempPath(Option<PathBuf>);
@@ -590,7 +597,7 @@ impl Staging {
     }
 
     /// Flushes and fsyncs the file and checks the sender's hash.
-    pub async fn finish(mut self, claimed: &str) -> Result<StagedBlob> {
+    pub async fn finish(self, claimed: &str) -> Result<StagedBlob> {
         let hash = ContentHash::from(self.hasher.finalize());
         if hash.to_hex() != claimed.to_ascii_lowercase() {
             return Err(Error::HashMismatch {
@@ -598,6 +605,12 @@ impl Staging {
                 actual: hash,
             });
         }
+        self.seal().await
+    }
+
+    /// Flushes and fsyncs the file; its hash is what was written.
+    pub async fn seal(mut self) -> Result<StagedBlob> {
+        let hash = ContentHash::from(self.hasher.finalize());
         self.file.flush().await.map_err(Error::io("flush upload"))?;
         self.file
             .sync_all()

@@ -1,5 +1,6 @@
 //! The HTTPS streaming endpoint: `GET`/`HEAD /stream/{song_id}?exp=…&sig=…`,
-//! plus `/healthz` and `/metrics`.
+//! plus `/healthz` and `/metrics`; the same listener takes direct uploads
+//! (`PUT /upload/{song_id}`, in `upload.rs`).
 //!
 //! Range semantics follow RFC 9110: one range per request, 206 with
 //! `Content-Range`, 416 for unsatisfiable ranges, a strong `ETag` from the
@@ -29,8 +30,13 @@ const BODY_CHUNK: usize = 64 * 1024;
 pub fn router(state: Arc<NodeState>) -> Router {
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::HEAD])
-        .allow_headers([header::RANGE, header::IF_RANGE, header::IF_NONE_MATCH])
+        .allow_methods([Method::GET, Method::HEAD, Method::PUT])
+        .allow_headers([
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::CONTENT_TYPE,
+        ])
         .expose_headers([
             header::CONTENT_RANGE,
             header::ACCEPT_RANGES,
@@ -39,6 +45,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         ]);
     Router::new()
         .route("/stream/{song_id}", get(stream))
+        .route("/upload/{song_id}", axum::routing::put(crate::upload::put))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(cors)

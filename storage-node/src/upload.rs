@@ -1,0 +1,282 @@
+//! Songs into the catalog: the one commit path of every upload, and the
+//! direct upload endpoint `PUT /upload/{song_id}?{grant}`.
+//!
+//! A direct upload is how bulk clients (`rondo upload`) send audio: the
+//! gateway authorises it (`createUpload`) and signs a short-lived grant for
+//! one node, and the bytes go from the client to that node once, hashed and
+//! written in one pass, instead of through the gateway. The node checks the
+//! grant before it reads a byte, then the audio (the gateway's checks, from
+//! `rondo-media`), and commits the song like any other: bytes on a majority,
+//! then one ring entry. Every refusal leaves nothing behind: the staged file
+//! is removed when its handle drops, whatever the exit.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use rondo_core::signing::UploadGrant;
+use rondo_core::{AlbumId, ArtistId, SongId};
+use rondo_proto::storage::v1 as pb;
+use serde_json::json;
+
+use crate::NodeState;
+use crate::error::Error;
+use crate::ring::RingHandle;
+use crate::store::{Applied, StagedBlob};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Puts a received, fsync'd blob in place, copies it onto a majority and
+/// commits the song through the ring. Returns the song as applied (filed
+/// under the artist and album of its names) and its change sequence. On any
+/// failure the blob is released unless a song uses it.
+pub async fn commit_song(
+    state: &Arc<NodeState>,
+    ring: &RingHandle,
+    mut song: pb::Song,
+    staged: StagedBlob,
+) -> Result<(Box<pb::Song>, u64), Error> {
+    song.size_bytes = staged.size;
+    song.content_hash = staged.hash.to_hex();
+    song.created_at_ms = now_ms();
+    let hash = staged.hash;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
+    let release = || async {
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await;
+        state.outbox.notify_one();
+    };
+    // The song is proposed only once its bytes are on a majority: then
+    // every song of the catalog survives the loss of any minority.
+    if let Err(e) = crate::grpc::replicate_to_majority(state, ring, hash).await {
+        release().await;
+        return Err(e);
+    }
+    let update = pb::CatalogUpdate {
+        change: Some(pb::catalog_update::Change::Upsert(song)),
+        ..Default::default()
+    };
+    match ring.propose(update).await {
+        Ok(Applied::Stored {
+            song,
+            change_seq: Some(seq),
+        }) => {
+            state.metrics.uploads.inc();
+            state.refresh_gauges();
+            tracing::info!(song = %song.id, hash = %song.content_hash, bytes = song.size_bytes, seq, "stored song");
+            Ok((song, seq))
+        }
+        other => {
+            // Refused or not ordered: the blob goes unless a song uses it.
+            release().await;
+            Err(match other {
+                Ok(Applied::Rejected(e)) | Err(e) => e,
+                Ok(applied) => Error::Unavailable(format!("unexpected outcome {applied:?}")),
+            })
+        }
+    }
+}
+
+/// A refusal as the client sees it: an HTTP status and a JSON body
+/// `{"error": {"code", "message"}}` with the codes of the GraphQL API.
+fn refuse(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({ "error": { "code": code, "message": message.to_string() } })),
+    )
+        .into_response()
+}
+
+fn refuse_error(e: &Error) -> Response {
+    let (status, code) = match e {
+        Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        Error::SongExists(_) => (StatusCode::CONFLICT, "CONFLICT"),
+        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Error::Invalid { .. } | Error::Domain(_) | Error::HashMismatch { .. } => {
+            (StatusCode::BAD_REQUEST, "BAD_USER_INPUT")
+        }
+        _ => {
+            tracing::error!(error = %e, "upload failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")
+        }
+    };
+    refuse(status, code, e)
+}
+
+/// The song as the upload's answer (the GraphQL field names).
+pub fn song_json(song: &pb::Song) -> serde_json::Value {
+    let artist = song.artist.clone().unwrap_or_default();
+    let album = song.album.clone().unwrap_or_default();
+    json!({
+        "id": song.id,
+        "title": song.title,
+        "artist": { "id": artist.id, "name": artist.name },
+        "album": { "id": album.id, "title": album.title },
+        "trackNumber": song.track_number,
+        "year": song.year,
+        "genre": song.genre,
+        "durationMs": song.duration_ms,
+        "mimeType": song.mime_type,
+        "sizeBytes": song.size_bytes,
+        "contentHash": song.content_hash,
+    })
+}
+
+/// `PUT /upload/{song_id}?{grant}`: the body is the audio file.
+pub async fn put(
+    State(state): State<Arc<NodeState>>,
+    Path(song_id): Path<String>,
+    query: Result<Query<UploadGrant>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = receive(&state, &song_id, query.ok().map(|q| q.0), &headers, body).await;
+    state
+        .metrics
+        .upload_responses
+        .get_or_create(&crate::metrics::StatusLabel {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn receive(
+    state: &Arc<NodeState>,
+    song_id: &str,
+    grant: Option<UploadGrant>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    // The grant first: nothing is read or looked up for a request without one.
+    let forbidden = |why: &str| refuse(StatusCode::FORBIDDEN, "FORBIDDEN", why);
+    let (Some(grant), Ok(song)) = (grant, song_id.parse::<SongId>()) else {
+        return forbidden("bad upload grant");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = state.signer.verify_upload(song, state.node_id, &grant, now) {
+        tracing::debug!(%song, error = %e, "refused upload");
+        return forbidden(match e {
+            rondo_core::Error::Expired { .. } => "upload grant expired",
+            _ => "bad upload grant",
+        });
+    }
+    let overrides = rondo_media::Overrides {
+        title: grant.title.clone(),
+        artist: grant.artist.clone(),
+        album: grant.album.clone(),
+    };
+    let overrides = match overrides.checked() {
+        Ok(o) => o,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", e),
+    };
+    let limit = grant.max.min(state.config.max_upload_bytes);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return refuse_error(&Error::TooLarge { limit });
+    }
+    let Some(ring) = state.ring.get() else {
+        return refuse_error(&Error::Unavailable("control plane not started".into()));
+    };
+    // Refused before the bytes travel when it would be refused after.
+    if !ring.quorate() {
+        return refuse_error(&Error::Unavailable(ring.no_quorum()));
+    }
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.store.song(song)).await {
+        Ok(Ok(None)) => {}
+        Ok(Ok(Some(_))) => return refuse_error(&Error::SongExists(song)),
+        Ok(Err(e)) => return refuse_error(&e),
+        Err(e) => return refuse_error(&Error::Join(e)),
+    }
+
+    let mut staging = match state.store.stage(limit).await {
+        Ok(s) => s,
+        Err(e) => return refuse_error(&e),
+    };
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_USER_INPUT",
+                    format!("reading the body: {e}"),
+                );
+            }
+        };
+        if let Err(e) = staging.write(&chunk).await {
+            return refuse_error(&e);
+        }
+    }
+    let staged = match staging.seal().await {
+        Ok(s) => s,
+        Err(e) => return refuse_error(&e),
+    };
+    let path = staged.path().to_path_buf();
+    let inspected = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        Ok::<_, std::io::Error>(rondo_media::inspect(&mut file))
+    })
+    .await;
+    let info = match inspected {
+        Ok(Ok(Ok(info))) => info,
+        Ok(Ok(Err(rondo_media::Error::Unsupported(m)))) => {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA",
+                format!("unsupported media: {m}"),
+            );
+        }
+        Ok(Ok(Err(e))) => return refuse_error(&Error::Unavailable(e.to_string())),
+        Ok(Err(e)) => return refuse_error(&Error::io("open staged upload")(e)),
+        Err(e) => return refuse_error(&Error::Join(e)),
+    };
+    let names = rondo_media::names(&info.tags, overrides, grant.name.as_deref());
+    let artist_id = ArtistId::new_random().to_string();
+    let tags = info.tags;
+    let song = pb::Song {
+        id: song.to_string(),
+        title: names.title,
+        artist: Some(pb::Artist {
+            id: artist_id.clone(),
+            name: names.artist,
+        }),
+        album: Some(pb::Album {
+            id: AlbumId::new_random().to_string(),
+            title: names.album,
+            artist_id,
+            year: tags.year,
+        }),
+        track_number: tags.track_number,
+        year: tags.year,
+        genre: tags.genre,
+        duration_ms: info.duration_ms,
+        mime_type: info.mime_type.to_string(),
+        ..Default::default()
+    };
+    match commit_song(state, ring, song, staged).await {
+        Ok((song, seq)) => (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({ "song": song_json(&song), "seq": seq })),
+        )
+            .into_response(),
+        Err(e) => refuse_error(&e),
+    }
+}
