@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use rondo_cli::client::{Client, first_error};
+use rondo_cli::client::Client;
 use serde_json::{Value, json};
 
 /// Uploads and streams pass large buffers through the allocator; glibc's
@@ -251,12 +251,16 @@ pub async fn upload(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::
         })
         .buffered(jobs.max(1));
     let mut finished = 0;
+    let mut uploaded = Vec::new();
     while let Some((file, result)) = results.next().await {
         finished += 1;
         bar.set_message(format!("{finished}/{} files", files.len()));
         let line = match result {
             Ok(song) => {
                 ok += 1;
+                if let Some(id) = song.pointer("/id").and_then(Value::as_str) {
+                    uploaded.push(id.to_string());
+                }
                 format!(
                     "ok    {}  {} — {} ({})",
                     file.display(),
@@ -279,6 +283,31 @@ pub async fn upload(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::
         bar.suspend(|| println!("{line}"));
     }
     bar.finish_and_clear();
+    // The nodes answered once each song was committed; wait (briefly) for
+    // the gateway's index too, so that a query right after sees them all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for id in &uploaded {
+        loop {
+            let found = client
+                .query(
+                    "query($id: ID!) { song(id: $id) { id } }",
+                    json!({ "id": id }),
+                )
+                .await
+                .is_ok_and(|d| !d["song"].is_null());
+            if found {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!("note: the gateway does not list every new song yet");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+    }
     println!("{ok} uploaded, {skipped} skipped, {failed} failed");
     Ok(if failed > 0 {
         ExitCode::FAILURE
@@ -309,22 +338,9 @@ async fn upload_one(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let response = client
-        .upload_body(
-            reqwest::Body::wrap_stream(stream),
-            len,
-            &name,
-            json!({}),
-            "{ id title artist { name } }",
-        )
-        .await?;
-    if let Some(e) = first_error(&response) {
-        return Err(e);
-    }
-    Ok(response
-        .pointer("/data/uploadSong")
-        .cloned()
-        .unwrap_or(Value::Null))
+    client
+        .upload_direct(reqwest::Body::wrap_stream(stream), len, &name, json!({}))
+        .await
 }
 
 async fn songs(client: &Client, search: Option<String>, limit: u32) -> anyhow::Result<ExitCode> {

@@ -851,6 +851,24 @@ impl Cluster {
         )
     }
 
+    /// A direct upload URL for `song` on `node`, with `grant` signed by the
+    /// cluster secret (as the gateway's `createUpload` would sign it).
+    pub fn signed_upload_url(
+        &self,
+        node: usize,
+        song: SongId,
+        mut grant: rondo_core::signing::UploadGrant,
+    ) -> String {
+        let signer = rondo_core::signing::UrlSigner::new(self.secret.clone());
+        let n = &self.nodes[node];
+        signer.sign_upload(song, n.id, &mut grant);
+        format!(
+            "https://127.0.0.1:{}/upload/{song}?{}",
+            n.http.port(),
+            serde_urlencoded::to_string(&grant).unwrap_or_default()
+        )
+    }
+
     /// Total songs the gateway lists.
     pub async fn song_count(&self) -> anyhow::Result<u64> {
         let data = self

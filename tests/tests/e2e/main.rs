@@ -6,6 +6,7 @@ mod accounts;
 mod browser;
 mod cli;
 mod dev;
+mod direct_upload;
 mod errors;
 mod faults;
 mod gateway_ha;
