@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Ingest benchmark: `rondo upload DIR` (CLI -> gateway over HTTPS multipart ->
-# tag probe and decode check -> gRPC stream to the storage node -> fsync'd
-# blob + redb commit) against a plain copy of the same files into a
+# Ingest benchmark: `rondo upload DIR` (per file: `createUpload` on the
+# gateway, then an HTTPS PUT of the file straight to a storage node, which
+# hashes and writes it in one pass, fsyncs, checks the audio, indexes the
+# blob, copies it to a majority and commits the song through the ring; at
+# the end the CLI waits until the gateway lists every song) against a
+# plain copy of the same files into a
 # directory on the same file system with fsync of each file and of the
 # directory (the least any durable store must do). Prints MB/s of both and
 # the ratio. FILES (default 40) distinct stereo WAVs of SECONDS (default 30)
 # seconds each (about 5 MiB), made with Python's standard library; ROUNDS
 # (default 5) interleaved rounds, each with its own files; medians compared.
+# NODES (default 1) storage nodes.
 #
 # Usage: bash bench/ingest.sh
 set -euo pipefail
@@ -40,7 +44,7 @@ PY
 bytes=$(du -sb "$work/in/0" | cut -f1)
 
 port=$((20000 + RANDOM % 20000))
-./target/release/rondo dev --data "$work/data" --port "$port" --nodes 1 --no-demo >"$work/dev.log" 2>&1 &
+./target/release/rondo dev --data "$work/data" --port "$port" --nodes "${NODES:-1}" --no-demo >"$work/dev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 600); do [ -f "$work/data/dev.json" ] && break; sleep 0.1; done
 [ -f "$work/data/dev.json" ] || { cat "$work/dev.log"; exit 1; }
@@ -90,7 +94,7 @@ ref_s=$(median "${refs[@]}"); rondo_s=$(median "${rondos[@]}")
 
 mb() { python3 -c "print(f'{$bytes / 1e6 / $1:.1f}')"; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), $(df -T "$work" | awk 'NR==2 {print $2}')"
-echo "files: $FILES WAVs, $bytes bytes per round, $ROUNDS rounds, rondo upload --jobs ${JOBS:-default}"
+echo "files: $FILES WAVs, $bytes bytes per round, $ROUNDS rounds, rondo upload --jobs ${JOBS:-default}, ${NODES:-1} node(s)"
 echo "copy + fsync: ${refs[*]} s; median $ref_s s, $(mb "$ref_s") MB/s"
 echo "rondo upload: ${rondos[*]} s; median $rondo_s s, $(mb "$rondo_s") MB/s"
 echo "ratio rondo / copy: $(python3 -c "print(f'{$ref_s / $rondo_s:.2f}')") (target >= 0.5)"
