@@ -365,10 +365,11 @@ pub(crate) async fn replicate_to_majority(
                 content_hash: hash.to_hex(),
                 source_node: me.clone(),
             };
+            let state = state.clone();
             async move {
                 let mut backoff = std::time::Duration::from_millis(50);
                 loop {
-                    let result = replicate_once(&url, request.clone()).await;
+                    let result = replicate_once(&state, &url, request.clone()).await;
                     if result.is_ok() || tokio::time::Instant::now() + backoff >= deadline {
                         return (peer, result);
                     }
@@ -419,14 +420,14 @@ pub(crate) async fn replicate_to_majority(
 }
 
 /// One `ReplicateBlob` call to the node at `url`.
-async fn replicate_once(url: &str, request: pb::ReplicateBlobRequest) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+async fn replicate_once(
+    state: &NodeState,
+    url: &str,
+    request: pb::ReplicateBlobRequest,
+) -> Result<(), String> {
+    state
+        .peer(url)
         .map_err(|e| e.to_string())?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    pb::storage_node_client::StorageNodeClient::new(channel)
         .replicate_blob(request)
         .await
         .map(|_| ())

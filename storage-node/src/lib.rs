@@ -19,7 +19,7 @@ pub mod stream;
 pub mod upload;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -44,6 +44,10 @@ pub struct NodeState {
     pub ring: std::sync::OnceLock<ring::RingHandle>,
     /// Gateways that checked in lately (soft state, never persisted).
     pub gateways: gateways::Gateways,
+    /// One gRPC channel per peer URL, kept across calls (blob copies and
+    /// fetches): a channel multiplexes calls on one HTTP/2 connection and
+    /// reconnects by itself.
+    channels: Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -55,6 +59,40 @@ impl std::fmt::Debug for NodeState {
 }
 
 impl NodeState {
+    /// A storage client of the node at `url` over the cached channel (made
+    /// on first use, connected lazily, with the bulk-transfer windows).
+    pub fn peer(
+        &self,
+        url: &str,
+    ) -> Result<
+        rondo_proto::storage::v1::storage_node_client::StorageNodeClient<tonic::transport::Channel>,
+    > {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(url) {
+            Some(c) => c.clone(),
+            None => {
+                let c = tonic::transport::Endpoint::from_shared(url.to_string())
+                    .map_err(|e| Error::Unavailable(format!("bad peer URL {url}: {e}")))?
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    // A peer cut off mid-call (partition, SIGSTOP) fails the
+                    // call within about three seconds instead of hanging it
+                    // until TCP gives up.
+                    .http2_keep_alive_interval(std::time::Duration::from_secs(1))
+                    .keep_alive_timeout(std::time::Duration::from_secs(2))
+                    .keep_alive_while_idle(true)
+                    .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
+                    .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW))
+                    .connect_lazy();
+                channels.insert(url.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(
+            rondo_proto::storage::v1::storage_node_client::StorageNodeClient::new(channel)
+                .max_decoding_message_size(8 * 1024 * 1024),
+        )
+    }
+
     /// Sets the gauges from the store.
     pub fn refresh_gauges(&self) {
         if let Ok(stats) = self.store.stats() {
@@ -118,6 +156,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
         outbox: tokio::sync::Notify::new(),
         ring: std::sync::OnceLock::new(),
         gateways: gateways::Gateways::default(),
+        channels: Mutex::new(std::collections::HashMap::new()),
     });
     state.refresh_gauges();
     Ok(state)
@@ -306,10 +345,7 @@ pub(crate) async fn fetch_one(
     use futures::StreamExt;
     use rondo_proto::storage::v1 as pb;
     let unavailable = |e: String| Error::Unavailable(e);
-    let mut client = pb::storage_node_client::StorageNodeClient::connect(url.to_string())
-        .await
-        .map_err(|e| unavailable(format!("connect {url}: {e}")))?
-        .max_decoding_message_size(8 * 1024 * 1024);
+    let mut client = state.peer(url)?;
     let mut stream = client
         .read_blob(pb::ReadBlobRequest {
             content_hash: hash.to_hex(),
