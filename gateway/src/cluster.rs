@@ -163,6 +163,36 @@ impl Cluster {
             .collect()
     }
 
+    /// Where to send a write: the live nodes in an operational ring with a
+    /// majority of the voters, as they last reported it (a node cut off in a
+    /// minority would hold the upload for its whole write timeout and then
+    /// refuse it). When none reports one (a ring still forming, or every
+    /// node cut off), every live node: the node then waits for a ring, and
+    /// says why if none comes.
+    pub fn write_targets(&self) -> Vec<NodeId> {
+        let infos: Vec<NodeInfo> = self
+            .nodes
+            .iter()
+            .map(|n| n.info())
+            .filter(|i| i.up)
+            .collect();
+        let quorate = |i: &NodeInfo| {
+            i.ring.as_ref().is_some_and(|r| {
+                r.phase == "operational" && r.members.len() * 2 > r.voters as usize
+            })
+        };
+        let writable: Vec<NodeId> = infos
+            .iter()
+            .filter(|i| quorate(i))
+            .filter_map(|i| i.id)
+            .collect();
+        if writable.is_empty() {
+            infos.iter().filter_map(|i| i.id).collect()
+        } else {
+            writable
+        }
+    }
+
     /// A node that is up, with its id: the first of `preferred` that is,
     /// else any.
     pub fn pick_live(

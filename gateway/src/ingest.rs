@@ -102,7 +102,7 @@ pub async fn upload(
         (artist_id, artist_name, album_id, album_title)
     };
 
-    let live = state.cluster.live_nodes();
+    let live = state.cluster.write_targets();
     let target = placement::place(&hash, &live, 1)
         .into_iter()
         .next()
@@ -186,7 +186,8 @@ pub struct Grant {
 
 /// Authorises one direct upload (see `rondo-node`'s `upload.rs`): checks
 /// what can be checked before the bytes exist (names, declared size), picks
-/// a live node in turn, and signs a grant for it with a new song id.
+/// a node that can take writes, in turn, and signs a grant for it with a new
+/// song id.
 pub fn grant(
     state: &Arc<AppState>,
     size: Option<i64>,
@@ -216,7 +217,7 @@ pub fn grant(
         Some(n) if !n.is_empty() => Some(n),
         _ => None,
     };
-    let live = state.cluster.live_nodes();
+    let live = state.cluster.write_targets();
     if live.is_empty() {
         return Err(Error::Unavailable("no storage node is up".into()));
     }

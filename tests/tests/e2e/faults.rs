@@ -277,6 +277,44 @@ async fn partition_two_one_then_heal() {
     assert!(refused.message().contains("no quorum"), "{refused:?}");
     let s = cluster.ring_status(2).await.unwrap();
     assert_ne!(s.phase, "operational", "{s:?}");
+    // The gateway, which still reaches all three, sends uploads only to the
+    // majority once it has seen the minority out of a ring (round-robin
+    // over three live nodes would name node 2 every third time).
+    let id = cluster.nodes[2].id.to_string();
+    let nodes = cluster
+        .anon
+        .query("{ cluster { nodes { id address } } }", json!({}))
+        .await
+        .unwrap();
+    let minority = nodes["cluster"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id.as_str())
+        .and_then(|n| n["address"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(minority.starts_with("https://"), "{minority}");
+    eventually(
+        "grants that avoid the minority",
+        Duration::from_secs(15),
+        || async {
+            for _ in 0..6 {
+                let d = cluster
+                    .admin
+                    .query("mutation { createUpload { url } }", json!({}))
+                    .await
+                    .ok()?;
+                let url = d["createUpload"]["url"].as_str()?.to_string();
+                if url.starts_with(&minority) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+    .unwrap();
 
     // Heal: one ring of three with a greater id, one log, nothing lost,
     // the refused write nowhere.
