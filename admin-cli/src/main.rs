@@ -316,31 +316,66 @@ pub async fn upload(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::
     })
 }
 
+/// Attempts per file: a node can die between the gateway's last health
+/// check and the upload, or be refusing writes for want of a quorum. The
+/// waits between attempts (0.25, 0.5, 1 and 2 s) outlast the gateway's
+/// health-check interval (2 s), after which it names only live nodes.
+const UPLOAD_ATTEMPTS: u32 = 5;
+
+/// Whether a failed upload certainly stored nothing and another grant may
+/// succeed: the node could not be reached at all, or it refused the write
+/// for want of a quorum. (A connection lost mid-answer is not retried: the
+/// song may be stored, and a retry would store it twice.)
+fn retryable(e: &rondo_cli::Error) -> bool {
+    match e {
+        rondo_cli::Error::Http { source, .. } => source.is_connect(),
+        rondo_cli::Error::GraphQl { code, .. } => code == "UNAVAILABLE",
+        _ => false,
+    }
+}
+
 async fn upload_one(
     client: &Client,
     path: &Path,
     bar: Arc<indicatif::ProgressBar>,
 ) -> rondo_cli::Result<Value> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(rondo_cli::Error::io(format!("open {}", path.display())))?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(rondo_cli::Error::io(format!("stat {}", path.display())))?
-        .len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
-        if let Ok(c) = chunk {
-            bar.inc(c.len() as u64);
-        }
-    });
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    client
-        .upload_direct(reqwest::Body::wrap_stream(stream), len, &name, json!({}))
-        .await
+    let mut attempt = 1;
+    loop {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(rondo_cli::Error::io(format!("open {}", path.display())))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(rondo_cli::Error::io(format!("stat {}", path.display())))?
+            .len();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (counter, progress) = (sent.clone(), bar.clone());
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    progress.inc(c.len() as u64);
+                    counter.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        match client
+            .upload_direct(reqwest::Body::wrap_stream(stream), len, &name, json!({}))
+            .await
+        {
+            Err(e) if attempt < UPLOAD_ATTEMPTS && retryable(&e) => {
+                let back = sent.load(std::sync::atomic::Ordering::Relaxed);
+                bar.set_position(bar.position().saturating_sub(back));
+                bar.suspend(|| eprintln!("retry {}: {e}", path.display()));
+                tokio::time::sleep(std::time::Duration::from_millis(250 << (attempt - 1))).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 async fn songs(client: &Client, search: Option<String>, limit: u32) -> anyhow::Result<ExitCode> {

@@ -97,3 +97,45 @@ async fn upload_folder_songs_and_status() {
     assert_eq!(code, 1);
     assert!(err.contains("/definitely/not/here"), "{err}");
 }
+
+/// A node killed just before a bulk upload: the gateway still lists it
+/// until its next health check, so some grants name it; those files are
+/// sent again with new grants, and every file ends up stored exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_sends_again_what_a_dead_node_could_not_take() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..9 {
+        crate::wav(
+            tmp.path(),
+            &format!("retry-{i}.wav"),
+            &format!("Retry {i}"),
+            "Phoenix",
+            "Again",
+            0.3,
+            100 + i,
+        );
+    }
+    // The first ring needs every initial voter; once it has formed, a
+    // majority is enough.
+    rondo_tests::eventually(
+        "the first ring",
+        std::time::Duration::from_secs(20),
+        || async {
+            let s = cluster.ring_status(0).await.ok()?;
+            (s.phase == "operational" && s.members.len() == 3).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    cluster.kill_node(2);
+    let dir = tmp.path().to_str().unwrap();
+    let (code, out, err) = rondo(&cluster, &cluster.token, &["upload", dir]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("9 uploaded, 0 skipped, 0 failed"),
+        "{out}\n{err}"
+    );
+    assert_eq!(cluster.song_count().await.unwrap(), 9, "each file once");
+    eprintln!("{err}");
+}
