@@ -13,8 +13,10 @@
 //! What it does not do: transport (gRPC in `rondo-node`), storage (redb in
 //! `rondo-node`), catalog semantics (payloads are opaque here).
 
+mod layout;
 mod node;
 
+pub use layout::{Layout, LayoutChange, LayoutOp, Member, Refusal};
 pub use node::{Durable, Node, Phase};
 
 use std::collections::BTreeSet;
@@ -52,9 +54,15 @@ pub struct Entry<P> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Body<P> {
     /// The first entry every ring orders; entries inherited from earlier
-    /// rings become safe together with it.
-    RingStart { members: BTreeSet<NodeId> },
-    /// An update from the layer above (catalog or layout).
+    /// rings become safe together with it. The first entry of the log
+    /// carries the genesis layout (the initial voters).
+    RingStart {
+        members: BTreeSet<NodeId>,
+        genesis: Option<Layout>,
+    },
+    /// A change of the layout, applied only if its epoch is still current.
+    Layout(LayoutChange),
+    /// An update from the layer above (the catalog).
     Update(P),
 }
 
@@ -84,6 +92,8 @@ pub struct Token {
     /// Links the members found down, as (from, to): each holder replaces
     /// its own with what its driver reports (see `Input::Link`).
     pub down: BTreeSet<(NodeId, NodeId)>,
+    /// A layout change was stamped on this ring (at most one per ring).
+    pub layout: bool,
 }
 
 /// A protocol message between nodes.
@@ -103,6 +113,8 @@ pub enum Message<P> {
         applied: u64,
         /// Nodes the promising node cannot reach now.
         unreachable: BTreeSet<NodeId>,
+        /// The voters of the layout at the end of the promising node's log.
+        voters: BTreeSet<NodeId>,
     },
     Nack {
         promised: RingId,
@@ -181,6 +193,8 @@ pub enum Input<P> {
     Fired(Timer),
     /// A local update to order.
     Propose(P),
+    /// A layout change to order.
+    ProposeLayout(LayoutChange),
     /// The driver found that messages to `peer` fail (`up: false`: a
     /// delivery timed out or was refused) or go through again (`up: true`).
     /// Connectivity need not be symmetric or transitive: the core keeps

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rondo_core::NodeId;
 
 use crate::{
-    Body, Config, Entry, Input, LogPos, Message, Output, RingId, Timer, Token, is_quorate,
+    Body, Config, Entry, Input, Layout, LogPos, Message, Output, RingId, Timer, Token, is_quorate,
 };
 
 /// State that survives a crash. The driver keeps it on disk; the core keeps
@@ -62,6 +62,8 @@ struct Candidacy {
     promises: BTreeMap<NodeId, LogPos>,
     /// What each promising node reported it cannot reach.
     unreachable: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// The voters of the layout at the end of each promising node's log.
+    voters: BTreeMap<NodeId, BTreeSet<NodeId>>,
 }
 
 /// The ring being installed or in operation.
@@ -88,10 +90,13 @@ struct Ring {
 pub struct Node<P> {
     id: NodeId,
     config: Config,
-    /// Every node of the layout (Join goes to all of them).
-    nodes: BTreeSet<NodeId>,
-    /// The voters of the layout.
-    voters: BTreeSet<NodeId>,
+    /// The layout before the log has one: the genesis layout on a node of
+    /// the initial cluster, the nodes to contact (no voters) on a node that
+    /// joins a running one.
+    base: Layout,
+    /// The layout after each log entry that changed it (the genesis
+    /// `RingStart` and every accepted layout change), by seq.
+    layouts: BTreeMap<u64, Layout>,
     durable: Durable<P>,
     phase: Phase,
     candidacy: Option<Candidacy>,
@@ -100,8 +105,8 @@ pub struct Node<P> {
     highest_seen: u64,
     /// Entries received on this ring, not yet durable.
     pending: BTreeMap<u64, Entry<P>>,
-    /// Local proposals waiting for the token.
-    queue: VecDeque<P>,
+    /// Local proposals (updates and layout changes) waiting for the token.
+    queue: VecDeque<Body<P>>,
     /// Peers the driver reports this node cannot send to.
     unreachable: BTreeSet<NodeId>,
 }
@@ -110,27 +115,67 @@ type Out<P> = Vec<Output<P>>;
 
 impl<P: Clone> Node<P> {
     /// A node with its durable state, in `Gather` until [`Input::Start`].
-    pub fn new(
-        id: NodeId,
-        config: Config,
-        nodes: BTreeSet<NodeId>,
-        voters: BTreeSet<NodeId>,
-        durable: Durable<P>,
-    ) -> Node<P> {
-        Node {
+    /// `base` is the layout to use while the log has none (see
+    /// [`Node::layout`]).
+    pub fn new(id: NodeId, config: Config, base: Layout, durable: Durable<P>) -> Node<P> {
+        let mut node = Node {
             id,
             config,
             highest_seen: durable.promised.counter,
-            nodes,
-            voters,
-            durable,
+            base,
+            layouts: BTreeMap::new(),
+            durable: Durable {
+                promised: durable.promised,
+                log: BTreeMap::new(),
+                applied: durable.applied,
+            },
             phase: Phase::Gather,
             candidacy: None,
             ring: None,
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
             unreachable: BTreeSet::new(),
+        };
+        let entries: Vec<Entry<P>> = durable.log.into_values().collect();
+        node.log_extend(&entries);
+        node
+    }
+
+    /// The layout at the end of this node's log (applied or not): the one
+    /// its quorums are counted in. The genesis layout comes with the log's
+    /// first entry; before that, the base layout given to [`Node::new`].
+    pub fn layout(&self) -> &Layout {
+        self.layouts.last_key_value().map_or(&self.base, |(_, l)| l)
+    }
+
+    /// Whether this node has been removed from the layout: it no longer
+    /// starts rings, only answers nodes of the layout (which may add it
+    /// again).
+    pub fn removed(&self) -> bool {
+        !self.durable.log.is_empty() && !self.layout().nodes.contains_key(&self.id)
+    }
+
+    /// Adds entries that extend the log, keeping the layouts in step.
+    fn log_extend(&mut self, entries: &[Entry<P>]) {
+        for e in entries {
+            self.durable.log.insert(e.seq, e.clone());
+            let next = match &e.body {
+                Body::RingStart {
+                    genesis: Some(g), ..
+                } => Some(g.clone()),
+                Body::Layout(change) => self.layout().apply(change).ok(),
+                _ => None,
+            };
+            if let Some(next) = next {
+                self.layouts.insert(e.seq, next);
+            }
         }
+    }
+
+    /// Removes the log entries after `after`.
+    fn log_truncate(&mut self, after: u64) {
+        self.durable.log.split_off(&(after + 1));
+        self.layouts.split_off(&(after + 1));
     }
 
     pub fn id(&self) -> NodeId {
@@ -155,7 +200,7 @@ impl<P: Clone> Node<P> {
 
     /// Removes queued (not yet ordered) proposals that match; returns
     /// whether any did. A withdrawn proposal is never ordered.
-    pub fn withdraw(&mut self, matches: impl Fn(&P) -> bool) -> bool {
+    pub fn withdraw(&mut self, matches: impl Fn(&Body<P>) -> bool) -> bool {
         let before = self.queue.len();
         self.queue.retain(|p| !matches(p));
         self.queue.len() != before
@@ -176,8 +221,12 @@ impl<P: Clone> Node<P> {
         let mut out = Vec::new();
         match input {
             Input::Start => self.gather(&mut out),
-            Input::Propose(p) => {
-                self.queue.push_back(p);
+            Input::Propose(_) | Input::ProposeLayout(_) => {
+                self.queue.push_back(match input {
+                    Input::Propose(p) => Body::Update(p),
+                    Input::ProposeLayout(c) => Body::Layout(c),
+                    _ => return out,
+                });
                 // A held token is used at once.
                 if let Some(ring) = &mut self.ring
                     && let Some(token) = ring.held.take()
@@ -214,6 +263,7 @@ impl<P: Clone> Node<P> {
             last: self.durable.last(),
             applied: self.durable.applied,
             unreachable: self.unreachable.clone(),
+            voters: self.layout().voters(),
         };
         self.send(to, msg, out);
     }
@@ -227,6 +277,9 @@ impl<P: Clone> Node<P> {
     /// Leaves any ring and proposes a new one.
     fn gather(&mut self, out: &mut Out<P>) {
         self.leave_ring(out);
+        if self.removed() {
+            return;
+        }
         let proposed = RingId {
             counter: self.highest_seen.max(self.durable.promised.counter) + 1,
             rep: self.id,
@@ -235,12 +288,15 @@ impl<P: Clone> Node<P> {
         let mut promises = BTreeMap::new();
         promises.insert(self.id, self.durable.last());
         let unreachable = BTreeMap::from([(self.id, self.unreachable.clone())]);
+        let voters = BTreeMap::from([(self.id, self.layout().voters())]);
         self.candidacy = Some(Candidacy {
             proposed,
             promises,
             unreachable,
+            voters,
         });
-        let targets: Vec<NodeId> = self.others(&self.nodes).collect();
+        let nodes = self.layout().ids();
+        let targets: Vec<NodeId> = self.others(&nodes).collect();
         for to in targets {
             self.send(to, Message::Join { proposed }, out);
         }
@@ -331,12 +387,28 @@ impl<P: Clone> Node<P> {
             }
         };
         let members: BTreeSet<NodeId> = promises.keys().copied().collect();
-        // First bootstrap waits for every initial voter.
-        let bootstrap = self.durable.log.is_empty() && self.durable.applied == 0;
-        let ok = if bootstrap {
-            self.voters.iter().all(|v| members.contains(v))
-        } else {
-            is_quorate(&members, &self.voters)
+        // The best log: greatest (ring, seq); ties to the lower node id
+        // (iteration is in id order and `max_by` keeps the last maximum, so
+        // compare with the id reversed).
+        let best = promises
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(n, l)| (*n, *l));
+        // The ring will run on the source's log, so its quorum is counted in
+        // the layout at the end of that log (PROTOCOL.md, "Layout
+        // changes"). With no log anywhere, this is the first bootstrap: it
+        // waits for every initial voter (and a node with no voters, one that
+        // joins a running cluster, never bootstraps).
+        let ok = match best {
+            Some((_, last)) if last.seq == 0 => {
+                let voters = self.base.voters();
+                !voters.is_empty() && voters.iter().all(|v| members.contains(v))
+            }
+            Some((source, _)) => c
+                .voters
+                .get(&source)
+                .is_some_and(|voters| is_quorate(&members, voters)),
+            None => false,
         };
         if !ok {
             // Retry after a while (the driver adds jitter to this timer).
@@ -346,13 +418,7 @@ impl<P: Clone> Node<P> {
             });
             return;
         }
-        // The best log: greatest (ring, seq); ties to the lower node id
-        // (iteration is in id order and `max_by` keeps the last maximum, so
-        // compare with the id reversed).
-        let Some((&source, &source_last)) = promises
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        else {
+        let Some((source, source_last)) = best else {
             return;
         };
         let install = Message::Install {
@@ -432,6 +498,8 @@ impl<P: Clone> Node<P> {
             ring: ring.id,
             body: Body::RingStart {
                 members: ring.members.clone(),
+                // The first entry of the log fixes the genesis layout.
+                genesis: (seq == 1).then(|| self.base.clone()),
             },
         };
         let members = ring.members.clone();
@@ -454,6 +522,7 @@ impl<P: Clone> Node<P> {
             rot_min: u64::MAX,
             rtr: BTreeSet::new(),
             down: BTreeSet::new(),
+            layout: false,
         };
         self.on_token(token, out);
     }
@@ -461,6 +530,11 @@ impl<P: Clone> Node<P> {
     fn receive(&mut self, from: NodeId, msg: Message<P>, out: &mut Out<P>) {
         match msg {
             Message::Join { proposed } => {
+                // Only nodes of the layout can pull this one into a ring: a
+                // removed node, or one not added yet, cannot disturb it.
+                if !self.durable.log.is_empty() && !self.layout().nodes.contains_key(&from) {
+                    return;
+                }
                 self.highest_seen = self.highest_seen.max(proposed.counter);
                 if proposed > self.durable.promised && self.cut_off(from) {
                     // Check-quorum: a working ring is not pulled apart by a
@@ -494,6 +568,7 @@ impl<P: Clone> Node<P> {
                 proposed,
                 last,
                 unreachable,
+                voters,
                 ..
             } => {
                 if let Some(c) = &mut self.candidacy
@@ -501,6 +576,7 @@ impl<P: Clone> Node<P> {
                 {
                     c.promises.insert(from, last);
                     c.unreachable.insert(from, unreachable);
+                    c.voters.insert(from, voters);
                 }
             }
             Message::Nack { promised } => {
@@ -543,11 +619,9 @@ impl<P: Clone> Node<P> {
                 }
                 let applied = self.durable.applied;
                 let keep: Vec<Entry<P>> = entries.into_iter().filter(|e| e.seq > applied).collect();
-                self.durable.log.split_off(&(applied + 1));
+                self.log_truncate(applied);
                 out.push(Output::Truncate { after: applied });
-                for e in &keep {
-                    self.durable.log.insert(e.seq, e.clone());
-                }
+                self.log_extend(&keep);
                 out.push(Output::PersistEntries(keep));
                 let last = self.durable.last().seq;
                 self.ready(ring, last, out);
@@ -637,14 +711,29 @@ impl<P: Clone> Node<P> {
         }
         token.rtr.retain(|s| !resent.contains(s));
 
-        // 2. Stamp queued proposals.
-        let n = self.config.max_messages.min(self.queue.len());
-        for p in self.queue.drain(..n).collect::<Vec<_>>() {
+        // 2. Stamp queued proposals, in order. A layout change waits until
+        // this ring's RingStart is safe (everything inherited is then
+        // committed), and a ring stamps at most one: the layout its quorum
+        // was counted in and the one after share a majority (PROTOCOL.md,
+        // "Layout changes").
+        let ring_start = ring.source_last.seq + 1;
+        let mut stamped = 0;
+        while stamped < self.config.max_messages {
+            match self.queue.front() {
+                None => break,
+                Some(Body::Layout(_)) if token.layout || token.aru < ring_start => break,
+                Some(Body::Layout(_)) => token.layout = true,
+                Some(_) => {}
+            }
+            let Some(body) = self.queue.pop_front() else {
+                break;
+            };
+            stamped += 1;
             token.seq += 1;
             let entry = Entry {
                 seq: token.seq,
                 ring: token.ring,
-                body: Body::Update(p),
+                body,
             };
             for to in self.others(&members).collect::<Vec<_>>() {
                 self.send(
@@ -669,9 +758,7 @@ impl<P: Clone> Node<P> {
             next += 1;
         }
         if !entries.is_empty() {
-            for e in &entries {
-                self.durable.log.insert(e.seq, e.clone());
-            }
+            self.log_extend(&entries);
             out.push(Output::PersistEntries(entries));
         }
         let durable = next - 1;
@@ -700,6 +787,7 @@ impl<P: Clone> Node<P> {
             .rev()
             .find(|(_, e)| e.ring == token.ring && matches!(e.body, Body::RingStart { .. }))
             .map(|(s, _)| *s);
+        let mut reform = false;
         if start.is_some() {
             let upto = token.aru.min(durable);
             while self.durable.applied < upto {
@@ -707,6 +795,14 @@ impl<P: Clone> Node<P> {
                 let Some(entry) = self.durable.log.get(&seq).cloned() else {
                     break;
                 };
+                if let (Body::Layout(_), Some(after)) = (&entry.body, self.layouts.get(&seq)) {
+                    let before = self
+                        .layouts
+                        .range(..seq)
+                        .next_back()
+                        .map_or(&self.base, |(_, l)| l);
+                    reform |= before.membership_differs(after);
+                }
                 self.durable.applied = seq;
                 out.push(Output::Apply(entry));
             }
@@ -721,6 +817,28 @@ impl<P: Clone> Node<P> {
             ring.down = token.down.clone();
         }
         token.rotation += 1;
+
+        // 7. A change of who is in the cluster or who votes is safe: the
+        // lowest member still in the layout forms the next ring (adding
+        // a node, dropping a removed one; ring members then agree again
+        // with the voters). A removed member passes the token on and
+        // retires.
+        if reform {
+            let layout = self.layout();
+            let first = members
+                .iter()
+                .find(|m| layout.nodes.contains_key(m))
+                .copied();
+            if first == Some(self.id) {
+                self.gather(out);
+                return;
+            }
+            if self.removed() {
+                self.pass(token, &members, out);
+                self.leave_ring(out);
+                return;
+            }
+        }
         self.pass(token, &members, out);
     }
 

@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rondo_core::NodeId;
 use rondo_ring::{
-    Body, Config, Durable, Entry, Input, Message, Node, Output, RingId, Timer, is_quorate,
+    Body, Config, Durable, Entry, Input, Layout, Message, Node, Output, RingId, Timer, is_quorate,
 };
 use stateright::{Checker, Model, Property};
 
@@ -132,7 +132,8 @@ enum Seeds {
 struct RingModel(Seeds, Bounds);
 
 fn new_node(i: usize, durable: Durable<u32>) -> Node<u32> {
-    Node::new(id(i), Config::fast(NODES), ids(), ids(), durable)
+    let genesis = Layout::genesis(ids().into_iter().map(|n| (n, String::new())).collect());
+    Node::new(id(i), Config::fast(NODES), genesis, durable)
 }
 
 fn index(n: NodeId) -> usize {

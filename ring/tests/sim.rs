@@ -6,7 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rondo_core::NodeId;
-use rondo_ring::{Body, Config, Durable, Input, Message, Node, Output, Phase, Timer};
+use rondo_ring::{
+    Body, Config, Durable, Input, Layout, LayoutChange, LayoutOp, Member, Message, Node, Output,
+    Phase, Timer,
+};
 
 type Msg = Message<u32>;
 
@@ -39,18 +42,48 @@ impl Net {
             blocked: BTreeSet::new(),
         };
         for &i in &ids {
-            let node = Node::new(
-                i,
-                Config::fast(ids.len()),
-                ids.clone(),
-                ids.clone(),
-                Durable::default(),
-            );
+            let genesis = Layout::genesis(ids.iter().map(|n| (*n, n.to_string())).collect());
+            let node = Node::new(i, Config::fast(ids.len()), genesis, Durable::default());
             net.nodes.insert(i, node);
             net.disk.insert(i, Durable::default());
             net.applied.insert(i, Vec::new());
         }
         net
+    }
+
+    /// A node that joins the running cluster: it knows the nodes to
+    /// contact, none of them a voter, and has no log.
+    fn add_joiner(&mut self, n: u128) -> NodeId {
+        let me = id(n);
+        let mut nodes: BTreeMap<NodeId, Member> = self
+            .nodes
+            .keys()
+            .map(|k| {
+                let member = Member {
+                    addr: k.to_string(),
+                    voter: false,
+                };
+                (*k, member)
+            })
+            .collect();
+        nodes.insert(
+            me,
+            Member {
+                addr: me.to_string(),
+                voter: false,
+            },
+        );
+        let base = Layout {
+            epoch: 0,
+            nodes,
+            replication: 0,
+        };
+        let node = Node::new(me, Config::fast(4), base, Durable::default());
+        self.nodes.insert(me, node);
+        self.disk.insert(me, Durable::default());
+        self.applied.insert(me, Vec::new());
+        self.input(me, Input::Start);
+        me
     }
 
     fn input(&mut self, at: NodeId, input: Input<u32>) {
@@ -323,4 +356,159 @@ fn nodes_that_cannot_reach_each_other_are_never_put_in_one_ring() {
             .all(|x| x.ring().is_some_and(|r| r.1.len() == 3))),
         "one ring of three after healing"
     );
+}
+
+/// Runs rounds of delivery and of every timer until `done` or a bound:
+/// enough for rings to re-form after layout changes.
+fn churn(net: &mut Net, done: impl Fn(&Net) -> bool) -> bool {
+    for round in 0..100 {
+        if net.settle(|n| done(n)) {
+            return true;
+        }
+        net.fire_all(Timer::JoinWindow);
+        net.run(10_000);
+        // One node's timers at a time, as jittered timers would fire.
+        let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+        let at = ids[round % ids.len()];
+        for t in [Timer::Consensus, Timer::TokenLoss] {
+            net.fire(at, t);
+            net.run(10_000);
+        }
+        net.fire_all(Timer::JoinWindow);
+        net.run(10_000);
+    }
+    done(net)
+}
+
+fn add(node: NodeId, expect_epoch: u64) -> LayoutChange {
+    LayoutChange {
+        expect_epoch,
+        op: LayoutOp::Add {
+            node,
+            addr: node.to_string(),
+            voter: true,
+        },
+    }
+}
+
+fn one_ring_of(n: &Net, size: usize, of: &[NodeId]) -> bool {
+    let rings: BTreeSet<_> = of
+        .iter()
+        .map(|i| n.nodes[i].ring().map(|(r, m)| (r, m.len())))
+        .collect();
+    rings.len() == 1 && rings.iter().all(|r| r.is_some_and(|(_, m)| m == size))
+}
+
+#[test]
+fn an_added_node_catches_up_joins_the_ring_and_votes() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    for v in 1..=3 {
+        net.input(ids[0], Input::Propose(v));
+    }
+    assert!(net.settle(|n| n.applied.values().all(|a| a.len() == 3)));
+    let first = net.nodes[&ids[0]].ring().unwrap().0;
+
+    // A fourth node starts; until it is added, its Joins are ignored.
+    let d = net.add_joiner(4);
+    for _ in 0..5 {
+        net.run(10_000);
+        net.fire(d, Timer::JoinWindow);
+        net.fire(d, Timer::Consensus);
+        net.fire_all(Timer::Hold);
+    }
+    net.run(10_000);
+    assert_eq!(net.nodes[&ids[0]].ring().map(|r| r.0), Some(first));
+    assert!(net.applied[&d].is_empty(), "not in the cluster yet");
+
+    net.input(ids[1], Input::ProposeLayout(add(d, 0)));
+    let mut all = ids.clone();
+    all.push(d);
+    assert!(
+        churn(&mut net, |n| one_ring_of(n, 4, &all)
+            && all.iter().all(|i| n.applied[i].len() == 3)),
+        "one ring of four, the new node with every entry: {:?} {:#?}",
+        net.applied,
+        net.nodes
+            .values()
+            .map(|n| (n.phase(), n.ring(), n.layout().epoch, n.queued()))
+            .collect::<Vec<_>>()
+    );
+    for i in &all {
+        let layout = net.nodes[i].layout();
+        assert_eq!((layout.epoch, layout.voters().len()), (1, 4));
+    }
+    let later = net.nodes[&d].ring().unwrap().0;
+    assert!(later > first);
+    // Writes go on, applied in one order on all four.
+    net.input(d, Input::Propose(4));
+    assert!(net.settle(|n| all.iter().all(|i| n.applied[i].len() == 4)));
+    let logs: BTreeSet<_> = all.iter().map(|i| net.applied[i].clone()).collect();
+    assert_eq!(logs.len(), 1);
+}
+
+#[test]
+fn of_two_changes_decided_at_one_epoch_only_the_first_ordered_applies() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    // Two operators, each having read epoch 0, add a different node.
+    net.input(ids[0], Input::ProposeLayout(add(id(8), 0)));
+    net.input(ids[2], Input::ProposeLayout(add(id(9), 0)));
+    assert!(churn(&mut net, |n| ids.iter().all(|i| {
+        let l = n.nodes[i].durable();
+        l.applied >= 1
+            && l.log
+                .range(..=l.applied)
+                .filter(|(_, e)| matches!(e.body, Body::Layout(_)))
+                .count()
+                == 2
+    })));
+    let layouts: BTreeSet<_> = ids.iter().map(|i| net.nodes[i].layout().clone()).collect();
+    assert_eq!(layouts.len(), 1, "every node has the same layout");
+    let layout = layouts.into_iter().next().unwrap();
+    assert_eq!(layout.epoch, 1, "one change applied, the other refused");
+    assert!(
+        layout.nodes.contains_key(&id(8)) != layout.nodes.contains_key(&id(9)),
+        "exactly one of the two nodes was added: {layout:?}"
+    );
+}
+
+#[test]
+fn a_removed_node_retires_and_the_others_go_on_without_it() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let gone = ids[0];
+    let change = LayoutChange {
+        expect_epoch: 0,
+        op: LayoutOp::Remove { node: gone },
+    };
+    net.input(ids[2], Input::ProposeLayout(change));
+    assert!(
+        churn(&mut net, |n| one_ring_of(n, 2, &ids[1..])),
+        "the two others form a ring"
+    );
+    assert!(net.nodes[&gone].removed());
+    assert!(net.nodes[&gone].ring().is_none());
+    // The removed node never starts a ring again, and is not pulled in.
+    let ring = net.nodes[&ids[1]].ring().unwrap().0;
+    for _ in 0..5 {
+        net.fire(gone, Timer::TokenLoss);
+        net.fire(gone, Timer::Consensus);
+        net.run(10_000);
+        net.fire_all(Timer::Hold);
+        net.run(10_000);
+    }
+    assert_eq!(net.nodes[&ids[1]].ring().map(|r| r.0), Some(ring));
+    assert!(net.queue.iter().all(|(from, _, _)| *from != gone));
+    // The two are now the whole quorum: they take writes.
+    net.input(ids[1], Input::Propose(5));
+    assert!(net.settle(|n| {
+        ids[1..]
+            .iter()
+            .all(|i| n.applied[i].iter().map(|(_, v)| *v).eq([5]))
+    }));
+    assert!(net.applied[&gone].is_empty());
 }
