@@ -55,6 +55,9 @@ pub enum LayoutOp {
 pub struct LayoutChange {
     pub expect_epoch: u64,
     pub op: LayoutOp,
+    /// Names the proposal for the driver that answers its client; opaque
+    /// here and no part of the decision.
+    pub proposal: String,
 }
 
 /// Why a change was refused; every node that applies it refuses it the
@@ -208,6 +211,7 @@ mod tests {
         assert_eq!((l0.epoch, l0.replication, l0.voters().len()), (0, 3, 3));
         let add = LayoutChange {
             expect_epoch: 0,
+            proposal: String::new(),
             op: LayoutOp::Add {
                 node: id(4),
                 addr: "n4".into(),
@@ -227,6 +231,7 @@ mod tests {
         );
         let remove = |n, e| LayoutChange {
             expect_epoch: e,
+            proposal: String::new(),
             op: LayoutOp::Remove { node: id(n) },
         };
         assert_eq!(l1.apply(&remove(9, 1)), Err(Refusal::NotMember(id(9))));
@@ -234,6 +239,7 @@ mod tests {
         assert_eq!((l2.epoch, l2.ids().len(), l2.replication), (2, 3, 3));
         let again = LayoutChange {
             expect_epoch: 2,
+            proposal: String::new(),
             op: LayoutOp::Add {
                 node: id(2),
                 addr: "x".into(),
@@ -243,6 +249,7 @@ mod tests {
         assert_eq!(l2.apply(&again), Err(Refusal::AlreadyMember(id(2))));
         let rf = |factor, e| LayoutChange {
             expect_epoch: e,
+            proposal: String::new(),
             op: LayoutOp::SetReplication { factor },
         };
         assert_eq!(
@@ -263,6 +270,7 @@ mod tests {
         let one = Layout::genesis([(id(1), "n1".to_string())].into());
         let add = LayoutChange {
             expect_epoch: 0,
+            proposal: String::new(),
             op: LayoutOp::Add {
                 node: id(2),
                 addr: "n2".into(),
@@ -272,6 +280,7 @@ mod tests {
         let two = one.apply(&add).unwrap();
         let demote = LayoutChange {
             expect_epoch: 1,
+            proposal: String::new(),
             op: LayoutOp::SetVoter {
                 node: id(1),
                 voter: false,
@@ -280,11 +289,13 @@ mod tests {
         assert_eq!(two.apply(&demote), Err(Refusal::LastVoter(id(1))));
         let remove = LayoutChange {
             expect_epoch: 1,
+            proposal: String::new(),
             op: LayoutOp::Remove { node: id(1) },
         };
         assert_eq!(two.apply(&remove), Err(Refusal::LastVoter(id(1))));
         let remove_other = LayoutChange {
             expect_epoch: 1,
+            proposal: String::new(),
             op: LayoutOp::Remove { node: id(2) },
         };
         assert_eq!(two.apply(&remove_other).unwrap().ids().len(), 1);

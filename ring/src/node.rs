@@ -182,6 +182,13 @@ impl<P: Clone> Node<P> {
         self.id
     }
 
+    /// Replaces the timeouts (which depend on the number of nodes, known
+    /// only once the log's layout is read); takes effect with the next
+    /// timer set.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }

@@ -383,6 +383,7 @@ fn churn(net: &mut Net, done: impl Fn(&Net) -> bool) -> bool {
 fn add(node: NodeId, expect_epoch: u64) -> LayoutChange {
     LayoutChange {
         expect_epoch,
+        proposal: String::new(),
         op: LayoutOp::Add {
             node,
             addr: node.to_string(),
@@ -483,6 +484,7 @@ fn a_removed_node_retires_and_the_others_go_on_without_it() {
     let gone = ids[0];
     let change = LayoutChange {
         expect_epoch: 0,
+        proposal: String::new(),
         op: LayoutOp::Remove { node: gone },
     };
     net.input(ids[2], Input::ProposeLayout(change));

@@ -50,6 +50,11 @@ pub struct RingConfig {
     /// is a cluster of one.
     #[serde(default)]
     pub peers_file: Option<PathBuf>,
+    /// gRPC URLs of running nodes, for a node that joins a running cluster
+    /// (instead of `peers_file`): it waits until an operator adds it to the
+    /// layout (`rondo node add`), then joins the ring and catches up.
+    #[serde(default)]
+    pub seeds: Vec<String>,
     /// Token loss timeout in milliseconds; every other protocol timeout is
     /// scaled with it. Default: 3000 plus 650 per node above two, as
     /// corosync.

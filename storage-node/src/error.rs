@@ -55,6 +55,12 @@ pub enum Error {
     /// A stored or requested identifier does not parse.
     #[error(transparent)]
     Domain(#[from] rondo_core::Error),
+    /// A layout change was refused because another was ordered first.
+    #[error("layout change refused: {0}")]
+    StaleLayout(rondo_ring::Refusal),
+    /// A layout change was refused (not a member, last voter, bad factor).
+    #[error("layout change refused: {0}")]
+    LayoutRefused(rondo_ring::Refusal),
     /// The node cannot take writes now (the reason says why).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -101,6 +107,8 @@ impl From<Error> for tonic::Status {
             }
             Error::SongExists(_) | Error::NameTaken(_) => Code::AlreadyExists,
             Error::Forbidden(_) => Code::PermissionDenied,
+            Error::StaleLayout(_) => Code::Aborted,
+            Error::LayoutRefused(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Db(_) | Error::Io { .. } | Error::Corrupt { .. } | Error::Join(_) => {
                 Code::Internal

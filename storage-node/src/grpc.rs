@@ -247,6 +247,21 @@ impl StorageNode for Service {
         }
     }
 
+    async fn change_layout(
+        &self,
+        request: Request<pb::ChangeLayoutRequest>,
+    ) -> Result<Response<pb::ChangeLayoutReply>, Status> {
+        let change = request.into_inner().change.ok_or(Error::Invalid {
+            what: "no layout change",
+        })?;
+        let change = crate::ring::change_from_wire(change)?;
+        let (layout, seq) = self.ring()?.propose_layout(change).await?;
+        Ok(Response::new(pb::ChangeLayoutReply {
+            layout: Some(crate::ring::layout_to_wire(&layout)),
+            seq,
+        }))
+    }
+
     type WatchCatalogStream = BoxStream<pb::CatalogChange>;
 
     async fn watch_catalog(

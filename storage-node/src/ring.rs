@@ -25,7 +25,10 @@ use rand::Rng;
 use rondo_core::NodeId;
 use rondo_proto::ring::v1::{self as wire, envelope::Message as W};
 use rondo_proto::storage::v1 as pb;
-use rondo_ring::{Body, Config, Entry, Input, LogPos, Message, Node, Output, Phase, RingId, Timer};
+use rondo_ring::{
+    Body, Config, Entry, Input, Layout, LayoutChange, LayoutOp, LogPos, Member, Message, Node,
+    Output, Phase, RingId, Timer,
+};
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
@@ -43,14 +46,24 @@ enum Cmd {
         payload: Payload,
         reply: tokio::sync::oneshot::Sender<Result<Applied>>,
     },
+    ProposeLayout {
+        change: LayoutChange,
+        reply: tokio::sync::oneshot::Sender<Result<(Layout, u64)>>,
+    },
     /// Give up on a proposal that is not ordered yet.
     Withdraw(String),
     /// Messages to a peer fail (`false`) or go through again (`true`).
     Link(NodeId, bool),
 }
 
-/// Proposals of this node waiting to be applied: id → (payload, reply).
-type Waiters = BTreeMap<String, (Payload, tokio::sync::oneshot::Sender<Result<Applied>>)>;
+/// Proposals of this node waiting to be applied, by proposal id.
+#[derive(Default)]
+struct Waiters {
+    /// Catalog updates: (payload, reply).
+    updates: BTreeMap<String, (Payload, tokio::sync::oneshot::Sender<Result<Applied>>)>,
+    /// Layout changes: the layout after the change and the entry's seq.
+    layouts: BTreeMap<String, tokio::sync::oneshot::Sender<Result<(Layout, u64)>>>,
+}
 
 /// The running control plane of one node.
 #[derive(Debug)]
@@ -113,6 +126,30 @@ impl RingHandle {
         }
     }
 
+    /// Orders a layout change and waits until this node applied it: the
+    /// layout after it and the seq of its entry, or why it was refused
+    /// (`StaleLayout` when another change was ordered first).
+    pub async fn propose_layout(&self, mut change: LayoutChange) -> Result<(Layout, u64)> {
+        let id = uuid::Uuid::new_v4().to_string();
+        change.proposal = id.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cmds
+            .send(Cmd::ProposeLayout { change, reply: tx })
+            .map_err(|_| Error::Unavailable("the control plane has stopped".into()))?;
+        match tokio::time::timeout(self.write_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Unavailable("the control plane has stopped".into())),
+            Err(_) => {
+                let _ = self.cmds.send(Cmd::Withdraw(id));
+                Err(Error::Unavailable(format!(
+                    "layout change not committed within {:?}: {}",
+                    self.write_timeout,
+                    self.no_quorum()
+                )))
+            }
+        }
+    }
+
     /// Why this node's ring cannot commit now, as users see it.
     pub fn no_quorum(&self) -> String {
         let s = self.status();
@@ -129,6 +166,79 @@ impl RingHandle {
         let s = self.status();
         s.phase == "operational" && 2 * s.members.len() > s.voters as usize
     }
+}
+
+/// The layout before the log has one (PROTOCOL.md, "Layout changes"):
+/// - with a peers file, the genesis layout it describes (every node a
+///   voter), once it names this node and gives every node an address;
+/// - with seeds (a node joining a running cluster) and an empty log, the
+///   layout a seed reports once an operator added this node to it, with no
+///   voters (the ring's quorum is counted in its source's layout; a node
+///   that joins must never bootstrap a cluster of its own);
+/// - otherwise a cluster of this node alone.
+///
+/// Proposals that arrive meanwhile are kept and returned.
+fn base_layout(
+    state: &NodeState,
+    log_empty: bool,
+    rx: &std_mpsc::Receiver<Cmd>,
+    status: &Mutex<pb::RingStatus>,
+    runtime: &tokio::runtime::Handle,
+) -> (Layout, Vec<Cmd>) {
+    let me = state.node_id;
+    if let Some(path) = &state.config.ring.peers_file {
+        let (peers, kept) = wait_for_peers(path, me, rx);
+        return (Layout::genesis(peers), kept);
+    }
+    let seeds = &state.config.ring.seeds;
+    if seeds.is_empty() {
+        let url = format!("http://{}", state.config.grpc_addr);
+        return (Layout::genesis([(me, url)].into()), Vec::new());
+    }
+    if !log_empty {
+        // The log carries the genesis layout and every change since.
+        return (Layout::default(), Vec::new());
+    }
+    if let Ok(mut s) = status.lock() {
+        s.phase = "joining".into();
+    }
+    tracing::info!(?seeds, "waiting to be added to the cluster's layout");
+    let mut kept = Vec::new();
+    loop {
+        for seed in seeds {
+            if let Some(layout) = runtime.block_on(seed_layout(seed))
+                && layout.nodes.contains_key(&me)
+            {
+                tracing::info!(%seed, epoch = layout.epoch, "added to the layout; joining");
+                let mut base = layout;
+                for m in base.nodes.values_mut() {
+                    m.voter = false;
+                }
+                return (base, kept);
+            }
+        }
+        match rx.recv_timeout(Duration::from_millis(300)) {
+            Ok(Cmd::Receive(..)) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(cmd) => kept.push(cmd),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return (Layout::default(), kept),
+        }
+    }
+}
+
+/// The layout a running node reports, if it answers.
+async fn seed_layout(url: &str) -> Option<Layout> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.ok()?;
+    let mut client = pb::storage_node_client::StorageNodeClient::new(channel);
+    let health = client
+        .health(pb::HealthRequest::default())
+        .await
+        .ok()?
+        .into_inner();
+    layout_from_wire(health.ring?.layout?).ok()
 }
 
 /// One node of the cluster, as listed in the peers file.
@@ -222,52 +332,37 @@ fn drive(
     peers_out: &Mutex<BTreeMap<NodeId, String>>,
 ) -> Result<()> {
     let me = state.node_id;
-    // The cluster: from the peers file, once it names every node with an
-    // address; without one, a cluster of one.
-    let (peers, deferred) = match &state.config.ring.peers_file {
-        None => (BTreeMap::new(), Vec::new()),
-        Some(path) => wait_for_peers(path, me, rx),
-    };
-    if let Ok(mut p) = peers_out.lock() {
-        *p = peers
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-    }
-    let mut nodes: BTreeSet<NodeId> = peers.keys().copied().collect();
-    nodes.insert(me);
-    let voters = nodes.clone();
-    let config = protocol_config(nodes.len(), state.config.ring.token_timeout_ms);
     let durable = state.store.ring_load()?;
-    tracing::info!(node = %me, nodes = nodes.len(), promised = ?durable.promised, applied = durable.applied, "control plane starting");
+    let (base, deferred) = base_layout(state, durable.log.is_empty(), rx, status, runtime);
+    let mut node = Node::new(me, Config::for_nodes(1), base.clone(), durable);
+    node.set_config(protocol_config(
+        node.layout().nodes.len().max(1),
+        state.config.ring.token_timeout_ms,
+    ));
+    let mut applied_layout = state.store.ring_layout()?;
+    tracing::info!(node = %me, nodes = node.layout().nodes.len(), epoch = node.layout().epoch, promised = ?node.durable().promised, applied = node.durable().applied, "control plane starting");
 
-    let senders: BTreeMap<NodeId, tokio::sync::mpsc::Sender<wire::Envelope>> = peers
-        .iter()
-        .filter(|(id, _)| **id != me)
-        .filter_map(|(id, url)| {
-            let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).ok()?;
-            runtime.spawn(send_loop(*id, endpoint, rx, cmds.clone()));
-            Some((*id, tx))
-        })
-        .collect();
-
-    let voter_set = voters.clone();
-    let mut node = Node::new(me, config, nodes, voters, durable);
+    let mut senders = Senders::default();
     let mut timers: BTreeMap<Timer, Instant> = BTreeMap::new();
-    let mut waiters: Waiters = BTreeMap::new();
+    let mut waiters = Waiters::default();
     let mut outputs = node.handle(Input::Start);
     for cmd in deferred {
-        if let Cmd::Propose { id, payload, reply } = cmd {
-            waiters.insert(id, (payload.clone(), reply));
-            outputs.extend(node.handle(Input::Propose(payload)));
-        }
+        outputs.extend(take(&mut node, &mut waiters, cmd));
     }
     loop {
-        carry_out(state, me, &senders, &mut timers, &mut waiters, &outputs)?;
+        senders.sync(&node, me, runtime, cmds, peers_out);
+        carry_out(
+            state,
+            me,
+            &base,
+            &senders,
+            &mut timers,
+            &mut waiters,
+            &outputs,
+            &mut applied_layout,
+        )?;
         let applied = outputs.iter().any(|o| matches!(o, Output::Apply(_)));
-        publish(state, &node, &voter_set, status, applied);
+        publish(state, &node, applied_layout.as_ref(), status, applied);
         // Wait for a command or the next timer.
         let next = timers
             .iter()
@@ -296,23 +391,92 @@ fn drive(
                 Err(_) => return Ok(()),
             },
         };
-        outputs = match cmd {
-            Cmd::Receive(from, msg) => node.handle(Input::Receive { from, msg }),
-            Cmd::Propose { id, payload, reply } => {
-                waiters.insert(id, (payload.clone(), reply));
-                node.handle(Input::Propose(payload))
+        outputs = take(&mut node, &mut waiters, cmd);
+    }
+}
+
+/// Hands one command to the core.
+fn take(node: &mut Node<Payload>, waiters: &mut Waiters, cmd: Cmd) -> Vec<Output<Payload>> {
+    match cmd {
+        Cmd::Receive(from, msg) => node.handle(Input::Receive { from, msg }),
+        Cmd::Propose { id, payload, reply } => {
+            waiters.updates.insert(id, (payload.clone(), reply));
+            node.handle(Input::Propose(payload))
+        }
+        Cmd::ProposeLayout { change, reply } => {
+            waiters.layouts.insert(change.proposal.clone(), reply);
+            node.handle(Input::ProposeLayout(change))
+        }
+        Cmd::Withdraw(id) => {
+            if let Some((payload, _)) = waiters.updates.remove(&id) {
+                node.withdraw(|b| matches!(b, Body::Update(p) if *p == payload));
             }
-            Cmd::Withdraw(id) => {
-                if let Some((payload, _)) = waiters.remove(&id) {
-                    node.withdraw(|p| *p == payload);
-                }
-                Vec::new()
+            if waiters.layouts.remove(&id).is_some() {
+                node.withdraw(|b| matches!(b, Body::Layout(c) if c.proposal == id));
             }
-            Cmd::Link(peer, up) => {
-                tracing::info!(%peer, up, "link to peer");
-                node.handle(Input::Link { peer, up })
+            Vec::new()
+        }
+        Cmd::Link(peer, up) => {
+            tracing::info!(%peer, up, "link to peer");
+            node.handle(Input::Link { peer, up })
+        }
+    }
+}
+
+/// One sender task per peer with an address in the layout. Senders are
+/// never dropped while the node runs: a member removed from the layout may
+/// still be in the current ring until it re-forms.
+#[derive(Default)]
+struct Senders {
+    by_peer: BTreeMap<NodeId, (String, tokio::sync::mpsc::Sender<wire::Envelope>)>,
+    epoch: Option<u64>,
+}
+
+impl Senders {
+    /// Starts senders for the layout's new nodes (or new addresses) and
+    /// publishes the peers (other nodes of the layout) to the node.
+    fn sync(
+        &mut self,
+        node: &Node<Payload>,
+        me: NodeId,
+        runtime: &tokio::runtime::Handle,
+        cmds: &std_mpsc::Sender<Cmd>,
+        peers_out: &Mutex<BTreeMap<NodeId, String>>,
+    ) {
+        let layout = node.layout();
+        if self.epoch == Some(layout.epoch) && !self.by_peer.is_empty() {
+            return;
+        }
+        self.epoch = Some(layout.epoch);
+        for (id, member) in &layout.nodes {
+            if *id == me
+                || self
+                    .by_peer
+                    .get(id)
+                    .is_some_and(|(url, _)| *url == member.addr)
+            {
+                continue;
             }
-        };
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(member.addr.clone()) else {
+                tracing::warn!(peer = %id, addr = %member.addr, "peer address is not a URL");
+                continue;
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            runtime.spawn(send_loop(*id, endpoint, rx, cmds.clone()));
+            self.by_peer.insert(*id, (member.addr.clone(), tx));
+        }
+        if let Ok(mut p) = peers_out.lock() {
+            *p = layout
+                .nodes
+                .iter()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, m)| (*id, m.addr.clone()))
+                .collect();
+        }
+    }
+
+    fn get(&self, peer: &NodeId) -> Option<&tokio::sync::mpsc::Sender<wire::Envelope>> {
+        self.by_peer.get(peer).map(|(_, tx)| tx)
     }
 }
 
@@ -349,13 +513,16 @@ fn wait_for_peers(
 
 /// Carries out the core's outputs in order: consecutive persistence
 /// outputs go in one transaction, before the sends that follow them.
+#[allow(clippy::too_many_arguments)]
 fn carry_out(
     state: &NodeState,
     me: NodeId,
-    senders: &BTreeMap<NodeId, tokio::sync::mpsc::Sender<wire::Envelope>>,
+    base: &Layout,
+    senders: &Senders,
     timers: &mut BTreeMap<Timer, Instant>,
     waiters: &mut Waiters,
     outputs: &[Output<Payload>],
+    applied_layout: &mut Option<Layout>,
 ) -> Result<()> {
     let mut batch: Vec<&Output<Payload>> = Vec::new();
     for o in outputs {
@@ -366,7 +533,7 @@ fn carry_out(
             Output::Apply(entry) => {
                 state.store.ring_persist(&batch)?;
                 batch.clear();
-                apply(state, entry, waiters)?;
+                apply(state, base, entry, waiters, applied_layout)?;
             }
             Output::Send { to, msg } => {
                 state.store.ring_persist(&batch)?;
@@ -398,10 +565,43 @@ fn carry_out(
 
 /// Applies one safe entry (one transaction with `last_applied`) and answers
 /// the client if this node proposed it.
-fn apply(state: &NodeState, entry: &Entry<Payload>, waiters: &mut Waiters) -> Result<()> {
+fn apply(
+    state: &NodeState,
+    base: &Layout,
+    entry: &Entry<Payload>,
+    waiters: &mut Waiters,
+    applied_layout: &mut Option<Layout>,
+) -> Result<()> {
     use prost::Message as _;
     match &entry.body {
-        Body::RingStart { .. } => state.store.apply_marker(entry.seq),
+        Body::RingStart { genesis, .. } => {
+            state.store.apply_marker(entry.seq, genesis.as_ref())?;
+            if let Some(g) = genesis {
+                *applied_layout = Some(g.clone());
+            }
+            Ok(())
+        }
+        Body::Layout(change) => {
+            let before = applied_layout.clone().unwrap_or_else(|| base.clone());
+            let outcome = state.store.apply_layout(entry.seq, change, &before)?;
+            match &outcome {
+                Ok(layout) => {
+                    tracing::info!(seq = entry.seq, epoch = layout.epoch, op = ?change.op, "layout changed");
+                    *applied_layout = Some(layout.clone());
+                }
+                Err(refusal) => {
+                    tracing::info!(seq = entry.seq, op = ?change.op, %refusal, "layout change refused")
+                }
+            }
+            if let Some(reply) = waiters.layouts.remove(&change.proposal) {
+                let _ = reply.send(match outcome {
+                    Ok(layout) => Ok((layout, entry.seq)),
+                    Err(r @ rondo_ring::Refusal::Stale { .. }) => Err(Error::StaleLayout(r)),
+                    Err(r) => Err(Error::LayoutRefused(r)),
+                });
+            }
+            Ok(())
+        }
         Body::Update(payload) => {
             let applied = state.store.apply_update(entry.seq, payload)?;
             if matches!(
@@ -418,7 +618,7 @@ fn apply(state: &NodeState, entry: &Entry<Payload>, waiters: &mut Waiters) -> Re
             let proposal = pb::CatalogUpdate::decode(payload.as_slice())
                 .map(|u| u.proposal)
                 .unwrap_or_default();
-            if let Some((_, reply)) = waiters.remove(&proposal) {
+            if let Some((_, reply)) = waiters.updates.remove(&proposal) {
                 let _ = reply.send(Ok(applied));
             }
             Ok(())
@@ -429,10 +629,12 @@ fn apply(state: &NodeState, entry: &Entry<Payload>, waiters: &mut Waiters) -> Re
 fn publish(
     state: &NodeState,
     node: &Node<Payload>,
-    voters: &BTreeSet<NodeId>,
+    applied_layout: Option<&Layout>,
     status: &Mutex<pb::RingStatus>,
     applied: bool,
 ) {
+    let layout = applied_layout.unwrap_or_else(|| node.layout());
+    let voters = layout.voters();
     // The digest is read from the store only when something was applied,
     // not on every token pass.
     let previous = status
@@ -455,6 +657,7 @@ fn publish(
     };
     let s = pb::RingStatus {
         phase: match node.phase() {
+            _ if node.removed() => "removed",
             Phase::Gather => "gather",
             Phase::Recover => "recover",
             Phase::Operational => "operational",
@@ -469,6 +672,7 @@ fn publish(
         catalog_digest: digest,
         voters: u32::try_from(voters.len()).unwrap_or(u32::MAX),
         is_voter: voters.contains(&state.node_id),
+        layout: Some(layout_to_wire(layout)),
     };
     if let Ok(mut guard) = status.lock() {
         *guard = s;
@@ -622,15 +826,105 @@ fn members_from_wire(m: Vec<String>) -> Result<BTreeSet<NodeId>> {
     m.iter().map(|s| Ok(s.parse::<NodeId>()?)).collect()
 }
 
+pub(crate) fn layout_to_wire(l: &Layout) -> wire::Layout {
+    wire::Layout {
+        epoch: l.epoch,
+        nodes: l
+            .nodes
+            .iter()
+            .map(|(id, m)| wire::LayoutMember {
+                id: id.to_string(),
+                addr: m.addr.clone(),
+                voter: m.voter,
+            })
+            .collect(),
+        replication: l.replication,
+    }
+}
+
+pub(crate) fn layout_from_wire(l: wire::Layout) -> Result<Layout> {
+    Ok(Layout {
+        epoch: l.epoch,
+        nodes: l
+            .nodes
+            .into_iter()
+            .map(|m| {
+                let member = Member {
+                    addr: m.addr,
+                    voter: m.voter,
+                };
+                Ok((m.id.parse::<NodeId>()?, member))
+            })
+            .collect::<Result<_>>()?,
+        replication: l.replication,
+    })
+}
+
+pub(crate) fn change_to_wire(c: &LayoutChange) -> wire::LayoutChange {
+    use wire::layout_change::Op;
+    wire::LayoutChange {
+        expect_epoch: c.expect_epoch,
+        op: Some(match &c.op {
+            LayoutOp::Add { node, addr, voter } => Op::Add(wire::AddNode {
+                id: node.to_string(),
+                addr: addr.clone(),
+                voter: *voter,
+            }),
+            LayoutOp::Remove { node } => Op::Remove(wire::RemoveNode {
+                id: node.to_string(),
+            }),
+            LayoutOp::SetVoter { node, voter } => Op::SetVoter(wire::SetVoter {
+                id: node.to_string(),
+                voter: *voter,
+            }),
+            LayoutOp::SetReplication { factor } => {
+                Op::SetReplication(wire::SetReplication { factor: *factor })
+            }
+        }),
+        proposal: c.proposal.clone(),
+    }
+}
+
+pub(crate) fn change_from_wire(c: wire::LayoutChange) -> Result<LayoutChange> {
+    use wire::layout_change::Op;
+    let op = match c.op.ok_or(bad("layout change without an operation"))? {
+        Op::Add(a) => {
+            if a.addr.is_empty() {
+                return Err(bad("a node is added with its address"));
+            }
+            LayoutOp::Add {
+                node: a.id.parse()?,
+                addr: a.addr,
+                voter: a.voter,
+            }
+        }
+        Op::Remove(r) => LayoutOp::Remove {
+            node: r.id.parse()?,
+        },
+        Op::SetVoter(v) => LayoutOp::SetVoter {
+            node: v.id.parse()?,
+            voter: v.voter,
+        },
+        Op::SetReplication(r) => LayoutOp::SetReplication { factor: r.factor },
+    };
+    Ok(LayoutChange {
+        expect_epoch: c.expect_epoch,
+        op,
+        proposal: c.proposal,
+    })
+}
+
 pub(crate) fn entry_to_wire(e: &Entry<Payload>) -> wire::Entry {
     use wire::entry::Body as WB;
     wire::Entry {
         seq: e.seq,
         ring: Some(ring_id_to_wire(e.ring)),
         body: Some(match &e.body {
-            Body::RingStart { members } => WB::RingStart(wire::RingStart {
+            Body::RingStart { members, genesis } => WB::RingStart(wire::RingStart {
                 members: members_to_wire(members),
+                genesis: genesis.as_ref().map(layout_to_wire),
             }),
+            Body::Layout(c) => WB::Layout(change_to_wire(c)),
             Body::Update(p) => WB::Update(p.clone()),
         }),
     }
@@ -644,7 +938,9 @@ pub(crate) fn entry_from_wire(e: wire::Entry) -> Result<Entry<Payload>> {
         body: match e.body.ok_or(bad("entry body missing"))? {
             WB::RingStart(r) => Body::RingStart {
                 members: members_from_wire(r.members)?,
+                genesis: r.genesis.map(layout_from_wire).transpose()?,
             },
+            WB::Layout(c) => Body::Layout(change_from_wire(c)?),
             WB::Update(p) => Body::Update(p),
         },
     })
@@ -667,6 +963,7 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
                     to: to.to_string(),
                 })
                 .collect(),
+            layout: t.layout,
         }),
         Message::Mcast { ring, entry } => W::Mcast(wire::Mcast {
             ring: Some(ring_id_to_wire(*ring)),
@@ -680,11 +977,13 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             last,
             applied,
             unreachable,
+            voters,
         } => W::Promise(wire::Promise {
             proposed: Some(ring_id_to_wire(*proposed)),
             last: Some(pos_to_wire(*last)),
             applied: *applied,
             unreachable: members_to_wire(unreachable),
+            voters: members_to_wire(voters),
         }),
         Message::Nack { promised } => W::Nack(wire::Nack {
             promised: Some(ring_id_to_wire(*promised)),
@@ -734,6 +1033,7 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
                 .into_iter()
                 .map(|l| Ok((l.from.parse()?, l.to.parse()?)))
                 .collect::<Result<_>>()?,
+            layout: t.layout,
         }),
         W::Mcast(m) => Message::Mcast {
             ring: ring_id_from_wire(m.ring)?,
@@ -747,6 +1047,7 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
             last: pos_from_wire(p.last)?,
             applied: p.applied,
             unreachable: members_from_wire(p.unreachable)?,
+            voters: members_from_wire(p.voters)?,
         },
         W::Nack(n) => Message::Nack {
             promised: ring_id_from_wire(n.promised)?,
@@ -799,6 +1100,7 @@ mod tests {
                 rot_min: 3,
                 rtr: [3, 4].into_iter().collect(),
                 down: [(a, NodeId::new_random())].into_iter().collect(),
+                layout: true,
             }),
             Message::Mcast {
                 ring,
@@ -810,6 +1112,7 @@ mod tests {
                 last: LogPos { ring, seq: 3 },
                 applied: 1,
                 unreachable: [NodeId::new_random()].into_iter().collect(),
+                voters: [a, NodeId::new_random()].into_iter().collect(),
             },
             Message::Nack { promised: ring },
             Message::Install {
@@ -824,7 +1127,45 @@ mod tests {
                 entries: vec![entry],
             },
             Message::Ready { ring, last: 3 },
+            Message::Mcast {
+                ring,
+                entry: Entry {
+                    seq: 1,
+                    ring,
+                    body: Body::RingStart {
+                        members: [a].into_iter().collect(),
+                        genesis: Some(Layout::genesis([(a, "http://a:7400".into())].into())),
+                    },
+                },
+            },
         ];
+        let ops = [
+            LayoutOp::Add {
+                node: a,
+                addr: "http://a:7400".into(),
+                voter: true,
+            },
+            LayoutOp::Remove { node: a },
+            LayoutOp::SetVoter {
+                node: a,
+                voter: false,
+            },
+            LayoutOp::SetReplication { factor: 2 },
+        ];
+        let msgs = msgs
+            .into_iter()
+            .chain(ops.into_iter().map(|op| Message::Mcast {
+                ring,
+                entry: Entry {
+                    seq: 5,
+                    ring,
+                    body: Body::Layout(LayoutChange {
+                        expect_epoch: 4,
+                        op,
+                        proposal: "p".into(),
+                    }),
+                },
+            }));
         for m in msgs {
             let (from, back) = message_from_wire(message_to_wire(a, &m)).unwrap();
             assert_eq!((from, back), (a, m));

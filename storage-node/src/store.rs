@@ -71,6 +71,8 @@ const PLAYLISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("playlists"
 const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
 
 const RING_APPLIED: &str = "applied";
+/// Key in `ring_meta`: the layout as applied (a `ring.v1.Layout`).
+const RING_LAYOUT: &str = "layout";
 const RING_DIGEST: &str = "digest";
 const LAST_SEQ: &str = "last_seq";
 const LAST_OUTBOX: &str = "last_outbox";
@@ -863,8 +865,9 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Records a ring entry that carries no catalog update (a ring start).
-    pub fn apply_marker(&self, seq: u64) -> Result<()> {
+    /// Records a ring start (no catalog update); the log's first one
+    /// carries the genesis layout, recorded as the applied layout.
+    pub fn apply_marker(&self, seq: u64, genesis: Option<&rondo_ring::Layout>) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut ring = txn.open_table(RING_META)?;
@@ -873,10 +876,78 @@ impl Store {
                 .map_or(Ok(0), |g| be_u64(g.value()))?;
             if seq > applied {
                 ring.insert(RING_APPLIED, seq.to_be_bytes().as_slice())?;
+                if let Some(layout) = genesis {
+                    let wire = crate::ring::layout_to_wire(layout);
+                    ring.insert(RING_LAYOUT, wire.encode_to_vec().as_slice())?;
+                }
             }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Applies one ordered layout change (ring entry `seq`) in one
+    /// transaction with `last_applied` and the digest: the layout after it,
+    /// or why it was refused (the same on every node, since every node
+    /// applies the same changes in the same order). `before` is the layout
+    /// to change when none is recorded (a log from before layouts).
+    pub fn apply_layout(
+        &self,
+        seq: u64,
+        change: &rondo_ring::LayoutChange,
+        before: &rondo_ring::Layout,
+    ) -> Result<std::result::Result<rondo_ring::Layout, rondo_ring::Refusal>> {
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut ring = txn.open_table(RING_META)?;
+            let applied = ring
+                .get(RING_APPLIED)?
+                .map_or(Ok(0), |g| be_u64(g.value()))?;
+            let current = match ring.get(RING_LAYOUT)? {
+                Some(bytes) => {
+                    let wire: rondo_proto::ring::v1::Layout = decode("ring_meta", bytes.value())?;
+                    crate::ring::layout_from_wire(wire)?
+                }
+                None => before.clone(),
+            };
+            let outcome = current.apply(change);
+            if seq <= applied {
+                return Ok(outcome);
+            }
+            // The digest covers the decision, not the proposal's name.
+            let mut decided = crate::ring::change_to_wire(change);
+            decided.proposal.clear();
+            let digest = ring
+                .get(RING_DIGEST)?
+                .map(|g| g.value().to_vec())
+                .unwrap_or_default();
+            let mut h = blake3::Hasher::new();
+            h.update(&digest);
+            h.update(&seq.to_be_bytes());
+            h.update(&decided.encode_to_vec());
+            ring.insert(RING_DIGEST, h.finalize().as_bytes().as_slice())?;
+            ring.insert(RING_APPLIED, seq.to_be_bytes().as_slice())?;
+            if let Ok(layout) = &outcome {
+                let wire = crate::ring::layout_to_wire(layout);
+                ring.insert(RING_LAYOUT, wire.encode_to_vec().as_slice())?;
+            }
+            outcome
+        };
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// The layout as last applied, if any was.
+    pub fn ring_layout(&self) -> Result<Option<rondo_ring::Layout>> {
+        let txn = self.db.begin_read()?;
+        let ring = txn.open_table(RING_META)?;
+        match ring.get(RING_LAYOUT)? {
+            Some(bytes) => {
+                let wire: rondo_proto::ring::v1::Layout = decode("ring_meta", bytes.value())?;
+                Ok(Some(crate::ring::layout_from_wire(wire)?))
+            }
+            None => Ok(None),
+        }
     }
 
     fn apply_catalog(

@@ -14,30 +14,109 @@ pub struct LogPos {
     #[prost(uint64, tag = "2")]
     pub seq: u64,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Entry {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
     #[prost(message, optional, tag = "2")]
     pub ring: ::core::option::Option<RingId>,
-    #[prost(oneof = "entry::Body", tags = "3, 4")]
+    #[prost(oneof = "entry::Body", tags = "3, 4, 5")]
     pub body: ::core::option::Option<entry::Body>,
 }
 /// Nested message and enum types in `Entry`.
 pub mod entry {
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Body {
         #[prost(message, tag = "3")]
         RingStart(super::RingStart),
         /// An update of the layer above, encoded by it (a storage.v1.CatalogUpdate).
         #[prost(bytes, tag = "4")]
         Update(::prost::alloc::vec::Vec<u8>),
+        /// A change of the cluster layout (PROTOCOL.md, "Layout changes").
+        #[prost(message, tag = "5")]
+        Layout(super::LayoutChange),
     }
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RingStart {
     #[prost(string, repeated, tag = "1")]
     pub members: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only on the log's first entry: the genesis layout.
+    #[prost(message, optional, tag = "2")]
+    pub genesis: ::core::option::Option<Layout>,
+}
+/// The cluster layout: its nodes, which of them vote, the replication factor.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Layout {
+    #[prost(uint64, tag = "1")]
+    pub epoch: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub nodes: ::prost::alloc::vec::Vec<LayoutMember>,
+    #[prost(uint32, tag = "3")]
+    pub replication: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LayoutMember {
+    /// Node id (UUID text).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// The node's internal gRPC URL.
+    #[prost(string, tag = "2")]
+    pub addr: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub voter: bool,
+}
+/// A change of the layout, decided against layout epoch `expect_epoch`: it
+/// applies only if the layout is still at that epoch when it is ordered.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LayoutChange {
+    #[prost(uint64, tag = "1")]
+    pub expect_epoch: u64,
+    /// Names the proposal, so that the proposing node can answer its client.
+    #[prost(string, tag = "6")]
+    pub proposal: ::prost::alloc::string::String,
+    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5")]
+    pub op: ::core::option::Option<layout_change::Op>,
+}
+/// Nested message and enum types in `LayoutChange`.
+pub mod layout_change {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Op {
+        #[prost(message, tag = "2")]
+        Add(super::AddNode),
+        #[prost(message, tag = "3")]
+        Remove(super::RemoveNode),
+        #[prost(message, tag = "4")]
+        SetVoter(super::SetVoter),
+        #[prost(message, tag = "5")]
+        SetReplication(super::SetReplication),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddNode {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub addr: ::prost::alloc::string::String,
+    #[prost(bool, tag = "3")]
+    pub voter: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveNode {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetVoter {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub voter: bool,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetReplication {
+    #[prost(uint32, tag = "1")]
+    pub factor: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Token {
@@ -57,6 +136,9 @@ pub struct Token {
     /// the node it could not reach.
     #[prost(message, repeated, tag = "7")]
     pub down: ::prost::alloc::vec::Vec<Link>,
+    /// A layout change was stamped on this ring (at most one per ring).
+    #[prost(bool, tag = "8")]
+    pub layout: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Link {
@@ -65,7 +147,7 @@ pub struct Link {
     #[prost(string, tag = "2")]
     pub to: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Mcast {
     #[prost(message, optional, tag = "1")]
     pub ring: ::core::option::Option<RingId>,
@@ -88,6 +170,9 @@ pub struct Promise {
     /// Nodes the promising node cannot reach now (node ids).
     #[prost(string, repeated, tag = "4")]
     pub unreachable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The voters of the layout at the end of the promising node's log.
+    #[prost(string, repeated, tag = "5")]
+    pub voters: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Nack {
