@@ -67,6 +67,57 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Change the cluster's storage nodes. Each change names the layout
+    /// epoch it expects (`--expect-epoch`, default: the newest known); if
+    /// another change was ordered first it fails with exit code 3 and
+    /// changes nothing.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Add a storage node. Start it first with `ring.seeds` (gRPC URLs of
+    /// running nodes) in its configuration instead of a peers file; it
+    /// then joins the ring, catches up and fetches the audio.
+    Add {
+        #[command(flatten)]
+        conn: Conn,
+        /// The new node's internal gRPC URL, e.g. http://10.0.0.4:7400.
+        address: String,
+        /// Add it without a vote.
+        #[arg(long)]
+        non_voter: bool,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
+    /// Remove a storage node; the others re-form the ring without it.
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's id.
+        id: String,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
+    /// Give a node a vote (`on`) or take it away (`off`).
+    Voter {
+        #[command(flatten)]
+        conn: Conn,
+        id: String,
+        #[arg(value_parser = ["on", "off"])]
+        vote: String,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
+    /// Set how many nodes hold each song's audio.
+    Replication {
+        #[command(flatten)]
+        conn: Conn,
+        factor: u32,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +229,97 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
             create_user(&conn.client()?, &name, password, admin).await
         }
+        Command::Node(cmd) => node(cmd).await,
+    }
+}
+
+/// Exit code of a layout change that lost to another one.
+const EXIT_CONFLICT: u8 = 3;
+
+async fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    const LAYOUT: &str = "{ epoch replicationFactor nodes { id address isVoter } }";
+    let epoch = |e: Option<u64>| e.map(|e| json!(e)).unwrap_or(Value::Null);
+    let (conn, field, query, vars) = match cmd {
+        NodeCommand::Add {
+            conn,
+            address,
+            non_voter,
+            expect_epoch,
+        } => (
+            conn,
+            "addNode",
+            format!(
+                "mutation($a: String!, $v: Boolean!, $e: Int) {{ addNode(address: $a, voter: $v, expectEpoch: $e) {LAYOUT} }}"
+            ),
+            json!({"a": address, "v": !non_voter, "e": epoch(expect_epoch)}),
+        ),
+        NodeCommand::Remove {
+            conn,
+            id,
+            expect_epoch,
+        } => (
+            conn,
+            "removeNode",
+            format!(
+                "mutation($id: ID!, $e: Int) {{ removeNode(id: $id, expectEpoch: $e) {LAYOUT} }}"
+            ),
+            json!({"id": id, "e": epoch(expect_epoch)}),
+        ),
+        NodeCommand::Voter {
+            conn,
+            id,
+            vote,
+            expect_epoch,
+        } => (
+            conn,
+            "setNodeVoter",
+            format!(
+                "mutation($id: ID!, $v: Boolean!, $e: Int) {{ setNodeVoter(id: $id, voter: $v, expectEpoch: $e) {LAYOUT} }}"
+            ),
+            json!({"id": id, "v": vote == "on", "e": epoch(expect_epoch)}),
+        ),
+        NodeCommand::Replication {
+            conn,
+            factor,
+            expect_epoch,
+        } => (
+            conn,
+            "setReplicationFactor",
+            format!(
+                "mutation($f: Int!, $e: Int) {{ setReplicationFactor(factor: $f, expectEpoch: $e) {LAYOUT} }}"
+            ),
+            json!({"f": factor, "e": epoch(expect_epoch)}),
+        ),
+    };
+    let data = match conn.client()?.query(&query, vars).await {
+        Ok(data) => data,
+        Err(rondo_cli::Error::GraphQl { code, message }) if code == "CONFLICT" => {
+            eprintln!("error: {message} ({code})");
+            return Ok(ExitCode::from(EXIT_CONFLICT));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_layout(&data[field]);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_layout(l: &Value) {
+    println!(
+        "layout   epoch {}, replication factor {}",
+        l["epoch"].as_u64().unwrap_or(0),
+        l["replicationFactor"].as_u64().unwrap_or(0)
+    );
+    for n in l["nodes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!(
+            "member   {}  {}  {}",
+            n["id"].as_str().unwrap_or("?"),
+            n["address"].as_str().unwrap_or("?"),
+            if n["isVoter"].as_bool() == Some(true) {
+                "voter"
+            } else {
+                "non-voter"
+            }
+        );
     }
 }
 
@@ -418,7 +560,8 @@ async fn ring(client: &Client) -> anyhow::Result<ExitCode> {
     let data = client
         .query(
             "{ cluster { nodes { id state ringId ringPhase lastAppliedSeq catalogDigest isVoter } \
-               ring { id members tokenHolder lastSeq rotationsPerSecond } } }",
+               ring { id members tokenHolder lastSeq rotationsPerSecond } \
+               layout { epoch replicationFactor nodes { id address isVoter } } } }",
             json!({}),
         )
         .await?;
@@ -443,6 +586,9 @@ async fn ring(client: &Client) -> anyhow::Result<ExitCode> {
             );
         }
         None => println!("ring     none operational (no quorum?)"),
+    }
+    if let Some(l) = data.pointer("/cluster/layout").filter(|l| !l.is_null()) {
+        print_layout(l);
     }
     let empty = Vec::new();
     for n in data

@@ -93,10 +93,14 @@ impl Node {
     }
 }
 
-/// All nodes and the catalog index built from their change streams.
+/// All nodes and the catalog index built from their change streams. The
+/// nodes are those of the configuration plus every node of the layout the
+/// nodes report (a node added at runtime is found there).
 #[derive(Debug)]
 pub struct Cluster {
-    pub nodes: Vec<Arc<Node>>,
+    nodes: RwLock<Vec<Arc<Node>>>,
+    /// Stops the background tasks (set by `start`).
+    stop: OnceLock<watch::Receiver<bool>>,
     catalog: Mutex<Catalog>,
     /// Highest change sequence applied from each node.
     applied: Mutex<HashMap<NodeId, u64>>,
@@ -111,29 +115,11 @@ pub struct Cluster {
 impl Cluster {
     /// Clients for the given gRPC URLs; connections are made lazily.
     pub fn new(urls: &[String]) -> Result<Arc<Cluster>> {
-        let mut nodes = Vec::new();
-        for url in urls {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                // Uploads stream whole files: a window of a few MiB keeps
-                // the pipe full where HTTP/2's default 64 KiB would stall.
-                .initial_stream_window_size(4 << 20)
-                .initial_connection_window_size(16 << 20)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5));
-            let client = StorageNodeClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(8 * 1024 * 1024);
-            nodes.push(Arc::new(Node {
-                grpc_url: url.clone(),
-                client,
-                info: RwLock::new(NodeInfo::default()),
-            }));
-        }
+        let nodes = urls.iter().map(|u| node_client(u)).collect::<Result<_>>()?;
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         Ok(Arc::new(Cluster {
-            nodes,
+            nodes: RwLock::new(nodes),
+            stop: OnceLock::new(),
             catalog: Mutex::new(Catalog::default()),
             applied: Mutex::new(HashMap::new()),
             dirty: Notify::new(),
@@ -148,18 +134,39 @@ impl Cluster {
         self.snapshot.borrow().clone()
     }
 
-    /// The node with this id, if known.
-    pub fn node(&self, id: NodeId) -> Option<&Arc<Node>> {
-        self.nodes.iter().find(|n| n.info().id == Some(id))
+    /// Every node known: configured or found in the layout.
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.read().map(|n| n.clone()).unwrap_or_default()
     }
 
-    /// Ids of the nodes that are up.
+    /// The node with this id, if known.
+    pub fn node(&self, id: NodeId) -> Option<Arc<Node>> {
+        self.nodes().into_iter().find(|n| n.info().id == Some(id))
+    }
+
+    /// The newest layout any node reports (greatest epoch).
+    pub fn layout(&self) -> Option<rondo_proto::ring::v1::Layout> {
+        self.nodes()
+            .iter()
+            .filter_map(|n| n.info().ring.and_then(|r| r.layout))
+            .max_by_key(|l| l.epoch)
+    }
+
+    /// Whether the node is in the newest layout (or no layout is known yet).
+    /// A node removed from the layout serves nothing more.
+    pub fn in_layout(&self, layout: Option<&rondo_proto::ring::v1::Layout>, id: NodeId) -> bool {
+        layout.is_none_or(|l| l.nodes.is_empty() || l.nodes.iter().any(|m| m.id == id.to_string()))
+    }
+
+    /// Ids of the nodes that are up and in the layout.
     pub fn live_nodes(&self) -> Vec<NodeId> {
-        self.nodes
+        let layout = self.layout();
+        self.nodes()
             .iter()
             .map(|n| n.info())
             .filter(|i| i.up)
             .filter_map(|i| i.id)
+            .filter(|id| self.in_layout(layout.as_ref(), *id))
             .collect()
     }
 
@@ -170,11 +177,13 @@ impl Cluster {
     /// node cut off), every live node: the node then waits for a ring, and
     /// says why if none comes.
     pub fn write_targets(&self) -> Vec<NodeId> {
+        let layout = self.layout();
         let infos: Vec<NodeInfo> = self
-            .nodes
+            .nodes()
             .iter()
             .map(|n| n.info())
             .filter(|i| i.up)
+            .filter(|i| i.id.is_some_and(|id| self.in_layout(layout.as_ref(), id)))
             .collect();
         let quorate = |i: &NodeInfo| {
             i.ring.as_ref().is_some_and(|r| {
@@ -207,7 +216,6 @@ impl Cluster {
             .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
         let node = self
             .node(target)
-            .cloned()
             .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
         Ok((target, node))
     }
@@ -227,7 +235,17 @@ impl Cluster {
     /// Whether a strict majority of the storage nodes answers a health
     /// check within `timeout` (the VRRP health check).
     pub async fn quorum_reachable(&self, timeout: Duration) -> bool {
-        let checks = self.nodes.iter().map(|n| {
+        let layout = self.layout();
+        let nodes: Vec<Arc<Node>> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| {
+                n.info()
+                    .id
+                    .is_none_or(|id| self.in_layout(layout.as_ref(), id))
+            })
+            .collect();
+        let checks = nodes.iter().map(|n| {
             let mut client = n.client.clone();
             async move {
                 matches!(
@@ -242,7 +260,7 @@ impl Cluster {
             .into_iter()
             .filter(|ok| *ok)
             .count();
-        2 * up > self.nodes.len()
+        2 * up > nodes.len()
     }
 
     /// The gateways the nodes know of, this one's entry live.
@@ -305,8 +323,9 @@ impl Cluster {
     /// `me` is this gateway, reported to the nodes with each health check.
     pub fn start(self: &Arc<Self>, stop: watch::Receiver<bool>, me: Arc<crate::ha::Ha>) {
         let _ = self.me.set(me);
-        for node in &self.nodes {
-            tokio::spawn(self.clone().follow(node.clone(), stop.clone()));
+        let _ = self.stop.set(stop.clone());
+        for node in self.nodes() {
+            tokio::spawn(self.clone().follow(node, stop.clone()));
         }
         tokio::spawn(self.clone().rebuild_loop(stop.clone()));
         tokio::spawn(self.clone().health_loop(stop));
@@ -314,7 +333,7 @@ impl Cluster {
 
     async fn health_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            for node in &self.nodes {
+            for node in self.nodes() {
                 match node.check_health(self.me()).await {
                     Ok(reply) => self.heard_gateways(&reply.gateways),
                     Err(e) => {
@@ -325,9 +344,37 @@ impl Cluster {
                     }
                 }
             }
+            self.discover();
             tokio::select! {
                 () = tokio::time::sleep(HEALTH_EVERY) => {}
                 _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Adds the nodes of the newest layout that this gateway does not know
+    /// yet (added at runtime), and follows them.
+    fn discover(self: &Arc<Self>) {
+        let Some(layout) = self.layout() else { return };
+        for member in &layout.nodes {
+            let known = self.nodes().iter().any(|n| {
+                n.grpc_url == member.addr
+                    || n.info().id.is_some_and(|id| id.to_string() == member.id)
+            });
+            if known {
+                continue;
+            }
+            match node_client(&member.addr) {
+                Ok(node) => {
+                    tracing::info!(node = %member.id, addr = %member.addr, "new node in the layout");
+                    if let Ok(mut nodes) = self.nodes.write() {
+                        nodes.push(node.clone());
+                    }
+                    if let Some(stop) = self.stop.get() {
+                        tokio::spawn(self.clone().follow(node, stop.clone()));
+                    }
+                }
+                Err(e) => tracing::warn!(node = %member.id, error = %e, "unusable node address"),
             }
         }
     }
@@ -417,4 +464,25 @@ impl Cluster {
         }
         self.dirty.notify_one();
     }
+}
+
+/// A client for one node's gRPC URL; the connection is made lazily.
+fn node_client(url: &str) -> Result<Arc<Node>> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        // Uploads stream whole files: a window of a few MiB keeps
+        // the pipe full where HTTP/2's default 64 KiB would stall.
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let client =
+        StorageNodeClient::new(endpoint.connect_lazy()).max_decoding_message_size(8 * 1024 * 1024);
+    Ok(Arc::new(Node {
+        grpc_url: url.to_string(),
+        client,
+        info: RwLock::new(NodeInfo::default()),
+    }))
 }

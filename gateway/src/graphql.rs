@@ -6,6 +6,7 @@
 //! carries `extensions.code` (see [`crate::error::Error::code`]).
 
 pub mod accounts;
+pub mod layout;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -308,6 +309,8 @@ pub enum NodeState {
     Up,
     /// Not answering.
     Down,
+    /// No longer in the layout (`removeNode`): it serves nothing.
+    Removed,
 }
 
 /// A storage node.
@@ -323,7 +326,8 @@ pub struct ClusterNode {
     /// The ring this node is in or trying to form, as `counter:representative`
     /// (ring ids order by counter, then representative).
     pub ring_id: Option<String>,
-    /// `gather`, `recover` or `operational`.
+    /// `joining` (started with seeds, waiting for `addNode`), `gather`,
+    /// `recover`, `operational`, or `removed` (`removeNode`).
     pub ring_phase: Option<String>,
     /// Sequence number of the last catalog update this node applied.
     pub last_applied_seq: Option<i64>,
@@ -392,6 +396,8 @@ pub struct ClusterInfo {
     /// The gateway replicas heard from in the last 10 seconds (this one
     /// included), and which holds the floating address.
     pub gateways: Vec<Gateway>,
+    /// The newest layout the nodes report; null before any ring formed.
+    pub layout: Option<layout::ClusterLayout>,
 }
 
 /// Queries.
@@ -575,7 +581,9 @@ impl CatalogQuery {
 
     /// The storage nodes and the ring that orders the catalog.
     async fn cluster(&self, ctx: &Context<'_>) -> ClusterInfo {
-        let infos: Vec<_> = state(ctx).cluster.nodes.iter().map(|n| n.info()).collect();
+        let cluster = &state(ctx).cluster;
+        let current = cluster.layout();
+        let infos: Vec<_> = cluster.nodes().iter().map(|n| n.info()).collect();
         let nodes = infos
             .iter()
             .map(|info| {
@@ -583,10 +591,10 @@ impl CatalogQuery {
                 ClusterNode {
                     id: info.id.map(|id| ID(id.to_string())),
                     address: info.stream_base_url.clone(),
-                    state: if info.up {
-                        NodeState::Up
-                    } else {
-                        NodeState::Down
+                    state: match info.id {
+                        Some(id) if !cluster.in_layout(current.as_ref(), id) => NodeState::Removed,
+                        _ if info.up => NodeState::Up,
+                        _ => NodeState::Down,
                     },
                     song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
                     bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
@@ -623,6 +631,7 @@ impl CatalogQuery {
             nodes,
             ring: primary_ring(&infos),
             gateways,
+            layout: current.as_ref().map(layout::ClusterLayout::from),
         }
     }
 }
@@ -686,7 +695,11 @@ pub struct UploadTicket {
 /// Mutations.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(CatalogMutation, accounts::AccountMutation);
+pub struct MutationRoot(
+    CatalogMutation,
+    accounts::AccountMutation,
+    layout::LayoutMutation,
+);
 
 /// Song mutations (admins).
 #[derive(Default)]

@@ -292,7 +292,7 @@ async fn graphql_get(
 async fn healthz(State(http): State<Http>) -> Response {
     let state = &http.state;
     let live = state.cluster.live_nodes().len();
-    let total = state.cluster.nodes.len();
+    let total = state.cluster.nodes().len();
     let status = if live > 0 {
         StatusCode::OK
     } else {

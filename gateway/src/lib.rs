@@ -193,7 +193,7 @@ pub async fn run(
         .set_nonblocking(true)
         .map_err(Error::io("listener"))?;
     let addr = listener.local_addr().map_err(Error::io("listener"))?;
-    tracing::info!(%addr, nodes = state.cluster.nodes.len(), "gateway running");
+    tracing::info!(%addr, nodes = state.cluster.nodes().len(), "gateway running");
     axum_server::from_tcp_rustls(
         listener,
         axum_server::tls_rustls::RustlsConfig::from_config(tls),

@@ -92,8 +92,10 @@ pub struct Token {
     /// Links the members found down, as (from, to): each holder replaces
     /// its own with what its driver reports (see `Input::Link`).
     pub down: BTreeSet<(NodeId, NodeId)>,
-    /// A layout change was stamped on this ring (at most one per ring).
-    pub layout: bool,
+    /// Seq of the last layout change stamped on this ring (0: none). The
+    /// next may be stamped only once it is safe (PROTOCOL.md, "Layout
+    /// changes").
+    pub layout_seq: u64,
 }
 
 /// A protocol message between nodes.

@@ -529,7 +529,7 @@ impl<P: Clone> Node<P> {
             rot_min: u64::MAX,
             rtr: BTreeSet::new(),
             down: BTreeSet::new(),
-            layout: false,
+            layout_seq: 0,
         };
         self.on_token(token, out);
     }
@@ -719,17 +719,22 @@ impl<P: Clone> Node<P> {
         token.rtr.retain(|s| !resent.contains(s));
 
         // 2. Stamp queued proposals, in order. A layout change waits until
-        // this ring's RingStart is safe (everything inherited is then
-        // committed), and a ring stamps at most one: the layout its quorum
-        // was counted in and the one after share a majority (PROTOCOL.md,
-        // "Layout changes").
+        // this ring's RingStart and the ring's previous layout change are
+        // safe (so at most one change is ever uncommitted), and until the
+        // members are a majority of the voters of the layout it changes
+        // (PROTOCOL.md, "Layout changes").
         let ring_start = ring.source_last.seq + 1;
+        let quorate_now = is_quorate(&members, &self.layout().voters());
         let mut stamped = 0;
         while stamped < self.config.max_messages {
             match self.queue.front() {
                 None => break,
-                Some(Body::Layout(_)) if token.layout || token.aru < ring_start => break,
-                Some(Body::Layout(_)) => token.layout = true,
+                Some(Body::Layout(_))
+                    if token.aru < ring_start.max(token.layout_seq) || !quorate_now =>
+                {
+                    break;
+                }
+                Some(Body::Layout(_)) => token.layout_seq = token.seq + 1,
                 Some(_) => {}
             }
             let Some(body) = self.queue.pop_front() else {

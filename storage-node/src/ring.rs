@@ -963,7 +963,7 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
                     to: to.to_string(),
                 })
                 .collect(),
-            layout: t.layout,
+            layout_seq: t.layout_seq,
         }),
         Message::Mcast { ring, entry } => W::Mcast(wire::Mcast {
             ring: Some(ring_id_to_wire(*ring)),
@@ -1033,7 +1033,7 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
                 .into_iter()
                 .map(|l| Ok((l.from.parse()?, l.to.parse()?)))
                 .collect::<Result<_>>()?,
-            layout: t.layout,
+            layout_seq: t.layout_seq,
         }),
         W::Mcast(m) => Message::Mcast {
             ring: ring_id_from_wire(m.ring)?,
@@ -1100,7 +1100,7 @@ mod tests {
                 rot_min: 3,
                 rtr: [3, 4].into_iter().collect(),
                 down: [(a, NodeId::new_random())].into_iter().collect(),
-                layout: true,
+                layout_seq: 5,
             }),
             Message::Mcast {
                 ring,

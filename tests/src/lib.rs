@@ -812,6 +812,66 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts a new storage node that joins this running cluster: its
+    /// configuration is node 0's with its own data directory and ports,
+    /// and `ring.seeds` (every node's gRPC URL) instead of the peers file.
+    /// It waits to be added (`addNode`); returns its index.
+    pub async fn spawn_joiner(&mut self) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let template = std::fs::read_to_string(&self.nodes[0].config)?;
+        let mut t: toml::Table = toml::from_str(&template)?;
+        let node_dir = self.dir.path().join(format!("node-{i}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let bind = match &self.nodes[0].netns {
+            Some(_) => anyhow::bail!("joiners in namespaces are not supported"),
+            None => "127.0.0.1:0",
+        };
+        let addr_file = node_dir.join("addresses.json");
+        t.insert("data_dir".into(), node_dir.display().to_string().into());
+        t.insert("grpc_addr".into(), bind.into());
+        t.insert("http_addr".into(), bind.into());
+        t.insert(
+            "address_file".into(),
+            addr_file.display().to_string().into(),
+        );
+        let mut ring = t
+            .get("ring")
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default();
+        ring.remove("peers_file");
+        let seeds: Vec<toml::Value> = self
+            .nodes
+            .iter()
+            .map(|n| toml::Value::from(format!("http://{}", n.grpc)))
+            .collect();
+        ring.insert("seeds".into(), toml::Value::Array(seeds));
+        t.insert("ring".into(), toml::Value::Table(ring));
+        let config = node_dir.join("node.toml");
+        rondo_cli::devenv::write_config(&config, &t)?;
+        let log = node_dir.join("node.log");
+        let proc = Proc::spawn_in(None, &bin("rondo-node"), &config, &log)?;
+        let addrs = read_addresses(&addr_file).await?;
+        let (grpc, http) = (addr(&addrs, "grpc")?, addr(&addrs, "http")?);
+        t.insert("grpc_addr".into(), grpc.to_string().into());
+        t.insert("http_addr".into(), http.to_string().into());
+        rondo_cli::devenv::write_config(&config, &t)?;
+        let id: NodeId = std::fs::read_to_string(node_dir.join("node-id"))?
+            .trim()
+            .parse()?;
+        self.nodes.push(NodeHandle {
+            dir: node_dir,
+            config,
+            grpc,
+            http,
+            id,
+            proc,
+            log,
+            netns: None,
+        });
+        Ok(i)
+    }
+
     /// Whether node `i`'s process is still running (false once it exited,
     /// for example at a failpoint).
     pub fn node_running(&mut self, i: usize) -> bool {

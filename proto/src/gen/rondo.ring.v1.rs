@@ -136,9 +136,10 @@ pub struct Token {
     /// the node it could not reach.
     #[prost(message, repeated, tag = "7")]
     pub down: ::prost::alloc::vec::Vec<Link>,
-    /// A layout change was stamped on this ring (at most one per ring).
-    #[prost(bool, tag = "8")]
-    pub layout: bool,
+    /// Seq of the last layout change stamped on this ring (0: none); the next
+    /// waits until it is safe.
+    #[prost(uint64, tag = "8")]
+    pub layout_seq: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Link {

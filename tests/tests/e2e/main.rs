@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod gateway_ha;
 mod graphql_http;
+mod membership;
 mod ring;
 mod streaming;
 mod upload;

@@ -11,7 +11,7 @@ use rondo_tests::{Cluster, RingStatus, eventually};
 /// Waits until the nodes `live` are operational in one ring whose members
 /// are exactly those nodes, and returns that ring's id (counter, then the
 /// representative's UUID, which orders like the UUID itself).
-async fn one_ring(cluster: &Cluster, live: &[usize]) -> (u64, String) {
+pub(crate) async fn one_ring(cluster: &Cluster, live: &[usize]) -> (u64, String) {
     let want: BTreeSet<String> = live
         .iter()
         .map(|&i| cluster.nodes[i].id.to_string())

@@ -1,0 +1,298 @@
+//! Layout changes with real processes (PROTOCOL.md, "Layout changes"): a
+//! node started with seeds is added at runtime, catches up on the log and
+//! the audio, votes, and serves streams; a removed node leaves the ring and
+//! the others take writes without it; changes decided against a stale epoch
+//! fail with CONFLICT and change nothing; bad requests change nothing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rondo_tests::{Cluster, eventually};
+use serde_json::{Value, json};
+
+use crate::cli::rondo;
+use crate::ring::one_ring;
+use crate::{code, upload_ok, wav};
+
+const LAYOUT: &str = "{ epoch replicationFactor nodes { id address isVoter } }";
+
+/// The layout the gateway reports, once it reports one at `epoch` (its
+/// view follows the nodes' health reports, every 2 s).
+async fn layout(cluster: &Cluster, epoch: u64) -> Value {
+    eventually(
+        &format!("the gateway reports layout epoch {epoch}"),
+        Duration::from_secs(20),
+        || async {
+            let d = cluster
+                .anon
+                .query(&format!("{{ cluster {{ layout {LAYOUT} }} }}"), json!({}))
+                .await
+                .ok()?;
+            let l = d["cluster"]["layout"].clone();
+            (l["epoch"] == epoch).then_some(l)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until every node in `nodes` reports the same applied seq and
+/// digest, and returns the digest.
+async fn same_digest(cluster: &Cluster, nodes: &[usize]) -> String {
+    eventually("one catalog digest", Duration::from_secs(60), || async {
+        let mut seen = BTreeSet::new();
+        for &i in nodes {
+            let s = cluster.ring_status(i).await.ok()?;
+            seen.insert((s.last_applied_seq, s.catalog_digest));
+        }
+        (seen.len() == 1)
+            .then(|| seen.into_iter().next().map(|(_, d)| d))
+            .flatten()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_added_node_catches_up_votes_and_serves_streams() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    one_ring(&cluster, &[0, 1, 2]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut songs = Vec::new();
+    for k in 0..3 {
+        let path = wav(
+            tmp.path(),
+            &format!("{k}.wav"),
+            &format!("Before {k}"),
+            "Joiners",
+            "Early",
+            0.5,
+            k,
+        );
+        songs.push((path.clone(), upload_ok(&cluster, &path, json!({})).await));
+    }
+    let before = layout(&cluster, 0).await;
+    assert_eq!(before["nodes"].as_array().unwrap().len(), 3);
+
+    let d = cluster.spawn_joiner().await.unwrap();
+    let joiner = cluster.nodes[d].id.to_string();
+    let address = format!("http://{}", cluster.nodes[d].grpc);
+    eventually(
+        "the new node waits to be added",
+        Duration::from_secs(20),
+        || async { (cluster.ring_status(d).await.ok()?.phase == "joining").then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // Refusals change nothing.
+    let add = "mutation($a: String!, $e: Int) { addNode(address: $a, expectEpoch: $e) { epoch } }";
+    let r = cluster.anon.raw(add, json!({"a": address})).await.unwrap();
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    let r = cluster
+        .admin
+        .raw(add, json!({"a": "http://127.0.0.1:1"}))
+        .await
+        .unwrap();
+    assert_eq!(code(&r), "UNAVAILABLE", "{r}");
+    let member = format!("http://{}", cluster.nodes[1].grpc);
+    let r = cluster.admin.raw(add, json!({"a": member})).await.unwrap();
+    assert_eq!(
+        code(&r),
+        "BAD_USER_INPUT",
+        "a member of a cluster is not added: {r}"
+    );
+    let r = cluster
+        .admin
+        .raw(add, json!({"a": "not a url"}))
+        .await
+        .unwrap();
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{r}");
+    let r = cluster
+        .admin
+        .raw(add, json!({"a": address, "e": 7}))
+        .await
+        .unwrap();
+    assert_eq!(code(&r), "CONFLICT", "a stale epoch: {r}");
+    assert!(
+        r.pointer("/errors/0/message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .contains("ordered first"),
+        "{r}"
+    );
+    assert_eq!(layout(&cluster, 0).await, before, "nothing changed");
+
+    let r = cluster
+        .admin
+        .raw(add, json!({"a": address, "e": 0}))
+        .await
+        .unwrap();
+    assert!(r.get("errors").is_none(), "{r}");
+    let after = &r["data"]["addNode"];
+    assert_eq!(after["epoch"], 1);
+
+    // It joins the ring, applies the whole log, and fetches every blob.
+    one_ring(&cluster, &[0, 1, 2, 3]).await;
+    same_digest(&cluster, &[0, 1, 2, 3]).await;
+    let now = layout(&cluster, 1).await;
+    let voters: Vec<&str> = now["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["isVoter"] == true)
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert_eq!(voters.len(), 4);
+    assert!(voters.contains(&joiner.as_str()));
+    eventually(
+        "the new node holds every blob",
+        Duration::from_secs(30),
+        || async { (cluster.nodes[d].disk().blob_files == 3).then_some(()) },
+    )
+    .await
+    .unwrap();
+    for (path, song) in &songs {
+        let id = song["id"].as_str().unwrap().parse().unwrap();
+        let url = cluster.signed_url(d, id, u64::MAX / 2);
+        let body = cluster
+            .http()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(
+            body.as_ref(),
+            std::fs::read(path).unwrap(),
+            "streams byte-identical"
+        );
+    }
+    // The gateway found it in the layout.
+    eventually(
+        "the gateway lists the new node up",
+        Duration::from_secs(20),
+        || async {
+            let d = cluster
+                .anon
+                .query("{ cluster { nodes { id state } } }", json!({}))
+                .await
+                .ok()?;
+            d["cluster"]["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"].as_str() == Some(joiner.as_str()) && n["state"] == "UP")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // Two operators race at epoch 1: the first ordered wins, the other
+    // gets CONFLICT, and every node ends with the same layout.
+    let rf = "mutation($f: Int!, $e: Int) { setReplicationFactor(factor: $f, expectEpoch: $e) { epoch replicationFactor } }";
+    let (a, b) = tokio::join!(
+        cluster.admin.raw(rf, json!({"f": 2, "e": 1})),
+        cluster.admin.raw(rf, json!({"f": 3, "e": 1})),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let outcomes: BTreeSet<&str> = [&a, &b]
+        .iter()
+        .map(|r| {
+            if r.get("errors").is_none() {
+                "ok"
+            } else {
+                code(r)
+            }
+        })
+        .collect();
+    assert_eq!(outcomes, BTreeSet::from(["CONFLICT", "ok"]), "{a} {b}");
+    let winner = if a.get("errors").is_none() { 2 } else { 3 };
+    let digest = same_digest(&cluster, &[0, 1, 2, 3]).await;
+    assert!(!digest.is_empty());
+    assert_eq!(layout(&cluster, 2).await["replicationFactor"], winner);
+
+    // It votes: with node 0 dead, nodes 1, 2 and the new one are 3 of the
+    // 4 voters and take writes.
+    cluster.kill_node(0);
+    one_ring(&cluster, &[1, 2, 3]).await;
+    cluster.wait_up(&[1, 2, 3]).await.unwrap();
+    let path = wav(tmp.path(), "after.wav", "After", "Joiners", "Late", 0.5, 9);
+    let song = upload_ok(&cluster, &path, json!({})).await;
+    assert_eq!(song["title"], "After");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    one_ring(&cluster, &[0, 1, 2]).await;
+    let gone = cluster.nodes[2].id.to_string();
+
+    // The CLI: a stale epoch fails with exit code 3 and changes nothing.
+    let (status, out, err) = rondo(
+        &cluster,
+        &cluster.token,
+        &["node", "remove", &gone, "--expect-epoch", "4"],
+    );
+    assert_eq!(status, 3, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("CONFLICT"), "{err}");
+    let (status, _, err) = rondo(&cluster, "wrong-token", &["node", "remove", &gone]);
+    assert_eq!(status, 1, "{err}");
+    assert_eq!(
+        layout(&cluster, 0).await["nodes"].as_array().unwrap().len(),
+        3
+    );
+
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "remove", &gone]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("epoch 1"), "{out}");
+    assert!(
+        !out.contains(&gone),
+        "the node is gone from the layout: {out}"
+    );
+
+    one_ring(&cluster, &[0, 1]).await;
+    eventually(
+        "the removed node retires",
+        Duration::from_secs(20),
+        || async { (cluster.ring_status(2).await.ok()?.phase == "removed").then_some(()) },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the gateway shows the node removed",
+        Duration::from_secs(20),
+        || async {
+            let d = cluster
+                .anon
+                .query("{ cluster { nodes { id state } } }", json!({}))
+                .await
+                .ok()?;
+            d["cluster"]["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"].as_str() == Some(gone.as_str()) && n["state"] == "REMOVED")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // The two are the whole quorum now: they take writes, and stream URLs
+    // never point at the removed node.
+    cluster.kill_node(2);
+    cluster.wait_up(&[0, 1]).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = wav(tmp.path(), "x.wav", "Without", "Leavers", "Two", 0.5, 3);
+    let song = upload_ok(&cluster, &path, json!({})).await;
+    let removed_http = cluster.nodes[2].http.to_string();
+    assert!(
+        !song["streamUrl"].as_str().unwrap().contains(&removed_http),
+        "{song}"
+    );
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["ring"]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("layout   epoch 1"), "{out}");
+}
