@@ -115,11 +115,16 @@ pub enum Message<P> {
         applied: u64,
         /// Nodes the promising node cannot reach now.
         unreachable: BTreeSet<NodeId>,
-        /// The voters of the layout at the end of the promising node's log.
+        /// The nodes and the voters of the layout at the end of the
+        /// promising node's log.
+        nodes: BTreeSet<NodeId>,
         voters: BTreeSet<NodeId>,
     },
     Nack {
         promised: RingId,
+        /// Set when the Join came from a node outside the refusing node's
+        /// layout: the refusing node's last entry.
+        excluded_at: Option<LogPos>,
     },
     Install {
         ring: RingId,

@@ -62,8 +62,9 @@ struct Candidacy {
     promises: BTreeMap<NodeId, LogPos>,
     /// What each promising node reported it cannot reach.
     unreachable: BTreeMap<NodeId, BTreeSet<NodeId>>,
-    /// The voters of the layout at the end of each promising node's log.
-    voters: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// The nodes and the voters of the layout at the end of each promising
+    /// node's log.
+    layouts: BTreeMap<NodeId, (BTreeSet<NodeId>, BTreeSet<NodeId>)>,
 }
 
 /// The ring being installed or in operation.
@@ -83,6 +84,9 @@ struct Ring {
     held: Option<Token>,
     /// Links the members found down, from the last token accepted.
     down: BTreeSet<(NodeId, NodeId)>,
+    /// A change of the members or voters was applied: re-form the ring at
+    /// the next visit of the token.
+    reform_pending: bool,
 }
 
 /// One node of the ring protocol.
@@ -109,6 +113,12 @@ pub struct Node<P> {
     queue: VecDeque<Body<P>>,
     /// Peers the driver reports this node cannot send to.
     unreachable: BTreeSet<NodeId>,
+    /// A log ahead of this node's leaves it out of the layout (as the best
+    /// log of its candidacy, or in a refused Join): it tries again only
+    /// after `2 × consensus_timeout`, so that nodes it would keep pulling
+    /// out of their rings (stale ones that still promise to it) time out
+    /// and form rings of their own. Cleared when it joins a ring.
+    evicted: bool,
 }
 
 type Out<P> = Vec<Output<P>>;
@@ -135,6 +145,7 @@ impl<P: Clone> Node<P> {
             pending: BTreeMap::new(),
             queue: VecDeque::new(),
             unreachable: BTreeSet::new(),
+            evicted: false,
         };
         let entries: Vec<Entry<P>> = durable.log.into_values().collect();
         node.log_extend(&entries);
@@ -148,11 +159,21 @@ impl<P: Clone> Node<P> {
         self.layouts.last_key_value().map_or(&self.base, |(_, l)| l)
     }
 
-    /// Whether this node has been removed from the layout: it no longer
-    /// starts rings, only answers nodes of the layout (which may add it
-    /// again).
+    /// The layout as of the last applied entry (committed).
+    pub fn applied_layout(&self) -> &Layout {
+        self.layouts
+            .range(..=self.durable.applied)
+            .next_back()
+            .map_or(&self.base, |(_, l)| l)
+    }
+
+    /// Whether this node's removal from the layout is committed: it no
+    /// longer starts rings, only answers nodes of the layout (which may add
+    /// it again).
     pub fn removed(&self) -> bool {
-        !self.durable.log.is_empty() && !self.layout().nodes.contains_key(&self.id)
+        // Only a committed removal counts: one still unsafe may yet be
+        // replaced by another ring's log.
+        !self.durable.log.is_empty() && !self.applied_layout().nodes.contains_key(&self.id)
     }
 
     /// Adds entries that extend the log, keeping the layouts in step.
@@ -270,6 +291,7 @@ impl<P: Clone> Node<P> {
             last: self.durable.last(),
             applied: self.durable.applied,
             unreachable: self.unreachable.clone(),
+            nodes: self.layout().ids(),
             voters: self.layout().voters(),
         };
         self.send(to, msg, out);
@@ -295,14 +317,17 @@ impl<P: Clone> Node<P> {
         let mut promises = BTreeMap::new();
         promises.insert(self.id, self.durable.last());
         let unreachable = BTreeMap::from([(self.id, self.unreachable.clone())]);
-        let voters = BTreeMap::from([(self.id, self.layout().voters())]);
+        let layouts = BTreeMap::from([(self.id, (self.layout().ids(), self.layout().voters()))]);
         self.candidacy = Some(Candidacy {
             proposed,
             promises,
             unreachable,
-            voters,
+            layouts,
         });
-        let nodes = self.layout().ids();
+        // The nodes of the layout at the end of the log and of the one
+        // committed: the ring may have to form under either.
+        let mut nodes = self.layout().ids();
+        nodes.extend(self.applied_layout().ids());
         let targets: Vec<NodeId> = self.others(&nodes).collect();
         for to in targets {
             self.send(to, Message::Join { proposed }, out);
@@ -393,35 +418,51 @@ impl<P: Clone> Node<P> {
                 }
             }
         };
-        let members: BTreeSet<NodeId> = promises.keys().copied().collect();
         // The best log: greatest (ring, seq); ties to the lower node id
         // (iteration is in id order and `max_by` keeps the last maximum, so
-        // compare with the id reversed).
+        // compare with the id reversed). The ring will run on the source's
+        // log, so its quorum is counted in the layout at the end of that log
+        // and only nodes of that layout are members (PROTOCOL.md, "Layout
+        // changes"). The source itself may be left out: a node whose own log
+        // removes it still serves its log to the ring that commits that.
         let best = promises
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(n, l)| (*n, *l));
-        // The ring will run on the source's log, so its quorum is counted in
-        // the layout at the end of that log (PROTOCOL.md, "Layout
-        // changes"). With no log anywhere, this is the first bootstrap: it
-        // waits for every initial voter (and a node with no voters, one that
-        // joins a running cluster, never bootstraps).
+        let (nodes, voters) = match best {
+            // No log anywhere: the first bootstrap. It waits for every
+            // initial voter (a node with no voters, one that joins a running
+            // cluster, never bootstraps).
+            Some((_, last)) if last.seq == 0 => (self.base.ids(), self.base.voters()),
+            Some((source, _)) => c.layouts.get(&source).cloned().unwrap_or_default(),
+            None => Default::default(),
+        };
+        let members: BTreeSet<NodeId> = promises
+            .keys()
+            .filter(|n| nodes.contains(n))
+            .copied()
+            .collect();
         let ok = match best {
+            _ if !members.contains(&self.id) => false,
             Some((_, last)) if last.seq == 0 => {
-                let voters = self.base.voters();
                 !voters.is_empty() && voters.iter().all(|v| members.contains(v))
             }
-            Some((source, _)) => c
-                .voters
-                .get(&source)
-                .is_some_and(|voters| is_quorate(&members, voters)),
+            Some(_) => is_quorate(&members, &voters),
             None => false,
         };
+        if best.is_some_and(|(_, last)| last.seq > 0) && !nodes.contains(&self.id) {
+            self.evicted = true;
+        }
         if !ok {
             // Retry after a while (the driver adds jitter to this timer).
+            let after = if self.evicted {
+                self.config.consensus_timeout * 2
+            } else {
+                self.config.join_window * 2
+            };
             out.push(Output::SetTimer {
                 timer: Timer::Consensus,
-                after: self.config.join_window * 2,
+                after,
             });
             return;
         }
@@ -449,6 +490,7 @@ impl<P: Clone> Node<P> {
         out: &mut Out<P>,
     ) {
         self.phase = Phase::Recover;
+        self.evicted = false;
         self.pending.clear();
         self.ring = Some(Ring {
             id,
@@ -460,6 +502,7 @@ impl<P: Clone> Node<P> {
             passed: None,
             held: None,
             down: BTreeSet::new(),
+            reform_pending: false,
         });
         out.push(Output::SetTimer {
             timer: Timer::Consensus,
@@ -538,8 +581,20 @@ impl<P: Clone> Node<P> {
         match msg {
             Message::Join { proposed } => {
                 // Only nodes of the layout can pull this one into a ring: a
-                // removed node, or one not added yet, cannot disturb it.
-                if !self.durable.log.is_empty() && !self.layout().nodes.contains_key(&from) {
+                // node whose removal is committed, or one not added yet,
+                // cannot disturb it (an uncommitted change may yet be undone,
+                // so the committed layout and the latest are both heeded).
+                // The refusal says how far this log goes: a candidate that
+                // finds a log ahead of its own leaving it out stops trying.
+                if !self.durable.log.is_empty()
+                    && !self.applied_layout().nodes.contains_key(&from)
+                    && !self.layout().nodes.contains_key(&from)
+                {
+                    let nack = Message::Nack {
+                        promised: self.durable.promised,
+                        excluded_at: Some(self.durable.last()),
+                    };
+                    self.send(from, nack, out);
                     return;
                 }
                 self.highest_seen = self.highest_seen.max(proposed.counter);
@@ -566,6 +621,7 @@ impl<P: Clone> Node<P> {
                         from,
                         Message::Nack {
                             promised: self.durable.promised,
+                            excluded_at: None,
                         },
                         out,
                     );
@@ -575,6 +631,7 @@ impl<P: Clone> Node<P> {
                 proposed,
                 last,
                 unreachable,
+                nodes,
                 voters,
                 ..
             } => {
@@ -583,11 +640,17 @@ impl<P: Clone> Node<P> {
                 {
                     c.promises.insert(from, last);
                     c.unreachable.insert(from, unreachable);
-                    c.voters.insert(from, voters);
+                    c.layouts.insert(from, (nodes, voters));
                 }
             }
-            Message::Nack { promised } => {
+            Message::Nack {
+                promised,
+                excluded_at,
+            } => {
                 self.highest_seen = self.highest_seen.max(promised.counter);
+                if excluded_at.is_some_and(|at| at > self.durable.last()) {
+                    self.evicted = true;
+                }
             }
             Message::Install {
                 ring,
@@ -831,25 +894,28 @@ impl<P: Clone> Node<P> {
         token.rotation += 1;
 
         // 7. A change of who is in the cluster or who votes is safe: the
-        // lowest member still in the layout forms the next ring (adding
-        // a node, dropping a removed one; ring members then agree again
-        // with the voters). A removed member passes the token on and
-        // retires.
-        if reform {
-            let layout = self.layout();
-            let first = members
-                .iter()
-                .find(|m| layout.nodes.contains_key(m))
-                .copied();
-            if first == Some(self.id) {
+        // lowest member still in the layout forms the next ring (adding a
+        // node, dropping a removed one; ring members then agree again with
+        // the voters), one rotation later, so that every member applied
+        // the change first (a removed member then knows it is removed; it
+        // keeps passing the token until the ring dissolves, then retires).
+        // A member that the layout no longer lists also makes the ring
+        // re-form, whenever it is seen (rings are formed of the nodes of
+        // their source's layout, so this is a safety net).
+        reform |= members.iter().any(|m| !self.layout().nodes.contains_key(m));
+        let layout = self.layout();
+        let first = members
+            .iter()
+            .find(|m| layout.nodes.contains_key(m))
+            .copied();
+        if first == Some(self.id)
+            && let Some(ring) = &mut self.ring
+        {
+            if ring.reform_pending {
                 self.gather(out);
                 return;
             }
-            if self.removed() {
-                self.pass(token, &members, out);
-                self.leave_ring(out);
-                return;
-            }
+            ring.reform_pending = reform;
         }
         self.pass(token, &members, out);
     }

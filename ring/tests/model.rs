@@ -52,7 +52,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rondo_core::NodeId;
 use rondo_ring::{
-    Body, Config, Durable, Entry, Input, Layout, Message, Node, Output, RingId, Timer, is_quorate,
+    Body, Config, Durable, Entry, Input, Layout, LayoutChange, LayoutOp, Message, Node, Output,
+    RingId, Timer, is_quorate,
 };
 use stateright::{Checker, Model, Property};
 
@@ -63,6 +64,8 @@ const NODES: usize = 3;
 #[derive(Clone, Copy)]
 struct Bounds {
     writes: u32,
+    /// Layout changes proposed (add, remove, voter flips).
+    layout_changes: u32,
     crashes: u8,
     max_counter: u64,
     max_rotation: u64,
@@ -75,6 +78,7 @@ const GOLDEN_WRITES: u32 = 2;
 /// The exhaustive searches' bounds.
 const EXHAUSTIVE: Bounds = Bounds {
     writes: 2,
+    layout_changes: 0,
     crashes: 1,
     max_counter: 3,
     max_rotation: 8,
@@ -104,6 +108,10 @@ struct State {
     delivered: BTreeMap<(RingId, u64), Entry<u32>>,
     /// Member sets of every ring that reached operation.
     installed: BTreeMap<RingId, BTreeSet<NodeId>>,
+    /// The voters each of those rings counted its quorum in (the layout at
+    /// the end of its log when it began to operate).
+    installed_voters: BTreeMap<RingId, BTreeSet<NodeId>>,
+    layout_proposed: u32,
     split: bool,
 }
 
@@ -114,6 +122,7 @@ enum Action {
     Lose(usize, usize, Message<u32>),
     Fire(usize, Timer),
     Propose(usize),
+    ProposeLayout(usize, LayoutOp),
     Crash(usize),
     Restart(usize),
 }
@@ -178,6 +187,8 @@ impl State {
                 Some(_) => {}
                 None => {
                     self.installed.insert(ring, members);
+                    let voters = self.nodes[i].layout().voters();
+                    self.installed_voters.insert(ring, voters);
                 }
             }
         }
@@ -208,6 +219,8 @@ impl Model for RingModel {
             crashes: 0,
             delivered: BTreeMap::new(),
             installed: BTreeMap::new(),
+            installed_voters: BTreeMap::new(),
+            layout_proposed: 0,
             split: false,
         };
         for i in 0..NODES {
@@ -310,6 +323,32 @@ impl Model for RingModel {
             if s.proposed < self.1.writes {
                 actions.push(Action::Propose(i));
             }
+            if s.layout_proposed < self.1.layout_changes {
+                // Every single-voter change of the layout this node knows:
+                // remove or flip the vote of a member, add back a node
+                // that is not one.
+                let layout = s.nodes[i].layout();
+                for k in 0..NODES {
+                    let node = id(k);
+                    match layout.nodes.get(&node) {
+                        Some(m) => {
+                            actions.push(Action::ProposeLayout(i, LayoutOp::Remove { node }));
+                            let voter = !m.voter;
+                            let op = LayoutOp::SetVoter { node, voter };
+                            actions.push(Action::ProposeLayout(i, op));
+                        }
+                        None => {
+                            let addr = String::new();
+                            let op = LayoutOp::Add {
+                                node,
+                                addr,
+                                voter: true,
+                            };
+                            actions.push(Action::ProposeLayout(i, op));
+                        }
+                    }
+                }
+            }
             if s.crashes < self.1.crashes {
                 actions.push(Action::Crash(i));
             }
@@ -355,6 +394,15 @@ impl Model for RingModel {
                 s.proposer.insert(v, i);
                 let _ = s.input(i, Input::Propose(v));
             }
+            Action::ProposeLayout(i, op) => {
+                s.layout_proposed += 1;
+                let change = LayoutChange {
+                    expect_epoch: s.nodes[i].layout().epoch,
+                    op,
+                    proposal: String::new(),
+                };
+                let _ = s.input(i, Input::ProposeLayout(change));
+            }
             Action::Crash(i) => {
                 s.crashes += 1;
                 s.up[i] = false;
@@ -395,7 +443,12 @@ impl Model for RingModel {
                 })
             }),
             Property::always("T-SPLIT", |_, s: &State| {
-                !s.split && s.installed.values().all(|m| is_quorate(m, &ids()))
+                !s.split
+                    && s.installed.iter().all(|(ring, m)| {
+                        s.installed_voters
+                            .get(ring)
+                            .is_some_and(|voters| is_quorate(m, voters))
+                    })
             }),
             Property::always("SAFE", |_, s: &State| {
                 // Safe delivery: an entry applied in ring R is held durably,
@@ -412,21 +465,35 @@ impl Model for RingModel {
                 !s.acked.is_empty()
             }),
             Property::always("T-LOST", |_, s: &State| {
+                // No majority of the committed layout's voters (the layout
+                // as applied by the most advanced node) lacks an
+                // acknowledged write, so every later ring recovers it.
+                let voters = committed_layout(s).voters();
                 s.acked.iter().all(|v| {
-                    let holders = (0..NODES)
-                        .filter(|&i| {
-                            s.nodes[i]
+                    let lacking = voters
+                        .iter()
+                        .filter(|n| {
+                            !s.nodes[index(**n)]
                                 .durable()
                                 .log
                                 .values()
                                 .any(|e| e.body == Body::Update(*v))
                         })
                         .count();
-                    holders * 2 > NODES
+                    lacking * 2 <= voters.len()
                 })
             }),
         ]
     }
+}
+
+/// The layout as applied by the node that applied the most.
+fn committed_layout(s: &State) -> Layout {
+    s.nodes
+        .iter()
+        .max_by_key(|n| n.durable().applied)
+        .map(|n| n.applied_layout().clone())
+        .unwrap_or_default()
 }
 
 fn check(seeds: Seeds, default_depth: usize) {
@@ -469,6 +536,7 @@ fn link_reports_keep_the_invariants() {
 /// (several ring changes, crashes and restarts, eight writes).
 const WALK: Bounds = Bounds {
     writes: 8,
+    layout_changes: 0,
     crashes: 6,
     max_counter: 1_000,
     max_rotation: 100_000,
@@ -502,6 +570,7 @@ fn weight(a: &Action) -> usize {
         Action::Fire(_, Timer::TokenLoss | Timer::Consensus) => 1,
         Action::Fire(..) => 6,
         Action::Propose(_) => 2,
+        Action::ProposeLayout(..) => 1,
         Action::Crash(_) => 1,
         Action::Restart(_) => 4,
     }
@@ -521,15 +590,21 @@ fn timer_duration(t: Timer) -> std::time::Duration {
 /// Whether every node runs in one ring of all nodes, all applied logs are
 /// the same, and every acknowledged write is in them exactly once.
 fn converged(s: &State) -> Result<(), String> {
-    let rings: BTreeSet<_> = s
-        .nodes
+    // Every node of the layout (a removed node stays out).
+    let layout = committed_layout(s).ids();
+    let members: Vec<usize> = (0..NODES).filter(|i| layout.contains(&id(*i))).collect();
+    let rings: BTreeSet<_> = members
         .iter()
-        .map(|n| n.ring().map(|(r, m)| (r, m.len())))
+        .map(|&i| s.nodes[i].ring().map(|(r, m)| (r, m.clone())))
         .collect();
-    if rings.len() != 1 || rings.iter().any(|r| r.is_none_or(|(_, n)| n != NODES)) {
-        return Err(format!("rings {rings:?}"));
+    if rings.len() != 1
+        || rings
+            .iter()
+            .any(|r| r.as_ref().is_none_or(|(_, m)| *m != layout))
+    {
+        return Err(format!("rings {rings:?} for layout {layout:?}"));
     }
-    let logs: Vec<Vec<&Entry<u32>>> = (0..NODES).map(|i| s.applied(i)).collect();
+    let logs: Vec<Vec<&Entry<u32>>> = members.iter().map(|&i| s.applied(i)).collect();
     if logs.iter().any(|l| *l != logs[0]) {
         return Err("applied logs differ".into());
     }
@@ -617,7 +692,38 @@ fn heal(model: &RingModel, s: &mut State) -> Result<(), String> {
             return Err(format!("{p} broken while healing"));
         }
     }
-    converged(s).map_err(|e| format!("not converged after 60 simulated seconds: {e}"))
+    converged(s).map_err(|e| {
+        format!(
+            "not converged after 60 simulated seconds: {e}; nodes: {:#?}",
+            summary(s)
+        )
+    })
+}
+
+/// What each node thinks, for failure messages.
+fn summary(s: &State) -> Vec<String> {
+    s.nodes
+        .iter()
+        .map(|n| {
+            let d = n.durable();
+            format!(
+                "{}: {:?} ring {:?} removed {} promised {} last {:?} applied {} layout e{} {:?} voters {:?}; applied layout e{} {:?} voters {:?}",
+                n.id(),
+                n.phase(),
+                n.ring().map(|(r, m)| (r.counter, m.len())),
+                n.removed(),
+                d.promised.counter,
+                d.last().seq,
+                d.applied,
+                n.layout().epoch,
+                n.layout().ids(),
+                n.layout().voters(),
+                n.applied_layout().epoch,
+                n.applied_layout().ids(),
+                n.applied_layout().voters(),
+            )
+        })
+        .collect()
 }
 
 /// The first `always` property that does not hold.
@@ -641,6 +747,27 @@ fn broken(model: &RingModel, s: &State) -> Option<&'static str> {
 /// 0..`RONDO_WALK_SEEDS` (default 200); a failure names its seed.
 #[test]
 fn random_walks_keep_the_invariants_and_heal() {
+    walk(WALK);
+}
+
+/// The same walks with up to four layout changes proposed at random nodes
+/// against the epoch each knows (so some are stale): members removed,
+/// added back, their votes taken and given (PROTOCOL.md, "Layout
+/// changes"). T-SPLIT then counts each ring's quorum in the layout it
+/// formed under, T-LOST in the committed layout, and healing must bring
+/// every node of the final layout into one ring.
+#[test]
+fn layout_change_walks_keep_the_invariants_and_heal() {
+    let changes = walk(Bounds {
+        layout_changes: 4,
+        ..WALK
+    });
+    assert!(changes > 0, "the walks apply layout changes");
+}
+
+/// Runs the seeded walks; returns how many layout changes the final states
+/// applied in all.
+fn walk(bounds: Bounds) -> u64 {
     let env = |k: &str, d: u64| {
         std::env::var(k)
             .ok()
@@ -648,7 +775,8 @@ fn random_walks_keep_the_invariants_and_heal() {
             .unwrap_or(d)
     };
     let (seeds, steps) = (env("RONDO_WALK_SEEDS", 200), env("RONDO_WALK_STEPS", 400));
-    let model = RingModel(Seeds::Golden, WALK);
+    let model = RingModel(Seeds::Golden, bounds);
+    let mut layout_changes = 0;
     let inits = model.init_states();
     let (mut ring_changes, mut crashes, mut acked) = (0usize, 0usize, 0usize);
     for seed in 0..seeds {
@@ -699,6 +827,7 @@ fn random_walks_keep_the_invariants_and_heal() {
             );
         }
         acked += s.acked.len();
+        layout_changes += committed_layout(&s).epoch;
     }
     eprintln!(
         "walks: {seeds} seeds of up to {steps} actions; {ring_changes} rings installed, \
@@ -709,4 +838,6 @@ fn random_walks_keep_the_invariants_and_heal() {
         acked > 2 * seeds as usize,
         "the walks acknowledge more than the golden run"
     );
+    eprintln!("walks: {layout_changes} layout changes applied");
+    layout_changes
 }

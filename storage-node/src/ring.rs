@@ -977,6 +977,7 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             last,
             applied,
             unreachable,
+            nodes,
             voters,
         } => W::Promise(wire::Promise {
             proposed: Some(ring_id_to_wire(*proposed)),
@@ -984,9 +985,14 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             applied: *applied,
             unreachable: members_to_wire(unreachable),
             voters: members_to_wire(voters),
+            nodes: members_to_wire(nodes),
         }),
-        Message::Nack { promised } => W::Nack(wire::Nack {
+        Message::Nack {
+            promised,
+            excluded_at,
+        } => W::Nack(wire::Nack {
             promised: Some(ring_id_to_wire(*promised)),
+            excluded_at: excluded_at.map(pos_to_wire),
         }),
         Message::Install {
             ring,
@@ -1048,9 +1054,11 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
             applied: p.applied,
             unreachable: members_from_wire(p.unreachable)?,
             voters: members_from_wire(p.voters)?,
+            nodes: members_from_wire(p.nodes)?,
         },
         W::Nack(n) => Message::Nack {
             promised: ring_id_from_wire(n.promised)?,
+            excluded_at: n.excluded_at.map(|p| pos_from_wire(Some(p))).transpose()?,
         },
         W::Install(i) => Message::Install {
             ring: ring_id_from_wire(i.ring)?,
@@ -1113,8 +1121,12 @@ mod tests {
                 applied: 1,
                 unreachable: [NodeId::new_random()].into_iter().collect(),
                 voters: [a, NodeId::new_random()].into_iter().collect(),
+                nodes: [a].into_iter().collect(),
             },
-            Message::Nack { promised: ring },
+            Message::Nack {
+                promised: ring,
+                excluded_at: Some(LogPos { ring, seq: 9 }),
+            },
             Message::Install {
                 ring,
                 members: [a].into_iter().collect(),

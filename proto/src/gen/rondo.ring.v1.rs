@@ -171,14 +171,21 @@ pub struct Promise {
     /// Nodes the promising node cannot reach now (node ids).
     #[prost(string, repeated, tag = "4")]
     pub unreachable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// The voters of the layout at the end of the promising node's log.
+    /// The nodes and the voters of the layout at the end of the promising
+    /// node's log.
     #[prost(string, repeated, tag = "5")]
     pub voters: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "6")]
+    pub nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Nack {
     #[prost(message, optional, tag = "1")]
     pub promised: ::core::option::Option<RingId>,
+    /// Set when the Join came from a node outside the refusing node's layout:
+    /// the refusing node's last entry.
+    #[prost(message, optional, tag = "2")]
+    pub excluded_at: ::core::option::Option<LogPos>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Install {
