@@ -137,9 +137,14 @@ pub enum Message<P> {
         ring: RingId,
         after: u64,
     },
+    /// One page of the source's log after `after`: at most
+    /// `Config::max_fetch` entries; `more` when the log goes on (the member
+    /// asks for the next page).
     Entries {
         ring: RingId,
+        after: u64,
         entries: Vec<Entry<P>>,
+        more: bool,
     },
     Ready {
         ring: RingId,
@@ -221,6 +226,9 @@ pub struct Config {
     pub join_window: Duration,
     pub consensus_timeout: Duration,
     pub max_messages: usize,
+    /// Entries per `Entries` page during recovery (bounds the message size
+    /// when a node catches up on a long log).
+    pub max_fetch: usize,
 }
 
 impl Config {
@@ -234,6 +242,7 @@ impl Config {
             join_window: Duration::from_millis(100),
             consensus_timeout: token * 6 / 5,
             max_messages: 17,
+            max_fetch: 1024,
         }
     }
 
@@ -247,6 +256,7 @@ impl Config {
             join_window: c.join_window / 10,
             consensus_timeout: c.consensus_timeout / 10,
             max_messages: c.max_messages,
+            max_fetch: c.max_fetch,
         }
     }
 }

@@ -87,6 +87,9 @@ struct Ring {
     /// A change of the members or voters was applied: re-form the ring at
     /// the next visit of the token.
     reform_pending: bool,
+    /// During recovery: the seq after which the next page of the source's
+    /// log is expected.
+    fetch_after: u64,
 }
 
 /// One node of the ring protocol.
@@ -503,6 +506,7 @@ impl<P: Clone> Node<P> {
             held: None,
             down: BTreeSet::new(),
             reform_pending: false,
+            fetch_after: self.durable.applied,
         });
         out.push(Output::SetTimer {
             timer: Timer::Consensus,
@@ -673,28 +677,77 @@ impl<P: Clone> Node<P> {
                         .durable
                         .log
                         .range(after + 1..)
+                        .take(self.config.max_fetch.max(1))
                         .map(|(_, e)| e.clone())
                         .collect();
-                    self.send(from, Message::Entries { ring, entries }, out);
+                    let end = entries.last().map_or(after, |e| e.seq);
+                    let more = self.durable.log.range(end + 1..).next().is_some();
+                    let page = Message::Entries {
+                        ring,
+                        after,
+                        entries,
+                        more,
+                    };
+                    self.send(from, page, out);
                 }
             }
-            Message::Entries { ring, entries } => {
-                let recovering = self.phase == Phase::Recover
-                    && self
-                        .ring
-                        .as_ref()
-                        .is_some_and(|r| r.id == ring && r.source == from);
-                if !recovering {
+            Message::Entries {
+                ring,
+                after,
+                entries,
+                more,
+            } => {
+                // The page asked for last, from this ring's source; a
+                // duplicate or late page is ignored.
+                let expected = self.phase == Phase::Recover
+                    && self.ring.as_ref().is_some_and(|r| {
+                        r.id == ring && r.source == from && r.fetch_after == after
+                    });
+                if !expected || after < self.durable.applied {
                     return;
                 }
-                let applied = self.durable.applied;
-                let keep: Vec<Entry<P>> = entries.into_iter().filter(|e| e.seq > applied).collect();
-                self.log_truncate(applied);
-                out.push(Output::Truncate { after: applied });
-                self.log_extend(&keep);
-                out.push(Output::PersistEntries(keep));
-                let last = self.durable.last().seq;
-                self.ready(ring, last, out);
+                // Raft's rule: keep what agrees with the source (same seq,
+                // same ring: by log matching the same entry and prefix),
+                // replace from the first entry that differs or is missing.
+                // A page never drops a durable entry the source also has,
+                // so an interrupted recovery loses no committed entry.
+                let page: Vec<Entry<P>> = entries.into_iter().filter(|e| e.seq > after).collect();
+                let end = page.last().map(|e| e.seq);
+                let differs = page.iter().position(|e| {
+                    self.durable
+                        .log
+                        .get(&e.seq)
+                        .is_none_or(|x| x.ring != e.ring)
+                });
+                if let Some(i) = differs {
+                    let replace = page[i..].to_vec();
+                    let from = replace[0].seq;
+                    self.log_truncate(from - 1);
+                    out.push(Output::Truncate { after: from - 1 });
+                    self.log_extend(&replace);
+                    out.push(Output::PersistEntries(replace));
+                }
+                if !more {
+                    // Past the source's last entry nothing is committed.
+                    let last = end.unwrap_or(after);
+                    if self.durable.last().seq > last {
+                        self.log_truncate(last);
+                        out.push(Output::Truncate { after: last });
+                    }
+                }
+                match end {
+                    Some(end) if more => {
+                        if let Some(r) = &mut self.ring {
+                            r.fetch_after = end;
+                        }
+                        let fetch = Message::Fetch { ring, after: end };
+                        self.send(from, fetch, out);
+                    }
+                    _ => {
+                        let last = self.durable.last().seq;
+                        self.ready(ring, last, out);
+                    }
+                }
             }
             Message::Ready { ring, .. } => self.on_ready(from, ring, out),
             Message::Mcast { ring, entry } => {

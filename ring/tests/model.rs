@@ -142,7 +142,12 @@ struct RingModel(Seeds, Bounds);
 
 fn new_node(i: usize, durable: Durable<u32>) -> Node<u32> {
     let genesis = Layout::genesis(ids().into_iter().map(|n| (n, String::new())).collect());
-    Node::new(id(i), Config::fast(NODES), genesis, durable)
+    // Pages of two entries: recovery fetches longer logs in several.
+    let config = Config {
+        max_fetch: 2,
+        ..Config::fast(NODES)
+    };
+    Node::new(id(i), config, genesis, durable)
 }
 
 fn index(n: NodeId) -> usize {

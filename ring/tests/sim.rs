@@ -43,7 +43,12 @@ impl Net {
         };
         for &i in &ids {
             let genesis = Layout::genesis(ids.iter().map(|n| (*n, n.to_string())).collect());
-            let node = Node::new(i, Config::fast(ids.len()), genesis, Durable::default());
+            // Pages of two entries: catching up takes several.
+            let config = Config {
+                max_fetch: 2,
+                ..Config::fast(ids.len())
+            };
+            let node = Node::new(i, config, genesis, Durable::default());
             net.nodes.insert(i, node);
             net.disk.insert(i, Durable::default());
             net.applied.insert(i, Vec::new());

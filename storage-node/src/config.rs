@@ -64,6 +64,10 @@ pub struct RingConfig {
     /// withdrawn and refused as unavailable (milliseconds, default 10000).
     #[serde(default)]
     pub write_timeout_ms: Option<u64>,
+    /// Log entries per page when a node catches up from a ring's source
+    /// (default 1024; each page is one gRPC message).
+    #[serde(default)]
+    pub fetch_entries: Option<usize>,
 }
 
 fn default_grpc_addr() -> SocketAddr {

@@ -286,6 +286,7 @@ fn protocol_config(nodes: usize, token_timeout_ms: Option<u64>) -> Config {
         join_window: scale(base.join_window),
         consensus_timeout: scale(base.consensus_timeout),
         max_messages: base.max_messages,
+        max_fetch: base.max_fetch,
     }
 }
 
@@ -335,10 +336,14 @@ fn drive(
     let durable = state.store.ring_load()?;
     let (base, deferred) = base_layout(state, durable.log.is_empty(), rx, status, runtime);
     let mut node = Node::new(me, Config::for_nodes(1), base.clone(), durable);
-    node.set_config(protocol_config(
+    let mut config = protocol_config(
         node.layout().nodes.len().max(1),
         state.config.ring.token_timeout_ms,
-    ));
+    );
+    if let Some(n) = state.config.ring.fetch_entries {
+        config.max_fetch = n.max(1);
+    }
+    node.set_config(config);
     let mut applied_layout = state.store.ring_layout()?;
     tracing::info!(node = %me, nodes = node.layout().nodes.len(), epoch = node.layout().epoch, promised = ?node.durable().promised, applied = node.durable().applied, "control plane starting");
 
@@ -1009,8 +1014,15 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             ring: Some(ring_id_to_wire(*ring)),
             after: *after,
         }),
-        Message::Entries { ring, entries } => W::Entries(wire::Entries {
+        Message::Entries {
+            ring,
+            after,
+            entries,
+            more,
+        } => W::Entries(wire::Entries {
             ring: Some(ring_id_to_wire(*ring)),
+            after: *after,
+            more: *more,
             entries: entries.iter().map(entry_to_wire).collect(),
         }),
         Message::Ready { ring, last } => W::Ready(wire::Ready {
@@ -1072,6 +1084,8 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
         },
         W::Entries(en) => Message::Entries {
             ring: ring_id_from_wire(en.ring)?,
+            after: en.after,
+            more: en.more,
             entries: en
                 .entries
                 .into_iter()
@@ -1136,7 +1150,9 @@ mod tests {
             Message::Fetch { ring, after: 1 },
             Message::Entries {
                 ring,
+                after: 2,
                 entries: vec![entry],
+                more: true,
             },
             Message::Ready { ring, last: 3 },
             Message::Mcast {

@@ -271,6 +271,8 @@ pub struct Builder {
     vrrp: Option<(usize, u32)>,
     /// The floating address is keepalived's, not the gateways' own.
     keepalived: bool,
+    /// `ring.fetch_entries` of every node.
+    fetch_entries: Option<usize>,
 }
 
 /// A gateway replica in its own namespace (VRRP clusters).
@@ -351,6 +353,12 @@ impl Builder {
     /// [`netns`]), so that tests can partition them.
     pub fn netns(mut self) -> Self {
         self.netns = true;
+        self
+    }
+
+    /// Log entries per page when a node catches up (`ring.fetch_entries`).
+    pub fn fetch_entries(mut self, n: usize) -> Self {
+        self.fetch_entries = Some(n);
         self
     }
 
@@ -444,6 +452,12 @@ impl Builder {
                 "token_timeout_ms".into(),
                 toml::Value::Integer(i64::try_from(self.token_timeout_ms)?),
             );
+            if let Some(n) = self.fetch_entries {
+                ring.insert(
+                    "fetch_entries".into(),
+                    toml::Value::Integer(i64::try_from(n)?),
+                );
+            }
             let write_timeout = (3 * self.token_timeout_ms).max(3000);
             ring.insert(
                 "write_timeout_ms".into(),
@@ -635,6 +649,7 @@ impl Cluster {
             netns: false,
             vrrp: None,
             keepalived: false,
+            fetch_entries: None,
         }
     }
 

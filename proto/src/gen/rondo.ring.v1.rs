@@ -209,6 +209,11 @@ pub struct Fetch {
 pub struct Entries {
     #[prost(message, optional, tag = "1")]
     pub ring: ::core::option::Option<RingId>,
+    /// The page follows this seq; `more` when the source's log goes on.
+    #[prost(uint64, tag = "3")]
+    pub after: u64,
+    #[prost(bool, tag = "4")]
+    pub more: bool,
     #[prost(message, repeated, tag = "2")]
     pub entries: ::prost::alloc::vec::Vec<Entry>,
 }

@@ -55,7 +55,13 @@ async fn same_digest(cluster: &Cluster, nodes: &[usize]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_added_node_catches_up_votes_and_serves_streams() {
-    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    // Pages of two log entries: the new node catches up in several.
+    let mut cluster = Cluster::builder()
+        .nodes(3)
+        .fetch_entries(2)
+        .start()
+        .await
+        .unwrap();
     one_ring(&cluster, &[0, 1, 2]).await;
     let tmp = tempfile::tempdir().unwrap();
     let mut songs = Vec::new();
