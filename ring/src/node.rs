@@ -162,6 +162,14 @@ impl<P: Clone> Node<P> {
         self.layouts.last_key_value().map_or(&self.base, |(_, l)| l)
     }
 
+    /// The layout in force after log entry `seq`.
+    pub fn layout_at(&self, seq: u64) -> &Layout {
+        self.layouts
+            .range(..=seq)
+            .next_back()
+            .map_or(&self.base, |(_, l)| l)
+    }
+
     /// The layout as of the last applied entry (committed).
     pub fn applied_layout(&self) -> &Layout {
         self.layouts
@@ -174,9 +182,12 @@ impl<P: Clone> Node<P> {
     /// longer starts rings, only answers nodes of the layout (which may add
     /// it again).
     pub fn removed(&self) -> bool {
-        // Only a committed removal counts: one still unsafe may yet be
-        // replaced by another ring's log.
-        !self.durable.log.is_empty() && !self.applied_layout().nodes.contains_key(&self.id)
+        // Only a committed removal counts (one still unsafe may yet be
+        // replaced by another ring's log), and only if no later entry in
+        // the log adds the node back.
+        !self.durable.log.is_empty()
+            && !self.applied_layout().nodes.contains_key(&self.id)
+            && !self.layout().nodes.contains_key(&self.id)
     }
 
     /// Adds entries that extend the log, keeping the layouts in step.
@@ -952,10 +963,6 @@ impl<P: Clone> Node<P> {
         // the voters), one rotation later, so that every member applied
         // the change first (a removed member then knows it is removed; it
         // keeps passing the token until the ring dissolves, then retires).
-        // A member that the layout no longer lists also makes the ring
-        // re-form, whenever it is seen (rings are formed of the nodes of
-        // their source's layout, so this is a safety net).
-        reform |= members.iter().any(|m| !self.layout().nodes.contains_key(m));
         let layout = self.layout();
         let first = members
             .iter()

@@ -239,7 +239,13 @@ async fn receive(
                 format!("unsupported media: {m}"),
             );
         }
-        Ok(Ok(Err(e))) => return refuse_error(&Error::Unavailable(e.to_string())),
+        Ok(Ok(Err(rondo_media::Error::Io { context, source }))) => {
+            let context = context.to_string();
+            return refuse_error(&Error::Io { context, source });
+        }
+        Ok(Ok(Err(e @ rondo_media::Error::BadName(_)))) => {
+            return refuse(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", e);
+        }
         Ok(Err(e)) => return refuse_error(&Error::io("open staged upload")(e)),
         Err(e) => return refuse_error(&Error::Join(e)),
     };
