@@ -8,6 +8,12 @@
 //! A write is one gRPC `UploadSong` of a 64-byte blob straight to a node
 //! (no gateway): the node stores the blob, orders the song on the ring and
 //! answers once it applied it.
+//!
+//! Join: a fresh 3-node cluster takes writes from 32 writers for the load
+//! step's duration; then a fourth node is started with seeds and added
+//! (`ChangeLayout`), and the time until it has applied the whole log and
+//! holds every blob is measured, against the time the cluster took to
+//! write them.
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +133,53 @@ async fn main() -> anyhow::Result<()> {
             failover(cluster, trials).await?;
         }
     }
+    join(token_ms, secs).await
+}
+
+/// A node added to a cluster that holds `secs` of 32-writer writes: time
+/// until it applied the whole log and holds every blob.
+async fn join(token_ms: u64, secs: f64) -> anyhow::Result<()> {
+    use rondo_proto::ring::v1 as ring;
+    use rondo_proto::storage::v1 as pb;
+    let mut cluster = Cluster::builder()
+        .nodes(3)
+        .token_timeout_ms(token_ms)
+        .start()
+        .await?;
+    wait_ring(&cluster, 3).await?;
+    let (lat, _) = load(&cluster, 3, 32, secs).await?;
+    let writes = lat.len();
+    let target = cluster.ring_status(0).await?.last_applied_seq;
+    let blobs = cluster.nodes[0].disk().blob_files;
+    let d = cluster.spawn_joiner().await?;
+    let add = pb::ChangeLayoutRequest {
+        change: Some(ring::LayoutChange {
+            expect_epoch: 0,
+            op: Some(ring::layout_change::Op::Add(ring::AddNode {
+                id: cluster.nodes[d].id.to_string(),
+                addr: format!("http://{}", cluster.nodes[d].grpc),
+                voter: true,
+            })),
+            proposal: String::new(),
+        }),
+    };
+    let started = Instant::now();
+    client(&cluster, 0).await?.change_layout(add).await?;
+    let added = started.elapsed();
+    rondo_tests::eventually("the new node caught up", Duration::from_secs(600), || async {
+        let s = cluster.ring_status(d).await.ok()?;
+        (s.last_applied_seq >= target && cluster.nodes[d].disk().blob_files >= blobs)
+            .then_some(())
+    })
+    .await?;
+    let caught_up = started.elapsed().as_secs_f64();
+    println!(
+        "join: {writes} writes ({target} log entries, {blobs} blobs) written in {secs} s by 32 writers; \
+         the added node holds all of them {caught_up:.2} s after addNode (ordered in {:.0} ms): \
+         catch-up time / write time = {:.2}",
+        added.as_secs_f64() * 1000.0,
+        caught_up / secs
+    );
     Ok(())
 }
 
