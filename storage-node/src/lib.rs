@@ -288,51 +288,63 @@ async fn relay_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Recei
     }
 }
 
-/// Fetches every blob the outbox asks for: from the node that proposed the
-/// song first, then from any other node; the hash is checked before the blob
-/// is indexed.
+/// Blob fetches the outbox runs at once (a node that joins fetches every
+/// blob of the catalog: one at a time, each waits for its fsyncs).
+const FETCH_CONCURRENCY: usize = 8;
+
+/// Fetches every blob the outbox asks for, several at once: each from the
+/// node that proposed the song first, then from any other node; the hash is
+/// checked before the blob is indexed.
 async fn fetch_blobs(state: &Arc<NodeState>) -> Result<()> {
+    use futures::StreamExt;
     let st = state.clone();
     let tasks = tokio::task::spawn_blocking(move || st.store.fetch_tasks()).await??;
-    let mut failed = None;
-    for (n, hash, origin) in tasks {
+    let results: Vec<Result<()>> = futures::stream::iter(tasks)
+        .map(|(n, hash, origin)| fetch_task(state, n, hash, origin))
+        .buffer_unordered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+}
+
+/// One fetch task of the outbox: done (and its row removed) once the blob is
+/// here, or at once if no song wants it any more.
+async fn fetch_task(
+    state: &Arc<NodeState>,
+    n: u64,
+    hash: rondo_core::ContentHash,
+    origin: NodeId,
+) -> Result<()> {
+    let st = state.clone();
+    if !tokio::task::spawn_blocking(move || st.store.wants_blob(&hash)).await?? {
         let st = state.clone();
-        if !tokio::task::spawn_blocking(move || st.store.wants_blob(&hash)).await?? {
-            let st = state.clone();
-            tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
-            continue;
-        }
-        let peers = state.ring.get().map(|r| r.peers()).unwrap_or_default();
-        let mut order: Vec<(NodeId, String)> = peers
-            .iter()
-            .filter(|(id, _)| **id == origin)
-            .chain(peers.iter().filter(|(id, _)| **id != origin))
-            .map(|(id, url)| (*id, url.clone()))
-            .collect();
-        order.dedup_by_key(|(id, _)| *id);
-        let mut done = false;
-        for (peer, url) in order {
-            match fetch_one(state, &url, &hash).await {
-                Ok(()) => {
-                    tracing::info!(%hash, %peer, "fetched blob");
-                    done = true;
-                    break;
-                }
-                Err(e) => tracing::debug!(%hash, %peer, error = %e, "blob fetch failed"),
+        tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
+        return Ok(());
+    }
+    let peers = state.ring.get().map(|r| r.peers()).unwrap_or_default();
+    let mut order: Vec<(NodeId, String)> = peers
+        .iter()
+        .filter(|(id, _)| **id == origin)
+        .chain(peers.iter().filter(|(id, _)| **id != origin))
+        .map(|(id, url)| (*id, url.clone()))
+        .collect();
+    order.dedup_by_key(|(id, _)| *id);
+    for (peer, url) in order {
+        match fetch_one(state, &url, &hash).await {
+            Ok(()) => {
+                tracing::info!(%hash, %peer, "fetched blob");
+                failpoint("fetch-before-finish");
+                let st = state.clone();
+                tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
+                state.refresh_gauges();
+                return Ok(());
             }
-        }
-        if done {
-            failpoint("fetch-before-finish");
-            let st = state.clone();
-            tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
-            state.refresh_gauges();
-        } else {
-            failed = Some(Error::Unavailable(format!(
-                "no node could provide blob {hash}"
-            )));
+            Err(e) => tracing::debug!(%hash, %peer, error = %e, "blob fetch failed"),
         }
     }
-    failed.map_or(Ok(()), Err)
+    Err(Error::Unavailable(format!(
+        "no node could provide blob {hash}"
+    )))
 }
 
 /// Copies one blob from the node at `url` into this node's store (hash

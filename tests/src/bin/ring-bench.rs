@@ -166,11 +166,15 @@ async fn join(token_ms: u64, secs: f64) -> anyhow::Result<()> {
     let started = Instant::now();
     client(&cluster, 0).await?.change_layout(add).await?;
     let added = started.elapsed();
-    rondo_tests::eventually("the new node caught up", Duration::from_secs(600), || async {
-        let s = cluster.ring_status(d).await.ok()?;
-        (s.last_applied_seq >= target && cluster.nodes[d].disk().blob_files >= blobs)
-            .then_some(())
-    })
+    rondo_tests::eventually(
+        "the new node caught up",
+        Duration::from_secs(600),
+        || async {
+            let s = cluster.ring_status(d).await.ok()?;
+            (s.last_applied_seq >= target && cluster.nodes[d].disk().blob_files >= blobs)
+                .then_some(())
+        },
+    )
     .await?;
     let caught_up = started.elapsed().as_secs_f64();
     println!(
