@@ -320,8 +320,12 @@ impl<P: Clone> Node<P> {
     /// Leaves any ring and proposes a new one.
     fn gather(&mut self, out: &mut Out<P>) {
         self.leave_ring(out);
+        // A node whose removal is committed starts no ring of its own (the
+        // nodes of its layout refuse its Join, so it retries only slowly),
+        // but keeps asking: if it was added back while it could not be
+        // reached, the first node that knows answers, and it rejoins.
         if self.removed() {
-            return;
+            self.evicted = true;
         }
         let proposed = RingId {
             counter: self.highest_seen.max(self.durable.promised.counter) + 1,

@@ -499,17 +499,21 @@ fn a_removed_node_retires_and_the_others_go_on_without_it() {
     );
     assert!(net.nodes[&gone].removed());
     assert!(net.nodes[&gone].ring().is_none());
-    // The removed node never starts a ring again, and is not pulled in.
+    // The removed node keeps asking (it might have been added back), but
+    // the others refuse it: it never disturbs their ring nor forms one.
     let ring = net.nodes[&ids[1]].ring().unwrap().0;
     for _ in 0..5 {
         net.fire(gone, Timer::TokenLoss);
         net.fire(gone, Timer::Consensus);
         net.run(10_000);
+        net.fire(gone, Timer::JoinWindow);
+        net.run(10_000);
         net.fire_all(Timer::Hold);
         net.run(10_000);
     }
     assert_eq!(net.nodes[&ids[1]].ring().map(|r| r.0), Some(ring));
-    assert!(net.queue.iter().all(|(from, _, _)| *from != gone));
+    assert!(net.nodes[&gone].ring().is_none());
+    assert!(net.nodes[&gone].removed());
     // The two are now the whole quorum: they take writes.
     net.input(ids[1], Input::Propose(5));
     assert!(net.settle(|n| {
@@ -518,4 +522,59 @@ fn a_removed_node_retires_and_the_others_go_on_without_it() {
             .all(|i| n.applied[i].iter().map(|(_, v)| *v).eq([5]))
     }));
     assert!(net.applied[&gone].is_empty());
+}
+
+/// A node that applied its own removal and is added back while it cannot be
+/// reached learns of it once it can: its slow retries reach nodes whose
+/// layout lists it again, and it rejoins with every entry it missed.
+#[test]
+fn a_removed_node_added_back_while_cut_off_rejoins_once_reachable() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let gone = ids[0];
+    let remove = LayoutChange {
+        expect_epoch: 0,
+        proposal: String::new(),
+        op: LayoutOp::Remove { node: gone },
+    };
+    net.input(ids[2], Input::ProposeLayout(remove));
+    assert!(churn(&mut net, |n| one_ring_of(n, 2, &ids[1..])
+        && n.nodes[&gone].removed()));
+    // Cut off, it is added back and misses the re-formation that invites it.
+    for &other in &ids[1..] {
+        net.blocked.insert((gone, other));
+        net.blocked.insert((other, gone));
+    }
+    net.input(ids[1], Input::ProposeLayout(add(gone, 1)));
+    net.input(ids[1], Input::Propose(7));
+    assert!(churn(&mut net, |n| ids[1..].iter().all(|i| n.nodes[i]
+        .applied_layout()
+        .nodes
+        .contains_key(&gone)
+        && n.applied[i].iter().any(|(_, v)| *v == 7))));
+    assert!(net.nodes[&gone].removed(), "it could not learn of it yet");
+    net.blocked.clear();
+    // The running ring's tokens are not lost: only the removed node's own
+    // timers fire (and the holds that turn the token).
+    let rejoined =
+        |n: &Net| one_ring_of(n, 3, &ids) && n.applied[&gone].iter().any(|(_, v)| *v == 7);
+    for _ in 0..20 {
+        if rejoined(&net) {
+            break;
+        }
+        net.fire(gone, Timer::Consensus);
+        net.run(10_000);
+        net.fire_all(Timer::JoinWindow);
+        assert!(net.settle(|n| rejoined(n) || n.nodes[&gone].phase() == Phase::Gather));
+    }
+    assert!(
+        rejoined(&net),
+        "the node rejoined with what it missed: {:#?}",
+        net.nodes
+            .values()
+            .map(|n| (n.phase(), n.ring(), n.layout().epoch, n.removed()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(net.nodes[&gone].layout().epoch, 2);
 }
