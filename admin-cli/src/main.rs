@@ -622,7 +622,7 @@ async fn ring(client: &Client) -> anyhow::Result<ExitCode> {
 async fn status(client: &Client) -> anyhow::Result<ExitCode> {
     let data = client
         .query(
-            "{ cluster { nodes { id address state songCount bytesStored } \
+            "{ cluster { nodes { id address state songCount bytesStored outboxLength } \
                gateways { id address vrrpState priority isMaster vip lastSeenMs } } }",
             json!({}),
         )
@@ -664,12 +664,13 @@ async fn status(client: &Client) -> anyhow::Result<ExitCode> {
             down += 1;
         }
         println!(
-            "node     {}  {}  {}  {} songs  {} bytes",
+            "node     {}  {}  {}  {} songs  {} bytes  {} pending",
             n.get("id").and_then(Value::as_str).unwrap_or("(unknown)"),
             n.get("address").and_then(Value::as_str).unwrap_or(""),
             state,
             n.get("songCount").and_then(Value::as_u64).unwrap_or(0),
-            n.get("bytesStored").and_then(Value::as_u64).unwrap_or(0)
+            n.get("bytesStored").and_then(Value::as_u64).unwrap_or(0),
+            n.get("outboxLength").and_then(Value::as_u64).unwrap_or(0)
         );
     }
     Ok(if down > 0 {

@@ -27,6 +27,9 @@ pub struct NodeInfo {
     pub up: bool,
     pub song_count: u64,
     pub bytes_stored: u64,
+    /// Side effects waiting in the node's outbox (blob fetches and pushes,
+    /// removals).
+    pub outbox_len: u64,
     /// The control plane as the node last reported it.
     pub ring: Option<pb::RingStatus>,
     /// Token passes per second this node saw between the last two health
@@ -75,6 +78,7 @@ impl Node {
             info.up = true;
             info.song_count = reply.song_count;
             info.bytes_stored = reply.bytes_stored;
+            info.outbox_len = reply.outbox_len;
             let now = std::time::Instant::now();
             if let (Some(old), Some(new), Some(at)) = (&info.ring, &reply.ring, info.ring_read_at)
                 && old.ring_counter == new.ring_counter

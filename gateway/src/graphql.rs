@@ -323,6 +323,10 @@ pub struct ClusterNode {
     pub state: NodeState,
     pub song_count: i64,
     pub bytes_stored: i64,
+    /// Side effects of applied updates the node has yet to carry out
+    /// (blobs to fetch or push, files to remove); stays above zero while a
+    /// node it must push to is down.
+    pub outbox_length: i64,
     /// The ring this node is in or trying to form, as `counter:representative`
     /// (ring ids order by counter, then representative).
     pub ring_id: Option<String>,
@@ -598,6 +602,7 @@ impl CatalogQuery {
                     },
                     song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
                     bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
+                    outbox_length: i64::try_from(info.outbox_len).unwrap_or(i64::MAX),
                     ring_id: ring.map(|r| format!("{}:{}", r.ring_counter, r.ring_rep)),
                     ring_phase: ring.map(|r| r.phase.clone()),
                     last_applied_seq: ring

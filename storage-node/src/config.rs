@@ -37,6 +37,19 @@ pub struct Config {
     /// The control plane (token ring).
     #[serde(default)]
     pub ring: RingConfig,
+    /// How long a node waits for the push of a song's blob from the node
+    /// that proposed it before it fetches the blob itself (milliseconds,
+    /// default 5000). Blobs of songs ordered before this node joined are
+    /// fetched at once.
+    #[serde(default)]
+    pub blob_repair_after_ms: Option<u64>,
+}
+
+impl Config {
+    /// See `blob_repair_after_ms`.
+    pub fn blob_repair_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.blob_repair_after_ms.unwrap_or(5000))
+    }
 }
 
 /// Configuration of the control plane (storage-node/PROTOCOL.md).

@@ -107,7 +107,8 @@ impl StorageNode for Service {
     ) -> Result<Response<pb::ReplicateBlobResponse>, Status> {
         if std::env::var_os("RONDO_REFUSE_REPLICATION").is_some() {
             // Test knob (like `RONDO_FAILPOINT`): this node takes no copies
-            // ahead of songs, so the fault tests can pick which nodes do.
+            // ahead of songs, so the fault tests can pick which nodes do
+            // (and, unless it is `copies`, no pushes either).
             return Err(Status::unavailable(
                 "this node refuses replication (RONDO_REFUSE_REPLICATION)",
             ));
@@ -146,6 +147,82 @@ impl StorageNode for Service {
         });
         tracing::debug!(%hash, %source, "replicated blob ahead of its song");
         Ok(Response::new(pb::ReplicateBlobResponse {}))
+    }
+
+    async fn deliver_blob(
+        &self,
+        request: Request<pb::DeliverBlobRequest>,
+    ) -> Result<Response<pb::DeliverBlobReply>, Status> {
+        use crate::store::{Delivered, Delivery};
+        use pb::deliver_blob_reply::Outcome;
+        if std::env::var("RONDO_REFUSE_REPLICATION").is_ok_and(|v| v != "copies") {
+            return Err(Status::unavailable(
+                "this node refuses replication (RONDO_REFUSE_REPLICATION)",
+            ));
+        }
+        let req = request.into_inner();
+        let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
+        let origin: rondo_core::NodeId = req.origin.parse().map_err(Error::from)?;
+        let delivery = Delivery {
+            origin,
+            outbox_seq: req.outbox_seq,
+            low_water: req.low_water,
+        };
+        let state = self.state.clone();
+        let (seen, (applied, _)) = tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((
+                state.store.delivered(origin, req.outbox_seq)?,
+                state.store.ring_applied()?,
+            ))
+        })
+        .await
+        .map_err(Error::from)??;
+        let done = if seen {
+            Delivered::Duplicate
+        } else if applied < req.entry_seq {
+            // Whether a song still wants the blob is known only once its
+            // entry is applied here.
+            return Err(Status::unavailable(format!(
+                "entry {} is not applied on this node yet (applied: {applied})",
+                req.entry_seq
+            )));
+        } else {
+            let state = self.state.clone();
+            let wanted = tokio::task::spawn_blocking(move || state.store.wants_blob(&hash))
+                .await
+                .map_err(Error::from)??;
+            if wanted {
+                crate::pull(&self.state, &hash, origin, Some(delivery))
+                    .await?
+                    .1
+            } else {
+                let state = self.state.clone();
+                tokio::task::spawn_blocking(move || state.store.deliver_held(delivery))
+                    .await
+                    .map_err(Error::from)??
+            }
+        };
+        crate::failpoint("deliver-before-ack");
+        let outcome = match done {
+            Delivered::Stored => {
+                self.state.metrics.inbox_applied.inc();
+                self.state.outbox.notify_one();
+                self.state.refresh_gauges();
+                Outcome::Stored
+            }
+            Delivered::Held => {
+                self.state.metrics.inbox_applied.inc();
+                Outcome::Held
+            }
+            Delivered::Duplicate => {
+                self.state.metrics.inbox_duplicates.inc();
+                tracing::info!(%hash, %origin, seq = req.outbox_seq, "duplicate delivery ignored");
+                Outcome::Duplicate
+            }
+        };
+        Ok(Response::new(pb::DeliverBlobReply {
+            outcome: outcome as i32,
+        }))
     }
 
     type ReadBlobStream = BoxStream<pb::ReadBlobResponse>;
@@ -294,6 +371,9 @@ impl StorageNode for Service {
             last_seq: stats.last_seq,
             ring: self.state.ring.get().map(|r| r.status()),
             gateways: self.state.gateways.recent(),
+            outbox_len: stats.outbox_len,
+            inbox_len: stats.inbox_len,
+            inbox_duplicates: self.state.metrics.inbox_duplicates.get(),
         }))
     }
 }

@@ -253,10 +253,12 @@ pub async fn run(
 }
 
 /// Carries out outbox tasks after each commit that queues some, and retries
-/// failures with backoff: local tasks (removing blob files) and blob fetches
-/// from other nodes.
+/// failures with backoff: local tasks (removing blob files), blob fetches
+/// from other nodes and blob pushes to them.
 async fn relay_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(100);
+    // When each repair fetch was first seen (it waits for a push first).
+    let mut seen = std::collections::HashMap::new();
     loop {
         let st = state.clone();
         let local = match tokio::task::spawn_blocking(move || st.store.run_outbox()).await {
@@ -266,20 +268,29 @@ async fn relay_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Recei
                 return;
             }
         };
-        let fetched = fetch_blobs(&state).await;
-        match (local, fetched) {
-            (Ok(_), Ok(())) => {
+        let (network, next) = network_tasks(&state, &mut seen).await;
+        let result = local.map(|_| ()).and(network);
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        match result {
+            Ok(()) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
                     () = state.outbox.notified() => {}
+                    () = due => {}
                     _ = stop.changed() => return,
                 }
             }
-            (Err(e), _) | (_, Err(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, ?backoff, "outbox task failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = state.outbox.notified() => {}
+                    () = due => {}
                     _ = stop.changed() => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -288,20 +299,77 @@ async fn relay_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Recei
     }
 }
 
-/// Blob fetches the outbox runs at once (a node that joins fetches every
+/// Network tasks the outbox runs at once (a node that joins fetches every
 /// blob of the catalog: one at a time, each waits for its fsyncs).
-const FETCH_CONCURRENCY: usize = 8;
+const NETWORK_CONCURRENCY: usize = 8;
 
-/// Fetches every blob the outbox asks for, several at once: each from the
-/// node that proposed the song first, then from any other node; the hash is
-/// checked before the blob is indexed.
-async fn fetch_blobs(state: &Arc<NodeState>) -> Result<()> {
+/// Runs the outbox's due network tasks, several at once: blob fetches
+/// (each from the node that proposed the song first, then from any other
+/// node; the hash is checked before the blob is indexed) and blob pushes.
+/// A fetch of a blob whose proposer will push it is due only after
+/// `blob_repair_after`. Pushes to one node go one after the other and
+/// stop at its first failure, so a node that is down holds up no other
+/// task for long. Returns the first failure, and when the next waiting
+/// fetch is due.
+async fn network_tasks(
+    state: &Arc<NodeState>,
+    seen: &mut std::collections::HashMap<u64, tokio::time::Instant>,
+) -> (Result<()>, Option<tokio::time::Instant>) {
+    let mut next = None;
+    let result = run_network_tasks(state, seen, &mut next).await;
+    (result, next)
+}
+
+async fn run_network_tasks(
+    state: &Arc<NodeState>,
+    seen: &mut std::collections::HashMap<u64, tokio::time::Instant>,
+    next: &mut Option<tokio::time::Instant>,
+) -> Result<()> {
     use futures::StreamExt;
+    use store::OutboxTask;
     let st = state.clone();
-    let tasks = tokio::task::spawn_blocking(move || st.store.fetch_tasks()).await??;
-    let results: Vec<Result<()>> = futures::stream::iter(tasks)
-        .map(|(n, hash, origin)| fetch_task(state, n, hash, origin))
-        .buffer_unordered(FETCH_CONCURRENCY)
+    let (tasks, low_water) =
+        tokio::task::spawn_blocking(move || st.store.network_tasks()).await??;
+    let now = tokio::time::Instant::now();
+    let repair_after = state.config.blob_repair_after();
+    seen.retain(|n, _| tasks.iter().any(|(m, _)| m == n));
+    let mut fetches = Vec::new();
+    let mut pushes: std::collections::BTreeMap<NodeId, Vec<(u64, store::PushTask)>> =
+        std::collections::BTreeMap::new();
+    for (n, task) in tasks {
+        if let OutboxTask::FetchBlob(f) = &task
+            && f.push_expected
+        {
+            let at = *seen.entry(n).or_insert(now) + repair_after;
+            let st = state.clone();
+            let hash = f.hash;
+            // A pushed blob settles its fetch at once.
+            let wanted = tokio::task::spawn_blocking(move || st.store.wants_blob(&hash)).await??;
+            if at > now && wanted {
+                *next = Some(next.map_or(at, |x| x.min(at)));
+                continue;
+            }
+        }
+        match task {
+            OutboxTask::FetchBlob(f) => fetches.push((n, f)),
+            OutboxTask::PushBlob(p) => pushes.entry(p.to).or_default().push((n, p)),
+            OutboxTask::DeleteBlob(_) => {}
+        }
+    }
+    let mut jobs: Vec<futures::future::BoxFuture<'_, Result<()>>> = Vec::new();
+    for (n, f) in fetches {
+        jobs.push(Box::pin(fetch_task(state, n, f)));
+    }
+    for rows in pushes.into_values() {
+        jobs.push(Box::pin(async move {
+            for (n, p) in rows {
+                push_task(state, n, p, low_water).await?;
+            }
+            Ok(())
+        }));
+    }
+    let results: Vec<Result<()>> = futures::stream::iter(jobs)
+        .buffer_unordered(NETWORK_CONCURRENCY)
         .collect()
         .await;
     results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
@@ -309,35 +377,51 @@ async fn fetch_blobs(state: &Arc<NodeState>) -> Result<()> {
 
 /// One fetch task of the outbox: done (and its row removed) once the blob is
 /// here, or at once if no song wants it any more.
-async fn fetch_task(
-    state: &Arc<NodeState>,
-    n: u64,
-    hash: rondo_core::ContentHash,
-    origin: NodeId,
-) -> Result<()> {
+async fn fetch_task(state: &Arc<NodeState>, n: u64, task: store::FetchTask) -> Result<()> {
+    let hash = task.hash;
     let st = state.clone();
     if !tokio::task::spawn_blocking(move || st.store.wants_blob(&hash)).await?? {
         let st = state.clone();
         tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
         return Ok(());
     }
+    if task.push_expected {
+        tracing::info!(%hash, from = %task.from, "no push came: fetching the blob");
+    }
+    let (peer, _) = pull(state, &hash, task.from, None).await?;
+    tracing::info!(%hash, %peer, "fetched blob");
+    failpoint("fetch-before-finish");
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
+    state.refresh_gauges();
+    Ok(())
+}
+
+/// Pulls a blob that songs wait for into this node's store, from `first`
+/// then from any other node, as a delivery from another node's outbox
+/// when `delivery` is set. Returns the node it came from.
+pub(crate) async fn pull(
+    state: &Arc<NodeState>,
+    hash: &rondo_core::ContentHash,
+    first: NodeId,
+    delivery: Option<store::Delivery>,
+) -> Result<(NodeId, store::Delivered)> {
     let peers = state.ring.get().map(|r| r.peers()).unwrap_or_default();
     let mut order: Vec<(NodeId, String)> = peers
         .iter()
-        .filter(|(id, _)| **id == origin)
-        .chain(peers.iter().filter(|(id, _)| **id != origin))
+        .filter(|(id, _)| **id == first)
+        .chain(peers.iter().filter(|(id, _)| **id != first))
         .map(|(id, url)| (*id, url.clone()))
         .collect();
     order.dedup_by_key(|(id, _)| *id);
     for (peer, url) in order {
-        match fetch_one(state, &url, &hash).await {
-            Ok(()) => {
-                tracing::info!(%hash, %peer, "fetched blob");
-                failpoint("fetch-before-finish");
+        match download(state, &url, hash).await {
+            Ok(staged) => {
                 let st = state.clone();
-                tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
-                state.refresh_gauges();
-                return Ok(());
+                let done =
+                    tokio::task::spawn_blocking(move || st.store.put_wanted(staged, delivery))
+                        .await??;
+                return Ok((peer, done));
             }
             Err(e) => tracing::debug!(%hash, %peer, error = %e, "blob fetch failed"),
         }
@@ -347,13 +431,69 @@ async fn fetch_task(
     )))
 }
 
+/// One push task of the outbox: tells the node to hold the blob of a song
+/// this node proposed; done once it answers (stored, held or duplicate),
+/// or at once if the node left the layout or this node lost the blob.
+async fn push_task(
+    state: &Arc<NodeState>,
+    n: u64,
+    task: store::PushTask,
+    low_water: u64,
+) -> Result<()> {
+    failpoint("push-before-send");
+    let st = state.clone();
+    let layout = tokio::task::spawn_blocking(move || st.store.ring_layout()).await??;
+    let url = layout.and_then(|l| l.nodes.get(&task.to).map(|m| m.addr.clone()));
+    let hash = task.hash;
+    let st = state.clone();
+    let held = tokio::task::spawn_blocking(move || st.store.blob_size(&hash)).await??;
+    let Some(url) = url.filter(|_| held.is_some()) else {
+        tracing::debug!(%hash, to = %task.to, "push dropped: node or blob gone");
+        let st = state.clone();
+        return tokio::task::spawn_blocking(move || st.store.finish_task(n)).await?;
+    };
+    let request = rondo_proto::storage::v1::DeliverBlobRequest {
+        origin: state.node_id.to_string(),
+        outbox_seq: n,
+        low_water,
+        content_hash: hash.to_hex(),
+        entry_seq: task.entry_seq,
+    };
+    let reply = state
+        .peer(&url)?
+        .deliver_blob(request)
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!("push blob {hash} to {}: {}", task.to, e.message()))
+        })?
+        .into_inner();
+    tracing::debug!(%hash, to = %task.to, outcome = ?reply.outcome(), "pushed blob");
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
+    state.refresh_gauges();
+    Ok(())
+}
+
 /// Copies one blob from the node at `url` into this node's store (hash
-/// checked, fsync'd, indexed).
+/// checked, fsync'd, indexed), as a copy ahead of its song.
 pub(crate) async fn fetch_one(
     state: &Arc<NodeState>,
     url: &str,
     hash: &rondo_core::ContentHash,
 ) -> Result<()> {
+    let staged = download(state, url, hash).await?;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
+    Ok(())
+}
+
+/// Reads one blob from the node at `url` into a staged file (hash checked,
+/// fsync'd).
+async fn download(
+    state: &Arc<NodeState>,
+    url: &str,
+    hash: &rondo_core::ContentHash,
+) -> Result<store::StagedBlob> {
     use futures::StreamExt;
     use rondo_proto::storage::v1 as pb;
     let unavailable = |e: String| Error::Unavailable(e);
@@ -372,8 +512,5 @@ pub(crate) async fn fetch_one(
         let chunk = chunk.map_err(|e| unavailable(format!("read blob from {url}: {e}")))?;
         staging.write(&chunk.chunk).await?;
     }
-    let staged = staging.finish(&hash.to_hex()).await?;
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
-    Ok(())
+    staging.finish(&hash.to_hex()).await
 }

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub songs: Gauge,
     /// Bytes of distinct blobs stored.
     pub bytes_stored: Gauge,
+    /// Deliveries from other nodes' outboxes carried out (blob pushes).
+    pub inbox_applied: Counter,
+    /// Deliveries received again and ignored (the inbox knew them).
+    pub inbox_duplicates: Counter,
 }
 
 impl Metrics {
@@ -54,6 +58,16 @@ impl Metrics {
             "rondo_node_bytes_stored",
             "Bytes of audio stored",
             self.bytes_stored.clone(),
+        );
+        registry.register(
+            "rondo_node_inbox_applied",
+            "Deliveries from other nodes' outboxes carried out",
+            self.inbox_applied.clone(),
+        );
+        registry.register(
+            "rondo_node_inbox_duplicates",
+            "Deliveries received again and ignored",
+            self.inbox_duplicates.clone(),
         );
     }
 }

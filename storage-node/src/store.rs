@@ -15,8 +15,11 @@
 //!   (fsync'd before the catalog transaction commits).
 //! - Every catalog change has a sequence number in the change log, written in
 //!   the same transaction as the change.
-//! - Side effects of a transaction (deleting a blob file) are outbox rows
-//!   written in that transaction and carried out afterwards, at least once.
+//! - Side effects of a transaction (deleting a blob file, fetching a blob,
+//!   pushing one to another node) are outbox rows written in that
+//!   transaction and carried out afterwards, at least once.
+//! - An effect another node's outbox asked for is recorded in the inbox, by
+//!   (origin, outbox seq), in the transaction that carries it out: once.
 //!
 //! redb is synchronous: async callers use `spawn_blocking`.
 
@@ -52,6 +55,10 @@ const BLOBS: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("blob
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// Side effects to carry out after commit: outbox sequence → encoded task.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Outbox rows of other nodes carried out here: (origin node, outbox seq).
+/// Written in the transaction of the effect, so a row delivered again is a
+/// no-op; forgotten once the origin reports it will never send them again.
+const INBOX: TableDefinition<(u128, u64), ()> = TableDefinition::new("inbox");
 
 /// The control plane's durable state: `promised` (encoded ring id) and
 /// `applied` (8 bytes, big endian).
@@ -476,6 +483,7 @@ pub struct Stats {
     pub bytes_stored: u64,
     pub last_seq: u64,
     pub outbox_len: u64,
+    pub inbox_len: u64,
 }
 
 /// A task in the outbox.
@@ -483,44 +491,125 @@ pub struct Stats {
 pub enum OutboxTask {
     /// Remove a blob file whose last song was deleted.
     DeleteBlob(ContentHash),
-    /// Fetch a blob this node lacks from the node that has it.
-    FetchBlob(ContentHash, NodeId),
+    /// Fetch a blob this node lacks, from the node that proposed the song
+    /// first. When that node will push it here (`push_expected`), the fetch
+    /// is a repair, tried only if the push has not come in a while.
+    FetchBlob(FetchTask),
+    /// Tell another node to hold a blob of a song this node proposed (it
+    /// pulls the bytes it lacks): a delivery deduplicated by its inbox.
+    PushBlob(PushTask),
+}
+
+/// A blob fetch waiting in the outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchTask {
+    pub hash: ContentHash,
+    pub from: NodeId,
+    pub push_expected: bool,
+}
+
+/// A blob push waiting in the outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushTask {
+    pub hash: ContentHash,
+    pub to: NodeId,
+    /// The ring entry of the song that uses the blob.
+    pub entry_seq: u64,
 }
 
 impl OutboxTask {
     fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(57);
         match self {
             OutboxTask::DeleteBlob(h) => {
-                let mut v = vec![1u8];
+                v.push(1u8);
                 v.extend_from_slice(h.as_bytes());
-                v
             }
-            OutboxTask::FetchBlob(h, from) => {
-                let mut v = vec![2u8];
-                v.extend_from_slice(h.as_bytes());
-                v.extend_from_slice(from.0.as_bytes());
-                v
+            OutboxTask::FetchBlob(t) => {
+                v.push(if t.push_expected { 3 } else { 2 });
+                v.extend_from_slice(t.hash.as_bytes());
+                v.extend_from_slice(t.from.0.as_bytes());
+            }
+            OutboxTask::PushBlob(t) => {
+                v.push(4);
+                v.extend_from_slice(t.hash.as_bytes());
+                v.extend_from_slice(t.to.0.as_bytes());
+                v.extend_from_slice(&t.entry_seq.to_be_bytes());
             }
         }
+        v
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
+        let node = |b: &[u8]| uuid::Uuid::from_slice(b).ok().map(NodeId);
         match bytes.split_first() {
             Some((1, rest)) => Some(OutboxTask::DeleteBlob(ContentHash(rest.try_into().ok()?))),
-            Some((2, rest)) if rest.len() == 48 => {
+            Some((tag @ (2 | 3), rest)) if rest.len() == 48 => {
                 let (h, n) = rest.split_at(32);
-                Some(OutboxTask::FetchBlob(
-                    ContentHash(h.try_into().ok()?),
-                    NodeId(uuid::Uuid::from_slice(n).ok()?),
-                ))
+                Some(OutboxTask::FetchBlob(FetchTask {
+                    hash: ContentHash(h.try_into().ok()?),
+                    from: node(n)?,
+                    push_expected: *tag == 3,
+                }))
+            }
+            Some((4, rest)) if rest.len() == 56 => {
+                let (h, rest) = rest.split_at(32);
+                let (n, seq) = rest.split_at(16);
+                Some(OutboxTask::PushBlob(PushTask {
+                    hash: ContentHash(h.try_into().ok()?),
+                    to: node(n)?,
+                    entry_seq: u64::from_be_bytes(seq.try_into().ok()?),
+                }))
             }
             _ => None,
         }
     }
 }
 
+/// An outbox row of another node, delivered here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub origin: NodeId,
+    pub outbox_seq: u64,
+    /// The origin's lowest pending outbox seq: its rows below are never
+    /// sent again.
+    pub low_water: u64,
+}
+
+/// What a delivery did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// The blob was stored (with the inbox row).
+    Stored,
+    /// The blob was here already, or nothing wants it: only the inbox row
+    /// was written.
+    Held,
+    /// Delivered before: nothing was done.
+    Duplicate,
+}
+
+/// Records a delivery in the inbox, forgetting the origin's rows it will
+/// never send again; false if it was there already.
+fn record_delivery(txn: &redb::WriteTransaction, d: &Delivery) -> Result<bool> {
+    let origin = d.origin.0.as_u128();
+    let mut inbox = txn.open_table(INBOX)?;
+    if inbox.get((origin, d.outbox_seq))?.is_some() {
+        return Ok(false);
+    }
+    if d.low_water > 0 {
+        inbox.retain_in(
+            (origin, 0)..(origin, d.low_water.min(d.outbox_seq)),
+            |_, ()| false,
+        )?;
+    }
+    inbox.insert((origin, d.outbox_seq), ())?;
+    Ok(true)
+}
+
 /// The node's database and blob directory.
 pub struct Store {
+    /// This node (the origin of the songs it proposes).
+    id: NodeId,
     db: Database,
     blob_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -650,6 +739,7 @@ impl Store {
         for d in [dir, &blob_dir, &tmp_dir] {
             std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
         }
+        let id = crate::node_identity(dir)?;
         let db = Database::create(dir.join("node.redb"))?;
         {
             let txn = db.begin_write()?;
@@ -661,6 +751,7 @@ impl Store {
             txn.open_table(BLOBS)?;
             txn.open_table(CHANGES)?;
             txn.open_table(OUTBOX)?;
+            txn.open_table(INBOX)?;
             txn.open_table(RING_META)?;
             txn.open_table(RING_LOG)?;
             txn.open_table(WANTED)?;
@@ -669,6 +760,7 @@ impl Store {
         }
         let (changes, _) = broadcast::channel(1024);
         let store = Store {
+            id,
             db,
             blob_dir,
             tmp_dir,
@@ -729,6 +821,11 @@ impl Store {
         Ok(())
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
     /// Subscribes to catalog changes committed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<pb::CatalogChange> {
         self.changes.subscribe()
@@ -760,7 +857,7 @@ impl Store {
     /// directory are fsync'd. Songs of the catalog that were waiting for
     /// this blob (ordered while this node lacked it) are announced on the
     /// change stream in the same transaction.
-    pub fn put_blob(&self, mut staged: StagedBlob) -> Result<()> {
+    pub fn put_blob(&self, staged: StagedBlob) -> Result<()> {
         let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
         let hash = *staged.hash.as_bytes();
         if self
@@ -772,6 +869,79 @@ impl Store {
         {
             return Ok(()); // the staged copy is removed on drop
         }
+        self.place(staged, None)
+    }
+
+    /// Puts a blob that songs of the catalog wait for, fetched by this
+    /// node's outbox or delivered by another's (`delivery`, recorded in the
+    /// inbox in the same transaction). A blob nothing wants any more (its
+    /// songs were deleted meanwhile) or one already here is not stored
+    /// again; a delivery seen before does nothing.
+    pub fn put_wanted(&self, staged: StagedBlob, delivery: Option<Delivery>) -> Result<Delivered> {
+        let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = *staged.hash.as_bytes();
+        let (held, wanted, seen) = {
+            let txn = self.db.begin_read()?;
+            let seen = match &delivery {
+                Some(d) => txn
+                    .open_table(INBOX)?
+                    .get((d.origin.0.as_u128(), d.outbox_seq))?
+                    .is_some(),
+                None => false,
+            };
+            (
+                txn.open_table(BLOBS)?.get(&hash)?.is_some(),
+                txn.open_table(WANTED)?.get(&hash)?.is_some(),
+                seen,
+            )
+        };
+        if seen {
+            return Ok(Delivered::Duplicate);
+        }
+        if held || !wanted {
+            return self.note_delivery(delivery.as_ref());
+        }
+        self.place(staged, delivery.as_ref())?;
+        Ok(Delivered::Stored)
+    }
+
+    /// Records a delivery whose effect is done already (the blob is here)
+    /// or moot (nothing wants it).
+    fn note_delivery(&self, delivery: Option<&Delivery>) -> Result<Delivered> {
+        let Some(d) = delivery else {
+            return Ok(Delivered::Held);
+        };
+        let txn = self.db.begin_write()?;
+        let fresh = record_delivery(&txn, d)?;
+        txn.commit()?;
+        Ok(if fresh {
+            Delivered::Held
+        } else {
+            Delivered::Duplicate
+        })
+    }
+
+    /// Records a delivery of a blob this node holds or no longer wants,
+    /// unless it was delivered before (then `Duplicate`).
+    pub fn deliver_held(&self, delivery: Delivery) -> Result<Delivered> {
+        let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.note_delivery(Some(&delivery))
+    }
+
+    /// Whether a delivery was carried out here before.
+    pub fn delivered(&self, origin: NodeId, outbox_seq: u64) -> Result<bool> {
+        Ok(self
+            .db
+            .begin_read()?
+            .open_table(INBOX)?
+            .get((origin.0.as_u128(), outbox_seq))?
+            .is_some())
+    }
+
+    /// Moves a staged blob into place and indexes it (see `put_blob`); the
+    /// caller holds `blob_lock` and checked the blob is not indexed.
+    fn place(&self, mut staged: StagedBlob, delivery: Option<&Delivery>) -> Result<()> {
+        let hash = *staged.hash.as_bytes();
         let dest = self.blob_path(&staged.hash);
         let parent = dest.parent().unwrap_or(&self.blob_dir).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(Error::io("create blob shard"))?;
@@ -781,6 +951,9 @@ impl Store {
             fsync_dir(&parent)?;
             let txn = self.db.begin_write()?;
             let mut changes = Vec::new();
+            if let Some(d) = delivery {
+                record_delivery(&txn, d)?;
+            }
             {
                 let mut wanted = txn.open_table(WANTED)?;
                 let refs = wanted.remove(&hash)?.map_or(0, |g| g.value());
@@ -992,20 +1165,52 @@ impl Store {
                     song.artist.clone().unwrap_or_default(),
                     song.album.clone().unwrap_or_default(),
                 );
+                // The nodes of the layout as applied: the same on every
+                // node at this entry. The song's origin pushes the blob to
+                // each of them; each expects that push.
+                let layout: Vec<NodeId> = match txn.open_table(RING_META)?.get(RING_LAYOUT)? {
+                    Some(bytes) => {
+                        let wire: rondo_proto::ring::v1::Layout =
+                            decode("ring_meta", bytes.value())?;
+                        crate::ring::layout_from_wire(wire)?
+                            .nodes
+                            .into_keys()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                };
+                let origin: NodeId = update.origin.parse()?;
                 let mut blobs = txn.open_table(BLOBS)?;
                 let key = *hash.as_bytes();
                 let present = blobs.get(&key)?.map(|g| g.value());
                 match present {
                     Some((size, refs)) => {
                         blobs.insert(&key, (size, refs + 1))?;
+                        if origin == self.id {
+                            for &to in layout.iter().filter(|n| **n != self.id) {
+                                let task = PushTask {
+                                    hash,
+                                    to,
+                                    entry_seq: seq,
+                                };
+                                push_outbox(txn, &mut meta, OutboxTask::PushBlob(task))?;
+                            }
+                        }
                     }
                     None => {
                         let mut wanted = txn.open_table(WANTED)?;
                         let refs = wanted.get(&key)?.map_or(0, |g| g.value());
                         wanted.insert(&key, refs + 1)?;
                         if refs == 0 {
-                            let origin: NodeId = update.origin.parse()?;
-                            push_outbox(txn, &mut meta, OutboxTask::FetchBlob(hash, origin))?;
+                            let push_expected = origin != self.id
+                                && layout.contains(&self.id)
+                                && layout.contains(&origin);
+                            let task = FetchTask {
+                                hash,
+                                from: origin,
+                                push_expected,
+                            };
+                            push_outbox(txn, &mut meta, OutboxTask::FetchBlob(task))?;
                         }
                     }
                 }
@@ -1217,17 +1422,22 @@ impl Store {
         Ok((applied, digest))
     }
 
-    /// Blob fetches waiting in the outbox: (outbox seq, hash, from).
-    pub fn fetch_tasks(&self) -> Result<Vec<(u64, ContentHash, NodeId)>> {
+    /// Network tasks waiting in the outbox (blob fetches and pushes), by
+    /// outbox seq, and the lowest seq in the outbox (0 if it is empty).
+    pub fn network_tasks(&self) -> Result<(Vec<(u64, OutboxTask)>, u64)> {
         let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let low = table.first()?.map_or(0, |(k, _)| k.value());
         let mut out = Vec::new();
-        for row in txn.open_table(OUTBOX)?.iter()? {
+        for row in table.iter()? {
             let (k, v) = row?;
-            if let Some(OutboxTask::FetchBlob(h, from)) = OutboxTask::decode(v.value()) {
-                out.push((k.value(), h, from));
+            if let Some(t @ (OutboxTask::FetchBlob(_) | OutboxTask::PushBlob(_))) =
+                OutboxTask::decode(v.value())
+            {
+                out.push((k.value(), t));
             }
         }
-        Ok(out)
+        Ok((out, low))
     }
 
     /// Removes a done outbox task.
@@ -1267,7 +1477,7 @@ impl Store {
                         }
                     }
                 }
-                Some(OutboxTask::FetchBlob(..)) => continue,
+                Some(OutboxTask::FetchBlob(_) | OutboxTask::PushBlob(_)) => continue,
                 None => tracing::error!(outbox = n, "dropping undecodable outbox task"),
             }
             txn.open_table(OUTBOX)?.remove(n)?;
@@ -1382,6 +1592,7 @@ impl Store {
             bytes_stored: get(BYTES_STORED)?,
             last_seq: get(LAST_SEQ)?,
             outbox_len: txn.open_table(OUTBOX)?.len()?,
+            inbox_len: txn.open_table(INBOX)?.len()?,
         })
     }
 }
@@ -1658,13 +1869,16 @@ mod tests {
         let hash = ContentHash::of(b"far away");
         assert!(store.wants_blob(&hash).unwrap());
         assert_eq!(
-            store
-                .fetch_tasks()
-                .unwrap()
-                .iter()
-                .map(|t| (t.1, t.2))
-                .collect::<Vec<_>>(),
-            vec![(hash, origin)]
+            store.network_tasks().unwrap().0,
+            vec![(
+                1,
+                OutboxTask::FetchBlob(FetchTask {
+                    hash,
+                    from: origin,
+                    push_expected: false
+                })
+            )],
+            "no layout: no push to wait for"
         );
         assert_eq!(
             store.stats().unwrap().last_seq,
@@ -1896,5 +2110,129 @@ mod tests {
             .map(|r| r.unwrap().0.value().to_owned())
             .collect();
         assert_eq!(ids, ["s2"]);
+    }
+
+    /// A store whose applied layout is itself and `others`.
+    fn in_layout(store: &Store, others: &[NodeId]) {
+        let mut nodes: std::collections::BTreeMap<NodeId, String> =
+            others.iter().map(|n| (*n, n.to_string())).collect();
+        nodes.insert(store.node_id(), "me".into());
+        store
+            .apply_marker(1, Some(&rondo_ring::Layout::genesis(nodes)))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_proposer_pushes_to_the_layout_and_the_others_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b, stranger) = (
+            NodeId::new_random(),
+            NodeId::new_random(),
+            NodeId::new_random(),
+        );
+        in_layout(&store, &[a, b]);
+        let me = store.node_id();
+        // Its own song, blob here: a push to each other node of the layout.
+        store.put_blob(staged(&store, b"mine").await).unwrap();
+        store
+            .apply_update(2, &upsert(song(SongId::new_random()), b"mine", me))
+            .unwrap();
+        // Songs of others, blob missing: a fetch that waits for the push
+        // when the proposer is in the layout, and one that does not when
+        // it is not (the push will never come).
+        store
+            .apply_update(3, &upsert(song(SongId::new_random()), b"from a", a))
+            .unwrap();
+        store
+            .apply_update(4, &upsert(song(SongId::new_random()), b"far", stranger))
+            .unwrap();
+        let (tasks, low) = store.network_tasks().unwrap();
+        let mine = ContentHash::of(b"mine");
+        let mut pushes: Vec<NodeId> = tasks
+            .iter()
+            .filter_map(|(_, t)| match t {
+                OutboxTask::PushBlob(p) if p.hash == mine && p.entry_seq == 2 => Some(p.to),
+                _ => None,
+            })
+            .collect();
+        pushes.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(pushes, expected);
+        let fetches: Vec<(ContentHash, NodeId, bool)> = tasks
+            .iter()
+            .filter_map(|(_, t)| match t {
+                OutboxTask::FetchBlob(f) => Some((f.hash, f.from, f.push_expected)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            fetches,
+            vec![
+                (ContentHash::of(b"from a"), a, true),
+                (ContentHash::of(b"far"), stranger, false)
+            ]
+        );
+        assert_eq!(low, tasks[0].0);
+        assert_eq!(tasks.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_carried_out_once_and_forgotten_below_the_low_water() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = NodeId::new_random();
+        in_layout(&store, &[a]);
+        store
+            .apply_update(2, &upsert(song(SongId::new_random()), b"pushed", a))
+            .unwrap();
+        let hash = ContentHash::of(b"pushed");
+        let d = |outbox_seq, low_water| Delivery {
+            origin: a,
+            outbox_seq,
+            low_water,
+        };
+        assert_eq!(
+            store
+                .put_wanted(staged(&store, b"pushed").await, Some(d(7, 5)))
+                .unwrap(),
+            Delivered::Stored
+        );
+        assert!(!store.wants_blob(&hash).unwrap());
+        assert!(store.delivered(a, 7).unwrap());
+        // Sent again (the answer was lost): nothing happens.
+        assert_eq!(
+            store
+                .put_wanted(staged(&store, b"pushed").await, Some(d(7, 5)))
+                .unwrap(),
+            Delivered::Duplicate
+        );
+        assert_eq!(store.deliver_held(d(7, 5)).unwrap(), Delivered::Duplicate);
+        let st = store.stats().unwrap();
+        assert_eq!((st.blob_count, st.inbox_len), (1, 1));
+        assert_eq!(files_in(&dir.path().join("blobs")), 1);
+        assert_eq!(files_in(&dir.path().join("tmp")), 0);
+        // The origin reports it will never send rows below 9 again: row 7
+        // is forgotten.
+        assert_eq!(store.deliver_held(d(9, 9)).unwrap(), Delivered::Held);
+        assert!(!store.delivered(a, 7).unwrap());
+        assert!(store.delivered(a, 9).unwrap());
+        assert_eq!(store.stats().unwrap().inbox_len, 1);
+        // A blob nothing wants is not stored by a delivery: no orphan.
+        assert_eq!(
+            store
+                .put_wanted(staged(&store, b"nobody").await, Some(d(10, 9)))
+                .unwrap(),
+            Delivered::Held
+        );
+        assert!(
+            store
+                .blob_size(&ContentHash::of(b"nobody"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(files_in(&dir.path().join("blobs")), 1);
+        assert_eq!(files_in(&dir.path().join("tmp")), 0);
     }
 }

@@ -318,6 +318,26 @@ pub struct Cluster {
     pub net: Option<netns::Net>,
 }
 
+/// A passing test leaves nothing behind: its processes are stopped and its
+/// directory removed. A failing one keeps the directory (node logs,
+/// databases) for a look.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test cluster kept in {}", self.dir.path().display());
+            return;
+        }
+        for node in &mut self.nodes {
+            node.proc.kill();
+        }
+        self.gateway.kill();
+        for r in &mut self.replicas {
+            r.proc.kill();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+}
+
 async fn read_addresses(path: &Path) -> anyhow::Result<Value> {
     eventually(
         &format!("{}", path.display()),
@@ -735,16 +755,41 @@ impl Cluster {
 
     /// The control plane as node `i` reports it (gRPC `Health`).
     pub async fn ring_status(&self, i: usize) -> anyhow::Result<RingStatus> {
+        self.health(i)
+            .await?
+            .ring
+            .context("node reports no ring status")
+    }
+
+    /// Node `i`'s answer to gRPC `Health`.
+    pub async fn health(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<rondo_proto::storage::v1::HealthResponse> {
         let url = format!("http://{}", self.nodes[i].grpc);
         let mut client =
             rondo_proto::storage::v1::storage_node_client::StorageNodeClient::connect(url).await?;
-        let health = tokio::time::timeout(
+        Ok(tokio::time::timeout(
             Duration::from_secs(2),
             client.health(rondo_proto::storage::v1::HealthRequest::default()),
         )
         .await??
-        .into_inner();
-        health.ring.context("node reports no ring status")
+        .into_inner())
+    }
+
+    /// Sets a top-level option of node `i`'s configuration file; it takes
+    /// effect at the node's next start.
+    pub fn set_node_option(
+        &self,
+        i: usize,
+        key: &str,
+        value: impl Into<toml::Value>,
+    ) -> anyhow::Result<()> {
+        let path = &self.nodes[i].config;
+        let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(path)?)?;
+        t.insert(key.into(), value.into());
+        rondo_cli::devenv::write_config(path, &t)?;
+        Ok(())
     }
 
     /// Waits until the gateway reports every node up.

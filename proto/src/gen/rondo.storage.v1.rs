@@ -123,6 +123,78 @@ pub struct ReplicateBlobRequest {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplicateBlobResponse {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeliverBlobRequest {
+    /// Id of the sending node, whose outbox holds the row.
+    #[prost(string, tag = "1")]
+    pub origin: ::prost::alloc::string::String,
+    /// The row's sequence in the sender's outbox.
+    #[prost(uint64, tag = "2")]
+    pub outbox_seq: u64,
+    /// The lowest sequence still in the sender's outbox: rows below it are
+    /// never sent again, so the receiver forgets them.
+    #[prost(uint64, tag = "3")]
+    pub low_water: u64,
+    #[prost(string, tag = "4")]
+    pub content_hash: ::prost::alloc::string::String,
+    /// The ring entry of the song that uses the blob.
+    #[prost(uint64, tag = "5")]
+    pub entry_seq: u64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeliverBlobReply {
+    #[prost(enumeration = "deliver_blob_reply::Outcome", tag = "1")]
+    pub outcome: i32,
+}
+/// Nested message and enum types in `DeliverBlobReply`.
+pub mod deliver_blob_reply {
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Outcome {
+        Unspecified = 0,
+        /// The blob was fetched and stored with the inbox row.
+        Stored = 1,
+        /// The blob was here already, or no song wants it any more: only the
+        /// inbox row was written.
+        Held = 2,
+        /// The row was delivered before: nothing was done.
+        Duplicate = 3,
+    }
+    impl Outcome {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Unspecified => "OUTCOME_UNSPECIFIED",
+                Self::Stored => "STORED",
+                Self::Held => "HELD",
+                Self::Duplicate => "DUPLICATE",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+                "STORED" => Some(Self::Stored),
+                "HELD" => Some(Self::Held),
+                "DUPLICATE" => Some(Self::Duplicate),
+                _ => None,
+            }
+        }
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetSongRequest {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
@@ -371,6 +443,15 @@ pub struct HealthResponse {
     /// Gateways heard from within the last 10 seconds.
     #[prost(message, repeated, tag = "8")]
     pub gateways: ::prost::alloc::vec::Vec<GatewayInfo>,
+    /// Outbox rows not carried out yet.
+    #[prost(uint64, tag = "9")]
+    pub outbox_len: u64,
+    /// Deliveries remembered in the inbox (for deduplication).
+    #[prost(uint64, tag = "10")]
+    pub inbox_len: u64,
+    /// Deliveries received again since this process started (each a no-op).
+    #[prost(uint64, tag = "11")]
+    pub inbox_duplicates: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RingStatus {
@@ -576,6 +657,36 @@ pub mod storage_node_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Delivers one outbox row of another node: "hold this blob", sent by the
+        /// node that proposed a song to every other node of the layout once the
+        /// song's entry is applied there. The receiver pulls the bytes it lacks,
+        /// and records (origin, outbox_seq) in its inbox in the same transaction
+        /// as the blob, so a resent row is a no-op. UNAVAILABLE while the receiver
+        /// has not applied `entry_seq` yet (the sender retries).
+        pub async fn deliver_blob(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeliverBlobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeliverBlobReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/DeliverBlob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "DeliverBlob"));
+            self.inner.unary(req, path, codec).await
+        }
         /// One song by id.
         pub async fn get_song(
             &mut self,
@@ -769,6 +880,19 @@ pub mod storage_node_server {
             request: tonic::Request<super::ReplicateBlobRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ReplicateBlobResponse>,
+            tonic::Status,
+        >;
+        /// Delivers one outbox row of another node: "hold this blob", sent by the
+        /// node that proposed a song to every other node of the layout once the
+        /// song's entry is applied there. The receiver pulls the bytes it lacks,
+        /// and records (origin, outbox_seq) in its inbox in the same transaction
+        /// as the blob, so a resent row is a no-op. UNAVAILABLE while the receiver
+        /// has not applied `entry_seq` yet (the sender retries).
+        async fn deliver_blob(
+            &self,
+            request: tonic::Request<super::DeliverBlobRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeliverBlobReply>,
             tonic::Status,
         >;
         /// One song by id.
@@ -1022,6 +1146,51 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ReplicateBlobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/DeliverBlob" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeliverBlobSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::DeliverBlobRequest>
+                    for DeliverBlobSvc<T> {
+                        type Response = super::DeliverBlobReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeliverBlobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::deliver_blob(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeliverBlobSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -439,6 +439,101 @@ async fn a_crash_at_each_outbox_point_still_replicates_once() {
     }
 }
 
+/// Kills a node at each crash point of a push, an outbox row carried out by
+/// another node: the proposer after the song's entry and its push rows are
+/// committed but before it sends them, and the receiver after it stored the
+/// blob with the inbox row but before it answered. Node 2 takes no copy
+/// ahead of the song and never fetches by itself (its repair delay is
+/// longer than the test), so only the push can bring it the blob. After the
+/// restart, the push is sent (again) and carried out once: node 2 holds the
+/// blob once, the resent row is answered as a duplicate, and the
+/// proposer's outbox empties.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_at_each_push_point_delivers_once() {
+    for (crashing, point) in [(0, "push-before-send"), (2, "deliver-before-ack")] {
+        let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+        ring_of(&cluster, 0, 3).await;
+        cluster
+            .set_node_option(2, "blob_repair_after_ms", 3_600_000)
+            .unwrap();
+        let refuse = ("RONDO_REFUSE_REPLICATION", "copies");
+        let fail = ("RONDO_FAILPOINT", point);
+        if crashing == 2 {
+            cluster.start_node_with(2, &[refuse, fail]).await.unwrap();
+        } else {
+            cluster.start_node_with(2, &[refuse]).await.unwrap();
+            cluster.start_node_with(crashing, &[fail]).await.unwrap();
+        }
+        ring_of(&cluster, 0, 3).await;
+        ring_of(&cluster, 2, 3).await;
+        let title = format!("push {point}");
+        // The answer may be lost with the proposer (push-before-send).
+        let _ = write_to(&cluster, 0, &title).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while cluster.node_running(crashing) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {crashing} never reached {point}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            cluster.nodes[2].disk().blob_files,
+            usize::from(point == "deliver-before-ack"),
+            "{point}: node 2 holds the blob only if it took the push"
+        );
+        if crashing == 0 {
+            cluster.start_node(0).await.unwrap();
+        } else {
+            cluster.start_node_with(2, &[refuse]).await.unwrap();
+        }
+        ring_of(&cluster, crashing, 3).await;
+        // The song was committed before the crash: it is everywhere once.
+        let acked: BTreeMap<String, String> = [(title.clone(), String::new())].into();
+        check(&cluster, &[0, 1, 2], &acked).await;
+        let song_hash = eventually("node 2 holds the blob", Duration::from_secs(60), || async {
+            let d = cluster
+                .anon
+                .query(
+                    "query($q: String) { songs(search: $q) { nodes { contentHash replicas { id } } } }",
+                    json!({ "q": title }),
+                )
+                .await
+                .ok()?;
+            let n = d.pointer("/songs/nodes/0/replicas")?.as_array()?.len();
+            let hash = d.pointer("/songs/nodes/0/contentHash")?.as_str()?.to_string();
+            (n == 3 && holds_blob(&cluster, 2, &hash).await).then_some(hash)
+        })
+        .await
+        .unwrap();
+        eventually(
+            "the proposer's outbox empties",
+            Duration::from_secs(60),
+            || async { (cluster.health(0).await.ok()?.outbox_len == 0).then_some(()) },
+        )
+        .await
+        .unwrap();
+        let health = cluster.health(2).await.unwrap();
+        assert!(health.inbox_len >= 1, "{point}: the delivery is remembered");
+        assert_eq!(
+            health.inbox_duplicates,
+            u64::from(point == "deliver-before-ack"),
+            "{point}: the resent row is a no-op (once: a crash before the answer)"
+        );
+        assert_eq!(
+            cluster.nodes[2].disk().blob_files,
+            1,
+            "{point}: the blob once"
+        );
+        assert_eq!(
+            cluster.nodes[2].disk().tmp_files,
+            0,
+            "{point}: no partial copy"
+        );
+        assert!(holds_blob(&cluster, 1, &song_hash).await);
+    }
+}
+
 /// An upload is acknowledged only once its bytes are durable on a majority
 /// of the nodes. When no other node takes a copy, the upload is refused as
 /// UNAVAILABLE and leaves nothing behind; when one does, it holds the bytes
