@@ -17,7 +17,7 @@ mod layout;
 mod node;
 
 pub use layout::{Layout, LayoutChange, LayoutOp, Member, Refusal};
-pub use node::{Durable, Node, Phase};
+pub use node::{Compacted, Durable, Node, Phase};
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -150,6 +150,15 @@ pub enum Message<P> {
         ring: RingId,
         last: u64,
     },
+    /// The answer to a `Fetch` whose entries the source compacted: take my
+    /// applied state as of my entry `at` (the layout after it: `layout`),
+    /// then fetch the entries after it.
+    Snapshot {
+        ring: RingId,
+        after: u64,
+        at: LogPos,
+        layout: Layout,
+    },
 }
 
 /// Timers the core asks the driver to run. Setting a timer again replaces
@@ -191,6 +200,22 @@ pub enum Output<P> {
         after: Duration,
     },
     CancelTimer(Timer),
+    /// Log compaction: the entries up to `last` are applied; drop them and
+    /// record the compacted prefix (with the layout after it).
+    Compact(Compacted),
+    /// Fetch `from`'s applied state as of its entry `at`. Once it is here,
+    /// and only if [`Node::wants_snapshot`] still holds, replace the
+    /// applied state with it, in the same transaction record `at` as
+    /// applied and as the compacted prefix (with `layout`) and drop the
+    /// log entries up to it; then feed [`Input::SnapshotInstalled`].
+    /// Nothing to do if the transfer fails: the ring times out and forms
+    /// again.
+    InstallSnapshot {
+        from: NodeId,
+        ring: RingId,
+        at: LogPos,
+        layout: Layout,
+    },
 }
 
 /// What the driver feeds in.
@@ -215,6 +240,12 @@ pub enum Input<P> {
         peer: NodeId,
         up: bool,
     },
+    /// The driver carried out [`Output::InstallSnapshot`].
+    SnapshotInstalled {
+        ring: RingId,
+        at: LogPos,
+        layout: Layout,
+    },
 }
 
 /// Timeouts and flow control (PROTOCOL.md, "Timeouts").
@@ -229,6 +260,10 @@ pub struct Config {
     /// Entries per `Entries` page during recovery (bounds the message size
     /// when a node catches up on a long log).
     pub max_fetch: usize,
+    /// Applied entries kept in the log (0: the log is never compacted).
+    /// Once twice as many are there, the older ones are dropped; a node
+    /// that falls further behind catches up from a snapshot.
+    pub keep_log: usize,
 }
 
 impl Config {
@@ -243,6 +278,7 @@ impl Config {
             consensus_timeout: token * 6 / 5,
             max_messages: 17,
             max_fetch: 1024,
+            keep_log: 10_000,
         }
     }
 
@@ -257,6 +293,7 @@ impl Config {
             consensus_timeout: c.consensus_timeout / 10,
             max_messages: c.max_messages,
             max_fetch: c.max_fetch,
+            keep_log: c.keep_log,
         }
     }
 }

@@ -14,11 +14,22 @@ use crate::{
 pub struct Durable<P> {
     /// Highest ring id promised or joined.
     pub promised: RingId,
-    /// The log, contiguous from 1: entries are made durable only when they
-    /// extend it without a gap.
+    /// The log, contiguous from the entry after `compacted` (or from 1):
+    /// entries are made durable only when they extend it without a gap.
     pub log: BTreeMap<u64, Entry<P>>,
     /// Seq of the last entry applied to the catalog.
     pub applied: u64,
+    /// The prefix of the log folded into the applied state and dropped
+    /// (log compaction, or a snapshot installed from another node).
+    pub compacted: Option<Compacted>,
+}
+
+/// A log prefix folded into the applied state: its last entry's position
+/// and the layout after it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Compacted {
+    pub last: LogPos,
+    pub layout: Layout,
 }
 
 impl<P> Default for Durable<P> {
@@ -27,12 +38,13 @@ impl<P> Default for Durable<P> {
             promised: RingId::default(),
             log: BTreeMap::new(),
             applied: 0,
+            compacted: None,
         }
     }
 }
 
 impl<P> Durable<P> {
-    /// Position of the last log entry.
+    /// Position of the last log entry (compacted or not).
     pub fn last(&self) -> LogPos {
         self.log
             .last_key_value()
@@ -40,7 +52,26 @@ impl<P> Durable<P> {
                 ring: e.ring,
                 seq: *seq,
             })
+            .or(self.compacted.as_ref().map(|c| c.last))
             .unwrap_or_default()
+    }
+
+    /// Seq of the last compacted entry (0: none).
+    pub fn compacted_seq(&self) -> u64 {
+        self.compacted.as_ref().map_or(0, |c| c.last.seq)
+    }
+
+    /// Position of the entry at `seq`, if it is in the log or ends the
+    /// compacted prefix.
+    fn pos(&self, seq: u64) -> Option<LogPos> {
+        match self.log.get(&seq) {
+            Some(e) => Some(LogPos { ring: e.ring, seq }),
+            None => self
+                .compacted
+                .as_ref()
+                .map(|c| c.last)
+                .filter(|l| l.seq == seq),
+        }
     }
 }
 
@@ -141,6 +172,7 @@ impl<P: Clone> Node<P> {
                 promised: durable.promised,
                 log: BTreeMap::new(),
                 applied: durable.applied,
+                compacted: durable.compacted.clone(),
             },
             phase: Phase::Gather,
             candidacy: None,
@@ -150,6 +182,9 @@ impl<P: Clone> Node<P> {
             unreachable: BTreeSet::new(),
             evicted: false,
         };
+        if let Some(c) = &durable.compacted {
+            node.layouts.insert(c.last.seq, c.layout.clone());
+        }
         let entries: Vec<Entry<P>> = durable.log.into_values().collect();
         node.log_extend(&entries);
         node
@@ -185,7 +220,7 @@ impl<P: Clone> Node<P> {
         // Only a committed removal counts (one still unsafe may yet be
         // replaced by another ring's log), and only if no later entry in
         // the log adds the node back.
-        !self.durable.log.is_empty()
+        self.durable.last().seq > 0
             && !self.applied_layout().nodes.contains_key(&self.id)
             && !self.layout().nodes.contains_key(&self.id)
     }
@@ -205,6 +240,79 @@ impl<P: Clone> Node<P> {
                 self.layouts.insert(e.seq, next);
             }
         }
+    }
+
+    /// Recomputes the layouts from the compacted prefix's (or the base)
+    /// and the log.
+    fn rebuild_layouts(&mut self) {
+        self.layouts.clear();
+        if let Some(c) = &self.durable.compacted {
+            self.layouts.insert(c.last.seq, c.layout.clone());
+        }
+        let entries: Vec<Entry<P>> = std::mem::take(&mut self.durable.log)
+            .into_values()
+            .collect();
+        self.log_extend(&entries);
+    }
+
+    /// Drops applied entries beyond the `keep_log` most recent, once twice
+    /// as many are in the log (PROTOCOL.md, "Snapshots").
+    fn maybe_compact(&mut self, out: &mut Out<P>) {
+        let keep = self.config.keep_log as u64;
+        let first = self.durable.compacted_seq();
+        if keep == 0 || self.durable.applied.saturating_sub(first) <= 2 * keep {
+            return;
+        }
+        let upto = self.durable.applied - keep;
+        let Some(last) = self.durable.pos(upto) else {
+            return;
+        };
+        let layout = self.layout_at(upto).clone();
+        self.durable.log = self.durable.log.split_off(&(upto + 1));
+        let later = self.layouts.split_off(&(upto + 1));
+        self.layouts = later;
+        self.layouts.insert(upto, layout.clone());
+        let compacted = Compacted { last, layout };
+        self.durable.compacted = Some(compacted.clone());
+        out.push(Output::Compact(compacted));
+    }
+
+    /// Whether a snapshot asked for with `Output::InstallSnapshot` is still
+    /// wanted: the driver installs it only then, right before it feeds
+    /// [`Input::SnapshotInstalled`] (the ring may have moved on meanwhile).
+    pub fn wants_snapshot(&self, ring_id: RingId, at: LogPos) -> bool {
+        self.phase == Phase::Recover
+            && self.ring.as_ref().is_some_and(|r| r.id == ring_id)
+            && at.seq > self.durable.applied
+    }
+
+    /// The driver installed a snapshot asked for with
+    /// `Output::InstallSnapshot`: go on fetching the entries after it.
+    fn snapshot_installed(
+        &mut self,
+        ring_id: RingId,
+        at: LogPos,
+        layout: Layout,
+        out: &mut Out<P>,
+    ) {
+        if !self.wants_snapshot(ring_id, at) {
+            return;
+        }
+        let Some(source) = self.ring.as_ref().map(|r| r.source) else {
+            return;
+        };
+        self.durable.applied = at.seq;
+        self.durable.log = self.durable.log.split_off(&(at.seq + 1));
+        self.durable.compacted = Some(Compacted { last: at, layout });
+        self.rebuild_layouts();
+        if let Some(r) = &mut self.ring {
+            r.fetch_after = at.seq;
+        }
+        let fetch = Message::Fetch {
+            ring: ring_id,
+            after: at.seq,
+        };
+        self.send(source, fetch, out);
     }
 
     /// Removes the log entries after `after`.
@@ -286,6 +394,9 @@ impl<P: Clone> Node<P> {
                 }
             }
             Input::Receive { from, msg } => self.receive(from, msg, &mut out),
+            Input::SnapshotInstalled { ring, at, layout } => {
+                self.snapshot_installed(ring, at, layout, &mut out);
+            }
         }
         out
     }
@@ -605,7 +716,7 @@ impl<P: Clone> Node<P> {
                 // so the committed layout and the latest are both heeded).
                 // The refusal says how far this log goes: a candidate that
                 // finds a log ahead of its own leaving it out stops trying.
-                if !self.durable.log.is_empty()
+                if self.durable.last().seq > 0
                     && !self.applied_layout().nodes.contains_key(&from)
                     && !self.layout().nodes.contains_key(&from)
                 {
@@ -687,7 +798,21 @@ impl<P: Clone> Node<P> {
             Message::Fetch { ring, after } => {
                 // Only the log this node promised with is served: it is
                 // frozen from the promise until the ring it promised runs.
-                if ring == self.durable.promised {
+                if ring == self.durable.promised && after < self.durable.compacted_seq() {
+                    // Entries after `after` are compacted here: the member
+                    // takes this node's applied state instead.
+                    let applied = self.durable.applied;
+                    if let Some(at) = self.durable.pos(applied) {
+                        let layout = self.applied_layout().clone();
+                        let msg = Message::Snapshot {
+                            ring,
+                            after,
+                            at,
+                            layout,
+                        };
+                        self.send(from, msg, out);
+                    }
+                } else if ring == self.durable.promised {
                     let entries: Vec<Entry<P>> = self
                         .durable
                         .log
@@ -762,6 +887,25 @@ impl<P: Clone> Node<P> {
                         let last = self.durable.last().seq;
                         self.ready(ring, last, out);
                     }
+                }
+            }
+            Message::Snapshot {
+                ring,
+                after,
+                at,
+                layout,
+            } => {
+                let expected = self.phase == Phase::Recover
+                    && self.ring.as_ref().is_some_and(|r| {
+                        r.id == ring && r.source == from && r.fetch_after == after
+                    });
+                if expected && at.seq > self.durable.applied {
+                    out.push(Output::InstallSnapshot {
+                        from,
+                        ring,
+                        at,
+                        layout,
+                    });
                 }
             }
             Message::Ready { ring, .. } => self.on_ready(from, ring, out),
@@ -922,16 +1066,10 @@ impl<P: Clone> Node<P> {
             token.rot_min = token.rot_min.min(durable);
         }
 
-        // 5. Apply what is safe, once this ring's RingStart is.
-        let start = self
-            .durable
-            .log
-            .range(..=token.aru)
-            .rev()
-            .find(|(_, e)| e.ring == token.ring && matches!(e.body, Body::RingStart { .. }))
-            .map(|(s, _)| *s);
+        // 5. Apply what is safe, once this ring's RingStart (stamped right
+        // after the source's last entry) is.
         let mut reform = false;
-        if start.is_some() {
+        if token.aru >= ring_start {
             let upto = token.aru.min(durable);
             while self.durable.applied < upto {
                 let seq = self.durable.applied + 1;
@@ -949,6 +1087,7 @@ impl<P: Clone> Node<P> {
                 self.durable.applied = seq;
                 out.push(Output::Apply(entry));
             }
+            self.maybe_compact(out);
         }
 
         // 6. Report this node's links, and pass it on.

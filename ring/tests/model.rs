@@ -113,6 +113,9 @@ struct State {
     installed_voters: BTreeMap<RingId, BTreeSet<NodeId>>,
     layout_proposed: u32,
     split: bool,
+    /// Each node's applied state (what its store holds): the entries it
+    /// applied, or took with a snapshot, in order. Survives crashes.
+    state: Vec<Vec<Entry<u32>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -143,11 +146,19 @@ struct RingModel(Seeds, Bounds);
 fn new_node(i: usize, durable: Durable<u32>) -> Node<u32> {
     let genesis = Layout::genesis(ids().into_iter().map(|n| (n, String::new())).collect());
     // Pages of two entries: recovery fetches longer logs in several.
+    // Two applied entries kept in the log: members that fall behind take
+    // snapshots.
     let config = Config {
         max_fetch: 2,
+        keep_log: 2,
         ..Config::fast(NODES)
     };
     Node::new(id(i), config, genesis, durable)
+}
+
+thread_local! {
+    /// Snapshots installed on this thread (each test runs on its own).
+    static SNAPSHOTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn index(n: NodeId) -> usize {
@@ -160,6 +171,7 @@ impl State {
     fn input(&mut self, i: usize, input: Input<u32>) -> Vec<(Timer, std::time::Duration)> {
         let outputs = self.nodes[i].handle(input);
         let mut set = Vec::new();
+        let mut installed = Vec::new();
         for o in outputs {
             match o {
                 Output::Send { to, msg } => {
@@ -172,10 +184,31 @@ impl State {
                 Output::CancelTimer(timer) => {
                     self.timers[i].remove(&timer);
                 }
+                Output::InstallSnapshot {
+                    from,
+                    ring,
+                    at,
+                    layout,
+                } => {
+                    // The source's store as of `at` (it applied `at` when it
+                    // answered, and a store only grows).
+                    let from = index(from);
+                    let prefix: Vec<Entry<u32>> = self.state[from]
+                        .iter()
+                        .filter(|e| e.seq <= at.seq)
+                        .cloned()
+                        .collect();
+                    if prefix.last().map(|e| e.seq) == Some(at.seq) {
+                        SNAPSHOTS.with(|n| n.set(n.get() + 1));
+                        self.state[i] = prefix;
+                        installed.push(Input::SnapshotInstalled { ring, at, layout });
+                    }
+                }
                 Output::Apply(entry) => {
                     if let Some((ring, _)) = self.nodes[i].ring() {
                         self.delivered.insert((ring, entry.seq), entry.clone());
                     }
+                    self.state[i].push(entry.clone());
                     if let Body::Update(v) = entry.body
                         && self.proposer.get(&v) == Some(&i)
                     {
@@ -211,12 +244,23 @@ impl State {
                 }
             }
         }
+        for input in installed {
+            set.extend(self.input(i, input));
+        }
         set
     }
 
     fn applied(&self, i: usize) -> Vec<&Entry<u32>> {
-        let d = self.nodes[i].durable();
-        d.log.range(..=d.applied).map(|(_, e)| e).collect()
+        self.state[i].iter().collect()
+    }
+
+    /// Whether node `i` holds the entry durably: in its log, or applied in
+    /// its store (compaction drops only applied entries).
+    fn holds(&self, i: usize, seq: u64, entry: &Entry<u32>) -> bool {
+        self.nodes[i].durable().log.get(&seq) == Some(entry)
+            || self.state[i]
+                .binary_search_by_key(&seq, |e| e.seq)
+                .is_ok_and(|k| self.state[i][k] == *entry)
     }
 }
 
@@ -241,6 +285,7 @@ impl Model for RingModel {
             installed_voters: BTreeMap::new(),
             layout_proposed: 0,
             split: false,
+            state: vec![Vec::new(); NODES],
         };
         for i in 0..NODES {
             s.input(i, Input::Start);
@@ -474,9 +519,7 @@ impl Model for RingModel {
                 // at the same position, by every member of R.
                 s.delivered.iter().all(|((ring, seq), entry)| {
                     s.installed.get(ring).is_some_and(|members| {
-                        members
-                            .iter()
-                            .all(|m| s.nodes[index(*m)].durable().log.get(seq) == Some(entry))
+                        members.iter().all(|m| s.holds(index(*m), *seq, entry))
                     })
                 })
             }),
@@ -492,10 +535,12 @@ impl Model for RingModel {
                     let lacking = voters
                         .iter()
                         .filter(|n| {
-                            !s.nodes[index(**n)]
+                            let i = index(**n);
+                            !s.nodes[i]
                                 .durable()
                                 .log
                                 .values()
+                                .chain(s.state[i].iter())
                                 .any(|e| e.body == Body::Update(*v))
                         })
                         .count();
@@ -852,9 +897,15 @@ fn walk(bounds: Bounds) -> u64 {
         acked += s.acked.len();
         layout_changes += committed_layout(&s).epoch;
     }
+    let snapshots = SNAPSHOTS.with(std::cell::Cell::get);
     eprintln!(
         "walks: {seeds} seeds of up to {steps} actions; {ring_changes} rings installed, \
-         {crashes} crashes and restarts, {acked} writes acknowledged and then applied everywhere"
+         {crashes} crashes and restarts, {snapshots} snapshots installed, {acked} writes \
+         acknowledged and then applied everywhere"
+    );
+    assert!(
+        snapshots * 20 > seeds as usize,
+        "members behind the compacted log take snapshots"
     );
     assert!(ring_changes > 2 * seeds as usize, "the walks change rings");
     assert!(

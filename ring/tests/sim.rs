@@ -23,6 +23,8 @@ struct Net {
     down: BTreeSet<NodeId>,
     /// Links that lose every message, as (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
+    /// Snapshots installed.
+    snapshots: usize,
 }
 
 fn id(n: u128) -> NodeId {
@@ -40,6 +42,7 @@ impl Net {
             timers: BTreeMap::new(),
             down: BTreeSet::new(),
             blocked: BTreeSet::new(),
+            snapshots: 0,
         };
         for &i in &ids {
             let genesis = Layout::genesis(ids.iter().map(|n| (*n, n.to_string())).collect());
@@ -100,6 +103,7 @@ impl Net {
         };
         let outputs = node.handle(input);
         let disk = node.durable().clone();
+        let mut installed = Vec::new();
         for o in outputs {
             match o {
                 Output::Send { to, msg } => self.queue.push_back((at, to, msg)),
@@ -114,11 +118,36 @@ impl Net {
                         self.applied.entry(at).or_default().push((e.seq, v));
                     }
                 }
-                Output::PersistPromise(_) | Output::PersistEntries(_) | Output::Truncate { .. } => {
+                Output::InstallSnapshot {
+                    from,
+                    ring,
+                    at: pos,
+                    layout,
+                } => {
+                    // The state of `from` as of `pos`: its applied prefix.
+                    let state: Vec<(u64, u32)> = self.applied[&from]
+                        .iter()
+                        .filter(|(seq, _)| *seq <= pos.seq)
+                        .copied()
+                        .collect();
+                    self.applied.insert(at, state);
+                    self.snapshots += 1;
+                    installed.push(Input::SnapshotInstalled {
+                        ring,
+                        at: pos,
+                        layout,
+                    });
                 }
+                Output::PersistPromise(_)
+                | Output::PersistEntries(_)
+                | Output::Truncate { .. }
+                | Output::Compact(_) => {}
             }
         }
         self.disk.insert(at, disk);
+        for input in installed {
+            self.input(at, input);
+        }
     }
 
     /// Delivers messages until none are left (at most `limit`).
@@ -577,4 +606,65 @@ fn a_removed_node_added_back_while_cut_off_rejoins_once_reachable() {
             .collect::<Vec<_>>()
     );
     assert_eq!(net.nodes[&gone].layout().epoch, 2);
+}
+
+/// With a short log (two applied entries kept), a node that was down while
+/// the others ordered many entries finds them compacted at the source: it
+/// takes the source's applied state as a snapshot, then the entries after
+/// it, and ends with the same applied sequence as the others.
+#[test]
+fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut net = start(3);
+    for n in net.nodes.values_mut() {
+        n.set_config(Config {
+            keep_log: 2,
+            max_fetch: 2,
+            ..Config::fast(3)
+        });
+    }
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let late = ids[2];
+    net.input(ids[0], Input::Propose(1));
+    assert!(net.settle(|n| n.applied.values().all(|a| a.len() == 1)));
+    // The third node goes down; the other two order 20 more entries.
+    net.down.insert(late);
+    for v in 2..=21 {
+        net.input(ids[0], Input::Propose(v));
+    }
+    assert!(churn(&mut net, |n| ids[..2]
+        .iter()
+        .all(|i| n.applied[i].len() == 21)));
+    let d = &net.disk[&ids[0]];
+    assert!(
+        d.compacted_seq() > 10,
+        "the log was compacted: {:?}",
+        d.compacted
+    );
+    assert!(d.log.len() <= 5, "only the newest entries are kept");
+    assert_eq!(net.applied[&late].len(), 1);
+    // It comes back with its own disk state.
+    net.down.remove(&late);
+    let durable = net.disk[&late].clone();
+    let config = Config {
+        keep_log: 2,
+        max_fetch: 2,
+        ..Config::fast(3)
+    };
+    let base = net.nodes[&late].layout().clone();
+    net.nodes
+        .insert(late, Node::new(late, config, base, durable));
+    net.input(late, Input::Start);
+    assert!(
+        churn(&mut net, |n| one_ring_of(n, 3, &ids)
+            && ids.iter().all(|i| n.applied[i].len() == 21)),
+        "the late node caught up: {:?}",
+        net.applied[&late]
+    );
+    assert!(net.snapshots >= 1, "it took a snapshot");
+    let logs: BTreeSet<_> = ids.iter().map(|i| net.applied[i].clone()).collect();
+    assert_eq!(logs.len(), 1, "one applied sequence");
+    // And it goes on with the others.
+    net.input(late, Input::Propose(22));
+    assert!(net.settle(|n| ids.iter().all(|i| n.applied[i].len() == 22)));
 }

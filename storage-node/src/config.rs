@@ -81,6 +81,12 @@ pub struct RingConfig {
     /// (default 1024; each page is one gRPC message).
     #[serde(default)]
     pub fetch_entries: Option<usize>,
+    /// Applied log entries kept (default 10000; 0: never compact). Once
+    /// twice as many are kept the older ones are dropped, and a node that
+    /// falls further behind catches up from a snapshot of a member's
+    /// applied state instead of the entries.
+    #[serde(default)]
+    pub keep_entries: Option<usize>,
 }
 
 fn default_grpc_addr() -> SocketAddr {

@@ -61,6 +61,10 @@ pub enum Error {
     /// A layout change was refused (not a member, last voter, bad factor).
     #[error("layout change refused: {0}")]
     LayoutRefused(rondo_ring::Refusal),
+    /// A snapshot was asked for at an entry this node no longer (or not
+    /// yet) has as its applied one.
+    #[error("no snapshot at entry {asked}: this node's applied entry is {applied}")]
+    SnapshotMoved { asked: u64, applied: u64 },
     /// The node cannot take writes now (the reason says why).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -106,6 +110,7 @@ impl From<Error> for tonic::Status {
                 Code::NotFound
             }
             Error::SongExists(_) | Error::NameTaken(_) => Code::AlreadyExists,
+            Error::SnapshotMoved { .. } => Code::FailedPrecondition,
             Error::Forbidden(_) => Code::PermissionDenied,
             Error::StaleLayout(_) => Code::Aborted,
             Error::LayoutRefused(_) => Code::FailedPrecondition,

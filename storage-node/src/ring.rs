@@ -54,6 +54,15 @@ enum Cmd {
     Withdraw(String),
     /// Messages to a peer fail (`false`) or go through again (`true`).
     Link(NodeId, bool),
+    /// A snapshot the core asked for is here, to install if it still
+    /// wants it.
+    SnapshotReady {
+        from: NodeId,
+        ring: RingId,
+        at: LogPos,
+        layout: Layout,
+        rows: Vec<wire::SnapshotRow>,
+    },
 }
 
 /// Proposals of this node waiting to be applied, by proposal id.
@@ -287,6 +296,7 @@ fn protocol_config(nodes: usize, token_timeout_ms: Option<u64>) -> Config {
         consensus_timeout: scale(base.consensus_timeout),
         max_messages: base.max_messages,
         max_fetch: base.max_fetch,
+        keep_log: base.keep_log,
     }
 }
 
@@ -334,7 +344,7 @@ fn drive(
 ) -> Result<()> {
     let me = state.node_id;
     let durable = state.store.ring_load()?;
-    let (base, deferred) = base_layout(state, durable.log.is_empty(), rx, status, runtime);
+    let (base, deferred) = base_layout(state, durable.last().seq == 0, rx, status, runtime);
     let mut node = Node::new(me, Config::for_nodes(1), base.clone(), durable);
     let mut config = protocol_config(
         node.layout().nodes.len().max(1),
@@ -342,6 +352,9 @@ fn drive(
     );
     if let Some(n) = state.config.ring.fetch_entries {
         config.max_fetch = n.max(1);
+    }
+    if let Some(n) = state.config.ring.keep_entries {
+        config.keep_log = n;
     }
     node.set_config(config);
     let mut applied_layout = state.store.ring_layout()?;
@@ -358,9 +371,14 @@ fn drive(
         senders.sync(&node, me, runtime, cmds, peers_out);
         carry_out(
             state,
-            me,
-            &base,
-            &senders,
+            &Driver {
+                me,
+                base: &base,
+                senders: &senders,
+                runtime,
+                cmds,
+                peers: peers_out,
+            },
             &mut timers,
             &mut waiters,
             &outputs,
@@ -396,6 +414,26 @@ fn drive(
                 Err(_) => return Ok(()),
             },
         };
+        if let Cmd::SnapshotReady {
+            from,
+            ring,
+            at,
+            layout,
+            rows,
+        } = cmd
+        {
+            outputs = Vec::new();
+            if node.wants_snapshot(ring, at) {
+                let n = rows.len();
+                state.store.install_snapshot(at, &layout, from, rows)?;
+                tracing::info!(%from, at = at.seq, rows = n, "snapshot installed");
+                state.outbox.notify_one();
+                state.refresh_gauges();
+                applied_layout = Some(layout.clone());
+                outputs = node.handle(Input::SnapshotInstalled { ring, at, layout });
+            }
+            continue;
+        }
         outputs = take(&mut node, &mut waiters, cmd);
     }
 }
@@ -425,6 +463,7 @@ fn take(node: &mut Node<Payload>, waiters: &mut Waiters, cmd: Cmd) -> Vec<Output
             tracing::info!(%peer, up, "link to peer");
             node.handle(Input::Link { peer, up })
         }
+        Cmd::SnapshotReady { .. } => Vec::new(),
     }
 }
 
@@ -516,14 +555,21 @@ fn wait_for_peers(
     }
 }
 
+/// What `carry_out` needs of the driver.
+struct Driver<'a> {
+    me: NodeId,
+    base: &'a Layout,
+    senders: &'a Senders,
+    runtime: &'a tokio::runtime::Handle,
+    cmds: &'a std_mpsc::Sender<Cmd>,
+    peers: &'a Mutex<BTreeMap<NodeId, String>>,
+}
+
 /// Carries out the core's outputs in order: consecutive persistence
 /// outputs go in one transaction, before the sends that follow them.
-#[allow(clippy::too_many_arguments)]
 fn carry_out(
-    state: &NodeState,
-    me: NodeId,
-    base: &Layout,
-    senders: &Senders,
+    state: &Arc<NodeState>,
+    driver: &Driver<'_>,
     timers: &mut BTreeMap<Timer, Instant>,
     waiters: &mut Waiters,
     outputs: &[Output<Payload>],
@@ -532,19 +578,43 @@ fn carry_out(
     let mut batch: Vec<&Output<Payload>> = Vec::new();
     for o in outputs {
         match o {
-            Output::PersistPromise(_) | Output::Truncate { .. } | Output::PersistEntries(_) => {
-                batch.push(o)
-            }
+            Output::PersistPromise(_)
+            | Output::Truncate { .. }
+            | Output::PersistEntries(_)
+            | Output::Compact(_) => batch.push(o),
             Output::Apply(entry) => {
                 state.store.ring_persist(&batch)?;
                 batch.clear();
-                apply(state, base, entry, waiters, applied_layout)?;
+                apply(state, driver.base, entry, waiters, applied_layout)?;
+            }
+            Output::InstallSnapshot {
+                from,
+                ring,
+                at,
+                layout,
+            } => {
+                state.store.ring_persist(&batch)?;
+                batch.clear();
+                let url = driver.peers.lock().ok().and_then(|p| p.get(from).cloned());
+                let Some(url) = url else {
+                    tracing::warn!(%from, "snapshot source has no address");
+                    continue;
+                };
+                tracing::info!(%from, at = at.seq, "behind the source's compacted log: taking its snapshot");
+                let task =
+                    fetch_snapshot(url, *from, *ring, *at, layout.clone(), driver.cmds.clone());
+                driver.runtime.spawn(async move {
+                    if let Err(e) = task.await {
+                        // The ring times out and forms again.
+                        tracing::warn!(error = %e, "snapshot not installed");
+                    }
+                });
             }
             Output::Send { to, msg } => {
                 state.store.ring_persist(&batch)?;
                 batch.clear();
-                if let Some(tx) = senders.get(to) {
-                    let envelope = message_to_wire(me, msg);
+                if let Some(tx) = driver.senders.get(to) {
+                    let envelope = message_to_wire(driver.me, msg);
                     if tx.try_send(envelope).is_err() {
                         tracing::debug!(peer = %to, "ring send queue full; message dropped");
                     }
@@ -673,6 +743,7 @@ fn publish(
         members,
         last_applied_seq: d.applied,
         last_log_seq: d.last().seq,
+        compacted_seq: d.compacted_seq(),
         rotations: node.last_rotation(),
         catalog_digest: digest,
         voters: u32::try_from(voters.len()).unwrap_or(u32::MAX),
@@ -784,6 +855,72 @@ impl wire::ring_server::Ring for Service {
     ) -> std::result::Result<Response<wire::Received>, Status> {
         Ok(Response::new(wire::Received {}))
     }
+
+    type ReadSnapshotStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = std::result::Result<wire::SnapshotChunk, Status>> + Send>,
+    >;
+
+    async fn read_snapshot(
+        &self,
+        request: Request<wire::ReadSnapshotRequest>,
+    ) -> std::result::Result<Response<Self::ReadSnapshotStream>, Status> {
+        let at = request.into_inner().at_seq;
+        let state = self.state.clone();
+        let rows = tokio::task::spawn_blocking(move || state.store.export_snapshot(at))
+            .await
+            .map_err(Error::from)??;
+        tracing::info!(at, rows = rows.len(), "serving a snapshot");
+        let chunks: Vec<std::result::Result<wire::SnapshotChunk, Status>> = rows
+            .chunks(SNAPSHOT_CHUNK_ROWS)
+            .map(|c| Ok(wire::SnapshotChunk { rows: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}
+
+/// Rows per `SnapshotChunk` (a row is a song, an account, a playlist: a
+/// chunk stays well under the message size limit).
+const SNAPSHOT_CHUNK_ROWS: usize = 1024;
+
+/// Reads `from`'s applied state as of `at` and hands it to the driver
+/// thread, which installs it if the core still wants it (PROTOCOL.md,
+/// "Snapshots").
+async fn fetch_snapshot(
+    url: String,
+    from: NodeId,
+    ring: RingId,
+    at: LogPos,
+    layout: Layout,
+    core: std_mpsc::Sender<Cmd>,
+) -> Result<()> {
+    use futures::StreamExt;
+    let unavailable = |e: String| Error::Unavailable(e);
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| unavailable(format!("bad peer URL {url}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| unavailable(format!("connect to {url}: {e}")))?;
+    let mut client =
+        wire::ring_client::RingClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut stream = client
+        .read_snapshot(wire::ReadSnapshotRequest { at_seq: at.seq })
+        .await
+        .map_err(|e| unavailable(format!("snapshot from {from}: {}", e.message())))?
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| unavailable(format!("snapshot from {from}: {e}")))?;
+        rows.extend(chunk.rows);
+    }
+    core.send(Cmd::SnapshotReady {
+        from,
+        ring,
+        at,
+        layout,
+        rows,
+    })
+    .map_err(|_| unavailable("control plane stopped".into()))
 }
 
 // Wire conversions. Every field that comes off the network is checked: a
@@ -808,14 +945,14 @@ pub(crate) fn ring_id_from_wire(id: Option<wire::RingId>) -> Result<RingId> {
     })
 }
 
-fn pos_to_wire(p: LogPos) -> wire::LogPos {
+pub(crate) fn pos_to_wire(p: LogPos) -> wire::LogPos {
     wire::LogPos {
         ring: Some(ring_id_to_wire(p.ring)),
         seq: p.seq,
     }
 }
 
-fn pos_from_wire(p: Option<wire::LogPos>) -> Result<LogPos> {
+pub(crate) fn pos_from_wire(p: Option<wire::LogPos>) -> Result<LogPos> {
     let p = p.ok_or(bad("log position missing"))?;
     Ok(LogPos {
         ring: ring_id_from_wire(p.ring)?,
@@ -1029,6 +1166,17 @@ fn message_to_wire(from: NodeId, msg: &Message<Payload>) -> wire::Envelope {
             ring: Some(ring_id_to_wire(*ring)),
             last: *last,
         }),
+        Message::Snapshot {
+            ring,
+            after,
+            at,
+            layout,
+        } => W::Snapshot(wire::Snapshot {
+            ring: Some(ring_id_to_wire(*ring)),
+            after: *after,
+            at: Some(pos_to_wire(*at)),
+            layout: Some(layout_to_wire(layout)),
+        }),
     };
     wire::Envelope {
         from: from.to_string(),
@@ -1095,6 +1243,12 @@ fn message_from_wire(e: wire::Envelope) -> Result<(NodeId, Message<Payload>)> {
         W::Ready(r) => Message::Ready {
             ring: ring_id_from_wire(r.ring)?,
             last: r.last,
+        },
+        W::Snapshot(sn) => Message::Snapshot {
+            ring: ring_id_from_wire(sn.ring)?,
+            after: sn.after,
+            at: pos_from_wire(sn.at)?,
+            layout: layout_from_wire(sn.layout.ok_or(bad("snapshot without layout"))?)?,
         },
     };
     Ok((from, msg))

@@ -78,6 +78,8 @@ const PLAYLISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("playlists"
 const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
 
 const RING_APPLIED: &str = "applied";
+/// Key in `ring_meta`: the compacted log prefix (a `ring.v1.Compacted`).
+const RING_COMPACTED: &str = "compacted";
 /// Key in `ring_meta`: the layout as applied (a `ring.v1.Layout`).
 const RING_LAYOUT: &str = "layout";
 const RING_DIGEST: &str = "digest";
@@ -462,6 +464,46 @@ fn apply_playlist(
     Ok(Ok(list))
 }
 
+fn compacted_to_wire(c: &rondo_ring::Compacted) -> Vec<u8> {
+    rondo_proto::ring::v1::Compacted {
+        last: Some(crate::ring::pos_to_wire(c.last)),
+        layout: Some(crate::ring::layout_to_wire(&c.layout)),
+    }
+    .encode_to_vec()
+}
+
+/// Tables of the applied state keyed by id, with encoded values: they make
+/// up a snapshot with the name tables below and `ring_meta`'s applied seq,
+/// digest and layout.
+const SNAPSHOT_BLOBS: [TableDefinition<u128, &[u8]>; 5] =
+    [SONGS, ARTISTS, ALBUMS, USERS, PLAYLISTS];
+/// Name tables (folded name → id) of a snapshot.
+const SNAPSHOT_NAMES: [TableDefinition<&str, u128>; 3] = [ARTIST_NAMES, ALBUM_NAMES, USER_NAMES];
+/// Counter tables of a snapshot.
+const SNAPSHOT_REFS: TableDefinition<u128, u64> = REFS;
+const SNAPSHOT_REVOKED: TableDefinition<&str, u64> = REVOKED;
+
+fn snapshot_row(table: &str, key: &[u8], value: &[u8]) -> rondo_proto::ring::v1::SnapshotRow {
+    rondo_proto::ring::v1::SnapshotRow {
+        table: table.to_string(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+fn row_u128(bytes: &[u8]) -> Result<u128> {
+    let raw: [u8; 16] = bytes.try_into().map_err(|_| Error::Invalid {
+        what: "snapshot row key is not 16 bytes",
+    })?;
+    Ok(u128::from_be_bytes(raw))
+}
+
+fn row_str(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|_| Error::Invalid {
+        what: "snapshot row key is not UTF-8",
+    })
+}
+
 /// Appends a task to the outbox.
 fn push_outbox(
     txn: &redb::WriteTransaction,
@@ -752,6 +794,10 @@ impl Store {
             txn.open_table(CHANGES)?;
             txn.open_table(OUTBOX)?;
             txn.open_table(INBOX)?;
+            txn.open_table(USERS)?;
+            txn.open_table(USER_NAMES)?;
+            txn.open_table(PLAYLISTS)?;
+            txn.open_table(REVOKED)?;
             txn.open_table(RING_META)?;
             txn.open_table(RING_LOG)?;
             txn.open_table(WANTED)?;
@@ -1487,6 +1533,250 @@ impl Store {
         Ok(done)
     }
 
+    /// The applied state as of the applied entry `at`, as rows (see
+    /// `SNAPSHOT_BLOBS`): refused if this node's applied entry is another.
+    pub fn export_snapshot(&self, at: u64) -> Result<Vec<rondo_proto::ring::v1::SnapshotRow>> {
+        use redb::TableHandle;
+        let txn = self.db.begin_read()?;
+        let ring = txn.open_table(RING_META)?;
+        let applied = ring
+            .get(RING_APPLIED)?
+            .map_or(Ok(0), |g| be_u64(g.value()))?;
+        if applied != at {
+            return Err(Error::SnapshotMoved { asked: at, applied });
+        }
+        let mut rows = Vec::new();
+        for key in [RING_APPLIED, RING_DIGEST, RING_LAYOUT] {
+            if let Some(v) = ring.get(key)? {
+                rows.push(snapshot_row(RING_META.name(), key.as_bytes(), v.value()));
+            }
+        }
+        for def in SNAPSHOT_BLOBS {
+            for row in txn.open_table(def)?.iter()? {
+                let (k, v) = row?;
+                rows.push(snapshot_row(
+                    def.name(),
+                    &k.value().to_be_bytes(),
+                    v.value(),
+                ));
+            }
+        }
+        for def in SNAPSHOT_NAMES {
+            for row in txn.open_table(def)?.iter()? {
+                let (k, v) = row?;
+                rows.push(snapshot_row(
+                    def.name(),
+                    k.value().as_bytes(),
+                    &v.value().to_be_bytes(),
+                ));
+            }
+        }
+        for row in txn.open_table(SNAPSHOT_REFS)?.iter()? {
+            let (k, v) = row?;
+            rows.push(snapshot_row(
+                REFS.name(),
+                &k.value().to_be_bytes(),
+                &v.value().to_be_bytes(),
+            ));
+        }
+        for row in txn.open_table(SNAPSHOT_REVOKED)?.iter()? {
+            let (k, v) = row?;
+            rows.push(snapshot_row(
+                REVOKED.name(),
+                k.value().as_bytes(),
+                &v.value().to_be_bytes(),
+            ));
+        }
+        Ok(rows)
+    }
+
+    /// Replaces the applied state with a snapshot taken at the entry `at`
+    /// (rows from [`Store::export_snapshot`] of node `from`), in one
+    /// transaction that also records `at` as applied and as the compacted
+    /// log prefix (with `layout`) and drops the log entries up to it.
+    /// Blobs are reconciled: those no song uses any more are released,
+    /// those songs need and this node lacks are fetched (from `from`
+    /// first). The change stream announces songs this node holds that it
+    /// did not have, songs it had that are gone, and accounts, playlists
+    /// and revocations that differ. Does nothing if this node applied `at`
+    /// already.
+    pub fn install_snapshot(
+        &self,
+        at: rondo_ring::LogPos,
+        layout: &rondo_ring::Layout,
+        from: NodeId,
+        rows: Vec<rondo_proto::ring::v1::SnapshotRow>,
+    ) -> Result<()> {
+        use redb::TableHandle;
+        let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.begin_write()?;
+        let mut changes = Vec::new();
+        let mut released = Vec::new();
+        {
+            let mut ring = txn.open_table(RING_META)?;
+            let applied = ring
+                .get(RING_APPLIED)?
+                .map_or(Ok(0), |g| be_u64(g.value()))?;
+            if applied >= at.seq {
+                return Ok(());
+            }
+            // What this node had, to announce the differences.
+            let mut before: std::collections::HashMap<(String, u128), Vec<u8>> =
+                std::collections::HashMap::new();
+            for def in [SONGS, USERS, PLAYLISTS] {
+                let table = txn.open_table(def)?;
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    before.insert((def.name().to_string(), k.value()), v.value().to_vec());
+                }
+            }
+            let old_revoked: std::collections::HashSet<String> = txn
+                .open_table(REVOKED)?
+                .iter()?
+                .map(|r| r.map(|(k, _)| k.value().to_string()))
+                .collect::<std::result::Result<_, _>>()?;
+            for def in SNAPSHOT_BLOBS {
+                txn.delete_table(def)?;
+            }
+            for def in SNAPSHOT_NAMES {
+                txn.delete_table(def)?;
+            }
+            txn.delete_table(REFS)?;
+            txn.delete_table(REVOKED)?;
+            txn.delete_table(WANTED)?;
+            ring.remove(RING_DIGEST)?;
+            ring.remove(RING_LAYOUT)?;
+            let mut new_revoked = Vec::new();
+            let mut after: Vec<(String, u128, Vec<u8>)> = Vec::new();
+            for row in rows {
+                let t = row.table.as_str();
+                if t == RING_META.name() {
+                    let key = row_str(&row.key)?;
+                    if [RING_DIGEST, RING_LAYOUT].contains(&key) {
+                        ring.insert(key, row.value.as_slice())?;
+                    }
+                } else if let Some(def) = SNAPSHOT_BLOBS.iter().find(|d| d.name() == t) {
+                    let id = row_u128(&row.key)?;
+                    txn.open_table(*def)?.insert(id, row.value.as_slice())?;
+                    if [SONGS.name(), USERS.name(), PLAYLISTS.name()].contains(&t) {
+                        after.push((t.to_string(), id, row.value));
+                    }
+                } else if let Some(def) = SNAPSHOT_NAMES.iter().find(|d| d.name() == t) {
+                    txn.open_table(*def)?
+                        .insert(row_str(&row.key)?, row_u128(&row.value)?)?;
+                } else if t == REFS.name() {
+                    txn.open_table(REFS)?
+                        .insert(row_u128(&row.key)?, be_u64(&row.value)?)?;
+                } else if t == REVOKED.name() {
+                    let session = row_str(&row.key)?;
+                    txn.open_table(REVOKED)?
+                        .insert(session, be_u64(&row.value)?)?;
+                    new_revoked.push((session.to_string(), be_u64(&row.value)?));
+                } else {
+                    return Err(Error::Invalid {
+                        what: "snapshot row of an unknown table",
+                    });
+                }
+            }
+            ring.insert(RING_APPLIED, at.seq.to_be_bytes().as_slice())?;
+            let compacted = rondo_ring::Compacted {
+                last: at,
+                layout: layout.clone(),
+            };
+            ring.insert(RING_COMPACTED, compacted_to_wire(&compacted).as_slice())?;
+            drop(ring);
+            txn.open_table(RING_LOG)?
+                .retain_in(..=at.seq, |_, _| false)?;
+
+            // Blobs: reference counts from the songs, and what to fetch.
+            let mut uses: std::collections::BTreeMap<[u8; 32], u64> =
+                std::collections::BTreeMap::new();
+            for row in txn.open_table(SONGS)?.iter()? {
+                let (_, song) = row?;
+                let song: pb::Song = decode("songs", song.value())?;
+                let hash: ContentHash = song.content_hash.parse()?;
+                *uses.entry(*hash.as_bytes()).or_default() += 1;
+            }
+            let mut meta = txn.open_table(META)?;
+            let mut blobs = txn.open_table(BLOBS)?;
+            let held: Vec<([u8; 32], (u64, u64))> = blobs
+                .iter()?
+                .map(|r| r.map(|(k, v)| (*k.value(), v.value())))
+                .collect::<std::result::Result<_, _>>()?;
+            for (hash, (size, refs)) in &held {
+                let n = uses.get(hash).copied().unwrap_or(0);
+                blobs.insert(hash, (*size, n))?;
+                // Blobs whose songs are gone go; a copy taken ahead of a
+                // song (no song yet) is left to its own release.
+                if n == 0 && *refs > 0 {
+                    released.push(ContentHash(*hash));
+                }
+            }
+            drop(blobs);
+            let held: std::collections::BTreeSet<[u8; 32]> =
+                held.into_iter().map(|(h, _)| h).collect();
+            let mut wanted = txn.open_table(WANTED)?;
+            for (hash, n) in &uses {
+                if !held.contains(hash) {
+                    wanted.insert(hash, *n)?;
+                    let task = FetchTask {
+                        hash: ContentHash(*hash),
+                        from,
+                        push_expected: false,
+                    };
+                    push_outbox(&txn, &mut meta, OutboxTask::FetchBlob(task))?;
+                }
+            }
+            drop(wanted);
+
+            // Announcements.
+            for (table, id, value) in &after {
+                if before.remove(&(table.clone(), *id)).as_deref() == Some(value.as_slice()) {
+                    continue;
+                }
+                let change = if table == SONGS.name() {
+                    let song: pb::Song = decode("songs", value)?;
+                    let hash: ContentHash = song.content_hash.parse()?;
+                    if !held.contains(hash.as_bytes()) {
+                        continue; // announced once its blob is here
+                    }
+                    Change::Upsert(song)
+                } else if table == USERS.name() {
+                    Change::User(decode("users", value)?)
+                } else {
+                    Change::Playlist(decode("playlists", value)?)
+                };
+                changes.push(push_change(&txn, &mut meta, change)?);
+            }
+            for ((table, id), _) in before {
+                if table == SONGS.name() {
+                    let song = uuid::Uuid::from_u128(id).to_string();
+                    changes.push(push_change(&txn, &mut meta, Change::DeleteSongId(song))?);
+                }
+            }
+            for (session, expires_at) in new_revoked {
+                if !old_revoked.contains(&session) {
+                    let revoked = pb::RevokedSession {
+                        session_id: session,
+                        expires_at,
+                        at: 0,
+                    };
+                    changes.push(push_change(&txn, &mut meta, Change::Revoked(revoked))?);
+                }
+            }
+        }
+        txn.commit()?;
+        for c in changes {
+            let _ = self.changes.send(c);
+        }
+        // Blobs no song uses any more go through the outbox.
+        drop(_guard);
+        for hash in released {
+            self.release_blob(&hash)?;
+        }
+        Ok(())
+    }
+
     /// The control plane's durable state, as last persisted.
     pub fn ring_load(&self) -> Result<rondo_ring::Durable<Vec<u8>>> {
         let txn = self.db.begin_read()?;
@@ -1498,6 +1788,15 @@ impl Store {
         }
         if let Some(bytes) = meta.get(RING_APPLIED)? {
             durable.applied = be_u64(bytes.value())?;
+        }
+        if let Some(bytes) = meta.get(RING_COMPACTED)? {
+            let c: rondo_proto::ring::v1::Compacted = decode("ring_meta", bytes.value())?;
+            durable.compacted = Some(rondo_ring::Compacted {
+                last: crate::ring::pos_from_wire(c.last)?,
+                layout: crate::ring::layout_from_wire(c.layout.ok_or(Error::Invalid {
+                    what: "compacted prefix without layout",
+                })?)?,
+            });
         }
         for row in txn.open_table(RING_LOG)?.iter()? {
             let (seq, bytes) = row?;
@@ -1541,6 +1840,10 @@ impl Store {
                             let wire = crate::ring::entry_to_wire(e);
                             log.insert(e.seq, wire.encode_to_vec().as_slice())?;
                         }
+                    }
+                    Output::Compact(c) => {
+                        log.retain_in(..=c.last.seq, |_, _| false)?;
+                        meta.insert(RING_COMPACTED, compacted_to_wire(c).as_slice())?;
                     }
                     _ => {}
                 }
@@ -2234,5 +2537,92 @@ mod tests {
         );
         assert_eq!(files_in(&dir.path().join("blobs")), 1);
         assert_eq!(files_in(&dir.path().join("tmp")), 0);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_carries_the_applied_state_and_reconciles_blobs() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Store::open(da.path()).unwrap();
+        let b = Store::open(db.path()).unwrap();
+        in_layout(&a, &[b.node_id()]);
+        in_layout(&b, &[a.node_id()]);
+        let (s1, s2, s3) = (
+            SongId::new_random(),
+            SongId::new_random(),
+            SongId::new_random(),
+        );
+        let origin = NodeId::new_random();
+        for store in [&a, &b] {
+            store.put_blob(staged(store, b"one").await).unwrap();
+            store
+                .apply_update(2, &upsert(song(s1), b"one", origin))
+                .unwrap();
+        }
+        // b stops here; a goes on: a song, the delete of the first, a song.
+        a.apply_update(3, &upsert(song(s2), b"two", origin))
+            .unwrap();
+        a.apply_update(4, &delete(s1)).unwrap();
+        a.apply_update(5, &upsert(song(s3), b"three", origin))
+            .unwrap();
+        assert!(matches!(
+            a.export_snapshot(4),
+            Err(Error::SnapshotMoved {
+                asked: 4,
+                applied: 5
+            })
+        ));
+        let rows = a.export_snapshot(5).unwrap();
+        let mut changes = b.subscribe();
+        let at = rondo_ring::LogPos {
+            ring: rondo_ring::RingId::default(),
+            seq: 5,
+        };
+        let layout = a.ring_layout().unwrap().unwrap();
+        b.install_snapshot(at, &layout, a.node_id(), rows.clone())
+            .unwrap();
+
+        assert_eq!(
+            b.ring_applied().unwrap(),
+            a.ring_applied().unwrap(),
+            "one digest"
+        );
+        assert!(b.song(s1).unwrap().is_none());
+        assert_eq!(b.song(s2).unwrap(), a.song(s2).unwrap());
+        assert_eq!(b.song(s3).unwrap(), a.song(s3).unwrap());
+        assert_eq!(b.ring_layout().unwrap(), Some(layout.clone()));
+        let durable = b.ring_load().unwrap();
+        assert_eq!(durable.applied, 5);
+        assert_eq!(durable.compacted.map(|c| c.last), Some(at));
+        // The new songs' blobs are fetched at once, from the source.
+        let fetches: Vec<(ContentHash, NodeId, bool)> = b
+            .network_tasks()
+            .unwrap()
+            .0
+            .into_iter()
+            .filter_map(|(_, t)| match t {
+                OutboxTask::FetchBlob(f) => Some((f.hash, f.from, f.push_expected)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fetches.len(), 2);
+        for h in [&b"two"[..], b"three"] {
+            assert!(fetches.contains(&(ContentHash::of(h), a.node_id(), false)));
+            assert!(b.wants_blob(&ContentHash::of(h)).unwrap());
+        }
+        // The deleted song is announced gone; its blob goes.
+        let c = changes.try_recv().unwrap();
+        assert_eq!(c.change, Some(Change::DeleteSongId(s1.to_string())));
+        assert!(changes.try_recv().is_err(), "nothing else to announce yet");
+        b.run_outbox().unwrap();
+        assert_eq!(b.stats().unwrap().blob_count, 0);
+        assert_eq!(files_in(&db.path().join("blobs")), 0);
+        // A fetched blob announces its song.
+        b.put_wanted(staged(&b, b"two").await, None).unwrap();
+        let c = changes.try_recv().unwrap();
+        assert!(matches!(c.change, Some(Change::Upsert(s)) if s.id == s2.to_string()));
+        // The same snapshot again does nothing.
+        b.install_snapshot(at, &layout, a.node_id(), rows).unwrap();
+        assert!(b.song(s2).unwrap().is_some());
+        assert_eq!(b.stats().unwrap().blob_count, 1);
     }
 }

@@ -273,6 +273,8 @@ pub struct Builder {
     keepalived: bool,
     /// `ring.fetch_entries` of every node.
     fetch_entries: Option<usize>,
+    /// `ring.keep_entries` of every node.
+    keep_entries: Option<usize>,
 }
 
 /// A gateway replica in its own namespace (VRRP clusters).
@@ -382,6 +384,12 @@ impl Builder {
         self
     }
 
+    /// Applied log entries every node keeps (`ring.keep_entries`).
+    pub fn keep_entries(mut self, n: usize) -> Self {
+        self.keep_entries = Some(n);
+        self
+    }
+
     /// The control plane's token loss timeout (default 600 ms in tests).
     pub fn token_timeout_ms(mut self, ms: u64) -> Self {
         self.token_timeout_ms = ms;
@@ -475,6 +483,12 @@ impl Builder {
             if let Some(n) = self.fetch_entries {
                 ring.insert(
                     "fetch_entries".into(),
+                    toml::Value::Integer(i64::try_from(n)?),
+                );
+            }
+            if let Some(n) = self.keep_entries {
+                ring.insert(
+                    "keep_entries".into(),
                     toml::Value::Integer(i64::try_from(n)?),
                 );
             }
@@ -670,6 +684,7 @@ impl Cluster {
             vrrp: None,
             keepalived: false,
             fetch_entries: None,
+            keep_entries: None,
         }
     }
 

@@ -480,6 +480,10 @@ pub struct RingStatus {
     /// The layout as applied by this node.
     #[prost(message, optional, tag = "11")]
     pub layout: ::core::option::Option<super::super::ring::v1::Layout>,
+    /// The last log entry folded into the applied state and dropped from the
+    /// log (0: none): by compaction, or by a snapshot installed.
+    #[prost(uint64, tag = "12")]
+    pub compacted_seq: u64,
 }
 /// Generated client implementations.
 pub mod storage_node_client {

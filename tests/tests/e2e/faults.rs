@@ -534,6 +534,108 @@ async fn a_crash_at_each_push_point_delivers_once() {
     }
 }
 
+/// The others keep three applied entries in their logs (`ring.keep_entries`);
+/// a node that was down while they ordered many more (writes, and the
+/// delete of a song it holds) finds those entries compacted away: it takes a
+/// snapshot of a member's applied state, then the entries after it. It ends
+/// with the same digest, announces the songs it then holds (three replicas
+/// each), fetches the blobs it lacks and drops the deleted song's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::builder()
+        .nodes(3)
+        .keep_entries(3)
+        .start()
+        .await
+        .unwrap();
+    ring_of(&cluster, 0, 3).await;
+    let url = format!("http://{}", cluster.nodes[0].grpc);
+    let mut client = rondo_tests::NodeClient::connect(url).await.unwrap();
+    let doomed = rondo_tests::upload_direct(&mut client, "doomed", "Fault Band")
+        .await
+        .unwrap();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    write_to(&cluster, 0, "kept").await.unwrap();
+    acked.insert("kept".into(), String::new());
+    check(&cluster, &[0, 1, 2], &acked).await;
+    let behind = cluster.ring_status(2).await.unwrap().last_applied_seq;
+    assert_eq!(cluster.nodes[2].disk().blob_files, 2);
+
+    cluster.kill_node(2);
+    ring_of(&cluster, 0, 2).await;
+    for n in 0..12 {
+        let title = format!("while down {n}");
+        write_to(&cluster, 0, &title).await.unwrap();
+        acked.insert(title, String::new());
+    }
+    client
+        .delete_song(rondo_proto::storage::v1::DeleteSongRequest {
+            id: doomed.id.clone(),
+        })
+        .await
+        .unwrap();
+    let compacted = cluster.ring_status(0).await.unwrap().compacted_seq;
+    assert!(
+        compacted > behind,
+        "the others dropped entries node 2 lacks: compacted to {compacted}, node 2 at {behind}"
+    );
+
+    cluster.restart_node(2).await.unwrap();
+    ring_of(&cluster, 2, 3).await;
+    check(&cluster, &[0, 1, 2], &acked).await;
+    let status = cluster.ring_status(2).await.unwrap();
+    assert!(
+        status.compacted_seq > behind,
+        "node 2 took a snapshot: its log starts after {}",
+        status.compacted_seq
+    );
+    let log = std::fs::read_to_string(cluster.nodes[2].dir.join("node.log")).unwrap();
+    assert!(
+        log.contains("snapshot installed"),
+        "node 2 logs its snapshot"
+    );
+    // It holds every live song's blob, and no longer the deleted one's.
+    eventually(
+        "node 2 holds exactly the live blobs",
+        Duration::from_secs(60),
+        || async {
+            let d = cluster.nodes[2].disk();
+            (d.blob_files == acked.len() && d.tmp_files == 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!holds_blob(&cluster, 2, &doomed.content_hash).await);
+    // The gateway lists node 2 as a replica of every song, and not the
+    // deleted one.
+    eventually(
+        "three replicas of every song",
+        Duration::from_secs(30),
+        || async {
+            let d = cluster
+            .anon
+            .query(
+                "{ songs(first: 100, search: \"fault band\") { nodes { title replicas { id } } } }",
+                json!({}),
+            )
+            .await
+            .ok()?;
+            let songs = d.pointer("/songs/nodes")?.as_array()?;
+            let full = songs
+                .iter()
+                .all(|s| s["replicas"].as_array().is_some_and(|r| r.len() == 3));
+            let titles: BTreeSet<&str> = songs.iter().filter_map(|s| s["title"].as_str()).collect();
+            (full && titles.len() == acked.len() && !titles.contains("doomed")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // And it takes part in writes again.
+    write_to(&cluster, 2, "after the snapshot").await.unwrap();
+    acked.insert("after the snapshot".into(), String::new());
+    check(&cluster, &[0, 1, 2], &acked).await;
+}
+
 /// An upload is acknowledged only once its bytes are durable on a majority
 /// of the nodes. When no other node takes a copy, the upload is refused as
 /// UNAVAILABLE and leaves nothing behind; when one does, it holds the bytes

@@ -172,10 +172,12 @@ fn keepalived_master_ours_backup(advert_ms: u32, unicast: bool) {
         ka.complaints()
     );
     let a_adverts = watch.adverts_from(lab.addr(0)).len();
+    // keepalived's timer does not catch up on a late advert: on a loaded
+    // 2-core machine each may come a little late, so allow 2 %.
     let expected = (soak() * 1000.0) as usize / advert_ms as usize;
     assert!(
-        a_adverts + 3 >= expected,
-        "{a_adverts} adverts from keepalived in 60 s"
+        a_adverts * 100 >= expected * 98,
+        "{a_adverts} adverts from keepalived in 60 s, {expected} expected"
     );
 
     for trial in 0..trials(advert_ms) {
