@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateways;
 pub mod grpc;
 pub mod metrics;
+pub mod net;
 pub mod ring;
 pub mod store;
 pub mod stream;
@@ -48,6 +49,8 @@ pub struct NodeState {
     /// fetches): a channel multiplexes calls on one HTTP/2 connection and
     /// reconnects by itself.
     channels: Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
+    /// How peers are reached and where the control plane runs.
+    pub net: net::Net,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -81,8 +84,8 @@ impl NodeState {
                     .keep_alive_timeout(std::time::Duration::from_secs(2))
                     .keep_alive_while_idle(true)
                     .initial_stream_window_size(Some(GRPC_STREAM_WINDOW))
-                    .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW))
-                    .connect_lazy();
+                    .initial_connection_window_size(Some(GRPC_CONNECTION_WINDOW));
+                let c = self.net.lazy(c);
                 channels.insert(url.to_string(), c.clone());
                 c
             }
@@ -132,6 +135,11 @@ pub fn node_identity(dir: &Path) -> Result<NodeId> {
 
 /// Opens the store and builds the shared state.
 pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
+    open_with(config, registry, net::Net::Real)
+}
+
+/// Opens the store and builds the shared state, with the given network.
+pub fn open_with(config: Config, registry: Registry, net: net::Net) -> Result<Arc<NodeState>> {
     let node_id = node_identity(&config.data_dir)?;
     let secret =
         std::fs::read(&config.cluster_secret_file).map_err(Error::io("read cluster secret"))?;
@@ -157,6 +165,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
         ring: std::sync::OnceLock::new(),
         gateways: gateways::Gateways::default(),
         channels: Mutex::new(std::collections::HashMap::new()),
+        net,
     });
     state.refresh_gauges();
     Ok(state)

@@ -17,9 +17,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
 
 use rand::Rng;
 use rondo_core::NodeId;
@@ -74,11 +76,11 @@ struct Waiters {
     layouts: BTreeMap<String, tokio::sync::oneshot::Sender<Result<(Layout, u64)>>>,
 }
 
-/// The running control plane of one node.
-#[derive(Debug)]
+/// The running control plane of one node (clones share it).
+#[derive(Clone, Debug)]
 pub struct RingHandle {
     me: NodeId,
-    cmds: std_mpsc::Sender<Cmd>,
+    cmds: UnboundedSender<Cmd>,
     status: Arc<Mutex<pb::RingStatus>>,
     write_timeout: Duration,
     peers: Arc<Mutex<BTreeMap<NodeId, String>>>,
@@ -187,16 +189,15 @@ impl RingHandle {
 /// - otherwise a cluster of this node alone.
 ///
 /// Proposals that arrive meanwhile are kept and returned.
-fn base_layout(
+async fn base_layout(
     state: &NodeState,
     log_empty: bool,
-    rx: &std_mpsc::Receiver<Cmd>,
+    rx: &mut UnboundedReceiver<Cmd>,
     status: &Mutex<pb::RingStatus>,
-    runtime: &tokio::runtime::Handle,
 ) -> (Layout, Vec<Cmd>) {
     let me = state.node_id;
     if let Some(path) = &state.config.ring.peers_file {
-        let (peers, kept) = wait_for_peers(path, me, rx);
+        let (peers, kept) = wait_for_peers(path, me, rx).await;
         return (Layout::genesis(peers), kept);
     }
     let seeds = &state.config.ring.seeds;
@@ -215,7 +216,7 @@ fn base_layout(
     let mut kept = Vec::new();
     loop {
         for seed in seeds {
-            if let Some(layout) = runtime.block_on(seed_layout(seed))
+            if let Some(layout) = seed_layout(state, seed).await
                 && layout.nodes.contains_key(&me)
             {
                 tracing::info!(%seed, epoch = layout.epoch, "added to the layout; joining");
@@ -226,21 +227,21 @@ fn base_layout(
                 return (base, kept);
             }
         }
-        match rx.recv_timeout(Duration::from_millis(300)) {
-            Ok(Cmd::Receive(..)) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Ok(cmd) => kept.push(cmd),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return (Layout::default(), kept),
+        match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            Ok(Some(Cmd::Receive(..))) | Err(_) => {}
+            Ok(Some(cmd)) => kept.push(cmd),
+            Ok(None) => return (Layout::default(), kept),
         }
     }
 }
 
 /// The layout a running node reports, if it answers.
-async fn seed_layout(url: &str) -> Option<Layout> {
+async fn seed_layout(state: &NodeState, url: &str) -> Option<Layout> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .ok()?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2));
-    let channel = endpoint.connect().await.ok()?;
+    let channel = state.net.connect(endpoint).await.ok()?;
     let mut client = pb::storage_node_client::StorageNodeClient::new(channel);
     let health = client
         .health(pb::HealthRequest::default())
@@ -300,10 +301,12 @@ fn protocol_config(nodes: usize, token_timeout_ms: Option<u64>) -> Config {
     }
 }
 
-/// Starts the driver thread and the peer senders. Must be called inside a
-/// tokio runtime (the senders run on it).
+/// Starts the driver and the peer senders. Must be called inside a tokio
+/// runtime (the senders run on it). The driver runs on a thread of its own
+/// (its redb commits block), or as a task of the simulator's runtime
+/// ([`crate::net::Net::Sim`]).
 pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
-    let (tx, rx) = std_mpsc::channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(pb::RingStatus {
         phase: "starting".into(),
         ..Default::default()
@@ -318,33 +321,49 @@ pub fn start(state: Arc<NodeState>) -> Result<RingHandle> {
     };
     let peers_out = handle.peers.clone();
     let cmds = handle.cmds.clone();
-    std::thread::Builder::new()
-        .name("ring".into())
-        .spawn(move || {
-            if let Err(e) = drive(&state, &rx, &cmds, &status, &runtime, &peers_out) {
-                // The protocol assumes crash-recovery: a node that cannot
-                // persist or apply (a storage error) stops as a whole and
-                // comes back from its durable state, rather than serving
-                // on without a control plane.
-                tracing::error!(error = %e, "control plane failed; stopping the node");
-                std::process::exit(70);
+    let sim = state.net.is_sim();
+    let run = async move {
+        if let Err(e) = drive(&state, rx, &cmds, &status, &runtime, &peers_out).await {
+            // The protocol assumes crash-recovery: a node that cannot
+            // persist or apply (a storage error) stops as a whole and
+            // comes back from its durable state, rather than serving on
+            // without a control plane.
+            tracing::error!(error = %e, "control plane failed; stopping the node");
+            if state.net.is_sim() {
+                panic!("control plane failed: {e}");
             }
-        })
-        .map_err(Error::io("start ring thread"))?;
+            std::process::exit(70);
+        }
+    };
+    if sim {
+        tokio::spawn(run);
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("start ring runtime"))?;
+        std::thread::Builder::new()
+            .name("ring".into())
+            .spawn(move || rt.block_on(run))
+            .map_err(Error::io("start ring thread"))?;
+    }
     Ok(handle)
 }
 
-fn drive(
+async fn drive(
     state: &Arc<NodeState>,
-    rx: &std_mpsc::Receiver<Cmd>,
-    cmds: &std_mpsc::Sender<Cmd>,
+    mut rx: UnboundedReceiver<Cmd>,
+    cmds: &UnboundedSender<Cmd>,
     status: &Mutex<pb::RingStatus>,
     runtime: &tokio::runtime::Handle,
     peers_out: &Mutex<BTreeMap<NodeId, String>>,
 ) -> Result<()> {
     let me = state.node_id;
     let durable = state.store.ring_load()?;
-    let (base, deferred) = base_layout(state, durable.last().seq == 0, rx, status, runtime);
+    let (base, deferred) = base_layout(state, durable.last().seq == 0, &mut rx, status).await;
+    let mut rng = state.net.rng();
+    // A snapshot was installed: the digest changed without an `Apply`.
+    let mut installed = false;
     let mut node = Node::new(me, Config::for_nodes(1), base.clone(), durable);
     let mut config = protocol_config(
         node.layout().nodes.len().max(1),
@@ -368,23 +387,25 @@ fn drive(
         outputs.extend(take(&mut node, &mut waiters, cmd));
     }
     loop {
-        senders.sync(&node, me, runtime, cmds, peers_out);
+        senders.sync(&node, me, &state.net, runtime, cmds, peers_out);
         carry_out(
             state,
-            &Driver {
+            &mut Driver {
                 me,
                 base: &base,
                 senders: &senders,
                 runtime,
                 cmds,
                 peers: peers_out,
+                rng: &mut rng,
             },
             &mut timers,
             &mut waiters,
             &outputs,
             &mut applied_layout,
         )?;
-        let applied = outputs.iter().any(|o| matches!(o, Output::Apply(_)));
+        let applied = installed || outputs.iter().any(|o| matches!(o, Output::Apply(_)));
+        installed = false;
         publish(state, &node, applied_layout.as_ref(), status, applied);
         // Wait for a command or the next timer.
         let next = timers
@@ -393,25 +414,27 @@ fn drive(
             .map(|(t, at)| (*t, *at));
         let cmd = match next {
             Some((timer, at)) => {
-                let now = Instant::now();
-                if at <= now {
+                if at <= Instant::now() {
                     timers.remove(&timer);
                     outputs = node.handle(Input::Fired(timer));
                     continue;
                 }
-                match rx.recv_timeout(at - now) {
-                    Ok(cmd) => cmd,
-                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                tokio::select! {
+                    biased;
+                    cmd = rx.recv() => match cmd {
+                        Some(cmd) => cmd,
+                        None => return Ok(()),
+                    },
+                    () = tokio::time::sleep_until(at) => {
                         timers.remove(&timer);
                         outputs = node.handle(Input::Fired(timer));
                         continue;
                     }
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
                 }
             }
-            None => match rx.recv() {
-                Ok(cmd) => cmd,
-                Err(_) => return Ok(()),
+            None => match rx.recv().await {
+                Some(cmd) => cmd,
+                None => return Ok(()),
             },
         };
         if let Cmd::SnapshotReady {
@@ -430,6 +453,7 @@ fn drive(
                 state.outbox.notify_one();
                 state.refresh_gauges();
                 applied_layout = Some(layout.clone());
+                installed = true;
                 outputs = node.handle(Input::SnapshotInstalled { ring, at, layout });
             }
             continue;
@@ -483,8 +507,9 @@ impl Senders {
         &mut self,
         node: &Node<Payload>,
         me: NodeId,
+        net: &crate::net::Net,
         runtime: &tokio::runtime::Handle,
-        cmds: &std_mpsc::Sender<Cmd>,
+        cmds: &UnboundedSender<Cmd>,
         peers_out: &Mutex<BTreeMap<NodeId, String>>,
     ) {
         let layout = node.layout();
@@ -506,7 +531,7 @@ impl Senders {
                 continue;
             };
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            runtime.spawn(send_loop(*id, endpoint, rx, cmds.clone()));
+            runtime.spawn(send_loop(*id, net.clone(), endpoint, rx, cmds.clone()));
             self.by_peer.insert(*id, (member.addr.clone(), tx));
         }
         if let Ok(mut p) = peers_out.lock() {
@@ -528,10 +553,10 @@ impl Senders {
 /// address (a deployment writes it once all nodes have bound their ports).
 /// Protocol messages that arrive meanwhile are dropped (peers retransmit);
 /// proposals are kept and returned, to be queued once the ring runs.
-fn wait_for_peers(
+async fn wait_for_peers(
     path: &Path,
     me: NodeId,
-    rx: &std_mpsc::Receiver<Cmd>,
+    rx: &mut UnboundedReceiver<Cmd>,
 ) -> (BTreeMap<NodeId, String>, Vec<Cmd>) {
     let mut warned = false;
     let mut kept = Vec::new();
@@ -547,10 +572,10 @@ fn wait_for_peers(
             tracing::info!(path = %path.display(), "waiting for the peers file to list every node");
             warned = true;
         }
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Cmd::Receive(..)) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Ok(cmd) => kept.push(cmd),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return (BTreeMap::new(), kept),
+        match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            Ok(Some(Cmd::Receive(..))) | Err(_) => {}
+            Ok(Some(cmd)) => kept.push(cmd),
+            Ok(None) => return (BTreeMap::new(), kept),
         }
     }
 }
@@ -561,15 +586,16 @@ struct Driver<'a> {
     base: &'a Layout,
     senders: &'a Senders,
     runtime: &'a tokio::runtime::Handle,
-    cmds: &'a std_mpsc::Sender<Cmd>,
+    cmds: &'a UnboundedSender<Cmd>,
     peers: &'a Mutex<BTreeMap<NodeId, String>>,
+    rng: &'a mut rand::rngs::StdRng,
 }
 
 /// Carries out the core's outputs in order: consecutive persistence
 /// outputs go in one transaction, before the sends that follow them.
 fn carry_out(
     state: &Arc<NodeState>,
-    driver: &Driver<'_>,
+    driver: &mut Driver<'_>,
     timers: &mut BTreeMap<Timer, Instant>,
     waiters: &mut Waiters,
     outputs: &[Output<Payload>],
@@ -601,8 +627,15 @@ fn carry_out(
                     continue;
                 };
                 tracing::info!(%from, at = at.seq, "behind the source's compacted log: taking its snapshot");
-                let task =
-                    fetch_snapshot(url, *from, *ring, *at, layout.clone(), driver.cmds.clone());
+                let task = fetch_snapshot(
+                    state.net.clone(),
+                    url,
+                    *from,
+                    *ring,
+                    *at,
+                    layout.clone(),
+                    driver.cmds.clone(),
+                );
                 driver.runtime.spawn(async move {
                     if let Err(e) = task.await {
                         // The ring times out and forms again.
@@ -624,7 +657,7 @@ fn carry_out(
                 let jitter = match timer {
                     // Spread competing candidates (PROTOCOL.md, "Gather").
                     Timer::JoinWindow | Timer::Consensus => {
-                        after.mul_f64(rand::rng().random_range(0.0..0.5))
+                        after.mul_f64(driver.rng.random_range(0.0..0.5))
                     }
                     _ => Duration::ZERO,
                 };
@@ -766,14 +799,21 @@ const PROBE_EVERY: Duration = Duration::from_millis(300);
 /// `Ping` until it answers, which marks the link up again.
 async fn send_loop(
     peer: NodeId,
+    net: crate::net::Net,
     endpoint: tonic::transport::Endpoint,
     mut rx: tokio::sync::mpsc::Receiver<wire::Envelope>,
-    core: std_mpsc::Sender<Cmd>,
+    core: UnboundedSender<Cmd>,
 ) {
+    // HTTP/2 keepalive: a connection that stalled (a partition, a peer
+    // that froze) is found dead within three seconds and made again,
+    // instead of every call on it timing out until TCP gives up.
     let endpoint = endpoint
         .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true);
-    let mut client = wire::ring_client::RingClient::new(endpoint.connect_lazy());
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true);
+    let mut client = wire::ring_client::RingClient::new(net.lazy(endpoint));
     let mut up = true;
     // A deadline, not a fresh sleep per message: messages keep coming while
     // the link is down and must not postpone the probe.
@@ -866,9 +906,14 @@ impl wire::ring_server::Ring for Service {
     ) -> std::result::Result<Response<Self::ReadSnapshotStream>, Status> {
         let at = request.into_inner().at_seq;
         let state = self.state.clone();
-        let rows = tokio::task::spawn_blocking(move || state.store.export_snapshot(at))
-            .await
-            .map_err(Error::from)??;
+        // Under the simulator every step runs on its one thread, in order.
+        let rows = if state.net.is_sim() {
+            state.store.export_snapshot(at)?
+        } else {
+            tokio::task::spawn_blocking(move || state.store.export_snapshot(at))
+                .await
+                .map_err(Error::from)??
+        };
         tracing::info!(at, rows = rows.len(), "serving a snapshot");
         let chunks: Vec<std::result::Result<wire::SnapshotChunk, Status>> = rows
             .chunks(SNAPSHOT_CHUNK_ROWS)
@@ -886,19 +931,21 @@ const SNAPSHOT_CHUNK_ROWS: usize = 1024;
 /// thread, which installs it if the core still wants it (PROTOCOL.md,
 /// "Snapshots").
 async fn fetch_snapshot(
+    net: crate::net::Net,
     url: String,
     from: NodeId,
     ring: RingId,
     at: LogPos,
     layout: Layout,
-    core: std_mpsc::Sender<Cmd>,
+    core: UnboundedSender<Cmd>,
 ) -> Result<()> {
     use futures::StreamExt;
     let unavailable = |e: String| Error::Unavailable(e);
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
         .map_err(|e| unavailable(format!("bad peer URL {url}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
+        .connect_timeout(Duration::from_secs(2));
+    let channel = net
+        .connect(endpoint)
         .await
         .map_err(|e| unavailable(format!("connect to {url}: {e}")))?;
     let mut client =

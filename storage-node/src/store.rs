@@ -1644,6 +1644,17 @@ impl Store {
             txn.delete_table(REFS)?;
             txn.delete_table(REVOKED)?;
             txn.delete_table(WANTED)?;
+            // Every table exists again, empty, even if the snapshot has no
+            // row for it (a later export reads them all).
+            for def in SNAPSHOT_BLOBS {
+                txn.open_table(def)?;
+            }
+            for def in SNAPSHOT_NAMES {
+                txn.open_table(def)?;
+            }
+            txn.open_table(REFS)?;
+            txn.open_table(REVOKED)?;
+            txn.open_table(WANTED)?;
             ring.remove(RING_DIGEST)?;
             ring.remove(RING_LAYOUT)?;
             let mut new_revoked = Vec::new();
@@ -2620,6 +2631,9 @@ mod tests {
         b.put_wanted(staged(&b, b"two").await, None).unwrap();
         let c = changes.try_recv().unwrap();
         assert!(matches!(c.change, Some(Change::Upsert(s)) if s.id == s2.to_string()));
+        // A node that took a snapshot serves one in turn (every table is
+        // there, even those the snapshot had no row for).
+        assert_eq!(b.export_snapshot(5).unwrap().len(), rows.len());
         // The same snapshot again does nothing.
         b.install_snapshot(at, &layout, a.node_id(), rows).unwrap();
         assert!(b.song(s2).unwrap().is_some());
