@@ -116,20 +116,33 @@ impl RingHandle {
         update.origin = self.me.to_string();
         update.proposal = id.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cmds
-            .send(Cmd::Propose {
-                id: id.clone(),
-                payload: update.encode_to_vec(),
-                reply: tx,
-            })
-            .map_err(|_| Error::Unavailable("the control plane has stopped".into()))?;
+        let cmd = Cmd::Propose {
+            id: id.clone(),
+            payload: update.encode_to_vec(),
+            reply: tx,
+        };
+        self.order(cmd, id, rx, "write").await
+    }
+
+    /// Hands a proposal to the driver and waits for its outcome for up to
+    /// the write timeout; then withdraws it, if it is not ordered yet, and
+    /// says why (typically: no quorum).
+    async fn order<T>(
+        &self,
+        cmd: Cmd,
+        id: String,
+        rx: tokio::sync::oneshot::Receiver<Result<T>>,
+        what: &str,
+    ) -> Result<T> {
+        let stopped = || Error::Unavailable("the control plane has stopped".into());
+        self.cmds.send(cmd).map_err(|_| stopped())?;
         match tokio::time::timeout(self.write_timeout, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Unavailable("the control plane has stopped".into())),
+            Ok(Err(_)) => Err(stopped()),
             Err(_) => {
                 let _ = self.cmds.send(Cmd::Withdraw(id));
                 Err(Error::Unavailable(format!(
-                    "write not committed within {:?}: {}",
+                    "{what} not committed within {:?}: {}",
                     self.write_timeout,
                     self.no_quorum()
                 )))
@@ -144,21 +157,13 @@ impl RingHandle {
         let id = uuid::Uuid::new_v4().to_string();
         change.proposal = id.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cmds
-            .send(Cmd::ProposeLayout { change, reply: tx })
-            .map_err(|_| Error::Unavailable("the control plane has stopped".into()))?;
-        match tokio::time::timeout(self.write_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Unavailable("the control plane has stopped".into())),
-            Err(_) => {
-                let _ = self.cmds.send(Cmd::Withdraw(id));
-                Err(Error::Unavailable(format!(
-                    "layout change not committed within {:?}: {}",
-                    self.write_timeout,
-                    self.no_quorum()
-                )))
-            }
-        }
+        self.order(
+            Cmd::ProposeLayout { change, reply: tx },
+            id,
+            rx,
+            "layout change",
+        )
+        .await
     }
 
     /// Why this node's ring cannot commit now, as users see it.
@@ -497,7 +502,9 @@ fn take(node: &mut Node<Payload>, waiters: &mut Waiters, cmd: Cmd) -> Vec<Output
 #[derive(Default)]
 struct Senders {
     by_peer: BTreeMap<NodeId, (String, tokio::sync::mpsc::Sender<wire::Envelope>)>,
-    epoch: Option<u64>,
+    /// The layout last synced: (epoch, number of nodes). The base layout
+    /// and the genesis both have epoch 0, with other nodes.
+    synced: Option<(u64, usize)>,
 }
 
 impl Senders {
@@ -513,10 +520,11 @@ impl Senders {
         peers_out: &Mutex<BTreeMap<NodeId, String>>,
     ) {
         let layout = node.layout();
-        if self.epoch == Some(layout.epoch) && !self.by_peer.is_empty() {
+        let now = (layout.epoch, layout.nodes.len());
+        if self.synced == Some(now) {
             return;
         }
-        self.epoch = Some(layout.epoch);
+        self.synced = Some(now);
         for (id, member) in &layout.nodes {
             if *id == me
                 || self
