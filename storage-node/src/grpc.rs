@@ -161,67 +161,75 @@ impl StorageNode for Service {
             ));
         }
         let req = request.into_inner();
-        let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
         let origin: rondo_core::NodeId = req.origin.parse().map_err(Error::from)?;
-        let delivery = Delivery {
-            origin,
-            outbox_seq: req.outbox_seq,
-            low_water: req.low_water,
-        };
+        let rows: Vec<(u64, ContentHash, u64)> = req
+            .rows
+            .iter()
+            .map(|r| Ok((r.outbox_seq, r.content_hash.parse()?, r.entry_seq)))
+            .collect::<Result<_, Error>>()?;
         let state = self.state.clone();
-        let (seen, (applied, _)) = tokio::task::spawn_blocking(move || {
-            Ok::<_, Error>((
-                state.store.delivered(origin, req.outbox_seq)?,
-                state.store.ring_applied()?,
-            ))
+        let (applied, _) = tokio::task::spawn_blocking(move || state.store.ring_applied())
+            .await
+            .map_err(Error::from)??;
+        // Whether a song still wants a blob is known only once its entry is
+        // applied here: later rows wait.
+        let ready: Vec<(u64, ContentHash)> = rows
+            .iter()
+            .filter(|(_, _, entry)| *entry <= applied)
+            .map(|(n, h, _)| (*n, *h))
+            .collect();
+        let state = self.state.clone();
+        let low_water = req.low_water;
+        let sorted = tokio::task::spawn_blocking(move || {
+            state.store.deliver_batch(origin, low_water, &ready)
         })
         .await
         .map_err(Error::from)??;
-        let done = if seen {
-            Delivered::Duplicate
-        } else if applied < req.entry_seq {
-            // Whether a song still wants the blob is known only once its
-            // entry is applied here.
-            return Err(Status::unavailable(format!(
-                "entry {} is not applied on this node yet (applied: {applied})",
-                req.entry_seq
-            )));
-        } else {
-            let state = self.state.clone();
-            let wanted = tokio::task::spawn_blocking(move || state.store.wants_blob(&hash))
-                .await
-                .map_err(Error::from)??;
-            if wanted {
-                crate::pull(&self.state, &hash, origin, Some(delivery))
-                    .await?
-                    .1
-            } else {
-                let state = self.state.clone();
-                tokio::task::spawn_blocking(move || state.store.deliver_held(delivery))
-                    .await
-                    .map_err(Error::from)??
+        let mut decided = sorted.into_iter();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for (seq, hash, entry) in rows {
+            if entry > applied {
+                outcomes.push(Outcome::NotApplied);
+                continue;
             }
-        };
+            let done = match decided.next().flatten() {
+                Some(d) => Ok(d),
+                None => {
+                    let delivery = Delivery {
+                        origin,
+                        outbox_seq: seq,
+                        low_water,
+                    };
+                    crate::pull(&self.state, &hash, origin, Some(delivery))
+                        .await
+                        .map(|(_, d)| d)
+                }
+            };
+            outcomes.push(match done {
+                Ok(Delivered::Stored) => {
+                    self.state.metrics.inbox_applied.inc();
+                    self.state.outbox.notify_one();
+                    Outcome::Stored
+                }
+                Ok(Delivered::Held) => {
+                    self.state.metrics.inbox_applied.inc();
+                    Outcome::Held
+                }
+                Ok(Delivered::Duplicate) => {
+                    self.state.metrics.inbox_duplicates.inc();
+                    tracing::info!(%hash, %origin, seq, "duplicate delivery ignored");
+                    Outcome::Duplicate
+                }
+                Err(e) => {
+                    tracing::debug!(%hash, %origin, seq, error = %e, "pushed blob not fetched");
+                    Outcome::Failed
+                }
+            });
+        }
         crate::failpoint("deliver-before-ack");
-        let outcome = match done {
-            Delivered::Stored => {
-                self.state.metrics.inbox_applied.inc();
-                self.state.outbox.notify_one();
-                self.state.refresh_gauges();
-                Outcome::Stored
-            }
-            Delivered::Held => {
-                self.state.metrics.inbox_applied.inc();
-                Outcome::Held
-            }
-            Delivered::Duplicate => {
-                self.state.metrics.inbox_duplicates.inc();
-                tracing::info!(%hash, %origin, seq = req.outbox_seq, "duplicate delivery ignored");
-                Outcome::Duplicate
-            }
-        };
+        self.state.refresh_gauges();
         Ok(Response::new(pb::DeliverBlobReply {
-            outcome: outcome as i32,
+            outcomes: outcomes.into_iter().map(|o| o as i32).collect(),
         }))
     }
 

@@ -369,13 +369,8 @@ async fn run_network_tasks(
     for (n, f) in fetches {
         jobs.push(Box::pin(fetch_task(state, n, f)));
     }
-    for rows in pushes.into_values() {
-        jobs.push(Box::pin(async move {
-            for (n, p) in rows {
-                push_task(state, n, p, low_water).await?;
-            }
-            Ok(())
-        }));
+    for (to, rows) in pushes {
+        jobs.push(Box::pin(push_rows(state, to, rows, low_water)));
     }
     let results: Vec<Result<()>> = futures::stream::iter(jobs)
         .buffer_unordered(NETWORK_CONCURRENCY)
@@ -440,47 +435,89 @@ pub(crate) async fn pull(
     )))
 }
 
-/// One push task of the outbox: tells the node to hold the blob of a song
-/// this node proposed; done once it answers (stored, held or duplicate),
-/// or at once if the node left the layout or this node lost the blob.
-async fn push_task(
+/// Rows sent in one `DeliverBlob` call.
+const PUSH_BATCH: usize = 256;
+
+/// The push rows of the outbox for one node: tells it to hold the blobs of
+/// songs this node proposed, in batches. A row is done (and removed) once
+/// the node answered it stored, held or duplicate, or at once if the node
+/// left the layout or this node lost the blob; rows the node could not
+/// take yet stay, and the relay tries again with backoff.
+async fn push_rows(
     state: &Arc<NodeState>,
-    n: u64,
-    task: store::PushTask,
+    to: NodeId,
+    rows: Vec<(u64, store::PushTask)>,
     low_water: u64,
 ) -> Result<()> {
+    use rondo_proto::storage::v1::{self as pb, deliver_blob_reply::Outcome};
     failpoint("push-before-send");
+    let url = layout_url(state, to).await?;
+    let in_layout = url.is_some();
+    let st = state.clone();
+    let (live, moot) = tokio::task::spawn_blocking(move || {
+        let mut live = Vec::new();
+        let mut moot = Vec::new();
+        for (n, p) in rows {
+            match st.store.blob_size(&p.hash)? {
+                Some(_) if in_layout => live.push((n, p)),
+                _ => moot.push(n),
+            }
+        }
+        st.store.finish_tasks(&moot)?;
+        Ok::<_, Error>((live, moot.len()))
+    })
+    .await??;
+    if moot > 0 {
+        tracing::debug!(%to, rows = moot, "pushes dropped: node or blob gone");
+    }
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let mut pending = 0;
+    for batch in live.chunks(PUSH_BATCH) {
+        let request = pb::DeliverBlobRequest {
+            origin: state.node_id.to_string(),
+            low_water,
+            rows: batch
+                .iter()
+                .map(|(n, p)| pb::BlobDelivery {
+                    outbox_seq: *n,
+                    content_hash: p.hash.to_hex(),
+                    entry_seq: p.entry_seq,
+                })
+                .collect(),
+        };
+        let reply = state
+            .peer(&url)?
+            .deliver_blob(request)
+            .await
+            .map_err(|e| Error::Unavailable(format!("push blobs to {to}: {}", e.message())))?
+            .into_inner();
+        let outcomes = reply.outcomes();
+        let done: Vec<u64> = batch
+            .iter()
+            .zip(outcomes.chain(std::iter::repeat(Outcome::Unspecified)))
+            .filter(|(_, o)| matches!(o, Outcome::Stored | Outcome::Held | Outcome::Duplicate))
+            .map(|((n, _), _)| *n)
+            .collect();
+        pending += batch.len() - done.len();
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || st.store.finish_tasks(&done)).await??;
+    }
+    state.refresh_gauges();
+    if pending > 0 {
+        return Err(Error::Unavailable(format!(
+            "{pending} pushes to {to} not taken yet"
+        )));
+    }
+    Ok(())
+}
+
+/// The gRPC URL of a node of the applied layout.
+async fn layout_url(state: &Arc<NodeState>, node: NodeId) -> Result<Option<String>> {
     let st = state.clone();
     let layout = tokio::task::spawn_blocking(move || st.store.ring_layout()).await??;
-    let url = layout.and_then(|l| l.nodes.get(&task.to).map(|m| m.addr.clone()));
-    let hash = task.hash;
-    let st = state.clone();
-    let held = tokio::task::spawn_blocking(move || st.store.blob_size(&hash)).await??;
-    let Some(url) = url.filter(|_| held.is_some()) else {
-        tracing::debug!(%hash, to = %task.to, "push dropped: node or blob gone");
-        let st = state.clone();
-        return tokio::task::spawn_blocking(move || st.store.finish_task(n)).await?;
-    };
-    let request = rondo_proto::storage::v1::DeliverBlobRequest {
-        origin: state.node_id.to_string(),
-        outbox_seq: n,
-        low_water,
-        content_hash: hash.to_hex(),
-        entry_seq: task.entry_seq,
-    };
-    let reply = state
-        .peer(&url)?
-        .deliver_blob(request)
-        .await
-        .map_err(|e| {
-            Error::Unavailable(format!("push blob {hash} to {}: {}", task.to, e.message()))
-        })?
-        .into_inner();
-    tracing::debug!(%hash, to = %task.to, outcome = ?reply.outcome(), "pushed blob");
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || st.store.finish_task(n)).await??;
-    state.refresh_gauges();
-    Ok(())
+    Ok(layout.and_then(|l| l.nodes.get(&node).map(|m| m.addr.clone())))
 }
 
 /// Copies one blob from the node at `url` into this node's store (hash

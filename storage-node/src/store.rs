@@ -974,6 +974,53 @@ impl Store {
         self.note_delivery(Some(&delivery))
     }
 
+    /// Sorts a batch of deliveries from one origin, in one transaction:
+    /// rows seen before are `Duplicate`; rows whose blob is here or no
+    /// longer wanted are recorded in the inbox (`Held`); the rest (`None`)
+    /// need the blob pulled, then [`Store::put_wanted`] with the delivery.
+    pub fn deliver_batch(
+        &self,
+        origin: NodeId,
+        low_water: u64,
+        rows: &[(u64, ContentHash)],
+    ) -> Result<Vec<Option<Delivered>>> {
+        let _guard = self.blob_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut txn = self.db.begin_write()?;
+        // Only rows whose effect is done already or moot are written here:
+        // if a crash loses them, the origin sends them again and they are
+        // found done again. Not fsync'd (a later durable commit persists
+        // them), so pushes cost the disk nothing while the ring writes.
+        txn.set_durability(redb::Durability::None)
+            .map_err(redb::Error::from)?;
+        let mut out = Vec::with_capacity(rows.len());
+        {
+            let blobs = txn.open_table(BLOBS)?;
+            let wanted = txn.open_table(WANTED)?;
+            let key = origin.0.as_u128();
+            for (seq, hash) in rows {
+                let seen = txn.open_table(INBOX)?.get((key, *seq))?.is_some();
+                let decided = if seen {
+                    Some(Delivered::Duplicate)
+                } else if blobs.get(hash.as_bytes())?.is_some()
+                    || wanted.get(hash.as_bytes())?.is_none()
+                {
+                    let d = Delivery {
+                        origin,
+                        outbox_seq: *seq,
+                        low_water,
+                    };
+                    record_delivery(&txn, &d)?;
+                    Some(Delivered::Held)
+                } else {
+                    None
+                };
+                out.push(decided);
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
     /// Whether a delivery was carried out here before.
     pub fn delivered(&self, origin: NodeId, outbox_seq: u64) -> Result<bool> {
         Ok(self
@@ -1488,8 +1535,26 @@ impl Store {
 
     /// Removes a done outbox task.
     pub fn finish_task(&self, n: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(OUTBOX)?.remove(n)?;
+        self.finish_tasks(&[n])
+    }
+
+    /// Removes done outbox tasks, in one transaction.
+    pub fn finish_tasks(&self, done: &[u64]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        // A done row that a crash brings back is carried out again, which
+        // finds it done (a blob here, a delivery answered as a duplicate):
+        // no fsync needed.
+        txn.set_durability(redb::Durability::None)
+            .map_err(redb::Error::from)?;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for n in done {
+                outbox.remove(*n)?;
+            }
+        }
         txn.commit()?;
         Ok(())
     }
@@ -2533,10 +2598,28 @@ mod tests {
         assert!(!store.delivered(a, 7).unwrap());
         assert!(store.delivered(a, 9).unwrap());
         assert_eq!(store.stats().unwrap().inbox_len, 1);
+        // A batch sorts its rows in one transaction: seen before, here
+        // already (recorded), still to fetch (not recorded yet).
+        store
+            .apply_update(3, &upsert(song(SongId::new_random()), b"later", a))
+            .unwrap();
+        let sorted = store
+            .deliver_batch(
+                a,
+                9,
+                &[(9, hash), (11, hash), (12, ContentHash::of(b"later"))],
+            )
+            .unwrap();
+        assert_eq!(
+            sorted,
+            vec![Some(Delivered::Duplicate), Some(Delivered::Held), None]
+        );
+        assert!(store.delivered(a, 11).unwrap());
+        assert!(!store.delivered(a, 12).unwrap());
         // A blob nothing wants is not stored by a delivery: no orphan.
         assert_eq!(
             store
-                .put_wanted(staged(&store, b"nobody").await, Some(d(10, 9)))
+                .put_wanted(staged(&store, b"nobody").await, Some(d(13, 9)))
                 .unwrap(),
             Delivered::Held
         );

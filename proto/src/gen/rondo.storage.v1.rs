@@ -122,28 +122,33 @@ pub struct ReplicateBlobRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplicateBlobResponse {}
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DeliverBlobRequest {
-    /// Id of the sending node, whose outbox holds the row.
+    /// Id of the sending node, whose outbox holds the rows.
     #[prost(string, tag = "1")]
     pub origin: ::prost::alloc::string::String,
-    /// The row's sequence in the sender's outbox.
-    #[prost(uint64, tag = "2")]
-    pub outbox_seq: u64,
     /// The lowest sequence still in the sender's outbox: rows below it are
     /// never sent again, so the receiver forgets them.
-    #[prost(uint64, tag = "3")]
+    #[prost(uint64, tag = "2")]
     pub low_water: u64,
-    #[prost(string, tag = "4")]
+    #[prost(message, repeated, tag = "3")]
+    pub rows: ::prost::alloc::vec::Vec<BlobDelivery>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BlobDelivery {
+    /// The row's sequence in the sender's outbox.
+    #[prost(uint64, tag = "1")]
+    pub outbox_seq: u64,
+    #[prost(string, tag = "2")]
     pub content_hash: ::prost::alloc::string::String,
     /// The ring entry of the song that uses the blob.
-    #[prost(uint64, tag = "5")]
+    #[prost(uint64, tag = "3")]
     pub entry_seq: u64,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DeliverBlobReply {
-    #[prost(enumeration = "deliver_blob_reply::Outcome", tag = "1")]
-    pub outcome: i32,
+    #[prost(enumeration = "deliver_blob_reply::Outcome", repeated, tag = "1")]
+    pub outcomes: ::prost::alloc::vec::Vec<i32>,
 }
 /// Nested message and enum types in `DeliverBlobReply`.
 pub mod deliver_blob_reply {
@@ -168,6 +173,11 @@ pub mod deliver_blob_reply {
         Held = 2,
         /// The row was delivered before: nothing was done.
         Duplicate = 3,
+        /// The receiver has not applied the row's entry yet (only then does it
+        /// know whether a song wants the blob): send it again later.
+        NotApplied = 4,
+        /// The bytes could not be had from any node: send it again later.
+        Failed = 5,
     }
     impl Outcome {
         /// String value of the enum field names used in the ProtoBuf definition.
@@ -180,6 +190,8 @@ pub mod deliver_blob_reply {
                 Self::Stored => "STORED",
                 Self::Held => "HELD",
                 Self::Duplicate => "DUPLICATE",
+                Self::NotApplied => "NOT_APPLIED",
+                Self::Failed => "FAILED",
             }
         }
         /// Creates an enum from field names used in the ProtoBuf definition.
@@ -189,6 +201,8 @@ pub mod deliver_blob_reply {
                 "STORED" => Some(Self::Stored),
                 "HELD" => Some(Self::Held),
                 "DUPLICATE" => Some(Self::Duplicate),
+                "NOT_APPLIED" => Some(Self::NotApplied),
+                "FAILED" => Some(Self::Failed),
                 _ => None,
             }
         }
@@ -661,12 +675,12 @@ pub mod storage_node_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Delivers one outbox row of another node: "hold this blob", sent by the
+        /// Delivers outbox rows of another node: "hold this blob", sent by the
         /// node that proposed a song to every other node of the layout once the
-        /// song's entry is applied there. The receiver pulls the bytes it lacks,
-        /// and records (origin, outbox_seq) in its inbox in the same transaction
-        /// as the blob, so a resent row is a no-op. UNAVAILABLE while the receiver
-        /// has not applied `entry_seq` yet (the sender retries).
+        /// song's entry is applied there, in batches. The receiver pulls the bytes
+        /// it lacks, and records (origin, outbox_seq) in its inbox in the same
+        /// transaction as the blob, so a resent row is a no-op. One outcome per
+        /// row, in order.
         pub async fn deliver_blob(
             &mut self,
             request: impl tonic::IntoRequest<super::DeliverBlobRequest>,
@@ -886,12 +900,12 @@ pub mod storage_node_server {
             tonic::Response<super::ReplicateBlobResponse>,
             tonic::Status,
         >;
-        /// Delivers one outbox row of another node: "hold this blob", sent by the
+        /// Delivers outbox rows of another node: "hold this blob", sent by the
         /// node that proposed a song to every other node of the layout once the
-        /// song's entry is applied there. The receiver pulls the bytes it lacks,
-        /// and records (origin, outbox_seq) in its inbox in the same transaction
-        /// as the blob, so a resent row is a no-op. UNAVAILABLE while the receiver
-        /// has not applied `entry_seq` yet (the sender retries).
+        /// song's entry is applied there, in batches. The receiver pulls the bytes
+        /// it lacks, and records (origin, outbox_seq) in its inbox in the same
+        /// transaction as the blob, so a resent row is a no-op. One outcome per
+        /// row, in order.
         async fn deliver_blob(
             &self,
             request: tonic::Request<super::DeliverBlobRequest>,
