@@ -316,10 +316,10 @@ const NETWORK_CONCURRENCY: usize = 8;
 /// (each from the node that proposed the song first, then from any other
 /// node; the hash is checked before the blob is indexed) and blob pushes.
 /// A fetch of a blob whose proposer will push it is due only after
-/// `blob_repair_after`. Pushes to one node go one after the other and
-/// stop at its first failure, so a node that is down holds up no other
-/// task for long. Returns the first failure, and when the next waiting
-/// fetch is due.
+/// `blob_repair_after`. A node's pushes go in batches of one call each
+/// (`push_rows`), so a node that is down fails its own batch and holds up
+/// no other task for long. Returns the first failure, and when the next
+/// waiting fetch is due.
 async fn network_tasks(
     state: &Arc<NodeState>,
     seen: &mut std::collections::HashMap<u64, tokio::time::Instant>,
