@@ -13,6 +13,9 @@ pub enum Error {
     /// The stream URL expired.
     #[error("stream url expired at {expired_at}")]
     Expired { expired_at: u64 },
+    /// A string that should be a public error code is not one.
+    #[error("unknown error code {0:?}")]
+    BadErrorCode(String),
     /// A certificate or key does not load.
     #[error("tls: {0}")]
     Tls(String),

@@ -1,4 +1,8 @@
-//! One node's protocol state machine (PROTOCOL.md, "Phases").
+//! One node's protocol state machine (PROTOCOL.md, "Phases"). One concern,
+//! kept in one file on purpose: every transition of the token-ring protocol
+//! (gather, recover, operational; joins, promises, installs, log fetches,
+//! the token visit in numbered steps) reads and writes the same state, and
+//! the model checker (`tests/model.rs`) explores it as one machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -709,54 +713,7 @@ impl<P: Clone> Node<P> {
 
     fn receive(&mut self, from: NodeId, msg: Message<P>, out: &mut Out<P>) {
         match msg {
-            Message::Join { proposed } => {
-                // Only nodes of the layout can pull this one into a ring: a
-                // node whose removal is committed, or one not added yet,
-                // cannot disturb it (an uncommitted change may yet be undone,
-                // so the committed layout and the latest are both heeded).
-                // The refusal says how far this log goes: a candidate that
-                // finds a log ahead of its own leaving it out stops trying.
-                if self.durable.last().seq > 0
-                    && !self.applied_layout().nodes.contains_key(&from)
-                    && !self.layout().nodes.contains_key(&from)
-                {
-                    let nack = Message::Nack {
-                        promised: self.durable.promised,
-                        excluded_at: Some(self.durable.last()),
-                    };
-                    self.send(from, nack, out);
-                    return;
-                }
-                self.highest_seen = self.highest_seen.max(proposed.counter);
-                if proposed > self.durable.promised && self.cut_off(from) {
-                    // Check-quorum: a working ring is not pulled apart by a
-                    // node that some member cannot reach (it would only
-                    // form a ring that loses its token at that link). It is
-                    // admitted once every link to it works again.
-                    return;
-                }
-                if proposed > self.durable.promised {
-                    self.leave_ring(out);
-                    self.promise(proposed, out);
-                    self.send_promise(from, proposed, out);
-                    out.push(Output::SetTimer {
-                        timer: Timer::Consensus,
-                        after: self.config.consensus_timeout,
-                    });
-                } else if proposed == self.durable.promised && self.phase == Phase::Gather {
-                    // A repeated Join: repeat the promise.
-                    self.send_promise(from, proposed, out);
-                } else if proposed < self.durable.promised {
-                    self.send(
-                        from,
-                        Message::Nack {
-                            promised: self.durable.promised,
-                            excluded_at: None,
-                        },
-                        out,
-                    );
-                }
-            }
+            Message::Join { proposed } => self.on_join(from, proposed, out),
             Message::Promise {
                 proposed,
                 last,
@@ -795,100 +752,13 @@ impl<P: Clone> Node<P> {
                     self.install(ring, members, source, source_last, out);
                 }
             }
-            Message::Fetch { ring, after } => {
-                // Only the log this node promised with is served: it is
-                // frozen from the promise until the ring it promised runs.
-                if ring == self.durable.promised && after < self.durable.compacted_seq() {
-                    // Entries after `after` are compacted here: the member
-                    // takes this node's applied state instead.
-                    let applied = self.durable.applied;
-                    if let Some(at) = self.durable.pos(applied) {
-                        let layout = self.applied_layout().clone();
-                        let msg = Message::Snapshot {
-                            ring,
-                            after,
-                            at,
-                            layout,
-                        };
-                        self.send(from, msg, out);
-                    }
-                } else if ring == self.durable.promised {
-                    let entries: Vec<Entry<P>> = self
-                        .durable
-                        .log
-                        .range(after + 1..)
-                        .take(self.config.max_fetch.max(1))
-                        .map(|(_, e)| e.clone())
-                        .collect();
-                    let end = entries.last().map_or(after, |e| e.seq);
-                    let more = self.durable.log.range(end + 1..).next().is_some();
-                    let page = Message::Entries {
-                        ring,
-                        after,
-                        entries,
-                        more,
-                    };
-                    self.send(from, page, out);
-                }
-            }
+            Message::Fetch { ring, after } => self.on_fetch(from, ring, after, out),
             Message::Entries {
                 ring,
                 after,
                 entries,
                 more,
-            } => {
-                // The page asked for last, from this ring's source; a
-                // duplicate or late page is ignored.
-                let expected = self.phase == Phase::Recover
-                    && self.ring.as_ref().is_some_and(|r| {
-                        r.id == ring && r.source == from && r.fetch_after == after
-                    });
-                if !expected || after < self.durable.applied {
-                    return;
-                }
-                // Raft's rule: keep what agrees with the source (same seq,
-                // same ring: by log matching the same entry and prefix),
-                // replace from the first entry that differs or is missing.
-                // A page never drops a durable entry the source also has,
-                // so an interrupted recovery loses no committed entry.
-                let page: Vec<Entry<P>> = entries.into_iter().filter(|e| e.seq > after).collect();
-                let end = page.last().map(|e| e.seq);
-                let differs = page.iter().position(|e| {
-                    self.durable
-                        .log
-                        .get(&e.seq)
-                        .is_none_or(|x| x.ring != e.ring)
-                });
-                if let Some(i) = differs {
-                    let replace = page[i..].to_vec();
-                    let from = replace[0].seq;
-                    self.log_truncate(from - 1);
-                    out.push(Output::Truncate { after: from - 1 });
-                    self.log_extend(&replace);
-                    out.push(Output::PersistEntries(replace));
-                }
-                if !more {
-                    // Past the source's last entry nothing is committed.
-                    let last = end.unwrap_or(after);
-                    if self.durable.last().seq > last {
-                        self.log_truncate(last);
-                        out.push(Output::Truncate { after: last });
-                    }
-                }
-                match end {
-                    Some(end) if more => {
-                        if let Some(r) = &mut self.ring {
-                            r.fetch_after = end;
-                        }
-                        let fetch = Message::Fetch { ring, after: end };
-                        self.send(from, fetch, out);
-                    }
-                    _ => {
-                        let last = self.durable.last().seq;
-                        self.ready(ring, last, out);
-                    }
-                }
-            }
+            } => self.on_entries(from, ring, after, entries, more, out),
             Message::Snapshot {
                 ring,
                 after,
@@ -923,6 +793,160 @@ impl<P: Clone> Node<P> {
                 }
             }
             Message::Token(token) => self.on_token(token, out),
+        }
+    }
+
+    /// A Join: promise the proposed ring if it is newer and its
+    /// candidate may form one, repeat a promise, or refuse.
+    fn on_join(&mut self, from: NodeId, proposed: RingId, out: &mut Out<P>) {
+        // Only nodes of the layout can pull this one into a ring: a
+        // node whose removal is committed, or one not added yet,
+        // cannot disturb it (an uncommitted change may yet be undone,
+        // so the committed layout and the latest are both heeded).
+        // The refusal says how far this log goes: a candidate that
+        // finds a log ahead of its own leaving it out stops trying.
+        if self.durable.last().seq > 0
+            && !self.applied_layout().nodes.contains_key(&from)
+            && !self.layout().nodes.contains_key(&from)
+        {
+            let nack = Message::Nack {
+                promised: self.durable.promised,
+                excluded_at: Some(self.durable.last()),
+            };
+            self.send(from, nack, out);
+            return;
+        }
+        self.highest_seen = self.highest_seen.max(proposed.counter);
+        if proposed > self.durable.promised && self.cut_off(from) {
+            // Check-quorum: a working ring is not pulled apart by a
+            // node that some member cannot reach (it would only
+            // form a ring that loses its token at that link). It is
+            // admitted once every link to it works again.
+            return;
+        }
+        if proposed > self.durable.promised {
+            self.leave_ring(out);
+            self.promise(proposed, out);
+            self.send_promise(from, proposed, out);
+            out.push(Output::SetTimer {
+                timer: Timer::Consensus,
+                after: self.config.consensus_timeout,
+            });
+        } else if proposed == self.durable.promised && self.phase == Phase::Gather {
+            // A repeated Join: repeat the promise.
+            self.send_promise(from, proposed, out);
+        } else if proposed < self.durable.promised {
+            self.send(
+                from,
+                Message::Nack {
+                    promised: self.durable.promised,
+                    excluded_at: None,
+                },
+                out,
+            );
+        }
+    }
+
+    /// A Fetch from a member recovering from this node's log: a page of
+    /// entries, or the applied state if they are compacted here.
+    fn on_fetch(&mut self, from: NodeId, ring: RingId, after: u64, out: &mut Out<P>) {
+        // Only the log this node promised with is served: it is
+        // frozen from the promise until the ring it promised runs.
+        if ring == self.durable.promised && after < self.durable.compacted_seq() {
+            // Entries after `after` are compacted here: the member
+            // takes this node's applied state instead.
+            let applied = self.durable.applied;
+            if let Some(at) = self.durable.pos(applied) {
+                let layout = self.applied_layout().clone();
+                let msg = Message::Snapshot {
+                    ring,
+                    after,
+                    at,
+                    layout,
+                };
+                self.send(from, msg, out);
+            }
+        } else if ring == self.durable.promised {
+            let entries: Vec<Entry<P>> = self
+                .durable
+                .log
+                .range(after + 1..)
+                .take(self.config.max_fetch.max(1))
+                .map(|(_, e)| e.clone())
+                .collect();
+            let end = entries.last().map_or(after, |e| e.seq);
+            let more = self.durable.log.range(end + 1..).next().is_some();
+            let page = Message::Entries {
+                ring,
+                after,
+                entries,
+                more,
+            };
+            self.send(from, page, out);
+        }
+    }
+
+    /// A page of the source's log during recovery.
+    fn on_entries(
+        &mut self,
+        from: NodeId,
+        ring: RingId,
+        after: u64,
+        entries: Vec<Entry<P>>,
+        more: bool,
+        out: &mut Out<P>,
+    ) {
+        // The page asked for last, from this ring's source; a
+        // duplicate or late page is ignored.
+        let expected = self.phase == Phase::Recover
+            && self
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.id == ring && r.source == from && r.fetch_after == after);
+        if !expected || after < self.durable.applied {
+            return;
+        }
+        // Raft's rule: keep what agrees with the source (same seq,
+        // same ring: by log matching the same entry and prefix),
+        // replace from the first entry that differs or is missing.
+        // A page never drops a durable entry the source also has,
+        // so an interrupted recovery loses no committed entry.
+        let page: Vec<Entry<P>> = entries.into_iter().filter(|e| e.seq > after).collect();
+        let end = page.last().map(|e| e.seq);
+        let differs = page.iter().position(|e| {
+            self.durable
+                .log
+                .get(&e.seq)
+                .is_none_or(|x| x.ring != e.ring)
+        });
+        if let Some(i) = differs {
+            let replace = page[i..].to_vec();
+            let from = replace[0].seq;
+            self.log_truncate(from - 1);
+            out.push(Output::Truncate { after: from - 1 });
+            self.log_extend(&replace);
+            out.push(Output::PersistEntries(replace));
+        }
+        if !more {
+            // Past the source's last entry nothing is committed.
+            let last = end.unwrap_or(after);
+            if self.durable.last().seq > last {
+                self.log_truncate(last);
+                out.push(Output::Truncate { after: last });
+            }
+        }
+        match end {
+            Some(end) if more => {
+                if let Some(r) = &mut self.ring {
+                    r.fetch_after = end;
+                }
+                let fetch = Message::Fetch { ring, after: end };
+                self.send(from, fetch, out);
+            }
+            _ => {
+                let last = self.durable.last().seq;
+                self.ready(ring, last, out);
+            }
         }
     }
 
@@ -966,94 +990,12 @@ impl<P: Clone> Node<P> {
     fn process(&mut self, mut token: Token, out: &mut Out<P>) {
         let Some(ring) = &self.ring else { return };
         let members = ring.members.clone();
+        let ring_start = ring.source_last.seq + 1;
         let is_rep = token.ring.rep == self.id;
 
-        // 1. Retransmit what others miss and this node has.
-        let mut resent = BTreeSet::new();
-        for &seq in &token.rtr {
-            let entry = self
-                .durable
-                .log
-                .get(&seq)
-                .or_else(|| self.pending.get(&seq))
-                .cloned();
-            if let Some(entry) = entry {
-                for to in self.others(&members).collect::<Vec<_>>() {
-                    self.send(
-                        to,
-                        Message::Mcast {
-                            ring: token.ring,
-                            entry: entry.clone(),
-                        },
-                        out,
-                    );
-                }
-                resent.insert(seq);
-            }
-        }
-        token.rtr.retain(|s| !resent.contains(s));
-
-        // 2. Stamp queued proposals, in order. A layout change waits until
-        // this ring's RingStart and the ring's previous layout change are
-        // safe (so at most one change is ever uncommitted), and until the
-        // members are a majority of the voters of the layout it changes
-        // (PROTOCOL.md, "Layout changes").
-        let ring_start = ring.source_last.seq + 1;
-        let quorate_now = is_quorate(&members, &self.layout().voters());
-        let mut stamped = 0;
-        while stamped < self.config.max_messages {
-            match self.queue.front() {
-                None => break,
-                Some(Body::Layout(_))
-                    if token.aru < ring_start.max(token.layout_seq) || !quorate_now =>
-                {
-                    break;
-                }
-                Some(Body::Layout(_)) => token.layout_seq = token.seq + 1,
-                Some(_) => {}
-            }
-            let Some(body) = self.queue.pop_front() else {
-                break;
-            };
-            stamped += 1;
-            token.seq += 1;
-            let entry = Entry {
-                seq: token.seq,
-                ring: token.ring,
-                body,
-            };
-            for to in self.others(&members).collect::<Vec<_>>() {
-                self.send(
-                    to,
-                    Message::Mcast {
-                        ring: token.ring,
-                        entry: entry.clone(),
-                    },
-                    out,
-                );
-            }
-            self.pending.insert(entry.seq, entry);
-        }
-
-        // 3. Make durable what extends the log without a gap (the durable
-        // log is always contiguous; the rest waits for retransmission).
-        let mut next = self.durable.last().seq.max(self.durable.applied) + 1;
-        self.pending.retain(|seq, _| *seq >= next);
-        let mut entries = Vec::new();
-        while let Some(e) = self.pending.remove(&next) {
-            entries.push(e);
-            next += 1;
-        }
-        if !entries.is_empty() {
-            self.log_extend(&entries);
-            out.push(Output::PersistEntries(entries));
-        }
-        let durable = next - 1;
-        for seq in durable + 1..=token.seq {
-            if !self.durable.log.contains_key(&seq) {
-                token.rtr.insert(seq);
-            }
-        }
+        self.retransmit(&mut token, &members, out);
+        self.stamp(&mut token, &members, ring_start, out);
+        let durable = self.make_durable(&mut token, out);
 
         // 4. The safe point: the representative closes each rotation.
         if is_rep {
@@ -1066,29 +1008,7 @@ impl<P: Clone> Node<P> {
             token.rot_min = token.rot_min.min(durable);
         }
 
-        // 5. Apply what is safe, once this ring's RingStart (stamped right
-        // after the source's last entry) is.
-        let mut reform = false;
-        if token.aru >= ring_start {
-            let upto = token.aru.min(durable);
-            while self.durable.applied < upto {
-                let seq = self.durable.applied + 1;
-                let Some(entry) = self.durable.log.get(&seq).cloned() else {
-                    break;
-                };
-                if let (Body::Layout(_), Some(after)) = (&entry.body, self.layouts.get(&seq)) {
-                    let before = self
-                        .layouts
-                        .range(..seq)
-                        .next_back()
-                        .map_or(&self.base, |(_, l)| l);
-                    reform |= before.membership_differs(after);
-                }
-                self.durable.applied = seq;
-                out.push(Output::Apply(entry));
-            }
-            self.maybe_compact(out);
-        }
+        let reform = self.apply_safe(token.aru, durable, ring_start, out);
 
         // 6. Report this node's links, and pass it on.
         token.down.retain(|(from, _)| *from != self.id);
@@ -1121,6 +1041,138 @@ impl<P: Clone> Node<P> {
             ring.reform_pending = reform;
         }
         self.pass(token, &members, out);
+    }
+
+    /// Step 1 of a token visit: retransmits what others miss and this
+    /// node has.
+    fn retransmit(&mut self, token: &mut Token, members: &BTreeSet<NodeId>, out: &mut Out<P>) {
+        let mut resent = BTreeSet::new();
+        for &seq in &token.rtr {
+            let entry = self
+                .durable
+                .log
+                .get(&seq)
+                .or_else(|| self.pending.get(&seq))
+                .cloned();
+            if let Some(entry) = entry {
+                for to in self.others(members).collect::<Vec<_>>() {
+                    self.send(
+                        to,
+                        Message::Mcast {
+                            ring: token.ring,
+                            entry: entry.clone(),
+                        },
+                        out,
+                    );
+                }
+                resent.insert(seq);
+            }
+        }
+        token.rtr.retain(|s| !resent.contains(s));
+    }
+
+    /// Step 2: stamps queued proposals, in order.
+    fn stamp(
+        &mut self,
+        token: &mut Token,
+        members: &BTreeSet<NodeId>,
+        ring_start: u64,
+        out: &mut Out<P>,
+    ) {
+        // 2. Stamp queued proposals, in order. A layout change waits until
+        // this ring's RingStart and the ring's previous layout change are
+        // safe (so at most one change is ever uncommitted), and until the
+        // members are a majority of the voters of the layout it changes
+        // (PROTOCOL.md, "Layout changes").
+        let quorate_now = is_quorate(members, &self.layout().voters());
+        let mut stamped = 0;
+        while stamped < self.config.max_messages {
+            match self.queue.front() {
+                None => break,
+                Some(Body::Layout(_))
+                    if token.aru < ring_start.max(token.layout_seq) || !quorate_now =>
+                {
+                    break;
+                }
+                Some(Body::Layout(_)) => token.layout_seq = token.seq + 1,
+                Some(_) => {}
+            }
+            let Some(body) = self.queue.pop_front() else {
+                break;
+            };
+            stamped += 1;
+            token.seq += 1;
+            let entry = Entry {
+                seq: token.seq,
+                ring: token.ring,
+                body,
+            };
+            for to in self.others(members).collect::<Vec<_>>() {
+                self.send(
+                    to,
+                    Message::Mcast {
+                        ring: token.ring,
+                        entry: entry.clone(),
+                    },
+                    out,
+                );
+            }
+            self.pending.insert(entry.seq, entry);
+        }
+    }
+
+    /// Step 3: makes durable what extends the log; returns the last
+    /// durable seq.
+    fn make_durable(&mut self, token: &mut Token, out: &mut Out<P>) -> u64 {
+        // 3. Make durable what extends the log without a gap (the durable
+        // log is always contiguous; the rest waits for retransmission).
+        let mut next = self.durable.last().seq.max(self.durable.applied) + 1;
+        self.pending.retain(|seq, _| *seq >= next);
+        let mut entries = Vec::new();
+        while let Some(e) = self.pending.remove(&next) {
+            entries.push(e);
+            next += 1;
+        }
+        if !entries.is_empty() {
+            self.log_extend(&entries);
+            out.push(Output::PersistEntries(entries));
+        }
+        let durable = next - 1;
+        for seq in durable + 1..=token.seq {
+            if !self.durable.log.contains_key(&seq) {
+                token.rtr.insert(seq);
+            }
+        }
+        durable
+    }
+
+    /// Step 5: applies what is safe; returns whether an applied change
+    /// of membership calls for a new ring.
+    fn apply_safe(&mut self, aru: u64, durable: u64, ring_start: u64, out: &mut Out<P>) -> bool {
+        // 5. Apply what is safe, once this ring's RingStart (stamped right
+        // after the source's last entry) is.
+        let mut reform = false;
+        if aru >= ring_start {
+            let upto = aru.min(durable);
+            while self.durable.applied < upto {
+                let seq = self.durable.applied + 1;
+                let Some(entry) = self.durable.log.get(&seq).cloned() else {
+                    break;
+                };
+                if let (Body::Layout(_), Some(after)) = (&entry.body, self.layouts.get(&seq)) {
+                    let before = self
+                        .layouts
+                        .range(..seq)
+                        .next_back()
+                        .map_or(&self.base, |(_, l)| l);
+                    reform |= before.membership_differs(after);
+                }
+                self.durable.applied = seq;
+                out.push(Output::Apply(entry));
+            }
+            self.maybe_compact(out);
+        }
+        reform
     }
 
     fn pass(&mut self, token: Token, members: &BTreeSet<NodeId>, out: &mut Out<P>) {

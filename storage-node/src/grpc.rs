@@ -1,4 +1,6 @@
-//! The node's gRPC service (`rondo.storage.v1.StorageNode`).
+//! The node's gRPC service (`rondo.storage.v1.StorageNode`): each handler
+//! decodes its request, calls the store, the ring or the replication
+//! module, and encodes the answer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::NodeState;
 use crate::error::Error;
+use crate::replication;
+use crate::state::NodeState;
 use crate::store::Applied;
 
 /// Size of the chunks a blob is read in.
@@ -31,13 +34,6 @@ impl Service {
     /// A service over the node's state.
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
-    }
-
-    fn ring(&self) -> Result<&crate::ring::RingHandle, Status> {
-        self.state
-            .ring
-            .get()
-            .ok_or_else(|| Status::unavailable("control plane not started"))
     }
 }
 
@@ -93,8 +89,7 @@ impl StorageNode for Service {
             }
         };
         let staged = staging.finish(&finish.content_hash).await?;
-        let ring = self.ring()?;
-        let (song, seq) = crate::upload::commit_song(&self.state, ring, song, staged).await?;
+        let (song, seq) = crate::upload::commit_song(&self.state, song, staged).await?;
         Ok(Response::new(pb::UploadSongResponse {
             song: Some(*song),
             seq,
@@ -116,36 +111,7 @@ impl StorageNode for Service {
         let req = request.into_inner();
         let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
         let source: rondo_core::NodeId = req.source_node.parse().map_err(Error::from)?;
-        let state = self.state.clone();
-        let held = tokio::task::spawn_blocking(move || state.store.blob_size(&hash))
-            .await
-            .map_err(Error::from)??;
-        if held.is_some() {
-            return Ok(Response::new(pb::ReplicateBlobResponse {}));
-        }
-        let ring = self.ring()?;
-        let url = ring.peers().get(&source).cloned().ok_or(Error::Invalid {
-            what: "source_node is not a node of this cluster",
-        })?;
-        crate::fetch_one(&self.state, &url, &hash).await?;
-        crate::failpoint("replicate-before-ack");
-        // Held for the song its source is about to propose; if that song
-        // never comes (refused, or not ordered in time), the copy goes.
-        let state = self.state.clone();
-        let grace = 2 * ring.write_timeout();
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            let st = state.clone();
-            let released = tokio::task::spawn_blocking(move || st.store.release_blob(&hash))
-                .await
-                .map_err(Error::from)
-                .and_then(|r| r);
-            match released {
-                Ok(()) => state.outbox.notify_one(),
-                Err(e) => tracing::warn!(%hash, error = %e, "releasing an unused replica failed"),
-            }
-        });
-        tracing::debug!(%hash, %source, "replicated blob ahead of its song");
+        replication::majority::take_copy(&self.state, hash, source).await?;
         Ok(Response::new(pb::ReplicateBlobResponse {}))
     }
 
@@ -153,8 +119,6 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::DeliverBlobRequest>,
     ) -> Result<Response<pb::DeliverBlobReply>, Status> {
-        use crate::store::{Delivered, Delivery};
-        use pb::deliver_blob_reply::Outcome;
         if std::env::var("RONDO_REFUSE_REPLICATION").is_ok_and(|v| v != "copies") {
             return Err(Status::unavailable(
                 "this node refuses replication (RONDO_REFUSE_REPLICATION)",
@@ -162,72 +126,13 @@ impl StorageNode for Service {
         }
         let req = request.into_inner();
         let origin: rondo_core::NodeId = req.origin.parse().map_err(Error::from)?;
-        let rows: Vec<(u64, ContentHash, u64)> = req
+        let rows: Vec<replication::inbox::Row> = req
             .rows
             .iter()
             .map(|r| Ok((r.outbox_seq, r.content_hash.parse()?, r.entry_seq)))
             .collect::<Result<_, Error>>()?;
-        let state = self.state.clone();
-        let (applied, _) = tokio::task::spawn_blocking(move || state.store.ring_applied())
-            .await
-            .map_err(Error::from)??;
-        // Whether a song still wants a blob is known only once its entry is
-        // applied here: later rows wait.
-        let ready: Vec<(u64, ContentHash)> = rows
-            .iter()
-            .filter(|(_, _, entry)| *entry <= applied)
-            .map(|(n, h, _)| (*n, *h))
-            .collect();
-        let state = self.state.clone();
-        let low_water = req.low_water;
-        let sorted = tokio::task::spawn_blocking(move || {
-            state.store.deliver_batch(origin, low_water, &ready)
-        })
-        .await
-        .map_err(Error::from)??;
-        let mut decided = sorted.into_iter();
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for (seq, hash, entry) in rows {
-            if entry > applied {
-                outcomes.push(Outcome::NotApplied);
-                continue;
-            }
-            let done = match decided.next().flatten() {
-                Some(d) => Ok(d),
-                None => {
-                    let delivery = Delivery {
-                        origin,
-                        outbox_seq: seq,
-                        low_water,
-                    };
-                    crate::pull(&self.state, &hash, origin, Some(delivery))
-                        .await
-                        .map(|(_, d)| d)
-                }
-            };
-            outcomes.push(match done {
-                Ok(Delivered::Stored) => {
-                    self.state.metrics.inbox_applied.inc();
-                    self.state.outbox.notify_one();
-                    Outcome::Stored
-                }
-                Ok(Delivered::Held) => {
-                    self.state.metrics.inbox_applied.inc();
-                    Outcome::Held
-                }
-                Ok(Delivered::Duplicate) => {
-                    self.state.metrics.inbox_duplicates.inc();
-                    tracing::info!(%hash, %origin, seq, "duplicate delivery ignored");
-                    Outcome::Duplicate
-                }
-                Err(e) => {
-                    tracing::debug!(%hash, %origin, seq, error = %e, "pushed blob not fetched");
-                    Outcome::Failed
-                }
-            });
-        }
-        crate::failpoint("deliver-before-ack");
-        self.state.refresh_gauges();
+        let outcomes =
+            replication::inbox::deliver(&self.state, origin, req.low_water, rows).await?;
         Ok(Response::new(pb::DeliverBlobReply {
             outcomes: outcomes.into_iter().map(|o| o as i32).collect(),
         }))
@@ -295,7 +200,7 @@ impl StorageNode for Service {
             change: Some(pb::catalog_update::Change::DeleteSongId(id.to_string())),
             ..Default::default()
         };
-        let seq = match self.ring()?.propose(update).await? {
+        let seq = match self.state.ring.propose(update).await? {
             Applied::Deleted { change_seq } => change_seq,
             Applied::Rejected(e) => return Err(e.into()),
             other => return Err(Status::internal(format!("unexpected outcome {other:?}"))),
@@ -325,7 +230,7 @@ impl StorageNode for Service {
                 .into());
             }
         };
-        match self.ring()?.propose(update).await? {
+        match self.state.ring.propose(update).await? {
             Applied::Changed { change_seq } => Ok(Response::new(pb::ProposeReply { change_seq })),
             Applied::Rejected(e) => Err(e.into()),
             other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
@@ -339,10 +244,10 @@ impl StorageNode for Service {
         let change = request.into_inner().change.ok_or(Error::Invalid {
             what: "no layout change",
         })?;
-        let change = crate::ring::change_from_wire(change)?;
-        let (layout, seq) = self.ring()?.propose_layout(change).await?;
+        let change = crate::ring::wire::change_from_wire(change)?;
+        let (layout, seq) = self.state.ring.propose_layout(change).await?;
         Ok(Response::new(pb::ChangeLayoutReply {
-            layout: Some(crate::ring::layout_to_wire(&layout)),
+            layout: Some(crate::ring::wire::layout_to_wire(&layout)),
             seq,
         }))
     }
@@ -377,7 +282,7 @@ impl StorageNode for Service {
             blob_count: stats.blob_count,
             bytes_stored: stats.bytes_stored,
             last_seq: stats.last_seq,
-            ring: self.state.ring.get().map(|r| r.status()),
+            ring: Some(self.state.ring.status()),
             gateways: self.state.gateways.recent(),
             outbox_len: stats.outbox_len,
             inbox_len: stats.inbox_len,
@@ -440,99 +345,4 @@ async fn feed_changes(
             }
         }
     }
-}
-
-/// Copies a blob this node holds onto enough other nodes that, with this
-/// one, a majority of the cluster holds it durably. Every peer is asked at
-/// once, again and again with backoff while it cannot be reached, for up to
-/// the write timeout; the answer comes with the first majority, and the calls
-/// still running go on in the background (the other nodes would fetch the
-/// blob after the song commits anyway).
-pub(crate) async fn replicate_to_majority(
-    state: &Arc<NodeState>,
-    ring: &crate::ring::RingHandle,
-    hash: ContentHash,
-) -> Result<(), Error> {
-    let peers = ring.peers();
-    // A majority of the peers plus this node, less this node.
-    let needed = peers.len().div_ceil(2);
-    if needed == 0 {
-        return Ok(());
-    }
-    let deadline = tokio::time::Instant::now() + ring.write_timeout();
-    let me = state.node_id.to_string();
-    let mut calls: futures::stream::FuturesUnordered<_> = peers
-        .into_iter()
-        .map(|(peer, url)| {
-            let request = pb::ReplicateBlobRequest {
-                content_hash: hash.to_hex(),
-                source_node: me.clone(),
-            };
-            let state = state.clone();
-            async move {
-                let mut backoff = std::time::Duration::from_millis(50);
-                loop {
-                    let result = replicate_once(&state, &url, request.clone()).await;
-                    if result.is_ok() || tokio::time::Instant::now() + backoff >= deadline {
-                        return (peer, result);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
-                }
-            }
-        })
-        .collect();
-    let mut copies = 0;
-    let mut failures = Vec::new();
-    let _ = tokio::time::timeout_at(deadline, async {
-        while let Some((peer, result)) = calls.next().await {
-            match result {
-                Ok(()) => {
-                    copies += 1;
-                    if copies >= needed {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(%hash, %peer, error = %e, "blob replication failed");
-                    failures.push(format!("{peer}: {e}"));
-                }
-            }
-        }
-    })
-    .await;
-    tokio::spawn(async move { while calls.next().await.is_some() {} });
-    if copies >= needed {
-        return Ok(());
-    }
-    let reached = format!(
-        "the song's bytes reached {} of the {} nodes a majority needs ({})",
-        copies + 1,
-        needed + 1,
-        if failures.is_empty() {
-            "timed out".to_string()
-        } else {
-            failures.join("; ")
-        }
-    );
-    Err(Error::Unavailable(if ring.quorate() {
-        reached
-    } else {
-        format!("{}; {reached}", ring.no_quorum())
-    }))
-}
-
-/// One `ReplicateBlob` call to the node at `url`.
-async fn replicate_once(
-    state: &NodeState,
-    url: &str,
-    request: pb::ReplicateBlobRequest,
-) -> Result<(), String> {
-    state
-        .peer(url)
-        .map_err(|e| e.to_string())?
-        .replicate_blob(request)
-        .await
-        .map(|_| ())
-        .map_err(|s| s.message().to_string())
 }

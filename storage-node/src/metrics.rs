@@ -35,6 +35,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Sets the gauges from the store.
+    pub fn refresh(&self, store: &crate::store::Store) {
+        if let Ok(stats) = store.stats() {
+            self.songs
+                .set(i64::try_from(stats.song_count).unwrap_or(i64::MAX));
+            self.bytes_stored
+                .set(i64::try_from(stats.bytes_stored).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Registers the metrics in `registry`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(

@@ -80,6 +80,15 @@ impl Net {
     }
 }
 
+pub use rondo_proto::channel::{CONNECTION_WINDOW, Link, MAX_STORAGE_MESSAGE, STREAM_WINDOW};
+
+/// The endpoint of a peer at `url`, set up for `link`
+/// ([`rondo_proto::channel::endpoint`]).
+pub fn endpoint(url: &str, link: Link) -> crate::Result<Endpoint> {
+    rondo_proto::channel::endpoint(url, link)
+        .map_err(|e| crate::Error::Unavailable(format!("bad peer URL {url}: {e}")))
+}
+
 type Connecting =
     Pin<Box<dyn Future<Output = std::io::Result<hyper_util::rt::TokioIo<Box<dyn Io>>>> + Send>>;
 
@@ -101,4 +110,37 @@ fn connector(
             Ok(hyper_util::rt::TokioIo::new(dial(authority).await?))
         }) as Connecting
     })
+}
+
+/// One kept gRPC channel per peer URL, for blob copies and fetches: a
+/// channel multiplexes calls on one HTTP/2 connection and reconnects by
+/// itself.
+#[derive(Debug, Default)]
+pub struct Channels {
+    by_url: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+}
+
+impl Channels {
+    /// A storage client of the node at `url` over the kept channel (made on
+    /// first use, connected lazily, with the bulk-transfer windows).
+    pub fn storage(
+        &self,
+        url: &str,
+        net: &Net,
+    ) -> crate::Result<rondo_proto::storage::v1::storage_node_client::StorageNodeClient<Channel>>
+    {
+        let mut channels = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(url) {
+            Some(c) => c.clone(),
+            None => {
+                let c = net.lazy(endpoint(url, Link::Bulk)?);
+                channels.insert(url.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(
+            rondo_proto::storage::v1::storage_node_client::StorageNodeClient::new(channel)
+                .max_decoding_message_size(MAX_STORAGE_MESSAGE),
+        )
+    }
 }

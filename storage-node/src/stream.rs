@@ -8,7 +8,7 @@
 //! 403 before anything else is looked at.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,7 +21,7 @@ use rondo_core::SongId;
 use rondo_core::range::{self, Served};
 use serde::Deserialize;
 
-use crate::NodeState;
+use crate::state::NodeState;
 
 /// Size of the reads that feed a response body.
 const BODY_CHUNK: usize = 64 * 1024;
@@ -60,12 +60,6 @@ struct StreamQuery {
     sig: Option<String>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn plain(status: StatusCode, msg: &'static str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], msg).into_response()
 }
@@ -95,7 +89,7 @@ async fn serve(
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     let (Some(exp), Some(sig)) = query.map_or((None, None), |q| (q.exp, q.sig)) else {
         return plain(StatusCode::FORBIDDEN, "missing signature\n");
     };

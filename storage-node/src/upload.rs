@@ -18,20 +18,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use rondo_core::signing::UploadGrant;
-use rondo_core::{AlbumId, ArtistId, SongId};
+use rondo_core::{AlbumId, ArtistId, ErrorCode, SongId};
 use rondo_proto::storage::v1 as pb;
 use serde_json::json;
 
-use crate::NodeState;
 use crate::error::Error;
-use crate::ring::RingHandle;
+use crate::state::NodeState;
 use crate::store::{Applied, StagedBlob};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Puts a received, fsync'd blob in place, copies it onto a majority and
 /// commits the song through the ring. Returns the song as applied (filed
@@ -39,13 +32,12 @@ fn now_ms() -> i64 {
 /// failure the blob is released unless a song uses it.
 pub async fn commit_song(
     state: &Arc<NodeState>,
-    ring: &RingHandle,
     mut song: pb::Song,
     staged: StagedBlob,
 ) -> Result<(Box<pb::Song>, u64), Error> {
     song.size_bytes = staged.size;
     song.content_hash = staged.hash.to_hex();
-    song.created_at_ms = now_ms();
+    song.created_at_ms = i64::try_from(crate::clock::unix_now_ms()).unwrap_or(i64::MAX);
     let hash = staged.hash;
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
@@ -56,7 +48,7 @@ pub async fn commit_song(
     };
     // The song is proposed only once its bytes are on a majority: then
     // every song of the catalog survives the loss of any minority.
-    if let Err(e) = crate::grpc::replicate_to_majority(state, ring, hash).await {
+    if let Err(e) = crate::replication::majority::replicate_to_majority(state, hash).await {
         release().await;
         return Err(e);
     }
@@ -64,7 +56,7 @@ pub async fn commit_song(
         change: Some(pb::catalog_update::Change::Upsert(song)),
         ..Default::default()
     };
-    match ring.propose(update).await {
+    match state.ring.propose(update).await {
         Ok(Applied::Stored {
             song,
             change_seq: Some(seq),
@@ -87,29 +79,30 @@ pub async fn commit_song(
 
 /// A refusal as the client sees it: an HTTP status and a JSON body
 /// `{"error": {"code", "message"}}` with the codes of the GraphQL API.
-fn refuse(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+fn refuse(code: ErrorCode, message: impl std::fmt::Display) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     (
         status,
         [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(json!({ "error": { "code": code, "message": message.to_string() } })),
+        axum::Json(json!({ "error": { "code": code.as_str(), "message": message.to_string() } })),
     )
         .into_response()
 }
 
 fn refuse_error(e: &Error) -> Response {
-    let (status, code) = match e {
-        Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-        Error::SongExists(_) => (StatusCode::CONFLICT, "CONFLICT"),
-        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+    let code = match e {
+        Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+        Error::SongExists(_) => ErrorCode::Conflict,
+        Error::Unavailable(_) => ErrorCode::Unavailable,
         Error::Invalid { .. } | Error::Domain(_) | Error::HashMismatch { .. } => {
-            (StatusCode::BAD_REQUEST, "BAD_USER_INPUT")
+            ErrorCode::BadUserInput
         }
         _ => {
             tracing::error!(error = %e, "upload failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")
+            ErrorCode::InternalServerError
         }
     };
-    refuse(status, code, e)
+    refuse(code, e)
 }
 
 /// The song as the upload's answer (the GraphQL field names).
@@ -158,13 +151,11 @@ async fn receive(
     body: Body,
 ) -> Response {
     // The grant first: nothing is read or looked up for a request without one.
-    let forbidden = |why: &str| refuse(StatusCode::FORBIDDEN, "FORBIDDEN", why);
+    let forbidden = |why: &str| refuse(ErrorCode::Forbidden, why);
     let (Some(grant), Ok(song)) = (grant, song_id.parse::<SongId>()) else {
         return forbidden("bad upload grant");
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_now();
     if let Err(e) = state.signer.verify_upload(song, state.node_id, &grant, now) {
         tracing::debug!(%song, error = %e, "refused upload");
         return forbidden(match e {
@@ -179,7 +170,7 @@ async fn receive(
     };
     let overrides = match overrides.checked() {
         Ok(o) => o,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", e),
+        Err(e) => return refuse(ErrorCode::BadUserInput, e),
     };
     let limit = grant.max.min(state.config.max_upload_bytes);
     let declared = headers
@@ -189,9 +180,6 @@ async fn receive(
     if declared.is_some_and(|n| n > limit) {
         return refuse_error(&Error::TooLarge { limit });
     }
-    let Some(ring) = state.ring.get() else {
-        return refuse_error(&Error::Unavailable("control plane not started".into()));
-    };
     let st = state.clone();
     match tokio::task::spawn_blocking(move || st.store.song(song)).await {
         Ok(Ok(None)) => {}
@@ -209,11 +197,7 @@ async fn receive(
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_USER_INPUT",
-                    format!("reading the body: {e}"),
-                );
+                return refuse(ErrorCode::BadUserInput, format!("reading the body: {e}"));
             }
         };
         if let Err(e) = staging.write(&chunk).await {
@@ -234,8 +218,7 @@ async fn receive(
         Ok(Ok(Ok(info))) => info,
         Ok(Ok(Err(rondo_media::Error::Unsupported(m)))) => {
             return refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA",
+                ErrorCode::UnsupportedMedia,
                 format!("unsupported media: {m}"),
             );
         }
@@ -244,7 +227,7 @@ async fn receive(
             return refuse_error(&Error::Io { context, source });
         }
         Ok(Ok(Err(e @ rondo_media::Error::BadName(_)))) => {
-            return refuse(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", e);
+            return refuse(ErrorCode::BadUserInput, e);
         }
         Ok(Err(e)) => return refuse_error(&Error::io("open staged upload")(e)),
         Err(e) => return refuse_error(&Error::Join(e)),
@@ -272,7 +255,7 @@ async fn receive(
         mime_type: info.mime_type.to_string(),
         ..Default::default()
     };
-    match commit_song(state, ring, song, staged).await {
+    match commit_song(state, song, staged).await {
         Ok((song, seq)) => (
             StatusCode::CREATED,
             [(header::CACHE_CONTROL, "no-store")],

@@ -144,7 +144,7 @@ struct Seen {
 }
 
 fn seen(state: &NodeState) -> Option<Seen> {
-    let s = state.ring.get()?.status();
+    let s = state.ring.status();
     Some(Seen {
         phase: s.phase,
         ring: (s.ring_counter, s.ring_rep),
@@ -273,7 +273,6 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
                     seed: seed ^ (i as u64 + 1),
                 };
                 let state = rondo_node::open_with(config, Default::default(), net)?;
-                let _ = state.ring.set(rondo_node::ring::start(state.clone())?);
                 nodes
                     .lock()
                     .map_err(|_| "poisoned")?
@@ -287,7 +286,11 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
                 });
                 tonic::transport::Server::builder()
                     .add_service(rondo_proto::ring::v1::ring_server::RingServer::new(
-                        rondo_node::ring::Service::new(state),
+                        rondo_node::ring::Service::new(
+                            state.ring.clone(),
+                            state.store.clone(),
+                            state.net.clone(),
+                        ),
                     ))
                     .serve_with_incoming(incoming)
                     .await?;
@@ -326,7 +329,7 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
             // crashed node's database must close with it).
             let ring = state_of(i)
                 .filter(|_| !down.contains(&i))
-                .and_then(|s| s.ring.get().cloned());
+                .map(|s| s.ring.clone());
             if let Some(ring) = ring {
                 writes += 1;
                 let n = writes;

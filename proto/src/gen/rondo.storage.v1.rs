@@ -498,6 +498,11 @@ pub struct RingStatus {
     /// log (0: none): by compaction, or by a snapshot installed.
     #[prost(uint64, tag = "12")]
     pub compacted_seq: u64,
+    /// Whether this node can commit writes now: operational, in a ring that
+    /// holds a strict majority of the layout's voters (rondo_ring::is_quorate,
+    /// the one quorum rule; clients read this, never re-derive it).
+    #[prost(bool, tag = "13")]
+    pub quorate: bool,
 }
 /// Generated client implementations.
 pub mod storage_node_client {

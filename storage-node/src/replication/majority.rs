@@ -1,0 +1,147 @@
+//! The majority copy: before a song is proposed, its bytes go from the
+//! node that received them onto enough other nodes that a majority of the
+//! cluster holds them durably (so every song of the catalog survives the
+//! loss of any minority). Both sides: the copier
+//! ([`replicate_to_majority`]) and the node that takes a copy
+//! ([`take_copy`]).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use rondo_core::{ContentHash, NodeId};
+use rondo_proto::storage::v1 as pb;
+
+use super::transfer::fetch_one;
+use crate::error::{Error, Result};
+use crate::state::NodeState;
+
+/// Copies a blob this node holds onto enough other nodes that, with this
+/// one, a majority of the cluster holds it durably. Every peer is asked at
+/// once, again and again with backoff while it cannot be reached, for up to
+/// the write timeout; the answer comes with the first majority, and the calls
+/// still running go on in the background (the other nodes would fetch the
+/// blob after the song commits anyway).
+pub async fn replicate_to_majority(state: &Arc<NodeState>, hash: ContentHash) -> Result<()> {
+    let ring = &state.ring;
+    let peers = ring.peers();
+    // A majority of the peers plus this node, less this node.
+    let needed = peers.len().div_ceil(2);
+    if needed == 0 {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + ring.write_timeout();
+    let me = state.node_id.to_string();
+    let mut calls: futures::stream::FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|(peer, url)| {
+            let request = pb::ReplicateBlobRequest {
+                content_hash: hash.to_hex(),
+                source_node: me.clone(),
+            };
+            let state = state.clone();
+            async move {
+                let mut backoff = std::time::Duration::from_millis(50);
+                loop {
+                    let result = replicate_once(&state, &url, request.clone()).await;
+                    if result.is_ok() || tokio::time::Instant::now() + backoff >= deadline {
+                        return (peer, result);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                }
+            }
+        })
+        .collect();
+    let mut copies = 0;
+    let mut failures = Vec::new();
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Some((peer, result)) = calls.next().await {
+            match result {
+                Ok(()) => {
+                    copies += 1;
+                    if copies >= needed {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%hash, %peer, error = %e, "blob replication failed");
+                    failures.push(format!("{peer}: {e}"));
+                }
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while calls.next().await.is_some() {} });
+    if copies >= needed {
+        return Ok(());
+    }
+    let reached = format!(
+        "the song's bytes reached {} of the {} nodes a majority needs ({})",
+        copies + 1,
+        needed + 1,
+        if failures.is_empty() {
+            "timed out".to_string()
+        } else {
+            failures.join("; ")
+        }
+    );
+    Err(Error::Unavailable(if ring.quorate() {
+        reached
+    } else {
+        format!("{}; {reached}", ring.no_quorum())
+    }))
+}
+
+/// One `ReplicateBlob` call to the node at `url`.
+async fn replicate_once(
+    state: &NodeState,
+    url: &str,
+    request: pb::ReplicateBlobRequest,
+) -> Result<(), String> {
+    state
+        .peer(url)
+        .map_err(|e| e.to_string())?
+        .replicate_blob(request)
+        .await
+        .map(|_| ())
+        .map_err(|s| s.message().to_string())
+}
+
+/// Takes a copy of a blob from `source` ahead of its song (`ReplicateBlob`).
+/// The copy is held for the song its source is about to propose; if that
+/// song never comes (refused, or not ordered in time), the copy goes.
+pub async fn take_copy(state: &Arc<NodeState>, hash: ContentHash, source: NodeId) -> Result<()> {
+    let st = state.clone();
+    if tokio::task::spawn_blocking(move || st.store.blob_size(&hash))
+        .await??
+        .is_some()
+    {
+        return Ok(());
+    }
+    let url = state
+        .ring
+        .peers()
+        .get(&source)
+        .cloned()
+        .ok_or(Error::Invalid {
+            what: "source_node is not a node of this cluster",
+        })?;
+    fetch_one(state, &url, &hash).await?;
+    crate::failpoint("replicate-before-ack");
+    let state = state.clone();
+    let grace = 2 * state.ring.write_timeout();
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        let st = state.clone();
+        let released = tokio::task::spawn_blocking(move || st.store.release_blob(&hash))
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r);
+        match released {
+            Ok(()) => state.outbox.notify_one(),
+            Err(e) => tracing::warn!(%hash, error = %e, "releasing an unused replica failed"),
+        }
+    });
+    tracing::debug!(%hash, %source, "replicated blob ahead of its song");
+    Ok(())
+}

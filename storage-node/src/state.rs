@@ -1,0 +1,57 @@
+//! What the node's servers and workers share: the store, the control
+//! plane's handle, the signer, metrics, the peer channels. Built once by
+//! the composition root ([`crate::open_with`]), in dependency order.
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use rondo_core::{NodeId, signing::UrlSigner};
+use rondo_proto::storage::v1::storage_node_client::StorageNodeClient;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::ring::RingHandle;
+use crate::store::Store;
+use crate::{gateways, metrics, net};
+
+/// Everything the node's servers share.
+pub struct NodeState {
+    pub node_id: NodeId,
+    pub config: Config,
+    pub public_url: String,
+    pub store: Arc<Store>,
+    pub signer: UrlSigner,
+    pub metrics: metrics::Metrics,
+    pub registry: Registry,
+    /// Wakes the outbox relay.
+    pub outbox: Arc<tokio::sync::Notify>,
+    /// The control plane.
+    pub ring: RingHandle,
+    /// Gateways that checked in lately (soft state, never persisted).
+    pub gateways: gateways::Gateways,
+    /// One kept gRPC channel per peer, for blob copies and fetches.
+    pub channels: net::Channels,
+    /// How peers are reached and where the control plane runs.
+    pub net: net::Net,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl NodeState {
+    /// A storage client of the node at `url`, over its kept channel.
+    pub fn peer(&self, url: &str) -> Result<StorageNodeClient<Channel>> {
+        self.channels.storage(url, &self.net)
+    }
+
+    /// Sets the gauges from the store.
+    pub fn refresh_gauges(&self) {
+        self.metrics.refresh(&self.store);
+    }
+}

@@ -1,0 +1,465 @@
+//! Accounts, playlists and ended sessions: applying their ordered updates.
+//!
+//! Each function applies one update inside the caller's transaction and
+//! answers the record as changed, or why the update was refused (outer
+//! error: storage; inner: refusal, the same on every node).
+
+use prost::Message;
+use redb::{ReadableTable, ReadableTableMetadata};
+use rondo_core::names::fold;
+use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
+
+use super::Applied;
+use super::tables::*;
+use crate::error::{Error, Result};
+
+/// A refused account or playlist update changes nothing; an accepted one
+/// goes on this node's change stream.
+pub(super) fn finish(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    outcome: std::result::Result<Change, Error>,
+) -> Result<(Applied, Option<pb::CatalogChange>)> {
+    match outcome {
+        Ok(change) => {
+            let change = push_change(txn, meta, change)?;
+            Ok((
+                Applied::Changed {
+                    change_seq: change.seq,
+                },
+                Some(change),
+            ))
+        }
+        Err(e) => Ok((Applied::Rejected(e), None)),
+    }
+}
+
+/// The longest account or playlist name accepted, in characters.
+pub const MAX_NAME: usize = 100;
+
+/// The most songs a playlist holds.
+pub const MAX_PLAYLIST: usize = 10_000;
+
+/// Registers an account: the name must be free (case-insensitively); the
+/// first account ever is an admin. Outer error: storage; inner: refusal.
+pub(super) fn register_user(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    mut user: pb::User,
+) -> Result<std::result::Result<pb::User, Error>> {
+    let Ok(id) = uuid_key(&user.id) else {
+        return Ok(Err(Error::Invalid {
+            what: "bad user id",
+        }));
+    };
+    let name = user.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > MAX_NAME || user.password_hash.is_empty() {
+        return Ok(Err(Error::Invalid {
+            what: "account name must be 1-100 characters, with a password",
+        }));
+    }
+    let folded = fold(&name);
+    let mut names = txn.open_table(USER_NAMES)?;
+    if names.get(folded.as_str())?.is_some() {
+        return Ok(Err(Error::NameTaken(name)));
+    }
+    let mut users = txn.open_table(USERS)?;
+    if users.get(id)?.is_some() {
+        return Ok(Err(Error::Invalid {
+            what: "user id exists",
+        }));
+    }
+    user.role = if users.is_empty()? || user.role == "admin" {
+        "admin".into()
+    } else {
+        "listener".into()
+    };
+    user.name = name;
+    user.version = seq;
+    names.insert(folded.as_str(), id)?;
+    users.insert(id, user.encode_to_vec().as_slice())?;
+    Ok(Ok(user))
+}
+
+/// Records an ended session until it expires, dropping those expired by
+/// the proposer's clock (carried in the update, so every node drops the
+/// same ones).
+pub(super) fn revoke_session(
+    txn: &redb::WriteTransaction,
+    r: pb::RevokedSession,
+) -> Result<std::result::Result<pb::RevokedSession, Error>> {
+    if r.session_id.is_empty() || r.session_id.len() > 64 {
+        return Ok(Err(Error::Invalid {
+            what: "bad session id",
+        }));
+    }
+    let mut revoked = txn.open_table(REVOKED)?;
+    let expired: Vec<String> = revoked
+        .iter()?
+        .filter_map(|row| row.ok())
+        .filter(|(_, exp)| exp.value() <= r.at)
+        .map(|(id, _)| id.value().to_owned())
+        .collect();
+    for id in expired {
+        revoked.remove(id.as_str())?;
+    }
+    revoked.insert(r.session_id.as_str(), r.expires_at)?;
+    Ok(Ok(r))
+}
+
+/// Applies a playlist operation for its actor.
+pub(super) fn apply_playlist(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    op: pb::PlaylistOp,
+) -> Result<std::result::Result<pb::Playlist, Error>> {
+    use pb::playlist_op::Op;
+    let (Ok(id), Ok(actor)) = (uuid_key(&op.playlist_id), uuid_key(&op.actor_id)) else {
+        return Ok(Err(Error::Invalid {
+            what: "bad playlist or user id",
+        }));
+    };
+    let users = txn.open_table(USERS)?;
+    let Some(actor_rec) = users.get(actor)?.map(|g| g.value().to_vec()) else {
+        return Ok(Err(Error::NotFound {
+            kind: "user",
+            id: op.actor_id,
+        }));
+    };
+    let actor_rec: pb::User = decode("users", &actor_rec)?;
+    let mut playlists = txn.open_table(PLAYLISTS)?;
+    let existing: Option<pb::Playlist> = match playlists.get(id)? {
+        Some(g) => Some(decode("playlists", g.value())?),
+        None => None,
+    };
+    let Some(kind) = op.op else {
+        return Ok(Err(Error::Invalid {
+            what: "empty playlist operation",
+        }));
+    };
+    let mut list = match (kind.clone(), existing) {
+        (Op::Create(name), None) => {
+            if !name_ok(&name) {
+                return Ok(Err(Error::Invalid {
+                    what: "playlist name must be 1-100 characters",
+                }));
+            }
+            pb::Playlist {
+                id: op.playlist_id.clone(),
+                owner_id: op.actor_id.clone(),
+                name: name.trim().to_owned(),
+                song_ids: Vec::new(),
+                created_at_ms: op.at_ms,
+                updated_at_ms: op.at_ms,
+                version: seq,
+                deleted: false,
+            }
+        }
+        (Op::Create(_), Some(_)) => {
+            return Ok(Err(Error::Invalid {
+                what: "playlist id exists",
+            }));
+        }
+        (_, None) => {
+            return Ok(Err(Error::NotFound {
+                kind: "playlist",
+                id: op.playlist_id,
+            }));
+        }
+        (_, Some(list)) => {
+            if list.owner_id != op.actor_id && actor_rec.role != "admin" {
+                return Ok(Err(Error::Forbidden(
+                    "only its owner may change a playlist",
+                )));
+            }
+            list
+        }
+    };
+    if let Op::Delete(_) = kind {
+        playlists.remove(id)?;
+        list.deleted = true;
+        list.song_ids.clear();
+        list.version = seq;
+        list.updated_at_ms = op.at_ms;
+        return Ok(Ok(list));
+    }
+    if let Err(refused) = edit_playlist(txn, &mut list, kind)? {
+        return Ok(Err(refused));
+    }
+    list.version = seq;
+    list.updated_at_ms = op.at_ms.max(list.created_at_ms);
+    playlists.insert(id, list.encode_to_vec().as_slice())?;
+    Ok(Ok(list))
+}
+
+/// Whether a playlist name is acceptable.
+fn name_ok(n: &str) -> bool {
+    !n.trim().is_empty() && n.trim().chars().count() <= MAX_NAME
+}
+
+/// Carries out an edit (create, rename, add, remove, move) on a playlist
+/// its actor may change. Outer error: storage; inner: refusal.
+fn edit_playlist(
+    txn: &redb::WriteTransaction,
+    list: &mut pb::Playlist,
+    kind: pb::playlist_op::Op,
+) -> Result<std::result::Result<(), Error>> {
+    use pb::playlist_op::Op;
+    match kind {
+        Op::Create(_) | Op::Delete(_) => {}
+        Op::Rename(name) => {
+            if !name_ok(&name) {
+                return Ok(Err(Error::Invalid {
+                    what: "playlist name must be 1-100 characters",
+                }));
+            }
+            list.name = name.trim().to_owned();
+        }
+        Op::AddSongs(add) => {
+            let songs = txn.open_table(SONGS)?;
+            for s in &add.song_ids {
+                let Ok(k) = uuid_key(s) else {
+                    return Ok(Err(Error::Invalid {
+                        what: "bad song id",
+                    }));
+                };
+                if songs.get(k)?.is_none() {
+                    return Ok(Err(Error::NotFound {
+                        kind: "song",
+                        id: s.clone(),
+                    }));
+                }
+            }
+            if list.song_ids.len() + add.song_ids.len() > MAX_PLAYLIST {
+                return Ok(Err(Error::Invalid {
+                    what: "a playlist holds at most 10000 songs",
+                }));
+            }
+            let at = add.position.map_or(list.song_ids.len(), |p| {
+                (p as usize).min(list.song_ids.len())
+            });
+            list.song_ids.splice(at..at, add.song_ids);
+        }
+        Op::RemoveSongs(rm) => {
+            let n = list.song_ids.len();
+            if rm.positions.iter().any(|&p| p as usize >= n) {
+                return Ok(Err(Error::Invalid {
+                    what: "position out of range",
+                }));
+            }
+            let drop: std::collections::BTreeSet<usize> =
+                rm.positions.iter().map(|&p| p as usize).collect();
+            let mut i = 0;
+            list.song_ids.retain(|_| {
+                let keep = !drop.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        Op::MoveSong(mv) => {
+            let n = list.song_ids.len();
+            let (from, to) = (mv.from as usize, mv.to as usize);
+            if from >= n || to >= n {
+                return Ok(Err(Error::Invalid {
+                    what: "position out of range",
+                }));
+            }
+            let song = list.song_ids.remove(from);
+            list.song_ids.insert(to, song);
+        }
+    }
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testutil::*;
+
+    fn user(name: &str, role: &str) -> (String, Vec<u8>) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let u = pb::User {
+            id: id.clone(),
+            name: name.into(),
+            password_hash: "$argon2id$x".into(),
+            role: role.into(),
+            ..Default::default()
+        };
+        (
+            id,
+            pb::CatalogUpdate {
+                change: Some(pb::catalog_update::Change::RegisterUser(u)),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    fn op(list: &str, actor: &str, op: pb::playlist_op::Op) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::Playlist(pb::PlaylistOp {
+                playlist_id: list.into(),
+                actor_id: actor.into(),
+                at_ms: 5,
+                op: Some(op),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn last_playlist(store: &Store) -> pb::Playlist {
+        store
+            .changes_after(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find_map(|c| match c.change {
+                Some(Change::Playlist(p)) => Some(p),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accounts_first_is_admin_names_unique_playlists_checked_in_order() {
+        use pb::playlist_op::Op;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (alice, reg) = user("Alice", "listener");
+        assert!(matches!(
+            store.apply_update(1, &reg, None).unwrap(),
+            Applied::Changed { .. }
+        ));
+        let (bob, reg) = user("bob", "listener");
+        store.apply_update(2, &reg, None).unwrap();
+        let roles: Vec<(String, String)> = store
+            .changes_after(0, 10)
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| match c.change {
+                Some(Change::User(u)) => Some((u.name, u.role)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("Alice".into(), "admin".into()),
+                ("bob".into(), "listener".into())
+            ]
+        );
+        // Names are unique case-insensitively; nothing changes.
+        let (_, dup) = user("ALICE", "listener");
+        let before = store.stats().unwrap().last_seq;
+        assert!(matches!(
+            store.apply_update(3, &dup, None).unwrap(),
+            Applied::Rejected(Error::NameTaken(_))
+        ));
+        assert_eq!(store.stats().unwrap().last_seq, before);
+
+        // Bob's playlist: create, add two songs, move, remove.
+        let me = NodeId::new_random();
+        let (s1, s2) = (SongId::new_random(), SongId::new_random());
+        store.put_blob(staged(&store, b"one").await).unwrap();
+        store
+            .apply_update(4, &upsert(song(s1), b"one", me), None)
+            .unwrap();
+        store.put_blob(staged(&store, b"two").await).unwrap();
+        store
+            .apply_update(5, &upsert(song(s2), b"two", me), None)
+            .unwrap();
+        let list = uuid::Uuid::new_v4().to_string();
+        store
+            .apply_update(6, &op(&list, &bob, Op::Create(" Road trip ".into())), None)
+            .unwrap();
+        let add = Op::AddSongs(pb::AddSongs {
+            song_ids: vec![s1.to_string(), s2.to_string()],
+            position: None,
+        });
+        store.apply_update(7, &op(&list, &bob, add), None).unwrap();
+        store
+            .apply_update(
+                8,
+                &op(&list, &bob, Op::MoveSong(pb::MoveSong { from: 1, to: 0 })),
+                None,
+            )
+            .unwrap();
+        let p = last_playlist(&store);
+        assert_eq!(p.name, "Road trip");
+        assert_eq!(p.song_ids, [s2.to_string(), s1.to_string()]);
+        assert_eq!(p.version, 8);
+        // Someone else's playlist is refused (Alice is admin: allowed).
+        let (carol, reg) = user("carol", "listener");
+        store.apply_update(9, &reg, None).unwrap();
+        assert!(matches!(
+            store
+                .apply_update(10, &op(&list, &carol, Op::Rename("mine".into())), None)
+                .unwrap(),
+            Applied::Rejected(Error::Forbidden(_))
+        ));
+        assert!(matches!(
+            store
+                .apply_update(11, &op(&list, &alice, Op::Rename("Trip".into())), None)
+                .unwrap(),
+            Applied::Changed { .. }
+        ));
+        // Unknown songs and bad positions are refused.
+        let ghost = Op::AddSongs(pb::AddSongs {
+            song_ids: vec![SongId::new_random().to_string()],
+            position: Some(0),
+        });
+        assert!(matches!(
+            store
+                .apply_update(12, &op(&list, &bob, ghost), None)
+                .unwrap(),
+            Applied::Rejected(Error::NotFound { .. })
+        ));
+        let bad = Op::RemoveSongs(pb::RemoveSongs { positions: vec![7] });
+        assert!(matches!(
+            store.apply_update(13, &op(&list, &bob, bad), None).unwrap(),
+            Applied::Rejected(Error::Invalid { .. })
+        ));
+        // Deleting a song takes it out of the playlist, in the same order.
+        store.apply_update(14, &delete(s2), None).unwrap();
+        let p = last_playlist(&store);
+        assert_eq!((p.song_ids, p.version), (vec![s1.to_string()], 14));
+        // Delete: a tombstone.
+        store
+            .apply_update(15, &op(&list, &bob, Op::Delete(true)), None)
+            .unwrap();
+        assert!(last_playlist(&store).deleted);
+        assert!(matches!(
+            store
+                .apply_update(16, &op(&list, &bob, Op::Rename("x".into())), None)
+                .unwrap(),
+            Applied::Rejected(Error::NotFound { .. })
+        ));
+        // Revocations are kept until they expire (by the proposer's clock).
+        let revoke = |id: &str, expires_at: u64, at: u64| {
+            pb::CatalogUpdate {
+                change: Some(pb::catalog_update::Change::RevokeSession(
+                    pb::RevokedSession {
+                        session_id: id.into(),
+                        expires_at,
+                        at,
+                    },
+                )),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        store.apply_update(17, &revoke("s1", 50, 10), None).unwrap();
+        store
+            .apply_update(18, &revoke("s2", 500, 60), None)
+            .unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let ids: Vec<String> = txn
+            .open_table(REVOKED)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_owned())
+            .collect();
+        assert_eq!(ids, ["s2"]);
+    }
+}

@@ -1,0 +1,580 @@
+//! The catalog: songs, artists and albums, and applying the ring's ordered
+//! catalog updates to them.
+//!
+//! An update is applied in one transaction that also records its ring seq
+//! as applied and folds it into the catalog digest; every node applies the
+//! same updates in the same order and refuses the same ones. Account and
+//! playlist updates are applied by [`super::accounts`].
+
+use prost::Message;
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use rondo_core::names::fold;
+use rondo_core::{AlbumId, ArtistId, ContentHash, NodeId, SongId};
+use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
+
+use super::accounts;
+use super::outbox::push_outbox;
+use super::tables::*;
+use super::{Applied, FetchTask, OutboxTask, PushTask, Store};
+use crate::error::{Error, Result};
+
+/// An update's outcome and the change it puts on this node's stream.
+type Outcome = (Applied, Option<pb::CatalogChange>);
+
+fn album_name_key(artist: u128, title: &str) -> String {
+    format!("{artist:032x}/{}", fold(title))
+}
+
+/// Builds the name tables from the artists and albums when they are missing
+/// (stores written before they existed); the first of equal names wins.
+pub(super) fn index_names(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut artist_names = txn.open_table(ARTIST_NAMES)?;
+    let mut album_names = txn.open_table(ALBUM_NAMES)?;
+    if !artist_names.is_empty()? {
+        return Ok(());
+    }
+    let artists = txn.open_table(ARTISTS)?;
+    for row in artists.iter()? {
+        let (k, v) = row?;
+        let artist: pb::Artist = decode("artists", v.value())?;
+        let folded = fold(&artist.name);
+        if artist_names.get(folded.as_str())?.is_none() {
+            artist_names.insert(folded.as_str(), k.value())?;
+        }
+    }
+    let albums = txn.open_table(ALBUMS)?;
+    for row in albums.iter()? {
+        let (k, v) = row?;
+        let album: pb::Album = decode("albums", v.value())?;
+        let Ok(artist) = uuid_key(&album.artist_id) else {
+            continue;
+        };
+        let key = album_name_key(artist, &album.title);
+        if album_names.get(key.as_str())?.is_none() {
+            album_names.insert(key.as_str(), k.value())?;
+        }
+    }
+    Ok(())
+}
+
+/// Files a song under the artist and album already known by its names
+/// (case-insensitively), taking their records; or registers its own.
+/// Returns the artist and album ids it is filed under.
+fn file_by_name(txn: &redb::WriteTransaction, song: &mut pb::Song) -> Result<(u128, u128)> {
+    let (Some(artist), Some(album)) = (song.artist.as_mut(), song.album.as_mut()) else {
+        return Err(Error::Invalid {
+            what: "song has no artist or album",
+        });
+    };
+    let mut artist_names = txn.open_table(ARTIST_NAMES)?;
+    let folded = fold(&artist.name);
+    let known = artist_names.get(folded.as_str())?.map(|g| g.value());
+    let artist_id = match known {
+        Some(id) => {
+            if let Some(record) = txn.open_table(ARTISTS)?.get(id)? {
+                *artist = decode("artists", record.value())?;
+            }
+            id
+        }
+        None => {
+            let id = uuid_key(&artist.id)?;
+            artist_names.insert(folded.as_str(), id)?;
+            id
+        }
+    };
+    album.artist_id = artist.id.clone();
+    let mut album_names = txn.open_table(ALBUM_NAMES)?;
+    let key = album_name_key(artist_id, &album.title);
+    let known = album_names.get(key.as_str())?.map(|g| g.value());
+    let album_id = match known {
+        Some(id) => {
+            if let Some(record) = txn.open_table(ALBUMS)?.get(id)? {
+                *album = decode("albums", record.value())?;
+            }
+            id
+        }
+        None => {
+            let id = uuid_key(&album.id)?;
+            album_names.insert(key.as_str(), id)?;
+            id
+        }
+    };
+    Ok((artist_id, album_id))
+}
+
+/// Removes a name entry if it still names `id`.
+fn forget_name(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<&str, u128>,
+    key: &str,
+    id: u128,
+) -> Result<()> {
+    let mut names = txn.open_table(table)?;
+    if names.get(key)?.map(|g| g.value()) == Some(id) {
+        names.remove(key)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Applies one ordered catalog update (ring entry `seq`) in one
+    /// transaction that also records `seq` as applied and folds the entry
+    /// into the catalog digest. An entry at or below the applied seq is a
+    /// no-op. `layout` is the layout as applied at this entry (the driver
+    /// holds it): a song this node proposed is pushed to its other nodes; a
+    /// song whose blob this node lacks is recorded as wanted, with an
+    /// outbox task to fetch the blob from the node that proposed it.
+    pub fn apply_update(
+        &self,
+        seq: u64,
+        payload: &[u8],
+        layout: Option<&rondo_ring::Layout>,
+    ) -> Result<Applied> {
+        let _guard = self.lock_blobs();
+        let txn = self.db.begin_write()?;
+        let (outcome, change) = {
+            let mut ring = txn.open_table(RING_META)?;
+            if seq <= applied_seq(&ring)? {
+                return Ok(Applied::Replay);
+            }
+            fold_applied(&mut ring, seq, payload)?;
+            drop(ring);
+            match pb::CatalogUpdate::decode(payload) {
+                Ok(update) => self.apply_catalog(&txn, seq, update, layout)?,
+                Err(e) => {
+                    // Every node decodes the same bytes the same way: skip.
+                    tracing::error!(seq, error = %e, "undecodable catalog update skipped");
+                    let refused = Error::Invalid {
+                        what: "undecodable catalog update",
+                    };
+                    (Applied::Rejected(refused), None)
+                }
+            }
+        };
+        txn.commit()?;
+        self.announce(change);
+        Ok(outcome)
+    }
+
+    /// Applies one decoded update, by kind of change.
+    fn apply_catalog(
+        &self,
+        txn: &redb::WriteTransaction,
+        seq: u64,
+        update: pb::CatalogUpdate,
+        layout: Option<&rondo_ring::Layout>,
+    ) -> Result<Outcome> {
+        use pb::catalog_update::Change as U;
+        let mut meta = txn.open_table(META)?;
+        match update.change {
+            Some(U::Upsert(song)) => {
+                self.upsert_song(txn, &mut meta, seq, song, &update.origin, layout)
+            }
+            Some(U::DeleteSongId(id)) => delete_song(txn, &mut meta, seq, &id),
+            Some(U::RegisterUser(user)) => {
+                let outcome = accounts::register_user(txn, seq, user)?;
+                accounts::finish(txn, &mut meta, outcome.map(Change::User))
+            }
+            Some(U::Playlist(op)) => {
+                let outcome = accounts::apply_playlist(txn, seq, op)?;
+                accounts::finish(txn, &mut meta, outcome.map(Change::Playlist))
+            }
+            Some(U::RevokeSession(r)) => {
+                let outcome = accounts::revoke_session(txn, r)?;
+                accounts::finish(txn, &mut meta, outcome.map(Change::Revoked))
+            }
+            None => {
+                let refused = Error::Invalid {
+                    what: "empty catalog update",
+                };
+                Ok((Applied::Rejected(refused), None))
+            }
+        }
+    }
+
+    /// Adds a song: filed under the artist and album of its names, its
+    /// blob referenced (or wanted, with a fetch), pushed to the layout's
+    /// other nodes if this node proposed it. Announced on the change stream
+    /// once this node can stream it.
+    fn upsert_song(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &mut Meta<'_>,
+        seq: u64,
+        mut song: pb::Song,
+        origin: &str,
+        layout: Option<&rondo_ring::Layout>,
+    ) -> Result<Outcome> {
+        let (song_id, hash) = match check_song(&song) {
+            Ok(c) => c,
+            Err(e) => return Ok((Applied::Rejected(e), None)),
+        };
+        let mut songs = txn.open_table(SONGS)?;
+        if songs.get(song_id)?.is_some() {
+            let id = song.id.parse()?;
+            return Ok((Applied::Rejected(Error::SongExists(id)), None));
+        }
+        let (artist_id, album_id) = file_by_name(txn, &mut song)?;
+        let origin: NodeId = origin.parse()?;
+        let held = self.reference_blob(txn, meta, seq, hash, origin, layout)?;
+        let mut refs = txn.open_table(REFS)?;
+        for key in [artist_id, album_id] {
+            let n = refs.get(key)?.map_or(0, |g| g.value());
+            refs.insert(key, n + 1)?;
+        }
+        let artist = song.artist.clone().unwrap_or_default();
+        let album = song.album.clone().unwrap_or_default();
+        let mut artists = txn.open_table(ARTISTS)?;
+        if artists.get(artist_id)?.is_none() {
+            artists.insert(artist_id, artist.encode_to_vec().as_slice())?;
+        }
+        let mut albums = txn.open_table(ALBUMS)?;
+        if albums.get(album_id)?.is_none() {
+            albums.insert(album_id, album.encode_to_vec().as_slice())?;
+        }
+        songs.insert(song_id, song.encode_to_vec().as_slice())?;
+        // The change stream announces a song once this node can stream it.
+        let change = match held {
+            true => Some(push_change(txn, meta, Change::Upsert(song.clone()))?),
+            false => None,
+        };
+        let stored = Applied::Stored {
+            song: Box::new(song),
+            change_seq: change.as_ref().map(|c| c.seq),
+        };
+        Ok((stored, change))
+    }
+
+    /// Counts one more song using the blob. If the blob is here and this
+    /// node proposed the song, the song's origin pushes it to each other
+    /// node of the layout (the layout as applied at this entry: the same on
+    /// every node), and each of them expects that push. If the blob is not
+    /// here, it is wanted, with a fetch. Returns whether the blob is here.
+    fn reference_blob(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &mut Meta<'_>,
+        seq: u64,
+        hash: ContentHash,
+        origin: NodeId,
+        layout: Option<&rondo_ring::Layout>,
+    ) -> Result<bool> {
+        let in_layout = |n: &NodeId| layout.is_some_and(|l| l.nodes.contains_key(n));
+        let mut blobs = txn.open_table(BLOBS)?;
+        let key = *hash.as_bytes();
+        let present = blobs.get(&key)?.map(|g| g.value());
+        if let Some((size, refs)) = present {
+            blobs.insert(&key, (size, refs + 1))?;
+            if origin == self.id {
+                let others = layout.into_iter().flat_map(|l| l.nodes.keys());
+                for &to in others.filter(|n| **n != self.id) {
+                    let task = PushTask {
+                        hash,
+                        to,
+                        entry_seq: seq,
+                    };
+                    push_outbox(txn, meta, OutboxTask::PushBlob(task))?;
+                }
+            }
+            return Ok(true);
+        }
+        let mut wanted = txn.open_table(WANTED)?;
+        let refs = wanted.get(&key)?.map_or(0, |g| g.value());
+        wanted.insert(&key, refs + 1)?;
+        if refs == 0 {
+            let push_expected = origin != self.id && in_layout(&self.id) && in_layout(&origin);
+            let task = FetchTask {
+                hash,
+                from: origin,
+                push_expected,
+            };
+            push_outbox(txn, meta, OutboxTask::FetchBlob(task))?;
+        }
+        Ok(false)
+    }
+}
+
+/// A song update's ids, checked: the song's key and its content hash.
+fn check_song(song: &pb::Song) -> Result<(u128, ContentHash)> {
+    let song_id = uuid_key(&song.id)?;
+    let artist = song.artist.as_ref().ok_or(Error::Invalid {
+        what: "song has no artist",
+    })?;
+    let album = song.album.as_ref().ok_or(Error::Invalid {
+        what: "song has no album",
+    })?;
+    artist.id.parse::<ArtistId>()?;
+    album.id.parse::<AlbumId>()?;
+    if album.artist_id != artist.id {
+        return Err(Error::Invalid {
+            what: "album artist differs from song artist",
+        });
+    }
+    Ok((song_id, song.content_hash.parse()?))
+}
+
+/// Removes a song: its artist and album go with their last song, its blob
+/// with its last song (through the outbox), and it leaves every playlist.
+fn delete_song(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    seq: u64,
+    id_text: &str,
+) -> Result<Outcome> {
+    let Ok(id) = id_text.parse::<SongId>() else {
+        let refused = Error::Invalid {
+            what: "bad song id",
+        };
+        return Ok((Applied::Rejected(refused), None));
+    };
+    let song: pb::Song = match txn.open_table(SONGS)?.remove(id.0.as_u128())? {
+        Some(bytes) => decode("songs", bytes.value())?,
+        None => return Ok((Applied::Rejected(Error::SongNotFound(id)), None)),
+    };
+    release_names(txn, &song)?;
+    if let Ok(hash) = song.content_hash.parse::<ContentHash>() {
+        dereference_blob(txn, meta, hash)?;
+    }
+    let change = push_change(txn, meta, Change::DeleteSongId(id.to_string()))?;
+    // The song leaves every playlist too (a scan: playlists are few next
+    // to songs, deletes rare).
+    let id_text = id.to_string();
+    let mut playlists = txn.open_table(PLAYLISTS)?;
+    let mut touched = Vec::new();
+    for row in playlists.iter()? {
+        let (k, v) = row?;
+        let mut list: pb::Playlist = decode("playlists", v.value())?;
+        if list.song_ids.contains(&id_text) {
+            list.song_ids.retain(|s| *s != id_text);
+            list.version = seq;
+            touched.push((k.value(), list));
+        }
+    }
+    // Followers read the log on a gap: announcing the last of these
+    // changes makes them read all of them.
+    let mut announce = change.clone();
+    for (k, list) in touched {
+        playlists.insert(k, list.encode_to_vec().as_slice())?;
+        announce = push_change(txn, meta, Change::Playlist(list))?;
+    }
+    let deleted = Applied::Deleted {
+        change_seq: change.seq,
+    };
+    Ok((deleted, Some(announce)))
+}
+
+/// Counts one song less on the song's album and artist; each goes, with
+/// its name entry, when its last song does.
+fn release_names(txn: &redb::WriteTransaction, song: &pb::Song) -> Result<()> {
+    let artist = song.artist.clone().unwrap_or_default();
+    let album = song.album.clone().unwrap_or_default();
+    let artist_key = uuid_key(&artist.id).unwrap_or_default();
+    let records = [
+        (
+            album.id,
+            ALBUMS,
+            ALBUM_NAMES,
+            album_name_key(artist_key, &album.title),
+        ),
+        (artist.id, ARTISTS, ARTIST_NAMES, fold(&artist.name)),
+    ];
+    let mut refs = txn.open_table(REFS)?;
+    for (id, table, names, name) in records {
+        let Ok(k) = uuid_key(&id) else { continue };
+        let n = refs.get(k)?.map_or(0, |g| g.value());
+        if n <= 1 {
+            refs.remove(k)?;
+            txn.open_table(table)?.remove(k)?;
+            forget_name(txn, names, &name, k)?;
+        } else {
+            refs.insert(k, n - 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts one song less using the blob: its last song removes it (the
+/// file through the outbox); one this node still waited for is wanted
+/// less.
+fn dereference_blob(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    hash: ContentHash,
+) -> Result<()> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let entry = blobs.get(hash.as_bytes())?.map(|g| g.value());
+    match entry {
+        Some((size, refs)) if refs > 1 => {
+            blobs.insert(hash.as_bytes(), (size, refs - 1))?;
+        }
+        Some((size, _)) => {
+            blobs.remove(hash.as_bytes())?;
+            add_bytes_stored(meta, -i128::from(size))?;
+            push_outbox(txn, meta, OutboxTask::DeleteBlob(hash))?;
+        }
+        None => {
+            let mut wanted = txn.open_table(WANTED)?;
+            let n = wanted.get(hash.as_bytes())?.map_or(0, |g| g.value());
+            if n <= 1 {
+                wanted.remove(hash.as_bytes())?;
+            } else {
+                wanted.insert(hash.as_bytes(), n - 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testutil::*;
+
+    #[tokio::test]
+    async fn apply_dedupe_delete_replay_and_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let me = NodeId::new_random();
+        let (a, b) = (SongId::new_random(), SongId::new_random());
+        store.put_blob(staged(&store, b"same bytes").await).unwrap();
+        let first = store
+            .apply_update(1, &upsert(song(a), b"same bytes", me), None)
+            .unwrap();
+        let Applied::Stored {
+            song: sa,
+            change_seq: Some(seq_a),
+        } = first
+        else {
+            panic!("stored with a change: {first:?}");
+        };
+        assert_eq!(sa.size_bytes, 10);
+        store.put_blob(staged(&store, b"same bytes").await).unwrap();
+        store
+            .apply_update(2, &upsert(song(b), b"same bytes", me), None)
+            .unwrap();
+        let st = store.stats().unwrap();
+        assert_eq!(
+            (st.song_count, st.blob_count, st.bytes_stored, st.last_seq),
+            (2, 1, 10, 2)
+        );
+        assert_eq!(files_in(&dir.path().join("blobs")), 1);
+        assert_eq!(files_in(&dir.path().join("tmp")), 0);
+        // A replayed entry changes nothing; the same id twice is refused.
+        assert!(matches!(
+            store
+                .apply_update(2, &upsert(song(b), b"same bytes", me), None)
+                .unwrap(),
+            Applied::Replay
+        ));
+        let again = store
+            .apply_update(3, &upsert(song(a), b"same bytes", me), None)
+            .unwrap();
+        assert!(
+            matches!(again, Applied::Rejected(Error::SongExists(_))),
+            "{again:?}"
+        );
+        assert_eq!(store.stats().unwrap().song_count, 2);
+        // Deleting one keeps the shared blob; deleting both removes it via the outbox.
+        store.apply_update(4, &delete(a), None).unwrap();
+        assert_eq!(store.run_outbox().unwrap(), 0);
+        assert_eq!(files_in(&dir.path().join("blobs")), 1);
+        store.apply_update(5, &delete(b), None).unwrap();
+        assert_eq!(store.stats().unwrap().outbox_len, 1);
+        assert_eq!(store.run_outbox().unwrap(), 1);
+        assert_eq!(files_in(&dir.path().join("blobs")), 0);
+        let st = store.stats().unwrap();
+        assert_eq!(
+            (st.song_count, st.blob_count, st.bytes_stored, st.outbox_len),
+            (0, 0, 0, 0)
+        );
+        let gone = store.apply_update(6, &delete(a), None).unwrap();
+        assert!(
+            matches!(gone, Applied::Rejected(Error::SongNotFound(_))),
+            "{gone:?}"
+        );
+        let changes = store.changes_after(seq_a, 10).unwrap();
+        assert_eq!(
+            changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        assert_eq!(store.ring_applied().unwrap().0, 6);
+    }
+
+    fn named(artist: &str, album: &str) -> pb::Song {
+        let mut s = song(SongId::new_random());
+        if let (Some(a), Some(b)) = (s.artist.as_mut(), s.album.as_mut()) {
+            a.name = artist.into();
+            b.title = album.into();
+        }
+        s
+    }
+
+    fn filed(store: &Store, id: &str) -> (String, String, String, String) {
+        let s = store.song(id.parse().unwrap()).unwrap().unwrap();
+        let (a, b) = (s.artist.unwrap(), s.album.unwrap());
+        assert_eq!(b.artist_id, a.id, "album and song agree on the artist");
+        (a.id, a.name, b.id, b.title)
+    }
+
+    #[tokio::test]
+    async fn songs_are_filed_under_the_artist_and_album_of_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let me = NodeId::new_random();
+        store.put_blob(staged(&store, b"x").await).unwrap();
+        let (first, same, other_album, other_artist) = (
+            named("Ada Lovelace", "Notes"),
+            named("  ada LOVELACE ", "NOTES"),
+            named("Ada Lovelace", "Letters"),
+            named("Babbage", "Notes"),
+        );
+        for (seq, s) in [&first, &same, &other_album, &other_artist]
+            .into_iter()
+            .enumerate()
+        {
+            store
+                .apply_update(seq as u64 + 1, &upsert(s.clone(), b"x", me), None)
+                .unwrap();
+        }
+        let f = filed(&store, &first.id);
+        assert_eq!(f.1, "Ada Lovelace");
+        // Other ids and spellings, same names: the first song's records.
+        assert_eq!(filed(&store, &same.id), f);
+        let o = filed(&store, &other_album.id);
+        assert_eq!((&o.0, &o.1), (&f.0, &f.1));
+        assert_ne!(o.2, f.2, "another album of the same artist");
+        let b = filed(&store, &other_artist.id);
+        assert_ne!(b.0, f.0);
+        assert_ne!(
+            b.2, f.2,
+            "the same title by another artist is another album"
+        );
+        // Once the artist's last song goes, its name is free for a new one.
+        for (seq, s) in [&first, &same, &other_album].into_iter().enumerate() {
+            store
+                .apply_update(seq as u64 + 10, &delete(s.id.parse().unwrap()), None)
+                .unwrap();
+        }
+        let again = named("ADA LOVELACE", "Notes");
+        store
+            .apply_update(20, &upsert(again.clone(), b"x", me), None)
+            .unwrap();
+        let g = filed(&store, &again.id);
+        assert_eq!(g.0, again.artist.as_ref().unwrap().id);
+        assert_eq!(g.1, "ADA LOVELACE");
+        // The name tables are rebuilt for a store that lacks them.
+        drop(store);
+        {
+            let db = Database::create(dir.path().join("node.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(ARTIST_NAMES).unwrap();
+            txn.delete_table(ALBUM_NAMES).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let late = named("ada lovelace", "notes");
+        store
+            .apply_update(21, &upsert(late.clone(), b"x", me), None)
+            .unwrap();
+        assert_eq!(filed(&store, &late.id), g);
+    }
+}

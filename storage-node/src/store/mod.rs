@@ -1,0 +1,220 @@
+//! Durable state of a storage node: the redb catalog and the content-addressed
+//! blob files beside it.
+//!
+//! Layout of a data directory:
+//! - `node-id`: this node's id, made on first start.
+//! - `node.redb`: catalog tables (songs, artists, albums), accounts and
+//!   playlists, the blob index with reference counts, the catalog change log,
+//!   the outbox and inbox, and the control plane's log and state
+//!   ([`tables`] lists them all).
+//! - `blobs/<first two hex digits>/<64 hex digits>`: audio bytes, one file per
+//!   distinct BLAKE3 hash, written once and never modified.
+//! - `tmp/`: uploads in progress; emptied at start-up.
+//!
+//! One file per table family, each with its own `impl Store` block and its
+//! own tests: [`blobs`] (files, index, staging), [`catalog`] (songs, artists,
+//! albums, applying ordered updates), [`accounts`] (users, playlists,
+//! revocations), [`outbox`] (outbox and inbox: the storage side of the
+//! relay), [`ring_state`] (the control plane's log and applied layout),
+//! [`snapshot`] (export and install of the applied state).
+//!
+//! Invariants, kept across crashes:
+//! - A blob file exists under `blobs/` only if the blob index names it, except
+//!   briefly during a commit, and [`Store::open`] removes such strays.
+//! - A song is in the catalog only if its blob is in the index and on disk
+//!   (fsync'd before the catalog transaction commits).
+//! - Every catalog change has a sequence number in the change log, written in
+//!   the same transaction as the change.
+//! - Side effects of a transaction (deleting a blob file, fetching a blob,
+//!   pushing one to another node) are outbox rows written in that
+//!   transaction and carried out afterwards, at least once.
+//! - An effect another node's outbox asked for is recorded in the inbox, by
+//!   (origin, outbox seq), in the transaction that carries it out: once.
+//!
+//! redb is synchronous: async callers use `spawn_blocking`.
+
+mod accounts;
+mod blobs;
+mod catalog;
+mod outbox;
+mod ring_state;
+mod snapshot;
+mod tables;
+#[cfg(test)]
+mod testutil;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+use rondo_core::{NodeId, SongId};
+use rondo_proto::storage::v1 as pb;
+use tokio::sync::broadcast;
+
+use crate::error::{Error, Result};
+use tables::*;
+
+pub use accounts::{MAX_NAME, MAX_PLAYLIST};
+pub use blobs::{StagedBlob, Staging};
+pub use outbox::{Delivered, Delivery, FetchTask, OutboxTask, Pending, PushTask};
+
+/// What applying one ordered catalog update did on this node.
+#[derive(Debug)]
+pub enum Applied {
+    /// The entry was applied before (a replay).
+    Replay,
+    /// The song is in the catalog; `change_seq` is its change on this
+    /// node's stream if this node holds the blob.
+    Stored {
+        song: Box<pb::Song>,
+        change_seq: Option<u64>,
+    },
+    /// The song is gone; its change on this node's stream.
+    Deleted { change_seq: u64 },
+    /// An account or playlist changed; its change on this node's stream.
+    Changed { change_seq: u64 },
+    /// Refused, the same way on every node (the catalog is unchanged).
+    Rejected(Error),
+}
+
+/// Figures about what a node stores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub song_count: u64,
+    pub blob_count: u64,
+    pub bytes_stored: u64,
+    pub last_seq: u64,
+    pub outbox_len: u64,
+    pub inbox_len: u64,
+}
+
+/// The node's database and blob directory.
+pub struct Store {
+    /// This node (the origin of the songs it proposes).
+    id: NodeId,
+    db: Database,
+    blob_dir: PathBuf,
+    tmp_dir: PathBuf,
+    /// Serialises the steps that move files in or out of `blobs/` together
+    /// with the index update that accounts for them.
+    blob_lock: Mutex<()>,
+    changes: broadcast::Sender<pb::CatalogChange>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("blob_dir", &self.blob_dir)
+            .finish()
+    }
+}
+
+/// Reads the node's id from `dir/node-id`, creating it on first start.
+pub fn node_identity(dir: &Path) -> Result<NodeId> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().parse()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(Error::io("create data dir"))?;
+            let id = NodeId::new_random();
+            let tmp = dir.join("node-id.tmp");
+            std::fs::write(&tmp, id.to_string()).map_err(Error::io("write node id"))?;
+            std::fs::rename(&tmp, &path).map_err(Error::io("write node id"))?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io("read node id")(e)),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, clears unfinished uploads and
+    /// removes blob files the index does not know (left by a crash between
+    /// moving a file in and committing), then returns it.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let blob_dir = dir.join("blobs");
+        let tmp_dir = dir.join("tmp");
+        for d in [dir, &blob_dir, &tmp_dir] {
+            std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
+        }
+        let id = node_identity(dir)?;
+        let db = Database::create(dir.join("node.redb"))?;
+        {
+            let txn = db.begin_write()?;
+            create_tables(&txn)?;
+            catalog::index_names(&txn)?;
+            txn.commit()?;
+        }
+        let (changes, _) = broadcast::channel(1024);
+        let store = Store {
+            id,
+            db,
+            blob_dir,
+            tmp_dir,
+            blob_lock: Mutex::new(()),
+            changes,
+        };
+        store.sweep()?;
+        store.release_unused_blobs()?;
+        Ok(store)
+    }
+
+    /// Takes the lock that serialises the steps moving files in or out of
+    /// `blobs/` with the index update that accounts for them.
+    fn lock_blobs(&self) -> MutexGuard<'_, ()> {
+        self.blob_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces committed changes to the subscribers.
+    fn announce(&self, changes: impl IntoIterator<Item = pb::CatalogChange>) {
+        for c in changes {
+            let _ = self.changes.send(c);
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Subscribes to catalog changes committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<pb::CatalogChange> {
+        self.changes.subscribe()
+    }
+
+    /// One song by id.
+    pub fn song(&self, id: SongId) -> Result<Option<pb::Song>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SONGS)?;
+        match table.get(id.0.as_u128())? {
+            Some(bytes) => Ok(Some(decode("songs", bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` catalog changes with sequence numbers above `after`.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<pb::CatalogChange>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CHANGES)?;
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..)?.take(limit) {
+            let (_, v) = row?;
+            out.push(decode("changes", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> Result<Stats> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map_or(0, |g| g.value())) };
+        Ok(Stats {
+            song_count: txn.open_table(SONGS)?.len()?,
+            blob_count: txn.open_table(BLOBS)?.len()?,
+            bytes_stored: get(BYTES_STORED)?,
+            last_seq: get(LAST_SEQ)?,
+            outbox_len: txn.open_table(OUTBOX)?.len()?,
+            inbox_len: txn.open_table(INBOX)?.len()?,
+        })
+    }
+}
