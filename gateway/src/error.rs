@@ -1,6 +1,7 @@
 //! The gateway's error type and its one mapping to GraphQL error codes.
 
 use async_graphql::ErrorExtensions;
+use rondo_core::ErrorCode;
 
 /// Everything a gateway operation can fail with. [`Error::code`] is the
 /// GraphQL `extensions.code` clients see.
@@ -30,8 +31,9 @@ pub enum Error {
     /// No storage node can take the request now.
     #[error("no storage node available: {0}")]
     Unavailable(String),
-    /// A storage node refused or failed the request.
-    #[error("storage node {node}: {status}")]
+    /// A storage node refused or failed the request (its message; the
+    /// code comes from its gRPC status).
+    #[error("storage node {node}: {}", status.message())]
     Node {
         node: String,
         status: Box<tonic::Status>,
@@ -56,27 +58,28 @@ pub enum Error {
 
 impl Error {
     /// The GraphQL `extensions.code` of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::UnsupportedMedia(_) => "UNSUPPORTED_MEDIA",
-            Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
-            Error::NotFound { .. } => "NOT_FOUND",
-            Error::BadUserInput(_) | Error::Domain(_) => "BAD_USER_INPUT",
-            Error::Unauthenticated(_) => "UNAUTHENTICATED",
-            Error::Forbidden(_) => "FORBIDDEN",
-            Error::Conflict(_) => "CONFLICT",
-            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::UnsupportedMedia(_) => ErrorCode::UnsupportedMedia,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::BadUserInput(_) | Error::Domain(_) => ErrorCode::BadUserInput,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Node { status, .. } => match status.code() {
-                tonic::Code::ResourceExhausted => "PAYLOAD_TOO_LARGE",
-                tonic::Code::NotFound => "NOT_FOUND",
-                tonic::Code::Unavailable => "UNAVAILABLE",
-                tonic::Code::AlreadyExists | tonic::Code::Aborted => "CONFLICT",
-                tonic::Code::FailedPrecondition => "BAD_USER_INPUT",
-                tonic::Code::PermissionDenied => "FORBIDDEN",
-                tonic::Code::InvalidArgument => "BAD_USER_INPUT",
-                _ => "INTERNAL_SERVER_ERROR",
+                tonic::Code::ResourceExhausted => ErrorCode::PayloadTooLarge,
+                tonic::Code::NotFound => ErrorCode::NotFound,
+                tonic::Code::Unavailable => ErrorCode::Unavailable,
+                tonic::Code::AlreadyExists | tonic::Code::Aborted => ErrorCode::Conflict,
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+                    ErrorCode::BadUserInput
+                }
+                tonic::Code::PermissionDenied => ErrorCode::Forbidden,
+                _ => ErrorCode::InternalServerError,
             },
-            Error::Io { .. } | Error::Join(_) | Error::Vrrp(_) => "INTERNAL_SERVER_ERROR",
+            Error::Io { .. } | Error::Join(_) | Error::Vrrp(_) => ErrorCode::InternalServerError,
         }
     }
 
@@ -99,10 +102,11 @@ impl From<rondo_media::Error> for Error {
 impl ErrorExtensions for Error {
     fn extend(&self) -> async_graphql::Error {
         let code = self.code();
-        if code == "INTERNAL_SERVER_ERROR" {
+        if code == ErrorCode::InternalServerError {
             tracing::error!(error = %self, "internal error");
         }
-        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| ext.set("code", code))
+        async_graphql::Error::new(self.to_string())
+            .extend_with(|_, ext| ext.set("code", code.as_str()))
     }
 }
 

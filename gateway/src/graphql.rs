@@ -9,7 +9,6 @@ pub mod accounts;
 pub mod layout;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_graphql::{
     Context, EmptySubscription, Enum, ID, MergedObject, Object, Schema, SimpleObject, Upload,
@@ -134,7 +133,51 @@ macro_rules! connection {
             pub cursor: String,
             pub node: $node,
         }
+
+        impl FromPage for $conn {
+            type Node = $node;
+
+            fn from_page(items: Vec<(String, $node)>, page_info: PageInfo, total: usize) -> Self {
+                let nodes = items.iter().map(|(_, n)| n.clone()).collect();
+                $conn {
+                    edges: items
+                        .into_iter()
+                        .map(|(cursor, node)| $edge { cursor, node })
+                        .collect(),
+                    nodes,
+                    page_info,
+                    total_count: i32::try_from(total).unwrap_or(i32::MAX),
+                }
+            }
+        }
     };
+}
+
+/// A connection built from one page of items: (cursor, node) in order.
+pub(crate) trait FromPage {
+    type Node: Clone;
+    fn from_page(items: Vec<(String, Self::Node)>, page_info: PageInfo, total: usize) -> Self;
+}
+
+/// One page of a keyed list of the index (songs, artists or albums, by
+/// name, optionally searched) as a connection; `node` makes the item at a
+/// position of the snapshot.
+fn keyed_page<C: FromPage>(
+    ctx: &Context<'_>,
+    kind: Kind,
+    first: Option<i32>,
+    after: Option<&str>,
+    search: Option<&str>,
+    node: impl Fn(&Snapshot, usize) -> C::Node,
+) -> Result<C, Error> {
+    let snap = snapshot(ctx);
+    let page = snap.page(kind, search, after, page_size(first)?)?;
+    let items = page
+        .items
+        .iter()
+        .map(|(p, c)| (c.clone(), node(&snap, *p)))
+        .collect();
+    Ok(C::from_page(items, page_info(&page), page.total))
 }
 
 connection!(SongConnection, SongEdge, Song, "songs");
@@ -180,12 +223,15 @@ fn page_info(page: &crate::index::Page) -> PageInfo {
 }
 
 /// A song.
+#[derive(Clone)]
 pub struct Song(pub Arc<SongRec>);
 
 /// An artist.
+#[derive(Clone)]
 pub struct Artist(pub ArtistRec);
 
 /// An album.
+#[derive(Clone)]
 pub struct Album(pub AlbumRec);
 
 /// A storage node holding a copy of a song.
@@ -433,33 +479,15 @@ impl CatalogQuery {
         after: Option<String>,
         search: Option<String>,
     ) -> async_graphql::Result<SongConnection> {
-        let snap = snapshot(ctx);
-        let page = snap
-            .page(
-                Kind::Songs,
-                search.as_deref(),
-                after.as_deref(),
-                page_size(first).gql()?,
-            )
-            .gql()?;
-        let edges: Vec<SongEdge> = page
-            .items
-            .iter()
-            .map(|(p, c)| SongEdge {
-                cursor: c.clone(),
-                node: Song(snap.songs[*p].clone()),
-            })
-            .collect();
-        Ok(SongConnection {
-            nodes: page
-                .items
-                .iter()
-                .map(|(p, _)| Song(snap.songs[*p].clone()))
-                .collect(),
-            edges,
-            page_info: page_info(&page),
-            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
-        })
+        keyed_page(
+            ctx,
+            Kind::Songs,
+            first,
+            after.as_deref(),
+            search.as_deref(),
+            |s, p| Song(s.songs[p].clone()),
+        )
+        .gql()
     }
 
     /// Artists by name. With `search`, only artists where every word of the
@@ -474,29 +502,15 @@ impl CatalogQuery {
         after: Option<String>,
         search: Option<String>,
     ) -> async_graphql::Result<ArtistConnection> {
-        let snap = snapshot(ctx);
-        let page = snap
-            .page(
-                Kind::Artists,
-                search.as_deref(),
-                after.as_deref(),
-                page_size(first).gql()?,
-            )
-            .gql()?;
-        let node = |p: usize| Artist(snap.artists[p].clone());
-        Ok(ArtistConnection {
-            edges: page
-                .items
-                .iter()
-                .map(|(p, c)| ArtistEdge {
-                    cursor: c.clone(),
-                    node: node(*p),
-                })
-                .collect(),
-            nodes: page.items.iter().map(|(p, _)| node(*p)).collect(),
-            page_info: page_info(&page),
-            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
-        })
+        keyed_page(
+            ctx,
+            Kind::Artists,
+            first,
+            after.as_deref(),
+            search.as_deref(),
+            |s, p| Artist(s.artists[p].clone()),
+        )
+        .gql()
     }
 
     /// Albums by title. With `search`, only albums where every word of the
@@ -512,29 +526,15 @@ impl CatalogQuery {
         after: Option<String>,
         search: Option<String>,
     ) -> async_graphql::Result<AlbumConnection> {
-        let snap = snapshot(ctx);
-        let page = snap
-            .page(
-                Kind::Albums,
-                search.as_deref(),
-                after.as_deref(),
-                page_size(first).gql()?,
-            )
-            .gql()?;
-        let node = |p: usize| Album(snap.albums[p].clone());
-        Ok(AlbumConnection {
-            edges: page
-                .items
-                .iter()
-                .map(|(p, c)| AlbumEdge {
-                    cursor: c.clone(),
-                    node: node(*p),
-                })
-                .collect(),
-            nodes: page.items.iter().map(|(p, _)| node(*p)).collect(),
-            page_info: page_info(&page),
-            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
-        })
+        keyed_page(
+            ctx,
+            Kind::Albums,
+            first,
+            after.as_deref(),
+            search.as_deref(),
+            |s, p| Album(s.albums[p].clone()),
+        )
+        .gql()
     }
 
     /// Songs, most recently added first; a cursor is a position.
@@ -550,19 +550,12 @@ impl CatalogQuery {
         let snap = snapshot(ctx);
         let total = snap.recent.len();
         let page = position_page(total, first, after.as_deref()).gql()?;
-        let edges: Vec<SongEdge> = page
+        let items = page
             .clone()
-            .map(|p| SongEdge {
-                cursor: p.to_string(),
-                node: Song(snap.songs[snap.recent[p]].clone()),
-            })
+            .map(|p| (p.to_string(), Song(snap.songs[snap.recent[p]].clone())))
             .collect();
-        Ok(SongConnection {
-            nodes: edges.iter().map(|e| Song(e.node.0.clone())).collect(),
-            page_info: position_page_info(&page, total),
-            edges,
-            total_count: i32::try_from(total).unwrap_or(i32::MAX),
-        })
+        let info = position_page_info(&page, total);
+        Ok(SongConnection::from_page(items, info, total))
     }
 
     /// One song; null if there is none with this id.
@@ -788,13 +781,6 @@ impl CatalogMutation {
         crate::ingest::delete(state(ctx), id).await.gql()?;
         Ok(true)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

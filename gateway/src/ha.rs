@@ -10,13 +10,12 @@
 //! others (`cluster { gateways }`, `rondo status`).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rondo_proto::storage::v1 as pb;
 use tokio::sync::watch;
 
-use crate::cluster::Cluster;
 use crate::config::{Config, VrrpConfig};
 use crate::error::Result;
 
@@ -75,8 +74,9 @@ impl Ha {
         }
     }
 
-    /// Starts the VRRP router with the quorum health check.
-    pub async fn start(&self, cfg: &VrrpConfig, cluster: Arc<Cluster>) -> Result<vrrp::Router> {
+    /// Starts the VRRP router with `check` as its health check (the
+    /// gateway passes "a strict majority of the storage nodes answers").
+    pub async fn start(&self, cfg: &VrrpConfig, check: vrrp::HealthCheck) -> Result<vrrp::Router> {
         let vip: vrrp::Vip = cfg.vip.parse()?;
         let mut rc = vrrp::RouterConfig::new(&cfg.interface, cfg.vrid, cfg.priority, vec![vip]);
         rc.advert_cs = u16::try_from(cfg.advert_ms / 10).unwrap_or(u16::MAX);
@@ -92,10 +92,6 @@ impl Ha {
             rise: cfg.health_rise,
             fall: cfg.health_fall,
         };
-        let check: vrrp::HealthCheck = Arc::new(move || {
-            let cluster = cluster.clone();
-            Box::pin(async move { cluster.quorum_reachable(timeout).await })
-        });
         let router = vrrp::Router::start(rc, Some((health, check))).await?;
         let _ = self.status.set(router.status());
         tracing::info!(interface = %cfg.interface, vip = %cfg.vip, priority = cfg.priority, "vrrp router started");

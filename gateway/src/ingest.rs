@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_graphql::UploadValue;
 use futures::StreamExt;
 use rondo_core::{AlbumId, ArtistId, ContentHash, SongId, placement};
-use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+use rondo_proto::storage::v1 as pb;
 
 use crate::AppState;
 use crate::error::{Error, Result};
@@ -107,12 +107,6 @@ pub async fn upload(
         .into_iter()
         .next()
         .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
-    let node = state
-        .cluster
-        .node(target)
-        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?
-        .clone();
-
     let song_id = SongId::new_random();
     let song = pb::Song {
         id: song_id.to_string(),
@@ -134,36 +128,17 @@ pub async fn upload(
         mime_type: info.mime_type.to_string(),
         ..Default::default()
     };
-    let header = pb::UploadSongRequest {
-        part: Some(Part::Header(pb::SongHeader { song: Some(song) })),
-    };
-    let finish = pb::UploadSongRequest {
-        part: Some(Part::Finish(pb::Finish {
-            content_hash: hash.to_hex(),
-        })),
-    };
     // A read error ends the stream without `finish`, which the node refuses.
     let chunks = file_chunks(file)
         .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(|r| std::future::ready(r.ok()))
-        .map(|chunk| pb::UploadSongRequest {
-            part: Some(Part::Chunk(chunk)),
-        });
-    let requests = futures::stream::iter([header])
-        .chain(chunks)
-        .chain(futures::stream::iter([finish]));
-    let mut client = node.client.clone();
-    let reply = client
-        .upload_song(requests)
-        .await
-        .map_err(|status| Error::Node {
-            node: node.grpc_url.clone(),
-            status: Box::new(status),
-        })?
-        .into_inner();
+        .filter_map(|r| std::future::ready(r.ok()));
+    let seq = state
+        .cluster
+        .upload_song(target, song, hash, chunks)
+        .await?;
     state.metrics.uploads.inc();
     tracing::info!(song = %song_id, node = %target, %hash, bytes = size, "uploaded song");
-    state.cluster.wait_applied(target, reply.seq).await?;
+    state.cluster.wait_applied(target, seq).await?;
     state
         .cluster
         .snapshot()
@@ -231,7 +206,7 @@ pub fn grant(
         .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
     let base = node.info().stream_base_url;
     let song = SongId::new_random();
-    let expires_at = crate::graphql::unix_now() + state.config.upload_url_ttl_secs;
+    let expires_at = crate::clock::unix_now() + state.config.upload_url_ttl_secs;
     let mut grant = rondo_core::signing::UploadGrant {
         exp: expires_at,
         max: max_bytes,
@@ -286,27 +261,10 @@ pub async fn delete(state: &Arc<AppState>, id: SongId) -> Result<()> {
         })?;
     // The delete is ordered by the storage nodes' ring: one live node is
     // enough, and every node applies it.
-    let (target, node) = state.cluster.pick_live(song.replicas.iter().copied())?;
-    let mut client = node.client.clone();
-    match client
-        .delete_song(pb::DeleteSongRequest { id: id.to_string() })
-        .await
-    {
-        Ok(reply) => {
-            state
-                .cluster
-                .wait_applied(target, reply.into_inner().seq)
-                .await?
-        }
-        // Deleted meanwhile by someone else.
-        Err(status) if status.code() == tonic::Code::NotFound => {}
-        Err(status) => {
-            return Err(Error::Node {
-                node: node.grpc_url.clone(),
-                status: Box::new(status),
-            });
-        }
-    }
+    state
+        .cluster
+        .delete_song(song.replicas.iter().copied(), id)
+        .await?;
     tracing::info!(song = %id, "deleted song");
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! It never serves audio bytes itself.
 
 pub mod accounts;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -77,7 +78,7 @@ impl AppState {
             .into_iter()
             .find(|n| live.contains(n))?;
         let base = self.cluster.node(node_id)?.info().stream_base_url;
-        let expires = graphql::unix_now() + self.config.stream_url_ttl_secs;
+        let expires = clock::unix_now() + self.config.stream_url_ttl_secs;
         Some(format!(
             "{base}/stream/{}?{}",
             song.id,
@@ -102,7 +103,8 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
     }
     let secret =
         std::fs::read(&config.cluster_secret_file).map_err(Error::io("read cluster secret"))?;
-    let cluster = cluster::Cluster::new(&config.nodes)?;
+    let ha = Arc::new(ha::Ha::new(&config));
+    let cluster = cluster::Cluster::new(&config.nodes, ha.clone())?;
     let metrics = Metrics::default();
     let mut registry = registry;
     registry.register(
@@ -126,7 +128,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         metrics.nodes_up.clone(),
     );
     Ok(Arc::new(AppState {
-        ha: Arc::new(ha::Ha::new(&config)),
+        ha,
         config,
         cluster,
         signer: UrlSigner::new(secret.clone()),
@@ -140,6 +142,15 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
     }))
 }
 
+/// Stops the cluster's background tasks when dropped.
+struct StopOnDrop(Arc<cluster::Cluster>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
 /// Runs the gateway's HTTPS server and background tasks until `shutdown`.
 pub async fn run(
     state: Arc<AppState>,
@@ -150,12 +161,23 @@ pub async fn run(
         &std::fs::read(&state.config.tls_cert).map_err(Error::io("read tls certificate"))?,
         &std::fs::read(&state.config.tls_key).map_err(Error::io("read tls key"))?,
     )?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    state.cluster.start(stop_rx, state.ha.clone());
+    state.cluster.start();
+    // The cluster's tasks stop with this function, however it ends.
+    let _stop = StopOnDrop(state.cluster.clone());
     let router = match &state.config.vrrp {
-        Some(cfg) => Some(state.ha.start(cfg, state.cluster.clone()).await?),
+        Some(cfg) => {
+            // The health check: a strict majority of the storage nodes answers.
+            let cluster = state.cluster.clone();
+            let timeout = Duration::from_millis(cfg.health_timeout_ms);
+            let check: vrrp::HealthCheck = Arc::new(move || {
+                let cluster = cluster.clone();
+                Box::pin(async move { cluster.quorum_reachable(timeout).await })
+            });
+            Some(state.ha.start(cfg, check).await?)
+        }
         None => None,
     };
+    let cluster = state.cluster.clone();
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
@@ -186,7 +208,7 @@ pub async fn run(
                 }
             }
         }
-        let _ = stop_tx.send(true);
+        cluster.shutdown();
         h.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     listener

@@ -3,16 +3,20 @@
 //! and liveness from health checks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rondo_core::NodeId;
+use rondo_proto::channel::{self, Link};
 use rondo_proto::storage::v1::{self as pb, storage_node_client::StorageNodeClient};
 use tokio::sync::{Notify, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::index::{Catalog, Snapshot};
+
+mod requests;
+pub use requests::{AccountUpdate, Layout, LayoutMember, LayoutOp, PlaylistEdit, Probed, probe};
 
 /// How long a health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -103,8 +107,8 @@ impl Node {
 #[derive(Debug)]
 pub struct Cluster {
     nodes: RwLock<Vec<Arc<Node>>>,
-    /// Stops the background tasks (set by `start`).
-    stop: OnceLock<watch::Receiver<bool>>,
+    /// Stops the background tasks ([`Cluster::shutdown`]).
+    stop: watch::Sender<bool>,
     catalog: Mutex<Catalog>,
     /// Highest change sequence applied from each node.
     applied: Mutex<HashMap<NodeId, u64>>,
@@ -113,23 +117,24 @@ pub struct Cluster {
     /// Gateways as the nodes last reported them, by id, with when.
     gateways: Mutex<HashMap<String, (pb::GatewayInfo, std::time::Instant)>>,
     /// This gateway, as told to the nodes.
-    me: OnceLock<Arc<crate::ha::Ha>>,
+    me: Arc<crate::ha::Ha>,
 }
 
 impl Cluster {
-    /// Clients for the given gRPC URLs; connections are made lazily.
-    pub fn new(urls: &[String]) -> Result<Arc<Cluster>> {
+    /// Clients for the given gRPC URLs (connections are made lazily), for
+    /// the gateway `me`.
+    pub fn new(urls: &[String], me: Arc<crate::ha::Ha>) -> Result<Arc<Cluster>> {
         let nodes = urls.iter().map(|u| node_client(u)).collect::<Result<_>>()?;
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         Ok(Arc::new(Cluster {
             nodes: RwLock::new(nodes),
-            stop: OnceLock::new(),
+            stop: watch::Sender::new(false),
             catalog: Mutex::new(Catalog::default()),
             applied: Mutex::new(HashMap::new()),
             dirty: Notify::new(),
             snapshot,
             gateways: Mutex::new(HashMap::new()),
-            me: OnceLock::new(),
+            me,
         }))
     }
 
@@ -149,17 +154,21 @@ impl Cluster {
     }
 
     /// The newest layout any node reports (greatest epoch).
-    pub fn layout(&self) -> Option<rondo_proto::ring::v1::Layout> {
+    pub fn layout(&self) -> Option<Layout> {
         self.nodes()
             .iter()
             .filter_map(|n| n.info().ring.and_then(|r| r.layout))
             .max_by_key(|l| l.epoch)
+            .as_ref()
+            .map(Layout::from)
     }
 
     /// Whether the node is in the newest layout (or no layout is known yet).
     /// A node removed from the layout serves nothing more.
-    pub fn in_layout(&self, layout: Option<&rondo_proto::ring::v1::Layout>, id: NodeId) -> bool {
-        layout.is_none_or(|l| l.nodes.is_empty() || l.nodes.iter().any(|m| m.id == id.to_string()))
+    pub fn in_layout(&self, layout: Option<&Layout>, id: NodeId) -> bool {
+        layout.is_none_or(|l| {
+            l.members.is_empty() || l.members.iter().any(|m| m.id == id.to_string())
+        })
     }
 
     /// Ids of the nodes that are up and in the layout.
@@ -189,11 +198,7 @@ impl Cluster {
             .filter(|i| i.up)
             .filter(|i| i.id.is_some_and(|id| self.in_layout(layout.as_ref(), id)))
             .collect();
-        let quorate = |i: &NodeInfo| {
-            i.ring.as_ref().is_some_and(|r| {
-                r.phase == "operational" && r.members.len() * 2 > r.voters as usize
-            })
-        };
+        let quorate = |i: &NodeInfo| i.ring.as_ref().is_some_and(|r| r.quorate);
         let writable: Vec<NodeId> = infos
             .iter()
             .filter(|i| quorate(i))
@@ -285,10 +290,8 @@ impl Cluster {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(me) = self.me.get() {
-            let info = me.info();
-            map.insert(info.id.clone(), info);
-        }
+        let info = self.me.info();
+        map.insert(info.id.clone(), info);
         let mut out: Vec<_> = map.into_values().collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -319,20 +322,23 @@ impl Cluster {
     }
 
     fn me(&self) -> Option<pb::GatewayInfo> {
-        self.me.get().map(|m| m.info())
+        Some(self.me.info())
     }
 
     /// Starts the background tasks: one follower per node, the health
-    /// checker and the snapshot rebuilder. They stop when `stop` turns true.
-    /// `me` is this gateway, reported to the nodes with each health check.
-    pub fn start(self: &Arc<Self>, stop: watch::Receiver<bool>, me: Arc<crate::ha::Ha>) {
-        let _ = self.me.set(me);
-        let _ = self.stop.set(stop.clone());
+    /// checker and the snapshot rebuilder, until [`Cluster::shutdown`].
+    pub fn start(self: &Arc<Self>) {
+        let stop = self.stop.subscribe();
         for node in self.nodes() {
             tokio::spawn(self.clone().follow(node, stop.clone()));
         }
         tokio::spawn(self.clone().rebuild_loop(stop.clone()));
         tokio::spawn(self.clone().health_loop(stop));
+    }
+
+    /// Stops the background tasks.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
     }
 
     async fn health_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -360,23 +366,21 @@ impl Cluster {
     /// yet (added at runtime), and follows them.
     fn discover(self: &Arc<Self>) {
         let Some(layout) = self.layout() else { return };
-        for member in &layout.nodes {
+        for member in &layout.members {
             let known = self.nodes().iter().any(|n| {
-                n.grpc_url == member.addr
+                n.grpc_url == member.address
                     || n.info().id.is_some_and(|id| id.to_string() == member.id)
             });
             if known {
                 continue;
             }
-            match node_client(&member.addr) {
+            match node_client(&member.address) {
                 Ok(node) => {
-                    tracing::info!(node = %member.id, addr = %member.addr, "new node in the layout");
+                    tracing::info!(node = %member.id, addr = %member.address, "new node in the layout");
                     if let Ok(mut nodes) = self.nodes.write() {
                         nodes.push(node.clone());
                     }
-                    if let Some(stop) = self.stop.get() {
-                        tokio::spawn(self.clone().follow(node, stop.clone()));
-                    }
+                    tokio::spawn(self.clone().follow(node, self.stop.subscribe()));
                 }
                 Err(e) => tracing::warn!(node = %member.id, error = %e, "unusable node address"),
             }
@@ -472,18 +476,10 @@ impl Cluster {
 
 /// A client for one node's gRPC URL; the connection is made lazily.
 fn node_client(url: &str) -> Result<Arc<Node>> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        // Uploads stream whole files: a window of a few MiB keeps
-        // the pipe full where HTTP/2's default 64 KiB would stall.
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let client =
-        StorageNodeClient::new(endpoint.connect_lazy()).max_decoding_message_size(8 * 1024 * 1024);
+    let endpoint = channel::endpoint(url, Link::Client)
+        .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?;
+    let client = StorageNodeClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(channel::MAX_STORAGE_MESSAGE);
     Ok(Arc::new(Node {
         grpc_url: url.to_string(),
         client,

@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 
+use crate::cluster::{AccountUpdate, PlaylistEdit};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use rondo_core::session::{Role, Session};
 use rondo_core::{PlaylistId, SongId, UserId};
-use rondo_proto::storage::v1 as pb;
 
 use super::{
-    Auth, DEFAULT_PAGE, MAX_PAGE, PageInfo, Song, SongConnection, SongEdge, parse_id,
+    Auth, DEFAULT_PAGE, FromPage, MAX_PAGE, PageInfo, Song, SongConnection, parse_id,
     position_page, position_page_info, snapshot, state,
 };
 use crate::AppState;
@@ -117,21 +117,15 @@ impl Playlist {
         let page = position_page(total, first, after.as_deref()).gql()?;
         // A song deleted from the catalog leaves its playlists in the same
         // ordered update; until this gateway sees that, it is skipped.
-        let edges: Vec<SongEdge> = page
+        let items = page
             .clone()
             .filter_map(|p| {
-                snap.song(self.0.songs[p]).map(|s| SongEdge {
-                    cursor: p.to_string(),
-                    node: Song(s.clone()),
-                })
+                let song = snap.song(self.0.songs[p])?;
+                Some((p.to_string(), Song(song.clone())))
             })
             .collect();
-        Ok(SongConnection {
-            nodes: edges.iter().map(|e| Song(e.node.0.clone())).collect(),
-            page_info: position_page_info(&page, total),
-            edges,
-            total_count: i32::try_from(total).unwrap_or(i32::MAX),
-        })
+        let info = position_page_info(&page, total);
+        Ok(SongConnection::from_page(items, info, total))
     }
     /// RFC 3339.
     async fn created_at(&self) -> String {
@@ -166,12 +160,6 @@ pub(crate) fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The session of this request, or why there is none.
 fn session(ctx: &Context<'_>) -> Result<Session, Error> {
     match ctx.data_opt::<Auth>() {
@@ -201,37 +189,12 @@ fn check_name(name: &str) -> Result<String, Error> {
 
 /// Orders an account or playlist update through a live storage node and
 /// waits until this gateway's index has it.
-async fn propose(state: &Arc<AppState>, change: pb::catalog_update::Change) -> Result<(), Error> {
-    let (target, node) = state.cluster.pick_live([])?;
-    let mut client = node.client.clone();
-    let request = pb::ProposeRequest {
-        update: Some(pb::CatalogUpdate {
-            change: Some(change),
-            ..Default::default()
-        }),
-    };
-    let reply = client.propose(request).await.map_err(|status| {
-        let msg = status.message().to_owned();
-        match status.code() {
-            tonic::Code::AlreadyExists => Error::Conflict(msg),
-            tonic::Code::PermissionDenied => {
-                Error::Forbidden("only its owner may change a playlist")
-            }
-            tonic::Code::NotFound | tonic::Code::InvalidArgument => Error::BadUserInput(msg),
-            _ => Error::Node {
-                node: node.grpc_url.clone(),
-                status: Box::new(status),
-            },
-        }
-    })?;
-    state
-        .cluster
-        .wait_applied(target, reply.into_inner().change_seq)
-        .await
+async fn propose(state: &Arc<AppState>, update: AccountUpdate) -> Result<(), Error> {
+    state.cluster.propose(update).await
 }
 
 async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
-    let expires = super::unix_now() + state.config.session_ttl_secs;
+    let expires = crate::clock::unix_now() + state.config.session_ttl_secs;
     let token = state.sessions.sign(&Session {
         user: user.id,
         role: user.role,
@@ -270,14 +233,13 @@ async fn create_account(
     let password_hash = crate::accounts::hash_password(password).await?;
     propose(
         state,
-        pb::catalog_update::Change::RegisterUser(pb::User {
-            id: id.to_string(),
+        AccountUpdate::Register {
+            id,
             name,
             password_hash,
-            role: role.as_str().into(),
-            created_at_ms: now_ms(),
-            version: 0,
-        }),
+            role: role.as_str(),
+            created_at_ms: crate::clock::unix_now_ms(),
+        },
     )
     .await?;
     state
@@ -403,11 +365,11 @@ impl AccountMutation {
         let s = session(ctx).gql()?;
         propose(
             state(ctx),
-            pb::catalog_update::Change::RevokeSession(pb::RevokedSession {
+            AccountUpdate::Revoke {
                 session_id: s.id_hex(),
                 expires_at: s.expires,
-                at: super::unix_now(),
-            }),
+                at: crate::clock::unix_now(),
+            },
         )
         .await
         .gql()?;
@@ -443,7 +405,7 @@ impl AccountMutation {
         let s = session(ctx).gql()?;
         let name = check_name(&name).gql()?;
         let id = PlaylistId(uuid::Uuid::new_v4());
-        playlist_op(ctx, &s, id, pb::playlist_op::Op::Create(name)).await?;
+        playlist_op(ctx, &s, id, PlaylistEdit::Create(name)).await?;
         if let Some(songs) = song_ids.filter(|s| !s.is_empty()) {
             return add_songs(ctx, &s, id, songs, None).await;
         }
@@ -459,14 +421,14 @@ impl AccountMutation {
         let s = session(ctx).gql()?;
         let id: PlaylistId = parse_id(&id).gql()?;
         let name = check_name(&name).gql()?;
-        playlist_op(ctx, &s, id, pb::playlist_op::Op::Rename(name)).await?;
+        playlist_op(ctx, &s, id, PlaylistEdit::Rename(name)).await?;
         current(ctx, id)
     }
 
     async fn delete_playlist(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let s = session(ctx).gql()?;
         let id: PlaylistId = parse_id(&id).gql()?;
-        playlist_op(ctx, &s, id, pb::playlist_op::Op::Delete(true)).await?;
+        playlist_op(ctx, &s, id, PlaylistEdit::Delete).await?;
         Ok(true)
     }
 
@@ -497,13 +459,7 @@ impl AccountMutation {
             .map(|p| u32::try_from(p).map_err(|_| Error::BadUserInput(format!("bad position {p}"))))
             .collect::<Result<Vec<u32>, Error>>()
             .gql()?;
-        playlist_op(
-            ctx,
-            &s,
-            id,
-            pb::playlist_op::Op::RemoveSongs(pb::RemoveSongs { positions }),
-        )
-        .await?;
+        playlist_op(ctx, &s, id, PlaylistEdit::RemoveSongs(positions)).await?;
         current(ctx, id)
     }
 
@@ -520,13 +476,7 @@ impl AccountMutation {
         let (Ok(from), Ok(to)) = (u32::try_from(from), u32::try_from(to)) else {
             return Err(Error::BadUserInput("positions are not negative".into())).gql();
         };
-        playlist_op(
-            ctx,
-            &s,
-            id,
-            pb::playlist_op::Op::MoveSong(pb::MoveSong { from, to }),
-        )
-        .await?;
+        playlist_op(ctx, &s, id, PlaylistEdit::MoveSong { from, to }).await?;
         current(ctx, id)
     }
 }
@@ -550,16 +500,7 @@ async fn add_songs(
         .map(|p| u32::try_from(p).map_err(|_| Error::BadUserInput(format!("bad position {p}"))))
         .transpose()
         .gql()?;
-    playlist_op(
-        ctx,
-        s,
-        id,
-        pb::playlist_op::Op::AddSongs(pb::AddSongs {
-            song_ids: songs.iter().map(ToString::to_string).collect(),
-            position,
-        }),
-    )
-    .await?;
+    playlist_op(ctx, s, id, PlaylistEdit::AddSongs { songs, position }).await?;
     current(ctx, id)
 }
 
@@ -567,10 +508,10 @@ async fn playlist_op(
     ctx: &Context<'_>,
     s: &Session,
     id: PlaylistId,
-    op: pb::playlist_op::Op,
+    edit: PlaylistEdit,
 ) -> async_graphql::Result<()> {
     // Checked here for a quick answer, and again when applied (in order).
-    if !matches!(op, pb::playlist_op::Op::Create(_)) {
+    if !matches!(edit, PlaylistEdit::Create(_)) {
         match snapshot(ctx).accounts.playlist(id) {
             Some(p) if visible(s, p) => {}
             Some(_) => {
@@ -587,12 +528,12 @@ async fn playlist_op(
     }
     propose(
         state(ctx),
-        pb::catalog_update::Change::Playlist(pb::PlaylistOp {
-            playlist_id: id.to_string(),
-            actor_id: s.user.to_string(),
-            at_ms: now_ms(),
-            op: Some(op),
-        }),
+        AccountUpdate::Playlist {
+            playlist: id,
+            actor: s.user,
+            at_ms: crate::clock::unix_now_ms(),
+            edit,
+        },
     )
     .await
     .gql()

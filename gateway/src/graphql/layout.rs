@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 use rondo_core::NodeId;
-use rondo_proto::ring::v1 as ring;
-use rondo_proto::storage::v1 as pb;
 
 use super::{parse_id, require_admin, state};
+use crate::cluster::{Layout, LayoutOp};
 use crate::error::{Error, GqlResult, Result};
 
 /// How long the gateway waits for a node it is asked to add to say its id.
@@ -39,17 +38,17 @@ pub struct LayoutNode {
     pub is_voter: bool,
 }
 
-impl From<&ring::Layout> for ClusterLayout {
-    fn from(l: &ring::Layout) -> Self {
+impl From<&Layout> for ClusterLayout {
+    fn from(l: &Layout) -> Self {
         ClusterLayout {
             epoch: i64::try_from(l.epoch).unwrap_or(i64::MAX),
             replication_factor: i32::try_from(l.replication).unwrap_or(i32::MAX),
             nodes: l
-                .nodes
+                .members
                 .iter()
                 .map(|m| LayoutNode {
                     id: ID(m.id.clone()),
-                    address: m.addr.clone(),
+                    address: m.address.clone(),
                     is_voter: m.voter,
                 })
                 .collect(),
@@ -78,11 +77,11 @@ impl LayoutMutation {
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
         let id = probe(&address).await.gql()?;
-        let op = ring::layout_change::Op::Add(ring::AddNode {
-            id: id.to_string(),
-            addr: address,
+        let op = LayoutOp::Add {
+            node: id,
+            address,
             voter,
-        });
+        };
         change(ctx, op, expect_epoch, None).await.gql()
     }
 
@@ -97,7 +96,7 @@ impl LayoutMutation {
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
         let id: NodeId = parse_id(&id).gql()?;
-        let op = ring::layout_change::Op::Remove(ring::RemoveNode { id: id.to_string() });
+        let op = LayoutOp::Remove(id);
         change(ctx, op, expect_epoch, Some(id)).await.gql()
     }
 
@@ -111,10 +110,7 @@ impl LayoutMutation {
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
         let id: NodeId = parse_id(&id).gql()?;
-        let op = ring::layout_change::Op::SetVoter(ring::SetVoter {
-            id: id.to_string(),
-            voter,
-        });
+        let op = LayoutOp::SetVoter(id, voter);
         change(ctx, op, expect_epoch, None).await.gql()
     }
 
@@ -130,31 +126,16 @@ impl LayoutMutation {
         let factor = u32::try_from(factor)
             .map_err(|_| Error::BadUserInput(format!("replication factor {factor} is negative")))
             .gql()?;
-        let op = ring::layout_change::Op::SetReplication(ring::SetReplication { factor });
+        let op = LayoutOp::SetReplication(factor);
         change(ctx, op, expect_epoch, None).await.gql()
     }
 }
 
 /// Asks the node at `address` its id.
 async fn probe(address: &str) -> Result<NodeId> {
-    let endpoint = tonic::transport::Endpoint::from_shared(address.to_string())
-        .map_err(|e| Error::BadUserInput(format!("node address {address:?}: {e}")))?
-        .connect_timeout(ADD_PROBE_TIMEOUT)
-        .timeout(ADD_PROBE_TIMEOUT);
-    let unreachable = |e: &dyn std::fmt::Display| {
-        Error::Unavailable(format!(
-            "cannot reach the node at {address} to learn its id ({e}); start it first"
-        ))
-    };
-    let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
-    let reply = pb::storage_node_client::StorageNodeClient::new(channel)
-        .health(pb::HealthRequest::default())
-        .await
-        .map_err(|e| unreachable(&e))?
-        .into_inner();
-    let phase = reply.ring.as_ref().map(|r| r.phase.as_str()).unwrap_or("");
-    let id: NodeId = reply.node_id.parse()?;
-    if !matches!(phase, "joining" | "removed") {
+    let crate::cluster::Probed { id, phase } =
+        crate::cluster::probe(address, ADD_PROBE_TIMEOUT).await?;
+    if !matches!(phase.as_str(), "joining" | "removed") {
         return Err(Error::BadUserInput(format!(
             "node {id} at {address} is not waiting to join (its control plane is in phase \
              {phase:?}): it is already in a cluster; start a new node with `ring.seeds`"
@@ -168,7 +149,7 @@ async fn probe(address: &str) -> Result<NodeId> {
 /// layout after it. `avoid` is a node not to ask (the one being removed).
 async fn change(
     ctx: &Context<'_>,
-    op: ring::layout_change::Op,
+    op: LayoutOp,
     expect_epoch: Option<i64>,
     avoid: Option<NodeId>,
 ) -> Result<ClusterLayout> {
@@ -188,26 +169,7 @@ async fn change(
         .into_iter()
         .filter(|n| Some(*n) != avoid)
         .collect();
-    let (target, node) = cluster.pick_live(targets)?;
-    let request = pb::ChangeLayoutRequest {
-        change: Some(ring::LayoutChange {
-            expect_epoch,
-            op: Some(op),
-            proposal: String::new(),
-        }),
-    };
-    let reply = node
-        .client
-        .clone()
-        .change_layout(request)
-        .await
-        .map_err(|status| Error::Node {
-            node: target.to_string(),
-            status: Box::new(status),
-        })?
-        .into_inner();
-    let layout = reply
-        .layout
-        .ok_or_else(|| Error::Unavailable(format!("node {target} answered no layout")))?;
+    let (target, _) = cluster.pick_live(targets)?;
+    let layout = cluster.change_layout(target, op, expect_epoch).await?;
     Ok(ClusterLayout::from(&layout))
 }

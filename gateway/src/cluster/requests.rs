@@ -1,0 +1,350 @@
+//! The gateway's requests to the storage nodes on a user's behalf: every
+//! gRPC call a resolver needs (orders, uploads, deletes, layout changes,
+//! probes) and the mapping of a node's refusal to the gateway's error.
+//! Resolvers call these and never see a gRPC client or status.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use rondo_core::{ContentHash, NodeId, PlaylistId, SongId, UserId};
+use rondo_proto::channel::{self, Link};
+use rondo_proto::ring::v1 as ring;
+use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+
+use super::{Cluster, Node};
+use crate::error::{Error, Result};
+
+/// An account update the ring orders (the gateway's words; the wire form
+/// is made here).
+#[derive(Clone, Debug)]
+pub enum AccountUpdate {
+    /// A new account.
+    Register {
+        id: UserId,
+        name: String,
+        password_hash: String,
+        role: &'static str,
+        created_at_ms: u64,
+    },
+    /// A session ended by logout, refused until `expires_at`.
+    Revoke {
+        session_id: String,
+        expires_at: u64,
+        at: u64,
+    },
+    /// A change of a playlist by `actor`.
+    Playlist {
+        playlist: PlaylistId,
+        actor: UserId,
+        at_ms: u64,
+        edit: PlaylistEdit,
+    },
+}
+
+/// A change of a playlist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlaylistEdit {
+    Create(String),
+    Rename(String),
+    Delete,
+    /// Songs inserted before `position` (default: at the end).
+    AddSongs {
+        songs: Vec<SongId>,
+        position: Option<u32>,
+    },
+    RemoveSongs(Vec<u32>),
+    MoveSong {
+        from: u32,
+        to: u32,
+    },
+}
+
+/// A change of the layout, decided against an expected epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayoutOp {
+    Add {
+        node: NodeId,
+        address: String,
+        voter: bool,
+    },
+    Remove(NodeId),
+    SetVoter(NodeId, bool),
+    SetReplication(u32),
+}
+
+/// A node of the layout, as a change answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutMember {
+    pub id: String,
+    pub address: String,
+    pub voter: bool,
+}
+
+/// The layout after a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub epoch: u64,
+    pub replication: u32,
+    pub members: Vec<LayoutMember>,
+}
+
+impl From<&ring::Layout> for Layout {
+    fn from(l: &ring::Layout) -> Self {
+        Layout {
+            epoch: l.epoch,
+            replication: l.replication,
+            members: l
+                .nodes
+                .iter()
+                .map(|m| LayoutMember {
+                    id: m.id.clone(),
+                    address: m.addr.clone(),
+                    voter: m.voter,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn account_to_wire(update: AccountUpdate) -> pb::catalog_update::Change {
+    use pb::catalog_update::Change;
+    match update {
+        AccountUpdate::Register {
+            id,
+            name,
+            password_hash,
+            role,
+            created_at_ms,
+        } => Change::RegisterUser(pb::User {
+            id: id.to_string(),
+            name,
+            password_hash,
+            role: role.into(),
+            created_at_ms,
+            version: 0,
+        }),
+        AccountUpdate::Revoke {
+            session_id,
+            expires_at,
+            at,
+        } => Change::RevokeSession(pb::RevokedSession {
+            session_id,
+            expires_at,
+            at,
+        }),
+        AccountUpdate::Playlist {
+            playlist,
+            actor,
+            at_ms,
+            edit,
+        } => Change::Playlist(pb::PlaylistOp {
+            playlist_id: playlist.to_string(),
+            actor_id: actor.to_string(),
+            at_ms,
+            op: Some(edit_to_wire(edit)),
+        }),
+    }
+}
+
+fn edit_to_wire(edit: PlaylistEdit) -> pb::playlist_op::Op {
+    use pb::playlist_op::Op;
+    match edit {
+        PlaylistEdit::Create(name) => Op::Create(name),
+        PlaylistEdit::Rename(name) => Op::Rename(name),
+        PlaylistEdit::Delete => Op::Delete(true),
+        PlaylistEdit::AddSongs { songs, position } => Op::AddSongs(pb::AddSongs {
+            song_ids: songs.iter().map(ToString::to_string).collect(),
+            position,
+        }),
+        PlaylistEdit::RemoveSongs(positions) => Op::RemoveSongs(pb::RemoveSongs { positions }),
+        PlaylistEdit::MoveSong { from, to } => Op::MoveSong(pb::MoveSong { from, to }),
+    }
+}
+
+fn layout_op_to_wire(op: LayoutOp) -> ring::layout_change::Op {
+    use ring::layout_change::Op;
+    match op {
+        LayoutOp::Add {
+            node,
+            address,
+            voter,
+        } => Op::Add(ring::AddNode {
+            id: node.to_string(),
+            addr: address,
+            voter,
+        }),
+        LayoutOp::Remove(node) => Op::Remove(ring::RemoveNode {
+            id: node.to_string(),
+        }),
+        LayoutOp::SetVoter(node, voter) => Op::SetVoter(ring::SetVoter {
+            id: node.to_string(),
+            voter,
+        }),
+        LayoutOp::SetReplication(factor) => Op::SetReplication(ring::SetReplication { factor }),
+    }
+}
+
+/// A node failed or refused a call; the code comes from its status.
+fn node_error(node: &Node, status: tonic::Status) -> Error {
+    Error::Node {
+        node: node.grpc_url.clone(),
+        status: Box::new(status),
+    }
+}
+
+/// A node refused an ordered account or playlist update: the refusal is
+/// the caller's (a taken name, a record the update names that does not
+/// exist, an actor who may not), the same on every node.
+fn proposal_error(node: &Node, status: tonic::Status) -> Error {
+    let msg = status.message().to_owned();
+    match status.code() {
+        tonic::Code::AlreadyExists => Error::Conflict(msg),
+        tonic::Code::PermissionDenied => Error::Forbidden("only its owner may change a playlist"),
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => Error::BadUserInput(msg),
+        _ => node_error(node, status),
+    }
+}
+
+impl Cluster {
+    /// Orders an account or playlist update through a live storage node
+    /// and waits until this gateway's index has it.
+    pub async fn propose(&self, update: AccountUpdate) -> Result<()> {
+        let (target, node) = self.pick_live([])?;
+        let request = pb::ProposeRequest {
+            update: Some(pb::CatalogUpdate {
+                change: Some(account_to_wire(update)),
+                ..Default::default()
+            }),
+        };
+        let reply = node
+            .client
+            .clone()
+            .propose(request)
+            .await
+            .map_err(|status| proposal_error(&node, status))?;
+        self.wait_applied(target, reply.into_inner().change_seq)
+            .await
+    }
+
+    /// Uploads a song's bytes to the node `target` (its record, the
+    /// chunks, the hash they must have); answers the seq of the node's
+    /// change that announces it (see [`Cluster::wait_applied`]). A chunk
+    /// stream that ends early (a read error) ends the upload without its
+    /// finish, which the node refuses.
+    pub async fn upload_song(
+        &self,
+        target: NodeId,
+        song: pb::Song,
+        hash: ContentHash,
+        chunks: impl Stream<Item = Vec<u8>> + Send + 'static,
+    ) -> Result<u64> {
+        let node = self
+            .node(target)
+            .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+        let header = pb::UploadSongRequest {
+            part: Some(Part::Header(pb::SongHeader { song: Some(song) })),
+        };
+        let finish = pb::UploadSongRequest {
+            part: Some(Part::Finish(pb::Finish {
+                content_hash: hash.to_hex(),
+            })),
+        };
+        let chunks = chunks.map(|chunk| pb::UploadSongRequest {
+            part: Some(Part::Chunk(chunk)),
+        });
+        let requests = futures::stream::iter([header])
+            .chain(chunks)
+            .chain(futures::stream::iter([finish]));
+        let reply = node
+            .client
+            .clone()
+            .upload_song(requests)
+            .await
+            .map_err(|status| node_error(&node, status))?
+            .into_inner();
+        Ok(reply.seq)
+    }
+
+    /// Deletes a song through a live node (the first of `preferred` that
+    /// is up) and waits until this gateway's index has the delete. A song
+    /// deleted meanwhile by someone else is gone all the same.
+    pub async fn delete_song(
+        &self,
+        preferred: impl IntoIterator<Item = NodeId>,
+        id: SongId,
+    ) -> Result<()> {
+        let (target, node) = self.pick_live(preferred)?;
+        let request = pb::DeleteSongRequest { id: id.to_string() };
+        match node.client.clone().delete_song(request).await {
+            Ok(reply) => self.wait_applied(target, reply.into_inner().seq).await,
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(node_error(&node, status)),
+        }
+    }
+
+    /// Has the node `target` order a layout change, decided against
+    /// `expect_epoch`; answers the layout after it.
+    pub async fn change_layout(
+        &self,
+        target: NodeId,
+        op: LayoutOp,
+        expect_epoch: u64,
+    ) -> Result<Layout> {
+        let change = ring::LayoutChange {
+            expect_epoch,
+            op: Some(layout_op_to_wire(op)),
+            proposal: String::new(),
+        };
+        let node = self
+            .node(target)
+            .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+        let request = pb::ChangeLayoutRequest {
+            change: Some(change),
+        };
+        let reply = node
+            .client
+            .clone()
+            .change_layout(request)
+            .await
+            .map_err(|status| node_error(&node, status))?
+            .into_inner();
+        reply
+            .layout
+            .as_ref()
+            .map(Layout::from)
+            .ok_or_else(|| Error::Unavailable(format!("node {target} answered no layout")))
+    }
+}
+
+/// What a probe learned of a node: its id and its control plane's phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probed {
+    pub id: NodeId,
+    pub phase: String,
+}
+
+/// Asks the node at `address` (not yet followed: a node about to be added)
+/// its id and phase, within `timeout`.
+pub async fn probe(address: &str, timeout: Duration) -> Result<Probed> {
+    let link = Link::Probe {
+        connect: timeout,
+        answer: timeout,
+    };
+    let endpoint = channel::endpoint(address, link)
+        .map_err(|e| Error::BadUserInput(format!("node address {address:?}: {e}")))?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Error::Unavailable(format!(
+            "cannot reach the node at {address} to learn its id ({e}); start it first"
+        ))
+    };
+    let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
+    let reply = pb::storage_node_client::StorageNodeClient::new(channel)
+        .health(pb::HealthRequest::default())
+        .await
+        .map_err(|e| unreachable(&e))?
+        .into_inner();
+    Ok(Probed {
+        id: reply.node_id.parse()?,
+        phase: reply.ring.map(|r| r.phase).unwrap_or_default(),
+    })
+}
