@@ -138,6 +138,19 @@ impl Client {
         self.read(response).await
     }
 
+    /// Runs a query and reads its data as `T` (see [`crate::api`]).
+    pub async fn query_as<T: serde::de::DeserializeOwned>(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<T> {
+        let data = self.query(query, variables).await?;
+        serde_json::from_value(data).map_err(|source| Error::Json {
+            context: "the gateway's answer".into(),
+            source,
+        })
+    }
+
     /// Runs a query and returns `data`, or the first error.
     pub async fn query(&self, query: &str, variables: Value) -> Result<Value> {
         let response = self.raw(query, variables).await?;

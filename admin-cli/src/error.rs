@@ -43,6 +43,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The public error code the gateway or a node answered, if any.
+    pub fn code(&self) -> Option<rondo_core::ErrorCode> {
+        match self {
+            Error::GraphQl { code, .. } => code.parse().ok(),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();

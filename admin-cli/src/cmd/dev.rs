@@ -5,8 +5,8 @@
 //! can be killed. Data, certificates and secrets live under `--data` and are
 //! reused by the next run.
 
+use super::Exit;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -61,7 +61,7 @@ fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
 }
 
 /// Runs the deployment until Ctrl-C or SIGTERM.
-pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DevArgs) -> anyhow::Result<Exit> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("create {}", args.data.display()))?;
     let dir = args.data.canonicalize().context("resolve data directory")?;
@@ -77,92 +77,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     };
     let _ = last_port;
 
-    let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        let data_dir = dir.join(format!("node-{i}"));
-        let http = format!("127.0.0.1:{}", args.port + 1 + i);
-        let grpc = format!("127.0.0.1:{}", args.port + 100 + i);
-        let config = data_dir.join("node.toml");
-        let mut t = devenv::node_table(&data_dir, &grpc, &http, &pki, &secret_file);
-        t.insert(
-            "address_file".into(),
-            data_dir.join("addresses.json").display().to_string().into(),
-        );
-        let mut ring = toml::Table::new();
-        ring.insert(
-            "peers_file".into(),
-            dir.join("peers.toml").display().to_string().into(),
-        );
-        t.insert("ring".into(), toml::Value::Table(ring));
-        let _ = std::fs::remove_file(data_dir.join("addresses.json"));
-        devenv::write_config(&config, &t)?;
-        nodes.push(DevNode {
-            grpc_url: format!("http://{grpc}"),
-            stream_url: format!("https://{http}"),
-            data_dir,
-            config,
-        });
-    }
-    let gateway_config = dir.join("gateway.toml");
-    let node_urls: Vec<String> = nodes.iter().map(|n| n.grpc_url.clone()).collect();
-    let mut t = devenv::gateway_table(
-        &format!("127.0.0.1:{}", args.port),
-        &node_urls,
-        &pki,
-        &token_file,
-        &secret_file,
-    );
-    match webapp_dir(args.webapp.as_deref()) {
-        Some(webapp) => {
-            t.insert("webapp_dir".into(), webapp.display().to_string().into());
-        }
-        None => println!("No web app build: the gateway serves its minimal player page at /."),
-    }
-    devenv::write_config(&gateway_config, &t)?;
-
-    let bins = bin_dir()?;
+    let (nodes, gateway_config) = write_configs(&args, &dir, &pki, &token_file, &secret_file)?;
     let mut children = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        children.push((
-            format!("node-{i}"),
-            spawn(
-                &bins.join("rondo-node"),
-                &node.config,
-                &logs.join(format!("node-{i}.log")),
-            )?,
-        ));
-    }
-    // Once every node is up (and has its id), tell them about each other.
-    let mut peers = Vec::new();
-    for node in &nodes {
-        let started = std::time::Instant::now();
-        while !node.data_dir.join("addresses.json").exists() {
-            if started.elapsed() > std::time::Duration::from_secs(30) {
-                stop(&mut children).await;
-                bail!(
-                    "node in {} did not start; logs are in {}",
-                    node.data_dir.display(),
-                    logs.display()
-                );
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let id: rondo_core::NodeId = std::fs::read_to_string(node.data_dir.join("node-id"))
-            .context("read node id")?
-            .trim()
-            .parse()
-            .context("parse node id")?;
-        peers.push((id, node.grpc_url.clone()));
-    }
-    devenv::write_peers(&dir.join("peers.toml"), &peers)?;
-    children.push((
-        "gateway".into(),
-        spawn(
-            &bins.join("rondo-gateway"),
-            &gateway_config,
-            &logs.join("gateway.log"),
-        )?,
-    ));
+    start_all(&nodes, &gateway_config, &dir, &logs, &mut children).await?;
 
     let gateway_url = format!("https://127.0.0.1:{}", args.port);
     let info = DevInfo {
@@ -211,12 +128,121 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         name = watch_children(&mut children, &logs) => {
             eprintln!("{name} exited; stopping the deployment (logs in {})", logs.display());
             stop(&mut children).await;
-            return Ok(ExitCode::FAILURE);
+            return Ok(Exit::Failure);
         }
     }
     println!("Stopping…");
     stop(&mut children).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Success)
+}
+
+/// Writes the configuration of every node and of the gateway; answers the
+/// nodes and the gateway's configuration file.
+fn write_configs(
+    args: &DevArgs,
+    dir: &Path,
+    pki: &devenv::Pki,
+    token_file: &Path,
+    secret_file: &Path,
+) -> anyhow::Result<(Vec<DevNode>, PathBuf)> {
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let data_dir = dir.join(format!("node-{i}"));
+        let http = format!("127.0.0.1:{}", args.port + 1 + i);
+        let grpc = format!("127.0.0.1:{}", args.port + 100 + i);
+        let config = data_dir.join("node.toml");
+        let mut t = devenv::node_table(&data_dir, &grpc, &http, pki, secret_file);
+        t.insert(
+            "address_file".into(),
+            data_dir.join("addresses.json").display().to_string().into(),
+        );
+        let mut ring = toml::Table::new();
+        ring.insert(
+            "peers_file".into(),
+            dir.join("peers.toml").display().to_string().into(),
+        );
+        t.insert("ring".into(), toml::Value::Table(ring));
+        let _ = std::fs::remove_file(data_dir.join("addresses.json"));
+        devenv::write_config(&config, &t)?;
+        nodes.push(DevNode {
+            grpc_url: format!("http://{grpc}"),
+            stream_url: format!("https://{http}"),
+            data_dir,
+            config,
+        });
+    }
+    let gateway_config = dir.join("gateway.toml");
+    let node_urls: Vec<String> = nodes.iter().map(|n| n.grpc_url.clone()).collect();
+    let mut t = devenv::gateway_table(
+        &format!("127.0.0.1:{}", args.port),
+        &node_urls,
+        pki,
+        token_file,
+        secret_file,
+    );
+    match webapp_dir(args.webapp.as_deref()) {
+        Some(webapp) => {
+            t.insert("webapp_dir".into(), webapp.display().to_string().into());
+        }
+        None => println!("No web app build: the gateway serves its minimal player page at /."),
+    }
+    devenv::write_config(&gateway_config, &t)?;
+    Ok((nodes, gateway_config))
+}
+
+/// Starts the nodes, tells them about each other once each has bound its
+/// ports and made its id (the peers file), then starts the gateway. On a
+/// failure the processes started so far are stopped.
+async fn start_all(
+    nodes: &[DevNode],
+    gateway_config: &Path,
+    dir: &Path,
+    logs: &Path,
+    children: &mut Vec<(String, Child)>,
+) -> anyhow::Result<()> {
+    let bins = bin_dir()?;
+    for (i, node) in nodes.iter().enumerate() {
+        children.push((
+            format!("node-{i}"),
+            spawn(
+                &bins.join("rondo-node"),
+                &node.config,
+                &logs.join(format!("node-{i}.log")),
+            )?,
+        ));
+    }
+    // Once every node is up (and has its id), tell them about each other.
+    let mut peers = Vec::new();
+    for node in nodes {
+        let started = std::time::Instant::now();
+        while !node.data_dir.join("addresses.json").exists() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                stop(children).await;
+                bail!(
+                    "node in {} did not start; logs are in {}",
+                    node.data_dir.display(),
+                    logs.display()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let id: rondo_core::NodeId = std::fs::read_to_string(node.data_dir.join("node-id"))
+            .context("read node id")?
+            .trim()
+            .parse()
+            .context("parse node id")?;
+        peers.push((id, node.grpc_url.clone()));
+    }
+    devenv::write_peers(&dir.join("peers.toml"), &peers)?;
+    children.push((
+        "gateway".into(),
+        spawn(
+            &bins.join("rondo-gateway"),
+            gateway_config,
+            &logs.join("gateway.log"),
+        )?,
+    ));
+    Ok(())
 }
 
 /// The web app build to serve: the one given, or `webapp/dist`, which is

@@ -138,4 +138,20 @@ async fn upload_sends_again_what_a_dead_node_could_not_take() {
     );
     assert_eq!(cluster.song_count().await.unwrap(), 9, "each file once");
     eprintln!("{err}");
+
+    // `rondo status` reports the dead node, with an exit code of its own
+    // (not the one of a lost layout change).
+    let (code, out) = rondo_tests::eventually(
+        "rondo status to report the dead node",
+        std::time::Duration::from_secs(20),
+        || async {
+            let (code, out, _) = rondo(&cluster, &cluster.token, &["status"]);
+            out.lines()
+                .any(|l| l.starts_with("node") && l.contains("DOWN"))
+                .then_some((code, out))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 5, "{out}");
 }

@@ -1,0 +1,117 @@
+//! Typed answers of the gateway's GraphQL API, as the CLI and the test
+//! harness read them (field names as in `gateway/schema.graphql`). A field
+//! the query did not ask for is left at its default.
+
+use serde::Deserialize;
+
+/// A node of the layout.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LayoutNode {
+    pub id: String,
+    pub address: String,
+    pub is_voter: bool,
+}
+
+/// The cluster's layout: its storage nodes and replication factor.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Layout {
+    pub epoch: u64,
+    pub replication_factor: u64,
+    pub nodes: Vec<LayoutNode>,
+}
+
+/// A name of an artist.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Named {
+    pub name: String,
+}
+
+/// A title of an album.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Titled {
+    pub title: String,
+}
+
+/// A song as lists show it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Song {
+    pub id: String,
+    pub title: String,
+    pub duration_ms: u64,
+    pub artist: Named,
+    pub album: Titled,
+}
+
+/// A page of songs.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SongPage {
+    pub total_count: u64,
+    pub nodes: Vec<Song>,
+}
+
+/// A storage node as the gateway sees it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterNode {
+    pub id: Option<String>,
+    pub address: String,
+    /// `UP`, `DOWN` or `REMOVED`.
+    pub state: String,
+    pub song_count: u64,
+    pub bytes_stored: u64,
+    pub outbox_length: u64,
+    pub ring_id: Option<String>,
+    pub ring_phase: Option<String>,
+    pub last_applied_seq: Option<u64>,
+    pub catalog_digest: Option<String>,
+    pub is_voter: Option<bool>,
+}
+
+/// A gateway replica.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Gateway {
+    pub id: String,
+    pub address: String,
+    pub vrrp_state: String,
+    pub priority: u64,
+    pub is_master: bool,
+    pub vip: Option<String>,
+}
+
+/// The ring that orders the catalog.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Ring {
+    pub id: String,
+    pub members: Vec<String>,
+    pub token_holder: Option<String>,
+    pub last_seq: u64,
+    pub rotations_per_second: f64,
+}
+
+/// `cluster { … }`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    pub gateways: Vec<Gateway>,
+    pub ring: Option<Ring>,
+    pub layout: Option<Layout>,
+}
+
+/// An account.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    /// `ADMIN` or `LISTENER`.
+    pub role: String,
+}
