@@ -9,6 +9,8 @@ const config: CodegenConfig = {
   generates: {
     "./src/gql/": {
       preset: "client",
+      // Fragments (`SongRow`) are plain shared field lists, not masked.
+      presetConfig: { fragmentMasking: false },
       config: { useTypeImports: true, enumsAsTypes: true },
     },
   },

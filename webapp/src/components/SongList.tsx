@@ -5,17 +5,30 @@ import { useState } from "react";
 import { Link } from "react-router";
 import { useMutation, useQuery } from "urql";
 import { graphql } from "../gql";
+import type { SongRowFragment } from "../gql/graphql";
 import { usePlayer } from "../player/Player";
 import { formatTime, type Track } from "../player/queue";
 import { useSession } from "../session";
 
-export interface SongRow {
-  id: string;
-  title: string;
-  durationMs: number;
-  artist: { id: string; name: string };
-  album: { id: string; title: string };
-}
+// The fields every song list shows: one fragment, spread (`...SongRow`) by
+// every query that lists songs, so a list and its queries cannot drift.
+export const SongRowFields = graphql(`
+  fragment SongRow on Song {
+    id
+    title
+    durationMs
+    artist {
+      id
+      name
+    }
+    album {
+      id
+      title
+    }
+  }
+`);
+
+export type SongRow = SongRowFragment;
 
 export function toTrack(s: SongRow): Track {
   return { id: s.id, title: s.title, artist: s.artist.name, album: s.album.title, durationMs: s.durationMs };

@@ -13,17 +13,7 @@ const Recent = graphql(`
     recentSongs(first: 12) {
       totalCount
       nodes {
-        id
-        title
-        durationMs
-        artist {
-          id
-          name
-        }
-        album {
-          id
-          title
-        }
+        ...SongRow
       }
     }
   }
@@ -84,17 +74,7 @@ const SongsPage = graphql(`
         endCursor
       }
       nodes {
-        id
-        title
-        durationMs
-        artist {
-          id
-          name
-        }
-        album {
-          id
-          title
-        }
+        ...SongRow
       }
     }
   }
@@ -254,17 +234,7 @@ const ArtistQuery = graphql(`
         year
       }
       songs {
-        id
-        title
-        durationMs
-        artist {
-          id
-          name
-        }
-        album {
-          id
-          title
-        }
+        ...SongRow
       }
     }
   }
@@ -308,18 +278,8 @@ const AlbumQuery = graphql(`
         name
       }
       songs {
-        id
-        title
-        durationMs
+        ...SongRow
         trackNumber
-        artist {
-          id
-          name
-        }
-        album {
-          id
-          title
-        }
       }
     }
   }

@@ -94,17 +94,7 @@ const One = graphql(`
       }
       songs(first: 100) {
         nodes {
-          id
-          title
-          durationMs
-          artist {
-            id
-            name
-          }
-          album {
-            id
-            title
-          }
+          ...SongRow
         }
       }
     }

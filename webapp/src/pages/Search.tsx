@@ -12,17 +12,7 @@ const SearchQuery = graphql(`
     songs(first: 25, search: $q) {
       totalCount
       nodes {
-        id
-        title
-        durationMs
-        artist {
-          id
-          name
-        }
-        album {
-          id
-          title
-        }
+        ...SongRow
       }
     }
     albums(first: 12, search: $q) {
