@@ -67,7 +67,7 @@ impl Accounts {
             return Ok(());
         }
         let role = Role::parse(&u.role).unwrap_or(Role::Listener);
-        self.by_name.insert(u.name.to_lowercase(), id);
+        self.by_name.insert(rondo_core::names::fold(&u.name), id);
         self.users.insert(
             id,
             UserRec {
@@ -137,7 +137,7 @@ impl Accounts {
     /// The account with this name (case-insensitive).
     pub fn user_by_name(&self, name: &str) -> Option<&UserRec> {
         self.by_name
-            .get(&name.trim().to_lowercase())
+            .get(&rondo_core::names::fold(name))
             .and_then(|id| self.users.get(id))
     }
 

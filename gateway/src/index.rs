@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use rondo_core::names::fold;
 use rondo_core::{AlbumId, ArtistId, NodeId, SongId};
 use rondo_proto::storage::v1 as pb;
 
@@ -316,7 +317,7 @@ pub fn tokens(search: Option<&str>) -> Vec<String> {
 }
 
 fn sort_key(name: &str, id: impl std::fmt::Display) -> String {
-    format!("{}\0{id}", name.to_lowercase())
+    format!("{}\0{id}", fold(name))
 }
 
 /// A page of positions into a listing.
@@ -520,9 +521,9 @@ impl Snapshot {
             .map(|&i| &self.songs[i])
     }
 
-    /// An artist with this name, compared case-insensitively.
+    /// An artist with this name (`rondo_core::names::fold`).
     pub fn artist_named(&self, name: &str) -> Option<&ArtistRec> {
-        let lower = name.to_lowercase();
+        let lower = fold(name);
         let from = self
             .artist_listing
             .keys
@@ -535,9 +536,8 @@ impl Snapshot {
 
     /// An album of this artist with this title, compared case-insensitively.
     pub fn album_named(&self, artist: ArtistId, title: &str) -> Option<&AlbumRec> {
-        let lower = title.to_lowercase();
-        self.artist_albums(artist)
-            .find(|a| a.title.to_lowercase() == lower)
+        let lower = fold(title);
+        self.artist_albums(artist).find(|a| fold(&a.title) == lower)
     }
 }
 

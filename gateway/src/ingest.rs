@@ -14,7 +14,6 @@ use std::sync::Arc;
 use async_graphql::UploadValue;
 use futures::StreamExt;
 use rondo_core::{AlbumId, ArtistId, ContentHash, SongId, placement};
-use rondo_proto::storage::v1 as pb;
 
 use crate::AppState;
 use crate::error::{Error, Result};
@@ -68,12 +67,11 @@ pub async fn upload(
     })
     .await??;
 
-    let tags = info.tags;
     let rondo_media::Names {
         title,
         artist: artist_name,
         album: album_title,
-    } = rondo_media::names(&tags, overrides, Some(&upload.filename));
+    } = rondo_media::names(&info.tags, overrides, Some(&upload.filename));
 
     // Matched names take the spelling already in the catalog.
     let (artist_id, artist_name, album_id, album_title) = {
@@ -84,7 +82,7 @@ pub async fn upload(
             None => (
                 *names
                     .artists
-                    .entry(artist_name.to_lowercase())
+                    .entry(rondo_core::names::fold(&artist_name))
                     .or_insert_with(ArtistId::new_random),
                 artist_name,
             ),
@@ -94,7 +92,7 @@ pub async fn upload(
             None => (
                 *names
                     .albums
-                    .entry((artist_id, album_title.to_lowercase()))
+                    .entry((artist_id, rondo_core::names::fold(&album_title)))
                     .or_insert_with(AlbumId::new_random),
                 album_title,
             ),
@@ -108,26 +106,13 @@ pub async fn upload(
         .next()
         .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
     let song_id = SongId::new_random();
-    let song = pb::Song {
-        id: song_id.to_string(),
+    let song = rondo_media::song_record(
+        song_id,
         title,
-        artist: Some(pb::Artist {
-            id: artist_id.to_string(),
-            name: artist_name,
-        }),
-        album: Some(pb::Album {
-            id: album_id.to_string(),
-            title: album_title,
-            artist_id: artist_id.to_string(),
-            year: tags.year,
-        }),
-        track_number: tags.track_number,
-        year: tags.year,
-        genre: tags.genre,
-        duration_ms: info.duration_ms,
-        mime_type: info.mime_type.to_string(),
-        ..Default::default()
-    };
+        (artist_id, artist_name),
+        (album_id, album_title),
+        info,
+    );
     // A read error ends the stream without `finish`, which the node refuses.
     let chunks = file_chunks(file)
         .take_while(|r| std::future::ready(r.is_ok()))

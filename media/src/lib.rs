@@ -6,6 +6,8 @@
 //! before anything is stored. Demuxing reads every packet header but decodes
 //! only a few packets, which keeps large uploads cheap.
 
+use rondo_core::{AlbumId, ArtistId, SongId};
+use rondo_proto::storage::v1 as pb;
 use std::io::{BufReader, Seek, SeekFrom};
 
 use lofty::file::FileType;
@@ -134,6 +136,43 @@ pub struct MediaInfo {
     pub format: &'static str,
     pub duration_ms: u64,
     pub tags: Tags,
+}
+
+/// The catalog record of an accepted file (`rondo.storage.v1.Song`): the
+/// title, filed under `artist` and `album` (ids and names), with its tags
+/// and audio properties. The one builder of it, for the gateway's upload
+/// and the node's direct upload; the node fills in the size, the content
+/// hash and the upload time when it commits the song.
+pub fn song_record(
+    id: SongId,
+    title: String,
+    artist: (ArtistId, String),
+    album: (AlbumId, String),
+    info: MediaInfo,
+) -> pb::Song {
+    let (artist_id, artist_name) = artist;
+    let (album_id, album_title) = album;
+    let tags = info.tags;
+    pb::Song {
+        id: id.to_string(),
+        title,
+        artist: Some(pb::Artist {
+            id: artist_id.to_string(),
+            name: artist_name,
+        }),
+        album: Some(pb::Album {
+            id: album_id.to_string(),
+            title: album_title,
+            artist_id: artist_id.to_string(),
+            year: tags.year,
+        }),
+        track_number: tags.track_number,
+        year: tags.year,
+        genre: tags.genre,
+        duration_ms: info.duration_ms,
+        mime_type: info.mime_type.to_string(),
+        ..Default::default()
+    }
 }
 
 fn unsupported(msg: impl Into<String>) -> Error {

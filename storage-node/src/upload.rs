@@ -233,28 +233,13 @@ async fn receive(
         Err(e) => return refuse_error(&Error::Join(e)),
     };
     let names = rondo_media::names(&info.tags, overrides, grant.name.as_deref());
-    let artist_id = ArtistId::new_random().to_string();
-    let tags = info.tags;
-    let song = pb::Song {
-        id: song.to_string(),
-        title: names.title,
-        artist: Some(pb::Artist {
-            id: artist_id.clone(),
-            name: names.artist,
-        }),
-        album: Some(pb::Album {
-            id: AlbumId::new_random().to_string(),
-            title: names.album,
-            artist_id,
-            year: tags.year,
-        }),
-        track_number: tags.track_number,
-        year: tags.year,
-        genre: tags.genre,
-        duration_ms: info.duration_ms,
-        mime_type: info.mime_type.to_string(),
-        ..Default::default()
-    };
+    let song = rondo_media::song_record(
+        song,
+        names.title,
+        (ArtistId::new_random(), names.artist),
+        (AlbumId::new_random(), names.album),
+        info,
+    );
     match commit_song(state, song, staged).await {
         Ok((song, seq)) => (
             StatusCode::CREATED,
