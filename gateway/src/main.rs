@@ -109,33 +109,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     let state = rondo_gateway::open(config, prometheus_client::registry::Registry::default())?;
-    rondo_gateway::run(state, listener, shutdown_signal()).await?;
+    rondo_gateway::run(state, listener, rondo_process::shutdown()).await?;
     tracing::info!("gateway stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        () = parent_gone() => tracing::warn!("the parent process is gone: stopping"),
-    }
-}
-
-/// Under `rondo dev` (which sets `RONDO_EXIT_WITH_PARENT`), resolves when
-/// the parent process is gone, even if it was killed too hard to stop its
-/// children; otherwise never.
-async fn parent_gone() {
-    if std::env::var_os("RONDO_EXIT_WITH_PARENT").is_none() {
-        return std::future::pending().await;
-    }
-    let parent = std::os::unix::process::parent_id();
-    while std::os::unix::process::parent_id() == parent {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }

@@ -43,37 +43,9 @@ async fn main() -> anyhow::Result<()> {
     rondo_node::run(
         state,
         rondo_node::Listeners { grpc, http },
-        shutdown_signal(),
+        rondo_process::shutdown(),
     )
     .await?;
     tracing::info!("storage node stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        () = parent_gone() => tracing::warn!("the parent process is gone: stopping"),
-    }
-}
-
-/// Under `rondo dev` (which sets `RONDO_EXIT_WITH_PARENT`), resolves when
-/// the parent process is gone, even if it was killed too hard to stop its
-/// children; otherwise never.
-async fn parent_gone() {
-    if std::env::var_os("RONDO_EXIT_WITH_PARENT").is_none() {
-        return std::future::pending().await;
-    }
-    let parent = std::os::unix::process::parent_id();
-    while std::os::unix::process::parent_id() == parent {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }

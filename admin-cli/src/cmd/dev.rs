@@ -99,7 +99,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Exit> {
 
     let ready = tokio::select! {
         r = wait_ready(&client, usize::from(args.nodes), &mut children) => r,
-        () = shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        () = rondo_process::shutdown() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = ready {
         stop(&mut children).await;
@@ -124,7 +124,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Exit> {
     println!("Press Ctrl-C to stop.");
 
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = rondo_process::shutdown() => {}
         name = watch_children(&mut children, &logs) => {
             eprintln!("{name} exited; stopping the deployment (logs in {})", logs.display());
             stop(&mut children).await;
@@ -384,17 +384,5 @@ async fn stop(children: &mut [(String, Child)]) {
                 let _ = child.kill().await;
             }
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
