@@ -106,6 +106,13 @@ pub struct Cluster {
     pub layout: Option<Layout>,
 }
 
+/// An answer of `{ cluster { … } }`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ClusterAnswer {
+    pub cluster: Cluster,
+}
+
 /// An account.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default)]

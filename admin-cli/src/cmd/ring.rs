@@ -2,20 +2,15 @@
 //! where each node is in the log. Exits with [`Exit::NoRing`] if no ring is
 //! operational.
 
-use rondo_cli::api::Cluster;
+use rondo_cli::api::ClusterAnswer;
 use rondo_cli::client::Client;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::Exit;
 use super::node::print_layout;
 
 pub async fn run(client: &Client) -> anyhow::Result<Exit> {
-    #[derive(Deserialize)]
-    struct Data {
-        cluster: Cluster,
-    }
-    let data: Data = client
+    let data: ClusterAnswer = client
         .query_as(
             "{ cluster { nodes { id state ringId ringPhase lastAppliedSeq catalogDigest isVoter } \
                ring { id members tokenHolder lastSeq rotationsPerSecond } \

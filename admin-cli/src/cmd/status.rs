@@ -2,19 +2,14 @@
 //! address) and the storage nodes (songs, bytes, outbox work pending).
 //! Exits with [`Exit::NodeDown`] if a storage node is down.
 
-use rondo_cli::api::Cluster;
+use rondo_cli::api::ClusterAnswer;
 use rondo_cli::client::Client;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::Exit;
 
 pub async fn run(client: &Client) -> anyhow::Result<Exit> {
-    #[derive(Deserialize)]
-    struct Data {
-        cluster: Cluster,
-    }
-    let data: Data = client
+    let data: ClusterAnswer = client
         .query_as(
             "{ cluster { nodes { id address state songCount bytesStored outboxLength } \
                gateways { id address vrrpState priority isMaster vip lastSeenMs } } }",

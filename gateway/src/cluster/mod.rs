@@ -223,10 +223,13 @@ impl Cluster {
             .find(|n| live.contains(n))
             .or_else(|| live.first().copied())
             .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
-        let node = self
-            .node(target)
-            .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
-        Ok((target, node))
+        Ok((target, self.known_node(target)?))
+    }
+
+    /// The node with this id, or `UNAVAILABLE` if it is no longer known.
+    pub(crate) fn known_node(&self, id: NodeId) -> Result<Arc<Node>> {
+        self.node(id)
+            .ok_or_else(|| Error::Unavailable(format!("node {id} vanished")))
     }
 
     /// Waits until the snapshot includes change `seq` of `node`.

@@ -238,9 +238,7 @@ impl Cluster {
         hash: ContentHash,
         chunks: impl Stream<Item = Vec<u8>> + Send + 'static,
     ) -> Result<u64> {
-        let node = self
-            .node(target)
-            .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+        let node = self.known_node(target)?;
         let header = pb::UploadSongRequest {
             part: Some(Part::Header(pb::SongHeader { song: Some(song) })),
         };
@@ -295,9 +293,7 @@ impl Cluster {
             op: Some(layout_op_to_wire(op)),
             proposal: String::new(),
         };
-        let node = self
-            .node(target)
-            .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+        let node = self.known_node(target)?;
         let request = pb::ChangeLayoutRequest {
             change: Some(change),
         };
