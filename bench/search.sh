@@ -26,11 +26,10 @@ port=$((20000 + RANDOM % 20000))
 pids+=($!)
 for _ in $(seq 600); do [ -f "$work/data/dev.json" ] && break; sleep 0.1; done
 [ -f "$work/data/dev.json" ] || { cat "$work/dev.log"; exit 1; }
-grpc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["nodes"][0]["grpc_url"])' "$work/data/dev.json")
 gql="https://127.0.0.1:$port/graphql"
 ca="$work/data/tls/ca.pem"
 
-./target/release/seed-catalog "$grpc" "$SONGS" 32
+./target/release/seed-catalog "$work/data" "$SONGS" 32
 count() {
   curl -s --cacert "$ca" "$gql" -H 'content-type: application/json' -d '{"query":"{ songs { totalCount } }"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["songs"]["totalCount"])' 2>/dev/null || echo 0

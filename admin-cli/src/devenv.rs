@@ -41,6 +41,104 @@ pub struct Pki {
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// The cluster CA (internal mutual TLS): its certificate and key. Not
+    /// the CA of the public HTTPS certificate above: clients trust that
+    /// one, and a client must never hold a cluster certificate.
+    pub cluster_ca: PathBuf,
+    pub cluster_ca_key: PathBuf,
+}
+
+/// One process's cluster certificate files, as its configuration names
+/// them (`cluster_ca`, `cluster_cert`, `cluster_key`).
+#[derive(Clone, Debug)]
+pub struct ClusterCert {
+    pub identity: rondo_core::tls::Identity,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClusterCert {
+    /// Adds the three keys to a process's configuration.
+    pub fn insert_into(&self, t: &mut toml::Table) {
+        t.insert("cluster_ca".into(), path_value(&self.ca));
+        t.insert("cluster_cert".into(), path_value(&self.cert));
+        t.insert("cluster_key".into(), path_value(&self.key));
+    }
+}
+
+/// The cluster CA of `pki`, made on first use.
+pub fn cluster_ca(pki: &Pki) -> Result<rondo_core::tls::ClusterCa> {
+    let err = |e: rondo_core::Error| Error::Certificate(e.to_string());
+    if let (Ok(cert), Ok(key)) = (
+        std::fs::read_to_string(&pki.cluster_ca),
+        std::fs::read_to_string(&pki.cluster_ca_key),
+    ) {
+        return rondo_core::tls::ClusterCa::from_pem(&cert, &key).map_err(err);
+    }
+    let ca = rondo_core::tls::ClusterCa::generate("Rondo cluster CA").map_err(err)?;
+    write_private(&pki.cluster_ca_key, ca.key_pem().as_bytes())?;
+    write_private(&pki.cluster_ca, ca.cert_pem().as_bytes())?;
+    Ok(ca)
+}
+
+/// Issues a cluster certificate for `identity` into `dir`
+/// (`cluster-cert.pem`, `cluster-key.pem`, mode 0600), replacing any there.
+pub fn issue_cluster_cert(
+    ca: &rondo_core::tls::ClusterCa,
+    ca_path: &Path,
+    identity: rondo_core::tls::Identity,
+    dir: &Path,
+) -> Result<ClusterCert> {
+    let issued = ca
+        .issue(identity)
+        .map_err(|e| Error::Certificate(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    let cert = ClusterCert {
+        identity,
+        ca: ca_path.to_path_buf(),
+        cert: dir.join("cluster-cert.pem"),
+        key: dir.join("cluster-key.pem"),
+    };
+    write_private(&cert.key, issued.key_pem.as_bytes())?;
+    write_private(&cert.cert, issued.cert_pem.as_bytes())?;
+    Ok(cert)
+}
+
+/// The cluster certificate in `dir` if there is one (for the identity it
+/// names), else a new one for `fresh()`: a data directory keeps its node
+/// id across restarts of `rondo dev`.
+pub fn ensure_cluster_cert(
+    pki: &Pki,
+    dir: &Path,
+    fresh: impl FnOnce() -> rondo_core::tls::Identity,
+) -> Result<ClusterCert> {
+    let cert_path = dir.join("cluster-cert.pem");
+    if let Ok(pem) = std::fs::read(&cert_path)
+        && dir.join("cluster-key.pem").exists()
+        && let Some(identity) = rondo_core::tls::certificates(&pem)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .and_then(|leaf| rondo_core::tls::identity_of(&leaf).ok())
+    {
+        return Ok(ClusterCert {
+            identity,
+            ca: pki.cluster_ca.clone(),
+            cert: cert_path,
+            key: dir.join("cluster-key.pem"),
+        });
+    }
+    let ca = cluster_ca(pki)?;
+    issue_cluster_cert(&ca, &pki.cluster_ca, fresh(), dir)
+}
+
+/// The node id a data directory already has (from an earlier start), or a
+/// new one.
+pub fn node_id_of(data_dir: &Path) -> rondo_core::NodeId {
+    std::fs::read_to_string(data_dir.join("node-id"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(rondo_core::NodeId::new_random)
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
@@ -78,7 +176,10 @@ pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         ca_cert: tls.join("ca.pem"),
         server_cert: tls.join("server.pem"),
         server_key: tls.join("server-key.pem"),
+        cluster_ca: tls.join("cluster-ca.pem"),
+        cluster_ca_key: tls.join("cluster-ca-key.pem"),
     };
+    cluster_ca(&pki)?;
     if pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists() {
         return Ok(pki);
     }
@@ -171,10 +272,12 @@ pub fn node_table(
     grpc: &str,
     http: &str,
     pki: &Pki,
+    cluster: &ClusterCert,
     secret_file: &Path,
 ) -> toml::Table {
     let mut t = toml::Table::new();
     t.insert("data_dir".into(), path_value(data_dir));
+    cluster.insert_into(&mut t);
     t.insert("grpc_addr".into(), grpc.into());
     t.insert("http_addr".into(), http.into());
     t.insert("tls_cert".into(), path_value(&pki.server_cert));
@@ -207,11 +310,13 @@ pub fn gateway_table(
     listen: &str,
     nodes: &[String],
     pki: &Pki,
+    cluster: &ClusterCert,
     token_file: &Path,
     secret_file: &Path,
 ) -> toml::Table {
     let mut t = toml::Table::new();
     t.insert("listen".into(), listen.into());
+    cluster.insert_into(&mut t);
     t.insert("tls_cert".into(), path_value(&pki.server_cert));
     t.insert("tls_key".into(), path_value(&pki.server_key));
     t.insert(

@@ -70,6 +70,10 @@ enum Command {
     /// changes nothing.
     #[command(subcommand)]
     Node(cmd::node::NodeCommand),
+    /// The cluster CA and the certificates of storage nodes and gateways
+    /// (mutual TLS inside the cluster); offline.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -113,5 +117,6 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Ring { conn } => cmd::ring::run(&conn.client()?).await,
         Command::User(user) => cmd::user::run(user).await,
         Command::Node(node) => cmd::node::run(node).await,
+        Command::Cert(cert) => cmd::cert::run(cert),
     }
 }

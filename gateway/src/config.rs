@@ -22,6 +22,14 @@ pub struct Config {
     pub admin_token_file: PathBuf,
     /// File holding the cluster secret that signs stream URLs.
     pub cluster_secret_file: PathBuf,
+    /// The cluster CA's certificate (PEM): calls to the storage nodes are
+    /// mutual TLS with certificates it issued.
+    pub cluster_ca: PathBuf,
+    /// This gateway's certificate from the cluster CA (PEM); it names the
+    /// gateway's id (`rondo cert issue --gateway`).
+    pub cluster_cert: PathBuf,
+    /// The private key of `cluster_cert` (PEM).
+    pub cluster_key: PathBuf,
     /// Lifetime of a signed stream URL, in seconds.
     #[serde(default = "default_ttl")]
     pub stream_url_ttl_secs: u64,
@@ -51,7 +59,8 @@ pub struct Config {
     /// How long a session token stays valid, in seconds (default 7 days).
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
-    /// This gateway's UUID (random at each start if unset).
+    /// This gateway's UUID; if set, it must be the one its cluster
+    /// certificate names (which is the id used when unset).
     #[serde(default)]
     pub id: Option<uuid::Uuid>,
     /// A floating address shared with other gateway replicas by VRRP

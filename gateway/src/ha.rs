@@ -39,9 +39,10 @@ pub fn state_name(state: vrrp::State) -> &'static str {
 }
 
 impl Ha {
-    pub fn new(config: &Config) -> Ha {
+    /// The gateway `id` (its certificate's) configured by `config`.
+    pub fn new(config: &Config, id: uuid::Uuid) -> Ha {
         Ha {
-            id: config.id.unwrap_or_else(uuid::Uuid::new_v4),
+            id,
             listen: config.listen,
             vip: config.vrrp.as_ref().map(|v| v.vip.clone()),
             status: OnceLock::new(),

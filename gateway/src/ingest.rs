@@ -185,10 +185,7 @@ pub fn grant(
         .upload_turn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let target = live[turn % live.len()];
-    let node = state
-        .cluster
-        .node(target)
-        .ok_or_else(|| Error::Unavailable(format!("node {target} vanished")))?;
+    let node = state.cluster.known_node(target)?;
     let base = node.info().stream_base_url;
     let song = SongId::new_random();
     let expires_at = crate::clock::unix_now() + state.config.upload_url_ttl_secs;

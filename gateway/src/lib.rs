@@ -103,8 +103,24 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
     }
     let secret =
         std::fs::read(&config.cluster_secret_file).map_err(Error::io("read cluster secret"))?;
-    let ha = Arc::new(ha::Ha::new(&config));
-    let cluster = cluster::Cluster::new(&config.nodes, ha.clone())?;
+    let tls = rondo_proto::mtls::ClusterTls::from_files(
+        &config.cluster_ca,
+        &config.cluster_cert,
+        &config.cluster_key,
+    )
+    .map_err(|e| Error::BadUserInput(e.to_string()))?;
+    let id = match tls.identity() {
+        rondo_core::tls::Identity::Gateway(id) if config.id.is_none_or(|c| c == id) => id,
+        other => {
+            return Err(Error::BadUserInput(format!(
+                "{} names {other}, not this gateway{}",
+                config.cluster_cert.display(),
+                config.id.map(|c| format!(" ({c})")).unwrap_or_default()
+            )));
+        }
+    };
+    let ha = Arc::new(ha::Ha::new(&config, id));
+    let cluster = cluster::Cluster::new(&config.nodes, ha.clone(), tls)?;
     let metrics = Metrics::default();
     let mut registry = registry;
     registry.register(

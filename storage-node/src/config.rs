@@ -27,6 +27,15 @@ pub struct Config {
     pub tls_key: PathBuf,
     /// File holding the cluster secret that signs stream URLs.
     pub cluster_secret_file: PathBuf,
+    /// The cluster CA's certificate (PEM): internal gRPC connections, both
+    /// ways, are mutual TLS with certificates it issued.
+    pub cluster_ca: PathBuf,
+    /// This node's certificate from the cluster CA (PEM); it names the
+    /// node's id (`rondo cert issue --node`), which the data directory must
+    /// agree with.
+    pub cluster_cert: PathBuf,
+    /// The private key of `cluster_cert` (PEM).
+    pub cluster_key: PathBuf,
     /// If set, the bound addresses are written here as JSON after start-up
     /// (`{"grpc": …, "http": …}`), so that port 0 can be used.
     #[serde(default)]

@@ -68,6 +68,13 @@ pub enum Error {
     /// The node cannot take writes now (the reason says why).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The configuration cannot be used (a certificate that does not load
+    /// or names another node).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The caller's certificate does not allow this call.
+    #[error("{0}")]
+    NotAllowed(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -111,13 +118,15 @@ impl From<Error> for tonic::Status {
             }
             Error::SongExists(_) | Error::NameTaken(_) => Code::AlreadyExists,
             Error::SnapshotMoved { .. } => Code::FailedPrecondition,
-            Error::Forbidden(_) => Code::PermissionDenied,
+            Error::Forbidden(_) | Error::NotAllowed(_) => Code::PermissionDenied,
             Error::StaleLayout(_) => Code::Aborted,
             Error::LayoutRefused(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
-            Error::Db(_) | Error::Io { .. } | Error::Corrupt { .. } | Error::Join(_) => {
-                Code::Internal
-            }
+            Error::Db(_)
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Join(_)
+            | Error::Config(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

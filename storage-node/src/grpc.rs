@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authz::{self, Allowed};
 use crate::error::Error;
 use crate::replication;
 use crate::state::NodeState;
@@ -37,6 +38,17 @@ impl Service {
     }
 }
 
+impl Service {
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &'static str,
+        allowed: Allowed,
+    ) -> Result<rondo_core::tls::Identity, Status> {
+        authz::authorize(&self.state.ring, self.state.node_id, request, rpc, allowed)
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -45,6 +57,7 @@ impl StorageNode for Service {
         &self,
         request: Request<Streaming<pb::UploadSongRequest>>,
     ) -> Result<Response<pb::UploadSongResponse>, Status> {
+        self.authorize(&request, "UploadSong", Allowed::Gateways)?;
         let mut parts = request.into_inner();
         let header = match parts.message().await? {
             Some(pb::UploadSongRequest {
@@ -100,6 +113,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::ReplicateBlobRequest>,
     ) -> Result<Response<pb::ReplicateBlobResponse>, Status> {
+        self.authorize(&request, "ReplicateBlob", Allowed::Members)?;
         if std::env::var_os("RONDO_REFUSE_REPLICATION").is_some() {
             // Test knob (like `RONDO_FAILPOINT`): this node takes no copies
             // ahead of songs, so the fault tests can pick which nodes do
@@ -119,6 +133,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::DeliverBlobRequest>,
     ) -> Result<Response<pb::DeliverBlobReply>, Status> {
+        self.authorize(&request, "DeliverBlob", Allowed::Members)?;
         if std::env::var("RONDO_REFUSE_REPLICATION").is_ok_and(|v| v != "copies") {
             return Err(Status::unavailable(
                 "this node refuses replication (RONDO_REFUSE_REPLICATION)",
@@ -144,6 +159,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::ReadBlobRequest>,
     ) -> Result<Response<Self::ReadBlobStream>, Status> {
+        self.authorize(&request, "ReadBlob", Allowed::Members)?;
         let req = request.into_inner();
         let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
         let state = self.state.clone();
@@ -183,6 +199,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::GetSongRequest>,
     ) -> Result<Response<pb::Song>, Status> {
+        self.authorize(&request, "GetSong", Allowed::GatewaysAndMembers)?;
         let id: SongId = request.into_inner().id.parse().map_err(Error::from)?;
         let state = self.state.clone();
         let song = tokio::task::spawn_blocking(move || state.store.song(id))
@@ -195,6 +212,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::DeleteSongRequest>,
     ) -> Result<Response<pb::DeleteSongResponse>, Status> {
+        self.authorize(&request, "DeleteSong", Allowed::Gateways)?;
         let id: SongId = request.into_inner().id.parse().map_err(Error::from)?;
         let update = pb::CatalogUpdate {
             change: Some(pb::catalog_update::Change::DeleteSongId(id.to_string())),
@@ -214,6 +232,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::ProposeRequest>,
     ) -> Result<Response<pb::ProposeReply>, Status> {
+        self.authorize(&request, "Propose", Allowed::Gateways)?;
         use pb::catalog_update::Change as U;
         let update = request.into_inner().update.unwrap_or_default();
         let update = match update.change {
@@ -241,6 +260,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::ChangeLayoutRequest>,
     ) -> Result<Response<pb::ChangeLayoutReply>, Status> {
+        self.authorize(&request, "ChangeLayout", Allowed::Gateways)?;
         let change = request.into_inner().change.ok_or(Error::Invalid {
             what: "no layout change",
         })?;
@@ -258,6 +278,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::WatchCatalogRequest>,
     ) -> Result<Response<Self::WatchCatalogStream>, Status> {
+        self.authorize(&request, "WatchCatalog", Allowed::Gateways)?;
         let after = request.into_inner().after_seq;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(feed_changes(self.state.clone(), after, tx));
@@ -268,6 +289,7 @@ impl StorageNode for Service {
         &self,
         request: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
+        self.authorize(&request, "Health", Allowed::Anyone)?;
         if let Some(gw) = request.into_inner().gateway {
             self.state.gateways.heard(gw);
         }

@@ -16,6 +16,7 @@
 //! of `rondo-media`, and it does not choose where blobs go (placement is the
 //! caller's).
 
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -40,7 +41,7 @@ use rondo_proto::storage::v1::storage_node_server::StorageNodeServer;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use state::NodeState;
-pub use store::node_identity;
+pub use store::{claim_node_id, node_identity};
 
 /// The sockets a node serves on, bound by the caller.
 #[derive(Debug)]
@@ -52,15 +53,34 @@ pub struct Listeners {
 /// Opens the store, starts the control plane and builds the shared state.
 /// Must be called inside a tokio runtime.
 pub fn open(config: Config, registry: Registry) -> Result<Arc<NodeState>> {
-    open_with(config, registry, net::Net::Real)
+    open_with(config, registry, net::Transport::Tcp)
 }
 
 /// Opens the store, starts the control plane and builds the shared state,
-/// with the given network. Must be called inside a tokio runtime (the
-/// simulator's, under [`net::Net::Sim`]).
-pub fn open_with(config: Config, registry: Registry, net: net::Net) -> Result<Arc<NodeState>> {
+/// with the given transport. Must be called inside a tokio runtime (the
+/// simulator's, under [`net::Transport::Sim`]).
+pub fn open_with(
+    config: Config,
+    registry: Registry,
+    transport: net::Transport,
+) -> Result<Arc<NodeState>> {
     let secret =
         std::fs::read(&config.cluster_secret_file).map_err(Error::io("read cluster secret"))?;
+    let tls = net::ClusterTls::from_files(
+        &config.cluster_ca,
+        &config.cluster_cert,
+        &config.cluster_key,
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
+    let Some(cert_id) = tls.identity().node() else {
+        return Err(Error::Config(format!(
+            "{} names {}, not a storage node",
+            config.cluster_cert.display(),
+            tls.identity()
+        )));
+    };
+    store::claim_node_id(&config.data_dir, cert_id)?;
+    let net = net::Net::new(transport, tls);
     let store = Arc::new(store::Store::open(&config.data_dir)?);
     let node_id = store.node_id();
     let public_url = config
@@ -170,7 +190,10 @@ pub async fn run(
                 .max_decoding_message_size(ring::MAX_RING_MESSAGE),
         )
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            state
+                .net
+                .tls()
+                .incoming(rondo_proto::mtls::tcp_accepted(listeners.grpc)),
             wait(stop_rx.clone()),
         );
 

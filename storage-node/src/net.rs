@@ -4,79 +4,85 @@
 //! commits block) and gRPC channels use TCP. The deterministic simulation
 //! (`storage-node/tests/turmoil.rs`) runs the same code as tasks of a
 //! simulated host, with the simulator's sockets, its clock and a seeded
-//! random source: [`Net::Sim`].
+//! random source: [`Transport::Sim`]. Either way every connection is
+//! mutual TLS with the node's cluster certificate.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+pub use rondo_proto::mtls::{ClusterTls, Dial, Expect, Io, Links};
 use tonic::transport::{Channel, Endpoint};
 
-/// A byte stream to a peer.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// Opens a stream to `host:port`.
-pub type Dial = Arc<
-    dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// The node's network and scheduling.
+/// How the node's bytes travel and where its control plane runs.
 #[derive(Clone, Default)]
-pub enum Net {
+pub enum Transport {
     /// TCP; the control plane on its own thread.
     #[default]
-    Real,
+    Tcp,
     /// A simulated network: streams from `dial`; the control plane as a
     /// task of the current runtime (the simulator's); `seed` for every
     /// random choice of the control plane.
     Sim { dial: Dial, seed: u64 },
 }
 
+/// The node's network: its transport and its cluster certificate. Every
+/// channel it opens is mutual TLS ([`rondo_proto::mtls`]).
+#[derive(Clone)]
+pub struct Net {
+    transport: Transport,
+    links: Links,
+}
+
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Net::Real => f.write_str("Real"),
-            Net::Sim { seed, .. } => write!(f, "Sim {{ seed: {seed} }}"),
+        match &self.transport {
+            Transport::Tcp => f.write_str("Tcp"),
+            Transport::Sim { seed, .. } => write!(f, "Sim {{ seed: {seed} }}"),
         }
     }
 }
 
 impl Net {
-    /// A channel that connects on first use.
-    pub fn lazy(&self, endpoint: Endpoint) -> Channel {
-        match self {
-            Net::Real => endpoint.connect_lazy(),
-            Net::Sim { dial, .. } => endpoint.connect_with_connector_lazy(connector(dial.clone())),
+    pub fn new(transport: Transport, tls: ClusterTls) -> Net {
+        let dial = match &transport {
+            Transport::Tcp => rondo_proto::mtls::tcp_dial(),
+            Transport::Sim { dial, .. } => dial.clone(),
+        };
+        Net {
+            transport,
+            links: Links::new(Arc::new(tls), dial),
         }
     }
 
+    /// This node's certificate and the cluster CA.
+    pub fn tls(&self) -> &ClusterTls {
+        self.links.tls()
+    }
+
+    /// A channel that connects on first use.
+    pub fn lazy(&self, endpoint: Endpoint, expect: Expect) -> Channel {
+        self.links.lazy(endpoint, expect)
+    }
+
     /// A channel connected now.
-    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
-        match self {
-            Net::Real => endpoint.connect().await,
-            Net::Sim { dial, .. } => {
-                endpoint
-                    .connect_with_connector(connector(dial.clone()))
-                    .await
-            }
-        }
+    pub async fn connect(
+        &self,
+        endpoint: Endpoint,
+        expect: Expect,
+    ) -> Result<Channel, tonic::transport::Error> {
+        self.links.connect(endpoint, expect).await
     }
 
     /// The random source of the control plane (timer jitter).
     pub fn rng(&self) -> rand::rngs::StdRng {
         use rand::SeedableRng;
-        match self {
-            Net::Real => rand::rngs::StdRng::from_os_rng(),
-            Net::Sim { seed, .. } => rand::rngs::StdRng::seed_from_u64(*seed),
+        match &self.transport {
+            Transport::Tcp => rand::rngs::StdRng::from_os_rng(),
+            Transport::Sim { seed, .. } => rand::rngs::StdRng::seed_from_u64(*seed),
         }
     }
 
     pub fn is_sim(&self) -> bool {
-        matches!(self, Net::Sim { .. })
+        matches!(self.transport, Transport::Sim { .. })
     }
 }
 
@@ -87,29 +93,6 @@ pub use rondo_proto::channel::{CONNECTION_WINDOW, Link, MAX_STORAGE_MESSAGE, STR
 pub fn endpoint(url: &str, link: Link) -> crate::Result<Endpoint> {
     rondo_proto::channel::endpoint(url, link)
         .map_err(|e| crate::Error::Unavailable(format!("bad peer URL {url}: {e}")))
-}
-
-type Connecting =
-    Pin<Box<dyn Future<Output = std::io::Result<hyper_util::rt::TokioIo<Box<dyn Io>>>> + Send>>;
-
-fn connector(
-    dial: Dial,
-) -> impl tower::Service<
-    http::Uri,
-    Response = hyper_util::rt::TokioIo<Box<dyn Io>>,
-    Error = std::io::Error,
-    Future = Connecting,
-> + Clone {
-    tower::service_fn(move |uri: http::Uri| {
-        let dial = dial.clone();
-        Box::pin(async move {
-            let authority = uri
-                .authority()
-                .map(|a| a.as_str().to_string())
-                .ok_or_else(|| std::io::Error::other("peer URL without host"))?;
-            Ok(hyper_util::rt::TokioIo::new(dial(authority).await?))
-        }) as Connecting
-    })
 }
 
 /// One kept gRPC channel per peer URL, for blob copies and fetches: a
@@ -133,7 +116,7 @@ impl Channels {
         let channel = match channels.get(url) {
             Some(c) => c.clone(),
             None => {
-                let c = net.lazy(endpoint(url, Link::Bulk)?);
+                let c = net.lazy(endpoint(url, Link::Bulk)?, Expect::AnyNode);
                 channels.insert(url.to_string(), c.clone());
                 c
             }

@@ -21,17 +21,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rondo_core::NodeId;
 use rondo_node::NodeState;
-use rondo_node::net::{Dial, Io, Net};
+use rondo_node::net::{Dial, Io, Transport};
 use rondo_proto::storage::v1 as pb;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const NODES: usize = 3;
 const PORT: u16 = 7400;
@@ -42,40 +39,6 @@ fn host(i: usize) -> String {
 
 fn node_id(i: usize) -> NodeId {
     NodeId(uuid::Uuid::from_u128(0x1000 + i as u128))
-}
-
-/// A connection accepted by a simulated listener, as tonic's server wants it.
-struct Accepted(turmoil::net::TcpStream);
-
-impl tonic::transport::server::Connected for Accepted {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for Accepted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Accepted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
 }
 
 fn dial() -> Dial {
@@ -91,10 +54,21 @@ fn dial() -> Dial {
 /// state must be dropped with it, closing its database).
 type Nodes = Arc<Mutex<BTreeMap<usize, Weak<NodeState>>>>;
 
-fn write_config(root: &std::path::Path, i: usize) -> std::path::PathBuf {
+fn write_config(
+    root: &std::path::Path,
+    ca: &rondo_core::tls::ClusterCa,
+    i: usize,
+) -> std::path::PathBuf {
     let dir = root.join(host(i));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("node-id"), node_id(i).to_string()).unwrap();
+    // Internal gRPC is mutual TLS, in the simulation too.
+    let issued = ca
+        .issue(rondo_core::tls::Identity::Node(node_id(i)))
+        .unwrap();
+    std::fs::write(root.join("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), issued.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), issued.key_pem).unwrap();
     std::fs::write(root.join("secret"), [7u8; 32]).unwrap();
     let config = dir.join("node.toml");
     std::fs::write(
@@ -105,6 +79,9 @@ grpc_addr = "0.0.0.0:{PORT}"
 tls_cert = "unused"
 tls_key = "unused"
 cluster_secret_file = "{secret}"
+cluster_ca = "{ca}"
+cluster_cert = "{dir}/cert.pem"
+cluster_key = "{dir}/key.pem"
 [ring]
 peers_file = "{peers}"
 token_timeout_ms = 300
@@ -114,6 +91,7 @@ keep_entries = 4
 "#,
             dir = dir.display(),
             secret = root.join("secret").display(),
+            ca = root.join("ca.pem").display(),
             peers = root.join("peers.toml").display(),
         ),
     )
@@ -260,19 +238,20 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
         .max_message_latency(Duration::from_millis(5))
         .build();
     let nodes: Nodes = Arc::default();
+    let ca = rondo_core::tls::ClusterCa::generate("turmoil CA").unwrap();
     for i in 0..NODES {
-        let config = write_config(root.path(), i);
+        let config = write_config(root.path(), &ca, i);
         let nodes = nodes.clone();
         sim.host(host(i), move || {
             let config = config.clone();
             let nodes = nodes.clone();
             async move {
                 let config = rondo_node::Config::from_file(&config)?;
-                let net = Net::Sim {
+                let transport = Transport::Sim {
                     dial: dial(),
                     seed: seed ^ (i as u64 + 1),
                 };
-                let state = rondo_node::open_with(config, Default::default(), net)?;
+                let state = rondo_node::open_with(config, Default::default(), transport)?;
                 nodes
                     .lock()
                     .map_err(|_| "poisoned")?
@@ -280,10 +259,11 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
                 let listener =
                     turmoil::net::TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT))
                         .await?;
-                let incoming = futures::stream::unfold(listener, |l| async move {
-                    let next = l.accept().await.map(|(s, _)| Accepted(s));
+                let accepted = Box::pin(futures::stream::unfold(listener, |l| async move {
+                    let next = l.accept().await.map(|(s, _)| (s, None));
                     Some((next, l))
-                });
+                }));
+                let incoming = state.net.tls().incoming(accepted);
                 tonic::transport::Server::builder()
                     .add_service(rondo_proto::ring::v1::ring_server::RingServer::new(
                         rondo_node::ring::Service::new(

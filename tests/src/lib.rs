@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rondo_cli::client::Client;
+use rondo_core::tls::Identity;
 use rondo_core::{NodeId, SongId};
 use serde_json::{Value, json};
 
@@ -315,6 +316,11 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     /// The floating address of the replicas.
     pub vip: Option<std::net::Ipv4Addr>,
+    /// The PKI of the deployment (the public HTTPS CA and the cluster CA).
+    pub pki: rondo_cli::devenv::Pki,
+    /// gRPC channels to the nodes as a gateway of the cluster ("the
+    /// tester"): internal calls are mutual TLS.
+    pub links: rondo_proto::mtls::Links,
     /// The namespaces, when built with [`Builder::netns`]; dropped last,
     /// after every process.
     pub net: Option<netns::Net>,
@@ -460,7 +466,11 @@ impl Builder {
             let config = node_dir.join("node.toml");
             let addr_file = node_dir.join("addresses.json");
             let secret_file = dir.path().join("cluster-secret");
-            let mut t = rondo_cli::devenv::node_table(&node_dir, &bind, &bind, &pki, &secret_file);
+            let cert = rondo_cli::devenv::ensure_cluster_cert(&pki, &node_dir, || {
+                Identity::Node(NodeId::new_random())
+            })?;
+            let mut t =
+                rondo_cli::devenv::node_table(&node_dir, &bind, &bind, &pki, &cert, &secret_file);
             t.insert(
                 "address_file".into(),
                 addr_file.display().to_string().into(),
@@ -524,16 +534,24 @@ impl Builder {
         // Every node has bound its ports: tell them about each other.
         let peers: Vec<(NodeId, String)> = nodes
             .iter()
-            .map(|n| (n.id, format!("http://{}", n.grpc)))
+            .map(|n| (n.id, format!("https://{}", n.grpc)))
             .collect();
         rondo_cli::devenv::write_peers(&dir.path().join("peers.toml"), &peers)?;
         let gw_config = dir.path().join("gateway.toml");
         let gw_addr_file = dir.path().join("gateway-address.json");
-        let node_urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.grpc)).collect();
+        let node_urls: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("https://{}", n.grpc))
+            .collect();
+        let gateway_cert =
+            rondo_cli::devenv::ensure_cluster_cert(&pki, &dir.path().join("gateway"), || {
+                Identity::Gateway(uuid::Uuid::new_v4())
+            })?;
         let mut t = rondo_cli::devenv::gateway_table(
             "127.0.0.1:0",
             &node_urls,
             &pki,
+            &gateway_cert,
             &dir.path().join("admin-token"),
             &dir.path().join("cluster-secret"),
         );
@@ -563,6 +581,12 @@ impl Builder {
                 for k in 0..n {
                     let host = self.nodes + k;
                     let mut t = t.clone();
+                    rondo_cli::devenv::ensure_cluster_cert(
+                        &pki,
+                        &dir.path().join(format!("gateway-{k}")),
+                        || Identity::Gateway(uuid::Uuid::new_v4()),
+                    )?
+                    .insert_into(&mut t);
                     t.insert("listen".into(), format!("0.0.0.0:{REPLICA_PORT}").into());
                     let file = dir.path().join(format!("gateway-{k}-address.json"));
                     t.insert("address_file".into(), file.display().to_string().into());
@@ -653,6 +677,13 @@ impl Builder {
                 Client::new(&base, &ca_pem, None)?,
             ),
         };
+        let tester =
+            rondo_cli::devenv::ensure_cluster_cert(&pki, &dir.path().join("tester"), || {
+                Identity::Gateway(uuid::Uuid::new_v4())
+            })?;
+        let links = rondo_proto::mtls::Links::tcp(std::sync::Arc::new(
+            rondo_proto::mtls::ClusterTls::from_files(&tester.ca, &tester.cert, &tester.key)?,
+        ));
         let cluster = Cluster {
             dir,
             nodes,
@@ -665,6 +696,8 @@ impl Builder {
             anon,
             replicas,
             vip,
+            pki,
+            links,
             net,
         };
         cluster.wait_all_up().await?;
@@ -781,15 +814,52 @@ impl Cluster {
         &self,
         i: usize,
     ) -> anyhow::Result<rondo_proto::storage::v1::HealthResponse> {
-        let url = format!("http://{}", self.nodes[i].grpc);
-        let mut client =
-            rondo_proto::storage::v1::storage_node_client::StorageNodeClient::connect(url).await?;
+        let mut client = self.grpc(i).await?;
         Ok(tokio::time::timeout(
             Duration::from_secs(2),
             client.health(rondo_proto::storage::v1::HealthRequest::default()),
         )
         .await??
         .into_inner())
+    }
+
+    /// A gRPC client of node `i`, connected now, as the tester (a gateway
+    /// certificate of the cluster CA).
+    pub async fn grpc(&self, i: usize) -> anyhow::Result<NodeClient> {
+        self.grpc_as(&self.links, i).await
+    }
+
+    /// Channels as node `j` (its own cluster certificate), for the RPCs
+    /// only members may call.
+    pub fn node_links(&self, j: usize) -> anyhow::Result<rondo_proto::mtls::Links> {
+        let dir = &self.nodes[j].dir;
+        Ok(rondo_proto::mtls::Links::tcp(std::sync::Arc::new(
+            rondo_proto::mtls::ClusterTls::from_files(
+                &self.pki.cluster_ca,
+                &dir.join("cluster-cert.pem"),
+                &dir.join("cluster-key.pem"),
+            )?,
+        )))
+    }
+
+    /// A gRPC client of node `i` over `links` (another identity, another
+    /// CA), connected now.
+    pub async fn grpc_as(
+        &self,
+        links: &rondo_proto::mtls::Links,
+        i: usize,
+    ) -> anyhow::Result<NodeClient> {
+        let endpoint = rondo_proto::channel::endpoint(
+            &format!("https://{}", self.nodes[i].grpc),
+            rondo_proto::channel::Link::Probe {
+                connect: Duration::from_secs(2),
+                answer: Duration::from_secs(10),
+            },
+        )?;
+        let channel = links
+            .connect(endpoint, rondo_proto::mtls::Expect::Node(self.nodes[i].id))
+            .await?;
+        Ok(NodeClient::new(channel))
     }
 
     /// Sets a top-level option of node `i`'s configuration file; it takes
@@ -902,6 +972,10 @@ impl Cluster {
             None => "127.0.0.1:0",
         };
         let addr_file = node_dir.join("addresses.json");
+        rondo_cli::devenv::ensure_cluster_cert(&self.pki, &node_dir, || {
+            Identity::Node(NodeId::new_random())
+        })?
+        .insert_into(&mut t);
         t.insert("data_dir".into(), node_dir.display().to_string().into());
         t.insert("grpc_addr".into(), bind.into());
         t.insert("http_addr".into(), bind.into());
@@ -918,7 +992,7 @@ impl Cluster {
         let seeds: Vec<toml::Value> = self
             .nodes
             .iter()
-            .map(|n| toml::Value::from(format!("http://{}", n.grpc)))
+            .map(|n| toml::Value::from(format!("https://{}", n.grpc)))
             .collect();
         ring.insert("seeds".into(), toml::Value::Array(seeds));
         t.insert("ring".into(), toml::Value::Table(ring));

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rondo_cli::client::Client;
 use rondo_cli::devenv::{self, DevInfo, DevNode};
+use rondo_core::tls::Identity;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -151,7 +152,10 @@ fn write_configs(
         let http = format!("127.0.0.1:{}", args.port + 1 + i);
         let grpc = format!("127.0.0.1:{}", args.port + 100 + i);
         let config = data_dir.join("node.toml");
-        let mut t = devenv::node_table(&data_dir, &grpc, &http, pki, secret_file);
+        let cluster = devenv::ensure_cluster_cert(pki, &data_dir, || {
+            Identity::Node(devenv::node_id_of(&data_dir))
+        })?;
+        let mut t = devenv::node_table(&data_dir, &grpc, &http, pki, &cluster, secret_file);
         t.insert(
             "address_file".into(),
             data_dir.join("addresses.json").display().to_string().into(),
@@ -165,7 +169,7 @@ fn write_configs(
         let _ = std::fs::remove_file(data_dir.join("addresses.json"));
         devenv::write_config(&config, &t)?;
         nodes.push(DevNode {
-            grpc_url: format!("http://{grpc}"),
+            grpc_url: format!("https://{grpc}"),
             stream_url: format!("https://{http}"),
             data_dir,
             config,
@@ -173,10 +177,14 @@ fn write_configs(
     }
     let gateway_config = dir.join("gateway.toml");
     let node_urls: Vec<String> = nodes.iter().map(|n| n.grpc_url.clone()).collect();
+    let cluster = devenv::ensure_cluster_cert(pki, &dir.join("gateway"), || {
+        Identity::Gateway(uuid::Uuid::new_v4())
+    })?;
     let mut t = devenv::gateway_table(
         &format!("127.0.0.1:{}", args.port),
         &node_urls,
         pki,
+        &cluster,
         token_file,
         secret_file,
     );

@@ -1,6 +1,7 @@
 //! The `rondo` commands, one module each, and what they share: how to
 //! reach the gateway ([`Conn`]) and the exit codes ([`Exit`]).
 
+pub mod cert;
 pub mod dev;
 pub mod node;
 pub mod ring;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rondo_core::NodeId;
 use rondo_proto::channel::{self, Link};
+use rondo_proto::mtls::{ClusterTls, Expect, Links};
 use rondo_proto::storage::v1::{self as pb, storage_node_client::StorageNodeClient};
 use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
@@ -118,13 +119,20 @@ pub struct Cluster {
     gateways: Mutex<HashMap<String, (pb::GatewayInfo, std::time::Instant)>>,
     /// This gateway, as told to the nodes.
     me: Arc<crate::ha::Ha>,
+    /// This gateway's cluster certificate: every call to a node is mutual
+    /// TLS ([`rondo_proto::mtls`]).
+    links: Links,
 }
 
 impl Cluster {
     /// Clients for the given gRPC URLs (connections are made lazily), for
     /// the gateway `me`.
-    pub fn new(urls: &[String], me: Arc<crate::ha::Ha>) -> Result<Arc<Cluster>> {
-        let nodes = urls.iter().map(|u| node_client(u)).collect::<Result<_>>()?;
+    pub fn new(urls: &[String], me: Arc<crate::ha::Ha>, tls: ClusterTls) -> Result<Arc<Cluster>> {
+        let links = Links::tcp(Arc::new(tls));
+        let nodes = urls
+            .iter()
+            .map(|u| node_client(u, &links))
+            .collect::<Result<_>>()?;
         let (snapshot, _) = watch::channel(Arc::new(Snapshot::default()));
         Ok(Arc::new(Cluster {
             nodes: RwLock::new(nodes),
@@ -135,6 +143,7 @@ impl Cluster {
             snapshot,
             gateways: Mutex::new(HashMap::new()),
             me,
+            links,
         }))
     }
 
@@ -377,7 +386,7 @@ impl Cluster {
             if known {
                 continue;
             }
-            match node_client(&member.address) {
+            match node_client(&member.address, &self.links) {
                 Ok(node) => {
                     tracing::info!(node = %member.id, addr = %member.address, "new node in the layout");
                     if let Ok(mut nodes) = self.nodes.write() {
@@ -478,10 +487,10 @@ impl Cluster {
 }
 
 /// A client for one node's gRPC URL; the connection is made lazily.
-fn node_client(url: &str) -> Result<Arc<Node>> {
+fn node_client(url: &str, links: &Links) -> Result<Arc<Node>> {
     let endpoint = channel::endpoint(url, Link::Client)
         .map_err(|e| Error::BadUserInput(format!("node url {url:?}: {e}")))?;
-    let client = StorageNodeClient::new(endpoint.connect_lazy())
+    let client = StorageNodeClient::new(links.lazy(endpoint, Expect::AnyNode))
         .max_decoding_message_size(channel::MAX_STORAGE_MESSAGE);
     Ok(Arc::new(Node {
         grpc_url: url.to_string(),

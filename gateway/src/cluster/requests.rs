@@ -321,7 +321,7 @@ pub struct Probed {
 
 /// Asks the node at `address` (not yet followed: a node about to be added)
 /// its id and phase, within `timeout`.
-pub async fn probe(address: &str, timeout: Duration) -> Result<Probed> {
+pub async fn probe(cluster: &Cluster, address: &str, timeout: Duration) -> Result<Probed> {
     let link = Link::Probe {
         connect: timeout,
         answer: timeout,
@@ -333,7 +333,11 @@ pub async fn probe(address: &str, timeout: Duration) -> Result<Probed> {
             "cannot reach the node at {address} to learn its id ({e}); start it first"
         ))
     };
-    let channel = endpoint.connect().await.map_err(|e| unreachable(&e))?;
+    let channel = cluster
+        .links
+        .connect(endpoint, rondo_proto::mtls::Expect::AnyNode)
+        .await
+        .map_err(|e| unreachable(&e))?;
     let reply = pb::storage_node_client::StorageNodeClient::new(channel)
         .health(pb::HealthRequest::default())
         .await

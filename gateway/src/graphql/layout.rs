@@ -76,7 +76,7 @@ impl LayoutMutation {
         expect_epoch: Option<i64>,
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
-        let id = probe(&address).await.gql()?;
+        let id = probe(&state(ctx).cluster, &address).await.gql()?;
         let op = LayoutOp::Add {
             node: id,
             address,
@@ -132,9 +132,9 @@ impl LayoutMutation {
 }
 
 /// Asks the node at `address` its id.
-async fn probe(address: &str) -> Result<NodeId> {
+async fn probe(cluster: &crate::cluster::Cluster, address: &str) -> Result<NodeId> {
     let crate::cluster::Probed { id, phase } =
-        crate::cluster::probe(address, ADD_PROBE_TIMEOUT).await?;
+        crate::cluster::probe(cluster, address, ADD_PROBE_TIMEOUT).await?;
     if !matches!(phase.as_str(), "joining" | "removed") {
         return Err(Error::BadUserInput(format!(
             "node {id} at {address} is not waiting to join (its control plane is in phase \

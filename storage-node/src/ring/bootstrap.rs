@@ -79,7 +79,11 @@ async fn seed_layout(ctx: &Context, url: &str) -> Option<Layout> {
         },
     )
     .ok()?;
-    let channel = ctx.net.connect(endpoint).await.ok()?;
+    let channel = ctx
+        .net
+        .connect(endpoint, crate::net::Expect::AnyNode)
+        .await
+        .ok()?;
     let mut client = pb::storage_node_client::StorageNodeClient::new(channel);
     let health = client
         .health(pb::HealthRequest::default())

@@ -92,7 +92,8 @@ async fn send_loop(
     mut rx: tokio::sync::mpsc::Receiver<proto::Envelope>,
     core: UnboundedSender<Cmd>,
 ) {
-    let mut client = proto::ring_client::RingClient::new(net.lazy(endpoint));
+    let mut client =
+        proto::ring_client::RingClient::new(net.lazy(endpoint, crate::net::Expect::Node(peer)));
     let mut up = true;
     // A deadline, not a fresh sleep per message: messages keep coming while
     // the link is down and must not postpone the probe.
@@ -154,7 +155,10 @@ pub(super) async fn fetch_snapshot(
     use futures::StreamExt;
     let unavailable = |e: String| Error::Unavailable(e);
     let channel = net
-        .connect(crate::net::endpoint(&url, Link::Bulk)?)
+        .connect(
+            crate::net::endpoint(&url, Link::Bulk)?,
+            crate::net::Expect::Node(from),
+        )
         .await
         .map_err(|e| unavailable(format!("connect to {url}: {e}")))?;
     let mut client = proto::ring_client::RingClient::new(channel)

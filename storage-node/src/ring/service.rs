@@ -28,6 +28,21 @@ impl Service {
     pub fn new(ring: RingHandle, store: Arc<Store>, net: Net) -> Self {
         Service { ring, store, net }
     }
+
+    /// Every ring RPC is for the nodes of the layout ([`crate::authz`]).
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &'static str,
+    ) -> Result<rondo_core::tls::Identity, Status> {
+        crate::authz::authorize(
+            &self.ring,
+            self.store.node_id(),
+            request,
+            rpc,
+            crate::authz::Allowed::Members,
+        )
+    }
 }
 
 #[tonic::async_trait]
@@ -36,15 +51,24 @@ impl proto::ring_server::Ring for Service {
         &self,
         request: Request<proto::Envelope>,
     ) -> Result<Response<proto::Received>, Status> {
+        let caller = self.authorize(&request, "Deliver")?;
         let (from, msg) = wire::message_from_wire(request.into_inner())?;
+        // A member speaks for itself only.
+        if caller.node() != Some(from) {
+            return Err(Error::NotAllowed(format!(
+                "Deliver: a message from node {from} sent by {caller}"
+            ))
+            .into());
+        }
         self.ring.receive(from, msg)?;
         Ok(Response::new(proto::Received {}))
     }
 
     async fn ping(
         &self,
-        _request: Request<proto::Received>,
+        request: Request<proto::Received>,
     ) -> Result<Response<proto::Received>, Status> {
+        self.authorize(&request, "Ping")?;
         Ok(Response::new(proto::Received {}))
     }
 
@@ -55,6 +79,7 @@ impl proto::ring_server::Ring for Service {
         &self,
         request: Request<proto::ReadSnapshotRequest>,
     ) -> Result<Response<Self::ReadSnapshotStream>, Status> {
+        self.authorize(&request, "ReadSnapshot")?;
         let at = request.into_inner().at_seq;
         let store = self.store.clone();
         // Under the simulator every step runs on its one thread, in order.

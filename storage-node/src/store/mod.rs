@@ -126,6 +126,33 @@ pub fn node_identity(dir: &Path) -> Result<NodeId> {
     }
 }
 
+/// Makes `id` (the one this node's certificate names) the id of the data
+/// directory `dir`: written on first start, checked afterwards, so that a
+/// node cannot start on another node's data.
+pub fn claim_node_id(dir: &Path, id: NodeId) -> Result<()> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let held: NodeId = text.trim().parse()?;
+            if held != id {
+                return Err(Error::Config(format!(
+                    "{} belongs to node {held}, but this node's certificate names node {id}",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(Error::io("create data dir"))?;
+            let tmp = dir.join("node-id.tmp");
+            std::fs::write(&tmp, id.to_string()).map_err(Error::io("write node id"))?;
+            std::fs::rename(&tmp, &path).map_err(Error::io("write node id"))?;
+            Ok(())
+        }
+        Err(e) => Err(Error::io("read node id")(e)),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, clears unfinished uploads and
     /// removes blob files the index does not know (left by a crash between

@@ -21,7 +21,7 @@ use anyhow::Context;
 use rondo_tests::{Cluster, NodeClient as Client};
 
 async fn client(cluster: &Cluster, i: usize) -> anyhow::Result<Client> {
-    Ok(Client::connect(format!("http://{}", cluster.nodes[i].grpc)).await?)
+    cluster.grpc(i).await
 }
 
 async fn write(client: &mut Client, n: u64) -> anyhow::Result<()> {
@@ -157,7 +157,7 @@ async fn join(token_ms: u64, secs: f64) -> anyhow::Result<()> {
             expect_epoch: 0,
             op: Some(ring::layout_change::Op::Add(ring::AddNode {
                 id: cluster.nodes[d].id.to_string(),
-                addr: format!("http://{}", cluster.nodes[d].grpc),
+                addr: format!("https://{}", cluster.nodes[d].grpc),
                 voter: true,
             })),
             proposal: String::new(),

@@ -7,7 +7,9 @@
 //! Names are made from a fixed syllable table with a seeded generator, so two
 //! runs with the same arguments load the same catalog.
 //!
-//! Usage: `seed-catalog GRPC_URL SONGS [CONCURRENCY]`
+//! Usage: `seed-catalog DEV_DATA_DIR SONGS [CONCURRENCY]`: the first node
+//! of a `rondo dev` deployment, called as its gateway (its cluster
+//! certificate: internal gRPC is mutual TLS).
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -55,18 +57,30 @@ impl Gen {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(url), Some(count)) = (args.get(1), args.get(2)) else {
-        bail!("usage: seed-catalog GRPC_URL SONGS [CONCURRENCY]");
+    let (Some(dir), Some(count)) = (args.get(1), args.get(2)) else {
+        bail!("usage: seed-catalog DEV_DATA_DIR SONGS [CONCURRENCY]");
     };
+    let dir = std::path::Path::new(dir);
+    let info = rondo_cli::devenv::read_dev_info(dir)?;
+    let url = &info.nodes.first().context("no node in dev.json")?.grpc_url;
     let count: u64 = count.parse().context("SONGS must be a number")?;
     let concurrency: usize = args
         .get(3)
         .map_or(Ok(16), |c| c.parse())
         .context("CONCURRENCY")?;
-    let client = StorageNodeClient::connect(url.clone())
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = rondo_proto::mtls::ClusterTls::from_files(
+        &dir.join("tls/cluster-ca.pem"),
+        &dir.join("gateway/cluster-cert.pem"),
+        &dir.join("gateway/cluster-key.pem"),
+    )?;
+    let links = rondo_proto::mtls::Links::tcp(std::sync::Arc::new(tls));
+    let endpoint = rondo_proto::channel::endpoint(url, rondo_proto::channel::Link::Client)?;
+    let channel = links
+        .connect(endpoint, rondo_proto::mtls::Expect::AnyNode)
         .await
-        .with_context(|| format!("connect to {url}"))?
-        .max_decoding_message_size(16 << 20);
+        .with_context(|| format!("connect to {url}"))?;
+    let client = StorageNodeClient::new(channel).max_decoding_message_size(16 << 20);
 
     // 10 songs per album, 5 albums per artist.
     let mut g = Gen(0x5EED);

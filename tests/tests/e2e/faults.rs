@@ -102,8 +102,8 @@ async fn check(cluster: &Cluster, live: &[usize], acked: &BTreeMap<String, Strin
 
 /// One write straight to node `i` over gRPC (no gateway): the outcome.
 async fn write_to(cluster: &Cluster, i: usize, title: &str) -> Result<(), tonic::Status> {
-    let url = format!("http://{}", cluster.nodes[i].grpc);
-    let mut client = rondo_tests::NodeClient::connect(url)
+    let mut client = cluster
+        .grpc(i)
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     rondo_tests::upload_direct(&mut client, title, "Fault Band")
@@ -114,8 +114,11 @@ async fn write_to(cluster: &Cluster, i: usize, title: &str) -> Result<(), tonic:
 /// Whether node `i` holds the blob `hash` (a one-byte ranged read of it).
 async fn holds_blob(cluster: &Cluster, i: usize, hash: &str) -> bool {
     use futures::StreamExt;
-    let url = format!("http://{}", cluster.nodes[i].grpc);
-    let Ok(mut client) = rondo_tests::NodeClient::connect(url).await else {
+    // ReadBlob is for members: ask as the node itself.
+    let Ok(links) = cluster.node_links(i) else {
+        return false;
+    };
+    let Ok(mut client) = cluster.grpc_as(&links, i).await else {
         return false;
     };
     let request = rondo_proto::storage::v1::ReadBlobRequest {
@@ -549,8 +552,7 @@ async fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
         .await
         .unwrap();
     ring_of(&cluster, 0, 3).await;
-    let url = format!("http://{}", cluster.nodes[0].grpc);
-    let mut client = rondo_tests::NodeClient::connect(url).await.unwrap();
+    let mut client = cluster.grpc(0).await.unwrap();
     let doomed = rondo_tests::upload_direct(&mut client, "doomed", "Fault Band")
         .await
         .unwrap();
@@ -655,8 +657,7 @@ async fn an_upload_is_acknowledged_once_its_bytes_are_on_a_majority() {
     cluster.wait_all_up().await.unwrap();
     ring_of(&cluster, 0, 3).await;
     let before = cluster.nodes[0].disk();
-    let url = format!("http://{}", cluster.nodes[0].grpc);
-    let mut client = rondo_tests::NodeClient::connect(url).await.unwrap();
+    let mut client = cluster.grpc(0).await.unwrap();
     let err = rondo_tests::upload_direct(&mut client, "no majority", "Fault Band")
         .await
         .unwrap_err();

@@ -82,7 +82,7 @@ async fn an_added_node_catches_up_votes_and_serves_streams() {
 
     let d = cluster.spawn_joiner().await.unwrap();
     let joiner = cluster.nodes[d].id.to_string();
-    let address = format!("http://{}", cluster.nodes[d].grpc);
+    let address = format!("https://{}", cluster.nodes[d].grpc);
     eventually(
         "the new node waits to be added",
         Duration::from_secs(20),
@@ -101,7 +101,7 @@ async fn an_added_node_catches_up_votes_and_serves_streams() {
         .await
         .unwrap();
     assert_eq!(code(&r), "UNAVAILABLE", "{r}");
-    let member = format!("http://{}", cluster.nodes[1].grpc);
+    let member = format!("https://{}", cluster.nodes[1].grpc);
     let r = cluster.admin.raw(add, json!({"a": member})).await.unwrap();
     assert_eq!(
         code(&r),
