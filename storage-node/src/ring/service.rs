@@ -52,14 +52,17 @@ impl proto::ring_server::Ring for Service {
         request: Request<proto::Envelope>,
     ) -> Result<Response<proto::Received>, Status> {
         let caller = self.authorize(&request, "Deliver")?;
-        let (from, msg) = wire::message_from_wire(request.into_inner())?;
-        // A member speaks for itself only.
-        if caller.node() != Some(from) {
+        let envelope = request.into_inner();
+        // A member speaks for itself only (checked before anything else of
+        // the message is read).
+        if caller.node().map(|id| id.to_string()) != Some(envelope.from.clone()) {
             return Err(Error::NotAllowed(format!(
-                "Deliver: a message from node {from} sent by {caller}"
+                "Deliver: a message from node {:?} sent by {caller}",
+                envelope.from
             ))
             .into());
         }
+        let (from, msg) = wire::message_from_wire(envelope)?;
         self.ring.receive(from, msg)?;
         Ok(Response::new(proto::Received {}))
     }

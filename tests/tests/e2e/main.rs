@@ -13,6 +13,7 @@ mod gateway_ha;
 mod graphql_http;
 mod membership;
 mod ring;
+mod security;
 mod streaming;
 mod upload;
 mod vrrp;

@@ -286,6 +286,33 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
     .await
     .unwrap();
 
+    // The removed node's certificate is still signed by the cluster CA, but
+    // the layout no longer names it: the members refuse its ring messages.
+    let as_removed = cluster.node_links(2).unwrap();
+    for i in [0, 1] {
+        let endpoint = rondo_proto::channel::endpoint(
+            &format!("https://{}", cluster.nodes[i].grpc),
+            rondo_proto::channel::Link::Ring,
+        )
+        .unwrap();
+        let channel = as_removed
+            .connect(
+                endpoint,
+                rondo_proto::mtls::Expect::Node(cluster.nodes[i].id),
+            )
+            .await
+            .unwrap();
+        let err = rondo_proto::ring::v1::ring_client::RingClient::new(channel)
+            .ping(rondo_proto::ring::v1::Received {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(
+            err.message().contains("not in this node's layout"),
+            "{err:?}"
+        );
+    }
+
     // The two are the whole quorum now: they take writes, and stream URLs
     // never point at the removed node.
     cluster.kill_node(2);

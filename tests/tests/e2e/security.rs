@@ -1,0 +1,239 @@
+//! The internal network is trusted for nothing: a hostile client that can
+//! reach a node's gRPC port gets nowhere without a certificate of the
+//! cluster CA, and a certificate gets it only what its role allows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rondo_core::tls::{ClusterCa, Identity};
+use rondo_proto::mtls::{ClusterTls, Expect, Links};
+use rondo_proto::ring::v1 as ring;
+use rondo_proto::storage::v1 as pb;
+use rondo_tests::{Cluster, NodeClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Links with a certificate for `identity` from `ca` (trusting the
+/// cluster's CA for the server's certificate).
+fn links_from(cluster: &Cluster, ca: &ClusterCa, identity: Identity) -> Links {
+    let issued = ca.issue(identity).unwrap();
+    let cluster_ca = std::fs::read(&cluster.pki.cluster_ca).unwrap();
+    let tls = ClusterTls::from_pem(
+        &cluster_ca,
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+    )
+    .unwrap();
+    Links::tcp(Arc::new(tls))
+}
+
+fn cluster_ca(cluster: &Cluster) -> ClusterCa {
+    ClusterCa::from_pem(
+        &std::fs::read_to_string(&cluster.pki.cluster_ca).unwrap(),
+        &std::fs::read_to_string(&cluster.pki.cluster_ca_key).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn ring_client(
+    cluster: &Cluster,
+    links: &Links,
+    i: usize,
+) -> ring::ring_client::RingClient<tonic::transport::Channel> {
+    let endpoint = rondo_proto::channel::endpoint(
+        &format!("https://{}", cluster.nodes[i].grpc),
+        rondo_proto::channel::Link::Ring,
+    )
+    .unwrap();
+    let channel = links
+        .connect(endpoint, Expect::Node(cluster.nodes[i].id))
+        .await
+        .unwrap();
+    ring::ring_client::RingClient::new(channel)
+}
+
+/// What the tests check is unchanged after each probe.
+async fn state(cluster: &Cluster) -> (u64, Vec<String>) {
+    let mut digests = Vec::new();
+    for i in 0..cluster.nodes.len() {
+        let s = cluster.ring_status(i).await.unwrap();
+        digests.push(format!("{}:{}", s.last_applied_seq, s.catalog_digest));
+    }
+    (cluster.song_count().await.unwrap(), digests)
+}
+
+fn denied(result: Result<impl std::fmt::Debug, tonic::Status>, what: &str) {
+    let err = result.expect_err(what);
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{what}: {err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_grpc_refuses_strangers_and_wrong_roles() {
+    let cluster = Cluster::builder().nodes(2).start().await.unwrap();
+    let before = state(&cluster).await;
+    let node0 = cluster.nodes[0].grpc;
+
+    // Plain gRPC, no TLS: no answer at all.
+    let plain = async {
+        let mut client = NodeClient::connect(format!("http://{node0}")).await.ok()?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            client.health(pb::HealthRequest::default()),
+        )
+        .await
+        .ok()?
+        .ok()
+    };
+    assert!(plain.await.is_none(), "a node answered plaintext gRPC");
+
+    // TLS that trusts the cluster CA but offers no client certificate: the
+    // server ends the connection instead of speaking HTTP/2.
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in
+            rondo_core::tls::certificates(&std::fs::read(&cluster.pki.cluster_ca).unwrap()).unwrap()
+        {
+            roots.add(c).unwrap();
+        }
+        roots
+    };
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(node0).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(rondo_core::tls::NODE_ROLE).unwrap();
+    let anonymous = async {
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = [0u8; 64];
+        match tls.read(&mut buf).await {
+            Ok(n) if n > 0 => Some(n),
+            _ => None,
+        }
+    };
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), anonymous)
+            .await
+            .unwrap(),
+        None,
+        "a node spoke HTTP/2 to a client without a certificate"
+    );
+
+    // A gateway certificate from another CA: refused in the handshake.
+    let stranger_ca = ClusterCa::generate("another CA").unwrap();
+    let stranger = links_from(
+        &cluster,
+        &stranger_ca,
+        Identity::Gateway(uuid::Uuid::new_v4()),
+    );
+    let call = async {
+        let mut client = cluster.grpc_as(&stranger, 0).await.ok()?;
+        client.health(pb::HealthRequest::default()).await.ok()
+    };
+    assert!(
+        call.await.is_none(),
+        "a certificate of another CA was taken"
+    );
+
+    // A gateway's certificate of this CA: Health and its own calls work,
+    // the nodes' calls do not.
+    let mut gateway = cluster.grpc(0).await.unwrap();
+    gateway.health(pb::HealthRequest::default()).await.unwrap();
+    denied(
+        gateway
+            .read_blob(pb::ReadBlobRequest {
+                content_hash: "0".repeat(64),
+                offset: 0,
+                length: 1,
+            })
+            .await
+            .map(|_| ()),
+        "ReadBlob as a gateway",
+    );
+    denied(
+        gateway
+            .replicate_blob(pb::ReplicateBlobRequest::default())
+            .await,
+        "ReplicateBlob as a gateway",
+    );
+    denied(
+        gateway
+            .deliver_blob(pb::DeliverBlobRequest::default())
+            .await,
+        "DeliverBlob as a gateway",
+    );
+    let mut ring_as_gateway = ring_client(&cluster, &cluster.links, 0).await;
+    denied(
+        ring_as_gateway.ping(ring::Received {}).await,
+        "Ping as a gateway",
+    );
+    denied(
+        ring_as_gateway
+            .read_snapshot(ring::ReadSnapshotRequest { at_seq: 0 })
+            .await
+            .map(|_| ()),
+        "ReadSnapshot as a gateway",
+    );
+
+    // A node of the layout may not act for users, nor speak for another
+    // node.
+    let as_node1 = cluster.node_links(1).unwrap();
+    let mut node = cluster.grpc_as(&as_node1, 0).await.unwrap();
+    denied(
+        node.propose(pb::ProposeRequest::default()).await,
+        "Propose as a node",
+    );
+    denied(
+        node.delete_song(pb::DeleteSongRequest::default()).await,
+        "DeleteSong as a node",
+    );
+    denied(
+        node.watch_catalog(pb::WatchCatalogRequest::default())
+            .await
+            .map(|_| ()),
+        "WatchCatalog as a node",
+    );
+    denied(
+        node.change_layout(pb::ChangeLayoutRequest::default()).await,
+        "ChangeLayout as a node",
+    );
+    let mut ring_as_node1 = ring_client(&cluster, &as_node1, 0).await;
+    ring_as_node1.ping(ring::Received {}).await.unwrap();
+    denied(
+        ring_as_node1
+            .deliver(ring::Envelope {
+                from: cluster.nodes[0].id.to_string(),
+                message: None,
+            })
+            .await,
+        "Deliver in another node's name",
+    );
+
+    // A certificate of this CA for a node the layout does not name (one
+    // never added, as a removed one): refused on every member RPC.
+    let ca = cluster_ca(&cluster);
+    let outsider = links_from(
+        &cluster,
+        &ca,
+        Identity::Node(rondo_core::NodeId::new_random()),
+    );
+    let mut ring_as_outsider = ring_client(&cluster, &outsider, 0).await;
+    let err = ring_as_outsider.ping(ring::Received {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("not in this node's layout"),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        state(&cluster).await,
+        before,
+        "a refused call changed something"
+    );
+}
