@@ -114,12 +114,8 @@ pub fn ensure_cluster_cert(
     fresh: impl FnOnce() -> rondo_core::tls::Identity,
 ) -> Result<ClusterCert> {
     let cert_path = dir.join("cluster-cert.pem");
-    if let Ok(pem) = std::fs::read(&cert_path)
-        && dir.join("cluster-key.pem").exists()
-        && let Some(identity) = rondo_core::tls::certificates(&pem)
-            .ok()
-            .and_then(|c| c.into_iter().next())
-            .and_then(|leaf| rondo_core::tls::identity_of(&leaf).ok())
+    if dir.join("cluster-key.pem").exists()
+        && let Some(identity) = cluster_identity(dir)
     {
         return Ok(ClusterCert {
             identity,
@@ -130,6 +126,16 @@ pub fn ensure_cluster_cert(
     }
     let ca = cluster_ca(pki)?;
     issue_cluster_cert(&ca, &pki.cluster_ca, fresh(), dir)
+}
+
+/// The identity the cluster certificate in `dir` names, if there is one.
+pub fn cluster_identity(dir: &Path) -> Option<rondo_core::tls::Identity> {
+    let pem = std::fs::read(dir.join("cluster-cert.pem")).ok()?;
+    let leaf = rondo_core::tls::certificates(&pem)
+        .ok()?
+        .into_iter()
+        .next()?;
+    rondo_core::tls::identity_of(&leaf).ok()
 }
 
 /// The node id a data directory already has (from an earlier start), or a

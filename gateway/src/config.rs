@@ -39,6 +39,10 @@ pub struct Config {
     /// Largest accepted upload in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// Largest accepted GraphQL request body that is not an upload (JSON:
+    /// the query and its variables), in bytes (default 1 MiB).
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: usize,
     /// Origins allowed by CORS; `"*"` allows any.
     #[serde(default = "default_cors")]
     pub cors_allowed_origins: Vec<String>,
@@ -175,6 +179,10 @@ fn default_ttl() -> u64 {
 
 /// 200 MiB.
 pub const DEFAULT_MAX_UPLOAD: u64 = 200 * 1024 * 1024;
+
+fn default_max_request() -> usize {
+    1 << 20
+}
 
 fn default_max_upload() -> u64 {
     DEFAULT_MAX_UPLOAD

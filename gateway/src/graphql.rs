@@ -196,8 +196,9 @@ pub(crate) fn position_page(
         None => 0,
         Some(c) => c
             .parse::<usize>()
-            .map(|p| p + 1)
-            .map_err(|_| Error::BadUserInput(format!("bad cursor {c:?}")))?,
+            .ok()
+            .and_then(|p| p.checked_add(1))
+            .ok_or_else(|| Error::BadUserInput(format!("bad cursor {c:?}")))?,
     };
     let end = start.saturating_add(n).min(total);
     Ok(start.min(end)..end)
@@ -804,6 +805,9 @@ mod tests {
         check(5, Some(101), None, None);
         check(5, Some(-1), None, None);
         check(5, Some(2), Some("x"), None);
+        // The last position does not wrap around to the first page.
+        check(5, Some(2), Some(&usize::MAX.to_string()), None);
+        check(5, Some(2), Some("18446744073709551616"), None);
         let info = super::position_page_info(&(2..4), 5);
         assert!(info.has_next_page && info.has_previous_page);
         assert_eq!(

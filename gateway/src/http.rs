@@ -21,6 +21,14 @@ use crate::graphql::Auth;
 /// The GraphQL-over-HTTP media type.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
+/// The most operations one batched request may hold: each runs at once, so
+/// a long batch is a long queue of work behind one request.
+pub const MAX_BATCH: usize = 10;
+
+/// What a multipart upload may carry beyond its file (the `operations` and
+/// `map` parts, the part headers).
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
+
 /// What the handlers share: the state and the schema built over it.
 #[derive(Clone)]
 pub struct Http {
@@ -196,14 +204,56 @@ async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let limit = usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX);
+    let multipart = content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("multipart/"));
+    // A JSON request is a query and its variables; a multipart one also
+    // carries the file.
+    let body_limit = if multipart {
+        limit.saturating_add(MULTIPART_OVERHEAD)
+    } else {
+        state.config.max_request_bytes
+    };
+    let too_large = || {
+        request_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is over the limit of {body_limit} bytes"),
+            graphql_response,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > body_limit as u64) {
+        return too_large();
+    }
+    // Counted as it arrives too (a chunked body declares no length).
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = over.clone();
+    let mut seen = 0usize;
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .and_then(move |chunk| {
+            seen = seen.saturating_add(chunk.len());
+            futures::future::ready(if seen > body_limit {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(std::io::Error::other("request body over the limit"))
+            } else {
+                Ok(chunk)
+            })
+        });
     let opts = MultipartOptions::default()
         .max_file_size(limit)
         .max_num_files(1);
     let reader = tokio_util::compat::TokioAsyncReadCompatExt::compat(
-        tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other)),
+        tokio_util::io::StreamReader::new(stream),
     );
     let batch = match async_graphql::http::receive_batch_body(content_type, reader, opts).await {
         Ok(b) => b,
+        Err(_) if over.load(std::sync::atomic::Ordering::Relaxed) => return too_large(),
         Err(async_graphql::ParseRequestError::PayloadTooLarge) => {
             return request_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -221,6 +271,19 @@ async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) 
             );
         }
     };
+    if let BatchRequest::Batch(requests) = &batch
+        && requests.len() > MAX_BATCH
+    {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!(
+                "a batch holds at most {MAX_BATCH} operations, this one {}",
+                requests.len()
+            ),
+            graphql_response,
+        );
+    }
     execute(&http, batch, auth(&http.state, &headers), graphql_response).await
 }
 

@@ -179,8 +179,12 @@ fn unsupported(msg: impl Into<String>) -> Error {
     Error::Unsupported(msg.into())
 }
 
+/// A tag's text, trimmed and cut to [`MAX_NAME`] characters (a tag can be
+/// megabytes long; nothing downstream needs more), if any is left.
 fn clean(s: Option<std::borrow::Cow<'_, str>>) -> Option<String> {
-    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    s.map(|s| s.trim().chars().take(MAX_NAME).collect::<String>())
+        .map(|s| s.trim_end().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Inspects the file: recognises the format, reads tags and duration, and

@@ -4,9 +4,13 @@
 //! it serves ([`Allowed`]) and calls [`authorize`] before it reads its
 //! request.
 //!
-//! - Members (nodes of the current layout, this one included): the ring's
-//!   messages and snapshots, blob copies, pushes and reads. A node removed
-//!   from the layout is refused, although its certificate is still valid.
+//! - Members (nodes of the current layout, this one included): snapshots,
+//!   blob copies, pushes and reads. A node removed from the layout is
+//!   refused, although its certificate is still valid.
+//! - Any node: the ring's messages (`Deliver`, `Ping`), each from the node
+//!   it names. A removed node that missed the entry of its removal learns
+//!   it from the members' answers and retires; the ring core, not this
+//!   check, keeps it out of the ring (it counts only the layout's voters).
 //! - Gateways: writes on behalf of users (`Propose`, `UploadSong`,
 //!   `DeleteSong`), layout changes and the catalog change stream.
 //! - Anyone with a cluster certificate: `Health` (a joining node asks a
@@ -25,6 +29,8 @@ pub enum Allowed {
     Anyone,
     /// Nodes of the current layout.
     Members,
+    /// Any node of the cluster CA, in the layout or not.
+    Nodes,
     /// Gateways.
     Gateways,
     /// Gateways and nodes of the current layout.
@@ -48,7 +54,7 @@ pub fn authorize<T>(
     };
     let member = |id: NodeId| id == me || ring.peers().contains_key(&id);
     let ok = match (allowed, caller) {
-        (Allowed::Anyone, _) => true,
+        (Allowed::Anyone, _) | (Allowed::Nodes, Identity::Node(_)) => true,
         (Allowed::Gateways | Allowed::GatewaysAndMembers, Identity::Gateway(_)) => true,
         (Allowed::Members | Allowed::GatewaysAndMembers, Identity::Node(id)) => {
             if !member(id) {
@@ -65,7 +71,7 @@ pub fn authorize<T>(
         Ok(caller)
     } else {
         let whom = match allowed {
-            Allowed::Members => "storage nodes",
+            Allowed::Members | Allowed::Nodes => "storage nodes",
             Allowed::Gateways => "gateways",
             Allowed::GatewaysAndMembers | Allowed::Anyone => "gateways and storage nodes",
         };

@@ -221,7 +221,7 @@ pub async fn upload_direct(
     title: &str,
     artist: &str,
 ) -> Result<rondo_proto::storage::v1::Song, tonic::Status> {
-    use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+    use rondo_proto::storage::v1 as pb;
     let artist_id = uuid::Uuid::new_v4().to_string();
     let song = pb::Song {
         id: uuid::Uuid::new_v4().to_string(),
@@ -239,7 +239,17 @@ pub async fn upload_direct(
         mime_type: "audio/wav".into(),
         ..Default::default()
     };
-    let mut blob = format!("{title} {}", uuid::Uuid::new_v4()).into_bytes();
+    upload_direct_song(client, song).await
+}
+
+/// [`upload_direct`] of a song record the caller made, with a small
+/// unique blob.
+pub async fn upload_direct_song(
+    client: &mut NodeClient,
+    song: rondo_proto::storage::v1::Song,
+) -> Result<rondo_proto::storage::v1::Song, tonic::Status> {
+    use rondo_proto::storage::v1::{self as pb, upload_song_request::Part};
+    let mut blob = format!("{} {}", song.title, uuid::Uuid::new_v4()).into_bytes();
     blob.resize(blob.len().max(64), b'.');
     let hash = blake3::hash(&blob).to_hex().to_string();
     let parts = [
@@ -517,9 +527,7 @@ impl Builder {
             t.insert("grpc_addr".into(), grpc.to_string().into());
             t.insert("http_addr".into(), http.to_string().into());
             rondo_cli::devenv::write_config(&config, &t)?;
-            let id: NodeId = std::fs::read_to_string(node_dir.join("node-id"))?
-                .trim()
-                .parse()?;
+            let id = cert.identity.node().context("a node certificate")?;
             nodes.push(NodeHandle {
                 dir: node_dir,
                 config,
@@ -972,10 +980,10 @@ impl Cluster {
             None => "127.0.0.1:0",
         };
         let addr_file = node_dir.join("addresses.json");
-        rondo_cli::devenv::ensure_cluster_cert(&self.pki, &node_dir, || {
+        let cert = rondo_cli::devenv::ensure_cluster_cert(&self.pki, &node_dir, || {
             Identity::Node(NodeId::new_random())
-        })?
-        .insert_into(&mut t);
+        })?;
+        cert.insert_into(&mut t);
         t.insert("data_dir".into(), node_dir.display().to_string().into());
         t.insert("grpc_addr".into(), bind.into());
         t.insert("http_addr".into(), bind.into());
@@ -1005,9 +1013,7 @@ impl Cluster {
         t.insert("grpc_addr".into(), grpc.to_string().into());
         t.insert("http_addr".into(), http.to_string().into());
         rondo_cli::devenv::write_config(&config, &t)?;
-        let id: NodeId = std::fs::read_to_string(node_dir.join("node-id"))?
-            .trim()
-            .parse()?;
+        let id = cert.identity.node().context("a node certificate")?;
         self.nodes.push(NodeHandle {
             dir: node_dir,
             config,

@@ -234,11 +234,10 @@ async fn start_all(
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let id: rondo_core::NodeId = std::fs::read_to_string(node.data_dir.join("node-id"))
-            .context("read node id")?
-            .trim()
-            .parse()
-            .context("parse node id")?;
+        // The node's id is the one its certificate names.
+        let id = devenv::cluster_identity(&node.data_dir)
+            .and_then(|i| i.node())
+            .context("read the node's certificate")?;
         peers.push((id, node.grpc_url.clone()));
     }
     devenv::write_peers(&dir.join("peers.toml"), &peers)?;

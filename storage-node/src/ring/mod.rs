@@ -98,6 +98,15 @@ struct Shared {
     peers: Mutex<BTreeMap<NodeId, String>>,
 }
 
+/// The largest catalog update a node orders: far below the decode limit of
+/// every reader of the change stream
+/// ([`rondo_proto::channel::MAX_STORAGE_MESSAGE`], 8 MiB), so that no
+/// change can be written that a gateway cannot read (it would retry that
+/// change forever and follow nothing after it).
+pub const MAX_UPDATE: usize = 1 << 20;
+
+const _: () = assert!(MAX_UPDATE * 4 <= rondo_proto::channel::MAX_STORAGE_MESSAGE);
+
 /// The running control plane of one node (clones share it).
 #[derive(Clone, Debug)]
 pub struct RingHandle {
@@ -190,10 +199,16 @@ impl RingHandle {
         let id = uuid::Uuid::new_v4().to_string();
         update.origin = self.me.to_string();
         update.proposal = id.clone();
+        let payload = update.encode_to_vec();
+        if payload.len() > MAX_UPDATE {
+            return Err(Error::Invalid {
+                what: "a catalog update is limited to 1 MiB",
+            });
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cmd = Cmd::Propose {
             id: id.clone(),
-            payload: update.encode_to_vec(),
+            payload,
             reply: tx,
         };
         self.order(cmd, id, rx, "write").await

@@ -29,19 +29,15 @@ impl Service {
         Service { ring, store, net }
     }
 
-    /// Every ring RPC is for the nodes of the layout ([`crate::authz`]).
+    /// Ring messages are for any node, snapshots for the nodes of the
+    /// layout ([`crate::authz`]).
     fn authorize<T>(
         &self,
         request: &Request<T>,
         rpc: &'static str,
+        allowed: crate::authz::Allowed,
     ) -> Result<rondo_core::tls::Identity, Status> {
-        crate::authz::authorize(
-            &self.ring,
-            self.store.node_id(),
-            request,
-            rpc,
-            crate::authz::Allowed::Members,
-        )
+        crate::authz::authorize(&self.ring, self.store.node_id(), request, rpc, allowed)
     }
 }
 
@@ -51,7 +47,7 @@ impl proto::ring_server::Ring for Service {
         &self,
         request: Request<proto::Envelope>,
     ) -> Result<Response<proto::Received>, Status> {
-        let caller = self.authorize(&request, "Deliver")?;
+        let caller = self.authorize(&request, "Deliver", crate::authz::Allowed::Nodes)?;
         let envelope = request.into_inner();
         // A member speaks for itself only (checked before anything else of
         // the message is read).
@@ -71,7 +67,7 @@ impl proto::ring_server::Ring for Service {
         &self,
         request: Request<proto::Received>,
     ) -> Result<Response<proto::Received>, Status> {
-        self.authorize(&request, "Ping")?;
+        self.authorize(&request, "Ping", crate::authz::Allowed::Nodes)?;
         Ok(Response::new(proto::Received {}))
     }
 
@@ -82,7 +78,7 @@ impl proto::ring_server::Ring for Service {
         &self,
         request: Request<proto::ReadSnapshotRequest>,
     ) -> Result<Response<Self::ReadSnapshotStream>, Status> {
-        self.authorize(&request, "ReadSnapshot")?;
+        self.authorize(&request, "ReadSnapshot", crate::authz::Allowed::Members)?;
         let at = request.into_inner().at_seq;
         let store = self.store.clone();
         // Under the simulator every step runs on its one thread, in order.

@@ -327,6 +327,19 @@ impl Store {
 mod tests {
     use crate::store::testutil::*;
 
+    #[test]
+    fn the_data_directory_and_database_are_the_nodes_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        drop(Store::open(&data).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("node.redb")), 0o600);
+    }
+
     #[tokio::test]
     async fn blobs_no_song_uses_are_released_when_the_node_restarts() {
         let dir = tempfile::tempdir().unwrap();

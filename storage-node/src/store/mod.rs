@@ -164,7 +164,15 @@ impl Store {
             std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
         }
         let id = node_identity(dir)?;
-        let db = Database::create(dir.join("node.redb"))?;
+        // The database holds every account's password hash: the data
+        // directory is the node's alone, and so is the database file.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!("restrict {}", dir.display())))?;
+        let db_path = dir.join("node.redb");
+        let db = Database::create(&db_path)?;
+        std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(Error::io(format!("restrict {}", db_path.display())))?;
         {
             let txn = db.begin_write()?;
             create_tables(&txn)?;

@@ -128,3 +128,80 @@ async fn graphql_over_http_surface() {
     assert_eq!(status, 200);
     assert_eq!(h["access-control-allow-origin"], "*");
 }
+
+/// Limits on a GraphQL request: its body (declared or not) and the length
+/// of a batch. A refused request runs nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_and_long_batches_are_refused() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let url = format!("{}/graphql", cluster.admin.base);
+    let post = |body: reqwest::Body| {
+        cluster
+            .http()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let code = |v: &Value| {
+        v["errors"][0]["extensions"]["code"]
+            .as_str()
+            .map(str::to_string)
+    };
+
+    // 2 MiB of variables, with a Content-Length: refused before it is read.
+    let padding = "x".repeat(2 << 20);
+    let big =
+        serde_json::json!({ "query": "{ songs { totalCount } }", "variables": { "pad": padding } });
+    let r = post(reqwest::Body::from(big.to_string())).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v).as_deref(), Some("PAYLOAD_TOO_LARGE"), "{v}");
+
+    // The same without a length (chunked): cut off at the limit.
+    let text = big.to_string().into_bytes();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        text.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let r = post(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v).as_deref(), Some("PAYLOAD_TOO_LARGE"), "{v}");
+
+    // A batch of ten runs; of eleven, none.
+    let register = |i: usize| {
+        serde_json::json!({
+            "query": "mutation($n: String!) { register(name: $n, password: \"long enough pw\") { user { name } } }",
+            "variables": { "n": format!("batch{i}") },
+        })
+    };
+    let eleven: Vec<Value> = (0..11).map(register).collect();
+    let r = post(reqwest::Body::from(Value::from(eleven).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v).as_deref(), Some("BAD_REQUEST"), "{v}");
+    let ten: Vec<Value> = (0..10)
+        .map(|i| serde_json::json!({ "query": format!("{{ s{i}: songs {{ totalCount }} }}") }))
+        .collect();
+    let r = post(reqwest::Body::from(Value::from(ten).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(10), "{v}");
+    // The refused batch registered no one: every one of its names is free.
+    for i in 0..11 {
+        let r = post(reqwest::Body::from(register(i).to_string()))
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["data"]["register"]["user"]["name"],
+            format!("batch{i}"),
+            "{v}"
+        );
+    }
+}

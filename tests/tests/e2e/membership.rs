@@ -287,7 +287,8 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
     .unwrap();
 
     // The removed node's certificate is still signed by the cluster CA, but
-    // the layout no longer names it: the members refuse its ring messages.
+    // the layout no longer names it: the members refuse it their state and
+    // their blobs.
     let as_removed = cluster.node_links(2).unwrap();
     for i in [0, 1] {
         let endpoint = rondo_proto::channel::endpoint(
@@ -303,7 +304,7 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
             .await
             .unwrap();
         let err = rondo_proto::ring::v1::ring_client::RingClient::new(channel)
-            .ping(rondo_proto::ring::v1::Received {})
+            .read_snapshot(rondo_proto::ring::v1::ReadSnapshotRequest { at_seq: 0 })
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");

@@ -56,7 +56,9 @@ async fn state(cluster: &Cluster) -> (u64, Vec<String>) {
     let mut digests = Vec::new();
     for i in 0..cluster.nodes.len() {
         let s = cluster.ring_status(i).await.unwrap();
-        digests.push(format!("{}:{}", s.last_applied_seq, s.catalog_digest));
+        // The digest of the applied catalog (the ring's own entries, such
+        // as a new ring's start, move the seq but not the catalog).
+        digests.push(s.catalog_digest);
     }
     (cluster.song_count().await.unwrap(), digests)
 }
@@ -69,6 +71,19 @@ fn denied(result: Result<impl std::fmt::Debug, tonic::Status>, what: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn internal_grpc_refuses_strangers_and_wrong_roles() {
     let cluster = Cluster::builder().nodes(2).start().await.unwrap();
+    // Each node knows the other as a member once the ring has formed.
+    for i in 0..2 {
+        rondo_tests::eventually(
+            "one ring of both nodes",
+            Duration::from_secs(30),
+            || async {
+                let s = cluster.ring_status(i).await.ok()?;
+                (s.phase == "operational" && s.members.len() == 2).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
     let before = state(&cluster).await;
     let node0 = cluster.nodes[0].grpc;
 
@@ -224,8 +239,24 @@ async fn internal_grpc_refuses_strangers_and_wrong_roles() {
         Identity::Node(rondo_core::NodeId::new_random()),
     );
     let mut ring_as_outsider = ring_client(&cluster, &outsider, 0).await;
-    let err = ring_as_outsider.ping(ring::Received {}).await.unwrap_err();
+    // Its ring messages reach the ring core (which counts only the
+    // layout's voters); its state and blobs are refused.
+    ring_as_outsider.ping(ring::Received {}).await.unwrap();
+    let err = ring_as_outsider
+        .read_snapshot(ring::ReadSnapshotRequest { at_seq: 0 })
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("not in this node's layout"),
+        "{err:?}"
+    );
+    let mut as_outsider = cluster.grpc_as(&outsider, 0).await.unwrap();
+    let err = as_outsider
+        .replicate_blob(pb::ReplicateBlobRequest::default())
+        .await
+        .unwrap_err();
     assert!(
         err.message().contains("not in this node's layout"),
         "{err:?}"
@@ -236,4 +267,82 @@ async fn internal_grpc_refuses_strangers_and_wrong_roles() {
         before,
         "a refused call changed something"
     );
+}
+
+/// A tag of megabytes used to make a catalog change no gateway could
+/// decode, and the gateway then retried it forever. Tags are cut at
+/// ingest, and a node refuses to order an update over 1 MiB; the gateway
+/// follows every change after such attempts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_tag_or_update_never_wedges_the_gateway() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // 9 MB of genre in the file's tags: stored cut to 500 characters.
+    let path = tmp.path().join("huge.wav");
+    let song = rondo_cli::demo::DemoSong {
+        title: "Huge Genre".into(),
+        artist: "Tagger".into(),
+        album: "Tags".into(),
+        track: 1,
+        year: 2001,
+        genre: "g".repeat(9 << 20),
+    };
+    rondo_cli::demo::write_song(&path, &song, 0.5, 7).unwrap();
+    let up = crate::upload_ok(&cluster, &path, serde_json::json!({})).await;
+    assert_eq!(
+        up["genre"].as_str().map(|g| g.chars().count()),
+        Some(500),
+        "{}",
+        up["title"]
+    );
+
+    // Straight to the node as a gateway: an update over 1 MiB is refused
+    // and leaves nothing behind.
+    let before = cluster.nodes[0].disk();
+    let mut client = cluster.grpc(0).await.unwrap();
+    let err = upload_with_genre(&mut client, "g".repeat(2 << 20))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("1 MiB"), "{err:?}");
+    rondo_tests::eventually(
+        "the refused upload's blob is gone",
+        Duration::from_secs(10),
+        || async { (cluster.nodes[0].disk() == before).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // The gateway still follows: a later song shows up.
+    let path = tmp.path().join("after.wav");
+    rondo_tests::tagged_wav(&path, "After The Huge", "Tagger", "Tags", 0.5, 8).unwrap();
+    crate::upload_ok(&cluster, &path, serde_json::json!({})).await;
+    assert_eq!(cluster.song_count().await.unwrap(), 2);
+}
+
+/// `rondo_tests::upload_direct` with a genre of the caller's choosing.
+async fn upload_with_genre(
+    client: &mut NodeClient,
+    genre: String,
+) -> Result<pb::Song, tonic::Status> {
+    let artist_id = uuid::Uuid::new_v4().to_string();
+    let song = pb::Song {
+        id: uuid::Uuid::new_v4().to_string(),
+        title: "Oversized".into(),
+        artist: Some(pb::Artist {
+            id: artist_id.clone(),
+            name: "Tagger".into(),
+        }),
+        album: Some(pb::Album {
+            id: uuid::Uuid::new_v4().to_string(),
+            title: "Tags".into(),
+            artist_id,
+            year: None,
+        }),
+        genre: Some(genre),
+        mime_type: "audio/wav".into(),
+        ..Default::default()
+    };
+    rondo_tests::upload_direct_song(client, song).await
 }
