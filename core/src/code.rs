@@ -39,11 +39,14 @@ pub enum ErrorCode {
     GraphqlParseFailed,
     /// The query does not fit the schema.
     GraphqlValidationFailed,
+    /// Too many attempts (logins, registrations) from this address or at
+    /// this account; try again later.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the documentation.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadUserInput,
         ErrorCode::BadRequest,
         ErrorCode::MethodNotAllowed,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::QueryTooComplex,
         ErrorCode::GraphqlParseFailed,
         ErrorCode::GraphqlValidationFailed,
+        ErrorCode::RateLimited,
     ];
 
     /// The code as clients see it.
@@ -79,6 +83,7 @@ impl ErrorCode {
             ErrorCode::QueryTooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -101,6 +106,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMedia => 415,
             ErrorCode::Unavailable => 503,
             ErrorCode::InternalServerError => 500,
+            ErrorCode::RateLimited => 429,
         }
     }
 }
@@ -145,6 +151,7 @@ mod tests {
             ("QUERY_TOO_COMPLEX", 400),
             ("GRAPHQL_PARSE_FAILED", 400),
             ("GRAPHQL_VALIDATION_FAILED", 400),
+            ("RATE_LIMITED", 429),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (text, status)) in ErrorCode::ALL.into_iter().zip(pinned) {

@@ -60,7 +60,12 @@ pub struct Config {
     /// Directory of a built web app to serve at `/` (optional).
     #[serde(default)]
     pub webapp_dir: Option<PathBuf>,
-    /// How long a session token stays valid, in seconds (default 7 days).
+    /// Whether anyone may open a listener's account (`register`): `"open"`
+    /// (the default) or `"closed"` (admins create accounts).
+    #[serde(default)]
+    pub registration: Registration,
+    /// How long a session token stays valid, in seconds (default 7 days,
+    /// at most [`MAX_SESSION_TTL_SECS`]).
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
     /// This gateway's UUID; if set, it must be the one its cluster
@@ -72,6 +77,18 @@ pub struct Config {
     #[serde(default)]
     pub vrrp: Option<VrrpConfig>,
 }
+
+/// Who may open an account.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// The longest a session lasts, whatever the configuration says: 30 days.
+pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// The `[vrrp]` section: keepalived's `vrrp_instance` in Rondo's words.
 #[derive(Clone, Debug, Deserialize)]

@@ -28,6 +28,9 @@ pub enum Error {
     /// The name is taken.
     #[error("{0}")]
     Conflict(String),
+    /// Too many attempts; the message says of what and when to retry.
+    #[error("{0}")]
+    RateLimited(String),
     /// No storage node can take the request now.
     #[error("no storage node available: {0}")]
     Unavailable(String),
@@ -67,6 +70,7 @@ impl Error {
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::Conflict(_) => ErrorCode::Conflict,
+            Error::RateLimited(_) => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Node { status, .. } => match status.code() {
                 tonic::Code::ResourceExhausted => ErrorCode::PayloadTooLarge,

@@ -445,10 +445,24 @@ pub struct ClusterInfo {
     /// Null while no ring is operational.
     pub ring: Option<Ring>,
     /// The gateway replicas heard from in the last 10 seconds (this one
-    /// included), and which holds the floating address.
+    /// included), and which holds the floating address. Admins only.
+    #[graphql(guard = "AdminOnly")]
     pub gateways: Vec<Gateway>,
-    /// The newest layout the nodes report; null before any ring formed.
+    /// The newest layout the nodes report (with the nodes' internal
+    /// addresses); null before any ring formed. Admins only.
+    #[graphql(guard = "AdminOnly")]
     pub layout: Option<layout::ClusterLayout>,
+}
+
+/// A field for admins only (`FORBIDDEN` for listeners, `UNAUTHENTICATED`
+/// without credentials): what tells an attacker where the cluster's
+/// internal services are.
+struct AdminOnly;
+
+impl async_graphql::Guard for AdminOnly {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        require_admin(ctx).gql()
+    }
 }
 
 /// Queries.

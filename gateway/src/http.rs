@@ -6,7 +6,6 @@ use std::sync::Arc;
 use async_graphql::http::{GraphiQLSource, MultipartOptions};
 use async_graphql::{BatchRequest, BatchResponse, ServerError};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -80,16 +79,27 @@ fn auth(state: &AppState, headers: &HeaderMap) -> Auth {
         // blake3::Hash compares in constant time.
         Some(t) if blake3::hash(t.as_bytes()) == state.admin_token_hash => Auth::Admin,
         Some(t) => match state.sessions.verify(t, crate::clock::unix_now()) {
+            // A token from before the cap was lowered lasts no longer.
             Ok(session)
-                if !state
-                    .cluster
-                    .snapshot()
-                    .accounts
-                    .is_revoked(&session.id_hex()) =>
+                if session.expires
+                    > crate::clock::unix_now()
+                        .saturating_add(crate::config::MAX_SESSION_TTL_SECS) =>
             {
-                Auth::User(session)
+                Auth::Invalid
             }
-            _ => Auth::Invalid,
+            Ok(mut session) => {
+                // The token says who; the catalog says whether that account
+                // still exists and what it may do now.
+                let snapshot = state.cluster.snapshot();
+                match snapshot.accounts.user(session.user) {
+                    Some(account) if !snapshot.accounts.is_revoked(&session.id_hex()) => {
+                        session.role = account.role;
+                        Auth::User(session)
+                    }
+                    _ => Auth::Invalid,
+                }
+            }
+            Err(_) => Auth::Invalid,
         },
         None => Auth::Invalid,
     }
@@ -158,9 +168,28 @@ fn library_error_code(e: &ServerError) -> ErrorCode {
     }
 }
 
-async fn execute(http: &Http, batch: BatchRequest, auth: Auth, graphql_response: bool) -> Response {
+/// The address a request came from, for rate limits (none when the server
+/// was built without connection info, as in unit tests).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+fn client_ip(extensions: &http::Extensions) -> ClientIp {
+    ClientIp(
+        extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+    )
+}
+
+async fn execute(
+    http: &Http,
+    batch: BatchRequest,
+    auth: Auth,
+    ip: ClientIp,
+    graphql_response: bool,
+) -> Response {
     http.state.metrics.graphql_requests.inc();
-    let batch = batch.data(auth);
+    let batch = batch.data(auth).data(ip);
     let mut response = http.schema.execute_batch(batch).await;
     let mut request_failed = false;
     match &mut response {
@@ -196,7 +225,10 @@ async fn execute(http: &Http, batch: BatchRequest, auth: Auth, graphql_response:
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) -> Response {
+async fn graphql_post(State(http): State<Http>, request: axum::extract::Request) -> Response {
+    let ip = client_ip(request.extensions());
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let state = &http.state;
     let graphql_response = wants_graphql_response(&headers);
     let content_type = headers
@@ -284,13 +316,21 @@ async fn graphql_post(State(http): State<Http>, headers: HeaderMap, body: Body) 
             graphql_response,
         );
     }
-    execute(&http, batch, auth(&http.state, &headers), graphql_response).await
+    execute(
+        &http,
+        batch,
+        auth(&http.state, &headers),
+        ip,
+        graphql_response,
+    )
+    .await
 }
 
 async fn graphql_get(
     State(http): State<Http>,
     headers: HeaderMap,
     Query(params): Query<std::collections::HashMap<String, String>>,
+    extensions: http::Extensions,
 ) -> Response {
     let graphql_response = wants_graphql_response(&headers);
     let accepts_html = headers
@@ -355,6 +395,7 @@ async fn graphql_get(
         &http,
         BatchRequest::Single(request),
         auth(&http.state, &headers),
+        client_ip(&extensions),
         graphql_response,
     )
     .await

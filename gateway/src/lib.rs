@@ -20,6 +20,7 @@ pub mod ha;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,9 @@ pub struct AppState {
     pub upload_turn: std::sync::atomic::AtomicUsize,
     pub metrics: Metrics,
     pub registry: Registry,
+    /// Rate limits on logins and registrations, and the password hashing
+    /// bound.
+    pub limits: limits::Limits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -155,7 +159,17 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         upload_turn: std::sync::atomic::AtomicUsize::new(0),
         metrics,
         registry,
+        limits: limits::Limits::default(),
     }))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Stops the cluster's background tasks when dropped.
@@ -193,6 +207,18 @@ pub async fn run(
         }
         None => None,
     };
+    // Idle rate-limit keys are forgotten every minute.
+    let forget = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                state.limits.forget_idle();
+            }
+        })
+    };
+    let _forget = AbortOnDrop(forget);
     let cluster = state.cluster.clone();
     let handle = axum_server::Handle::new();
     let h = handle.clone();
@@ -241,7 +267,7 @@ pub async fn run(
     // added to every answer that does not end on a full segment.
     .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
     .handle(handle)
-    .serve(http::router(state).into_make_service())
+    .serve(http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
     .await
     .map_err(Error::io("https server"))?;
     match failed_rx.await {

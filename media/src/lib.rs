@@ -49,6 +49,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Longest title or name kept (longer tags are cut, longer arguments refused).
 pub const MAX_NAME: usize = 500;
 
+/// Every media type [`inspect`] gives a song: the only types a node stores
+/// or serves as audio.
+pub const AUDIO_TYPES: [&str; 7] = [
+    "audio/mpeg",
+    "audio/flac",
+    "audio/ogg",
+    "audio/ogg; codecs=opus",
+    "audio/mp4",
+    "audio/aac",
+    "audio/wav",
+];
+
+/// Whether `mime_type` is one of [`AUDIO_TYPES`].
+pub fn is_audio_type(mime_type: &str) -> bool {
+    AUDIO_TYPES.contains(&mime_type)
+}
+
 /// Values given with an upload that take precedence over the file's tags.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -385,6 +402,15 @@ mod tests {
             "{}",
             info.duration_ms
         );
+    }
+
+    #[test]
+    fn every_recognised_format_has_an_allowed_type() {
+        for t in AUDIO_TYPES {
+            assert!(is_audio_type(t));
+        }
+        assert!(!is_audio_type("text/html"));
+        assert!(!is_audio_type("audio/wav; x=<script>"));
     }
 
     #[test]

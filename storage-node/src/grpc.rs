@@ -74,6 +74,14 @@ impl StorageNode for Service {
             what: "header has no song",
         })?;
         song.id.parse::<SongId>().map_err(Error::from)?;
+        // Only audio is stored (the gateway ran the media check; this
+        // holds whoever the caller is).
+        if !rondo_media::is_audio_type(&song.mime_type) {
+            return Err(Error::Invalid {
+                what: "only audio types are stored",
+            }
+            .into());
+        }
         let mut staging = self
             .state
             .store

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use rondo_core::SongId;
 use rondo_core::range::{self, Served};
 use serde::Deserialize;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::NodeState;
 
@@ -49,6 +50,15 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(cors)
+        // Nothing a node serves is a page: no sniffing, no scripts.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox; default-src 'none'"),
+        ))
         .with_state(state)
 }
 
@@ -151,7 +161,11 @@ async fn serve(
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
 
-    let content_type = HeaderValue::from_str(&record.mime_type)
+    // Audio types only: anything else (a record from before the node
+    // checked) is bytes to a browser, never a page.
+    let content_type = Some(record.mime_type.as_str())
+        .filter(|t| rondo_media::is_audio_type(t))
+        .and_then(|t| HeaderValue::from_str(t).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     out.insert(header::CONTENT_TYPE, content_type);
 

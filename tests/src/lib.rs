@@ -286,6 +286,8 @@ pub struct Builder {
     fetch_entries: Option<usize>,
     /// `ring.keep_entries` of every node.
     keep_entries: Option<usize>,
+    /// More top-level options of the gateway's configuration.
+    gateway_options: Vec<(String, toml::Value)>,
 }
 
 /// A gateway replica in its own namespace (VRRP clusters).
@@ -431,6 +433,12 @@ impl Builder {
         self
     }
 
+    /// Sets a top-level option of the gateway's configuration.
+    pub fn gateway_option(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.gateway_options.push((key.into(), value.into()));
+        self
+    }
+
     pub fn stream_url_ttl_secs(mut self, n: u64) -> Self {
         self.stream_url_ttl_secs = Some(n);
         self
@@ -572,6 +580,9 @@ impl Builder {
                 "max_upload_bytes".into(),
                 toml::Value::Integer(i64::try_from(n)?),
             );
+        }
+        for (key, value) in &self.gateway_options {
+            t.insert(key.clone(), value.clone());
         }
         if let Some(n) = self.stream_url_ttl_secs {
             t.insert(
@@ -726,6 +737,7 @@ impl Cluster {
             keepalived: false,
             fetch_entries: None,
             keep_entries: None,
+            gateway_options: Vec::new(),
         }
     }
 

@@ -109,11 +109,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Exit> {
             logs.display()
         )));
     }
-    if !args.no_demo
-        && let Err(e) = seed_demo(&client, &dir).await
-    {
-        stop(&mut children).await;
-        return Err(e.context("seed demo catalog"));
+    if !args.no_demo {
+        let seeded = match ensure_demo_admin(&client, &dir).await {
+            Ok(()) => seed_demo(&client, &dir).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = seeded {
+            stop(&mut children).await;
+            return Err(e.context("seed demo data"));
+        }
     }
     devenv::write_dev_info(&dir, &info)?;
     println!("Rondo is running.");
@@ -121,6 +125,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<Exit> {
     println!("  Web app:     {}", info.webapp_url);
     println!("  CA cert:     {}", info.ca_cert.display());
     println!("  Admin token: {}", info.admin_token_file.display());
+    if !args.no_demo {
+        println!(
+            "  Web app admin: \"admin\", password in {}",
+            dir.join("admin-password").display()
+        );
+    }
     println!("  Details:     {}", dir.join("dev.json").display());
     println!("Press Ctrl-C to stop.");
 
@@ -322,6 +332,25 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// An admin account for the web app ("admin", a random password in
+/// `DIR/admin-password`): registering makes listeners only.
+async fn ensure_demo_admin(client: &Client, dir: &Path) -> anyhow::Result<()> {
+    let file = dir.join("admin-password");
+    if file.exists() {
+        return Ok(());
+    }
+    let password = devenv::ensure_secret(&dir.join("admin-password.new"))?;
+    client
+        .query(
+            "mutation($p: String!) { createUser(name: \"admin\", password: $p, role: ADMIN) { id } }",
+            serde_json::json!({ "p": password }),
+        )
+        .await
+        .context("create the web app's admin account")?;
+    std::fs::rename(dir.join("admin-password.new"), &file).context("keep the admin password")?;
+    Ok(())
 }
 
 async fn seed_demo(client: &Client, dir: &Path) -> anyhow::Result<()> {

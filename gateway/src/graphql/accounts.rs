@@ -194,7 +194,11 @@ async fn propose(state: &Arc<AppState>, update: AccountUpdate) -> Result<(), Err
 }
 
 async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
-    let expires = crate::clock::unix_now() + state.config.session_ttl_secs;
+    let ttl = state
+        .config
+        .session_ttl_secs
+        .min(crate::config::MAX_SESSION_TTL_SECS);
+    let expires = crate::clock::unix_now().saturating_add(ttl);
     let token = state.sessions.sign(&Session {
         user: user.id,
         role: user.role,
@@ -206,6 +210,11 @@ async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
         expires_at: rfc3339(expires * 1000),
         user: User(user),
     }
+}
+
+/// The client's address, when the server knows it.
+fn client_ip(ctx: &Context<'_>) -> Option<std::net::IpAddr> {
+    ctx.data_opt::<crate::http::ClientIp>().and_then(|c| c.0)
 }
 
 async fn create_account(
@@ -230,7 +239,10 @@ async fn create_account(
         return Err(Error::Conflict(format!("the name {name:?} is taken")));
     }
     let id = UserId(uuid::Uuid::new_v4());
-    let password_hash = crate::accounts::hash_password(password).await?;
+    let password_hash = {
+        let _turn = state.limits.hashing_turn().await?;
+        crate::accounts::hash_password(password).await?
+    };
     propose(
         state,
         AccountUpdate::Register {
@@ -311,8 +323,9 @@ pub struct AccountMutation;
 
 #[Object]
 impl AccountMutation {
-    /// Opens an account and a session. The first account of a cluster is an
-    /// admin; later ones are listeners.
+    /// Opens a listener's account and a session. Admins are made by admins
+    /// (`createUser`, `rondo user create --admin`), never by registering.
+    /// `FORBIDDEN` when the gateway's registration is closed.
     async fn register(
         &self,
         ctx: &Context<'_>,
@@ -320,6 +333,13 @@ impl AccountMutation {
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let state = state(ctx);
+        if state.config.registration == crate::config::Registration::Closed {
+            return Err(Error::Forbidden(
+                "registration is closed: an admin creates accounts (`rondo user create`)",
+            ))
+            .gql();
+        }
+        state.limits.attempt_from(client_ip(ctx)).gql()?;
         let user = create_account(state, &name, password, Role::Listener)
             .await
             .gql()?;
@@ -335,6 +355,8 @@ impl AccountMutation {
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let state = state(ctx);
+        state.limits.attempt_from(client_ip(ctx)).gql()?;
+        state.limits.guess_at(&name).gql()?;
         let user = state
             .cluster
             .snapshot()
@@ -349,9 +371,12 @@ impl AccountMutation {
         let hash = user
             .as_ref()
             .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
-        let ok = crate::accounts::verify_password(password, hash)
-            .await
-            .gql()?;
+        let ok = {
+            let _turn = state.limits.hashing_turn().await.gql()?;
+            crate::accounts::verify_password(password, hash)
+                .await
+                .gql()?
+        };
         match user {
             Some(u) if ok => Ok(issue(state, u).await),
             _ => Err(Error::Unauthenticated("wrong name or password")).gql(),

@@ -5,7 +5,7 @@
 //! error: storage; inner: refusal, the same on every node).
 
 use prost::Message;
-use redb::{ReadableTable, ReadableTableMetadata};
+use redb::ReadableTable;
 use rondo_core::names::fold;
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
 
@@ -41,7 +41,9 @@ pub const MAX_NAME: usize = 100;
 pub const MAX_PLAYLIST: usize = 10_000;
 
 /// Registers an account: the name must be free (case-insensitively); the
-/// first account ever is an admin. Outer error: storage; inner: refusal.
+/// role is the one proposed (only a gateway proposes, and it proposes an
+/// admin only for an admin: `createUser`). Nobody becomes an admin by
+/// registering first. Outer error: storage; inner: refusal.
 pub(super) fn register_user(
     txn: &redb::WriteTransaction,
     seq: u64,
@@ -69,7 +71,7 @@ pub(super) fn register_user(
             what: "user id exists",
         }));
     }
-    user.role = if users.is_empty()? || user.role == "admin" {
+    user.role = if user.role == "admin" {
         "admin".into()
     } else {
         "listener".into()
@@ -321,17 +323,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn accounts_first_is_admin_names_unique_playlists_checked_in_order() {
+    async fn accounts_roles_as_proposed_names_unique_playlists_checked_in_order() {
         use pb::playlist_op::Op;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let (alice, reg) = user("Alice", "listener");
+        // The first account is no admin for being first: a listener, as
+        // proposed.
+        let (first, reg) = user("first", "listener");
+        store.apply_update(1, &reg, None).unwrap();
+        let (alice, reg) = user("Alice", "admin");
         assert!(matches!(
-            store.apply_update(1, &reg, None).unwrap(),
+            store.apply_update(2, &reg, None).unwrap(),
             Applied::Changed { .. }
         ));
-        let (bob, reg) = user("bob", "listener");
-        store.apply_update(2, &reg, None).unwrap();
+        let (bob, reg) = user("bob", "weird role");
+        store.apply_update(3, &reg, None).unwrap();
         let roles: Vec<(String, String)> = store
             .changes_after(0, 10)
             .unwrap()
@@ -344,15 +350,17 @@ mod tests {
         assert_eq!(
             roles,
             [
+                ("first".into(), "listener".into()),
                 ("Alice".into(), "admin".into()),
                 ("bob".into(), "listener".into())
             ]
         );
+        let _ = first;
         // Names are unique case-insensitively; nothing changes.
         let (_, dup) = user("ALICE", "listener");
         let before = store.stats().unwrap().last_seq;
         assert!(matches!(
-            store.apply_update(3, &dup, None).unwrap(),
+            store.apply_update(4, &dup, None).unwrap(),
             Applied::Rejected(Error::NameTaken(_))
         ));
         assert_eq!(store.stats().unwrap().last_seq, before);
@@ -362,24 +370,24 @@ mod tests {
         let (s1, s2) = (SongId::new_random(), SongId::new_random());
         store.put_blob(staged(&store, b"one").await).unwrap();
         store
-            .apply_update(4, &upsert(song(s1), b"one", me), None)
+            .apply_update(5, &upsert(song(s1), b"one", me), None)
             .unwrap();
         store.put_blob(staged(&store, b"two").await).unwrap();
         store
-            .apply_update(5, &upsert(song(s2), b"two", me), None)
+            .apply_update(6, &upsert(song(s2), b"two", me), None)
             .unwrap();
         let list = uuid::Uuid::new_v4().to_string();
         store
-            .apply_update(6, &op(&list, &bob, Op::Create(" Road trip ".into())), None)
+            .apply_update(7, &op(&list, &bob, Op::Create(" Road trip ".into())), None)
             .unwrap();
         let add = Op::AddSongs(pb::AddSongs {
             song_ids: vec![s1.to_string(), s2.to_string()],
             position: None,
         });
-        store.apply_update(7, &op(&list, &bob, add), None).unwrap();
+        store.apply_update(8, &op(&list, &bob, add), None).unwrap();
         store
             .apply_update(
-                8,
+                9,
                 &op(&list, &bob, Op::MoveSong(pb::MoveSong { from: 1, to: 0 })),
                 None,
             )
@@ -387,19 +395,19 @@ mod tests {
         let p = last_playlist(&store);
         assert_eq!(p.name, "Road trip");
         assert_eq!(p.song_ids, [s2.to_string(), s1.to_string()]);
-        assert_eq!(p.version, 8);
+        assert_eq!(p.version, 9);
         // Someone else's playlist is refused (Alice is admin: allowed).
         let (carol, reg) = user("carol", "listener");
-        store.apply_update(9, &reg, None).unwrap();
+        store.apply_update(10, &reg, None).unwrap();
         assert!(matches!(
             store
-                .apply_update(10, &op(&list, &carol, Op::Rename("mine".into())), None)
+                .apply_update(11, &op(&list, &carol, Op::Rename("mine".into())), None)
                 .unwrap(),
             Applied::Rejected(Error::Forbidden(_))
         ));
         assert!(matches!(
             store
-                .apply_update(11, &op(&list, &alice, Op::Rename("Trip".into())), None)
+                .apply_update(12, &op(&list, &alice, Op::Rename("Trip".into())), None)
                 .unwrap(),
             Applied::Changed { .. }
         ));
@@ -410,27 +418,27 @@ mod tests {
         });
         assert!(matches!(
             store
-                .apply_update(12, &op(&list, &bob, ghost), None)
+                .apply_update(13, &op(&list, &bob, ghost), None)
                 .unwrap(),
             Applied::Rejected(Error::NotFound { .. })
         ));
         let bad = Op::RemoveSongs(pb::RemoveSongs { positions: vec![7] });
         assert!(matches!(
-            store.apply_update(13, &op(&list, &bob, bad), None).unwrap(),
+            store.apply_update(14, &op(&list, &bob, bad), None).unwrap(),
             Applied::Rejected(Error::Invalid { .. })
         ));
         // Deleting a song takes it out of the playlist, in the same order.
-        store.apply_update(14, &delete(s2), None).unwrap();
+        store.apply_update(15, &delete(s2), None).unwrap();
         let p = last_playlist(&store);
-        assert_eq!((p.song_ids, p.version), (vec![s1.to_string()], 14));
+        assert_eq!((p.song_ids, p.version), (vec![s1.to_string()], 15));
         // Delete: a tombstone.
         store
-            .apply_update(15, &op(&list, &bob, Op::Delete(true)), None)
+            .apply_update(16, &op(&list, &bob, Op::Delete(true)), None)
             .unwrap();
         assert!(last_playlist(&store).deleted);
         assert!(matches!(
             store
-                .apply_update(16, &op(&list, &bob, Op::Rename("x".into())), None)
+                .apply_update(17, &op(&list, &bob, Op::Rename("x".into())), None)
                 .unwrap(),
             Applied::Rejected(Error::NotFound { .. })
         ));
@@ -448,9 +456,9 @@ mod tests {
             }
             .encode_to_vec()
         };
-        store.apply_update(17, &revoke("s1", 50, 10), None).unwrap();
+        store.apply_update(18, &revoke("s1", 50, 10), None).unwrap();
         store
-            .apply_update(18, &revoke("s2", 500, 60), None)
+            .apply_update(19, &revoke("s2", 500, 60), None)
             .unwrap();
         let txn = store.db.begin_read().unwrap();
         let ids: Vec<String> = txn

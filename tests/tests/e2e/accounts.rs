@@ -90,12 +90,21 @@ async fn accounts_roles_and_playlists_through_the_ring() {
     let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    // The first account is an admin, later ones listeners; names are unique
+    // Registering makes a listener, also the first account of a cluster:
+    // admins are made by admins (here the admin token). Names are unique
     // case-insensitively; weak passwords are refused.
-    let (alice_token, alice) = register(&cluster, "Alice", "correct horse").await.unwrap();
-    assert_eq!(alice["role"], "ADMIN");
     let (_, bob) = register(&cluster, "bob", "battery staple").await.unwrap();
     assert_eq!(bob["role"], "LISTENER");
+    let made = cluster
+        .admin
+        .query(
+            "mutation { createUser(name: \"Alice\", password: \"correct horse\", role: ADMIN) { role } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["createUser"]["role"], "ADMIN");
+    let alice_token = login(&cluster, "alice", "correct horse").await.unwrap();
     let e = register(&cluster, "ALICE", "another one")
         .await
         .unwrap_err();
@@ -234,6 +243,48 @@ async fn accounts_roles_and_playlists_through_the_ring() {
     assert_eq!(code(&e), "UNAUTHENTICATED");
     let forged = client(&cluster, Some(&bob_token.replace("listener", "admin")));
     let e = forged
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "UNAUTHENTICATED");
+    // Signed with the cluster secret but for an account that does not
+    // exist: refused; for bob, but saying admin: bob's role holds.
+    let signer = rondo_core::session::SessionSigner::new(cluster.secret.clone());
+    let exp = rondo_process::unix_now() + 600;
+    let ghost = signer.sign(&rondo_core::session::Session {
+        user: rondo_core::UserId(uuid::Uuid::new_v4()),
+        role: rondo_core::session::Role::Admin,
+        expires: exp,
+        id: [7; 16],
+    });
+    let e = client(&cluster, Some(&ghost))
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "UNAUTHENTICATED");
+    let bob_id: rondo_core::UserId = bob["id"].as_str().unwrap().parse().unwrap();
+    let promoted = signer.sign(&rondo_core::session::Session {
+        user: bob_id,
+        role: rondo_core::session::Role::Admin,
+        expires: exp,
+        id: [8; 16],
+    });
+    let e = upload(
+        &client(&cluster, Some(&promoted)),
+        dir.path(),
+        "Promoted Tune",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "FORBIDDEN");
+    // A token that outlives the longest session is refused.
+    let forever = signer.sign(&rondo_core::session::Session {
+        user: bob_id,
+        role: rondo_core::session::Role::Listener,
+        expires: exp + 365 * 24 * 3600,
+        id: [9; 16],
+    });
+    let e = client(&cluster, Some(&forever))
         .query("{ playlists { totalCount } }", json!({}))
         .await
         .unwrap_err();

@@ -139,6 +139,16 @@ async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
         .iter()
         .map(|n| n["id"].clone())
         .collect();
+    // The web app's admin: "admin", with the password rondo dev wrote.
+    let password = std::fs::read_to_string(data.join("admin-password")).unwrap();
+    let login = client
+        .query(
+            "mutation($p: String!) { login(name: \"admin\", password: $p) { user { role } } }",
+            json!({ "p": password.trim() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login["login"]["user"]["role"], "ADMIN", "{login}");
     // Demo songs are real audio that streams.
     let url = d["songs"]["nodes"][0]["streamUrl"].as_str().unwrap();
     let resp = client

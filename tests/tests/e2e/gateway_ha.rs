@@ -30,7 +30,7 @@ fn watch(cluster: &Cluster) -> vrrp_lab::Watch {
 
 async fn gateways(cluster: &Cluster) -> Option<Vec<Value>> {
     let data = cluster
-        .anon
+        .admin
         .query(
             "{ cluster { gateways { id address vrrpState priority isMaster vip lastSeenMs } } }",
             json!({}),

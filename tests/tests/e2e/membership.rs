@@ -24,7 +24,7 @@ async fn layout(cluster: &Cluster, epoch: u64) -> Value {
         Duration::from_secs(20),
         || async {
             let d = cluster
-                .anon
+                .admin
                 .query(&format!("{{ cluster {{ layout {LAYOUT} }} }}"), json!({}))
                 .await
                 .ok()?;

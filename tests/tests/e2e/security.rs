@@ -196,6 +196,23 @@ async fn internal_grpc_refuses_strangers_and_wrong_roles() {
         "ReadSnapshot as a gateway",
     );
 
+    // Even a gateway stores audio types only.
+    let mut html = pb::Song {
+        id: uuid::Uuid::new_v4().to_string(),
+        title: "Not a song".into(),
+        mime_type: "text/html".into(),
+        ..Default::default()
+    };
+    html.artist = Some(pb::Artist {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: "Nobody".into(),
+    });
+    let err = rondo_tests::upload_direct_song(&mut gateway, html)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("only audio types"), "{err:?}");
+
     // A node of the layout may not act for users, nor speak for another
     // node.
     let as_node1 = cluster.node_links(1).unwrap();
@@ -345,4 +362,146 @@ async fn upload_with_genre(
         ..Default::default()
     };
     rondo_tests::upload_direct_song(client, song).await
+}
+
+/// A gateway with closed registration makes no account for anyone; an
+/// admin still does.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_registration_refuses_register() {
+    let cluster = Cluster::builder()
+        .gateway_option("registration", "closed")
+        .start()
+        .await
+        .unwrap();
+    let register =
+        "mutation { register(name: \"mallory\", password: \"long enough pw\") { token } }";
+    let e = cluster
+        .anon
+        .query(register, serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, rondo_cli::Error::GraphQl { code, .. } if code == "FORBIDDEN"),
+        "{e}"
+    );
+    let made = cluster
+        .admin
+        .query(
+            "mutation { createUser(name: \"mallory\", password: \"long enough pw\") { role } }",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        made["createUser"]["role"], "LISTENER",
+        "the name was not taken"
+    );
+}
+
+/// Where the internal services are (node gRPC addresses, gateways) is for
+/// admins; anyone may see whether the nodes are up.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_internals_are_for_admins() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    for q in [
+        "{ cluster { layout { nodes { address } } } }",
+        "{ cluster { gateways { address } } }",
+    ] {
+        let e = cluster
+            .anon
+            .query(q, serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, rondo_cli::Error::GraphQl { code, .. } if code == "UNAUTHENTICATED"),
+            "{q}: {e}"
+        );
+        cluster.admin.query(q, serde_json::json!({})).await.unwrap();
+    }
+    let d = cluster
+        .anon
+        .query("{ cluster { nodes { state } } }", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(d["cluster"]["nodes"][0]["state"], "UP");
+}
+
+fn rate_limited(e: &rondo_cli::Error) -> bool {
+    matches!(e, rondo_cli::Error::GraphQl { code, .. } if code == "RATE_LIMITED")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Password guessing is slowed per account (whoever asks) and per address,
+/// and password checks at once are bounded (memory stays flat).
+#[tokio::test(flavor = "multi_thread")]
+async fn login_guessing_is_rate_limited() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let login = "mutation($n: String!, $p: String!) { login(name: $n, password: $p) { token } }";
+    cluster
+        .anon
+        .query(
+            "mutation { register(name: \"bob\", password: \"battery staple\") { token } }",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    // Five guesses at bob are answered; then even the right password waits.
+    for _ in 0..5 {
+        let e = cluster
+            .anon
+            .query(login, serde_json::json!({ "n": "bob", "p": "wrong guess" }))
+            .await
+            .unwrap_err();
+        assert!(!rate_limited(&e), "{e}");
+    }
+    let e = cluster
+        .anon
+        .query(
+            login,
+            serde_json::json!({ "n": "BOB", "p": "battery staple" }),
+        )
+        .await
+        .unwrap_err();
+    assert!(rate_limited(&e), "{e}");
+
+    // From one address, attempts at many names run out too; batches of
+    // logins count each one and keep the gateway's memory flat.
+    let pid = cluster.gateway.pid().unwrap();
+    let before = rss_kib(pid);
+    let batch: Vec<serde_json::Value> = (0..10)
+        .map(|i| serde_json::json!({ "query": login, "variables": { "n": format!("nobody{i}"), "p": "x" } }))
+        .collect();
+    let mut limited = false;
+    for _ in 0..5 {
+        let r = cluster
+            .http()
+            .post(format!("{}/graphql", cluster.admin.base))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        limited |= v
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["errors"][0]["extensions"]["code"] == "RATE_LIMITED");
+    }
+    assert!(limited, "50 logins from one address were never limited");
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 100 * 1024, "the gateway grew by {grown} KiB");
+    // Queries that check no password are not limited.
+    cluster
+        .anon
+        .query("{ songs { totalCount } }", serde_json::json!({}))
+        .await
+        .unwrap();
 }

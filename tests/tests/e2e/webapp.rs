@@ -66,6 +66,19 @@ async fn webapp_end_to_end_in_chromium() {
     let title = "Zephyr Overture";
     let wav = tmp.path().join("zephyr.wav");
     rondo_tests::tagged_wav(&wav, title, "Wind Quartet", "Open Air", 240.0, 7).unwrap();
+    // Registering makes listeners only: the operator makes the admin.
+    let ca = std::fs::read(&info.ca_cert).unwrap();
+    let token = std::fs::read_to_string(&info.admin_token_file).unwrap();
+    let operator =
+        rondo_cli::client::Client::new(&info.gateway_url, &ca, Some(token.trim().into())).unwrap();
+    let made = operator
+        .query(
+            "mutation { createUser(name: \"ada\", password: \"analytical engine\", role: ADMIN) { role } }",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["createUser"]["role"], "ADMIN");
     let shots = repo().join("target/webapp-screenshots");
     let mut child = Command::new("node")
         .arg(browser.join("webapp.mjs"))
@@ -118,7 +131,7 @@ async fn webapp_end_to_end_in_chromium() {
     let _ = child.wait();
     let r = done.expect("no result from the browser run");
     assert_eq!(r["error"], Value::Null, "{r:#}");
-    assert_eq!(r["registeredAs"], "ada");
+    assert_eq!(r["loggedInAs"], "ada");
     assert!(
         r["wrongPassword"]
             .as_str()
