@@ -36,6 +36,15 @@ pub struct Config {
     /// Lifetime of a signed direct upload URL (`createUpload`), in seconds.
     #[serde(default = "default_ttl")]
     pub upload_url_ttl_secs: u64,
+    /// Connections the public HTTPS listener holds at once (default 4096);
+    /// one more is closed at once.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// How long a client may take to start a request after its TLS
+    /// handshake, and to send the request's headers (milliseconds, default
+    /// 10000). A connection quiet both ways for 120 s is closed too.
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
     /// Largest accepted upload in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
@@ -218,6 +227,18 @@ fn default_complexity() -> usize {
 }
 
 impl Config {
+    /// The limits of the public HTTPS listener.
+    pub fn listener_limits(&self) -> rondo_process::https::ListenerLimits {
+        let default = rondo_process::https::ListenerLimits::default();
+        rondo_process::https::ListenerLimits {
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
+            header_timeout: self
+                .header_timeout_ms
+                .map_or(default.header_timeout, std::time::Duration::from_millis),
+            ..default
+        }
+    }
+
     /// Reads a TOML configuration file.
     pub fn from_file(path: &Path) -> Result<Config, String> {
         let text =

@@ -63,7 +63,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         ),
         None => router.route("/", get(player_page)),
     };
-    router.layer(cors).with_state(http)
+    router
+        .layer(cors)
+        // A body that sends nothing for 30 s is cut off (a slow upload
+        // holds a connection, a spool file and an upload slot).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(30),
+        ))
+        .with_state(http)
 }
 
 fn auth(state: &AppState, headers: &HeaderMap) -> Auth {

@@ -253,23 +253,14 @@ pub async fn run(
         cluster.shutdown();
         h.graceful_shutdown(Some(Duration::from_secs(5)));
     });
-    listener
-        .set_nonblocking(true)
-        .map_err(Error::io("listener"))?;
     let addr = listener.local_addr().map_err(Error::io("listener"))?;
     tracing::info!(%addr, nodes = state.cluster.nodes().len(), "gateway running");
-    axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    // Without TCP_NODELAY, Nagle's algorithm holds a response's last, short
-    // TLS record until the client acknowledges the previous ones: about 10 ms
-    // added to every answer that does not end on a full segment.
-    .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
-    .handle(handle)
-    .serve(http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-    .await
-    .map_err(Error::io("https server"))?;
+    let limits = state.config.listener_limits();
+    rondo_process::https::server(listener, tls, limits, handle)
+        .map_err(Error::io("listener"))?
+        .serve(http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .await
+        .map_err(Error::io("https server"))?;
     match failed_rx.await {
         Ok(e) => Err(e),
         Err(_) => Ok(()),

@@ -1,10 +1,13 @@
 //! What every Rondo process shares, so that the binaries do not each write
 //! it again: when to stop ([`shutdown`]), and the one read of the wall
 //! clock ([`unix_now`], [`unix_now_ms`]); `rondo-core` takes the time as an
-//! argument instead.
+//! argument instead; and how a public HTTPS listener is served, with its
+//! limits ([`https`]).
 //!
 //! It does not parse configuration or set up logging (each binary's
 //! `main.rs` does).
+
+pub mod https;
 
 use std::time::Duration;
 

@@ -40,6 +40,15 @@ pub struct Config {
     /// (`{"grpc": …, "http": …}`), so that port 0 can be used.
     #[serde(default)]
     pub address_file: Option<PathBuf>,
+    /// Connections the public HTTPS listener holds at once (default 4096);
+    /// one more is closed at once.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// How long a client may take to start a request after its TLS
+    /// handshake, and to send the request's headers (milliseconds, default
+    /// 10000). A connection quiet both ways for 120 s is closed too.
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
     /// Largest accepted upload in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
@@ -55,6 +64,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// The limits of the public HTTPS listener.
+    pub fn listener_limits(&self) -> rondo_process::https::ListenerLimits {
+        let default = rondo_process::https::ListenerLimits::default();
+        rondo_process::https::ListenerLimits {
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
+            header_timeout: self
+                .header_timeout_ms
+                .map_or(default.header_timeout, std::time::Duration::from_millis),
+            ..default
+        }
+    }
+
     /// See `blob_repair_after_ms`.
     pub fn blob_repair_after(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.blob_repair_after_ms.unwrap_or(5000))

@@ -158,21 +158,11 @@ pub async fn run(
         http_stop.await;
         http_handle.graceful_shutdown(Some(Duration::from_secs(5)));
     });
-    listeners
-        .http
-        .set_nonblocking(true)
-        .map_err(Error::io("http listener"))?;
     let app = stream::router(state.clone());
-    let http = axum_server::from_tcp_rustls(
-        listeners.http,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    // Without TCP_NODELAY, Nagle's algorithm holds a response's last, short
-    // TLS record until the client acknowledges the previous ones: about 10 ms
-    // added to every answer that does not end on a full segment.
-    .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
-    .handle(handle)
-    .serve(app.into_make_service());
+    let http =
+        rondo_process::https::server(listeners.http, tls, state.config.listener_limits(), handle)
+            .map_err(Error::io("http listener"))?
+            .serve(app.into_make_service());
 
     // Uploads and blob copies are bulk transfers: wide HTTP/2 windows.
     let ring_service =

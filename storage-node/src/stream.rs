@@ -50,6 +50,10 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(cors)
+        // A direct upload that sends nothing for 30 s is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_secs(30),
+        ))
         // Nothing a node serves is a page: no sniffing, no scripts.
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,

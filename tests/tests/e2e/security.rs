@@ -505,3 +505,103 @@ async fn login_guessing_is_rate_limited() {
         .await
         .unwrap();
 }
+
+/// A TLS connection to `addr` trusting the public CA, that sends nothing
+/// after its handshake.
+async fn idle_tls(
+    cluster: &Cluster,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rondo_core::tls::certificates(&cluster.ca_pem).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// Whether the server closes `stream` within `within` (it sends nothing).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // A timeout answer (408) may come first; then the close.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Idle and half-open connections are closed, and a flood of them is
+/// capped, on the gateway's and a node's public listeners.
+#[tokio::test(flavor = "multi_thread")]
+async fn public_listeners_time_out_and_cap_connections() {
+    let mut cluster = Cluster::builder()
+        .gateway_option("max_connections", 8)
+        .gateway_option("header_timeout_ms", 1000)
+        .start()
+        .await
+        .unwrap();
+    cluster
+        .set_node_option(0, "header_timeout_ms", 1000)
+        .unwrap();
+    cluster.restart_node(0).await.unwrap();
+
+    // A connection that sends no request is closed after the header
+    // timeout, on both listeners.
+    for addr in [cluster.gateway_addr, cluster.nodes[0].http] {
+        let mut idle = idle_tls(&cluster, addr).await.unwrap();
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(5)).await,
+            "{addr} kept an idle connection"
+        );
+    }
+
+    // Eight held connections (TCP only, no handshake) fill the gateway;
+    // the ninth is closed at once, and nothing else is answered meanwhile.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(
+            tokio::net::TcpStream::connect(cluster.gateway_addr)
+                .await
+                .unwrap(),
+        );
+    }
+    rondo_tests::eventually(
+        "the ninth connection is refused",
+        Duration::from_secs(5),
+        || async {
+            let mut extra = tokio::net::TcpStream::connect(cluster.gateway_addr)
+                .await
+                .ok()?;
+            closed_within(&mut extra, Duration::from_millis(500))
+                .await
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    drop(held);
+    // The slots come back once those connections are gone.
+    rondo_tests::eventually(
+        "the gateway answers again",
+        Duration::from_secs(10),
+        || async {
+            cluster
+                .anon
+                .query("{ songs { totalCount } }", serde_json::json!({}))
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap();
+}
