@@ -27,6 +27,14 @@ pub const DEFAULT_PAGE: i32 = 20;
 /// Largest page size a client may ask for.
 pub const MAX_PAGE: i32 = 100;
 
+/// What a `search` argument adds to a query's cost: matching scans the
+/// index, so a query of many searching aliases is refused as too complex.
+pub const SEARCH_COST: usize = 100;
+/// The longest search, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
+/// The most words a search matches on.
+pub const MAX_SEARCH_WORDS: usize = 8;
+
 /// The schema without state, for exporting its SDL.
 pub fn schema_sdl() -> String {
     Schema::build(
@@ -159,6 +167,26 @@ pub(crate) trait FromPage {
     fn from_page(items: Vec<(String, Self::Node)>, page_info: PageInfo, total: usize) -> Self;
 }
 
+/// One page of a list that hangs off an item (an artist's songs, an
+/// album's songs) as a connection whose cursors are positions: every list
+/// of the schema is paged, so its cost is its page.
+fn list_page<'a, T: 'a, C: FromPage>(
+    items: impl Iterator<Item = &'a T> + Clone,
+    first: Option<i32>,
+    after: Option<&str>,
+    node: impl Fn(&T) -> C::Node,
+) -> Result<C, Error> {
+    let total = items.clone().count();
+    let page = position_page(total, first, after)?;
+    let nodes = items
+        .skip(page.start)
+        .take(page.len())
+        .zip(page.clone())
+        .map(|(item, p)| (p.to_string(), node(item)))
+        .collect();
+    Ok(C::from_page(nodes, position_page_info(&page, total), total))
+}
+
 /// One page of a keyed list of the index (songs, artists or albums, by
 /// name, optionally searched) as a connection; `node` makes the item at a
 /// position of the snapshot.
@@ -170,6 +198,18 @@ fn keyed_page<C: FromPage>(
     search: Option<&str>,
     node: impl Fn(&Snapshot, usize) -> C::Node,
 ) -> Result<C, Error> {
+    if let Some(q) = search {
+        if q.chars().count() > MAX_SEARCH_CHARS {
+            return Err(Error::BadUserInput(format!(
+                "a search is at most {MAX_SEARCH_CHARS} characters"
+            )));
+        }
+        if q.split_whitespace().count() > MAX_SEARCH_WORDS {
+            return Err(Error::BadUserInput(format!(
+                "a search is at most {MAX_SEARCH_WORDS} words"
+            )));
+        }
+    }
     let snap = snapshot(ctx);
     let page = snap.page(kind, search, after, page_size(first)?)?;
     let items = page
@@ -311,15 +351,40 @@ impl Artist {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// The artist's albums, by title.
-    async fn albums(&self, ctx: &Context<'_>) -> Vec<Album> {
+    /// The artist's albums, by title; a cursor is a position.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn albums(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<AlbumConnection> {
         let snap = state(ctx).cluster.snapshot();
-        snap.artist_albums(self.0.id).cloned().map(Album).collect()
+        list_page(
+            snap.artist_albums(self.0.id),
+            first,
+            after.as_deref(),
+            |a| Album(a.clone()),
+        )
+        .gql()
     }
-    /// The artist's songs, by title.
-    async fn songs(&self, ctx: &Context<'_>) -> Vec<Song> {
+    /// The artist's songs, by title; a cursor is a position.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn songs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<SongConnection> {
         let snap = state(ctx).cluster.snapshot();
-        snap.artist_songs(self.0.id).cloned().map(Song).collect()
+        list_page(snap.artist_songs(self.0.id), first, after.as_deref(), |s| {
+            Song(s.clone())
+        })
+        .gql()
     }
 }
 
@@ -342,10 +407,21 @@ impl Album {
             .cloned()
             .map(Artist)
     }
-    /// The album's songs, in track order.
-    async fn songs(&self, ctx: &Context<'_>) -> Vec<Song> {
+    /// The album's songs, in track order; a cursor is a position.
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn songs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<SongConnection> {
         let snap = state(ctx).cluster.snapshot();
-        snap.album_songs(self.0.id).cloned().map(Song).collect()
+        list_page(snap.album_songs(self.0.id), first, after.as_deref(), |s| {
+            Song(s.clone())
+        })
+        .gql()
     }
 }
 
@@ -485,7 +561,7 @@ impl CatalogQuery {
     /// finds "Come Together" by The Beatles on Abbey Road); case, accents and
     /// apostrophes are ignored.
     #[graphql(
-        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1 + search.as_ref().map_or(0, |_| SEARCH_COST)"
     )]
     async fn songs(
         &self,
@@ -508,7 +584,7 @@ impl CatalogQuery {
     /// Artists by name. With `search`, only artists where every word of the
     /// search begins a word of the name (case, accents and apostrophes ignored).
     #[graphql(
-        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1 + search.as_ref().map_or(0, |_| SEARCH_COST)"
     )]
     async fn artists(
         &self,
@@ -532,7 +608,7 @@ impl CatalogQuery {
     /// search begins a word of the album title or artist name (case, accents
     /// and apostrophes ignored).
     #[graphql(
-        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1 + search.as_ref().map_or(0, |_| SEARCH_COST)"
     )]
     async fn albums(
         &self,

@@ -497,7 +497,7 @@ impl Snapshot {
         self.album_pos.get(&id).map(|&i| &self.albums[i])
     }
 
-    pub fn artist_songs(&self, id: ArtistId) -> impl Iterator<Item = &Arc<SongRec>> {
+    pub fn artist_songs(&self, id: ArtistId) -> impl Iterator<Item = &Arc<SongRec>> + Clone {
         self.artist_songs
             .get(&id)
             .into_iter()
@@ -505,7 +505,7 @@ impl Snapshot {
             .map(|&i| &self.songs[i])
     }
 
-    pub fn artist_albums(&self, id: ArtistId) -> impl Iterator<Item = &AlbumRec> {
+    pub fn artist_albums(&self, id: ArtistId) -> impl Iterator<Item = &AlbumRec> + Clone {
         self.artist_albums
             .get(&id)
             .into_iter()
@@ -513,7 +513,7 @@ impl Snapshot {
             .map(|&i| &self.albums[i])
     }
 
-    pub fn album_songs(&self, id: AlbumId) -> impl Iterator<Item = &Arc<SongRec>> {
+    pub fn album_songs(&self, id: AlbumId) -> impl Iterator<Item = &Arc<SongRec>> + Clone {
         self.album_songs
             .get(&id)
             .into_iter()

@@ -107,7 +107,7 @@ async fn rejected_uploads_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_queries_get_typed_errors() {
     let cluster = Cluster::builder().start().await.unwrap();
-    let cases: [(&str, Value, &str); 9] = [
+    let cases: [(&str, Value, &str); 12] = [
         (
             "{ song(id: \"not-a-uuid\") { id } }",
             json!({}),
@@ -133,6 +133,16 @@ async fn bad_queries_get_typed_errors() {
             json!({}),
             "BAD_USER_INPUT",
         ),
+        (
+            "query($q: String) { songs(search: $q) { totalCount } }",
+            json!({ "q": "x".repeat(201) }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "query($q: String) { artists(search: $q) { totalCount } }",
+            json!({ "q": "a b c d e f g h i" }),
+            "BAD_USER_INPUT",
+        ),
         ("{ songs { totalCount ", json!({}), "GRAPHQL_PARSE_FAILED"),
         (
             "{ songs { noSuchField } }",
@@ -140,7 +150,7 @@ async fn bad_queries_get_typed_errors() {
             "GRAPHQL_VALIDATION_FAILED",
         ),
         (
-            "{ songs { nodes { album { artist { albums { artist { albums { artist { albums { artist { name } } } } } } } } } } }",
+            "{ songs(first: 1) { nodes { album { artist { albums(first: 1) { nodes { artist { albums(first: 1) { nodes { artist { albums(first: 1) { nodes { artist { name } } } } } } } } } } } } } }",
             json!({}),
             "QUERY_TOO_DEEP",
         ),
@@ -149,7 +159,23 @@ async fn bad_queries_get_typed_errors() {
             json!({}),
             "QUERY_TOO_COMPLEX",
         ),
+        (
+            // Lists under lists are costed by their pages: 100 artists of
+            // 100 songs each is over the limit (it was 810,000 rows once).
+            "{ artists(first: 100) { nodes { songs(first: 100) { nodes { id } } } } }",
+            json!({}),
+            "QUERY_TOO_COMPLEX",
+        ),
     ];
+    // Searches cost what they scan: many searching aliases are too much.
+    let aliases: String = (0..30)
+        .map(|i| format!("s{i}: songs(first: 1, search: \"a\") {{ totalCount }} "))
+        .collect();
+    let many_searches = format!("{{ {aliases} }}");
+    let cases: Vec<(&str, Value, &str)> = cases
+        .into_iter()
+        .chain([(many_searches.as_str(), json!({}), "QUERY_TOO_COMPLEX")])
+        .collect();
     for (q, vars, expected) in cases {
         let r = query(&cluster, q, vars).await;
         assert_eq!(code(&r), expected, "{q}: {r}");

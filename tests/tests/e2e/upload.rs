@@ -65,18 +65,26 @@ async fn upload_reads_tags_and_search_finds_it() {
     let second = upload_ok(&cluster, &other, json!({})).await;
     assert_eq!(second["artist"]["id"], song["artist"]["id"]);
     assert_eq!(second["album"]["id"], song["album"]["id"]);
-    let r = query(&cluster, "{ artists { totalCount nodes { name albums { title songs { title } } songs { title } } } }", json!({})).await;
+    let r = query(&cluster, "{ artists(first: 10) { totalCount nodes { name albums(first: 5) { nodes { title songs(first: 10) { nodes { title } } } } songs(first: 10) { totalCount nodes { title } } } } }", json!({})).await;
     assert_eq!(r["data"]["artists"]["totalCount"], 1, "{r}");
+    let artist = &r["data"]["artists"]["nodes"][0];
+    assert_eq!(artist["songs"]["totalCount"], 2, "{r}");
+    assert_eq!(artist["songs"]["nodes"].as_array().unwrap().len(), 2);
     assert_eq!(
-        r["data"]["artists"]["nodes"][0]["songs"]
+        artist["albums"]["nodes"][0]["songs"]["nodes"]
             .as_array()
             .unwrap()
             .len(),
         2
     );
+    // An artist's songs are paged like every list: one per page here.
+    let r = query(&cluster, "{ artists { nodes { songs(first: 1) { totalCount pageInfo { hasNextPage endCursor } nodes { title } } } } }", json!({})).await;
+    let page = &r["data"]["artists"]["nodes"][0]["songs"];
+    assert_eq!(page["nodes"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], true, "{r}");
     let r = query(
         &cluster,
-        "query($id: ID!) { album(id: $id) { title year artist { name } songs { title } } }",
+        "query($id: ID!) { album(id: $id) { title year artist { name } songs { nodes { title } } } }",
         json!({ "id": song["album"]["id"] }),
     )
     .await;
@@ -134,13 +142,13 @@ async fn arguments_override_tags_and_formats_are_recognised_by_content() {
     }
     let r = query(
         &cluster,
-        "{ albums(search: \"fixtures\") { totalCount nodes { songs { title } } } }",
+        "{ albums(search: \"fixtures\") { totalCount nodes { songs { nodes { title } } } } }",
         json!({}),
     )
     .await;
     assert_eq!(r["data"]["albums"]["totalCount"], 1);
     assert_eq!(
-        r["data"]["albums"]["nodes"][0]["songs"]
+        r["data"]["albums"]["nodes"][0]["songs"]["nodes"]
             .as_array()
             .unwrap()
             .len(),

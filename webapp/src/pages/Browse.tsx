@@ -228,13 +228,18 @@ const ArtistQuery = graphql(`
     artist(id: $id) {
       id
       name
-      albums {
-        id
-        title
-        year
+      albums(first: 100) {
+        nodes {
+          id
+          title
+          year
+        }
       }
-      songs {
-        ...SongRow
+      songs(first: 100) {
+        totalCount
+        nodes {
+          ...SongRow
+        }
       }
     }
   }
@@ -249,10 +254,10 @@ export function ArtistPage() {
   return (
     <section>
       <h1>{a.name}</h1>
-      <PlayAll songs={a.songs} />
+      <PlayAll songs={a.songs.nodes} />
       <h2>Albums</h2>
       <ul className="grid">
-        {a.albums.map((al) => (
+        {a.albums.nodes.map((al) => (
           <li key={al.id}>
             <Link className="card" to={`/albums/${al.id}`}>
               <strong>{al.title}</strong>
@@ -262,7 +267,12 @@ export function ArtistPage() {
         ))}
       </ul>
       <h2>Songs</h2>
-      <SongList songs={a.songs} />
+      <SongList songs={a.songs.nodes} />
+      {a.songs.totalCount > a.songs.nodes.length && (
+        <p className="sub">
+          The first {a.songs.nodes.length} of {a.songs.totalCount} songs; search finds the others.
+        </p>
+      )}
     </section>
   );
 }
@@ -277,9 +287,11 @@ const AlbumQuery = graphql(`
         id
         name
       }
-      songs {
-        ...SongRow
-        trackNumber
+      songs(first: 100) {
+        nodes {
+          ...SongRow
+          trackNumber
+        }
       }
     }
   }
@@ -298,8 +310,8 @@ export function AlbumPage() {
         {a.artist && <Link to={`/artists/${a.artist.id}`}>{a.artist.name}</Link>}
         {a.year ? ` · ${a.year}` : ""}
       </p>
-      <PlayAll songs={a.songs} label="Play album" />
-      <SongList songs={a.songs} showAlbum={false} />
+      <PlayAll songs={a.songs.nodes} label="Play album" />
+      <SongList songs={a.songs.nodes} showAlbum={false} />
     </section>
   );
 }
