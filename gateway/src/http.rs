@@ -13,12 +13,21 @@ use axum::routing::get;
 use futures::TryStreamExt;
 use rondo_core::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::AppState;
 use crate::graphql::Auth;
 
 /// The GraphQL-over-HTTP media type.
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// The web app's content security policy: its own scripts and styles
+/// only, audio from the storage nodes (other origins, HTTPS), requests to
+/// this gateway and direct uploads to the nodes, never framed.
+pub const WEBAPP_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' data: blob:; media-src https: blob:; connect-src 'self' https:; \
+font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+frame-ancestors 'none'";
 
 /// The most operations one batched request may hold: each runs at once, so
 /// a long batch is a long queue of work behind one request.
@@ -58,13 +67,37 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics));
     router = match &state.config.webapp_dir {
         Some(dir) => router.fallback_service(
-            tower_http::services::ServeDir::new(dir)
-                .fallback(tower_http::services::ServeFile::new(dir.join("index.html"))),
+            tower::ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(WEBAPP_CSP),
+                ))
+                .service(
+                    tower_http::services::ServeDir::new(dir)
+                        .fallback(tower_http::services::ServeFile::new(dir.join("index.html"))),
+                ),
         ),
         None => router.route("/", get(player_page)),
     };
     router
         .layer(cors)
+        // Every answer: no sniffing, no framing, no referrer, HTTPS only.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ))
         // A body that sends nothing for 30 s is cut off (a slow upload
         // holds a connection, a spool file and an upload slot).
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(

@@ -57,6 +57,12 @@ try {
   page.setDefaultTimeout(20000);
   const consoleErrors = [];
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  // The gateway serves the app with a strict content security policy:
+  // anything it blocks is a bug of the app or of the policy.
+  const cspViolations = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
 
   // ada is an admin the operator made (`rondo user create --admin`: the
   // test does it before this script runs; registering makes listeners
@@ -182,6 +188,7 @@ try {
   await page.getByTestId('user-name').waitFor();
   result.listenerSeesUpload = await page.getByRole('link', { name: 'Upload', exact: true }).count();
   result.pageErrors = consoleErrors;
+  result.cspViolations = cspViolations;
 } catch (e) {
   result.error = String(e && e.stack ? e.stack : e);
   try {

@@ -79,6 +79,18 @@ async fn webapp_end_to_end_in_chromium() {
         .await
         .unwrap();
     assert_eq!(made["createUser"]["role"], "ADMIN");
+    // The app is served with its security headers.
+    let page = operator.http().get(&info.webapp_url).send().await.unwrap();
+    let h = page.headers();
+    assert_eq!(
+        h["content-security-policy"],
+        rondo_gateway::http::WEBAPP_CSP,
+        "{h:?}"
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert!(h.contains_key("strict-transport-security"));
     let shots = repo().join("target/webapp-screenshots");
     let mut child = Command::new("node")
         .arg(browser.join("webapp.mjs"))
@@ -132,6 +144,7 @@ async fn webapp_end_to_end_in_chromium() {
     let r = done.expect("no result from the browser run");
     assert_eq!(r["error"], Value::Null, "{r:#}");
     assert_eq!(r["loggedInAs"], "ada");
+    assert_eq!(r["cspViolations"], serde_json::json!([]), "{r}");
     assert!(
         r["wrongPassword"]
             .as_str()
