@@ -459,8 +459,20 @@ async fn healthz(State(http): State<Http>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(http): State<Http>) -> Response {
+async fn metrics(State(http): State<Http>, headers: HeaderMap) -> Response {
     let state = &http.state;
+    // For admins: the admin token (what a scraper is given) or a session.
+    match auth(state, &headers) {
+        Auth::Admin => {}
+        Auth::User(s) if s.role == rondo_core::session::Role::Admin => {}
+        _ => {
+            let mut r =
+                (StatusCode::UNAUTHORIZED, "metrics need the admin token\n").into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
     let snap = state.cluster.snapshot();
     state
         .metrics

@@ -36,6 +36,10 @@ pub struct Config {
     pub cluster_cert: PathBuf,
     /// The private key of `cluster_cert` (PEM).
     pub cluster_key: PathBuf,
+    /// File holding the bearer token `/metrics` wants; without it the
+    /// node's metrics are not served (they are on the public listener).
+    #[serde(default)]
+    pub metrics_token_file: Option<PathBuf>,
     /// If set, the bound addresses are written here as JSON after start-up
     /// (`{"grpc": …, "http": …}`), so that port 0 can be used.
     #[serde(default)]

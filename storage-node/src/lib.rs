@@ -81,6 +81,16 @@ pub fn open_with(
     };
     store::claim_node_id(&config.data_dir, cert_id)?;
     let net = net::Net::new(transport, tls);
+    let metrics_token = match &config.metrics_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(Error::io("read metrics token"))?;
+            if text.trim().is_empty() {
+                return Err(Error::Config(format!("{} is empty", path.display())));
+            }
+            Some(blake3::hash(text.trim().as_bytes()))
+        }
+        None => None,
+    };
     let store = Arc::new(store::Store::open(&config.data_dir)?);
     let node_id = store.node_id();
     let public_url = config
@@ -114,6 +124,7 @@ pub fn open_with(
         gateways: gateways::Gateways::default(),
         channels: net::Channels::default(),
         net,
+        metrics_token,
     });
     state.refresh_gauges();
     Ok(state)

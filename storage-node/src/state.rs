@@ -34,6 +34,8 @@ pub struct NodeState {
     pub channels: net::Channels,
     /// How peers are reached and where the control plane runs.
     pub net: net::Net,
+    /// The hash of the bearer token `/metrics` wants (none: it is off).
+    pub metrics_token: Option<blake3::Hash>,
 }
 
 impl std::fmt::Debug for NodeState {

@@ -390,7 +390,24 @@ async fn healthz(State(state): State<Arc<NodeState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+async fn metrics(State(state): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
+    let Some(want) = state.metrics_token else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "metrics are off: set metrics_token_file\n",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // blake3::Hash compares in constant time.
+    if given.map(|t| blake3::hash(t.trim().as_bytes())) != Some(want) {
+        let mut r = plain(StatusCode::UNAUTHORIZED, "metrics need the metrics token\n");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     state.refresh_gauges();
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {

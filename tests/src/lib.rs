@@ -493,6 +493,10 @@ impl Builder {
                 "address_file".into(),
                 addr_file.display().to_string().into(),
             );
+            t.insert(
+                "metrics_token_file".into(),
+                dir.path().join("admin-token").display().to_string().into(),
+            );
             if let Some(n) = self.max_upload_bytes {
                 t.insert(
                     "max_upload_bytes".into(),

@@ -166,6 +166,12 @@ fn write_configs(
             Identity::Node(devenv::node_id_of(&data_dir))
         })?;
         let mut t = devenv::node_table(&data_dir, &grpc, &http, pki, &cluster, secret_file);
+        // The node's /metrics takes the admin token here (a deployment
+        // gives its scraper a token of its own).
+        t.insert(
+            "metrics_token_file".into(),
+            token_file.display().to_string().into(),
+        );
         t.insert(
             "address_file".into(),
             data_dir.join("addresses.json").display().to_string().into(),

@@ -78,6 +78,7 @@ async fn chromium_plays_and_seeks() {
             "https://127.0.0.1:{}/metrics",
             cluster.nodes[0].http.port()
         ))
+        .bearer_auth(&cluster.token)
         .send()
         .await
         .unwrap()

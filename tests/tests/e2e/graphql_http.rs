@@ -96,7 +96,13 @@ async fn graphql_over_http_surface() {
     // Health and metrics on the gateway and the node.
     let (status, _, _) = get(&cluster, Method::GET, &format!("{base}/healthz"), &[]).await;
     assert_eq!(status, 200);
-    let (status, _, body) = get(&cluster, Method::GET, &format!("{base}/metrics"), &[]).await;
+    // Metrics are for admins (the admin token, or the metrics token a
+    // node is given; here the same).
+    let bearer = format!("Bearer {}", cluster.token);
+    let auth = [("authorization", bearer.as_str())];
+    let (status, _, _) = get(&cluster, Method::GET, &format!("{base}/metrics"), &[]).await;
+    assert_eq!(status, 401);
+    let (status, _, body) = get(&cluster, Method::GET, &format!("{base}/metrics"), &auth).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("rondo_gateway_graphql_requests_total"));
     let node = format!("https://127.0.0.1:{}", cluster.nodes[0].http.port());
@@ -106,7 +112,12 @@ async fn graphql_over_http_surface() {
         serde_json::from_slice::<Value>(&body).unwrap()["node_id"],
         cluster.nodes[0].id.to_string()
     );
-    let (status, _, body) = get(&cluster, Method::GET, &format!("{node}/metrics"), &[]).await;
+    let (status, _, _) = get(&cluster, Method::GET, &format!("{node}/metrics"), &[]).await;
+    assert_eq!(status, 401);
+    let wrong = [("authorization", "Bearer wrong")];
+    let (status, _, _) = get(&cluster, Method::GET, &format!("{node}/metrics"), &wrong).await;
+    assert_eq!(status, 401);
+    let (status, _, body) = get(&cluster, Method::GET, &format!("{node}/metrics"), &auth).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("rondo_node_uploads_total"));
 
