@@ -42,11 +42,13 @@ pub enum ErrorCode {
     /// Too many attempts (logins, registrations) from this address or at
     /// this account; try again later.
     RateLimited,
+    /// The request took too long (a direct upload past its grant's expiry).
+    RequestTimeout,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the documentation.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadUserInput,
         ErrorCode::BadRequest,
         ErrorCode::MethodNotAllowed,
@@ -63,6 +65,7 @@ impl ErrorCode {
         ErrorCode::GraphqlParseFailed,
         ErrorCode::GraphqlValidationFailed,
         ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
     ];
 
     /// The code as clients see it.
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
             ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 
@@ -107,6 +111,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::InternalServerError => 500,
             ErrorCode::RateLimited => 429,
+            ErrorCode::RequestTimeout => 408,
         }
     }
 }
@@ -152,6 +157,7 @@ mod tests {
             ("GRAPHQL_PARSE_FAILED", 400),
             ("GRAPHQL_VALIDATION_FAILED", 400),
             ("RATE_LIMITED", 429),
+            ("REQUEST_TIMEOUT", 408),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, (text, status)) in ErrorCode::ALL.into_iter().zip(pinned) {

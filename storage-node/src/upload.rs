@@ -125,6 +125,9 @@ pub fn song_json(song: &pb::Song) -> serde_json::Value {
 }
 
 /// `PUT /upload/{song_id}?{grant}`: the body is the audio file.
+/// How long after its grant's expiry an upload may still be sending.
+pub const UPLOAD_GRACE_SECS: u64 = 10;
+
 pub async fn put(
     State(state): State<Arc<NodeState>>,
     Path(song_id): Path<String>,
@@ -192,11 +195,26 @@ async fn receive(
         Ok(s) => s,
         Err(e) => return refuse_error(&e),
     };
+    // The grant holds until the last byte: the body must be in by its
+    // expiry plus a grace (a grant cannot keep a slow upload open for
+    // ever; a stalled one is also cut by the router's body timeout).
+    let left = grant
+        .exp
+        .saturating_add(UPLOAD_GRACE_SECS)
+        .saturating_sub(now);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(left);
     let mut chunks = body.into_data_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Err(_) => {
+                return refuse(
+                    ErrorCode::RequestTimeout,
+                    "the upload grant expired before the last byte",
+                );
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(c))) => c,
+            Ok(Some(Err(e))) => {
                 return refuse(ErrorCode::BadUserInput, format!("reading the body: {e}"));
             }
         };

@@ -605,3 +605,42 @@ async fn public_listeners_time_out_and_cap_connections() {
     .await
     .unwrap();
 }
+
+/// A direct upload grant holds until the last byte, not only when the PUT
+/// starts: a body still arriving 10 s after the grant expired is refused
+/// with 408 and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_grant_holds_until_the_last_byte_only() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let song = rondo_core::SongId::new_random();
+    let now = rondo_process::unix_now();
+    let url = cluster.signed_upload_url(
+        0,
+        song,
+        rondo_core::signing::UploadGrant {
+            exp: now + 1,
+            max: 10 << 20,
+            ..Default::default()
+        },
+    );
+    // 64 KiB, then nothing (the sender stays open).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    tx.send(Ok(vec![0u8; 64 << 10])).await.unwrap();
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let r = cluster.http().put(&url).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 408);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "REQUEST_TIMEOUT", "{v}");
+    drop(tx);
+    rondo_tests::eventually(
+        "the staged upload is gone",
+        Duration::from_secs(10),
+        || async { (cluster.nodes[0].disk().tmp_files == 0).then_some(()) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(cluster.nodes[0].disk().blob_files, 0);
+    assert_eq!(cluster.song_count().await.unwrap(), 0);
+}
