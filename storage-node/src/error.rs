@@ -33,6 +33,9 @@ pub enum Error {
     /// A song with this id exists already.
     #[error("song {0} exists already")]
     SongExists(SongId),
+    /// The song id was deleted; it is never a song again.
+    #[error("song {0} was deleted; its id is not used again")]
+    SongDeleted(SongId),
     /// An account with this name exists.
     #[error("the name {0:?} is taken")]
     NameTaken(String),
@@ -116,7 +119,9 @@ impl From<Error> for tonic::Status {
             Error::SongNotFound(_) | Error::BlobNotFound(_) | Error::NotFound { .. } => {
                 Code::NotFound
             }
-            Error::SongExists(_) | Error::NameTaken(_) => Code::AlreadyExists,
+            Error::SongExists(_) | Error::SongDeleted(_) | Error::NameTaken(_) => {
+                Code::AlreadyExists
+            }
             Error::SnapshotMoved { .. } => Code::FailedPrecondition,
             Error::Forbidden(_) | Error::NotAllowed(_) => Code::PermissionDenied,
             Error::StaleLayout(_) => Code::Aborted,

@@ -92,7 +92,7 @@ fn refuse(code: ErrorCode, message: impl std::fmt::Display) -> Response {
 fn refuse_error(e: &Error) -> Response {
     let code = match e {
         Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
-        Error::SongExists(_) => ErrorCode::Conflict,
+        Error::SongExists(_) | Error::SongDeleted(_) => ErrorCode::Conflict,
         Error::Unavailable(_) => ErrorCode::Unavailable,
         Error::Invalid { .. } | Error::Domain(_) | Error::HashMismatch { .. } => {
             ErrorCode::BadUserInput
@@ -184,9 +184,14 @@ async fn receive(
         return refuse_error(&Error::TooLarge { limit });
     }
     let st = state.clone();
-    match tokio::task::spawn_blocking(move || st.store.song(song)).await {
-        Ok(Ok(None)) => {}
-        Ok(Ok(Some(_))) => return refuse_error(&Error::SongExists(song)),
+    match tokio::task::spawn_blocking(move || {
+        Ok::<_, Error>((st.store.song(song)?, st.store.song_deleted(song)?))
+    })
+    .await
+    {
+        Ok(Ok((None, false))) => {}
+        Ok(Ok((Some(_), _))) => return refuse_error(&Error::SongExists(song)),
+        Ok(Ok((None, true))) => return refuse_error(&Error::SongDeleted(song)),
         Ok(Err(e)) => return refuse_error(&e),
         Err(e) => return refuse_error(&Error::Join(e)),
     }

@@ -214,6 +214,10 @@ impl Store {
             let id = song.id.parse()?;
             return Ok((Applied::Rejected(Error::SongExists(id)), None));
         }
+        if txn.open_table(DELETED_SONGS)?.get(song_id)?.is_some() {
+            let id = song.id.parse()?;
+            return Ok((Applied::Rejected(Error::SongDeleted(id)), None));
+        }
         let (artist_id, album_id) = file_by_name(txn, &mut song)?;
         let origin: NodeId = origin.parse()?;
         let held = self.reference_blob(txn, meta, seq, hash, origin, layout)?;
@@ -331,6 +335,7 @@ fn delete_song(
         Some(bytes) => decode("songs", bytes.value())?,
         None => return Ok((Applied::Rejected(Error::SongNotFound(id)), None)),
     };
+    txn.open_table(DELETED_SONGS)?.insert(id.0.as_u128(), seq)?;
     release_names(txn, &song)?;
     if let Ok(hash) = song.content_hash.parse::<ContentHash>() {
         dereference_blob(txn, meta, hash)?;
@@ -491,12 +496,23 @@ mod tests {
             matches!(gone, Applied::Rejected(Error::SongNotFound(_))),
             "{gone:?}"
         );
+        // A deleted id is never a song again (a replayed grant, a stale
+        // proposal): refused, and nothing changes.
+        assert!(store.song_deleted(a).unwrap());
+        let ghost = store
+            .apply_update(7, &upsert(song(a), b"ghost bytes", me), None)
+            .unwrap();
+        assert!(
+            matches!(ghost, Applied::Rejected(Error::SongDeleted(_))),
+            "{ghost:?}"
+        );
+        assert_eq!(store.stats().unwrap().song_count, 0);
         let changes = store.changes_after(seq_a, 10).unwrap();
         assert_eq!(
             changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
             vec![2, 3, 4]
         );
-        assert_eq!(store.ring_applied().unwrap().0, 6);
+        assert_eq!(store.ring_applied().unwrap().0, 7);
     }
 
     fn named(artist: &str, album: &str) -> pb::Song {

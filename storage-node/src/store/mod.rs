@@ -226,6 +226,15 @@ impl Store {
         }
     }
 
+    /// Whether the song id `id` was deleted (it is never a song again).
+    pub fn song_deleted(&self, id: SongId) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(DELETED_SONGS)?
+            .get(id.0.as_u128())?
+            .is_some())
+    }
+
     /// Up to `limit` catalog changes with sequence numbers above `after`.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<pb::CatalogChange>> {
         let txn = self.db.begin_read()?;

@@ -106,6 +106,14 @@ impl Store {
                 &v.value().to_be_bytes(),
             ));
         }
+        for row in txn.open_table(DELETED_SONGS)?.iter()? {
+            let (k, v) = row?;
+            rows.push(snapshot_row(
+                DELETED_SONGS.name(),
+                &k.value().to_be_bytes(),
+                &v.value().to_be_bytes(),
+            ));
+        }
         for row in txn.open_table(SNAPSHOT_REVOKED)?.iter()? {
             let (k, v) = row?;
             rows.push(snapshot_row(
@@ -201,6 +209,8 @@ fn reset_applied_state(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(REFS)?;
     txn.delete_table(REVOKED)?;
     txn.open_table(REVOKED)?;
+    txn.delete_table(DELETED_SONGS)?;
+    txn.open_table(DELETED_SONGS)?;
     txn.delete_table(WANTED)?;
     txn.open_table(WANTED)?;
     let mut ring = txn.open_table(RING_META)?;
@@ -231,6 +241,9 @@ fn load_rows(txn: &redb::WriteTransaction, rows: Vec<SnapshotRow>) -> Result<Loa
                 .insert(row_str(&row.key)?, row_u128(&row.value)?)?;
         } else if t == REFS.name() {
             txn.open_table(REFS)?
+                .insert(row_u128(&row.key)?, be_u64(&row.value)?)?;
+        } else if t == DELETED_SONGS.name() {
+            txn.open_table(DELETED_SONGS)?
                 .insert(row_u128(&row.key)?, be_u64(&row.value)?)?;
         } else if t == REVOKED.name() {
             let session = row_str(&row.key)?;
@@ -395,6 +408,8 @@ mod tests {
             "one digest"
         );
         assert!(b.song(s1).unwrap().is_none());
+        // The tombstone of the deleted song came with the snapshot.
+        assert!(b.song_deleted(s1).unwrap());
         assert_eq!(b.song(s2).unwrap(), a.song(s2).unwrap());
         assert_eq!(b.song(s3).unwrap(), a.song(s3).unwrap());
         assert_eq!(b.ring_layout().unwrap(), Some(layout.clone()));

@@ -55,6 +55,9 @@ pub(super) const USER_NAMES: TableDefinition<&str, u128> = TableDefinition::new(
 pub(super) const PLAYLISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("playlists");
 /// Sessions ended by logout (id → expiry, Unix seconds), until they expire.
 pub(super) const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
+/// Deleted song id → the seq of its deletion: a tombstone, so that the id
+/// is never a song again (a replayed upload grant, a stale proposal).
+pub(super) const DELETED_SONGS: TableDefinition<u128, u64> = TableDefinition::new("deleted_songs");
 
 pub(super) const RING_APPLIED: &str = "applied";
 /// Key in `ring_meta`: the compacted log prefix (a `ring.v1.Compacted`).
@@ -176,6 +179,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(USER_NAMES)?;
     txn.open_table(PLAYLISTS)?;
     txn.open_table(REVOKED)?;
+    txn.open_table(DELETED_SONGS)?;
     txn.open_table(RING_META)?;
     txn.open_table(RING_LOG)?;
     txn.open_table(WANTED)?;

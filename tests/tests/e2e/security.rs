@@ -644,3 +644,55 @@ async fn an_upload_grant_holds_until_the_last_byte_only() {
     assert_eq!(cluster.nodes[0].disk().blob_files, 0);
     assert_eq!(cluster.song_count().await.unwrap(), 0);
 }
+
+/// Replaying an upload grant after its song was deleted makes no ghost
+/// song: a deleted id is never a song again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_song_id_is_never_written_again() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("replayed.wav");
+    rondo_tests::tagged_wav(&path, "Replayed", "Replayer", "Replays", 0.5, 9).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let song = rondo_core::SongId::new_random();
+    let url = cluster.signed_upload_url(
+        0,
+        song,
+        rondo_core::signing::UploadGrant {
+            exp: rondo_process::unix_now() + 600,
+            max: 10 << 20,
+            ..Default::default()
+        },
+    );
+    let r = cluster
+        .http()
+        .put(&url)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    cluster
+        .admin
+        .query(
+            "mutation($id: ID!) { deleteSong(id: $id) }",
+            serde_json::json!({ "id": song.to_string() }),
+        )
+        .await
+        .unwrap();
+    let r = cluster.http().put(&url).body(bytes).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "CONFLICT", "{v}");
+    assert_eq!(cluster.song_count().await.unwrap(), 0);
+    rondo_tests::eventually(
+        "the refused bytes are gone",
+        Duration::from_secs(10),
+        || async {
+            let d = cluster.nodes[0].disk();
+            (d.tmp_files == 0 && d.blob_files == 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
