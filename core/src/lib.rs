@@ -13,6 +13,7 @@ mod code;
 mod error;
 mod hash;
 mod id;
+pub mod keys;
 pub mod names;
 pub mod placement;
 pub mod range;

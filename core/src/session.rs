@@ -67,7 +67,8 @@ pub enum Refused {
 /// Signs and verifies session tokens with the cluster secret.
 #[derive(Clone)]
 pub struct SessionSigner {
-    secret: Vec<u8>,
+    /// The session key derived from the cluster secret ([`crate::keys`]).
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for SessionSigner {
@@ -79,12 +80,12 @@ impl std::fmt::Debug for SessionSigner {
 impl SessionSigner {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
         Self {
-            secret: secret.into(),
+            key: crate::keys::derive(&secret.into(), crate::keys::Use::Session),
         }
     }
 
     fn mac(&self, body: &str) -> HmacSha256 {
-        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
+        let mut mac = match HmacSha256::new_from_slice(&self.key) {
             Ok(mac) => mac,
             Err(_) => unreachable!("hmac takes keys of any length"),
         };
@@ -174,5 +175,32 @@ mod tests {
         let other = SessionSigner::new(b"other".to_vec()).sign(&s);
         check(&other, 10, Err(Refused::BadSignature));
         assert_eq!(signer.verify(&token, 5), Ok(s));
+    }
+
+    proptest::proptest! {
+        /// Any string: no panic; only a token this signer made verifies.
+        #[test]
+        fn arbitrary_tokens_never_verify(token in "\\PC{0,200}") {
+            let signer = SessionSigner::new(b"secret".to_vec());
+            proptest::prop_assert!(signer.verify(&token, 1).is_err());
+        }
+
+        /// A signed token with any one character changed is refused.
+        #[test]
+        fn a_changed_token_is_refused(at in 0usize..200, with in proptest::char::any()) {
+            let signer = SessionSigner::new(b"secret".to_vec());
+            let token = signer.sign(&Session {
+                user: UserId(uuid::Uuid::from_u128(9)),
+                role: Role::Listener,
+                expires: 1000,
+                id: [1; 16],
+            });
+            let mut chars: Vec<char> = token.chars().collect();
+            let at = at % chars.len();
+            proptest::prop_assume!(chars[at] != with);
+            chars[at] = with;
+            let changed: String = chars.into_iter().collect();
+            proptest::prop_assert!(signer.verify(&changed, 1).is_err());
+        }
     }
 }

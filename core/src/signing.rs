@@ -1,14 +1,16 @@
 //! Signed, expiring stream and upload URLs.
 //!
 //! A stream URL names a song, the node that serves it and an expiry (Unix
-//! seconds); the signature is HMAC-SHA256 under the cluster secret over those
-//! three values. Nodes check it in constant time and refuse a URL signed for
+//! seconds); the signature is HMAC-SHA256, under a key derived from the
+//! cluster secret for stream URLs alone ([`crate::keys`]), over those three
+//! values. Nodes check it in constant time and refuse a URL signed for
 //! another node.
 //!
 //! An upload URL ([`UploadGrant`]) lets its holder put one file, as a new
 //! song with a given id, on one node before an expiry and up to a size, with
 //! the names the uploader asked for; the signature covers all of them, under
-//! a different domain label, so that neither kind of URL passes for the other.
+//! a key of its own and a different domain label, so that neither kind of
+//! URL passes for the other.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -41,10 +43,20 @@ pub struct UploadGrant {
     pub sig: String,
 }
 
-/// Signs and verifies stream URLs with the cluster secret.
+fn keyed(key: &[u8; 32]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    match HmacSha256::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("hmac takes keys of any length"),
+    }
+}
+
+/// Signs and verifies stream URLs and upload grants, each with its own key
+/// derived from the cluster secret ([`crate::keys`]).
 #[derive(Clone)]
 pub struct UrlSigner {
-    secret: Vec<u8>,
+    stream_key: [u8; 32],
+    upload_key: [u8; 32],
 }
 
 impl std::fmt::Debug for UrlSigner {
@@ -56,13 +68,15 @@ impl std::fmt::Debug for UrlSigner {
 impl UrlSigner {
     /// A signer for the given cluster secret.
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        let secret = secret.into();
         Self {
-            secret: secret.into(),
+            stream_key: crate::keys::derive(&secret, crate::keys::Use::StreamUrl),
+            upload_key: crate::keys::derive(&secret, crate::keys::Use::UploadGrant),
         }
     }
 
     fn mac(&self, song: SongId, node: NodeId, expires: u64) -> HmacSha256 {
-        let mut mac = self.keyed();
+        let mut mac = keyed(&self.stream_key);
         mac.update(b"rondo-stream-v1\n");
         mac.update(song.to_string().as_bytes());
         mac.update(b"\n");
@@ -72,16 +86,8 @@ impl UrlSigner {
         mac
     }
 
-    fn keyed(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        match HmacSha256::new_from_slice(&self.secret) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("hmac takes keys of any length"),
-        }
-    }
-
     fn upload_mac(&self, song: SongId, node: NodeId, grant: &UploadGrant) -> HmacSha256 {
-        let mut mac = self.keyed();
+        let mut mac = keyed(&self.upload_key);
         mac.update(b"rondo-upload-v1\n");
         for part in [
             song.to_string(),
@@ -262,5 +268,32 @@ mod tests {
             signer.verify(song, node, 1000, &forged, 0),
             Err(Error::BadSignature)
         );
+    }
+
+    proptest::proptest! {
+        /// A grant as a client may send it (any fields, any signature):
+        /// no panic, and it verifies only if it is the one signed.
+        #[test]
+        fn arbitrary_grants_never_verify(
+            exp in proptest::num::u64::ANY,
+            max in proptest::num::u64::ANY,
+            name in proptest::option::of("\\PC{0,40}"),
+            title in proptest::option::of("\\PC{0,40}"),
+            sig in "[0-9a-f]{0,80}|\\PC{0,80}",
+        ) {
+            let signer = UrlSigner::new(b"secret".to_vec());
+            let (song, node) = (SongId(uuid::Uuid::from_u128(1)), NodeId(uuid::Uuid::from_u128(2)));
+            let grant = UploadGrant { exp, max, name, title, sig, ..UploadGrant::default() };
+            proptest::prop_assert!(signer.verify_upload(song, node, &grant, 0).is_err());
+            let mut signed = UploadGrant { sig: String::new(), ..grant.clone() };
+            signer.sign_upload(song, node, &mut signed);
+            // The same fields signed verify (unless already expired).
+            if exp > 0 {
+                proptest::prop_assert_eq!(signer.verify_upload(song, node, &signed, 0), Ok(()));
+            }
+            // Any other field value does not.
+            let other = UploadGrant { max: max.wrapping_add(1), ..signed.clone() };
+            proptest::prop_assert!(signer.verify_upload(song, node, &other, 0).is_err());
+        }
     }
 }

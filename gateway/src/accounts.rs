@@ -48,6 +48,9 @@ pub struct PlaylistRec {
 pub struct Accounts {
     users: HashMap<UserId, UserRec>,
     by_name: HashMap<String, UserId>,
+    /// By confusable skeleton (`rondo_core::names::account_key`): whether
+    /// a new name looks like a taken one.
+    by_key: HashMap<String, UserId>,
     playlists: HashMap<PlaylistId, PlaylistRec>,
     /// Deleted playlists and the version that deleted them.
     deleted: HashMap<PlaylistId, u64>,
@@ -68,6 +71,9 @@ impl Accounts {
         }
         let role = Role::parse(&u.role).unwrap_or(Role::Listener);
         self.by_name.insert(rondo_core::names::fold(&u.name), id);
+        self.by_key
+            .entry(rondo_core::names::account_key(&u.name))
+            .or_insert(id);
         self.users.insert(
             id,
             UserRec {
@@ -134,10 +140,21 @@ impl Accounts {
         self.users.get(&id)
     }
 
-    /// The account with this name (case-insensitive).
+    /// The account with this name (case-insensitive, NFKC: what a login
+    /// names).
     pub fn user_by_name(&self, name: &str) -> Option<&UserRec> {
+        use unicode_normalization::UnicodeNormalization;
+        let name: String = name.nfkc().collect();
         self.by_name
-            .get(&rondo_core::names::fold(name))
+            .get(&rondo_core::names::fold(&name))
+            .and_then(|id| self.users.get(id))
+    }
+
+    /// The account whose name looks like this one (UTS #39 skeletons): a
+    /// new account may not take it.
+    pub fn user_like(&self, name: &str) -> Option<&UserRec> {
+        self.by_key
+            .get(&rondo_core::names::account_key(name))
             .and_then(|id| self.users.get(id))
     }
 

@@ -876,6 +876,21 @@ impl CatalogMutation {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Any cursor and page size: no panic, and a page inside the list.
+        #[test]
+        fn cursors_never_panic_or_leave_the_list(
+            total in 0usize..10_000,
+            first in proptest::option::of(proptest::num::i32::ANY),
+            after in proptest::option::of("\\PC{0,30}|[0-9]{1,25}"),
+        ) {
+            if let Ok(page) = super::position_page(total, first, after.as_deref()) {
+                proptest::prop_assert!(page.start <= page.end && page.end <= total);
+                proptest::prop_assert!(page.len() <= super::MAX_PAGE as usize);
+            }
+        }
+    }
+
     #[test]
     fn position_pages() {
         let check = |total, first, after: Option<&str>, want: Option<std::ops::Range<usize>>| {

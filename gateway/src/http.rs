@@ -177,19 +177,30 @@ fn request_error(
 
 /// Gives every error an `extensions.code`, naming async-graphql's own
 /// request errors (depth, complexity, parse, validation).
+/// The longest error message sent back: a parse error quotes the query,
+/// which may be a megabyte long.
+pub const MAX_ERROR_MESSAGE: usize = 500;
+
 fn add_codes(errors: &mut [ServerError]) {
     for e in errors {
         let has_code = e
             .extensions
             .as_ref()
             .is_some_and(|x| x.get("code").is_some());
-        if has_code {
-            continue;
+        if !has_code {
+            let code = library_error_code(e);
+            e.extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code.as_str());
         }
-        let code = library_error_code(e);
-        e.extensions
-            .get_or_insert_with(Default::default)
-            .set("code", code.as_str());
+        if e.message.chars().count() > MAX_ERROR_MESSAGE {
+            e.message = e
+                .message
+                .chars()
+                .take(MAX_ERROR_MESSAGE)
+                .collect::<String>()
+                + "…";
+        }
     }
 }
 

@@ -39,6 +39,12 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// Whether the arguments carry a token (`--token X` or `--token=X`).
+fn token_on_command_line(args: impl Iterator<Item = String>) -> bool {
+    args.skip(1)
+        .any(|a| a == "--token" || a.starts_with("--token="))
+}
+
 /// How to reach the gateway. Without flags, the local `rondo dev`
 /// deployment described by `<data>/dev.json` is used.
 #[derive(Debug, Args)]
@@ -59,6 +65,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn client(&self) -> anyhow::Result<Client> {
+        if token_on_command_line(std::env::args()) {
+            eprintln!(
+                "warning: a token given with --token is visible to every user of this machine \
+                 (in the process list and the shell history); prefer RONDO_TOKEN"
+            );
+        }
         let dev = rondo_cli::devenv::read_dev_info(&self.data).ok();
         let gateway = match (&self.gateway, &dev) {
             (Some(g), _) => g.clone(),
@@ -83,5 +95,30 @@ impl Conn {
             (None, None) => None,
         };
         Ok(Client::new(&gateway, &ca, token)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_on_command_line;
+
+    #[test]
+    fn a_token_flag_is_noticed() {
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(token_on_command_line(args(&[
+            "rondo", "status", "--token", "x"
+        ])));
+        assert!(token_on_command_line(args(&[
+            "rondo",
+            "status",
+            "--token=x"
+        ])));
+        assert!(!token_on_command_line(args(&["rondo", "status"])));
+        assert!(!token_on_command_line(args(&["--token", "status"])));
     }
 }

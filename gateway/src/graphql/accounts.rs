@@ -177,14 +177,10 @@ fn visible(s: &Session, p: &PlaylistRec) -> bool {
     p.owner == s.user || s.role == Role::Admin
 }
 
+/// An account name as kept (NFKC, no invisible or text-direction
+/// characters: `rondo_core::names::account_name`).
 fn check_name(name: &str) -> Result<String, Error> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(Error::BadUserInput(
-            "a name must be 1-100 characters, without control characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
+    rondo_core::names::account_name(name).map_err(|e| Error::BadUserInput(e.to_string()))
 }
 
 /// Orders an account or playlist update through a live storage node and
@@ -229,13 +225,7 @@ async fn create_account(
             "a password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes long"
         )));
     }
-    if state
-        .cluster
-        .snapshot()
-        .accounts
-        .user_by_name(&name)
-        .is_some()
-    {
+    if state.cluster.snapshot().accounts.user_like(&name).is_some() {
         return Err(Error::Conflict(format!("the name {name:?} is taken")));
     }
     let id = UserId(uuid::Uuid::new_v4());

@@ -6,7 +6,6 @@
 
 use prost::Message;
 use redb::ReadableTable;
-use rondo_core::names::fold;
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
 
 use super::Applied;
@@ -54,13 +53,19 @@ pub(super) fn register_user(
             what: "bad user id",
         }));
     };
-    let name = user.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME || user.password_hash.is_empty() {
+    // NFKC, no invisible or text-direction characters; unique by the
+    // confusable skeleton (rondo_core::names), in the total order.
+    let Ok(name) = rondo_core::names::account_name(&user.name) else {
         return Ok(Err(Error::Invalid {
-            what: "account name must be 1-100 characters, with a password",
+            what: "account name must be 1-100 visible characters",
+        }));
+    };
+    if user.password_hash.is_empty() {
+        return Ok(Err(Error::Invalid {
+            what: "an account needs a password",
         }));
     }
-    let folded = fold(&name);
+    let folded = rondo_core::names::account_key(&name);
     let mut names = txn.open_table(USER_NAMES)?;
     if names.get(folded.as_str())?.is_some() {
         return Ok(Err(Error::NameTaken(name)));
@@ -81,6 +86,37 @@ pub(super) fn register_user(
     names.insert(folded.as_str(), id)?;
     users.insert(id, user.encode_to_vec().as_slice())?;
     Ok(Ok(user))
+}
+
+/// Which key `USER_NAMES` holds names by: 2 is the confusable skeleton
+/// (`rondo_core::names::account_key`); before, the folded name.
+const USER_NAME_KEYS: u64 = 2;
+
+/// Re-keys the account name table by [`USER_NAME_KEYS`] once, on a store
+/// written before (the first of two look-alike names keeps it).
+pub(super) fn index_user_names(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get("user_name_keys")?.map(|g| g.value()) == Some(USER_NAME_KEYS) {
+        return Ok(());
+    }
+    txn.delete_table(USER_NAMES)?;
+    let mut names = txn.open_table(USER_NAMES)?;
+    let users = txn.open_table(USERS)?;
+    let mut all: Vec<(u64, u128, String)> = Vec::new();
+    for row in users.iter()? {
+        let (k, v) = row?;
+        let user: pb::User = decode("users", v.value())?;
+        all.push((user.version, k.value(), user.name));
+    }
+    all.sort();
+    for (_, id, name) in all {
+        let key = rondo_core::names::account_key(&name);
+        if names.get(key.as_str())?.is_none() {
+            names.insert(key.as_str(), id)?;
+        }
+    }
+    meta.insert("user_name_keys", USER_NAME_KEYS)?;
+    Ok(())
 }
 
 /// Records an ended session until it expires, dropping those expired by
@@ -469,5 +505,17 @@ mod tests {
             .map(|r| r.unwrap().0.value().to_owned())
             .collect();
         assert_eq!(ids, ["s2"]);
+        // Names are unique by their look too: full-width forms and
+        // Cyrillic look-alikes are the same name.
+        for (seq, look_alike) in [(1000, "ａｌｉｃｅ"), (1001, "\u{0430}lice")] {
+            let (_, dup) = user(look_alike, "listener");
+            assert!(
+                matches!(
+                    store.apply_update(seq, &dup, None).unwrap(),
+                    Applied::Rejected(Error::NameTaken(_))
+                ),
+                "{look_alike}"
+            );
+        }
     }
 }

@@ -177,6 +177,7 @@ impl Store {
             let txn = db.begin_write()?;
             create_tables(&txn)?;
             catalog::index_names(&txn)?;
+            accounts::index_user_names(&txn)?;
             txn.commit()?;
         }
         let (changes, _) = broadcast::channel(1024);

@@ -96,6 +96,14 @@ async fn upload_folder_songs_and_status() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("/definitely/not/here"), "{err}");
+    // It works with --token, and says that a token on the command line is
+    // seen by every user of the machine; from the environment it does not.
+    let (code, _, err) = rondo(&cluster, "", &["status", "--token", &cluster.token]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: a token given with --token"), "{err}");
+    let (code, _, err) = rondo(&cluster, &cluster.token, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }
 
 /// A node killed just before a bulk upload: the gateway still lists it

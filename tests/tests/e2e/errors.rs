@@ -107,6 +107,13 @@ async fn rejected_uploads_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_queries_get_typed_errors() {
     let cluster = Cluster::builder().start().await.unwrap();
+    // A parse error quotes the query, cut short: a long query is not
+    // echoed back whole.
+    let long = format!("{{ songs {{ {} ", "title ".repeat(2000));
+    let r = query(&cluster, &long, json!({})).await;
+    assert_eq!(code(&r), "GRAPHQL_PARSE_FAILED", "{r}");
+    let message = r["errors"][0]["message"].as_str().unwrap();
+    assert!(message.chars().count() <= 501, "{} chars", message.len());
     let cases: [(&str, Value, &str); 12] = [
         (
             "{ song(id: \"not-a-uuid\") { id } }",

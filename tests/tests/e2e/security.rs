@@ -618,7 +618,8 @@ async fn an_upload_grant_holds_until_the_last_byte_only() {
         0,
         song,
         rondo_core::signing::UploadGrant {
-            exp: now + 1,
+            // Time enough to start the PUT on a loaded machine.
+            exp: now + 3,
             max: 10 << 20,
             ..Default::default()
         },
@@ -695,4 +696,46 @@ async fn a_deleted_song_id_is_never_written_again() {
     )
     .await
     .unwrap();
+}
+
+/// Account names are NFKC-normalised, invisible and text-direction
+/// characters refused, and a name that looks like a taken one is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn look_alike_account_names_are_refused() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let register = "mutation($n: String!) { register(name: $n, password: \"long enough pw\") { user { name } } }";
+    let code = |e: &rondo_cli::Error| match e {
+        rondo_cli::Error::GraphQl { code, .. } => code.clone(),
+        other => other.to_string(),
+    };
+    let r = cluster
+        .anon
+        .query(register, serde_json::json!({ "n": "alice" }))
+        .await
+        .unwrap();
+    assert_eq!(r["register"]["user"]["name"], "alice");
+    for (name, expected) in [
+        ("ａｌｉｃｅ", "CONFLICT"),   // full-width: NFKC makes it "alice"
+        ("\u{0430}lice", "CONFLICT"), // Cyrillic а
+        ("ALICE", "CONFLICT"),
+        ("alice\u{200b}", "BAD_USER_INPUT"), // zero-width space
+        ("\u{202e}ecila", "BAD_USER_INPUT"), // right-to-left override
+    ] {
+        let e = cluster
+            .anon
+            .query(register, serde_json::json!({ "n": name }))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), expected, "{name:?}");
+    }
+    // The full-width spelling logs in to the same account.
+    let login = cluster
+        .anon
+        .query(
+            "mutation { login(name: \"ａｌｉｃｅ\", password: \"long enough pw\") { user { name } } }",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login["login"]["user"]["name"], "alice");
 }
