@@ -7,6 +7,12 @@
 
 use unicode_normalization::UnicodeNormalization;
 
+/// What a login's name is compared by: NFKC, trimmed, lower case (a
+/// look-alike of a name is not that name).
+pub fn login_key(name: &str) -> String {
+    fold(&name.nfkc().collect::<String>())
+}
+
 /// The key two names share when they are the same name: surrounding white
 /// space trimmed, lower case.
 pub fn fold(name: &str) -> String {

@@ -1,7 +1,9 @@
 //! Session tokens: who a request acts for, signed by the gateways.
 //!
-//! A token is `rs1.<user id>.<role>.<expiry>.<session id>.<signature>`: the
-//! expiry in Unix seconds, a random session id (what a logout revokes), the
+//! A token is `rs2.<user id>.<role>.<issued>.<expiry>.<session id>.<signature>`:
+//! when it was issued in Unix milliseconds (a password change refuses the
+//! sessions issued before it), the expiry in Unix seconds, a random session
+//! id (what a logout revokes), the
 //! signature HMAC-SHA256 under the cluster secret (with its own domain
 //! label, so a stream signature is never a session signature).
 //! Every gateway shares the secret, so a session opened on one replica is
@@ -44,6 +46,8 @@ impl Role {
 pub struct Session {
     pub user: UserId,
     pub role: Role,
+    /// When it was issued (Unix milliseconds, the issuer's clock).
+    pub issued_ms: u64,
     pub expires: u64,
     /// Random; names the session for a logout.
     pub id: [u8; 16],
@@ -89,7 +93,7 @@ impl SessionSigner {
             Ok(mac) => mac,
             Err(_) => unreachable!("hmac takes keys of any length"),
         };
-        mac.update(b"rondo-session-v1\n");
+        mac.update(b"rondo-session-v2\n");
         mac.update(body.as_bytes());
         mac
     }
@@ -97,9 +101,10 @@ impl SessionSigner {
     /// A token for this session.
     pub fn sign(&self, s: &Session) -> String {
         let body = format!(
-            "rs1.{}.{}.{}.{}",
+            "rs2.{}.{}.{}.{}.{}",
             s.user,
             s.role.as_str(),
+            s.issued_ms,
             s.expires,
             s.id_hex()
         );
@@ -111,7 +116,8 @@ impl SessionSigner {
     pub fn verify(&self, token: &str, now: u64) -> Result<Session, Refused> {
         let (body, sig) = token.rsplit_once('.').ok_or(Refused::Malformed)?;
         let mut parts = body.split('.');
-        let (Some("rs1"), Some(user), Some(role), Some(expires), Some(id), None) = (
+        let (Some("rs2"), Some(user), Some(role), Some(issued), Some(expires), Some(id), None) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -128,6 +134,7 @@ impl SessionSigner {
         let session = Session {
             user: user.parse().map_err(|_| Refused::Malformed)?,
             role: Role::parse(role).ok_or(Refused::Malformed)?,
+            issued_ms: issued.parse().map_err(|_| Refused::Malformed)?,
             expires: expires.parse().map_err(|_| Refused::Malformed)?,
             id: hex::decode(id)
                 .ok()
@@ -158,6 +165,7 @@ mod tests {
         let s = Session {
             user: UserId(uuid::Uuid::from_u128(7)),
             role: Role::Admin,
+            issued_ms: 1,
             expires: 1000,
             id: [7; 16],
         };
@@ -169,7 +177,7 @@ mod tests {
             10,
             Err(Refused::BadSignature),
         );
-        check("rs1.x.admin.5.07.00", 1, Err(Refused::BadSignature));
+        check("rs2.x.admin.1.5.07.00", 1, Err(Refused::BadSignature));
         check("nonsense", 1, Err(Refused::Malformed));
         check("", 1, Err(Refused::Malformed));
         let other = SessionSigner::new(b"other".to_vec()).sign(&s);
@@ -192,6 +200,7 @@ mod tests {
             let token = signer.sign(&Session {
                 user: UserId(uuid::Uuid::from_u128(9)),
                 role: Role::Listener,
+                issued_ms: 5,
                 expires: 1000,
                 id: [1; 16],
             });

@@ -8,8 +8,10 @@
 //! its last change (`version`), so the newest wins whichever node told it
 //! first.
 //!
-//! Passwords are hashed with argon2id (on the blocking pool: it costs tens
-//! of milliseconds by design). Sessions are signed tokens
+//! Passwords are hashed with argon2id here (on the blocking pool: it costs
+//! tens of milliseconds by design) and checked by a storage node
+//! (`CheckPassword`): the hashes stay on the nodes, the change stream
+//! carries accounts without them. Sessions are signed tokens
 //! ([`rondo_core::session`]) that every gateway can check.
 
 use std::collections::HashMap;
@@ -26,9 +28,10 @@ pub struct UserRec {
     pub id: UserId,
     pub name: String,
     pub role: Role,
-    pub password_hash: String,
     pub created_at_ms: u64,
     pub version: u64,
+    /// Sessions issued before this (Unix milliseconds) are refused.
+    pub sessions_after_ms: u64,
 }
 
 /// A playlist as the index knows it.
@@ -69,8 +72,23 @@ impl Accounts {
         {
             return Ok(());
         }
+        if u.deleted {
+            if let Some(old) = self.users.remove(&id) {
+                let name = rondo_core::names::login_key(&old.name);
+                if self.by_name.get(&name) == Some(&id) {
+                    self.by_name.remove(&name);
+                }
+                let key = rondo_core::names::account_key(&old.name);
+                if self.by_key.get(&key) == Some(&id) {
+                    self.by_key.remove(&key);
+                }
+            }
+            self.playlists.retain(|_, p| p.owner != id);
+            return Ok(());
+        }
         let role = Role::parse(&u.role).unwrap_or(Role::Listener);
-        self.by_name.insert(rondo_core::names::fold(&u.name), id);
+        self.by_name
+            .insert(rondo_core::names::login_key(&u.name), id);
         self.by_key
             .entry(rondo_core::names::account_key(&u.name))
             .or_insert(id);
@@ -80,9 +98,9 @@ impl Accounts {
                 id,
                 name: u.name,
                 role,
-                password_hash: u.password_hash,
                 created_at_ms: u.created_at_ms,
                 version: u.version,
+                sessions_after_ms: u.sessions_after_ms,
             },
         );
         Ok(())
@@ -143,10 +161,8 @@ impl Accounts {
     /// The account with this name (case-insensitive, NFKC: what a login
     /// names).
     pub fn user_by_name(&self, name: &str) -> Option<&UserRec> {
-        use unicode_normalization::UnicodeNormalization;
-        let name: String = name.nfkc().collect();
         self.by_name
-            .get(&rondo_core::names::fold(&name))
+            .get(&rondo_core::names::login_key(name))
             .and_then(|id| self.users.get(id))
     }
 
@@ -160,6 +176,22 @@ impl Accounts {
 
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// Every account, by name (case-insensitively), then id.
+    pub fn users(&self) -> Vec<&UserRec> {
+        let mut v: Vec<&UserRec> = self.users.values().collect();
+        v.sort_by_cached_key(|u| (rondo_core::names::login_key(&u.name), u.id.0));
+        v
+    }
+
+    /// Whether a session is still good for its account: the account
+    /// exists with the session's role, the session was issued after the
+    /// last password change and was not ended by a logout.
+    pub fn session_ok(&self, s: &rondo_core::session::Session) -> bool {
+        self.users.get(&s.user).is_some_and(|u| {
+            u.role == s.role && s.issued_ms >= u.sessions_after_ms && !self.is_revoked(&s.id_hex())
+        })
     }
 
     pub fn playlist(&self, id: PlaylistId) -> Option<&PlaylistRec> {
@@ -201,21 +233,6 @@ pub async fn hash_password(password: String) -> Result<String> {
     .await?
 }
 
-/// Whether `password` matches the stored PHC string.
-pub async fn verify_password(password: String, hash: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::PasswordVerifier;
-        let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(&hash) else {
-            return false;
-        };
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-    .await
-    .map_err(Error::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,17 +249,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn passwords_verify_and_the_dummy_hash_parses() {
+    async fn passwords_hash_to_salted_argon2id() {
         let h = hash_password("correct horse".into()).await.unwrap();
-        assert!(
-            verify_password("correct horse".into(), h.clone())
-                .await
-                .unwrap()
-        );
-        assert!(!verify_password("wrong horse".into(), h).await.unwrap());
-        // The login path checks unknown names against this hash: it must
-        // parse, or the check would return early and leak timing.
-        assert!(argon2::password_hash::phc::PasswordHash::new(crate::DUMMY_HASH).is_ok());
+        let again = hash_password("correct horse".into()).await.unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert_ne!(h, again, "a random salt per hash");
+    }
+
+    #[test]
+    fn a_deleted_account_leaves_the_index_with_its_playlists() {
+        let mut a = Accounts::default();
+        let user = |deleted: bool, version: u64| pb::User {
+            id: uuid::Uuid::from_u128(9).to_string(),
+            name: "Zoë".into(),
+            role: "listener".into(),
+            version,
+            deleted,
+            ..Default::default()
+        };
+        a.apply_user(user(false, 1)).unwrap();
+        a.apply_playlist(playlist(1, 2, false)).unwrap();
+        assert!(a.user_by_name("zoë").is_some());
+        a.apply_user(user(true, 3)).unwrap();
+        assert!(a.user_by_name("zoë").is_none());
+        assert!(a.user_like("Zoë").is_none());
+        assert!(a.playlist(PlaylistId(uuid::Uuid::from_u128(1))).is_none());
+        assert_eq!(a.user_count(), 0);
     }
 
     #[test]

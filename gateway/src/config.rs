@@ -73,6 +73,10 @@ pub struct Config {
     /// (the default) or `"closed"` (admins create accounts).
     #[serde(default)]
     pub registration: Registration,
+    /// Password checks (logins, password changes) one account takes a
+    /// minute, whoever asks; also the burst (default 5).
+    #[serde(default = "default_guesses")]
+    pub login_attempts_per_name: u32,
     /// How long a session token stays valid, in seconds (default 7 days,
     /// at most [`MAX_SESSION_TTL_SECS`]).
     #[serde(default = "default_session_ttl")]
@@ -140,6 +144,10 @@ pub struct VrrpConfig {
     /// number: it keeps advertising with its priority lowered by that much.
     #[serde(default)]
     pub health_weight: Option<i16>,
+}
+
+fn default_guesses() -> u32 {
+    crate::limits::PER_NAME_BURST
 }
 
 fn default_session_ttl() -> u64 {

@@ -25,6 +25,9 @@ pub enum Error {
     /// The caller is known but may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A storage node refused the change for this caller (its reason).
+    #[error("{0}")]
+    Refused(String),
     /// The name is taken.
     #[error("{0}")]
     Conflict(String),
@@ -68,7 +71,7 @@ impl Error {
             Error::NotFound { .. } => ErrorCode::NotFound,
             Error::BadUserInput(_) | Error::Domain(_) => ErrorCode::BadUserInput,
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
-            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::Forbidden(_) | Error::Refused(_) => ErrorCode::Forbidden,
             Error::Conflict(_) => ErrorCode::Conflict,
             Error::RateLimited(_) => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,

@@ -129,14 +129,19 @@ fn auth(state: &AppState, headers: &HeaderMap) -> Auth {
             }
             Ok(mut session) => {
                 // The token says who; the catalog says whether that account
-                // still exists and what it may do now.
+                // still exists, what it may do now, and whether the session
+                // outlived a logout or a password change.
                 let snapshot = state.cluster.snapshot();
                 match snapshot.accounts.user(session.user) {
-                    Some(account) if !snapshot.accounts.is_revoked(&session.id_hex()) => {
+                    Some(account) => {
                         session.role = account.role;
-                        Auth::User(session)
+                        if snapshot.accounts.session_ok(&session) {
+                            Auth::User(session)
+                        } else {
+                            Auth::Invalid
+                        }
                     }
-                    _ => Auth::Invalid,
+                    None => Auth::Invalid,
                 }
             }
             Err(_) => Auth::Invalid,

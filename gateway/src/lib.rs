@@ -52,8 +52,6 @@ pub struct AppState {
     /// Signs and checks session tokens (the cluster secret, shared by every
     /// gateway).
     pub sessions: rondo_core::session::SessionSigner,
-    /// A password hash to check against when a login names no account.
-    pub dummy_hash: String,
     pub admin_token_hash: blake3::Hash,
     pub names: tokio::sync::Mutex<ingest::Names>,
     /// Turn of the next direct upload among the live nodes.
@@ -97,9 +95,6 @@ fn read_secret(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>> {
 }
 
 /// Builds the gateway state (no I/O beyond reading the secret files).
-/// An argon2id hash (default parameters) of a password nobody knows.
-pub(crate) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$t4DoyMaY0A3U7eRHCkVuoe5J8AzG9Wtc4Fqw4LXvPxE";
-
 pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
     let admin_token = read_secret(&config.admin_token_file, "read admin token")?;
     if admin_token.is_empty() {
@@ -147,19 +142,19 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         "Storage nodes up",
         metrics.nodes_up.clone(),
     );
+    let limits = limits::Limits::new(config.login_attempts_per_name);
     Ok(Arc::new(AppState {
         ha,
         config,
         cluster,
         signer: UrlSigner::new(secret.clone()),
         sessions: rondo_core::session::SessionSigner::new(secret),
-        dummy_hash: DUMMY_HASH.to_owned(),
         admin_token_hash: blake3::hash(&admin_token),
         names: tokio::sync::Mutex::new(ingest::Names::default()),
         upload_turn: std::sync::atomic::AtomicUsize::new(0),
         metrics,
         registry,
-        limits: limits::Limits::default(),
+        limits,
     }))
 }
 

@@ -46,10 +46,18 @@ fn quota(burst: u32, per_minute: u32) -> Quota {
 
 impl Default for Limits {
     fn default() -> Self {
+        Self::new(PER_NAME_BURST)
+    }
+}
+
+impl Limits {
+    /// Limits with `per_name` password checks an account takes a minute
+    /// (and at once).
+    pub fn new(per_name: u32) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Limits {
             per_ip: RateLimiter::keyed(quota(PER_IP_BURST, 30)),
-            per_name: RateLimiter::keyed(quota(PER_NAME_BURST, 5)),
+            per_name: RateLimiter::keyed(quota(per_name, per_name)),
             hashing: tokio::sync::Semaphore::new(cores),
         }
     }
@@ -69,7 +77,7 @@ impl Limits {
     /// One login guess at the account `name`.
     pub fn guess_at(&self, name: &str) -> Result<()> {
         self.per_name
-            .check_key(&rondo_core::names::fold(name))
+            .check_key(&rondo_core::names::login_key(name))
             .map_err(|_| {
                 Error::RateLimited(
                     "too many login attempts for this account; try again in a minute".into(),
@@ -114,11 +122,10 @@ mod tests {
         for _ in 0..PER_NAME_BURST {
             limits.guess_at("Alice").unwrap();
         }
-        // The same name folded is the same account.
-        assert!(matches!(
-            limits.guess_at("ALICE"),
-            Err(Error::RateLimited(_))
-        ));
+        // The same name folded or in full-width forms is the same account.
+        for same in ["ALICE", "ａｌｉｃｅ"] {
+            assert!(matches!(limits.guess_at(same), Err(Error::RateLimited(_))));
+        }
         limits.guess_at("bob").unwrap();
         limits.forget_idle();
     }

@@ -75,6 +75,12 @@ pub enum Error {
     /// or names another node).
     #[error("configuration: {0}")]
     Config(String),
+    /// The request's session is missing, invalid or expired.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The bytes are not audio of the type they were sent as.
+    #[error("unsupported media: {0}")]
+    Media(String),
     /// The caller's certificate does not allow this call.
     #[error("{0}")]
     NotAllowed(String),
@@ -112,9 +118,10 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Code;
         let code = match &e {
-            Error::HashMismatch { .. } | Error::Invalid { .. } | Error::Domain(_) => {
-                Code::InvalidArgument
-            }
+            Error::HashMismatch { .. }
+            | Error::Invalid { .. }
+            | Error::Domain(_)
+            | Error::Media(_) => Code::InvalidArgument,
             Error::TooLarge { .. } => Code::ResourceExhausted,
             Error::SongNotFound(_) | Error::BlobNotFound(_) | Error::NotFound { .. } => {
                 Code::NotFound
@@ -124,6 +131,7 @@ impl From<Error> for tonic::Status {
             }
             Error::SnapshotMoved { .. } => Code::FailedPrecondition,
             Error::Forbidden(_) | Error::NotAllowed(_) => Code::PermissionDenied,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::StaleLayout(_) => Code::Aborted,
             Error::LayoutRefused(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,

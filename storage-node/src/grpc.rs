@@ -110,6 +110,26 @@ impl StorageNode for Service {
             }
         };
         let staged = staging.finish(&finish.content_hash).await?;
+        // The bytes must be the audio they claim to be: the node checks
+        // what it stores, whichever gateway sent it.
+        let path = staged.path().to_path_buf();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(path).map_err(Error::io("open staged upload"))?;
+            Ok::<_, Error>(rondo_media::inspect(&mut file))
+        })
+        .await
+        .map_err(Error::from)??;
+        match found {
+            Ok(info) if info.mime_type == song.mime_type => {}
+            Ok(info) => {
+                return Err(Error::Media(format!(
+                    "the bytes are {}, sent as {}",
+                    info.format, song.mime_type
+                ))
+                .into());
+            }
+            Err(e) => return Err(Error::Media(e.to_string()).into()),
+        }
         let (song, seq) = crate::upload::commit_song(&self.state, song, staged).await?;
         Ok(Response::new(pb::UploadSongResponse {
             song: Some(*song),
@@ -242,14 +262,18 @@ impl StorageNode for Service {
     ) -> Result<Response<pb::ProposeReply>, Status> {
         self.authorize(&request, "Propose", Allowed::Gateways)?;
         use pb::catalog_update::Change as U;
-        let update = request.into_inner().update.unwrap_or_default();
+        let request = request.into_inner();
+        let update = request.update.unwrap_or_default();
         let update = match update.change {
-            Some(change @ (U::RegisterUser(_) | U::Playlist(_) | U::RevokeSession(_))) => {
-                pb::CatalogUpdate {
-                    change: Some(change),
-                    ..Default::default()
-                }
-            }
+            Some(
+                change @ (U::RegisterUser(_)
+                | U::Playlist(_)
+                | U::RevokeSession(_)
+                | U::UserChange(_)),
+            ) => pb::CatalogUpdate {
+                change: Some(change),
+                ..Default::default()
+            },
             _ => {
                 return Err(Error::Invalid {
                     what: "only account, session and playlist updates can be proposed",
@@ -257,6 +281,15 @@ impl StorageNode for Service {
                 .into());
             }
         };
+        let state = self.state.clone();
+        let token = request.session;
+        let update = tokio::task::spawn_blocking(move || {
+            let now = crate::clock::unix_now();
+            crate::acting::check(&state.store, &state.sessions, &token, &update, now)
+                .map(|()| update)
+        })
+        .await
+        .map_err(Error::from)??;
         match self.state.ring.propose(update).await? {
             Applied::Changed { change_seq } => Ok(Response::new(pb::ProposeReply { change_seq })),
             Applied::Rejected(e) => Err(e.into()),
@@ -278,6 +311,30 @@ impl StorageNode for Service {
             layout: Some(crate::ring::wire::layout_to_wire(&layout)),
             seq,
         }))
+    }
+
+    async fn check_password(
+        &self,
+        request: Request<pb::CheckPasswordRequest>,
+    ) -> Result<Response<pb::CheckPasswordReply>, Status> {
+        self.authorize(&request, "CheckPassword", Allowed::Gateways)?;
+        let req = request.into_inner();
+        let state = self.state.clone();
+        let name = req.name;
+        let user = tokio::task::spawn_blocking(move || state.store.user_by_name(&name))
+            .await
+            .map_err(Error::from)??;
+        // Without the account, check against a fixed hash all the same, so
+        // that timing does not tell which names exist.
+        let hash = user.as_ref().map_or_else(
+            || crate::passwords::DUMMY_HASH.to_owned(),
+            |u| u.password_hash.clone(),
+        );
+        let ok = self.state.passwords.matches(req.password, hash).await?;
+        match user {
+            Some(u) if ok => Ok(Response::new(pb::CheckPasswordReply { user_id: u.id })),
+            _ => Err(Status::unauthenticated("wrong name or password")),
+        }
     }
 
     type WatchCatalogStream = BoxStream<pb::CatalogChange>;
@@ -351,7 +408,7 @@ async fn feed_changes(
             }
             for change in batch {
                 last = change.seq;
-                if tx.send(Ok(change)).await.is_err() {
+                if tx.send(Ok(for_gateways(change))).await.is_err() {
                     return;
                 }
             }
@@ -365,7 +422,7 @@ async fn feed_changes(
                 Ok(c) if c.seq <= last => {}
                 Ok(c) if c.seq == last + 1 => {
                     last = c.seq;
-                    if tx.send(Ok(c)).await.is_err() {
+                    if tx.send(Ok(for_gateways(c))).await.is_err() {
                         return;
                     }
                 }
@@ -375,4 +432,13 @@ async fn feed_changes(
             }
         }
     }
+}
+
+/// A change as gateways see it: without password hashes, which stay on
+/// the nodes ([`crate::passwords`]).
+fn for_gateways(mut change: pb::CatalogChange) -> pb::CatalogChange {
+    if let Some(pb::catalog_change::Change::User(u)) = &mut change.change {
+        u.password_hash.clear();
+    }
+    change
 }

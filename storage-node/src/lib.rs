@@ -16,6 +16,7 @@
 //! of `rondo-media`, and it does not choose where blobs go (placement is the
 //! caller's).
 
+pub mod acting;
 pub mod authz;
 pub mod clock;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod gateways;
 pub mod grpc;
 pub mod metrics;
 pub mod net;
+pub mod passwords;
 pub mod replication;
 pub mod ring;
 pub mod state;
@@ -116,7 +118,9 @@ pub fn open_with(
         config,
         public_url,
         store,
-        signer: UrlSigner::new(secret),
+        signer: UrlSigner::new(secret.clone()),
+        sessions: rondo_core::session::SessionSigner::new(secret),
+        passwords: passwords::Checker::default(),
         metrics,
         registry,
         outbox,

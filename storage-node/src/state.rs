@@ -22,6 +22,10 @@ pub struct NodeState {
     pub public_url: String,
     pub store: Arc<Store>,
     pub signer: UrlSigner,
+    /// Checks the session a gateway proposes for ([`crate::acting`]).
+    pub sessions: rondo_core::session::SessionSigner,
+    /// Password checks, bounded per core.
+    pub passwords: crate::passwords::Checker,
     pub metrics: metrics::Metrics,
     pub registry: Registry,
     /// Wakes the outbox relay.

@@ -97,6 +97,7 @@ fn refuse_error(e: &Error) -> Response {
         Error::Invalid { .. } | Error::Domain(_) | Error::HashMismatch { .. } => {
             ErrorCode::BadUserInput
         }
+        Error::Media(_) => ErrorCode::UnsupportedMedia,
         _ => {
             tracing::error!(error = %e, "upload failed");
             ErrorCode::InternalServerError

@@ -1,8 +1,11 @@
-//! `rondo user create`: make an account with the admin token.
+//! `rondo user`: accounts, with the admin token (create, list, role,
+//! password, delete). Passwords are read from standard input (one line),
+//! so that they stay out of shell history.
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use rondo_cli::api::User;
+use rondo_cli::client::Client;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -10,8 +13,7 @@ use super::{Conn, Exit};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// Create an account (with the admin token). The password is read from
-    /// standard input (one line), so that it stays out of shell history.
+    /// Create an account. The password is read from standard input.
     Create {
         #[command(flatten)]
         conn: Conn,
@@ -21,22 +23,132 @@ pub enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List the accounts: name, role, id.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make an account an admin or a listener (the last admin stays one).
+    Role {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+        role: RoleArg,
+    },
+    /// Set an account's password (read from standard input); its sessions
+    /// end.
+    Password {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+    },
+    /// Delete an account and its playlists; its sessions end.
+    Delete {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+    },
+}
+
+/// A role on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Listener,
+    Admin,
+}
+
+impl RoleArg {
+    fn graphql(self) -> &'static str {
+        match self {
+            RoleArg::Listener => "LISTENER",
+            RoleArg::Admin => "ADMIN",
+        }
+    }
 }
 
 pub async fn run(cmd: UserCommand) -> anyhow::Result<Exit> {
-    let UserCommand::Create { conn, name, admin } = cmd;
+    match cmd {
+        UserCommand::Create { conn, name, admin } => create(&conn.client()?, name, admin).await,
+        UserCommand::List { conn } => {
+            for u in all_users(&conn.client()?).await? {
+                println!("{:<24} {:<8} {}", u.name, u.role.to_lowercase(), u.id);
+            }
+            Ok(Exit::Success)
+        }
+        UserCommand::Role { conn, name, role } => {
+            let client = conn.client()?;
+            let Some(user) = named(&client, &name).await? else {
+                return Ok(no_account(&name));
+            };
+            let changed: serde_json::Value = client
+                .query(
+                    "mutation($u: ID!, $r: UserRole!) { setUserRole(id: $u, role: $r) { name role } }",
+                    json!({ "u": user.id, "r": role.graphql() }),
+                )
+                .await?;
+            println!(
+                "{} is now {}",
+                user.name,
+                changed["setUserRole"]["role"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_lowercase()
+            );
+            Ok(Exit::Success)
+        }
+        UserCommand::Password { conn, name } => {
+            let client = conn.client()?;
+            let Some(user) = named(&client, &name).await? else {
+                return Ok(no_account(&name));
+            };
+            let password = read_password()?;
+            client
+                .query(
+                    "mutation($u: ID!, $p: String!) { setUserPassword(id: $u, password: $p) { id } }",
+                    json!({ "u": user.id, "p": password }),
+                )
+                .await?;
+            println!("password of {} set; its sessions ended", user.name);
+            Ok(Exit::Success)
+        }
+        UserCommand::Delete { conn, name } => {
+            let client = conn.client()?;
+            let Some(user) = named(&client, &name).await? else {
+                return Ok(no_account(&name));
+            };
+            client
+                .query(
+                    "mutation($u: ID!) { deleteUser(id: $u) }",
+                    json!({ "u": user.id }),
+                )
+                .await?;
+            println!("deleted {} ({}) and its playlists", user.name, user.id);
+            Ok(Exit::Success)
+        }
+    }
+}
+
+fn no_account(name: &str) -> Exit {
+    eprintln!("error: no account named {name:?} (`rondo user list` shows them)");
+    Exit::Failure
+}
+
+fn read_password() -> anyhow::Result<String> {
     let mut password = String::new();
     std::io::stdin()
         .read_line(&mut password)
         .context("read the password from standard input")?;
-    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    Ok(password.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn create(client: &Client, name: String, admin: bool) -> anyhow::Result<Exit> {
+    let password = read_password()?;
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Created {
         create_user: User,
     }
-    let created: Created = conn
-        .client()?
+    let created: Created = client
         .query_as(
             "mutation($name: String!, $password: String!, $role: UserRole!) { \
                createUser(name: $name, password: $password, role: $role) { id name role } }",
@@ -50,4 +162,49 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<Exit> {
     let u = created.create_user;
     println!("created {} {} ({})", u.role.to_lowercase(), u.name, u.id);
     Ok(Exit::Success)
+}
+
+/// Every account, page by page.
+async fn all_users(client: &Client) -> anyhow::Result<Vec<User>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct PageInfo {
+        has_next_page: bool,
+        end_cursor: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page {
+        nodes: Vec<User>,
+        page_info: PageInfo,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        users: Page,
+    }
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let data: Data = client
+            .query_as(
+                "query($a: String) { users(first: 100, after: $a) { \
+                   nodes { id name role } pageInfo { hasNextPage endCursor } } }",
+                json!({ "a": after }),
+            )
+            .await?;
+        all.extend(data.users.nodes);
+        match data.users.page_info.end_cursor {
+            Some(c) if data.users.page_info.has_next_page => after = Some(c),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// The account of this name (as a login compares names).
+async fn named(client: &Client, name: &str) -> anyhow::Result<Option<User>> {
+    let key = rondo_core::names::login_key(name);
+    Ok(all_users(client)
+        .await?
+        .into_iter()
+        .find(|u| rondo_core::names::login_key(&u.name) == key))
 }

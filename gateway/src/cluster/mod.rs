@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::index::{Catalog, Snapshot};
 
 mod requests;
-pub use requests::{AccountUpdate, Layout, LayoutMember, LayoutOp, PlaylistEdit, Probed, probe};
+pub use requests::{
+    AccountUpdate, Layout, LayoutMember, LayoutOp, PlaylistEdit, Probed, UserEdit, probe,
+};
 
 /// How long a health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -39,6 +39,23 @@ pub enum AccountUpdate {
         at_ms: u64,
         edit: PlaylistEdit,
     },
+    /// A change of an account (its own password, or an admin's change).
+    User {
+        user: UserId,
+        at_ms: u64,
+        edit: UserEdit,
+    },
+}
+
+/// A change of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserEdit {
+    /// A new password hash; ends the sessions issued before.
+    Password(String),
+    /// A new role ("listener" or "admin").
+    Role(&'static str),
+    /// Delete the account and its playlists.
+    Delete,
 }
 
 /// A change of a playlist.
@@ -121,7 +138,7 @@ fn account_to_wire(update: AccountUpdate) -> pb::catalog_update::Change {
             password_hash,
             role: role.into(),
             created_at_ms,
-            version: 0,
+            ..Default::default()
         }),
         AccountUpdate::Revoke {
             session_id,
@@ -142,6 +159,15 @@ fn account_to_wire(update: AccountUpdate) -> pb::catalog_update::Change {
             actor_id: actor.to_string(),
             at_ms,
             op: Some(edit_to_wire(edit)),
+        }),
+        AccountUpdate::User { user, at_ms, edit } => Change::UserChange(pb::UserChange {
+            user_id: user.to_string(),
+            at_ms,
+            change: Some(match edit {
+                UserEdit::Password(hash) => pb::user_change::Change::PasswordHash(hash),
+                UserEdit::Role(role) => pb::user_change::Change::Role(role.into()),
+                UserEdit::Delete => pb::user_change::Change::Delete(true),
+            }),
         }),
     }
 }
@@ -199,7 +225,8 @@ fn proposal_error(node: &Node, status: tonic::Status) -> Error {
     let msg = status.message().to_owned();
     match status.code() {
         tonic::Code::AlreadyExists => Error::Conflict(msg),
-        tonic::Code::PermissionDenied => Error::Forbidden("only its owner may change a playlist"),
+        tonic::Code::PermissionDenied => Error::Refused(msg),
+        tonic::Code::Unauthenticated => Error::Unauthenticated("invalid or expired session"),
         tonic::Code::NotFound | tonic::Code::InvalidArgument => Error::BadUserInput(msg),
         _ => node_error(node, status),
     }
@@ -207,14 +234,17 @@ fn proposal_error(node: &Node, status: tonic::Status) -> Error {
 
 impl Cluster {
     /// Orders an account or playlist update through a live storage node
-    /// and waits until this gateway's index has it.
-    pub async fn propose(&self, update: AccountUpdate) -> Result<()> {
+    /// and waits until this gateway's index has it. `session`: the token
+    /// of the session it is done for (the node checks it again), empty
+    /// for a listener's registration.
+    pub async fn propose(&self, update: AccountUpdate, session: String) -> Result<()> {
         let (target, node) = self.pick_live([])?;
         let request = pb::ProposeRequest {
             update: Some(pb::CatalogUpdate {
                 change: Some(account_to_wire(update)),
                 ..Default::default()
             }),
+            session,
         };
         let reply = node
             .client
@@ -224,6 +254,23 @@ impl Cluster {
             .map_err(|status| proposal_error(&node, status))?;
         self.wait_applied(target, reply.into_inner().change_seq)
             .await
+    }
+
+    /// The account whose name and password these are, checked by a live
+    /// node (the password hashes are kept there); none for a wrong name
+    /// or password.
+    pub async fn check_password(&self, name: String, password: String) -> Result<Option<UserId>> {
+        let (_, node) = self.pick_live([])?;
+        let reply = node
+            .client
+            .clone()
+            .check_password(pb::CheckPasswordRequest { name, password })
+            .await;
+        match reply {
+            Ok(r) => Ok(Some(r.into_inner().user_id.parse()?)),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(None),
+            Err(status) => Err(node_error(&node, status)),
+        }
     }
 
     /// Uploads a song's bytes to the node `target` (its record, the

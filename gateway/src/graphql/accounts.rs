@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::cluster::{AccountUpdate, PlaylistEdit};
+use crate::cluster::{AccountUpdate, PlaylistEdit, UserEdit};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use rondo_core::session::{Role, Session};
 use rondo_core::{PlaylistId, SongId, UserId};
@@ -146,6 +146,22 @@ pub struct PlaylistConnection {
     pub total_count: i32,
 }
 
+/// A page of accounts (Relay connection).
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    pub edges: Vec<UserEdge>,
+    pub nodes: Vec<User>,
+    pub page_info: PageInfo,
+    pub total_count: i32,
+}
+
+/// One account in a connection.
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    pub cursor: String,
+    pub node: User,
+}
+
 /// One playlist in a connection.
 #[derive(SimpleObject)]
 pub struct PlaylistEdge {
@@ -183,10 +199,29 @@ fn check_name(name: &str) -> Result<String, Error> {
     rondo_core::names::account_name(name).map_err(|e| Error::BadUserInput(e.to_string()))
 }
 
-/// Orders an account or playlist update through a live storage node and
-/// waits until this gateway's index has it.
-async fn propose(state: &Arc<AppState>, update: AccountUpdate) -> Result<(), Error> {
-    state.cluster.propose(update).await
+/// The authority a proposal is made with: the session token of the
+/// request's account, or for the admin token a one-minute operator session
+/// (nil account, admin role; see the node's `acting` module); empty
+/// without either (a listener's registration).
+fn authority(ctx: &Context<'_>) -> String {
+    let state = state(ctx);
+    match ctx.data_opt::<Auth>() {
+        Some(Auth::User(s)) => state.sessions.sign(s),
+        Some(Auth::Admin) => state.sessions.sign(&Session {
+            user: UserId(uuid::Uuid::nil()),
+            role: Role::Admin,
+            issued_ms: crate::clock::unix_now_ms(),
+            expires: crate::clock::unix_now().saturating_add(60),
+            id: *uuid::Uuid::new_v4().as_bytes(),
+        }),
+        _ => String::new(),
+    }
+}
+
+/// Orders an account or playlist update through a live storage node, with
+/// the request's authority, and waits until this gateway's index has it.
+async fn propose(ctx: &Context<'_>, update: AccountUpdate) -> Result<(), Error> {
+    state(ctx).cluster.propose(update, authority(ctx)).await
 }
 
 async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
@@ -198,6 +233,7 @@ async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
     let token = state.sessions.sign(&Session {
         user: user.id,
         role: user.role,
+        issued_ms: crate::clock::unix_now_ms(),
         expires,
         id: *uuid::Uuid::new_v4().as_bytes(),
     });
@@ -213,28 +249,62 @@ fn client_ip(ctx: &Context<'_>) -> Option<std::net::IpAddr> {
     ctx.data_opt::<crate::http::ClientIp>().and_then(|c| c.0)
 }
 
-async fn create_account(
-    state: &Arc<AppState>,
-    name: &str,
-    password: String,
-    role: Role,
-) -> Result<UserRec, Error> {
-    let name = check_name(name)?;
+/// Whether a new password is long enough, and not too long.
+fn check_password_length(password: &str) -> Result<(), Error> {
     if password.chars().count() < MIN_PASSWORD || password.len() > MAX_PASSWORD {
         return Err(Error::BadUserInput(format!(
             "a password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes long"
         )));
     }
+    Ok(())
+}
+
+/// A new password's hash, if the password is acceptable.
+async fn new_password_hash(state: &Arc<AppState>, password: String) -> Result<String, Error> {
+    check_password_length(&password)?;
+    let _turn = state.limits.hashing_turn().await?;
+    crate::accounts::hash_password(password).await
+}
+
+/// The account of `id` as indexed, or NOT_FOUND.
+fn account(ctx: &Context<'_>, id: UserId) -> Result<UserRec, Error> {
+    state(ctx)
+        .cluster
+        .snapshot()
+        .accounts
+        .user(id)
+        .cloned()
+        .ok_or_else(|| Error::NotFound {
+            kind: "user",
+            id: id.to_string(),
+        })
+}
+
+/// Orders an admin's or the account's own change of an account.
+async fn change_account(ctx: &Context<'_>, user: UserId, edit: UserEdit) -> Result<(), Error> {
+    let update = AccountUpdate::User {
+        user,
+        at_ms: crate::clock::unix_now_ms(),
+        edit,
+    };
+    propose(ctx, update).await
+}
+
+async fn create_account(
+    ctx: &Context<'_>,
+    name: &str,
+    password: String,
+    role: Role,
+) -> Result<UserRec, Error> {
+    let state = state(ctx);
+    let name = check_name(name)?;
     if state.cluster.snapshot().accounts.user_like(&name).is_some() {
         return Err(Error::Conflict(format!("the name {name:?} is taken")));
     }
     let id = UserId(uuid::Uuid::new_v4());
-    let password_hash = {
-        let _turn = state.limits.hashing_turn().await?;
-        crate::accounts::hash_password(password).await?
-    };
+    let password_hash = new_password_hash(state, password).await?;
     propose(
-        state,
+        ctx,
         AccountUpdate::Register {
             id,
             name,
@@ -263,6 +333,35 @@ impl AccountQuery {
     async fn me(&self, ctx: &Context<'_>) -> Option<User> {
         let s = session(ctx).ok()?;
         snapshot(ctx).accounts.user(s.user).cloned().map(User)
+    }
+
+    /// Every account, by name (admins only).
+    #[graphql(
+        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
+    )]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<UserConnection> {
+        super::require_admin(ctx).gql()?;
+        let snap = snapshot(ctx);
+        let all = snap.accounts.users();
+        let page = position_page(all.len(), first, after.as_deref()).gql()?;
+        let edges: Vec<UserEdge> = page
+            .clone()
+            .map(|p| UserEdge {
+                cursor: p.to_string(),
+                node: User(all[p].clone()),
+            })
+            .collect();
+        Ok(UserConnection {
+            nodes: edges.iter().map(|e| User(e.node.0.clone())).collect(),
+            page_info: position_page_info(&page, all.len()),
+            edges,
+            total_count: i32::try_from(all.len()).unwrap_or(i32::MAX),
+        })
     }
 
     /// The session's playlists, newest first.
@@ -330,7 +429,7 @@ impl AccountMutation {
             .gql();
         }
         state.limits.attempt_from(client_ip(ctx)).gql()?;
-        let user = create_account(state, &name, password, Role::Listener)
+        let user = create_account(ctx, &name, password, Role::Listener)
             .await
             .gql()?;
         Ok(issue(state, user).await)
@@ -347,30 +446,106 @@ impl AccountMutation {
         let state = state(ctx);
         state.limits.attempt_from(client_ip(ctx)).gql()?;
         state.limits.guess_at(&name).gql()?;
-        let user = state
-            .cluster
-            .snapshot()
-            .accounts
-            .user_by_name(&name)
-            .cloned();
-        if password.len() > MAX_PASSWORD {
+        if password.len() > MAX_PASSWORD || name.len() > MAX_PASSWORD {
             return Err(Error::Unauthenticated("wrong name or password")).gql();
         }
-        // Without the account, check against a fixed hash all the same, so
-        // that timing does not tell which names exist.
-        let hash = user
-            .as_ref()
-            .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
-        let ok = {
+        // A node checks the password (the hashes stay there), against a
+        // fixed hash for an unknown name so that timing tells nothing.
+        let id = {
             let _turn = state.limits.hashing_turn().await.gql()?;
-            crate::accounts::verify_password(password, hash)
+            state.cluster.check_password(name, password).await.gql()?
+        };
+        let Some(id) = id else {
+            return Err(Error::Unauthenticated("wrong name or password")).gql();
+        };
+        let user = account(ctx, id).map_err(|_| {
+            Error::Unavailable("the account is not indexed by this gateway yet".into())
+        });
+        Ok(issue(state, user.gql()?).await)
+    }
+
+    /// Changes the session's password; every other session of the account
+    /// ends (on every gateway), and the answer is a new session.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        old_password: String,
+        new_password: String,
+    ) -> async_graphql::Result<AuthPayload> {
+        let s = session(ctx).gql()?;
+        let state = state(ctx);
+        let me = account(ctx, s.user).gql()?;
+        check_password_length(&new_password).gql()?;
+        state.limits.attempt_from(client_ip(ctx)).gql()?;
+        state.limits.guess_at(&me.name).gql()?;
+        if old_password.len() > MAX_PASSWORD {
+            return Err(Error::Unauthenticated("wrong password")).gql();
+        }
+        let checked = {
+            let _turn = state.limits.hashing_turn().await.gql()?;
+            state
+                .cluster
+                .check_password(me.name.clone(), old_password)
                 .await
                 .gql()?
         };
-        match user {
-            Some(u) if ok => Ok(issue(state, u).await),
-            _ => Err(Error::Unauthenticated("wrong name or password")).gql(),
+        if checked != Some(s.user) {
+            return Err(Error::Unauthenticated("wrong password")).gql();
         }
+        let hash = new_password_hash(state, new_password).await.gql()?;
+        change_account(ctx, s.user, UserEdit::Password(hash))
+            .await
+            .gql()?;
+        Ok(issue(state, account(ctx, s.user).gql()?).await)
+    }
+
+    /// Sets an account's password (admins only: a forgotten password);
+    /// the account's sessions end.
+    async fn set_user_password(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        password: String,
+    ) -> async_graphql::Result<User> {
+        super::require_admin(ctx).gql()?;
+        let id: UserId = parse_id(&id).gql()?;
+        account(ctx, id).gql()?;
+        let hash = new_password_hash(state(ctx), password).await.gql()?;
+        change_account(ctx, id, UserEdit::Password(hash))
+            .await
+            .gql()?;
+        Ok(User(account(ctx, id).gql()?))
+    }
+
+    /// Makes an account an admin or a listener (admins only). `FORBIDDEN`
+    /// for the last admin account.
+    async fn set_user_role(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        role: UserRole,
+    ) -> async_graphql::Result<User> {
+        super::require_admin(ctx).gql()?;
+        let id: UserId = parse_id(&id).gql()?;
+        account(ctx, id).gql()?;
+        let role = match role {
+            UserRole::Admin => Role::Admin,
+            UserRole::Listener => Role::Listener,
+        };
+        change_account(ctx, id, UserEdit::Role(role.as_str()))
+            .await
+            .gql()?;
+        Ok(User(account(ctx, id).gql()?))
+    }
+
+    /// Deletes an account with its playlists (admins only); its sessions
+    /// end. `FORBIDDEN` for the last admin account.
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        super::require_admin(ctx).gql()?;
+        let id: UserId = parse_id(&id).gql()?;
+        account(ctx, id).gql()?;
+        change_account(ctx, id, UserEdit::Delete).await.gql()?;
+        Ok(true)
     }
 
     /// Ends this session: its token is refused by every gateway from now
@@ -379,7 +554,7 @@ impl AccountMutation {
     async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let s = session(ctx).gql()?;
         propose(
-            state(ctx),
+            ctx,
             AccountUpdate::Revoke {
                 session_id: s.id_hex(),
                 expires_at: s.expires,
@@ -404,9 +579,7 @@ impl AccountMutation {
             UserRole::Admin => Role::Admin,
             UserRole::Listener => Role::Listener,
         };
-        let user = create_account(state(ctx), &name, password, role)
-            .await
-            .gql()?;
+        let user = create_account(ctx, &name, password, role).await.gql()?;
         Ok(User(user))
     }
 
@@ -542,7 +715,7 @@ async fn playlist_op(
         }
     }
     propose(
-        state(ctx),
+        ctx,
         AccountUpdate::Playlist {
             playlist: id,
             actor: s.user,

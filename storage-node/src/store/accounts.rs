@@ -5,7 +5,7 @@
 //! error: storage; inner: refusal, the same on every node).
 
 use prost::Message;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
 
 use super::Applied;
@@ -86,6 +86,173 @@ pub(super) fn register_user(
     names.insert(folded.as_str(), id)?;
     users.insert(id, user.encode_to_vec().as_slice())?;
     Ok(Ok(user))
+}
+
+/// Changes or deletes an account (checked for authority at the node that
+/// took the proposal; here only what the total order decides: the account
+/// exists, the role is one, the last admin stays). A deletion takes the
+/// account's playlists with it: answered as tombstones after the account's.
+/// Outer error: storage; inner: refusal.
+pub(super) fn change_user(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    change: pb::UserChange,
+) -> Result<std::result::Result<(pb::User, Vec<pb::Playlist>), Error>> {
+    use pb::user_change::Change as C;
+    let Ok(id) = uuid_key(&change.user_id) else {
+        return Ok(Err(Error::Invalid {
+            what: "bad user id",
+        }));
+    };
+    let mut users = txn.open_table(USERS)?;
+    let Some(mut user) = users
+        .get(id)?
+        .map(|g| decode::<pb::User>("users", g.value()))
+        .transpose()?
+    else {
+        return Ok(Err(Error::NotFound {
+            kind: "user",
+            id: change.user_id,
+        }));
+    };
+    let Some(what) = change.change else {
+        return Ok(Err(Error::Invalid {
+            what: "empty account change",
+        }));
+    };
+    // Would this leave no admin where there was one?
+    let demotes = user.role == "admin"
+        && match &what {
+            C::Role(r) => r != "admin",
+            C::Delete(_) => true,
+            C::PasswordHash(_) => false,
+        };
+    if demotes {
+        let mut admins = 0usize;
+        for row in users.iter()? {
+            let (_, v) = row?;
+            if decode::<pb::User>("users", v.value())?.role == "admin" {
+                admins += 1;
+            }
+        }
+        if admins <= 1 {
+            return Ok(Err(Error::Forbidden(
+                "this is the last admin account: make another admin first",
+            )));
+        }
+    }
+    user.version = seq;
+    match what {
+        C::PasswordHash(hash) => {
+            if hash.is_empty() || hash.len() > 512 {
+                return Ok(Err(Error::Invalid {
+                    what: "an account needs a password",
+                }));
+            }
+            user.password_hash = hash;
+            user.sessions_after_ms = user.sessions_after_ms.max(change.at_ms);
+        }
+        C::Role(role) => {
+            if role != "admin" && role != "listener" {
+                return Ok(Err(Error::Invalid {
+                    what: "a role is listener or admin",
+                }));
+            }
+            user.role = role;
+        }
+        C::Delete(_) => {
+            users.remove(id)?;
+            let mut names = txn.open_table(USER_NAMES)?;
+            let key = rondo_core::names::account_key(&user.name);
+            if names.get(key.as_str())?.map(|g| g.value()) == Some(id) {
+                names.remove(key.as_str())?;
+            }
+            let mut playlists = txn.open_table(PLAYLISTS)?;
+            let mut gone = Vec::new();
+            for row in playlists.iter()? {
+                let (k, v) = row?;
+                let list: pb::Playlist = decode("playlists", v.value())?;
+                if list.owner_id == user.id {
+                    gone.push((k.value(), list));
+                }
+            }
+            let mut tombstones = Vec::with_capacity(gone.len());
+            for (k, mut list) in gone {
+                playlists.remove(k)?;
+                list.deleted = true;
+                list.song_ids.clear();
+                list.version = seq;
+                tombstones.push(list);
+            }
+            user.deleted = true;
+            user.password_hash.clear();
+            return Ok(Ok((user, tombstones)));
+        }
+    }
+    users.insert(id, user.encode_to_vec().as_slice())?;
+    Ok(Ok((user, Vec::new())))
+}
+
+/// Announces an account change and the playlists it deleted; a follower
+/// reads the log on a gap, so announcing the last change makes it read all.
+pub(super) fn finish_user_change(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    outcome: std::result::Result<(pb::User, Vec<pb::Playlist>), Error>,
+) -> Result<(Applied, Option<pb::CatalogChange>)> {
+    let (user, tombstones) = match outcome {
+        Ok(changed) => changed,
+        Err(e) => return Ok((Applied::Rejected(e), None)),
+    };
+    let first = push_change(txn, meta, Change::User(user))?;
+    let mut announce = first.clone();
+    for list in tombstones {
+        announce = push_change(txn, meta, Change::Playlist(list))?;
+    }
+    Ok((
+        Applied::Changed {
+            change_seq: first.seq,
+        },
+        Some(announce),
+    ))
+}
+
+impl super::Store {
+    /// The account of this id.
+    pub fn user(&self, id: rondo_core::UserId) -> Result<Option<pb::User>> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        users
+            .get(id.0.as_u128())?
+            .map(|g| decode("users", g.value()))
+            .transpose()
+    }
+
+    /// The account a login names: NFKC and case-insensitive, exactly (a
+    /// look-alike of a name is not that name).
+    pub fn user_by_name(&self, name: &str) -> Result<Option<pb::User>> {
+        let txn = self.db.begin_read()?;
+        let names = txn.open_table(USER_NAMES)?;
+        let Some(id) = names
+            .get(rondo_core::names::account_key(name).as_str())?
+            .map(|g| g.value())
+        else {
+            return Ok(None);
+        };
+        let users = txn.open_table(USERS)?;
+        let user: Option<pb::User> = users
+            .get(id)?
+            .map(|g| decode("users", g.value()))
+            .transpose()?;
+        let key = rondo_core::names::login_key(name);
+        Ok(user.filter(|u| rondo_core::names::login_key(&u.name) == key))
+    }
+
+    /// Whether this session was ended by a logout.
+    pub fn session_revoked(&self, session_id: &str) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(REVOKED)?.get(session_id)?.is_some())
+    }
 }
 
 /// Which key `USER_NAMES` holds names by: 2 is the confusable skeleton

@@ -183,6 +183,10 @@ impl Store {
                 let outcome = accounts::revoke_session(txn, r)?;
                 accounts::finish(txn, &mut meta, outcome.map(Change::Revoked))
             }
+            Some(U::UserChange(change)) => {
+                let outcome = accounts::change_user(txn, seq, change)?;
+                accounts::finish_user_change(txn, &mut meta, outcome)
+            }
             None => {
                 let refused = Error::Invalid {
                     what: "empty catalog update",

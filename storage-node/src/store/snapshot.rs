@@ -164,7 +164,8 @@ impl Store {
             .retain_in(..=at.seq, |_, _| false)?;
         let mut meta = txn.open_table(META)?;
         let (held, released) = reconcile_blobs(&txn, &mut meta, from)?;
-        let changes = announce_differences(&txn, &mut meta, before, &old_revoked, loaded, &held)?;
+        let changes =
+            announce_differences(&txn, &mut meta, before, &old_revoked, loaded, &held, at.seq)?;
         drop(meta);
         txn.commit()?;
         self.announce(changes);
@@ -309,7 +310,8 @@ fn reconcile_blobs(
 /// Puts on the change stream what the snapshot changed: songs this node
 /// holds that it did not have (a song whose blob is missing is announced
 /// once the blob is here), songs it had that are gone, accounts and
-/// playlists that differ, new revocations.
+/// playlists that differ (those gone as tombstones at the snapshot's entry
+/// `at`), new revocations.
 fn announce_differences(
     txn: &redb::WriteTransaction,
     meta: &mut Meta<'_>,
@@ -317,6 +319,7 @@ fn announce_differences(
     old_revoked: &HashSet<String>,
     loaded: Loaded,
     held: &BTreeSet<[u8; 32]>,
+    at: u64,
 ) -> Result<Vec<pb::CatalogChange>> {
     let mut changes = Vec::new();
     for (table, id, value) in &loaded.records {
@@ -337,11 +340,23 @@ fn announce_differences(
         };
         changes.push(push_change(txn, meta, change)?);
     }
-    for ((table, id), _) in before {
-        if table == SONGS.name() {
-            let song = uuid::Uuid::from_u128(id).to_string();
-            changes.push(push_change(txn, meta, Change::DeleteSongId(song))?);
-        }
+    for ((table, id), value) in before {
+        let gone = if table == SONGS.name() {
+            Change::DeleteSongId(uuid::Uuid::from_u128(id).to_string())
+        } else if table == USERS.name() {
+            let mut user: pb::User = decode("users", &value)?;
+            user.deleted = true;
+            user.password_hash.clear();
+            user.version = at.max(user.version);
+            Change::User(user)
+        } else {
+            let mut list: pb::Playlist = decode("playlists", &value)?;
+            list.deleted = true;
+            list.song_ids.clear();
+            list.version = at.max(list.version);
+            Change::Playlist(list)
+        };
+        changes.push(push_change(txn, meta, gone)?);
     }
     for (session, expires_at) in loaded.revoked {
         if !old_revoked.contains(&session) {

@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|(i, song)| {
             let mut client = client.clone();
             async move {
-                let blob = format!("rondo-seed-{i}").into_bytes();
+                let blob = rondo_tests::tiny_wav(format!("rondo-seed-{i}").as_bytes());
                 let hash = blake3::hash(&blob).to_hex().to_string();
                 let parts = [
                     Part::Header(pb::SongHeader { song: Some(song) }),

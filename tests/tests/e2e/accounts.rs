@@ -254,6 +254,7 @@ async fn accounts_roles_and_playlists_through_the_ring() {
     let ghost = signer.sign(&rondo_core::session::Session {
         user: rondo_core::UserId(uuid::Uuid::new_v4()),
         role: rondo_core::session::Role::Admin,
+        issued_ms: rondo_process::unix_now_ms(),
         expires: exp,
         id: [7; 16],
     });
@@ -266,6 +267,7 @@ async fn accounts_roles_and_playlists_through_the_ring() {
     let promoted = signer.sign(&rondo_core::session::Session {
         user: bob_id,
         role: rondo_core::session::Role::Admin,
+        issued_ms: rondo_process::unix_now_ms(),
         expires: exp,
         id: [8; 16],
     });
@@ -281,6 +283,7 @@ async fn accounts_roles_and_playlists_through_the_ring() {
     let forever = signer.sign(&rondo_core::session::Session {
         user: bob_id,
         role: rondo_core::session::Role::Listener,
+        issued_ms: rondo_process::unix_now_ms(),
         expires: exp + 365 * 24 * 3600,
         id: [9; 16],
     });
@@ -419,4 +422,255 @@ async fn accounts_roles_and_playlists_through_the_ring() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `rondo user ...` with the cluster's admin token; stdin is `input`.
+fn rondo_user(cluster: &Cluster, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(bin("rondo"))
+        .arg("user")
+        .args(args)
+        .env("RONDO_GATEWAY", &cluster.admin.base)
+        .env("RONDO_TOKEN", &cluster.token)
+        .env("RONDO_CA_CERT", cluster.dir.path().join("tls/ca.pem"))
+        .env("RONDO_DATA", cluster.dir.path().join("no-dev-here"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A password change ends the account's other sessions; admins list
+/// accounts, change roles, reset passwords and delete accounts (with their
+/// playlists), through GraphQL and `rondo user`; the last admin stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_change_and_admins_manage_accounts() {
+    // Lena logs in more often than the default 5 a minute allow.
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .gateway_option("login_attempts_per_name", toml::Value::Integer(30))
+        .start()
+        .await
+        .unwrap();
+    let admin = cluster.admin.clone();
+    let created = admin
+        .query(
+            "mutation { createUser(name: \"ada\", password: \"ada's password\", role: ADMIN) { id } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let ada_id = created["createUser"]["id"].as_str().unwrap().to_owned();
+    let (lena_token, lena) = register(&cluster, "lena", "lena's password").await.unwrap();
+    let lena_id = lena["id"].as_str().unwrap().to_owned();
+    let lena_c = client(&cluster, Some(&lena_token));
+    let second = login(&cluster, "lena", "lena's password").await.unwrap();
+
+    // Changing a password needs the old one and a good new one.
+    let change = "mutation($o: String!, $n: String!) { changePassword(oldPassword: $o, newPassword: $n) { token user { name } } }";
+    let e = lena_c
+        .query(
+            change,
+            json!({ "o": "not it at all", "n": "a new password" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "UNAUTHENTICATED");
+    let e = lena_c
+        .query(change, json!({ "o": "lena's password", "n": "short" }))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "BAD_USER_INPUT");
+    let changed = lena_c
+        .query(
+            change,
+            json!({ "o": "lena's password", "n": "a new password" }),
+        )
+        .await
+        .unwrap();
+    let fresh = changed["changePassword"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The sessions from before are over, the new one works; only the new
+    // password opens one.
+    for old in [&lena_token, &second] {
+        let e = client(&cluster, Some(old))
+            .query("{ playlists { totalCount } }", json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "UNAUTHENTICATED");
+    }
+    let lena_c = client(&cluster, Some(&fresh));
+    let me = lena_c.query("{ me { name } }", json!({})).await.unwrap();
+    assert_eq!(me["me"]["name"], "lena");
+    assert_eq!(
+        code(
+            &login(&cluster, "lena", "lena's password")
+                .await
+                .unwrap_err()
+        ),
+        "UNAUTHENTICATED"
+    );
+    login(&cluster, "lena", "a new password").await.unwrap();
+    lena_c
+        .query(
+            "mutation { createPlaylist(name: \"Lena's\") { id } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+
+    // Listing, role changes and deletions are for admins.
+    let list = "{ users(first: 10) { totalCount nodes { name role } } }";
+    assert_eq!(
+        code(&lena_c.query(list, json!({})).await.unwrap_err()),
+        "FORBIDDEN"
+    );
+    let users = admin.query(list, json!({})).await.unwrap();
+    assert_eq!(users["users"]["totalCount"], 2);
+    let names: Vec<&str> = users["users"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ada", "lena"]);
+    let e = lena_c
+        .query(
+            "mutation($u: ID!) { setUserRole(id: $u, role: ADMIN) { role } }",
+            json!({ "u": lena_id }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "FORBIDDEN");
+
+    // The last admin can be neither demoted nor deleted.
+    for m in [
+        "mutation($u: ID!) { setUserRole(id: $u, role: LISTENER) { role } }",
+        "mutation($u: ID!) { deleteUser(id: $u) }",
+    ] {
+        let e = admin.query(m, json!({ "u": ada_id })).await.unwrap_err();
+        assert_eq!(code(&e), "FORBIDDEN", "{m}");
+        assert!(e.to_string().contains("last admin"), "{e}");
+    }
+
+    // Promoted, lena's session acts as an admin's at once; demoted, not.
+    let role = "mutation($u: ID!, $r: UserRole!) { setUserRole(id: $u, role: $r) { role } }";
+    admin
+        .query(role, json!({ "u": lena_id, "r": "ADMIN" }))
+        .await
+        .unwrap();
+    let all = lena_c.query(list, json!({})).await.unwrap();
+    assert_eq!(all["users"]["totalCount"], 2);
+    admin
+        .query(role, json!({ "u": lena_id, "r": "LISTENER" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&lena_c.query(list, json!({})).await.unwrap_err()),
+        "FORBIDDEN"
+    );
+
+    // An admin resets a forgotten password: the account's sessions end.
+    admin
+        .query(
+            "mutation($u: ID!) { setUserPassword(id: $u, password: \"reset by ada\") { name } }",
+            json!({ "u": lena_id }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            &lena_c
+                .query("{ playlists { totalCount } }", json!({}))
+                .await
+                .unwrap_err()
+        ),
+        "UNAUTHENTICATED"
+    );
+    let lena_token = login(&cluster, "lena", "reset by ada").await.unwrap();
+
+    // `rondo user list`, `role`, `password`, `delete`.
+    let out = rondo_user(&cluster, &["list"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains("ada") && listed.contains("admin"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("lena") && listed.contains("listener"),
+        "{listed}"
+    );
+    let out = rondo_user(&cluster, &["role", "lena", "admin"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me = client(&cluster, Some(&lena_token))
+        .query("{ me { role } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(me["me"]["role"], "ADMIN");
+    let out = rondo_user(&cluster, &["password", "lena"], "set by the cli\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lena_token = login(&cluster, "lena", "set by the cli").await.unwrap();
+    let out = rondo_user(&cluster, &["delete", "nobody-here"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no account named"));
+    let out = rondo_user(&cluster, &["delete", "lena"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Deleted: the session ends, the playlists go, the name is free again,
+    // on every node.
+    assert_eq!(
+        code(
+            &client(&cluster, Some(&lena_token))
+                .query("{ playlists { totalCount } }", json!({}))
+                .await
+                .unwrap_err()
+        ),
+        "UNAUTHENTICATED"
+    );
+    let users = admin.query(list, json!({})).await.unwrap();
+    assert_eq!(users["users"]["totalCount"], 1);
+    let (again, _) = register(&cluster, "lena", "a second lena").await.unwrap();
+    let mine = client(&cluster, Some(&again))
+        .query("{ playlists { totalCount } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(mine["playlists"]["totalCount"], 0);
+    rondo_tests::eventually(
+        "both nodes to hold the same accounts",
+        std::time::Duration::from_secs(20),
+        || async {
+            let a = cluster.ring_status(0).await.ok()?;
+            let b = cluster.ring_status(1).await.ok()?;
+            (a.last_applied_seq == b.last_applied_seq && a.catalog_digest == b.catalog_digest)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
 }

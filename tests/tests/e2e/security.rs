@@ -739,3 +739,216 @@ async fn look_alike_account_names_are_refused() {
         .unwrap();
     assert_eq!(login["login"]["user"]["name"], "alice");
 }
+
+/// A gateway's certificate lets it act for the sessions it carries, and
+/// for nothing else: the node checks each proposal's session against its
+/// own accounts (actor, own session, own account, admin authority); the
+/// change stream carries no password hashes; a password is checked only
+/// by a node; stored bytes must be the audio they claim to be.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_acts_only_for_the_sessions_it_carries() {
+    use pb::catalog_update::Change as U;
+    let cluster = Cluster::builder().start().await.unwrap();
+    let register = "mutation($n: String!) { register(name: $n, password: \"long enough pw\") { token user { id } } }";
+    let mut accounts = Vec::new();
+    for name in ["vic", "wes"] {
+        let r = cluster
+            .anon
+            .query(register, serde_json::json!({ "n": name }))
+            .await
+            .unwrap();
+        accounts.push((
+            r["register"]["token"].as_str().unwrap().to_owned(),
+            r["register"]["user"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let [(vic, _vic_id), (wes, wes_id)] = [accounts[0].clone(), accounts[1].clone()];
+    let wes_c =
+        rondo_cli::client::Client::new(&cluster.admin.base, &cluster.ca_pem, Some(wes.clone()))
+            .unwrap();
+    let list = wes_c
+        .query(
+            "mutation { createPlaylist(name: \"Wes\") { id } }",
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap()["createPlaylist"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = state(&cluster).await;
+    let mut gateway = cluster.grpc(0).await.unwrap();
+
+    // The change stream has the accounts, never their hashes.
+    let mut changes = gateway
+        .watch_catalog(pb::WatchCatalogRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut users = 0;
+    while users < 2 {
+        let c = tokio::time::timeout(Duration::from_secs(10), changes.message())
+            .await
+            .expect("the change stream to go on")
+            .unwrap()
+            .expect("the change stream to go on");
+        if let Some(pb::catalog_change::Change::User(u)) = c.change {
+            assert!(u.password_hash.is_empty(), "a hash on the stream: {u:?}");
+            users += 1;
+        }
+    }
+    drop(changes);
+
+    // Passwords are checked by the node, for gateways only.
+    let check = |password: &str| pb::CheckPasswordRequest {
+        name: "vic".into(),
+        password: password.into(),
+    };
+    let ok = gateway
+        .check_password(check("long enough pw"))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().user_id, accounts[0].1);
+    let wrong = gateway.check_password(check("wrong")).await.unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    let mut as_node = cluster
+        .grpc_as(&cluster.node_links(0).unwrap(), 0)
+        .await
+        .unwrap();
+    denied(
+        as_node.check_password(check("long enough pw")).await,
+        "CheckPassword as a node",
+    );
+
+    // Proposals: each needs the session it acts for.
+    let propose = |change: U, session: &str| pb::ProposeRequest {
+        update: Some(pb::CatalogUpdate {
+            change: Some(change),
+            ..Default::default()
+        }),
+        session: session.into(),
+    };
+    let admin_account = || {
+        U::RegisterUser(pb::User {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: "mallory".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$x$y".into(),
+            role: "admin".into(),
+            ..Default::default()
+        })
+    };
+    let rename = || {
+        U::Playlist(pb::PlaylistOp {
+            playlist_id: list.clone(),
+            actor_id: wes_id.clone(),
+            at_ms: 1,
+            op: Some(pb::playlist_op::Op::Rename("Vic's now".into())),
+        })
+    };
+    let promote = |user: &str| {
+        U::UserChange(pb::UserChange {
+            user_id: user.into(),
+            at_ms: 1,
+            change: Some(pb::user_change::Change::Role("admin".into())),
+        })
+    };
+    let wes_session = wes.split('.').nth(5).unwrap().to_owned();
+    let end_wes = U::RevokeSession(pb::RevokedSession {
+        session_id: wes_session,
+        expires_at: u64::MAX,
+        at: 1,
+    });
+    let forged = wes.replace("listener", "admin");
+    for (what, request, expected) in [
+        (
+            "an admin without a session",
+            propose(admin_account(), ""),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "an admin for a listener",
+            propose(admin_account(), &vic),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            "another's playlist",
+            propose(rename(), &vic),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            "a playlist without a session",
+            propose(rename(), ""),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "a playlist with a forged session",
+            propose(rename(), &forged),
+            tonic::Code::Unauthenticated,
+        ),
+        (
+            "a promotion of oneself",
+            propose(promote(&accounts[0].1), &vic),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            "a promotion of another",
+            propose(promote(&wes_id), &vic),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            "another's logout",
+            propose(end_wes, &vic),
+            tonic::Code::PermissionDenied,
+        ),
+    ] {
+        let err = gateway.propose(request).await.expect_err(what);
+        assert_eq!(err.code(), expected, "{what}: {err:?}");
+    }
+    // The same rename with wes's own session goes through (so the
+    // refusals above were about authority, not form).
+    gateway.propose(propose(rename(), &wes)).await.unwrap();
+    let after_rename = state(&cluster).await;
+    assert_ne!(after_rename, before);
+
+    // Bytes that are no audio, or not the audio they are sent as.
+    let song = |mime: &str| pb::Song {
+        id: uuid::Uuid::new_v4().to_string(),
+        title: "Disguised".into(),
+        artist: Some(pb::Artist {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: "Nobody".into(),
+        }),
+        mime_type: mime.into(),
+        ..Default::default()
+    };
+    for (bytes, mime) in [
+        (
+            b"<html><script>alert(1)</script></html>".to_vec(),
+            "audio/wav",
+        ),
+        (rondo_tests::tiny_wav(b"real wav"), "audio/mpeg"),
+    ] {
+        use pb::upload_song_request::Part;
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let parts = [
+            Part::Header(pb::SongHeader {
+                song: Some(song(mime)),
+            }),
+            Part::Chunk(bytes),
+            Part::Finish(pb::Finish { content_hash: hash }),
+        ];
+        let err = gateway
+            .upload_song(futures::stream::iter(
+                parts.map(|p| pb::UploadSongRequest { part: Some(p) }),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("unsupported media"), "{err:?}");
+    }
+    assert_eq!(
+        state(&cluster).await,
+        after_rename,
+        "a refused call changed something"
+    );
+}
