@@ -685,4 +685,93 @@ mod tests {
             );
         }
     }
+
+    fn change(user: &str, c: pb::user_change::Change) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::UserChange(pb::UserChange {
+                user_id: user.into(),
+                at_ms: 777,
+                change: Some(c),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[tokio::test]
+    async fn account_changes_keep_an_admin_and_deletions_take_playlists() {
+        use pb::user_change::Change as C;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (ada, reg) = user("ada", "admin");
+        store.apply_update(1, &reg, None).unwrap();
+        let (lin, reg) = user("lin", "listener");
+        store.apply_update(2, &reg, None).unwrap();
+        let list = uuid::Uuid::new_v4().to_string();
+        store
+            .apply_update(
+                3,
+                &op(&list, &lin, pb::playlist_op::Op::Create("L".into())),
+                None,
+            )
+            .unwrap();
+        // The only admin can be neither demoted nor deleted.
+        for (seq, c) in [(4, C::Role("listener".into())), (5, C::Delete(true))] {
+            assert!(matches!(
+                store.apply_update(seq, &change(&ada, c), None).unwrap(),
+                Applied::Rejected(Error::Forbidden(_))
+            ));
+        }
+        assert!(matches!(
+            store
+                .apply_update(6, &change(&lin, C::Role("root".into())), None)
+                .unwrap(),
+            Applied::Rejected(Error::Invalid { .. })
+        ));
+        // A new password ends the sessions issued before the change.
+        store
+            .apply_update(
+                7,
+                &change(&lin, C::PasswordHash("$argon2id$new".into())),
+                None,
+            )
+            .unwrap();
+        let id: rondo_core::UserId = lin.parse().unwrap();
+        let u = store.user(id).unwrap().unwrap();
+        assert_eq!(
+            (u.password_hash.as_str(), u.sessions_after_ms, u.version),
+            ("$argon2id$new", 777, 7)
+        );
+        assert_eq!(
+            store.user_by_name("ＬＩＮ").unwrap().map(|u| u.id),
+            Some(lin.clone())
+        );
+        // With a second admin, the first may go; a deletion takes the
+        // account's playlists and frees its name.
+        store
+            .apply_update(8, &change(&lin, C::Role("admin".into())), None)
+            .unwrap();
+        store
+            .apply_update(9, &change(&lin, C::Delete(true)), None)
+            .unwrap();
+        assert!(store.user(id).unwrap().is_none());
+        assert!(store.user_by_name("lin").unwrap().is_none());
+        let changes = store.changes_after(0, 100).unwrap();
+        let deleted_user = changes.iter().any(|c| {
+            matches!(&c.change, Some(Change::User(u)) if u.id == lin && u.deleted && u.password_hash.is_empty())
+        });
+        assert!(deleted_user);
+        assert!(last_playlist(&store).deleted);
+        let (_, again) = user("lin", "listener");
+        assert!(matches!(
+            store.apply_update(10, &again, None).unwrap(),
+            Applied::Changed { .. }
+        ));
+        assert!(matches!(
+            store
+                .apply_update(11, &change(&ada, C::Delete(true)), None)
+                .unwrap(),
+            Applied::Rejected(Error::Forbidden(_))
+        ));
+    }
 }

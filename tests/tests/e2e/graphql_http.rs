@@ -180,6 +180,25 @@ async fn oversized_bodies_and_long_batches_are_refused() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(code(&v).as_deref(), Some("PAYLOAD_TOO_LARGE"), "{v}");
 
+    // Forty such bodies of 16 MiB at once: each refused at the limit, and
+    // the gateway's memory stays within 100 MiB of where it was.
+    let pid = cluster.gateway.pid().unwrap();
+    let before = crate::rss_kib(pid);
+    let huge = |_| {
+        let chunks = (0..256).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]));
+        post(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+    };
+    let answers = futures::future::join_all((0..40).map(huge)).await;
+    // Each is refused with 413, or cut off while it is still sending.
+    let mut refused = 0;
+    for r in answers.into_iter().flatten() {
+        assert_eq!(r.status(), 413);
+        refused += 1;
+    }
+    assert!(refused > 0, "no oversized body got its 413");
+    let grown = crate::rss_kib(pid).saturating_sub(before);
+    assert!(grown < 100 * 1024, "the gateway grew by {grown} KiB");
+
     // A batch of ten runs; of eleven, none.
     let register = |i: usize| {
         serde_json::json!({

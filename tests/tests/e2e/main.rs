@@ -56,6 +56,16 @@ pub fn code(response: &Value) -> &str {
         .unwrap_or("<no error code>")
 }
 
+/// The resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// A tagged WAV in a temp dir.
 pub fn wav(
     dir: &Path,

@@ -430,15 +430,6 @@ fn rate_limited(e: &rondo_cli::Error) -> bool {
     matches!(e, rondo_cli::Error::GraphQl { code, .. } if code == "RATE_LIMITED")
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Password guessing is slowed per account (whoever asks) and per address,
 /// and password checks at once are bounded (memory stays flat).
 #[tokio::test(flavor = "multi_thread")]
@@ -475,7 +466,7 @@ async fn login_guessing_is_rate_limited() {
     // From one address, attempts at many names run out too; batches of
     // logins count each one and keep the gateway's memory flat.
     let pid = cluster.gateway.pid().unwrap();
-    let before = rss_kib(pid);
+    let before = crate::rss_kib(pid);
     let batch: Vec<serde_json::Value> = (0..10)
         .map(|i| serde_json::json!({ "query": login, "variables": { "n": format!("nobody{i}"), "p": "x" } }))
         .collect();
@@ -496,7 +487,7 @@ async fn login_guessing_is_rate_limited() {
             .any(|r| r["errors"][0]["extensions"]["code"] == "RATE_LIMITED");
     }
     assert!(limited, "50 logins from one address were never limited");
-    let grown = rss_kib(pid).saturating_sub(before);
+    let grown = crate::rss_kib(pid).saturating_sub(before);
     assert!(grown < 100 * 1024, "the gateway grew by {grown} KiB");
     // Queries that check no password are not limited.
     cluster
