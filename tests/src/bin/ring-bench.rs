@@ -5,9 +5,10 @@
 //! by the others. The 1-node cluster is the reference: it runs the same
 //! write path (blob fsync, ring entry fsync, apply) with no peer to wait for.
 //!
-//! A write is one gRPC `UploadSong` of a 64-byte blob straight to a node
-//! (no gateway): the node stores the blob, orders the song on the ring and
-//! answers once it applied it.
+//! A write is one gRPC `UploadSong` of a 556-byte WAV straight to a node
+//! (no gateway), over the cluster's mutual TLS: the node checks it is
+//! audio, stores the blob, orders the song on the ring and answers once it
+//! applied it.
 //!
 //! Join: a fresh 3-node cluster takes writes from 32 writers for the load
 //! step's duration; then a fourth node is started with seeds and added
