@@ -57,6 +57,10 @@ pub struct Accounts {
     playlists: HashMap<PlaylistId, PlaylistRec>,
     /// Deleted playlists and the version that deleted them.
     deleted: HashMap<PlaylistId, u64>,
+    /// Deleted accounts and the version that deleted them: an older
+    /// record of one, from a node that reports later, does not bring it
+    /// back.
+    deleted_users: HashMap<UserId, u64>,
     /// Sessions ended by logout, with their expiry (Unix seconds).
     revoked: HashMap<String, u64>,
 }
@@ -69,10 +73,12 @@ impl Accounts {
             .users
             .get(&id)
             .is_some_and(|old| old.version >= u.version)
+            || self.deleted_users.get(&id).is_some_and(|v| *v >= u.version)
         {
             return Ok(());
         }
         if u.deleted {
+            self.deleted_users.insert(id, u.version);
             if let Some(old) = self.users.remove(&id) {
                 let name = rondo_core::names::login_key(&old.name);
                 if self.by_name.get(&name) == Some(&id) {
@@ -271,6 +277,10 @@ mod tests {
         a.apply_playlist(playlist(1, 2, false)).unwrap();
         assert!(a.user_by_name("zoë").is_some());
         a.apply_user(user(true, 3)).unwrap();
+        assert!(a.user_by_name("zoë").is_none());
+        // A slower node's older record of the account does not bring it
+        // back.
+        a.apply_user(user(false, 2)).unwrap();
         assert!(a.user_by_name("zoë").is_none());
         assert!(a.user_like("Zoë").is_none());
         assert!(a.playlist(PlaylistId(uuid::Uuid::from_u128(1))).is_none());

@@ -18,6 +18,9 @@ use rondo_proto::storage::v1 as pb;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
+/// How far ahead of this node's clock a proposer's may be.
+const CLOCK_SKEW_SECS: u64 = 60;
+
 /// The authority a verified session carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Acting {
@@ -64,14 +67,24 @@ pub fn check(
             )),
         },
         Some(U::RevokeSession(r)) => {
-            if r.session_id == need()?.session.id_hex() {
-                Ok(())
-            } else {
+            let session = need()?.session;
+            if r.session_id != session.id_hex() {
                 Err(Error::Forbidden("a session ends only itself"))
+            } else if r.expires_at < session.expires || r.at > now.saturating_add(CLOCK_SKEW_SECS) {
+                Err(Error::Invalid {
+                    what: "a logout is kept until its session expires, from the present",
+                })
+            } else {
+                Ok(())
             }
         }
         Some(U::UserChange(c)) => {
             let acting = need()?;
+            if c.at_ms > now.saturating_add(CLOCK_SKEW_SECS).saturating_mul(1000) {
+                return Err(Error::Invalid {
+                    what: "an account change is dated in the future",
+                });
+            }
             let own = acting.user.is_some_and(|u| c.user_id == u.to_string());
             match c.change {
                 Some(pb::user_change::Change::PasswordHash(_)) if own => Ok(()),

@@ -128,6 +128,13 @@ impl StorageNode for Service {
                 ))
                 .into());
             }
+            Err(rondo_media::Error::Io { context, source }) => {
+                return Err(Error::Io {
+                    context: context.to_string(),
+                    source,
+                }
+                .into());
+            }
             Err(e) => return Err(Error::Media(e.to_string()).into()),
         }
         let (song, seq) = crate::upload::commit_song(&self.state, song, staged).await?;
@@ -332,7 +339,10 @@ impl StorageNode for Service {
         );
         let ok = self.state.passwords.matches(req.password, hash).await?;
         match user {
-            Some(u) if ok => Ok(Response::new(pb::CheckPasswordReply { user_id: u.id })),
+            Some(u) if ok => Ok(Response::new(pb::CheckPasswordReply {
+                user_id: u.id,
+                version: u.version,
+            })),
             _ => Err(Status::unauthenticated("wrong name or password")),
         }
     }

@@ -257,9 +257,13 @@ impl Cluster {
     }
 
     /// The account whose name and password these are, checked by a live
-    /// node (the password hashes are kept there); none for a wrong name
-    /// or password.
-    pub async fn check_password(&self, name: String, password: String) -> Result<Option<UserId>> {
+    /// node (the password hashes are kept there), and the account's
+    /// version there; none for a wrong name or password.
+    pub async fn check_password(
+        &self,
+        name: String,
+        password: String,
+    ) -> Result<Option<(UserId, u64)>> {
         let (_, node) = self.pick_live([])?;
         let reply = node
             .client
@@ -267,7 +271,10 @@ impl Cluster {
             .check_password(pb::CheckPasswordRequest { name, password })
             .await;
         match reply {
-            Ok(r) => Ok(Some(r.into_inner().user_id.parse()?)),
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Some((r.user_id.parse()?, r.version)))
+            }
             Err(status) if status.code() == tonic::Code::Unauthenticated => Ok(None),
             Err(status) => Err(node_error(&node, status)),
         }

@@ -455,7 +455,18 @@ impl AccountMutation {
             let _turn = state.limits.hashing_turn().await.gql()?;
             state.cluster.check_password(name, password).await.gql()?
         };
-        let Some(id) = id else {
+        // A node that has not applied the account's last change (a new
+        // password) may not vouch for the old one.
+        let id = id.filter(|(id, version)| {
+            let known = state
+                .cluster
+                .snapshot()
+                .accounts
+                .user(*id)
+                .map(|u| u.version);
+            known.is_none_or(|k| k <= *version)
+        });
+        let Some((id, _)) = id else {
             return Err(Error::Unauthenticated("wrong name or password")).gql();
         };
         let user = account(ctx, id).map_err(|_| {
@@ -489,7 +500,9 @@ impl AccountMutation {
                 .await
                 .gql()?
         };
-        if checked != Some(s.user) {
+        // From a node that has applied the account's last change.
+        let fresh = checked.is_some_and(|(id, v)| id == s.user && v >= me.version);
+        if !fresh {
             return Err(Error::Unauthenticated("wrong password")).gql();
         }
         let hash = new_password_hash(state, new_password).await.gql()?;

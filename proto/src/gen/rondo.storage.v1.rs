@@ -10,6 +10,11 @@ pub struct CheckPasswordRequest {
 pub struct CheckPasswordReply {
     #[prost(string, tag = "1")]
     pub user_id: ::prost::alloc::string::String,
+    /// The account's version on the answering node: a gateway that knows a
+    /// newer one refuses the answer (the node has not applied a password
+    /// change yet).
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ChangeLayoutRequest {

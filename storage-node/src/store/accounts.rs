@@ -60,7 +60,7 @@ pub(super) fn register_user(
             what: "account name must be 1-100 visible characters",
         }));
     };
-    if user.password_hash.is_empty() {
+    if user.password_hash.is_empty() || user.password_hash.len() > 512 {
         return Ok(Err(Error::Invalid {
             what: "an account needs a password",
         }));
@@ -83,6 +83,8 @@ pub(super) fn register_user(
     };
     user.name = name;
     user.version = seq;
+    user.deleted = false;
+    user.sessions_after_ms = 0;
     names.insert(folded.as_str(), id)?;
     users.insert(id, user.encode_to_vec().as_slice())?;
     Ok(Ok(user))
@@ -115,7 +117,7 @@ pub(super) fn change_user(
             id: change.user_id,
         }));
     };
-    let Some(what) = change.change else {
+    let Some(what) = change.change.filter(|c| !matches!(c, C::Delete(false))) else {
         return Ok(Err(Error::Invalid {
             what: "empty account change",
         }));

@@ -850,6 +850,20 @@ async fn a_gateway_acts_only_for_the_sessions_it_carries() {
         at: 1,
     });
     let forged = wes.replace("listener", "admin");
+    // Dated far ahead, to end a session's revocation early or lock an
+    // account's sessions out for good.
+    let vic_forever = U::RevokeSession(pb::RevokedSession {
+        session_id: vic.split('.').nth(5).unwrap().to_owned(),
+        expires_at: u64::MAX,
+        at: u64::MAX,
+    });
+    let future_password = U::UserChange(pb::UserChange {
+        user_id: accounts[0].1.clone(),
+        at_ms: u64::MAX,
+        change: Some(pb::user_change::Change::PasswordHash(
+            "$argon2id$v=19$m=19456,t=2,p=1$x$y".into(),
+        )),
+    });
     for (what, request, expected) in [
         (
             "an admin without a session",
@@ -890,6 +904,16 @@ async fn a_gateway_acts_only_for_the_sessions_it_carries() {
             "another's logout",
             propose(end_wes, &vic),
             tonic::Code::PermissionDenied,
+        ),
+        (
+            "a logout from the future",
+            propose(vic_forever, &vic),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "a password from the future",
+            propose(future_password, &vic),
+            tonic::Code::InvalidArgument,
         ),
     ] {
         let err = gateway.propose(request).await.expect_err(what);
