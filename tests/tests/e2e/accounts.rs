@@ -376,24 +376,11 @@ async fn accounts_roles_and_playlists_through_the_ring() {
     assert_eq!(still["me"]["name"], "bob");
 
     // `rondo user create --admin`: the password comes from stdin.
-    let mut child = Command::new(bin("rondo"))
-        .args(["user", "create", "dave", "--admin"])
-        .env("RONDO_GATEWAY", &cluster.admin.base)
-        .env("RONDO_TOKEN", &cluster.token)
-        .env("RONDO_CA_CERT", cluster.dir.path().join("tls/ca.pem"))
-        .env("RONDO_DATA", cluster.dir.path().join("no-dev-here"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"dave's password\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = rondo_user(
+        &cluster,
+        &["create", "dave", "--admin"],
+        "dave's password\n",
+    );
     assert!(
         out.status.success(),
         "{}",
