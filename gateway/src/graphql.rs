@@ -869,7 +869,8 @@ impl CatalogMutation {
     async fn delete_song(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         require_admin(ctx).gql()?;
         let id: SongId = parse_id(&id).gql()?;
-        crate::ingest::delete(state(ctx), id).await.gql()?;
+        let session = accounts::authority(ctx);
+        crate::ingest::delete(state(ctx), id, session).await.gql()?;
         Ok(true)
     }
 }

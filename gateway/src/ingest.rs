@@ -230,8 +230,9 @@ fn file_chunks(file: std::fs::File) -> impl futures::Stream<Item = std::io::Resu
     })
 }
 
-/// Deletes a song from every node that holds it.
-pub async fn delete(state: &Arc<AppState>, id: SongId) -> Result<()> {
+/// Deletes a song from every node that holds it, with the admin authority
+/// `session` (a signed session token, checked by the node).
+pub async fn delete(state: &Arc<AppState>, id: SongId, session: String) -> Result<()> {
     let song = state
         .cluster
         .snapshot()
@@ -245,7 +246,7 @@ pub async fn delete(state: &Arc<AppState>, id: SongId) -> Result<()> {
     // enough, and every node applies it.
     state
         .cluster
-        .delete_song(song.replicas.iter().copied(), id)
+        .delete_song(song.replicas.iter().copied(), id, session)
         .await?;
     tracing::info!(song = %id, "deleted song");
     Ok(())

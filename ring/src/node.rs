@@ -712,6 +712,17 @@ impl<P: Clone> Node<P> {
     }
 
     fn receive(&mut self, from: NodeId, msg: Message<P>, out: &mut Out<P>) {
+        // Only nodes of the layout take part: a node whose removal is
+        // committed, or one never added, is answered only with the refusal
+        // of its Join (which tells it it is out). Its other messages are
+        // dropped: it fetches no log, casts no entry, passes no token and
+        // joins no candidacy. A member of this node's ring still counts
+        // until that ring dissolves (a removed member passes the token for
+        // one more rotation), and a node with an empty log knows no layout
+        // yet and hears everyone.
+        if !matches!(msg, Message::Join { .. }) && !self.knows(from) {
+            return;
+        }
         match msg {
             Message::Join { proposed } => self.on_join(from, proposed, out),
             Message::Promise {
@@ -1194,6 +1205,18 @@ impl<P: Clone> Node<P> {
 }
 
 impl<P: Clone> Node<P> {
+    /// Whether `from` is a node of this node's layout (as applied or as at
+    /// the end of its log) or a member of its ring.
+    fn knows(&self, from: NodeId) -> bool {
+        self.durable.last().seq == 0
+            || self.applied_layout().nodes.contains_key(&from)
+            || self.layout().nodes.contains_key(&from)
+            || self
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.members.contains(&from))
+    }
+
     /// Whether `from`, not a member of this node's operational ring, has a
     /// link that is down to or from a member, as far as this node knows.
     fn cut_off(&self, from: NodeId) -> bool {

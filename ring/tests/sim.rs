@@ -543,6 +543,49 @@ fn a_removed_node_retires_and_the_others_go_on_without_it() {
     assert_eq!(net.nodes[&ids[1]].ring().map(|r| r.0), Some(ring));
     assert!(net.nodes[&gone].ring().is_none());
     assert!(net.nodes[&gone].removed());
+    // Its certificate is still valid, so its messages reach the others;
+    // sent on purpose (knowing the ring's id), none of them works: no page
+    // of the log or snapshot comes back, no entry is cast, no token taken.
+    let seq = net.nodes[&ids[1]].durable().last().seq;
+    let forged: [Msg; 4] = [
+        Message::Fetch { ring, after: 0 },
+        Message::Mcast {
+            ring,
+            entry: rondo_ring::Entry {
+                seq: seq + 1,
+                ring,
+                body: Body::Update(666),
+            },
+        },
+        Message::Token(rondo_ring::Token {
+            ring,
+            rotation: u64::MAX / 2,
+            seq: seq + 1,
+            aru: seq + 1,
+            rot_min: seq + 1,
+            rtr: BTreeSet::new(),
+            down: BTreeSet::new(),
+            layout_seq: 0,
+        }),
+        Message::Ready { ring, last: seq },
+    ];
+    for msg in forged {
+        for &to in &ids[1..] {
+            net.input(
+                to,
+                Input::Receive {
+                    from: gone,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        assert!(
+            !net.queue.iter().any(|(_, to, _)| *to == gone),
+            "a member answered a removed node's {msg:?}"
+        );
+        net.run(10_000);
+    }
+    assert_eq!(net.nodes[&ids[1]].ring().map(|r| r.0), Some(ring));
     // The two are now the whole quorum: they take writes.
     net.input(ids[1], Input::Propose(5));
     assert!(net.settle(|n| {
@@ -551,6 +594,10 @@ fn a_removed_node_retires_and_the_others_go_on_without_it() {
             .all(|i| n.applied[i].iter().map(|(_, v)| *v).eq([5]))
     }));
     assert!(net.applied[&gone].is_empty());
+    assert!(
+        net.applied.values().flatten().all(|(_, v)| *v != 666),
+        "a removed node's forged entry was applied"
+    );
 }
 
 /// A node that applied its own removal and is added back while it cannot be

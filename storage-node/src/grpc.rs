@@ -47,6 +47,18 @@ impl Service {
     ) -> Result<rondo_core::tls::Identity, Status> {
         authz::authorize(&self.state.ring, self.state.node_id, request, rpc, allowed)
     }
+
+    /// The admin authority of the session `token` (see [`crate::acting`]).
+    async fn admin(&self, token: String) -> Result<pb::Authority, Status> {
+        let state = self.state.clone();
+        let authority = tokio::task::spawn_blocking(move || {
+            let now = crate::clock::unix_now();
+            crate::acting::admin(&state.store, &state.sessions, &token, now)
+        })
+        .await
+        .map_err(Error::from)??;
+        Ok(authority)
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -248,9 +260,12 @@ impl StorageNode for Service {
         request: Request<pb::DeleteSongRequest>,
     ) -> Result<Response<pb::DeleteSongResponse>, Status> {
         self.authorize(&request, "DeleteSong", Allowed::Gateways)?;
-        let id: SongId = request.into_inner().id.parse().map_err(Error::from)?;
+        let request = request.into_inner();
+        let id: SongId = request.id.parse().map_err(Error::from)?;
+        let authority = self.admin(request.session).await?;
         let update = pb::CatalogUpdate {
             change: Some(pb::catalog_update::Change::DeleteSongId(id.to_string())),
+            authority: Some(authority),
             ..Default::default()
         };
         let seq = match self.state.ring.propose(update).await? {
@@ -292,8 +307,12 @@ impl StorageNode for Service {
         let token = request.session;
         let update = tokio::task::spawn_blocking(move || {
             let now = crate::clock::unix_now();
-            crate::acting::check(&state.store, &state.sessions, &token, &update, now)
-                .map(|()| update)
+            let authority =
+                crate::acting::check(&state.store, &state.sessions, &token, &update, now)?;
+            Ok::<_, Error>(pb::CatalogUpdate {
+                authority,
+                ..update
+            })
         })
         .await
         .map_err(Error::from)??;
@@ -309,7 +328,9 @@ impl StorageNode for Service {
         request: Request<pb::ChangeLayoutRequest>,
     ) -> Result<Response<pb::ChangeLayoutReply>, Status> {
         self.authorize(&request, "ChangeLayout", Allowed::Gateways)?;
-        let change = request.into_inner().change.ok_or(Error::Invalid {
+        let request = request.into_inner();
+        self.admin(request.session).await?;
+        let change = request.change.ok_or(Error::Invalid {
             what: "no layout change",
         })?;
         let change = crate::ring::wire::change_from_wire(change)?;

@@ -1089,6 +1089,20 @@ impl Cluster {
         self.anon.http()
     }
 
+    /// A one-minute operator session (the nil account, admin), signed as a
+    /// gateway signs one for the admin token: what a node's admin RPCs
+    /// (`DeleteSong`, `ChangeLayout`) need.
+    pub fn operator_session(&self) -> String {
+        let signer = rondo_core::session::SessionSigner::new(self.secret.clone());
+        signer.sign(&rondo_core::session::Session {
+            user: rondo_core::UserId(uuid::Uuid::nil()),
+            role: rondo_core::session::Role::Admin,
+            issued_ms: rondo_process::unix_now_ms(),
+            expires: rondo_process::unix_now() + 60,
+            id: *uuid::Uuid::new_v4().as_bytes(),
+        })
+    }
+
     /// A stream URL for `song` on `node`, signed with the cluster secret and
     /// expiring at `exp` (Unix seconds).
     pub fn signed_url(&self, node: usize, song: SongId, exp: u64) -> String {

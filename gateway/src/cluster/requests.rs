@@ -319,14 +319,19 @@ impl Cluster {
 
     /// Deletes a song through a live node (the first of `preferred` that
     /// is up) and waits until this gateway's index has the delete. A song
-    /// deleted meanwhile by someone else is gone all the same.
+    /// deleted meanwhile by someone else is gone all the same. `session`:
+    /// the admin session the node checks.
     pub async fn delete_song(
         &self,
         preferred: impl IntoIterator<Item = NodeId>,
         id: SongId,
+        session: String,
     ) -> Result<()> {
         let (target, node) = self.pick_live(preferred)?;
-        let request = pb::DeleteSongRequest { id: id.to_string() };
+        let request = pb::DeleteSongRequest {
+            id: id.to_string(),
+            session,
+        };
         match node.client.clone().delete_song(request).await {
             Ok(reply) => self.wait_applied(target, reply.into_inner().seq).await,
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
@@ -335,12 +340,14 @@ impl Cluster {
     }
 
     /// Has the node `target` order a layout change, decided against
-    /// `expect_epoch`; answers the layout after it.
+    /// `expect_epoch`, with the admin authority `session`; answers the
+    /// layout after it.
     pub async fn change_layout(
         &self,
         target: NodeId,
         op: LayoutOp,
         expect_epoch: u64,
+        session: String,
     ) -> Result<Layout> {
         let change = ring::LayoutChange {
             expect_epoch,
@@ -350,6 +357,7 @@ impl Cluster {
         let node = self.known_node(target)?;
         let request = pb::ChangeLayoutRequest {
             change: Some(change),
+            session,
         };
         let reply = node
             .client

@@ -203,7 +203,7 @@ fn check_name(name: &str) -> Result<String, Error> {
 /// request's account, or for the admin token a one-minute operator session
 /// (nil account, admin role; see the node's `acting` module); empty
 /// without either (a listener's registration).
-fn authority(ctx: &Context<'_>) -> String {
+pub(crate) fn authority(ctx: &Context<'_>) -> String {
     let state = state(ctx);
     match ctx.data_opt::<Auth>() {
         Some(Auth::User(s)) => state.sessions.sign(s),

@@ -170,6 +170,9 @@ async fn change(
         .filter(|n| Some(*n) != avoid)
         .collect();
     let (target, _) = cluster.pick_live(targets)?;
-    let layout = cluster.change_layout(target, op, expect_epoch).await?;
+    let session = super::accounts::authority(ctx);
+    let layout = cluster
+        .change_layout(target, op, expect_epoch, session)
+        .await?;
     Ok(ClusterLayout::from(&layout))
 }

@@ -20,6 +20,10 @@ pub struct CheckPasswordReply {
 pub struct ChangeLayoutRequest {
     #[prost(message, optional, tag = "1")]
     pub change: ::core::option::Option<super::super::ring::v1::LayoutChange>,
+    /// The admin session the gateway verified (for the admin token, a short
+    /// operator session it signs). The node checks it before ordering.
+    #[prost(string, tag = "2")]
+    pub session: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ChangeLayoutReply {
@@ -234,6 +238,11 @@ pub struct GetSongRequest {
 pub struct DeleteSongRequest {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
+    /// The admin session the gateway verified (for the admin token, a short
+    /// operator session it signs). The node checks it, and every node again
+    /// when it applies the delete.
+    #[prost(string, tag = "2")]
+    pub session: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DeleteSongResponse {
@@ -447,6 +456,14 @@ pub struct CatalogUpdate {
     /// when the update is applied.
     #[prost(string, tag = "4")]
     pub proposal: ::prost::alloc::string::String,
+    /// Whom the update acts for, as the proposing node verified it from the
+    /// session the gateway sent. Every node checks it again when it applies
+    /// the update, against the accounts at that point of the total order (a
+    /// role, a deletion, a logout or a password change ordered first wins).
+    /// Absent: an anonymous listener's registration, a song's upload (its
+    /// grant was checked), or an entry ordered before authorities were.
+    #[prost(message, optional, tag = "9")]
+    pub authority: ::core::option::Option<Authority>,
     #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
@@ -470,6 +487,20 @@ pub mod catalog_update {
         #[prost(message, tag = "8")]
         UserChange(super::UserChange),
     }
+}
+/// The session an update acts for.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Authority {
+    /// The account's UUID; the nil UUID is an operator (the admin token).
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The session's id (hex), as a logout names it.
+    #[prost(string, tag = "2")]
+    pub session_id: ::prost::alloc::string::String,
+    /// When the session was issued (Unix milliseconds): a password change
+    /// ends the sessions issued before it.
+    #[prost(uint64, tag = "3")]
+    pub issued_ms: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HealthRequest {

@@ -776,4 +776,153 @@ mod tests {
             Applied::Rejected(Error::Forbidden(_))
         ));
     }
+
+    /// An update carrying an authority (account, session, issue time).
+    fn acting_as(user: &str, session: &str, issued_ms: u64, update: Vec<u8>) -> Vec<u8> {
+        let mut u = pb::CatalogUpdate::decode(update.as_slice()).unwrap();
+        u.authority = Some(pb::Authority {
+            user_id: user.into(),
+            session_id: session.into(),
+            issued_ms,
+        });
+        u.encode_to_vec()
+    }
+
+    /// Every node checks an ordered update's authority again at apply:
+    /// a demotion, a deletion, a logout or a password change ordered first
+    /// decides, whatever the proposer saw.
+    #[tokio::test]
+    async fn authority_is_checked_again_in_the_total_order() {
+        use pb::playlist_op::Op;
+        use pb::user_change::Change as C;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (ada, reg) = user("ada", "admin");
+        store.apply_update(1, &reg, None).unwrap();
+        let (cy, reg) = user("cy", "admin");
+        store.apply_update(2, &reg, None).unwrap();
+        let (lin, reg) = user("lin", "listener");
+        store.apply_update(3, &reg, None).unwrap();
+        let refused = |seq: u64, update: Vec<u8>| match store.apply_update(seq, &update, None) {
+            Ok(Applied::Rejected(e)) => Some(e),
+            Ok(_) => None,
+            Err(e) => panic!("{e}"),
+        };
+        let before = store.changes_after(0, 1000).unwrap().len();
+
+        // A listener's session neither makes an admin nor deletes a song.
+        let (_, admin_reg) = user("mallory", "admin");
+        let e = refused(4, acting_as(&lin, "s-lin", 10, admin_reg.clone()));
+        assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
+        let e = refused(
+            5,
+            acting_as(&lin, "s-lin", 10, delete(SongId::new_random())),
+        );
+        assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
+        // A playlist acts only for the session's account.
+        let list = uuid::Uuid::new_v4().to_string();
+        let e = refused(
+            6,
+            acting_as(&lin, "s-lin", 10, op(&list, &ada, Op::Create("L".into()))),
+        );
+        assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
+        // A session ends only itself.
+        let revoke = |id: &str| {
+            pb::CatalogUpdate {
+                change: Some(pb::catalog_update::Change::RevokeSession(
+                    pb::RevokedSession {
+                        session_id: id.into(),
+                        expires_at: u64::MAX,
+                        at: 1,
+                    },
+                )),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let e = refused(7, acting_as(&lin, "s-lin", 10, revoke("s-ada")));
+        assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
+        assert_eq!(store.changes_after(0, 1000).unwrap().len(), before);
+
+        // Ada is demoted by Cy; her role change for Lin, proposed while
+        // she was an admin, is ordered after and refused.
+        assert!(
+            refused(
+                8,
+                acting_as(&cy, "s-cy", 10, change(&ada, C::Role("listener".into())))
+            )
+            .is_none()
+        );
+        let e = refused(
+            9,
+            acting_as(&ada, "s-ada", 10, change(&lin, C::Role("admin".into()))),
+        );
+        assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
+        let lin_id: rondo_core::UserId = lin.parse().unwrap();
+        assert_eq!(store.user(lin_id).unwrap().unwrap().role, "listener");
+
+        // Lin's playlist with her session applies; after her logout, or
+        // with a session issued before her password change, it does not.
+        assert!(
+            refused(
+                10,
+                acting_as(&lin, "s-lin", 10, op(&list, &lin, Op::Create("L".into())))
+            )
+            .is_none()
+        );
+        assert!(refused(11, acting_as(&lin, "s-lin", 10, revoke("s-lin"))).is_none());
+        let e = refused(
+            12,
+            acting_as(&lin, "s-lin", 10, op(&list, &lin, Op::Rename("M".into()))),
+        );
+        assert!(matches!(e, Some(Error::Unauthenticated(_))), "{e:?}");
+        assert!(
+            refused(
+                13,
+                acting_as(
+                    &lin,
+                    "s2",
+                    10,
+                    change(&lin, C::PasswordHash("$argon2id$n".into()))
+                )
+            )
+            .is_none()
+        );
+        let e = refused(
+            14,
+            acting_as(&lin, "s3", 776, op(&list, &lin, Op::Rename("M".into()))),
+        );
+        assert!(matches!(e, Some(Error::Unauthenticated(_))), "{e:?}");
+        assert!(
+            refused(
+                15,
+                acting_as(&lin, "s4", 777, op(&list, &lin, Op::Rename("M".into())))
+            )
+            .is_none()
+        );
+        assert_eq!(last_playlist(&store).name, "M");
+
+        // An operator (the admin token) may; a deleted account may not.
+        assert!(
+            refused(
+                16,
+                acting_as(
+                    &uuid::Uuid::nil().to_string(),
+                    "op",
+                    1,
+                    change(&lin, C::Delete(true))
+                )
+            )
+            .is_none()
+        );
+        let e = refused(
+            17,
+            acting_as(&lin, "s4", 777, op(&list, &lin, Op::Create("N".into()))),
+        );
+        assert!(matches!(e, Some(Error::Unauthenticated(_))), "{e:?}");
+        // No authority: an anonymous listener's registration (and entries
+        // ordered before authorities were) apply as their proposer checked.
+        let (_, reg) = user("newbie", "listener");
+        assert!(refused(18, reg).is_none());
+    }
 }

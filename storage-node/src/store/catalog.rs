@@ -165,6 +165,10 @@ impl Store {
         layout: Option<&rondo_ring::Layout>,
     ) -> Result<Outcome> {
         use pb::catalog_update::Change as U;
+        if let Some(refused) = super::authority::refusal(txn, &update)? {
+            tracing::info!(seq, error = %refused, "ordered update refused: its authority no longer stands");
+            return Ok((Applied::Rejected(refused), None));
+        }
         let mut meta = txn.open_table(META)?;
         match update.change {
             Some(U::Upsert(song)) => {

@@ -14,7 +14,8 @@
 //! One file per table family, each with its own `impl Store` block and its
 //! own tests: [`blobs`] (files, index, staging), [`catalog`] (songs, artists,
 //! albums, applying ordered updates), [`accounts`] (users, playlists,
-//! revocations), [`outbox`] (outbox and inbox: the storage side of the
+//! revocations), [`authority`] (who may order which update, checked again
+//! at apply), [`outbox`] (outbox and inbox: the storage side of the
 //! relay), [`ring_state`] (the control plane's log and applied layout),
 //! [`snapshot`] (export and install of the applied state).
 //!
@@ -34,6 +35,7 @@
 //! redb is synchronous: async callers use `spawn_blocking`.
 
 mod accounts;
+mod authority;
 mod blobs;
 mod catalog;
 mod outbox;
@@ -55,6 +57,7 @@ use crate::error::{Error, Result};
 use tables::*;
 
 pub use accounts::{MAX_NAME, MAX_PLAYLIST};
+pub use authority::{Acting, permits};
 pub use blobs::{StagedBlob, Staging};
 pub use outbox::{Delivered, Delivery, FetchTask, OutboxTask, Pending, PushTask};
 

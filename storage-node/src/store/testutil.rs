@@ -81,7 +81,7 @@ pub(crate) fn upsert(song: pb::Song, bytes: &[u8], origin: NodeId) -> Vec<u8> {
     pb::CatalogUpdate {
         origin: origin.to_string(),
         change: Some(pb::catalog_update::Change::Upsert(song)),
-        proposal: String::new(),
+        ..Default::default()
     }
     .encode_to_vec()
 }

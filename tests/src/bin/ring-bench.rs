@@ -163,6 +163,7 @@ async fn join(token_ms: u64, secs: f64) -> anyhow::Result<()> {
             })),
             proposal: String::new(),
         }),
+        session: cluster.operator_session(),
     };
     let started = Instant::now();
     client(&cluster, 0).await?.change_layout(add).await?;

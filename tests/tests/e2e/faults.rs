@@ -573,6 +573,7 @@ async fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
     client
         .delete_song(rondo_proto::storage::v1::DeleteSongRequest {
             id: doomed.id.clone(),
+            session: cluster.operator_session(),
         })
         .await
         .unwrap();

@@ -919,6 +919,48 @@ async fn a_gateway_acts_only_for_the_sessions_it_carries() {
         let err = gateway.propose(request).await.expect_err(what);
         assert_eq!(err.code(), expected, "{what}: {err:?}");
     }
+    // Deleting a song and changing the layout need an admin's session.
+    let song_id = uuid::Uuid::new_v4().to_string();
+    for (what, session, expected) in [
+        (
+            "without a session",
+            String::new(),
+            tonic::Code::Unauthenticated,
+        ),
+        ("for a listener", vic.clone(), tonic::Code::PermissionDenied),
+        (
+            "with a forged session",
+            forged.clone(),
+            tonic::Code::Unauthenticated,
+        ),
+    ] {
+        let err = gateway
+            .delete_song(pb::DeleteSongRequest {
+                id: song_id.clone(),
+                session: session.clone(),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), expected, "DeleteSong {what}: {err:?}");
+        let remove = rondo_proto::ring::v1::LayoutChange {
+            expect_epoch: 0,
+            op: Some(rondo_proto::ring::v1::layout_change::Op::Remove(
+                rondo_proto::ring::v1::RemoveNode {
+                    id: cluster.nodes[0].id.to_string(),
+                },
+            )),
+            proposal: String::new(),
+        };
+        let err = gateway
+            .change_layout(pb::ChangeLayoutRequest {
+                change: Some(remove),
+                session,
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), expected, "ChangeLayout {what}: {err:?}");
+    }
+
     // The same rename with wes's own session goes through (so the
     // refusals above were about authority, not form).
     gateway.propose(propose(rename(), &wes)).await.unwrap();
