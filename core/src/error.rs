@@ -19,4 +19,8 @@ pub enum Error {
     /// A certificate or key does not load.
     #[error("tls: {0}")]
     Tls(String),
+    /// A partition assignment that cannot be made, or a table that breaks
+    /// the placement rules.
+    #[error("placement: {0}")]
+    Placement(String),
 }

@@ -15,6 +15,7 @@ mod hash;
 mod id;
 pub mod keys;
 pub mod names;
+pub mod partitions;
 pub mod placement;
 pub mod range;
 pub mod session;
