@@ -67,7 +67,10 @@ impl Node {
         }
     }
 
-    async fn check_health(&self, me: Option<pb::GatewayInfo>) -> Result<pb::HealthResponse> {
+    pub(super) async fn check_health(
+        &self,
+        me: Option<pb::GatewayInfo>,
+    ) -> Result<pb::HealthResponse> {
         let mut client = self.client.clone();
         let request = pb::HealthRequest { gateway: me };
         let reply = tokio::time::timeout(HEALTH_TIMEOUT, client.health(request))
@@ -335,7 +338,7 @@ impl Cluster {
         map.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(30));
     }
 
-    fn me(&self) -> Option<pb::GatewayInfo> {
+    pub(super) fn me(&self) -> Option<pb::GatewayInfo> {
         Some(self.me.info())
     }
 

@@ -366,6 +366,13 @@ impl Cluster {
             .await
             .map_err(|status| node_error(&node, status))?
             .into_inner();
+        // Read the node's layout now rather than at the next health round,
+        // so that a change right after this one (a script's next command,
+        // whose expected epoch defaults to this gateway's view) is decided
+        // against the layout this one made.
+        if let Err(e) = node.check_health(self.me()).await {
+            tracing::warn!(node = %target, error = %e, "no health after a layout change");
+        }
         reply
             .layout
             .as_ref()

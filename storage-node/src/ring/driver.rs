@@ -312,6 +312,10 @@ impl Driver {
                 // The store's, which a replayed entry does not change.
                 self.applied_layout = store.ring_layout()?;
                 if let Some(reply) = self.waiters.layouts.remove(&change.proposal) {
+                    // `Health` shows the new layout before the proposer's
+                    // client hears of it, so that its next change is
+                    // decided against this one.
+                    self.publish(true);
                     let _ = reply.send(match outcome {
                         Ok(layout) => Ok((layout, entry.seq)),
                         Err(r @ rondo_ring::Refusal::Stale { .. }) => Err(Error::StaleLayout(r)),

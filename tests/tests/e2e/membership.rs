@@ -329,4 +329,16 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
     let (status, out, err) = rondo(&cluster, &cluster.token, &["ring"]);
     assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("layout   epoch 1"), "{out}");
+
+    // Layout commands back to back, as a script runs them, each deciding
+    // against the gateway's view: the next one sees the layout the last
+    // one made (it used to get CONFLICT from a view a health round old).
+    for (factor, epoch) in [("1", "epoch 2"), ("2", "epoch 3"), ("1", "epoch 4")] {
+        let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "replication", factor]);
+        assert_eq!(
+            status, 0,
+            "replication {factor}: stdout: {out}\nstderr: {err}"
+        );
+        assert!(out.contains(epoch), "{out}");
+    }
 }
