@@ -56,7 +56,7 @@ pub struct Candidate {
 }
 
 /// Which nodes own each partition.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Assignment {
     /// Partition bits: `1 << bits` partitions.
     pub bits: u8,

@@ -1,13 +1,41 @@
 //! The cluster layout: which nodes there are, where they listen, which of
-//! them vote, and the replication factor. It changes only through ordered
-//! [`LayoutChange`]s, each naming the epoch it expects: the first one
-//! ordered wins, a stale one is refused the same way on every node
+//! them vote, the replication factor, each node's zone and capacity, and
+//! the placement of audio partitions on them. It changes only through
+//! ordered [`LayoutChange`]s, each naming the epoch it expects: the first
+//! one ordered wins, a stale one is refused the same way on every node
 //! (PROTOCOL.md, "Layout changes").
+//!
+//! A placement is data: the node that proposes a change computes the table
+//! ([`rondo_core::partitions::assign`]) and every node only checks it
+//! ([`Layout::apply`]), so two binary versions, or a later fix of the
+//! algorithm, never disagree about who owns what. Every layout's placement
+//! is valid for its nodes: a change that would break it without a new one
+//! is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use rondo_core::NodeId;
+use rondo_core::partitions::{Assignment, Candidate};
+
+/// The zone of a node added without one.
+pub const DEFAULT_ZONE: &str = "default";
+
+/// The capacity of a node added without one (1 TiB): capacities only weigh
+/// nodes against each other, so equal defaults give equal shares.
+pub const DEFAULT_CAPACITY: u64 = 1 << 40;
+
+/// Whether a node takes placement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Standing {
+    /// It may own partitions (if it has capacity).
+    #[default]
+    In,
+    /// It owns none; `auto` when the cluster marked it out itself (down
+    /// for too long), not an operator.
+    Out { auto: bool },
+}
 
 /// One node of the layout.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,6 +44,35 @@ pub struct Member {
     pub addr: String,
     /// Whether it counts towards quorums.
     pub voter: bool,
+    /// Its failure domain: replicas of a partition go to distinct zones.
+    pub zone: String,
+    /// Bytes it offers for audio (0: it stores none, e.g. a witness voter
+    /// or a drained node).
+    pub capacity: u64,
+    pub standing: Standing,
+}
+
+impl Default for Member {
+    fn default() -> Self {
+        Member {
+            addr: String::new(),
+            voter: false,
+            zone: DEFAULT_ZONE.into(),
+            capacity: DEFAULT_CAPACITY,
+            standing: Standing::In,
+        }
+    }
+}
+
+/// A placement version: the owners of each audio partition, from layout
+/// epoch `epoch` on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Placement {
+    /// The layout epoch it was installed at.
+    pub epoch: u64,
+    /// Copies an upload makes on owners before it is acknowledged.
+    pub write_quorum: u32,
+    pub assignment: Assignment,
 }
 
 /// The layout in force after some prefix of the log.
@@ -26,6 +83,9 @@ pub struct Layout {
     pub nodes: BTreeMap<NodeId, Member>,
     /// How many nodes hold each song's audio.
     pub replication: u32,
+    /// The newest placement; none: every node holds every blob (full
+    /// replication, as before sharding).
+    pub placement: Option<Arc<Placement>>,
 }
 
 /// One change of the layout; each changes the voter set by at most one
@@ -45,8 +105,19 @@ pub enum LayoutOp {
         node: NodeId,
         voter: bool,
     },
+    /// A new replication factor, with the placement for it (none: only
+    /// without a placement, i.e. full replication).
     SetReplication {
         factor: u32,
+        placement: Option<Placement>,
+    },
+    /// A node's zone and capacity, with the placement for them (none:
+    /// the current placement must stay valid).
+    SetStorage {
+        node: NodeId,
+        zone: String,
+        capacity: u64,
+        placement: Option<Placement>,
     },
 }
 
@@ -78,6 +149,10 @@ pub enum Refusal {
         factor: u32,
         nodes: usize,
     },
+    /// The node still owns partitions of the placement: drain it first.
+    StillOwns(NodeId),
+    /// The placement does not fit the layout it would be part of.
+    BadPlacement(String),
 }
 
 impl fmt::Display for Refusal {
@@ -96,6 +171,11 @@ impl fmt::Display for Refusal {
                 f,
                 "replication factor {factor} is not between 1 and the {nodes} nodes of the layout"
             ),
+            Refusal::StillOwns(n) => write!(
+                f,
+                "node {n} still owns partitions of the placement: drain it (capacity 0) first"
+            ),
+            Refusal::BadPlacement(why) => write!(f, "invalid placement: {why}"),
         }
     }
 }
@@ -110,10 +190,39 @@ impl Layout {
             epoch: 0,
             nodes: nodes
                 .into_iter()
-                .map(|(id, addr)| (id, Member { addr, voter: true }))
+                .map(|(id, addr)| {
+                    let member = Member {
+                        addr,
+                        voter: true,
+                        ..Member::default()
+                    };
+                    (id, member)
+                })
                 .collect(),
             replication,
+            placement: None,
         }
+    }
+
+    /// The nodes that may own partitions: in, with their zones and
+    /// capacities (those of capacity 0 own none).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.nodes
+            .iter()
+            .filter(|(_, m)| m.standing == Standing::In)
+            .map(|(id, m)| Candidate {
+                id: *id,
+                zone: m.zone.clone(),
+                capacity: m.capacity,
+            })
+            .collect()
+    }
+
+    /// Whether `node` owns partitions in the placement.
+    pub fn owns(&self, node: NodeId) -> bool {
+        self.placement
+            .as_ref()
+            .is_some_and(|p| p.assignment.nodes.contains(&node))
     }
 
     pub fn voters(&self) -> BTreeSet<NodeId> {
@@ -149,6 +258,7 @@ impl Layout {
                     Member {
                         addr: addr.clone(),
                         voter: *voter,
+                        ..Member::default()
                     },
                 );
             }
@@ -158,6 +268,9 @@ impl Layout {
                 }
                 if voters.len() == 1 && voters.contains(node) {
                     return Err(Refusal::LastVoter(*node));
+                }
+                if self.owns(*node) {
+                    return Err(Refusal::StillOwns(*node));
                 }
                 next.nodes.remove(node);
                 if next.replication as usize > next.nodes.len() {
@@ -173,7 +286,7 @@ impl Layout {
                 }
                 member.voter = *voter;
             }
-            LayoutOp::SetReplication { factor } => {
+            LayoutOp::SetReplication { factor, placement } => {
                 if *factor == 0 || *factor as usize > self.nodes.len() {
                     return Err(Refusal::BadFactor {
                         factor: *factor,
@@ -181,9 +294,67 @@ impl Layout {
                     });
                 }
                 next.replication = *factor;
+                next.place(placement.as_ref())?;
+            }
+            LayoutOp::SetStorage {
+                node,
+                zone,
+                capacity,
+                placement,
+            } => {
+                let Some(member) = next.nodes.get_mut(node) else {
+                    return Err(Refusal::NotMember(*node));
+                };
+                if zone.is_empty() || zone.len() > 64 {
+                    return Err(Refusal::BadPlacement(
+                        "a zone is a name of 1 to 64 bytes".into(),
+                    ));
+                }
+                member.zone = zone.clone();
+                member.capacity = *capacity;
+                next.place(placement.as_ref())?;
             }
         }
+        next.check_placement()?;
         Ok(next)
+    }
+
+    /// Installs `placement` (proposed for this layout's epoch), if any.
+    fn place(&mut self, placement: Option<&Placement>) -> Result<(), Refusal> {
+        if let Some(p) = placement {
+            if p.epoch != self.epoch {
+                return Err(Refusal::BadPlacement(format!(
+                    "made for epoch {}, installed at {}",
+                    p.epoch, self.epoch
+                )));
+            }
+            self.placement = Some(Arc::new(p.clone()));
+        }
+        Ok(())
+    }
+
+    /// That the placement, if any, fits this layout: its table obeys the
+    /// rules for the layout's candidates, holds `replication` replicas,
+    /// and its write quorum is between 1 and R.
+    fn check_placement(&self) -> Result<(), Refusal> {
+        let Some(p) = &self.placement else {
+            return Ok(());
+        };
+        let a = &p.assignment;
+        if a.replicas != self.replication as usize {
+            return Err(Refusal::BadPlacement(format!(
+                "{} replicas for a replication factor of {}",
+                a.replicas, self.replication
+            )));
+        }
+        if p.write_quorum == 0 || p.write_quorum as usize > a.replicas {
+            return Err(Refusal::BadPlacement(format!(
+                "a write quorum of {} for {} replicas",
+                p.write_quorum, a.replicas
+            )));
+        }
+        a.validate(&self.candidates())
+            .map_err(|e| Refusal::BadPlacement(e.to_string()))
     }
 
     /// Whether going from `self` to `next` changes who is in the cluster or
@@ -250,7 +421,10 @@ mod tests {
         let rf = |factor, e| LayoutChange {
             expect_epoch: e,
             proposal: String::new(),
-            op: LayoutOp::SetReplication { factor },
+            op: LayoutOp::SetReplication {
+                factor,
+                placement: None,
+            },
         };
         assert_eq!(
             l2.apply(&rf(4, 2)),
@@ -299,5 +473,142 @@ mod tests {
             op: LayoutOp::Remove { node: id(2) },
         };
         assert_eq!(two.apply(&remove_other).unwrap().ids().len(), 1);
+    }
+
+    /// A placement of 16 partitions over the layout's candidates, made for
+    /// the epoch after `l`'s.
+    fn placed(l: &Layout, r: usize) -> Placement {
+        Placement {
+            epoch: l.epoch + 1,
+            write_quorum: (r / 2 + 1) as u32,
+            assignment: rondo_core::partitions::assign(&l.candidates(), r, 4, None).unwrap(),
+        }
+    }
+
+    fn change(l: &Layout, op: LayoutOp) -> LayoutChange {
+        LayoutChange {
+            expect_epoch: l.epoch,
+            proposal: String::new(),
+            op,
+        }
+    }
+
+    #[test]
+    fn a_placement_is_checked_and_kept_valid_by_every_change() {
+        let l0 = three();
+        assert!(l0.placement.is_none() && !l0.owns(id(1)));
+        // Replication 2 with a table for it: installed at the new epoch.
+        let p = placed(&l0, 2);
+        let set_rf = |l: &Layout, p: Option<Placement>| {
+            change(
+                l,
+                LayoutOp::SetReplication {
+                    factor: 2,
+                    placement: p,
+                },
+            )
+        };
+        let l1 = l0.apply(&set_rf(&l0, Some(p.clone()))).unwrap();
+        assert_eq!(l1.placement.as_deref(), Some(&p));
+        assert!(l1.owns(id(1)));
+        // A table made for another epoch, for another factor, or breaking
+        // the rules is refused, the same way on every node.
+        let mut wrong_epoch = p.clone();
+        wrong_epoch.epoch = 7;
+        assert!(matches!(
+            l0.apply(&set_rf(&l0, Some(wrong_epoch))),
+            Err(Refusal::BadPlacement(_))
+        ));
+        let three_copies = placed(&l0, 3);
+        assert!(matches!(
+            l0.apply(&set_rf(&l0, Some(three_copies))),
+            Err(Refusal::BadPlacement(_))
+        ));
+        let mut twice = p.clone();
+        twice.assignment.table[1] = twice.assignment.table[0];
+        assert!(matches!(
+            l0.apply(&set_rf(&l0, Some(twice))),
+            Err(Refusal::BadPlacement(_))
+        ));
+        let mut no_quorum = p.clone();
+        no_quorum.write_quorum = 0;
+        assert!(matches!(
+            l0.apply(&set_rf(&l0, Some(no_quorum))),
+            Err(Refusal::BadPlacement(_))
+        ));
+        // A factor change without a table, once there is one: refused.
+        let rf1 = change(
+            &l1,
+            LayoutOp::SetReplication {
+                factor: 1,
+                placement: None,
+            },
+        );
+        assert!(matches!(l1.apply(&rf1), Err(Refusal::BadPlacement(_))));
+        // An owner is neither removed nor drained without a new table.
+        assert_eq!(
+            l1.apply(&change(&l1, LayoutOp::Remove { node: id(1) })),
+            Err(Refusal::StillOwns(id(1)))
+        );
+        let drain = |l: &Layout, p: Option<Placement>| {
+            change(
+                l,
+                LayoutOp::SetStorage {
+                    node: id(1),
+                    zone: DEFAULT_ZONE.into(),
+                    capacity: 0,
+                    placement: p,
+                },
+            )
+        };
+        assert!(matches!(
+            l1.apply(&drain(&l1, None)),
+            Err(Refusal::BadPlacement(_))
+        ));
+        // Drained with a table that leaves it out: then it may go.
+        let mut drained = l1.clone();
+        drained.epoch += 1;
+        if let Some(m) = drained.nodes.get_mut(&id(1)) {
+            m.capacity = 0;
+        }
+        let without = Placement {
+            epoch: l1.epoch + 1,
+            write_quorum: 2,
+            assignment: rondo_core::partitions::assign(
+                &drained.candidates(),
+                2,
+                4,
+                l1.placement.as_ref().map(|p| &p.assignment),
+            )
+            .unwrap(),
+        };
+        let l2 = l1.apply(&drain(&l1, Some(without))).unwrap();
+        assert!(!l2.owns(id(1)));
+        assert_eq!(l2.nodes[&id(1)].capacity, 0);
+        let l3 = l2
+            .apply(&change(&l2, LayoutOp::Remove { node: id(1) }))
+            .unwrap();
+        assert_eq!(l3.ids().len(), 2);
+        // A node added later owns nothing until a new table gives it a
+        // share; the current one stays valid.
+        let add = LayoutOp::Add {
+            node: id(4),
+            addr: "n4".into(),
+            voter: false,
+        };
+        let l4 = l3.apply(&change(&l3, add)).unwrap();
+        assert!(!l4.owns(id(4)));
+        assert_eq!(l4.placement, l3.placement);
+        // A zone is named.
+        let unnamed = LayoutOp::SetStorage {
+            node: id(4),
+            zone: String::new(),
+            capacity: 1,
+            placement: None,
+        };
+        assert!(matches!(
+            l4.apply(&change(&l4, unnamed)),
+            Err(Refusal::BadPlacement(_))
+        ));
     }
 }

@@ -16,7 +16,10 @@
 mod layout;
 mod node;
 
-pub use layout::{Layout, LayoutChange, LayoutOp, Member, Refusal};
+pub use layout::{
+    DEFAULT_CAPACITY, DEFAULT_ZONE, Layout, LayoutChange, LayoutOp, Member, Placement, Refusal,
+    Standing,
+};
 pub use node::{Compacted, Durable, Node, Phase};
 
 use std::collections::BTreeSet;

@@ -70,6 +70,7 @@ impl Net {
                 let member = Member {
                     addr: k.to_string(),
                     voter: false,
+                    ..Member::default()
                 };
                 (*k, member)
             })
@@ -79,12 +80,14 @@ impl Net {
             Member {
                 addr: me.to_string(),
                 voter: false,
+                ..Member::default()
             },
         );
         let base = Layout {
             epoch: 0,
             nodes,
             replication: 0,
+            placement: None,
         };
         let node = Node::new(me, Config::fast(4), base, Durable::default());
         self.nodes.insert(me, node);

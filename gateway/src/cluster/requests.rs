@@ -206,7 +206,10 @@ fn layout_op_to_wire(op: LayoutOp) -> ring::layout_change::Op {
             id: node.to_string(),
             voter,
         }),
-        LayoutOp::SetReplication(factor) => Op::SetReplication(ring::SetReplication { factor }),
+        LayoutOp::SetReplication(factor) => Op::SetReplication(ring::SetReplication {
+            factor,
+            placement: None,
+        }),
     }
 }
 

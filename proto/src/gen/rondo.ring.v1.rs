@@ -74,7 +74,8 @@ pub struct RingStart {
     #[prost(message, optional, tag = "2")]
     pub genesis: ::core::option::Option<Layout>,
 }
-/// The cluster layout: its nodes, which of them vote, the replication factor.
+/// The cluster layout: its nodes, which of them vote, the replication
+/// factor, and the placement of audio partitions.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Layout {
     #[prost(uint64, tag = "1")]
@@ -83,6 +84,9 @@ pub struct Layout {
     pub nodes: ::prost::alloc::vec::Vec<LayoutMember>,
     #[prost(uint32, tag = "3")]
     pub replication: u32,
+    /// The newest placement; absent: every node holds every blob.
+    #[prost(message, optional, tag = "4")]
+    pub placement: ::core::option::Option<Placement>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LayoutMember {
@@ -94,6 +98,38 @@ pub struct LayoutMember {
     pub addr: ::prost::alloc::string::String,
     #[prost(bool, tag = "3")]
     pub voter: bool,
+    /// Failure domain; empty reads as "default" (layouts from before zones).
+    #[prost(string, tag = "4")]
+    pub zone: ::prost::alloc::string::String,
+    /// Bytes offered for audio; absent reads as the default capacity (1 TiB).
+    #[prost(uint64, optional, tag = "5")]
+    pub capacity: ::core::option::Option<u64>,
+    /// Marked out of placement, by an operator or (auto) by the cluster.
+    #[prost(bool, tag = "6")]
+    pub out: bool,
+    #[prost(bool, tag = "7")]
+    pub out_auto: bool,
+}
+/// Which nodes own each audio partition (the top `bits` bits of a content
+/// hash), from layout epoch `epoch` on.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Placement {
+    #[prost(uint64, tag = "1")]
+    pub epoch: u64,
+    /// Copies an upload makes on owners before it is acknowledged.
+    #[prost(uint32, tag = "2")]
+    pub write_quorum: u32,
+    #[prost(uint32, tag = "3")]
+    pub bits: u32,
+    #[prost(uint32, tag = "4")]
+    pub replicas: u32,
+    /// The owning nodes (UUID text) in id order.
+    #[prost(string, repeated, tag = "5")]
+    pub nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// (1 \<\< bits) × replicas indices into `nodes`, two bytes each, little
+    /// endian: partition p's owners start at index p × replicas.
+    #[prost(bytes = "vec", tag = "6")]
+    pub table: ::prost::alloc::vec::Vec<u8>,
 }
 /// A change of the layout, decided against layout epoch `expect_epoch`: it
 /// applies only if the layout is still at that epoch when it is ordered.
@@ -104,7 +140,7 @@ pub struct LayoutChange {
     /// Names the proposal, so that the proposing node can answer its client.
     #[prost(string, tag = "6")]
     pub proposal: ::prost::alloc::string::String,
-    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5, 7")]
     pub op: ::core::option::Option<layout_change::Op>,
 }
 /// Nested message and enum types in `LayoutChange`.
@@ -119,6 +155,8 @@ pub mod layout_change {
         SetVoter(super::SetVoter),
         #[prost(message, tag = "5")]
         SetReplication(super::SetReplication),
+        #[prost(message, tag = "7")]
+        SetStorage(super::SetStorage),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -142,10 +180,25 @@ pub struct SetVoter {
     #[prost(bool, tag = "2")]
     pub voter: bool,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SetReplication {
     #[prost(uint32, tag = "1")]
     pub factor: u32,
+    /// The placement for the new factor, computed by the proposing node.
+    #[prost(message, optional, tag = "2")]
+    pub placement: ::core::option::Option<Placement>,
+}
+/// A node's zone and capacity, and the placement for them.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetStorage {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub zone: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub capacity: u64,
+    #[prost(message, optional, tag = "4")]
+    pub placement: ::core::option::Option<Placement>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Token {

@@ -9,9 +9,11 @@
 use std::collections::BTreeSet;
 
 use rondo_core::NodeId;
+use rondo_core::partitions::Assignment;
 use rondo_proto::ring::v1::{self as wire, envelope::Message as W};
 use rondo_ring::{
-    Body, Compacted, Entry, Layout, LayoutChange, LayoutOp, LogPos, Member, Message, RingId,
+    Body, Compacted, DEFAULT_CAPACITY, DEFAULT_ZONE, Entry, Layout, LayoutChange, LayoutOp, LogPos,
+    Member, Message, Placement, RingId, Standing,
 };
 
 use crate::error::{Error, Result};
@@ -61,6 +63,54 @@ fn members_from_wire(m: Vec<String>) -> Result<BTreeSet<NodeId>> {
     m.iter().map(|s| Ok(s.parse::<NodeId>()?)).collect()
 }
 
+pub fn placement_to_wire(p: &Placement) -> wire::Placement {
+    let a = &p.assignment;
+    wire::Placement {
+        epoch: p.epoch,
+        write_quorum: p.write_quorum,
+        bits: u32::from(a.bits),
+        replicas: u32::try_from(a.replicas).unwrap_or(u32::MAX),
+        nodes: a.nodes.iter().map(ToString::to_string).collect(),
+        table: a.table.iter().flat_map(|i| i.to_le_bytes()).collect(),
+    }
+}
+
+/// A placement off the wire: well formed (its rules are the layout's to
+/// check, when it is applied).
+pub fn placement_from_wire(p: wire::Placement) -> Result<Placement> {
+    let bits = u8::try_from(p.bits)
+        .ok()
+        .filter(|b| (1..=16).contains(b))
+        .ok_or(bad("placement bits out of range"))?;
+    let replicas = usize::try_from(p.replicas).map_err(|_| bad("placement replicas"))?;
+    let slots = (1usize << bits)
+        .checked_mul(replicas)
+        .ok_or(bad("placement too large"))?;
+    if p.table.len() != slots * 2 {
+        return Err(bad("placement table of the wrong size"));
+    }
+    let table = p
+        .table
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let nodes = p
+        .nodes
+        .iter()
+        .map(|n| Ok(n.parse::<NodeId>()?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Placement {
+        epoch: p.epoch,
+        write_quorum: p.write_quorum,
+        assignment: Assignment {
+            bits,
+            replicas,
+            nodes,
+            table,
+        },
+    })
+}
+
 pub fn layout_to_wire(l: &Layout) -> wire::Layout {
     wire::Layout {
         epoch: l.epoch,
@@ -71,12 +121,19 @@ pub fn layout_to_wire(l: &Layout) -> wire::Layout {
                 id: id.to_string(),
                 addr: m.addr.clone(),
                 voter: m.voter,
+                zone: m.zone.clone(),
+                capacity: Some(m.capacity),
+                out: m.standing != Standing::In,
+                out_auto: m.standing == Standing::Out { auto: true },
             })
             .collect(),
         replication: l.replication,
+        placement: l.placement.as_deref().map(placement_to_wire),
     }
 }
 
+/// A layout off the wire or the disk. Members of a layout from before
+/// zones and capacities get the defaults.
 pub fn layout_from_wire(l: wire::Layout) -> Result<Layout> {
     Ok(Layout {
         epoch: l.epoch,
@@ -87,11 +144,27 @@ pub fn layout_from_wire(l: wire::Layout) -> Result<Layout> {
                 let member = Member {
                     addr: m.addr,
                     voter: m.voter,
+                    zone: if m.zone.is_empty() {
+                        DEFAULT_ZONE.into()
+                    } else {
+                        m.zone
+                    },
+                    capacity: m.capacity.unwrap_or(DEFAULT_CAPACITY),
+                    standing: if m.out {
+                        Standing::Out { auto: m.out_auto }
+                    } else {
+                        Standing::In
+                    },
                 };
                 Ok((m.id.parse::<NodeId>()?, member))
             })
             .collect::<Result<_>>()?,
         replication: l.replication,
+        placement: l
+            .placement
+            .map(placement_from_wire)
+            .transpose()?
+            .map(std::sync::Arc::new),
     })
 }
 
@@ -112,9 +185,23 @@ pub fn change_to_wire(c: &LayoutChange) -> wire::LayoutChange {
                 id: node.to_string(),
                 voter: *voter,
             }),
-            LayoutOp::SetReplication { factor } => {
-                Op::SetReplication(wire::SetReplication { factor: *factor })
+            LayoutOp::SetReplication { factor, placement } => {
+                Op::SetReplication(wire::SetReplication {
+                    factor: *factor,
+                    placement: placement.as_ref().map(placement_to_wire),
+                })
             }
+            LayoutOp::SetStorage {
+                node,
+                zone,
+                capacity,
+                placement,
+            } => Op::SetStorage(wire::SetStorage {
+                id: node.to_string(),
+                zone: zone.clone(),
+                capacity: *capacity,
+                placement: placement.as_ref().map(placement_to_wire),
+            }),
         }),
         proposal: c.proposal.clone(),
     }
@@ -140,7 +227,16 @@ pub fn change_from_wire(c: wire::LayoutChange) -> Result<LayoutChange> {
             node: v.id.parse()?,
             voter: v.voter,
         },
-        Op::SetReplication(r) => LayoutOp::SetReplication { factor: r.factor },
+        Op::SetReplication(r) => LayoutOp::SetReplication {
+            factor: r.factor,
+            placement: r.placement.map(placement_from_wire).transpose()?,
+        },
+        Op::SetStorage(s) => LayoutOp::SetStorage {
+            node: s.id.parse()?,
+            zone: s.zone,
+            capacity: s.capacity,
+            placement: s.placement.map(placement_from_wire).transpose()?,
+        },
     };
     Ok(LayoutChange {
         expect_epoch: c.expect_epoch,
@@ -440,7 +536,20 @@ mod tests {
                 node: a,
                 voter: false,
             },
-            LayoutOp::SetReplication { factor: 2 },
+            LayoutOp::SetReplication {
+                factor: 2,
+                placement: None,
+            },
+            LayoutOp::SetReplication {
+                factor: 1,
+                placement: Some(placement(a, 5)),
+            },
+            LayoutOp::SetStorage {
+                node: a,
+                zone: "rack-2".into(),
+                capacity: 3 << 40,
+                placement: Some(placement(a, 5)),
+            },
         ];
         let msgs = msgs
             .into_iter()
@@ -460,6 +569,67 @@ mod tests {
             let (from, back) = message_from_wire(message_to_wire(a, &m)).unwrap();
             assert_eq!((from, back), (a, m));
         }
+    }
+
+    /// A one-node placement of 16 partitions, made for `epoch`.
+    fn placement(a: NodeId, epoch: u64) -> Placement {
+        let candidates = [rondo_core::partitions::Candidate {
+            id: a,
+            zone: "rack-2".into(),
+            capacity: 1,
+        }];
+        Placement {
+            epoch,
+            write_quorum: 1,
+            assignment: rondo_core::partitions::assign(&candidates, 1, 4, None).unwrap(),
+        }
+    }
+
+    /// A layout with zones, capacities, standings and a placement goes
+    /// and comes back whole; one stored before zones and capacities reads
+    /// with the defaults.
+    #[test]
+    fn layouts_round_trip_and_old_ones_get_defaults() {
+        let a = NodeId::new_random();
+        let b = NodeId::new_random();
+        let mut layout = Layout::genesis([(a, "http://a".into()), (b, "http://b".into())].into());
+        layout.epoch = 5;
+        layout.replication = 1;
+        if let Some(m) = layout.nodes.get_mut(&a) {
+            m.zone = "rack-2".into();
+            m.capacity = 7;
+        }
+        if let Some(m) = layout.nodes.get_mut(&b) {
+            m.standing = Standing::Out { auto: true };
+            m.capacity = 0;
+        }
+        layout.placement = Some(std::sync::Arc::new(placement(a, 5)));
+        assert_eq!(layout_from_wire(layout_to_wire(&layout)).unwrap(), layout);
+
+        let old = wire::Layout {
+            epoch: 1,
+            nodes: vec![wire::LayoutMember {
+                id: a.to_string(),
+                addr: "http://a".into(),
+                voter: true,
+                ..Default::default()
+            }],
+            replication: 1,
+            placement: None,
+        };
+        let m = layout_from_wire(old).unwrap().nodes[&a].clone();
+        assert_eq!(
+            (m.zone.as_str(), m.capacity, m.standing),
+            (DEFAULT_ZONE, DEFAULT_CAPACITY, Standing::In)
+        );
+
+        // A table of the wrong size, or bits out of range, is refused.
+        let mut p = placement_to_wire(&placement(a, 5));
+        p.table.pop();
+        assert!(placement_from_wire(p).is_err());
+        let mut p = placement_to_wire(&placement(a, 5));
+        p.bits = 17;
+        assert!(placement_from_wire(p).is_err());
     }
 
     #[test]
