@@ -620,12 +620,15 @@ pub fn assign(
         .flatten()
         .map(|&n| u16::try_from(n).map_err(|_| Error::Placement("over 65536 nodes".into())))
         .collect::<Result<Vec<u16>, Error>>()?;
-    Ok(Assignment {
+    let assignment = Assignment {
         bits,
         replicas,
         nodes: fill.ids,
         table,
-    })
+    };
+    // What every node will check: never propose a table they refuse.
+    assignment.validate(candidates)?;
+    Ok(assignment)
 }
 
 #[cfg(test)]

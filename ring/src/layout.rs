@@ -220,9 +220,13 @@ impl Layout {
 
     /// Whether `node` owns partitions in the placement.
     pub fn owns(&self, node: NodeId) -> bool {
-        self.placement
-            .as_ref()
-            .is_some_and(|p| p.assignment.nodes.contains(&node))
+        self.placement.as_ref().is_some_and(|p| {
+            let a = &p.assignment;
+            a.nodes
+                .iter()
+                .position(|n| *n == node)
+                .is_some_and(|i| a.table.iter().any(|&t| usize::from(t) == i))
+        })
     }
 
     pub fn voters(&self) -> BTreeSet<NodeId> {
@@ -253,11 +257,20 @@ impl Layout {
                 if self.nodes.contains_key(node) {
                     return Err(Refusal::AlreadyMember(*node));
                 }
+                // Under a placement a new node stores nothing until a table
+                // gives it a share (`SetStorage`): its default zone could
+                // otherwise break the table's zone rule.
+                let capacity = if self.placement.is_some() {
+                    0
+                } else {
+                    DEFAULT_CAPACITY
+                };
                 next.nodes.insert(
                     *node,
                     Member {
                         addr: addr.clone(),
                         voter: *voter,
+                        capacity,
                         ..Member::default()
                     },
                 );
@@ -598,6 +611,7 @@ mod tests {
         };
         let l4 = l3.apply(&change(&l3, add)).unwrap();
         assert!(!l4.owns(id(4)));
+        assert_eq!(l4.nodes[&id(4)].capacity, 0);
         assert_eq!(l4.placement, l3.placement);
         // A zone is named.
         let unnamed = LayoutOp::SetStorage {

@@ -671,6 +671,9 @@ impl<P: Clone> Node<P> {
         if ring.id != ring_id || self.phase != Phase::Recover || ring_id.rep != self.id {
             return;
         }
+        if !ring.members.contains(&from) {
+            return;
+        }
         ring.ready.insert(from);
         if ring.ready != ring.members {
             return;
@@ -791,10 +794,9 @@ impl<P: Clone> Node<P> {
             }
             Message::Ready { ring, .. } => self.on_ready(from, ring, out),
             Message::Mcast { ring, entry } => {
-                let current = self
-                    .ring
-                    .as_ref()
-                    .is_some_and(|r| r.id == ring && ring == self.durable.promised);
+                let current = self.ring.as_ref().is_some_and(|r| {
+                    r.id == ring && ring == self.durable.promised && r.members.contains(&from)
+                });
                 if current
                     && self.phase != Phase::Gather
                     && entry.seq > self.durable.applied
@@ -803,7 +805,16 @@ impl<P: Clone> Node<P> {
                     self.pending.insert(entry.seq, entry);
                 }
             }
-            Message::Token(token) => self.on_token(token, out),
+            Message::Token(token) => {
+                // Passed on by a member of the ring it names.
+                if self
+                    .ring
+                    .as_ref()
+                    .is_some_and(|r| r.id == token.ring && r.members.contains(&from))
+                {
+                    self.on_token(token, out);
+                }
+            }
         }
     }
 
@@ -861,6 +872,15 @@ impl<P: Clone> Node<P> {
     /// A Fetch from a member recovering from this node's log: a page of
     /// entries, or the applied state if they are compacted here.
     fn on_fetch(&mut self, from: NodeId, ring: RingId, after: u64, out: &mut Out<P>) {
+        // Only for a node of the layout at the end of this log, or of the
+        // ring: one whose removal is in the log gets none of it.
+        let member = self
+            .ring
+            .as_ref()
+            .is_some_and(|r| r.members.contains(&from));
+        if !member && !self.layout().nodes.contains_key(&from) {
+            return;
+        }
         // Only the log this node promised with is served: it is
         // frozen from the promise until the ring it promised runs.
         if ring == self.durable.promised && after < self.durable.compacted_seq() {
@@ -1206,7 +1226,9 @@ impl<P: Clone> Node<P> {
 
 impl<P: Clone> Node<P> {
     /// Whether `from` is a node of this node's layout (as applied or as at
-    /// the end of its log) or a member of its ring.
+    /// the end of its log), a member of its ring, or the ring's source (a
+    /// node whose own log removes it still serves that log to the ring
+    /// that commits the removal).
     fn knows(&self, from: NodeId) -> bool {
         self.durable.last().seq == 0
             || self.applied_layout().nodes.contains_key(&from)
@@ -1214,7 +1236,7 @@ impl<P: Clone> Node<P> {
             || self
                 .ring
                 .as_ref()
-                .is_some_and(|r| r.members.contains(&from))
+                .is_some_and(|r| r.members.contains(&from) || r.source == from)
     }
 
     /// Whether `from`, not a member of this node's operational ring, has a

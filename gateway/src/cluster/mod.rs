@@ -100,7 +100,16 @@ impl Node {
                     info.passes_per_second = (new.rotations - old.rotations) as f64 / secs;
                 }
             }
-            info.ring = reply.ring.clone();
+            // A reply sent before a layout change but read after a newer
+            // one (two health checks in flight) keeps the newer layout.
+            let mut ring = reply.ring.clone();
+            if let (Some(new), Some(old)) = (&mut ring, &info.ring)
+                && let (Some(nl), Some(ol)) = (&new.layout, &old.layout)
+                && nl.epoch < ol.epoch
+            {
+                new.layout = old.layout.clone();
+            }
+            info.ring = ring;
             info.ring_read_at = Some(now);
         });
         Ok(reply)
