@@ -213,8 +213,17 @@ async fn serve(
     };
     let file = match tokio::fs::File::open(state.store.blob_path(&hash)).await {
         Ok(f) => f.into_std().await,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Indexed but gone from the disk: this node does not hold the
+            // audio, and a player asks another replica on a 404.
+            tracing::error!(%song, %hash, "blob file missing from the disk");
+            return plain(
+                StatusCode::NOT_FOUND,
+                "this node does not hold the song's audio; ask another replica\n",
+            );
+        }
         Err(e) => {
-            tracing::error!(%song, %hash, error = %e, "blob file missing");
+            tracing::error!(%song, %hash, error = %e, "blob file unreadable");
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
     };

@@ -134,12 +134,8 @@ async fn stream_url_serves_ranges_byte_for_byte() {
 async fn forged_expired_and_foreign_signatures_get_403() {
     let cluster = Cluster::builder().start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let song = upload_ok(
-        &cluster,
-        &wav(tmp.path(), "f.wav", "Locked", "Guard", "Gate", 1.0, 6),
-        json!({}),
-    )
-    .await;
+    let path = wav(tmp.path(), "f.wav", "Locked", "Guard", "Gate", 1.0, 6);
+    let song = upload_ok(&cluster, &path, json!({})).await;
     let url = song["streamUrl"].as_str().unwrap().to_string();
     let id: SongId = song["id"].as_str().unwrap().parse().unwrap();
     let port = cluster.nodes[0].http.port();
@@ -199,4 +195,20 @@ async fn forged_expired_and_foreign_signatures_get_403() {
     assert_eq!(get(&cluster, Method::GET, &unknown, &[]).await.0, 404);
     let malformed = format!("https://127.0.0.1:{port}/stream/not-a-uuid?exp={exp}&sig=00");
     assert_eq!(get(&cluster, Method::GET, &malformed, &[]).await.0, 403);
+
+    // The song's audio gone from the node's disk: 404, which a player takes
+    // as "ask another replica", not a server error.
+    let hash = blake3::hash(&std::fs::read(&path).unwrap())
+        .to_hex()
+        .to_string();
+    let hash = hash.as_str();
+    let file = cluster.nodes[0]
+        .dir
+        .join("blobs")
+        .join(&hash[..2])
+        .join(hash);
+    std::fs::remove_file(&file).unwrap();
+    let (status, _, body) = get(&cluster, Method::GET, &url, &[("range", "bytes=0-99")]).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("another replica"));
 }
