@@ -11,6 +11,22 @@ pub struct LayoutNode {
     pub id: String,
     pub address: String,
     pub is_voter: bool,
+    pub zone: String,
+    pub capacity_bytes: u64,
+    /// IN, OUT or OUT_AUTO.
+    pub standing: String,
+    /// Partitions owned in the placement; none without one.
+    pub partitions: Option<u64>,
+}
+
+/// The placement of audio partitions.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LayoutPlacement {
+    pub epoch: u64,
+    pub partitions: u64,
+    pub replicas: u64,
+    pub write_quorum: u64,
 }
 
 /// The cluster's layout: its storage nodes and replication factor.
@@ -20,6 +36,7 @@ pub struct Layout {
     pub epoch: u64,
     pub replication_factor: u64,
     pub nodes: Vec<LayoutNode>,
+    pub placement: Option<LayoutPlacement>,
 }
 
 /// A name of an artist.

@@ -37,6 +37,13 @@ use crate::{ContentHash, NodeId};
 /// Partition bits of a new placement: 1024 partitions.
 pub const PARTITION_BITS: u8 = 10;
 
+/// The zone of a node added without one.
+pub const DEFAULT_ZONE: &str = "default";
+
+/// The capacity of a node added without one (1 TiB): capacities only weigh
+/// nodes against each other, so equal defaults give equal shares.
+pub const DEFAULT_CAPACITY: u64 = 1 << 40;
+
 /// The partition of a content hash: its top `bits` bits (1 to 16).
 pub fn partition_of(hash: &ContentHash, bits: u8) -> usize {
     let b = hash.as_bytes();

@@ -19,12 +19,7 @@ use std::sync::Arc;
 use rondo_core::NodeId;
 use rondo_core::partitions::{Assignment, Candidate};
 
-/// The zone of a node added without one.
-pub const DEFAULT_ZONE: &str = "default";
-
-/// The capacity of a node added without one (1 TiB): capacities only weigh
-/// nodes against each other, so equal defaults give equal shares.
-pub const DEFAULT_CAPACITY: u64 = 1 << 40;
+pub use rondo_core::partitions::{DEFAULT_CAPACITY, DEFAULT_ZONE};
 
 /// Whether a node takes placement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -56,7 +56,9 @@ pub enum NodeCommand {
 }
 
 /// The layout fields every change answers.
-const LAYOUT: &str = "{ epoch replicationFactor nodes { id address isVoter } }";
+pub const LAYOUT: &str = "{ epoch replicationFactor \
+     nodes { id address isVoter zone capacityBytes standing partitions } \
+     placement { epoch partitions replicas writeQuorum } }";
 
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
     let epoch = |e: Option<u64>| e.map(|e| json!(e)).unwrap_or(Value::Null);
@@ -131,8 +133,29 @@ pub fn print_layout(l: &Layout) {
         "layout   epoch {}, replication factor {}",
         l.epoch, l.replication_factor
     );
+    match &l.placement {
+        Some(p) => println!(
+            "placement epoch {}, {} partitions x {} replicas, write quorum {}",
+            p.epoch, p.partitions, p.replicas, p.write_quorum
+        ),
+        None => println!("placement none: every node holds every song's audio"),
+    }
     for n in &l.nodes {
         let vote = if n.is_voter { "voter" } else { "non-voter" };
-        println!("member   {}  {}  {vote}", n.id, n.address);
+        let standing = match n.standing.as_str() {
+            "" | "IN" => String::new(),
+            other => format!("  {}", other.to_lowercase().replace('_', " ")),
+        };
+        let owned = n
+            .partitions
+            .map(|p| format!("  {p} partitions"))
+            .unwrap_or_default();
+        println!(
+            "member   {}  {}  {vote}  zone {}  capacity {}{standing}{owned}",
+            n.id,
+            n.address,
+            n.zone,
+            indicatif::BinaryBytes(n.capacity_bytes)
+        );
     }
 }

@@ -14,7 +14,9 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
         .query_as(
             "{ cluster { nodes { id state ringId ringPhase lastAppliedSeq catalogDigest isVoter } \
                ring { id members tokenHolder lastSeq rotationsPerSecond } \
-               layout { epoch replicationFactor nodes { id address isVoter } } } }",
+               layout { epoch replicationFactor \
+               nodes { id address isVoter zone capacityBytes standing partitions } \
+               placement { epoch partitions replicas writeQuorum } } } }",
             json!({}),
         )
         .await?;

@@ -95,6 +95,24 @@ pub struct LayoutMember {
     pub id: String,
     pub address: String,
     pub voter: bool,
+    /// Its failure domain.
+    pub zone: String,
+    /// Bytes it offers for audio.
+    pub capacity: u64,
+    /// Marked out of placement (`auto`: by the cluster).
+    pub out: Option<bool>,
+    /// Partitions it owns in the placement (none without one).
+    pub partitions: Option<u32>,
+}
+
+/// The placement of a layout, summed up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacementSummary {
+    /// The layout epoch it was installed at.
+    pub epoch: u64,
+    pub partitions: u32,
+    pub replicas: u32,
+    pub write_quorum: u32,
 }
 
 /// The layout after a change.
@@ -103,10 +121,24 @@ pub struct Layout {
     pub epoch: u64,
     pub replication: u32,
     pub members: Vec<LayoutMember>,
+    /// None: every node holds every song's audio.
+    pub placement: Option<PlacementSummary>,
 }
 
 impl From<&ring::Layout> for Layout {
     fn from(l: &ring::Layout) -> Self {
+        // Partitions owned per node: the table holds two-byte indices into
+        // the placement's node list.
+        let owned: Option<std::collections::BTreeMap<&str, u32>> = l.placement.as_ref().map(|p| {
+            let mut counts = std::collections::BTreeMap::new();
+            for pair in p.table.chunks_exact(2) {
+                let i = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
+                if let Some(id) = p.nodes.get(i) {
+                    *counts.entry(id.as_str()).or_insert(0u32) += 1;
+                }
+            }
+            counts
+        });
         Layout {
             epoch: l.epoch,
             replication: l.replication,
@@ -117,8 +149,26 @@ impl From<&ring::Layout> for Layout {
                     id: m.id.clone(),
                     address: m.addr.clone(),
                     voter: m.voter,
+                    zone: if m.zone.is_empty() {
+                        rondo_core::partitions::DEFAULT_ZONE.into()
+                    } else {
+                        m.zone.clone()
+                    },
+                    capacity: m
+                        .capacity
+                        .unwrap_or(rondo_core::partitions::DEFAULT_CAPACITY),
+                    out: m.out.then_some(m.out_auto),
+                    partitions: owned
+                        .as_ref()
+                        .map(|o| o.get(m.id.as_str()).copied().unwrap_or(0)),
                 })
                 .collect(),
+            placement: l.placement.as_ref().map(|p| PlacementSummary {
+                epoch: p.epoch,
+                partitions: 1u32.checked_shl(p.bits).unwrap_or(0),
+                replicas: p.replicas,
+                write_quorum: p.write_quorum,
+            }),
         }
     }
 }

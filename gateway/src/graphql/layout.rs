@@ -26,6 +26,9 @@ pub struct ClusterLayout {
     /// How many nodes hold each song's audio.
     pub replication_factor: i32,
     pub nodes: Vec<LayoutNode>,
+    /// Which nodes own each audio partition; null while every node holds
+    /// every song's audio (full replication).
+    pub placement: Option<LayoutPlacement>,
 }
 
 /// A storage node of the layout.
@@ -36,6 +39,35 @@ pub struct LayoutNode {
     pub address: String,
     /// Whether it counts towards the majority a ring needs to take writes.
     pub is_voter: bool,
+    /// Its failure domain: replicas of a partition go to distinct zones.
+    pub zone: String,
+    /// Bytes it offers for audio (0: it stores none). A 64-bit integer.
+    pub capacity_bytes: i64,
+    /// IN, OUT (by an operator) or OUT_AUTO (by the cluster, down too long).
+    pub standing: Standing,
+    /// Partitions it owns in the placement; null without one.
+    pub partitions: Option<i32>,
+}
+
+/// Whether a node takes placement.
+#[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    In,
+    Out,
+    OutAuto,
+}
+
+/// The placement of audio partitions on nodes.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct LayoutPlacement {
+    /// The layout epoch it was installed at.
+    pub epoch: i64,
+    /// Partitions of the content-hash space.
+    pub partitions: i32,
+    /// Owners per partition.
+    pub replicas: i32,
+    /// Copies an upload makes before it is acknowledged.
+    pub write_quorum: i32,
 }
 
 impl From<&Layout> for ClusterLayout {
@@ -50,8 +82,22 @@ impl From<&Layout> for ClusterLayout {
                     id: ID(m.id.clone()),
                     address: m.address.clone(),
                     is_voter: m.voter,
+                    zone: m.zone.clone(),
+                    capacity_bytes: i64::try_from(m.capacity).unwrap_or(i64::MAX),
+                    standing: match m.out {
+                        None => Standing::In,
+                        Some(false) => Standing::Out,
+                        Some(true) => Standing::OutAuto,
+                    },
+                    partitions: m.partitions.map(|p| i32::try_from(p).unwrap_or(i32::MAX)),
                 })
                 .collect(),
+            placement: l.placement.as_ref().map(|p| LayoutPlacement {
+                epoch: i64::try_from(p.epoch).unwrap_or(i64::MAX),
+                partitions: i32::try_from(p.partitions).unwrap_or(i32::MAX),
+                replicas: i32::try_from(p.replicas).unwrap_or(i32::MAX),
+                write_quorum: i32::try_from(p.write_quorum).unwrap_or(i32::MAX),
+            }),
         }
     }
 }

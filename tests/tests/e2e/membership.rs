@@ -341,4 +341,41 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
         );
         assert!(out.contains(epoch), "{out}");
     }
+    // Each node's zone and capacity are shown (the defaults here), and
+    // there is no placement yet: every node holds every song's audio.
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["ring"]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("placement none"), "{out}");
+    assert_eq!(
+        out.matches("zone default  capacity 1.00 TiB").count(),
+        2,
+        "{out}"
+    );
+    let l = cluster
+        .admin
+        .query(
+            "{ cluster { layout { nodes { zone capacityBytes standing partitions } placement { epoch } } } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let nodes = l["cluster"]["layout"]["nodes"].as_array().unwrap();
+    assert!(l["cluster"]["layout"]["placement"].is_null(), "{l}");
+    for n in nodes {
+        assert_eq!(
+            (
+                &n["zone"],
+                &n["capacityBytes"],
+                &n["standing"],
+                &n["partitions"]
+            ),
+            (
+                &json!("default"),
+                &json!(1u64 << 40),
+                &json!("IN"),
+                &Value::Null
+            ),
+            "{l}"
+        );
+    }
 }
