@@ -414,15 +414,10 @@ impl Fill {
         false
     }
 
-    /// The node below its quota to take `leaving`'s place in `p`.
-    fn best_for_swap(&self, p: usize, leaving: usize) -> Option<usize> {
-        self.best_for(p, Some(leaving))
-    }
-
-    /// The node to fill a slot of partition `p` with: of those that fit
-    /// and have room, the one with the most room left (the classic greedy
-    /// that fills rows of distinct items without getting stuck), ties to
-    /// the best rank.
+    /// The node to fill a slot of partition `p` with (the slot `leaving`
+    /// gives up, if any): of those that fit and have room, the one with
+    /// the most room left (the classic greedy that fills rows of distinct
+    /// items without getting stuck), ties to the best rank.
     fn best_for(&self, p: usize, leaving: Option<usize>) -> Option<usize> {
         (0..self.ids.len())
             .filter(|&n| self.spare(n) && self.fits(&self.rows[p], leaving, n))
@@ -598,7 +593,7 @@ pub fn assign(
             if fill.owned[n] <= fill.quota[n] {
                 break;
             }
-            match fill.best_for_swap(p, n) {
+            match fill.best_for(p, Some(n)) {
                 Some(taker) => {
                     if let Some(slot) = fill.rows[p].iter_mut().find(|m| **m == n) {
                         *slot = taker;

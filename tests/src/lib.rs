@@ -1094,13 +1094,10 @@ impl Cluster {
     /// (`DeleteSong`, `ChangeLayout`) need.
     pub fn operator_session(&self) -> String {
         let signer = rondo_core::session::SessionSigner::new(self.secret.clone());
-        signer.sign(&rondo_core::session::Session {
-            user: rondo_core::UserId(uuid::Uuid::nil()),
-            role: rondo_core::session::Role::Admin,
-            issued_ms: rondo_process::unix_now_ms(),
-            expires: rondo_process::unix_now() + 60,
-            id: *uuid::Uuid::new_v4().as_bytes(),
-        })
+        signer.sign(&rondo_core::session::Session::operator(
+            rondo_process::unix_now_ms(),
+            *uuid::Uuid::new_v4().as_bytes(),
+        ))
     }
 
     /// A stream URL for `song` on `node`, signed with the cluster secret and

@@ -207,13 +207,10 @@ pub(crate) fn authority(ctx: &Context<'_>) -> String {
     let state = state(ctx);
     match ctx.data_opt::<Auth>() {
         Some(Auth::User(s)) => state.sessions.sign(s),
-        Some(Auth::Admin) => state.sessions.sign(&Session {
-            user: UserId(uuid::Uuid::nil()),
-            role: Role::Admin,
-            issued_ms: crate::clock::unix_now_ms(),
-            expires: crate::clock::unix_now().saturating_add(60),
-            id: *uuid::Uuid::new_v4().as_bytes(),
-        }),
+        Some(Auth::Admin) => state.sessions.sign(&Session::operator(
+            crate::clock::unix_now_ms(),
+            *uuid::Uuid::new_v4().as_bytes(),
+        )),
         _ => String::new(),
     }
 }

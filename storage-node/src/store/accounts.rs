@@ -649,19 +649,6 @@ mod tests {
             Applied::Rejected(Error::NotFound { .. })
         ));
         // Revocations are kept until they expire (by the proposer's clock).
-        let revoke = |id: &str, expires_at: u64, at: u64| {
-            pb::CatalogUpdate {
-                change: Some(pb::catalog_update::Change::RevokeSession(
-                    pb::RevokedSession {
-                        session_id: id.into(),
-                        expires_at,
-                        at,
-                    },
-                )),
-                ..Default::default()
-            }
-            .encode_to_vec()
-        };
         store.apply_update(18, &revoke("s1", 50, 10), None).unwrap();
         store
             .apply_update(19, &revoke("s2", 500, 60), None)
@@ -687,6 +674,21 @@ mod tests {
                 "{look_alike}"
             );
         }
+    }
+
+    /// A logout of session `id`, kept until `expires_at`, dated `at`.
+    fn revoke(id: &str, expires_at: u64, at: u64) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::RevokeSession(
+                pb::RevokedSession {
+                    session_id: id.into(),
+                    expires_at,
+                    at,
+                },
+            )),
+            ..Default::default()
+        }
+        .encode_to_vec()
     }
 
     fn change(user: &str, c: pb::user_change::Change) -> Vec<u8> {
@@ -828,19 +830,7 @@ mod tests {
         );
         assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
         // A session ends only itself.
-        let revoke = |id: &str| {
-            pb::CatalogUpdate {
-                change: Some(pb::catalog_update::Change::RevokeSession(
-                    pb::RevokedSession {
-                        session_id: id.into(),
-                        expires_at: u64::MAX,
-                        at: 1,
-                    },
-                )),
-                ..Default::default()
-            }
-            .encode_to_vec()
-        };
+        let revoke = |id: &str| revoke(id, u64::MAX, 1);
         let e = refused(7, acting_as(&lin, "s-lin", 10, revoke("s-ada")));
         assert!(matches!(e, Some(Error::Forbidden(_))), "{e:?}");
         assert_eq!(store.changes_after(0, 1000).unwrap().len(), before);
