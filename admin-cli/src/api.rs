@@ -39,6 +39,29 @@ pub struct Layout {
     pub placement: Option<LayoutPlacement>,
 }
 
+/// What a layout change would move to and from one node.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeMove {
+    pub id: String,
+    pub partitions_before: u64,
+    pub partitions_after: u64,
+    pub gained: u64,
+    pub lost: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// A layout change planned, not ordered (`layoutPlan`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LayoutPlan {
+    pub expect_epoch: u64,
+    pub layout: Layout,
+    pub moves: Vec<NodeMove>,
+    pub bytes_to_move: u64,
+}
+
 /// A name of an artist.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default)]

@@ -70,6 +70,10 @@ enum Command {
     /// changes nothing.
     #[command(subcommand)]
     Node(cmd::node::NodeCommand),
+    /// The layout and its placement: show it, plan a change (what it would
+    /// move), apply one.
+    #[command(subcommand)]
+    Layout(cmd::layout::LayoutCommand),
     /// The cluster CA and the certificates of storage nodes and gateways
     /// (mutual TLS inside the cluster); offline.
     #[command(subcommand)]
@@ -117,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Ring { conn } => cmd::ring::run(&conn.client()?).await,
         Command::User(user) => cmd::user::run(user).await,
         Command::Node(node) => cmd::node::run(node).await,
+        Command::Layout(layout) => cmd::layout::run(layout).await,
         Command::Cert(cert) => cmd::cert::run(cert),
     }
 }

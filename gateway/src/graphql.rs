@@ -544,7 +544,7 @@ impl async_graphql::Guard for AdminOnly {
 /// Queries.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(CatalogQuery, accounts::AccountQuery);
+pub struct QueryRoot(CatalogQuery, accounts::AccountQuery, layout::LayoutQuery);
 
 /// Catalog and cluster queries.
 #[derive(Default)]

@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use rondo_core::NodeId;
-use rondo_core::partitions::{Assignment, Candidate};
+use rondo_core::partitions::{Assignment, Candidate, PARTITION_BITS};
 
 pub use rondo_core::partitions::{DEFAULT_CAPACITY, DEFAULT_ZONE};
 
@@ -148,6 +148,9 @@ pub enum Refusal {
     StillOwns(NodeId),
     /// The placement does not fit the layout it would be part of.
     BadPlacement(String),
+    /// No placement fits the layout the change would make (too few nodes
+    /// with capacity, or zones that cannot hold the replicas).
+    Unplaceable(String),
 }
 
 impl fmt::Display for Refusal {
@@ -171,6 +174,7 @@ impl fmt::Display for Refusal {
                 "node {n} still owns partitions of the placement: drain it (capacity 0) first"
             ),
             Refusal::BadPlacement(why) => write!(f, "invalid placement: {why}"),
+            Refusal::Unplaceable(why) => write!(f, "no placement fits: {why}"),
         }
     }
 }
@@ -222,6 +226,39 @@ impl Layout {
                 .position(|n| *n == node)
                 .is_some_and(|i| a.table.iter().any(|&t| usize::from(t) == i))
         })
+    }
+
+    /// The nodes that should hold the blob with this hash: its
+    /// partition's owners in the placement, or, without one (full
+    /// replication), every node of the layout.
+    pub fn owners_of(&self, hash: &rondo_core::ContentHash) -> Vec<NodeId> {
+        match &self.placement {
+            Some(p) => p.assignment.owners_of(hash).collect(),
+            None => self.nodes.keys().copied().collect(),
+        }
+    }
+
+    /// Whether `node` should hold the blob with this hash.
+    pub fn should_hold(&self, node: NodeId, hash: &rondo_core::ContentHash) -> bool {
+        match &self.placement {
+            Some(p) => p.assignment.owners_of(hash).any(|n| n == node),
+            None => self.nodes.contains_key(&node),
+        }
+    }
+
+    /// The copies an upload makes before it is acknowledged, the uploading
+    /// node's own included if it is an owner: the placement's write quorum,
+    /// or, without one, a majority of the nodes.
+    pub fn write_quorum(&self) -> usize {
+        match &self.placement {
+            Some(p) => p.write_quorum as usize,
+            None => self.nodes.len() / 2 + 1,
+        }
+    }
+
+    /// The epoch of the placement in force (0: none, full replication).
+    pub fn placement_epoch(&self) -> u64 {
+        self.placement.as_ref().map_or(0, |p| p.epoch)
     }
 
     pub fn voters(&self) -> BTreeSet<NodeId> {
@@ -327,6 +364,72 @@ impl Layout {
         Ok(next)
     }
 
+    /// Completes `op` with the placement the layout after it needs,
+    /// computed from this layout (the one it is decided against) with
+    /// [`rondo_core::partitions::assign`], which keeps as many of this
+    /// placement's owners as it can. A new replication factor always gets a
+    /// table (the first one ends full replication); a node's new zone or
+    /// capacity gets one under a placement. Other operations, and ones that
+    /// already carry a placement, come back as they are. Deterministic: the
+    /// same layout and operation give the same table on every node and
+    /// every run, so a plan shown before it is applied is the one applied.
+    pub fn plan(&self, op: LayoutOp) -> Result<LayoutOp, Refusal> {
+        Ok(match op {
+            LayoutOp::SetReplication {
+                factor,
+                placement: None,
+            } => {
+                if factor == 0 || factor as usize > self.nodes.len() {
+                    return Err(Refusal::BadFactor {
+                        factor,
+                        nodes: self.nodes.len(),
+                    });
+                }
+                let mut next = self.clone();
+                next.replication = factor;
+                LayoutOp::SetReplication {
+                    factor,
+                    placement: Some(self.placement_for(&next)?),
+                }
+            }
+            LayoutOp::SetStorage {
+                node,
+                zone,
+                capacity,
+                placement: None,
+            } if self.placement.is_some() => {
+                let mut next = self.clone();
+                let member = next.nodes.get_mut(&node).ok_or(Refusal::NotMember(node))?;
+                member.zone = zone.clone();
+                member.capacity = capacity;
+                LayoutOp::SetStorage {
+                    node,
+                    zone,
+                    capacity,
+                    placement: Some(self.placement_for(&next)?),
+                }
+            }
+            op => op,
+        })
+    }
+
+    /// The placement for `next`, the layout one change after this one:
+    /// its replication factor over its candidates, moving as little as it
+    /// can from this placement; a write quorum of a majority of owners.
+    fn placement_for(&self, next: &Layout) -> Result<Placement, Refusal> {
+        let replicas = next.replication as usize;
+        let previous = self.placement.as_ref().map(|p| &p.assignment);
+        let bits = previous.map_or(PARTITION_BITS, |a| a.bits);
+        let assignment =
+            rondo_core::partitions::assign(&next.candidates(), replicas, bits, previous)
+                .map_err(|e| Refusal::Unplaceable(e.to_string()))?;
+        Ok(Placement {
+            epoch: self.epoch + 1,
+            write_quorum: majority(next.replication),
+            assignment,
+        })
+    }
+
     /// Installs `placement` (proposed for this layout's epoch), if any.
     fn place(&mut self, placement: Option<&Placement>) -> Result<(), Refusal> {
         if let Some(p) = placement {
@@ -370,6 +473,90 @@ impl Layout {
     pub fn membership_differs(&self, next: &Layout) -> bool {
         self.ids() != next.ids() || self.voters() != next.voters()
     }
+}
+
+/// What a layout change moves to and from one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeMove {
+    pub node: NodeId,
+    /// Partition replicas it owns before and after.
+    pub before: usize,
+    pub after: usize,
+    /// Replicas it gains (fetches) and loses (offloads).
+    pub gained: usize,
+    pub lost: usize,
+    /// The audio bytes of the partitions it gains and loses.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Layout {
+    /// The owners of partition `p` of `1 << bits`: the placement's, or,
+    /// without one, every node (which then holds every blob).
+    fn partition_owners(&self, p: usize, bits: u8) -> BTreeSet<NodeId> {
+        match &self.placement {
+            Some(pl) if pl.assignment.bits == bits => pl.assignment.owners(p).collect(),
+            Some(pl) => {
+                // Another partition size: the owners of the partition
+                // holding this one's first hash.
+                let shift = i32::from(pl.assignment.bits) - i32::from(bits);
+                let q = if shift >= 0 { p << shift } else { p >> -shift };
+                pl.assignment.owners(q).collect()
+            }
+            None => self.ids(),
+        }
+    }
+
+    /// What going from this layout to `after` moves, per node of either:
+    /// partitions gained and lost, and their bytes (`bytes[p]`: the audio
+    /// bytes of partition p of `bytes.len()`, a power of two).
+    pub fn moves(&self, after: &Layout, bytes: &[u64]) -> Vec<NodeMove> {
+        let bits = u8::try_from(bytes.len().trailing_zeros()).unwrap_or(0);
+        let mut out: BTreeMap<NodeId, NodeMove> = self
+            .ids()
+            .union(&after.ids())
+            .map(|&node| {
+                let m = NodeMove {
+                    node,
+                    before: 0,
+                    after: 0,
+                    gained: 0,
+                    lost: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                };
+                (node, m)
+            })
+            .collect();
+        for (p, &b) in bytes.iter().enumerate() {
+            let was = self.partition_owners(p, bits);
+            let will = after.partition_owners(p, bits);
+            for n in &was {
+                if let Some(m) = out.get_mut(n) {
+                    m.before += 1;
+                    if !will.contains(n) {
+                        m.lost += 1;
+                        m.bytes_out += b;
+                    }
+                }
+            }
+            for n in &will {
+                if let Some(m) = out.get_mut(n) {
+                    m.after += 1;
+                    if !was.contains(n) {
+                        m.gained += 1;
+                        m.bytes_in += b;
+                    }
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+}
+
+/// The write quorum of `replicas` owners: a majority of them.
+pub fn majority(replicas: u32) -> u32 {
+    replicas / 2 + 1
 }
 
 #[cfg(test)]
@@ -499,6 +686,82 @@ mod tests {
             proposal: String::new(),
             op,
         }
+    }
+
+    #[test]
+    fn the_proposer_plans_the_table_the_layout_then_accepts() {
+        let l0 = three();
+        assert_eq!(l0.write_quorum(), 2);
+        assert!(l0.should_hold(id(2), &rondo_core::ContentHash::of(b"x")));
+        // A factor gets a table made for the next epoch, the same every time.
+        let op = LayoutOp::SetReplication {
+            factor: 2,
+            placement: None,
+        };
+        let planned = l0.plan(op.clone()).unwrap();
+        assert_eq!(planned, l0.plan(op).unwrap());
+        let l1 = l0.apply(&change(&l0, planned)).unwrap();
+        let p = l1.placement.clone().unwrap();
+        assert_eq!((p.epoch, p.write_quorum, p.assignment.replicas), (1, 2, 2));
+        assert_eq!(l1.placement_epoch(), 1);
+        let hash = rondo_core::ContentHash::of(b"some audio");
+        let owners = l1.owners_of(&hash);
+        assert_eq!(owners.len(), 2);
+        assert!(owners.iter().all(|n| l1.should_hold(*n, &hash)));
+        // Draining a node plans a table without it, which moves only its
+        // replicas; then it may be removed.
+        let drain = LayoutOp::SetStorage {
+            node: id(3),
+            zone: DEFAULT_ZONE.into(),
+            capacity: 0,
+            placement: None,
+        };
+        let l2 = l1.apply(&change(&l1, l1.plan(drain).unwrap())).unwrap();
+        assert!(l1.owns(id(3)) && !l2.owns(id(3)));
+        let a2 = &l2.placement.as_ref().unwrap().assignment;
+        let owned_by_3 = a2.counts().get(&id(3)).copied().unwrap_or(0);
+        assert_eq!(owned_by_3, 0);
+        assert_eq!(
+            a2.moved_from(Some(&p.assignment)),
+            p.assignment.counts()[&id(3)]
+        );
+        l2.apply(&change(&l2, LayoutOp::Remove { node: id(3) }))
+            .unwrap();
+        // The moves: from full replication nothing is fetched; a drain
+        // moves the drained node's bytes out and as many in elsewhere.
+        let bytes: Vec<u64> = (0..16).map(|p| 100 + p).collect();
+        let total: u64 = bytes.iter().sum();
+        let first = l0.moves(&l1, &bytes);
+        assert!(first.iter().all(|m| m.bytes_in == 0 && m.before == 16));
+        assert_eq!(first.iter().map(|m| m.after).sum::<usize>(), 32);
+        assert_eq!(first.iter().map(|m| m.bytes_out).sum::<u64>(), total);
+        let drained = l1.moves(&l2, &bytes);
+        let out3 = drained.iter().find(|m| m.node == id(3)).unwrap();
+        assert_eq!((out3.after, out3.gained), (0, 0));
+        assert!(out3.bytes_out > 0);
+        let moved_in: u64 = drained.iter().map(|m| m.bytes_in).sum();
+        assert_eq!(moved_in, out3.bytes_out);
+        // Refusals come before anything is proposed.
+        let too_many = LayoutOp::SetReplication {
+            factor: 3,
+            placement: None,
+        };
+        assert!(matches!(l2.plan(too_many), Err(Refusal::Unplaceable(_))));
+        let stranger = LayoutOp::SetStorage {
+            node: id(9),
+            zone: "z".into(),
+            capacity: 1,
+            placement: None,
+        };
+        assert_eq!(l2.plan(stranger), Err(Refusal::NotMember(id(9))));
+        // Without a placement, a node's storage needs no table.
+        let bare = LayoutOp::SetStorage {
+            node: id(1),
+            zone: "a".into(),
+            capacity: 5,
+            placement: None,
+        };
+        assert_eq!(l0.plan(bare.clone()), Ok(bare));
     }
 
     #[test]

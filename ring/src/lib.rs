@@ -17,8 +17,8 @@ mod layout;
 mod node;
 
 pub use layout::{
-    DEFAULT_CAPACITY, DEFAULT_ZONE, Layout, LayoutChange, LayoutOp, Member, Placement, Refusal,
-    Standing,
+    DEFAULT_CAPACITY, DEFAULT_ZONE, Layout, LayoutChange, LayoutOp, Member, NodeMove, Placement,
+    Refusal, Standing, majority,
 };
 pub use node::{Compacted, Durable, Node, Phase};
 

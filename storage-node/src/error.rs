@@ -133,6 +133,9 @@ impl From<Error> for tonic::Status {
             Error::Forbidden(_) | Error::NotAllowed(_) => Code::PermissionDenied,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::StaleLayout(_) => Code::Aborted,
+            // The node still owns data: the change conflicts with the
+            // cluster's state until a drain moves it (CONFLICT).
+            Error::LayoutRefused(rondo_ring::Refusal::StillOwns(_)) => Code::AlreadyExists,
             Error::LayoutRefused(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Db(_)

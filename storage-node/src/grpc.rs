@@ -341,6 +341,53 @@ impl StorageNode for Service {
         }))
     }
 
+    async fn plan_layout(
+        &self,
+        request: Request<pb::ChangeLayoutRequest>,
+    ) -> Result<Response<pb::PlanLayoutReply>, Status> {
+        self.authorize(&request, "PlanLayout", Allowed::Gateways)?;
+        let request = request.into_inner();
+        self.admin(request.session).await?;
+        let change = request.change.ok_or(Error::Invalid {
+            what: "no layout change",
+        })?;
+        let change = crate::ring::wire::change_from_wire(change)?;
+        let (before, planned) = self.state.ring.plan_layout(change).await?;
+        let after = before.apply(&planned).map_err(|r| match r {
+            r @ rondo_ring::Refusal::Stale { .. } => Error::StaleLayout(r),
+            r => Error::LayoutRefused(r),
+        })?;
+        let bits = after
+            .placement
+            .as_ref()
+            .map_or(rondo_core::partitions::PARTITION_BITS, |p| {
+                p.assignment.bits
+            });
+        let state = self.state.clone();
+        let bytes = tokio::task::spawn_blocking(move || state.store.partition_bytes(bits))
+            .await
+            .map_err(Error::from)??;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let moves = before
+            .moves(&after, &bytes)
+            .into_iter()
+            .map(|m| pb::NodeMove {
+                id: m.node.to_string(),
+                partitions_before: count(m.before),
+                partitions_after: count(m.after),
+                gained: count(m.gained),
+                lost: count(m.lost),
+                bytes_in: m.bytes_in,
+                bytes_out: m.bytes_out,
+            })
+            .collect();
+        Ok(Response::new(pb::PlanLayoutReply {
+            layout: Some(crate::ring::wire::layout_to_wire(&after)),
+            moves,
+            change: Some(crate::ring::wire::change_to_wire(&planned)),
+        }))
+    }
+
     async fn check_password(
         &self,
         request: Request<pb::CheckPasswordRequest>,

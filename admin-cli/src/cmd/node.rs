@@ -1,7 +1,7 @@
-//! `rondo node add|remove|voter|replication`: change the cluster's storage
-//! nodes. Each change names the layout epoch it expects; one that lost to
-//! another change ordered first exits with [`Exit::Conflict`] and changes
-//! nothing.
+//! `rondo node add|remove|drain|set|voter|replication`: change the
+//! cluster's storage nodes. Each change names the layout epoch it expects;
+//! one that lost to another change ordered first exits with
+//! [`Exit::Conflict`] and changes nothing.
 
 use clap::Subcommand;
 use rondo_cli::api::Layout;
@@ -23,10 +23,42 @@ pub enum NodeCommand {
         /// Add it without a vote.
         #[arg(long)]
         non_voter: bool,
+        /// Its failure domain (a rack, a room, a site): a partition's
+        /// replicas go to distinct zones.
+        #[arg(long)]
+        zone: Option<String>,
+        /// The bytes it offers for audio, e.g. 2TB or 500GiB (0: none).
+        #[arg(long)]
+        capacity: Option<bytesize::ByteSize>,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
+    /// Drain a storage node: capacity 0, so that its partitions go to the
+    /// others. It keeps serving until they hold its audio.
+    Drain {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's id.
+        id: String,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
+    /// Set a node's zone or capacity (what is left out stays).
+    Set {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's id.
+        id: String,
+        #[arg(long)]
+        zone: Option<String>,
+        /// e.g. 2TB or 500GiB (0: none).
+        #[arg(long)]
+        capacity: Option<bytesize::ByteSize>,
         #[arg(long)]
         expect_epoch: Option<u64>,
     },
     /// Remove a storage node; the others re-form the ring without it.
+    /// Refused (exit code 3) while it owns partitions: drain it first.
     Remove {
         #[command(flatten)]
         conn: Conn,
@@ -60,21 +92,71 @@ pub const LAYOUT: &str = "{ epoch replicationFactor \
      nodes { id address isVoter zone capacityBytes standing partitions } \
      placement { epoch partitions replicas writeQuorum } }";
 
+/// The mutation that sets a node's storage.
+const SET_STORAGE: &str = "mutation($id: ID!, $z: String, $c: Int, $e: Int) { setNodeStorage(id: $id, zone: $z, capacityBytes: $c, expectEpoch: $e) ";
+
+fn epoch(e: Option<u64>) -> Value {
+    e.map(|e| json!(e)).unwrap_or(Value::Null)
+}
+
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
-    let epoch = |e: Option<u64>| e.map(|e| json!(e)).unwrap_or(Value::Null);
     let (conn, field, query, vars) = match cmd {
         NodeCommand::Add {
             conn,
             address,
             non_voter,
+            zone,
+            capacity,
+            expect_epoch,
+        } => {
+            let query = format!(
+                "mutation($a: String!, $v: Boolean!, $e: Int) {{ addNode(address: $a, voter: $v, expectEpoch: $e) {LAYOUT} }}"
+            );
+            let vars = json!({"a": address, "v": !non_voter, "e": epoch(expect_epoch)});
+            if zone.is_none() && capacity.is_none() {
+                (conn, "addNode", query, vars)
+            } else {
+                // Two ordered changes: the node joins (storing nothing
+                // under a placement), then gets its zone and share,
+                // decided against the layout the first one made.
+                let client = conn.client()?;
+                let Some(added) = change(&client, "addNode", &query, vars).await? else {
+                    return Ok(Exit::Conflict);
+                };
+                let Some(node) = added.nodes.iter().find(|n| n.address == address) else {
+                    anyhow::bail!("the layout after adding {address} does not list it");
+                };
+                let vars = json!({
+                    "id": node.id, "z": zone, "c": capacity.map(|c| c.as_u64()),
+                    "e": added.epoch,
+                });
+                let query = format!("{SET_STORAGE}{LAYOUT} }}");
+                return finish(change(&client, "setNodeStorage", &query, vars).await?);
+            }
+        }
+        NodeCommand::Drain {
+            conn,
+            id,
             expect_epoch,
         } => (
             conn,
-            "addNode",
+            "drainNode",
             format!(
-                "mutation($a: String!, $v: Boolean!, $e: Int) {{ addNode(address: $a, voter: $v, expectEpoch: $e) {LAYOUT} }}"
+                "mutation($id: ID!, $e: Int) {{ drainNode(id: $id, expectEpoch: $e) {LAYOUT} }}"
             ),
-            json!({"a": address, "v": !non_voter, "e": epoch(expect_epoch)}),
+            json!({"id": id, "e": epoch(expect_epoch)}),
+        ),
+        NodeCommand::Set {
+            conn,
+            id,
+            zone,
+            capacity,
+            expect_epoch,
+        } => (
+            conn,
+            "setNodeStorage",
+            format!("{SET_STORAGE}{LAYOUT} }}"),
+            json!({"id": id, "z": zone, "c": capacity.map(|c| c.as_u64()), "e": epoch(expect_epoch)}),
         ),
         NodeCommand::Remove {
             conn,
@@ -114,17 +196,38 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
             json!({"f": factor, "e": epoch(expect_epoch)}),
         ),
     };
+    finish(change(&conn.client()?, field, &query, vars).await?)
+}
+
+/// Runs the layout mutation `field`: the layout after it, or none if it
+/// lost to another change ordered first (`CONFLICT`, said on stderr).
+pub async fn change(
+    client: &rondo_cli::client::Client,
+    field: &str,
+    query: &str,
+    vars: Value,
+) -> anyhow::Result<Option<Layout>> {
     let mut data: std::collections::HashMap<String, Layout> =
-        match conn.client()?.query_as(&query, vars).await {
+        match client.query_as(query, vars).await {
             Ok(data) => data,
             Err(e) if e.code() == Some(ErrorCode::Conflict) => {
                 eprintln!("error: {e}");
-                return Ok(Exit::Conflict);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
-    print_layout(&data.remove(field).unwrap_or_default());
-    Ok(Exit::Success)
+    Ok(Some(data.remove(field).unwrap_or_default()))
+}
+
+/// Prints the layout a change made, or says it lost.
+fn finish(layout: Option<Layout>) -> anyhow::Result<Exit> {
+    Ok(match layout {
+        Some(l) => {
+            print_layout(&l);
+            Exit::Success
+        }
+        None => Exit::Conflict,
+    })
 }
 
 /// Prints a layout, one line per node.

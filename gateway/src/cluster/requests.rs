@@ -87,6 +87,34 @@ pub enum LayoutOp {
     Remove(NodeId),
     SetVoter(NodeId, bool),
     SetReplication(u32),
+    /// A node's zone and capacity (0: drain it).
+    SetStorage {
+        node: NodeId,
+        zone: String,
+        capacity: u64,
+    },
+}
+
+/// What a layout change would move to and from one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeMove {
+    pub id: String,
+    pub partitions_before: u32,
+    pub partitions_after: u32,
+    pub gained: u32,
+    pub lost: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// A layout change planned, not ordered: the layout it would make and what
+/// it would move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutPlan {
+    /// The epoch it was planned against (apply it with this one).
+    pub expect_epoch: u64,
+    pub layout: Layout,
+    pub moves: Vec<NodeMove>,
 }
 
 /// A node of the layout, as a change answers it.
@@ -260,6 +288,16 @@ fn layout_op_to_wire(op: LayoutOp) -> ring::layout_change::Op {
             factor,
             placement: None,
         }),
+        LayoutOp::SetStorage {
+            node,
+            zone,
+            capacity,
+        } => Op::SetStorage(ring::SetStorage {
+            id: node.to_string(),
+            zone,
+            capacity,
+            placement: None,
+        }),
     }
 }
 
@@ -431,6 +469,59 @@ impl Cluster {
             .as_ref()
             .map(Layout::from)
             .ok_or_else(|| Error::Unavailable(format!("node {target} answered no layout")))
+    }
+}
+
+impl Cluster {
+    /// Asks the node `target` what a layout change decided against
+    /// `expect_epoch` would do, with the admin authority `session`; orders
+    /// nothing.
+    pub async fn plan_layout(
+        &self,
+        target: NodeId,
+        op: LayoutOp,
+        expect_epoch: u64,
+        session: String,
+    ) -> Result<LayoutPlan> {
+        let change = ring::LayoutChange {
+            expect_epoch,
+            op: Some(layout_op_to_wire(op)),
+            proposal: String::new(),
+        };
+        let node = self.known_node(target)?;
+        let request = pb::ChangeLayoutRequest {
+            change: Some(change),
+            session,
+        };
+        let reply = node
+            .client
+            .clone()
+            .plan_layout(request)
+            .await
+            .map_err(|status| node_error(&node, status))?
+            .into_inner();
+        let layout = reply
+            .layout
+            .as_ref()
+            .map(Layout::from)
+            .ok_or_else(|| Error::Unavailable(format!("node {target} answered no layout")))?;
+        Ok(LayoutPlan {
+            expect_epoch,
+            layout,
+            moves: reply
+                .moves
+                .into_iter()
+                .map(|m| NodeMove {
+                    id: m.id,
+                    partitions_before: m.partitions_before,
+                    partitions_after: m.partitions_after,
+                    gained: m.gained,
+                    lost: m.lost,
+                    bytes_in: m.bytes_in,
+                    bytes_out: m.bytes_out,
+                })
+                .collect(),
+        })
     }
 }
 

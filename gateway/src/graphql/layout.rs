@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use async_graphql::{Context, ID, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Object, OneofObject, SimpleObject};
 use rondo_core::NodeId;
 
 use super::{parse_id, require_admin, state};
-use crate::cluster::{Layout, LayoutOp};
+use crate::cluster::{Layout, LayoutOp, LayoutPlan};
 use crate::error::{Error, GqlResult, Result};
 
 /// How long the gateway waits for a node it is asked to add to say its id.
@@ -102,6 +102,160 @@ impl From<&Layout> for ClusterLayout {
     }
 }
 
+/// A layout change to plan.
+#[derive(OneofObject, Clone, Debug)]
+pub enum LayoutChangeInput {
+    /// How many nodes hold each song's audio.
+    ReplicationFactor(i32),
+    /// A node's zone and capacity.
+    NodeStorage(NodeStorageInput),
+    /// Capacity 0 for a node: its partitions go to the others.
+    DrainNode(ID),
+    /// A node leaves the layout.
+    RemoveNode(ID),
+}
+
+/// A node's zone and capacity; a field left out stays as it is.
+#[derive(InputObject, Clone, Debug)]
+pub struct NodeStorageInput {
+    pub id: ID,
+    pub zone: Option<String>,
+    /// Bytes it offers for audio (0: it stores none). A 64-bit integer.
+    pub capacity_bytes: Option<i64>,
+}
+
+/// What a layout change would do, before it is ordered.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct LayoutPlanView {
+    /// The epoch it was planned against: `expectEpoch` to apply exactly
+    /// this plan (another change ordered first makes it `CONFLICT`).
+    pub expect_epoch: i64,
+    /// The layout it would make, with its placement.
+    pub layout: ClusterLayout,
+    /// Per node, what it would gain and lose.
+    pub moves: Vec<NodeMoveView>,
+    /// Bytes copied between nodes in all (the sum of `bytesIn`).
+    pub bytes_to_move: i64,
+}
+
+/// What a layout change moves to and from one node.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct NodeMoveView {
+    pub id: ID,
+    pub partitions_before: i32,
+    pub partitions_after: i32,
+    /// Partition replicas it would fetch and offload.
+    pub gained: i32,
+    pub lost: i32,
+    /// Audio bytes it would receive and give away. 64-bit integers.
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+}
+
+impl From<&LayoutPlan> for LayoutPlanView {
+    fn from(p: &LayoutPlan) -> Self {
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let long = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        LayoutPlanView {
+            expect_epoch: long(p.expect_epoch),
+            layout: ClusterLayout::from(&p.layout),
+            moves: p
+                .moves
+                .iter()
+                .map(|m| NodeMoveView {
+                    id: ID(m.id.clone()),
+                    partitions_before: int(m.partitions_before),
+                    partitions_after: int(m.partitions_after),
+                    gained: int(m.gained),
+                    lost: int(m.lost),
+                    bytes_in: long(m.bytes_in),
+                    bytes_out: long(m.bytes_out),
+                })
+                .collect(),
+            bytes_to_move: long(p.moves.iter().map(|m| m.bytes_in).sum()),
+        }
+    }
+}
+
+/// Layout queries (admins).
+#[derive(Default)]
+pub struct LayoutQuery;
+
+#[Object]
+impl LayoutQuery {
+    /// What a layout change would do: the layout and placement it would
+    /// make and the partitions and bytes each node would gain and lose,
+    /// computed by a storage node as it would propose it. Orders nothing;
+    /// apply it with the matching mutation and this plan's `expectEpoch`.
+    async fn layout_plan(
+        &self,
+        ctx: &Context<'_>,
+        change: LayoutChangeInput,
+        expect_epoch: Option<i64>,
+    ) -> async_graphql::Result<LayoutPlanView> {
+        require_admin(ctx).gql()?;
+        let op = op_of(ctx, change).gql()?;
+        let cluster = &state(ctx).cluster;
+        let expect_epoch = expected(cluster, expect_epoch).gql()?;
+        let (target, _) = cluster.pick_live(cluster.write_targets()).gql()?;
+        let session = super::accounts::authority(ctx);
+        let plan = cluster
+            .plan_layout(target, op, expect_epoch, session)
+            .await
+            .gql()?;
+        Ok(LayoutPlanView::from(&plan))
+    }
+}
+
+/// The operation a planned change names.
+fn op_of(ctx: &Context<'_>, change: LayoutChangeInput) -> Result<LayoutOp> {
+    Ok(match change {
+        LayoutChangeInput::ReplicationFactor(f) => LayoutOp::SetReplication(factor(f)?),
+        LayoutChangeInput::NodeStorage(s) => storage(ctx, &s.id, s.zone, s.capacity_bytes)?,
+        LayoutChangeInput::DrainNode(id) => storage(ctx, &id, None, Some(0))?,
+        LayoutChangeInput::RemoveNode(id) => LayoutOp::Remove(parse_id(&id)?),
+    })
+}
+
+fn factor(f: i32) -> Result<u32> {
+    u32::try_from(f).map_err(|_| Error::BadUserInput(format!("replication factor {f} is negative")))
+}
+
+/// A node's new storage, the fields left out as the newest layout has them.
+fn storage(
+    ctx: &Context<'_>,
+    id: &ID,
+    zone: Option<String>,
+    capacity: Option<i64>,
+) -> Result<LayoutOp> {
+    let node: NodeId = parse_id(id)?;
+    let layout = state(ctx)
+        .cluster
+        .layout()
+        .ok_or_else(|| Error::Unavailable("no node has reported a layout yet".into()))?;
+    let member = layout
+        .members
+        .iter()
+        .find(|m| m.id == node.to_string())
+        .ok_or_else(|| Error::BadUserInput(format!("node {node} is not in the layout")))?;
+    let capacity = match capacity {
+        Some(c) => u64::try_from(c)
+            .map_err(|_| Error::BadUserInput(format!("capacity {c} is negative")))?,
+        None => member.capacity,
+    };
+    let zone = zone.unwrap_or_else(|| member.zone.clone());
+    if zone.is_empty() || zone.len() > 64 {
+        return Err(Error::BadUserInput(
+            "a zone is a name of 1 to 64 bytes".into(),
+        ));
+    }
+    Ok(LayoutOp::SetStorage {
+        node,
+        zone,
+        capacity,
+    })
+}
+
 /// Layout mutations (admins).
 #[derive(Default)]
 pub struct LayoutMutation;
@@ -132,8 +286,9 @@ impl LayoutMutation {
     }
 
     /// Removes a storage node from the cluster. The others re-form their
-    /// ring without it, and it serves nothing more; with full replication
-    /// every other node already holds its audio.
+    /// ring without it, and it serves nothing more. Refused with `CONFLICT`
+    /// while it owns partitions of the placement: drain it first
+    /// (`drainNode`), and remove it once the new owners hold its audio.
     async fn remove_node(
         &self,
         ctx: &Context<'_>,
@@ -160,8 +315,43 @@ impl LayoutMutation {
         change(ctx, op, expect_epoch, None).await.gql()
     }
 
+    /// Sets a node's zone (its failure domain: a partition's replicas go to
+    /// distinct zones) and capacity in bytes (its share of the partitions;
+    /// 0 stores none). Under a placement the ordering node computes the new
+    /// table, moving as little as it can. A field left out stays.
+    async fn set_node_storage(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        zone: Option<String>,
+        capacity_bytes: Option<i64>,
+        expect_epoch: Option<i64>,
+    ) -> async_graphql::Result<ClusterLayout> {
+        require_admin(ctx).gql()?;
+        let op = storage(ctx, &id, zone, capacity_bytes).gql()?;
+        change(ctx, op, expect_epoch, None).await.gql()
+    }
+
+    /// Drains a node: capacity 0, so that its partitions go to the others.
+    /// It keeps serving what it holds until the new owners hold it; then
+    /// `removeNode` takes it out.
+    async fn drain_node(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expect_epoch: Option<i64>,
+    ) -> async_graphql::Result<ClusterLayout> {
+        require_admin(ctx).gql()?;
+        let op = storage(ctx, &id, None, Some(0)).gql()?;
+        change(ctx, op, expect_epoch, None).await.gql()
+    }
+
     /// Sets how many nodes hold each song's audio (1 to the number of
-    /// nodes). Recorded in the layout; placement by it comes with sharding.
+    /// nodes with capacity). The ordering node computes the placement: each
+    /// of 1024 partitions of the content-hash space gets that many owners,
+    /// by capacity and zone, moving as little as it can; the first one ends
+    /// full replication (nothing is copied; the other nodes give their
+    /// copies up once the owners hold them).
     async fn set_replication_factor(
         &self,
         ctx: &Context<'_>,
@@ -169,10 +359,7 @@ impl LayoutMutation {
         expect_epoch: Option<i64>,
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
-        let factor = u32::try_from(factor)
-            .map_err(|_| Error::BadUserInput(format!("replication factor {factor} is negative")))
-            .gql()?;
-        let op = LayoutOp::SetReplication(factor);
+        let op = LayoutOp::SetReplication(self::factor(factor).gql()?);
         change(ctx, op, expect_epoch, None).await.gql()
     }
 }
@@ -200,16 +387,7 @@ async fn change(
     avoid: Option<NodeId>,
 ) -> Result<ClusterLayout> {
     let cluster = &state(ctx).cluster;
-    let expect_epoch = match expect_epoch {
-        Some(e) => u64::try_from(e)
-            .map_err(|_| Error::BadUserInput(format!("expectEpoch {e} is negative")))?,
-        None => {
-            cluster
-                .layout()
-                .ok_or_else(|| Error::Unavailable("no node has reported a layout yet".into()))?
-                .epoch
-        }
-    };
+    let expect_epoch = expected(cluster, expect_epoch)?;
     let targets: Vec<NodeId> = cluster
         .write_targets()
         .into_iter()
@@ -221,4 +399,17 @@ async fn change(
         .change_layout(target, op, expect_epoch, session)
         .await?;
     Ok(ClusterLayout::from(&layout))
+}
+
+/// The epoch a change is decided against: the one given, or the newest
+/// layout's the nodes reported.
+fn expected(cluster: &crate::cluster::Cluster, expect_epoch: Option<i64>) -> Result<u64> {
+    match expect_epoch {
+        Some(e) => u64::try_from(e)
+            .map_err(|_| Error::BadUserInput(format!("expectEpoch {e} is negative"))),
+        None => Ok(cluster
+            .layout()
+            .ok_or_else(|| Error::Unavailable("no node has reported a layout yet".into()))?
+            .epoch),
+    }
 }

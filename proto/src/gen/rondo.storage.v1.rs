@@ -26,6 +26,38 @@ pub struct ChangeLayoutRequest {
     pub session: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PlanLayoutReply {
+    /// The layout after the change.
+    #[prost(message, optional, tag = "1")]
+    pub layout: ::core::option::Option<super::super::ring::v1::Layout>,
+    /// One per node of the layouts before and after.
+    #[prost(message, repeated, tag = "2")]
+    pub moves: ::prost::alloc::vec::Vec<NodeMove>,
+    /// The change as it would be proposed (with its placement).
+    #[prost(message, optional, tag = "3")]
+    pub change: ::core::option::Option<super::super::ring::v1::LayoutChange>,
+}
+/// What a layout change moves to and from one node.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct NodeMove {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub partitions_before: u32,
+    #[prost(uint32, tag = "3")]
+    pub partitions_after: u32,
+    /// Partition replicas it would gain and lose.
+    #[prost(uint32, tag = "4")]
+    pub gained: u32,
+    #[prost(uint32, tag = "5")]
+    pub lost: u32,
+    /// Bytes of the catalog's audio in the partitions it gains and loses.
+    #[prost(uint64, tag = "6")]
+    pub bytes_in: u64,
+    #[prost(uint64, tag = "7")]
+    pub bytes_out: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ChangeLayoutReply {
     /// The layout after the change.
     #[prost(message, optional, tag = "1")]
@@ -952,6 +984,34 @@ pub mod storage_node_client {
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "ChangeLayout"));
             self.inner.unary(req, path, codec).await
         }
+        /// What a layout change would do, without ordering it: the layout after
+        /// it, with the placement this node would propose (the same one
+        /// `ChangeLayout` proposes against the same epoch), and the partitions and
+        /// bytes each node would gain and lose.
+        pub async fn plan_layout(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ChangeLayoutRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PlanLayoutReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/PlanLayout",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "PlanLayout"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Checks an account's password (gateways only: password hashes never
         /// leave the nodes). UNAUTHENTICATED for a wrong name or password, in the
         /// same time for both.
@@ -1093,6 +1153,14 @@ pub mod storage_node_server {
             tonic::Response<super::ChangeLayoutReply>,
             tonic::Status,
         >;
+        /// What a layout change would do, without ordering it: the layout after
+        /// it, with the placement this node would propose (the same one
+        /// `ChangeLayout` proposes against the same epoch), and the partitions and
+        /// bytes each node would gain and lose.
+        async fn plan_layout(
+            &self,
+            request: tonic::Request<super::ChangeLayoutRequest>,
+        ) -> std::result::Result<tonic::Response<super::PlanLayoutReply>, tonic::Status>;
         /// Checks an account's password (gateways only: password hashes never
         /// leave the nodes). UNAUTHENTICATED for a wrong name or password, in the
         /// same time for both.
@@ -1620,6 +1688,51 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ChangeLayoutSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/PlanLayout" => {
+                    #[allow(non_camel_case_types)]
+                    struct PlanLayoutSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::ChangeLayoutRequest>
+                    for PlanLayoutSvc<T> {
+                        type Response = super::PlanLayoutReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ChangeLayoutRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::plan_layout(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PlanLayoutSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -12,7 +12,9 @@ use std::time::Duration;
 use rand::Rng;
 use rondo_proto::ring::v1 as proto;
 use rondo_proto::storage::v1 as pb;
-use rondo_ring::{Body, Config, Entry, Input, Layout, LogPos, Node, Output, Phase, RingId, Timer};
+use rondo_ring::{
+    Body, Config, Entry, Input, Layout, LayoutChange, LogPos, Node, Output, Phase, RingId, Timer,
+};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
@@ -158,9 +160,20 @@ impl Driver {
                 self.waiters.updates.insert(id, (payload.clone(), reply));
                 node.handle(Input::Propose(payload))
             }
-            Cmd::ProposeLayout { change, reply } => {
-                self.waiters.layouts.insert(change.proposal.clone(), reply);
-                node.handle(Input::ProposeLayout(change))
+            Cmd::ProposeLayout { change, reply } => match plan(node.layout(), change) {
+                Ok(change) => {
+                    self.waiters.layouts.insert(change.proposal.clone(), reply);
+                    node.handle(Input::ProposeLayout(change))
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            },
+            Cmd::Plan { change, reply } => {
+                let newest = node.layout();
+                let _ = reply.send(plan(newest, change).map(|c| (newest.clone(), c)));
+                Vec::new()
             }
             Cmd::Withdraw(id) => {
                 if let Some((payload, _)) = self.waiters.updates.remove(&id) {
@@ -407,4 +420,15 @@ impl Driver {
             *guard = s;
         }
     }
+}
+
+/// `change` as this node proposes it: with the placement it needs, computed
+/// from `newest`, the newest layout of the log (the one the change will be
+/// checked against if it is ordered next). Against an older epoch it goes
+/// as it is: it will be refused as stale, whatever it carries.
+fn plan(newest: &Layout, mut change: LayoutChange) -> Result<LayoutChange> {
+    if newest.epoch == change.expect_epoch {
+        change.op = newest.plan(change.op).map_err(Error::LayoutRefused)?;
+    }
+    Ok(change)
 }

@@ -66,6 +66,12 @@ enum Cmd {
         change: LayoutChange,
         reply: tokio::sync::oneshot::Sender<Result<(Layout, u64)>>,
     },
+    /// What a layout change would be, proposed now: the newest layout of
+    /// the log and the change as it would be proposed (with its placement).
+    Plan {
+        change: LayoutChange,
+        reply: tokio::sync::oneshot::Sender<Result<(Layout, LayoutChange)>>,
+    },
     /// Give up on a proposal that is not ordered yet.
     Withdraw(String),
     /// Messages to a peer fail (`false`) or go through again (`true`).
@@ -254,6 +260,18 @@ impl RingHandle {
             "layout change",
         )
         .await
+    }
+
+    /// The newest layout of this node's log and `change` as this node would
+    /// propose it against it (with the placement it computes), without
+    /// ordering anything.
+    pub async fn plan_layout(&self, change: LayoutChange) -> Result<(Layout, LayoutChange)> {
+        let stopped = || Error::Unavailable("the control plane has stopped".into());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.cmds
+            .send(Cmd::Plan { change, reply: tx })
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Hands a message from a peer to the driver.

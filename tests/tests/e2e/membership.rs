@@ -341,27 +341,34 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
         );
         assert!(out.contains(epoch), "{out}");
     }
-    // Each node's zone and capacity are shown (the defaults here), and
-    // there is no placement yet: every node holds every song's audio.
+    // The first factor made a placement (the ordering node computed it):
+    // 1024 partitions, one owner each, half on each node.
     let (status, out, err) = rondo(&cluster, &cluster.token, &["ring"]);
     assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("placement none"), "{out}");
+    assert!(
+        out.contains("placement epoch 4, 1024 partitions x 1 replicas, write quorum 1"),
+        "{out}"
+    );
     assert_eq!(
-        out.matches("zone default  capacity 1.00 TiB").count(),
+        out.matches("zone default  capacity 1.00 TiB  512 partitions")
+            .count(),
         2,
         "{out}"
     );
     let l = cluster
         .admin
         .query(
-            "{ cluster { layout { nodes { zone capacityBytes standing partitions } placement { epoch } } } }",
+            "{ cluster { layout { nodes { id zone capacityBytes standing partitions } placement { epoch replicas } } } }",
             json!({}),
         )
         .await
         .unwrap();
-    let nodes = l["cluster"]["layout"]["nodes"].as_array().unwrap();
-    assert!(l["cluster"]["layout"]["placement"].is_null(), "{l}");
-    for n in nodes {
+    assert_eq!(
+        l["cluster"]["layout"]["placement"],
+        json!({"epoch": 4, "replicas": 1}),
+        "{l}"
+    );
+    for n in l["cluster"]["layout"]["nodes"].as_array().unwrap() {
         assert_eq!(
             (
                 &n["zone"],
@@ -373,9 +380,91 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
                 &json!("default"),
                 &json!(1u64 << 40),
                 &json!("IN"),
-                &Value::Null
+                &json!(512)
             ),
             "{l}"
         );
     }
+
+    // An owner is not removed (CONFLICT, exit code 3): it is drained first.
+    let (keep, drained) = (
+        cluster.nodes[0].id.to_string(),
+        cluster.nodes[1].id.to_string(),
+    );
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "remove", &drained]);
+    assert_eq!(status, 3, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("still owns partitions"), "{err}");
+
+    // The plan says what a drain moves, before anything is ordered ...
+    let (status, out, err) = rondo(
+        &cluster,
+        &cluster.token,
+        &["layout", "plan", "--drain", &drained],
+    );
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("against epoch 4"), "{out}");
+    assert!(
+        out.contains(&format!("move     {drained}  partitions 512 -> 0  +0 -512")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("move     {keep}  partitions 512 -> 1024  +512 -0")),
+        "{out}"
+    );
+    let (status, out, _) = rondo(&cluster, &cluster.token, &["layout", "show"]);
+    assert!(status == 0 && out.contains("layout   epoch 4"), "{out}");
+    // ... and applying it against that epoch orders exactly that table.
+    let (status, out, err) = rondo(
+        &cluster,
+        &cluster.token,
+        &[
+            "layout",
+            "apply",
+            "--drain",
+            &drained,
+            "--expect-epoch",
+            "4",
+        ],
+    );
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("capacity 0 B  0 partitions"), "{out}");
+    assert!(out.contains("capacity 1.00 TiB  1024 partitions"), "{out}");
+
+    // Two plans applied at once against one epoch: exactly one wins, the
+    // other exits 3 and changes nothing.
+    let (a, b) = std::thread::scope(|s| {
+        let one = s.spawn(|| {
+            rondo(
+                &cluster,
+                &cluster.token,
+                &[
+                    "layout",
+                    "apply",
+                    "--storage",
+                    &format!("{drained},zone=b,capacity=2TiB"),
+                    "--expect-epoch",
+                    "5",
+                ],
+            )
+        });
+        let two = s.spawn(|| {
+            rondo(
+                &cluster,
+                &cluster.token,
+                &[
+                    "layout",
+                    "apply",
+                    "--storage",
+                    &format!("{keep},zone=a"),
+                    "--expect-epoch",
+                    "5",
+                ],
+            )
+        });
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    let mut codes = [a.0, b.0];
+    codes.sort_unstable();
+    assert_eq!(codes, [0, 3], "{a:?} {b:?}");
+    assert_eq!(layout(&cluster, 6).await["epoch"], 6);
 }
