@@ -121,6 +121,15 @@ impl Catalog {
                 self.songs.remove(&id);
                 self.deleted.insert(id);
             }
+            Change::ReleasedSongId(id) => {
+                // The node gave its copy up (the song's owners hold it):
+                // no more stream URLs for it there, until it announces the
+                // song again.
+                let id: SongId = id.parse()?;
+                if let Some(rec) = self.songs.get_mut(&id) {
+                    rec.replicas.remove(&node);
+                }
+            }
             Change::User(user) => self.accounts.apply_user(user)?,
             Change::Playlist(playlist) => self.accounts.apply_playlist(playlist)?,
             Change::Revoked(r) => self.accounts.apply_revoked(r),
@@ -705,6 +714,44 @@ mod tests {
             }
             proptest::prop_assert_eq!(seen, expected);
         }
+    }
+
+    #[test]
+    fn a_node_that_released_a_song_is_no_replica_until_it_announces_it_again() {
+        let (snap, a) = catalog();
+        let b = NodeId::new_random();
+        let s = &snap.songs[0];
+        let mut p = song(
+            &s.title,
+            (&s.artist.name, s.artist.id),
+            (&s.album.title, s.album.id),
+            1,
+        );
+        p.id = s.id.to_string();
+        let mut c = Catalog::default();
+        c.apply(a, Change::Upsert(p.clone())).unwrap();
+        c.apply(b, Change::Upsert(p.clone())).unwrap();
+        let replicas = |c: &Catalog| {
+            c.snapshot(HashMap::new())
+                .song(s.id)
+                .unwrap()
+                .replicas
+                .clone()
+        };
+        assert_eq!(replicas(&c), BTreeSet::from([a, b]));
+        c.apply(a, Change::ReleasedSongId(s.id.to_string()))
+            .unwrap();
+        assert_eq!(
+            replicas(&c),
+            BTreeSet::from([b]),
+            "the song stays, a is no replica"
+        );
+        c.apply(a, Change::Upsert(p)).unwrap();
+        assert_eq!(replicas(&c), BTreeSet::from([a, b]));
+        // An unknown song's release changes nothing; a bad id is an error.
+        c.apply(a, Change::ReleasedSongId(SongId::new_random().to_string()))
+            .unwrap();
+        assert!(c.apply(a, Change::ReleasedSongId("x".into())).is_err());
     }
 
     #[test]

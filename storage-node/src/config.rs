@@ -65,6 +65,15 @@ pub struct Config {
     /// fetched at once.
     #[serde(default)]
     pub blob_repair_after_ms: Option<u64>,
+    /// How often the resync worker compares this node's holdings with what
+    /// the placement asks of it (milliseconds, default 10000).
+    #[serde(default)]
+    pub resync_interval_ms: Option<u64>,
+    /// How long a copy this node gave up (its owners hold the blob) stays
+    /// on disk so that streams already signed for it finish (milliseconds,
+    /// default 600000: ten minutes).
+    #[serde(default)]
+    pub release_linger_ms: Option<u64>,
 }
 
 impl Config {
@@ -78,6 +87,16 @@ impl Config {
                 .map_or(default.header_timeout, std::time::Duration::from_millis),
             ..default
         }
+    }
+
+    /// See `resync_interval_ms`.
+    pub fn resync_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.resync_interval_ms.unwrap_or(10_000).max(10))
+    }
+
+    /// See `release_linger_ms`.
+    pub fn release_linger(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.release_linger_ms.unwrap_or(600_000))
     }
 
     /// See `blob_repair_after_ms`.

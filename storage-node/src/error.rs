@@ -68,6 +68,10 @@ pub enum Error {
     /// yet) has as its applied one.
     #[error("no snapshot at entry {asked}: this node's applied entry is {applied}")]
     SnapshotMoved { asked: u64, applied: u64 },
+    /// A song's bytes were copied under a placement that is no longer the
+    /// one in force where its entry was ordered: its owners changed.
+    #[error("the song was copied under placement {copied}, but placement {applied} is in force")]
+    StalePlacement { copied: u64, applied: u64 },
     /// The node cannot take writes now (the reason says why).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -137,7 +141,7 @@ impl From<Error> for tonic::Status {
             // cluster's state until a drain moves it (CONFLICT).
             Error::LayoutRefused(rondo_ring::Refusal::StillOwns(_)) => Code::AlreadyExists,
             Error::LayoutRefused(_) => Code::FailedPrecondition,
-            Error::Unavailable(_) => Code::Unavailable,
+            Error::Unavailable(_) | Error::StalePlacement { .. } => Code::Unavailable,
             Error::Db(_)
             | Error::Io { .. }
             | Error::Corrupt { .. }

@@ -172,7 +172,7 @@ impl StorageNode for Service {
         let req = request.into_inner();
         let hash: ContentHash = req.content_hash.parse().map_err(Error::from)?;
         let source: rondo_core::NodeId = req.source_node.parse().map_err(Error::from)?;
-        replication::majority::take_copy(&self.state, hash, source).await?;
+        replication::quorum::take_copy(&self.state, hash, source).await?;
         Ok(Response::new(pb::ReplicateBlobResponse {}))
     }
 
@@ -198,6 +198,31 @@ impl StorageNode for Service {
         Ok(Response::new(pb::DeliverBlobReply {
             outcomes: outcomes.into_iter().map(|o| o as i32).collect(),
         }))
+    }
+
+    async fn has_blobs(
+        &self,
+        request: Request<pb::HasBlobsRequest>,
+    ) -> Result<Response<pb::HasBlobsReply>, Status> {
+        self.authorize(&request, "HasBlobs", Allowed::Members)?;
+        let req = request.into_inner();
+        if req.content_hashes.len() > replication::resync::HAS_BLOBS_BATCH {
+            return Err(Error::Invalid {
+                what: "at most 1024 hashes per HasBlobs call",
+            }
+            .into());
+        }
+        let hashes: Vec<rondo_core::ContentHash> = req
+            .content_hashes
+            .iter()
+            .map(|h| h.parse())
+            .collect::<Result<_, _>>()
+            .map_err(Error::from)?;
+        let st = self.state.clone();
+        let held = tokio::task::spawn_blocking(move || st.store.holds(&hashes))
+            .await
+            .map_err(Error::from)??;
+        Ok(Response::new(pb::HasBlobsReply { held }))
     }
 
     type ReadBlobStream = BoxStream<pb::ReadBlobResponse>;

@@ -165,6 +165,7 @@ pub async fn run(
     };
 
     let outbox = tokio::spawn(replication::relay::run(state.clone(), stop_rx.clone()));
+    let resync = tokio::spawn(replication::resync::run(state.clone(), stop_rx.clone()));
 
     let handle = axum_server::Handle::new();
     let http_handle = handle.clone();
@@ -205,6 +206,7 @@ pub async fn run(
     tracing::info!(node = %state.node_id, url = %state.public_url, "storage node running");
     let (http_result, grpc_result) = tokio::join!(http, grpc);
     outbox.abort();
+    resync.abort();
     http_result.map_err(Error::io("https server"))?;
     grpc_result.map_err(|e| Error::Io {
         context: "grpc server".into(),

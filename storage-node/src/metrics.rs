@@ -32,6 +32,10 @@ pub struct Metrics {
     pub inbox_applied: Counter,
     /// Deliveries received again and ignored (the inbox knew them).
     pub inbox_duplicates: Counter,
+    /// Bytes the resync worker fetched (partitions this node gained).
+    pub resync_received_bytes: Counter,
+    /// Copies given up because their owners hold them.
+    pub released_blobs: Counter,
 }
 
 impl Metrics {
@@ -78,6 +82,16 @@ impl Metrics {
             "rondo_node_inbox_duplicates",
             "Deliveries received again and ignored",
             self.inbox_duplicates.clone(),
+        );
+        registry.register(
+            "rondo_node_resync_received_bytes",
+            "Audio bytes fetched by the resync worker",
+            self.resync_received_bytes.clone(),
+        );
+        registry.register(
+            "rondo_node_released_blobs",
+            "Copies given up because every owner holds the blob",
+            self.released_blobs.clone(),
         );
     }
 }

@@ -19,6 +19,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use rondo_core::SongId;
 use rondo_core::range::{self, Served};
+use rondo_proto::storage::v1 as pb;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -104,39 +105,13 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Response {
     let now = crate::clock::unix_now();
-    let (Some(exp), Some(sig)) = query.map_or((None, None), |q| (q.exp, q.sig)) else {
-        return plain(StatusCode::FORBIDDEN, "missing signature\n");
+    let (song, exp) = match verify(state, song_id, query, now) {
+        Ok(v) => v,
+        Err((status, why)) => return plain(status, why),
     };
-    let (Ok(song), Ok(exp)) = (song_id.parse::<SongId>(), exp.parse::<u64>()) else {
-        return plain(StatusCode::FORBIDDEN, "bad signature\n");
-    };
-    if let Err(e) = state.signer.verify(song, state.node_id, exp, &sig, now) {
-        tracing::debug!(%song, error = %e, "refused stream");
-        return plain(
-            StatusCode::FORBIDDEN,
-            if matches!(e, rondo_core::Error::Expired { .. }) {
-                "expired\n"
-            } else {
-                "bad signature\n"
-            },
-        );
-    }
-    let st = state.clone();
-    let record = match tokio::task::spawn_blocking(move || st.store.song(song)).await {
-        Ok(Ok(Some(record))) => record,
-        Ok(Ok(None)) => return plain(StatusCode::NOT_FOUND, "no such song on this node\n"),
-        Ok(Err(e)) => {
-            tracing::error!(%song, error = %e, "catalog lookup failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-        }
-        Err(e) => {
-            tracing::error!(%song, error = %e, "catalog lookup task failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
-        }
-    };
-    let Ok(hash) = record.content_hash.parse::<rondo_core::ContentHash>() else {
-        tracing::error!(%song, "song has a malformed content hash");
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    let (record, hash) = match lookup(state, song).await {
+        Ok(v) => v,
+        Err((status, why)) => return plain(status, why),
     };
     let len = record.size_bytes;
     let etag = format!("\"{}\"", hash.to_hex());
@@ -214,9 +189,10 @@ async fn serve(
     let file = match tokio::fs::File::open(state.store.blob_path(&hash)).await {
         Ok(f) => f.into_std().await,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Indexed but gone from the disk: this node does not hold the
-            // audio, and a player asks another replica on a 404.
-            tracing::error!(%song, %hash, "blob file missing from the disk");
+            // Not on this disk: the song's partition is owned by other
+            // nodes (or the copy was given up after its linger), and a
+            // player asks another replica on a 404.
+            tracing::debug!(%song, %hash, "stream of a blob this node does not hold");
             return plain(
                 StatusCode::NOT_FOUND,
                 "this node does not hold the song's audio; ask another replica\n",
@@ -230,6 +206,62 @@ async fn serve(
     state.metrics.stream_bytes.inc_by(body_len);
     let body = blob_body(file, start, body_len);
     (status, out, body).into_response()
+}
+
+/// A refusal: the status and the plain-text body to answer.
+type Refusal = (StatusCode, &'static str);
+
+/// Checks a stream URL's signature against this node and the clock: the
+/// song and the expiry, or the 403 to answer.
+fn verify(
+    state: &NodeState,
+    song_id: &str,
+    query: Option<StreamQuery>,
+    now: u64,
+) -> Result<(SongId, u64), Refusal> {
+    let (Some(exp), Some(sig)) = query.map_or((None, None), |q| (q.exp, q.sig)) else {
+        return Err((StatusCode::FORBIDDEN, "missing signature\n"));
+    };
+    let (Ok(song), Ok(exp)) = (song_id.parse::<SongId>(), exp.parse::<u64>()) else {
+        return Err((StatusCode::FORBIDDEN, "bad signature\n"));
+    };
+    if let Err(e) = state.signer.verify(song, state.node_id, exp, &sig, now) {
+        tracing::debug!(%song, error = %e, "refused stream");
+        let why = if matches!(e, rondo_core::Error::Expired { .. }) {
+            "expired\n"
+        } else {
+            "bad signature\n"
+        };
+        return Err((StatusCode::FORBIDDEN, why));
+    }
+    Ok((song, exp))
+}
+
+/// The song's record and content hash, or the response to answer (404 for
+/// a song the catalog does not have, 500 on a storage failure).
+async fn lookup(
+    state: &Arc<NodeState>,
+    song: SongId,
+) -> Result<(pb::Song, rondo_core::ContentHash), Refusal> {
+    let internal = || (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    let st = state.clone();
+    let record = match tokio::task::spawn_blocking(move || st.store.song(song)).await {
+        Ok(Ok(Some(record))) => record,
+        Ok(Ok(None)) => return Err((StatusCode::NOT_FOUND, "no such song on this node\n")),
+        Ok(Err(e)) => {
+            tracing::error!(%song, error = %e, "catalog lookup failed");
+            return Err(internal());
+        }
+        Err(e) => {
+            tracing::error!(%song, error = %e, "catalog lookup task failed");
+            return Err(internal());
+        }
+    };
+    let Ok(hash) = record.content_hash.parse::<rondo_core::ContentHash>() else {
+        tracing::error!(%song, "song has a malformed content hash");
+        return Err(internal());
+    };
+    Ok((record, hash))
 }
 
 /// The response body: the blob read in [`BODY_CHUNK`] pieces as the socket

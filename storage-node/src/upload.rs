@@ -6,7 +6,7 @@
 //! one node, and the bytes go from the client to that node once, hashed and
 //! written in one pass, instead of through the gateway. The node checks the
 //! grant before it reads a byte, then the audio (the gateway's checks, from
-//! `rondo-media`), and commits the song like any other: bytes on a majority,
+//! `rondo-media`), and commits the song like any other: bytes on W owners,
 //! then one ring entry. Every refusal leaves nothing behind: the staged file
 //! is removed when its handle drops, whatever the exit.
 
@@ -26,10 +26,13 @@ use crate::error::Error;
 use crate::state::NodeState;
 use crate::store::{Applied, StagedBlob};
 
-/// Puts a received, fsync'd blob in place, copies it onto a majority and
-/// commits the song through the ring. Returns the song as applied (filed
-/// under the artist and album of its names) and its change sequence. On any
-/// failure the blob is released unless a song uses it.
+/// Puts a received, fsync'd blob in place, copies it onto `W` of its owners
+/// and commits the song through the ring. Returns the song as applied
+/// (filed under the artist and album of its names) and its change
+/// sequence. If a new placement was ordered between the copy and the entry
+/// (`StalePlacement`), the bytes are copied to the new owners and the song
+/// proposed again, within the write timeout. On any failure the blob is
+/// released unless a song uses it.
 pub async fn commit_song(
     state: &Arc<NodeState>,
     mut song: pb::Song,
@@ -46,17 +49,28 @@ pub async fn commit_song(
         let _ = tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await;
         state.outbox.notify_one();
     };
-    // The song is proposed only once its bytes are on a majority: then
-    // every song of the catalog survives the loss of any minority.
-    if let Err(e) = crate::replication::majority::replicate_to_majority(state, hash).await {
-        release().await;
-        return Err(e);
-    }
-    let update = pb::CatalogUpdate {
-        change: Some(pb::catalog_update::Change::Upsert(song)),
-        ..Default::default()
+    let deadline = tokio::time::Instant::now() + state.ring.write_timeout();
+    let outcome = loop {
+        // The song is proposed only once its bytes are on W owners.
+        let epoch = match crate::replication::quorum::replicate_to_owners(state, hash).await {
+            Ok(epoch) => epoch,
+            Err(e) => break Err(e),
+        };
+        let update = pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::Upsert(song.clone())),
+            placement_epoch: epoch,
+            ..Default::default()
+        };
+        match state.ring.propose(update).await {
+            Ok(Applied::Rejected(Error::StalePlacement { copied, applied }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::info!(%hash, copied, applied, "placement changed under an upload: copying again");
+            }
+            other => break other,
+        }
     };
-    match state.ring.propose(update).await {
+    match outcome {
         Ok(Applied::Stored {
             song,
             change_seq: Some(seq),
@@ -93,7 +107,7 @@ fn refuse_error(e: &Error) -> Response {
     let code = match e {
         Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
         Error::SongExists(_) | Error::SongDeleted(_) => ErrorCode::Conflict,
-        Error::Unavailable(_) => ErrorCode::Unavailable,
+        Error::Unavailable(_) | Error::StalePlacement { .. } => ErrorCode::Unavailable,
         Error::Invalid { .. } | Error::Domain(_) | Error::HashMismatch { .. } => {
             ErrorCode::BadUserInput
         }
@@ -232,29 +246,9 @@ async fn receive(
         Ok(s) => s,
         Err(e) => return refuse_error(&e),
     };
-    let path = staged.path().to_path_buf();
-    let inspected = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(path)?;
-        Ok::<_, std::io::Error>(rondo_media::inspect(&mut file))
-    })
-    .await;
-    let info = match inspected {
-        Ok(Ok(Ok(info))) => info,
-        Ok(Ok(Err(rondo_media::Error::Unsupported(m)))) => {
-            return refuse(
-                ErrorCode::UnsupportedMedia,
-                format!("unsupported media: {m}"),
-            );
-        }
-        Ok(Ok(Err(rondo_media::Error::Io { context, source }))) => {
-            let context = context.to_string();
-            return refuse_error(&Error::Io { context, source });
-        }
-        Ok(Ok(Err(e @ rondo_media::Error::BadName(_)))) => {
-            return refuse(ErrorCode::BadUserInput, e);
-        }
-        Ok(Err(e)) => return refuse_error(&Error::io("open staged upload")(e)),
-        Err(e) => return refuse_error(&Error::Join(e)),
+    let info = match inspect(&staged).await {
+        Ok(info) => info,
+        Err(refused) => return *refused,
     };
     let names = rondo_media::names(&info.tags, overrides, grant.name.as_deref());
     let song = rondo_media::song_record(
@@ -273,4 +267,30 @@ async fn receive(
             .into_response(),
         Err(e) => refuse_error(&e),
     }
+}
+
+/// The media check of a staged direct upload (the gateway's, from
+/// `rondo-media`): what the file is, or the refusal to answer.
+async fn inspect(staged: &StagedBlob) -> Result<rondo_media::MediaInfo, Box<Response>> {
+    let path = staged.path().to_path_buf();
+    let inspected = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        Ok::<_, std::io::Error>(rondo_media::inspect(&mut file))
+    })
+    .await;
+    let refused = match inspected {
+        Ok(Ok(Ok(info))) => return Ok(info),
+        Ok(Ok(Err(rondo_media::Error::Unsupported(m)))) => refuse(
+            ErrorCode::UnsupportedMedia,
+            format!("unsupported media: {m}"),
+        ),
+        Ok(Ok(Err(rondo_media::Error::Io { context, source }))) => {
+            let context = context.to_string();
+            refuse_error(&Error::Io { context, source })
+        }
+        Ok(Ok(Err(e @ rondo_media::Error::BadName(_)))) => refuse(ErrorCode::BadUserInput, e),
+        Ok(Err(e)) => refuse_error(&Error::io("open staged upload")(e)),
+        Err(e) => refuse_error(&Error::Join(e)),
+    };
+    Err(Box::new(refused))
 }

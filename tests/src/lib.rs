@@ -6,6 +6,7 @@
 //! The binaries must be built first (`cargo build --bins`); the harness finds
 //! them next to the test executable's profile directory.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,6 +180,16 @@ impl NodeHandle {
     }
 }
 
+impl NodeHandle {
+    /// The content hashes (hex) of the blob files on disk.
+    pub fn blob_files(&self) -> BTreeSet<String> {
+        walk(&self.dir.join("blobs"))
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect()
+    }
+}
+
 /// What a node has on disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiskState {
@@ -307,6 +318,8 @@ pub struct Builder {
     keep_entries: Option<usize>,
     /// More top-level options of the gateway's configuration.
     gateway_options: Vec<(String, toml::Value)>,
+    /// Extra top-level options of every node's configuration.
+    node_options: Vec<(String, toml::Value)>,
 }
 
 /// A gateway replica in its own namespace (VRRP clusters).
@@ -452,6 +465,12 @@ impl Builder {
         self
     }
 
+    /// Sets a top-level option of every storage node's configuration.
+    pub fn node_option(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.node_options.push((key.into(), value.into()));
+        self
+    }
+
     /// Sets a top-level option of the gateway's configuration.
     pub fn gateway_option(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
         self.gateway_options.push((key.into(), value.into()));
@@ -521,6 +540,9 @@ impl Builder {
                     "max_upload_bytes".into(),
                     toml::Value::Integer(i64::try_from(n)?),
                 );
+            }
+            for (key, value) in &self.node_options {
+                t.insert(key.clone(), value.clone());
             }
             let mut ring = toml::Table::new();
             ring.insert(
@@ -761,6 +783,7 @@ impl Cluster {
             fetch_entries: None,
             keep_entries: None,
             gateway_options: Vec::new(),
+            node_options: Vec::new(),
         }
     }
 

@@ -175,6 +175,17 @@ pub struct ReplicateBlobRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplicateBlobResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HasBlobsRequest {
+    #[prost(string, repeated, tag = "1")]
+    pub content_hashes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HasBlobsReply {
+    /// One per hash asked, in order.
+    #[prost(bool, repeated, tag = "1")]
+    pub held: ::prost::alloc::vec::Vec<bool>,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DeliverBlobRequest {
     /// Id of the sending node, whose outbox holds the rows.
@@ -290,7 +301,7 @@ pub struct WatchCatalogRequest {
 pub struct CatalogChange {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6")]
+    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6, 7")]
     pub change: ::core::option::Option<catalog_change::Change>,
 }
 /// Nested message and enum types in `CatalogChange`.
@@ -310,6 +321,11 @@ pub mod catalog_change {
         /// A session ended by logout: refused by every gateway until it expires.
         #[prost(message, tag = "6")]
         Revoked(super::RevokedSession),
+        /// This node gave up its copy of the song's audio (it no longer owns the
+        /// song's partition, and the owners hold it): no more stream URLs for it
+        /// here. A later `upsert` from this node lists it again.
+        #[prost(string, tag = "7")]
+        ReleasedSongId(::prost::alloc::string::String),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -496,6 +512,12 @@ pub struct CatalogUpdate {
     /// grant was checked), or an entry ordered before authorities were.
     #[prost(message, optional, tag = "9")]
     pub authority: ::core::option::Option<Authority>,
+    /// For an upsert: the epoch of the placement under which the song's bytes
+    /// were copied to its owners (0: none, full replication). Refused at apply
+    /// (`StalePlacement`) if another placement is in force by then; the
+    /// proposer copies again and proposes again.
+    #[prost(uint64, tag = "10")]
+    pub placement_epoch: u64,
     #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
@@ -838,6 +860,31 @@ pub mod storage_node_client {
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "DeliverBlob"));
             self.inner.unary(req, path, codec).await
         }
+        /// Which of these blobs this node holds (indexed, hash checked when they
+        /// arrived): what a node that no longer owns a partition asks its owners
+        /// before it gives its copies up. Nodes of the layout only; at most 1024
+        /// hashes per call.
+        pub async fn has_blobs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::HasBlobsRequest>,
+        ) -> std::result::Result<tonic::Response<super::HasBlobsReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/HasBlobs",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "HasBlobs"));
+            self.inner.unary(req, path, codec).await
+        }
         /// One song by id.
         pub async fn get_song(
             &mut self,
@@ -1103,6 +1150,14 @@ pub mod storage_node_server {
             tonic::Response<super::DeliverBlobReply>,
             tonic::Status,
         >;
+        /// Which of these blobs this node holds (indexed, hash checked when they
+        /// arrived): what a node that no longer owns a partition asks its owners
+        /// before it gives its copies up. Nodes of the layout only; at most 1024
+        /// hashes per call.
+        async fn has_blobs(
+            &self,
+            request: tonic::Request<super::HasBlobsRequest>,
+        ) -> std::result::Result<tonic::Response<super::HasBlobsReply>, tonic::Status>;
         /// One song by id.
         async fn get_song(
             &self,
@@ -1417,6 +1472,51 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeliverBlobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/HasBlobs" => {
+                    #[allow(non_camel_case_types)]
+                    struct HasBlobsSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::HasBlobsRequest>
+                    for HasBlobsSvc<T> {
+                        type Response = super::HasBlobsReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::HasBlobsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::has_blobs(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HasBlobsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,9 +1,12 @@
 //! The data plane's replication: how a blob gets from one node to others.
 //!
-//! - [`majority`]: the copy onto a majority before a song is proposed,
-//!   both the copier and the node taking a copy;
+//! - [`quorum`]: the copy onto `W` of the blob's owners before a song is
+//!   proposed, both the copier and the node taking a copy;
 //! - [`relay`]: the worker that carries out the outbox (blob fetches,
-//!   pushes, removals) with retries, where the resync worker lives;
+//!   pushes, removals) with retries;
+//! - [`resync`]: the worker that brings this node's holdings to what the
+//!   placement asks: fetches what it owns and lacks, gives up what it
+//!   holds and does not own once the owners hold it;
 //! - [`inbox`]: the receiving side of pushes;
 //! - [`transfer`]: reading a blob from a peer into this node's store.
 //!
@@ -11,6 +14,7 @@
 //! decides in its transactions what is wanted, held and delivered.
 
 pub mod inbox;
-pub mod majority;
+pub mod quorum;
 pub mod relay;
+pub mod resync;
 pub mod transfer;

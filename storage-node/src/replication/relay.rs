@@ -2,9 +2,9 @@
 //! some, and retries failures with backoff. Local tasks (removing blob
 //! files) run in the store; network tasks run here, several at once: blob
 //! fetches (each from the node that proposed the song first, then from any
-//! other node) and blob pushes, in batches of one call per node.
-//!
-//! This is where the data plane's resync worker lives.
+//! other node) and blob pushes, in batches of one call per node. Moving
+//! whole partitions when the placement changes is the resync worker's
+//! ([`super::resync`]); the outbox carries the effects of single entries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -143,11 +143,21 @@ async fn network_tasks(
 }
 
 /// One fetch task of the outbox: done (and its row removed) once the blob is
-/// here, or at once if no song wants it any more.
+/// here, or at once if no song wants it any more or this node no longer
+/// owns it (a placement ordered since).
 async fn fetch_task(state: &Arc<NodeState>, n: u64, task: FetchTask) -> Result<()> {
     let hash = task.hash;
     let st = state.clone();
-    if !tokio::task::spawn_blocking(move || st.store.wants_blob(&hash)).await?? {
+    let me = state.node_id;
+    let wanted = tokio::task::spawn_blocking(move || {
+        let owner = st
+            .store
+            .ring_layout()?
+            .is_none_or(|l| l.should_hold(me, &hash));
+        Ok::<_, Error>(owner && st.store.wants_blob(&hash)?)
+    })
+    .await??;
+    if !wanted {
         let st = state.clone();
         tokio::task::spawn_blocking(move || st.store.finish_tasks(&[n])).await??;
         return Ok(());
@@ -167,8 +177,9 @@ async fn fetch_task(state: &Arc<NodeState>, n: u64, task: FetchTask) -> Result<(
 /// The push rows of the outbox for one node: tells it to hold the blobs of
 /// songs this node proposed, in batches. A row is done (and removed) once
 /// the node answered it stored, held or duplicate, or at once if the node
-/// left the layout or this node lost the blob; rows the node could not
-/// take yet stay, and the relay tries again with backoff.
+/// left the layout, no longer owns the blob, or this node lost the blob;
+/// rows the node could not take yet stay, and the relay tries again with
+/// backoff.
 async fn push_rows(
     state: &Arc<NodeState>,
     to: NodeId,
@@ -176,15 +187,19 @@ async fn push_rows(
     low_water: u64,
 ) -> Result<()> {
     failpoint("push-before-send");
-    let url = layout_url(state, to).await?;
-    let in_layout = url.is_some();
+    let st = state.clone();
+    let layout = tokio::task::spawn_blocking(move || st.store.ring_layout()).await??;
+    let url = layout
+        .as_ref()
+        .and_then(|l| l.nodes.get(&to).map(|m| m.addr.clone()));
     let st = state.clone();
     let (live, moot) = tokio::task::spawn_blocking(move || {
         let mut live = Vec::new();
         let mut moot = Vec::new();
         for (n, p) in rows {
+            let owner = layout.as_ref().is_some_and(|l| l.should_hold(to, &p.hash));
             match st.store.blob_size(&p.hash)? {
-                Some(_) if in_layout => live.push((n, p)),
+                Some(_) if owner => live.push((n, p)),
                 _ => moot.push(n),
             }
         }
@@ -193,7 +208,7 @@ async fn push_rows(
     })
     .await??;
     if moot > 0 {
-        tracing::debug!(%to, rows = moot, "pushes dropped: node or blob gone");
+        tracing::debug!(%to, rows = moot, "pushes dropped: node, ownership or blob gone");
     }
     let Some(url) = url else {
         return Ok(());
@@ -236,11 +251,4 @@ async fn push_rows(
         )));
     }
     Ok(())
-}
-
-/// The gRPC URL of a node of the applied layout.
-async fn layout_url(state: &Arc<NodeState>, node: NodeId) -> Result<Option<String>> {
-    let st = state.clone();
-    let layout = tokio::task::spawn_blocking(move || st.store.ring_layout()).await??;
-    Ok(layout.and_then(|l| l.nodes.get(&node).map(|m| m.addr.clone())))
 }

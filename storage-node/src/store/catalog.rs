@@ -172,7 +172,11 @@ impl Store {
         let mut meta = txn.open_table(META)?;
         match update.change {
             Some(U::Upsert(song)) => {
-                self.upsert_song(txn, &mut meta, seq, song, &update.origin, layout)
+                let placed = Placed {
+                    origin: &update.origin,
+                    epoch: update.placement_epoch,
+                };
+                self.upsert_song(txn, &mut meta, seq, song, placed, layout)
             }
             Some(U::DeleteSongId(id)) => delete_song(txn, &mut meta, seq, &id),
             Some(U::RegisterUser(user)) => {
@@ -201,22 +205,32 @@ impl Store {
     }
 
     /// Adds a song: filed under the artist and album of its names, its
-    /// blob referenced (or wanted, with a fetch), pushed to the layout's
-    /// other nodes if this node proposed it. Announced on the change stream
-    /// once this node can stream it.
+    /// blob referenced (or wanted, with a fetch if this node owns it),
+    /// pushed to the blob's other owners if this node proposed it.
+    /// Announced on the change stream once this node can stream it. Refused
+    /// if its bytes were copied under another placement than the one in
+    /// force at this entry (their owners may not hold them).
     fn upsert_song(
         &self,
         txn: &redb::WriteTransaction,
         meta: &mut Meta<'_>,
         seq: u64,
         mut song: pb::Song,
-        origin: &str,
+        placed: Placed<'_>,
         layout: Option<&rondo_ring::Layout>,
     ) -> Result<Outcome> {
         let (song_id, hash) = match check_song(&song) {
             Ok(c) => c,
             Err(e) => return Ok((Applied::Rejected(e), None)),
         };
+        let applied = layout.map_or(0, rondo_ring::Layout::placement_epoch);
+        if placed.epoch != applied {
+            let stale = Error::StalePlacement {
+                copied: placed.epoch,
+                applied,
+            };
+            return Ok((Applied::Rejected(stale), None));
+        }
         let mut songs = txn.open_table(SONGS)?;
         if songs.get(song_id)?.is_some() {
             let id = song.id.parse()?;
@@ -227,7 +241,7 @@ impl Store {
             return Ok((Applied::Rejected(Error::SongDeleted(id)), None));
         }
         let (artist_id, album_id) = file_by_name(txn, &mut song)?;
-        let origin: NodeId = origin.parse()?;
+        let origin: NodeId = placed.origin.parse()?;
         let held = self.reference_blob(txn, meta, seq, hash, origin, layout)?;
         let mut refs = txn.open_table(REFS)?;
         for key in [artist_id, album_id] {
@@ -259,9 +273,12 @@ impl Store {
 
     /// Counts one more song using the blob. If the blob is here and this
     /// node proposed the song, the song's origin pushes it to each other
-    /// node of the layout (the layout as applied at this entry: the same on
-    /// every node), and each of them expects that push. If the blob is not
-    /// here, it is wanted, with a fetch. Returns whether the blob is here.
+    /// owner of the blob (every other node of the layout without a
+    /// placement; the layout as applied at this entry: the same on every
+    /// node), and each of them expects that push. If the blob is not here,
+    /// it is wanted; an owner fetches it (a repair, if a push is expected),
+    /// a node that does not own it only counts the reference. Returns
+    /// whether the blob is here.
     fn reference_blob(
         &self,
         txn: &redb::WriteTransaction,
@@ -272,13 +289,14 @@ impl Store {
         layout: Option<&rondo_ring::Layout>,
     ) -> Result<bool> {
         let in_layout = |n: &NodeId| layout.is_some_and(|l| l.nodes.contains_key(n));
+        let owners = layout.map(|l| l.owners_of(&hash));
         let mut blobs = txn.open_table(BLOBS)?;
         let key = *hash.as_bytes();
         let present = blobs.get(&key)?.map(|g| g.value());
         if let Some((size, refs)) = present {
             blobs.insert(&key, (size, refs + 1))?;
             if origin == self.id {
-                let others = layout.into_iter().flat_map(|l| l.nodes.keys());
+                let others = owners.iter().flatten();
                 for &to in others.filter(|n| **n != self.id) {
                     let task = PushTask {
                         hash,
@@ -293,7 +311,8 @@ impl Store {
         let mut wanted = txn.open_table(WANTED)?;
         let refs = wanted.get(&key)?.map_or(0, |g| g.value());
         wanted.insert(&key, refs + 1)?;
-        if refs == 0 {
+        let owner = layout.is_none_or(|l| l.should_hold(self.id, &hash));
+        if refs == 0 && owner {
             let push_expected = origin != self.id && in_layout(&self.id) && in_layout(&origin);
             let task = FetchTask {
                 hash,
@@ -304,6 +323,14 @@ impl Store {
         }
         Ok(false)
     }
+}
+
+/// Where a song's bytes were put before it was proposed: the node that
+/// proposed it (it holds them) and the placement epoch of the copies.
+#[derive(Clone, Copy)]
+struct Placed<'a> {
+    origin: &'a str,
+    epoch: u64,
 }
 
 /// A song update's ids, checked: the song's key and its content hash.

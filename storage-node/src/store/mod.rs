@@ -39,6 +39,7 @@ mod authority;
 mod blobs;
 mod catalog;
 mod outbox;
+mod placement;
 mod ring_state;
 mod snapshot;
 mod tables;

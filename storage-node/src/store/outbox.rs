@@ -82,7 +82,7 @@ impl OutboxTask {
         v
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         let node = |b: &[u8]| uuid::Uuid::from_slice(b).ok().map(NodeId);
         match bytes.split_first() {
             Some((1, rest)) => Some(OutboxTask::DeleteBlob(ContentHash(rest.try_into().ok()?))),

@@ -163,7 +163,7 @@ impl Store {
         txn.open_table(RING_LOG)?
             .retain_in(..=at.seq, |_, _| false)?;
         let mut meta = txn.open_table(META)?;
-        let (held, released) = reconcile_blobs(&txn, &mut meta, from)?;
+        let (held, released) = reconcile_blobs(&txn, &mut meta, (self.id, layout), from)?;
         let changes =
             announce_differences(&txn, &mut meta, before, &old_revoked, loaded, &held, at.seq)?;
         drop(meta);
@@ -260,12 +260,14 @@ fn load_rows(txn: &redb::WriteTransaction, rows: Vec<SnapshotRow>) -> Result<Loa
     Ok(loaded)
 }
 
-/// Sets the blob index's reference counts from the songs, wants (with a
-/// fetch from `from`) the blobs songs need that are not here, and returns
-/// the blobs held and those whose songs are gone (to release).
+/// Sets the blob index's reference counts from the songs, wants the blobs
+/// songs need that are not here (with a fetch from `from` for those this
+/// node, `me`, owns under `layout`), and returns the blobs held and those
+/// whose songs are gone (to release).
 fn reconcile_blobs(
     txn: &redb::WriteTransaction,
     meta: &mut Meta<'_>,
+    (me, layout): (NodeId, &rondo_ring::Layout),
     from: NodeId,
 ) -> Result<(BTreeSet<[u8; 32]>, Vec<ContentHash>)> {
     let mut uses: BTreeMap<[u8; 32], u64> = BTreeMap::new();
@@ -296,6 +298,9 @@ fn reconcile_blobs(
     for (hash, n) in &uses {
         if !held.contains(hash) {
             wanted.insert(hash, *n)?;
+            if !layout.should_hold(me, &ContentHash(*hash)) {
+                continue;
+            }
             let task = FetchTask {
                 hash: ContentHash(*hash),
                 from,

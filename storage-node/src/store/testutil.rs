@@ -103,3 +103,52 @@ pub(crate) fn in_layout(store: &Store, others: &[NodeId]) -> rondo_ring::Layout 
     store.apply_marker(1, Some(&layout)).unwrap();
     layout
 }
+
+/// `layout` (applied at seq 1) with a placement of `replicas` owners per
+/// partition planned and applied at seq 2: the store's applied layout.
+pub(crate) fn with_placement(
+    store: &Store,
+    layout: &rondo_ring::Layout,
+    replicas: u32,
+) -> rondo_ring::Layout {
+    let op = layout
+        .plan(rondo_ring::LayoutOp::SetReplication {
+            factor: replicas,
+            placement: None,
+        })
+        .unwrap();
+    let change = rondo_ring::LayoutChange {
+        expect_epoch: layout.epoch,
+        op,
+        proposal: String::new(),
+    };
+    let outcome = store.apply_layout(2, &change, layout).unwrap().unwrap();
+    assert!(outcome.placement_epoch() > 0);
+    outcome
+}
+
+/// An upload's update: `song` with the bytes' hash, proposed by `origin`
+/// with its bytes copied under placement `epoch`.
+pub(crate) fn upsert_placed(song: pb::Song, bytes: &[u8], origin: NodeId, epoch: u64) -> Vec<u8> {
+    let mut update = pb::CatalogUpdate::decode(upsert(song, bytes, origin).as_slice()).unwrap();
+    update.placement_epoch = epoch;
+    update.encode_to_vec()
+}
+
+/// Two blobs' bytes: one `me` owns under `layout` and one it does not.
+pub(crate) fn owned_and_not(layout: &rondo_ring::Layout, me: NodeId) -> (Vec<u8>, Vec<u8>) {
+    let (mut mine, mut theirs) = (None, None);
+    for i in 0u32.. {
+        let bytes = format!("audio {i}").into_bytes();
+        let hash = ContentHash::of(&bytes);
+        match layout.should_hold(me, &hash) {
+            true if mine.is_none() => mine = Some(bytes),
+            false if theirs.is_none() => theirs = Some(bytes),
+            _ => {}
+        }
+        if let (Some(m), Some(t)) = (&mine, &theirs) {
+            return (m.clone(), t.clone());
+        }
+    }
+    unreachable!()
+}

@@ -664,7 +664,7 @@ async fn an_upload_is_acknowledged_once_its_bytes_are_on_a_majority() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(
-        err.message().contains("majority needs"),
+        err.message().contains("write quorum needs"),
         "the reason is named: {err:?}"
     );
     eventually(

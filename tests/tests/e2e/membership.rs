@@ -200,8 +200,8 @@ async fn an_added_node_catches_up_votes_and_serves_streams() {
     // gets CONFLICT, and every node ends with the same layout.
     let rf = "mutation($f: Int!, $e: Int) { setReplicationFactor(factor: $f, expectEpoch: $e) { epoch replicationFactor } }";
     let (a, b) = tokio::join!(
-        cluster.admin.raw(rf, json!({"f": 2, "e": 1})),
         cluster.admin.raw(rf, json!({"f": 3, "e": 1})),
+        cluster.admin.raw(rf, json!({"f": 4, "e": 1})),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let outcomes: BTreeSet<&str> = [&a, &b]
@@ -215,13 +215,14 @@ async fn an_added_node_catches_up_votes_and_serves_streams() {
         })
         .collect();
     assert_eq!(outcomes, BTreeSet::from(["CONFLICT", "ok"]), "{a} {b}");
-    let winner = if a.get("errors").is_none() { 2 } else { 3 };
+    let winner = if a.get("errors").is_none() { 3 } else { 4 };
     let digest = same_digest(&cluster, &[0, 1, 2, 3]).await;
     assert!(!digest.is_empty());
     assert_eq!(layout(&cluster, 2).await["replicationFactor"], winner);
 
     // It votes: with node 0 dead, nodes 1, 2 and the new one are 3 of the
-    // 4 voters and take writes.
+    // 4 voters and take writes (with 3 or 4 owners per partition, the
+    // write quorum of 2 or 3 owners is still up).
     cluster.kill_node(0);
     one_ring(&cluster, &[1, 2, 3]).await;
     cluster.wait_up(&[1, 2, 3]).await.unwrap();

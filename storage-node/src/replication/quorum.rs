@@ -1,8 +1,9 @@
-//! The majority copy: before a song is proposed, its bytes go from the
-//! node that received them onto enough other nodes that a majority of the
-//! cluster holds them durably (so every song of the catalog survives the
-//! loss of any minority). Both sides: the copier
-//! ([`replicate_to_majority`]) and the node that takes a copy
+//! The write quorum copy: before a song is proposed, its bytes go from the
+//! node that received them onto enough of the blob's owners that `W` of
+//! them hold it durably (the placement's write quorum; without a placement
+//! every node owns every blob and `W` is a majority of the cluster, so
+//! every song survives the loss of any minority). Both sides: the copier
+//! ([`replicate_to_owners`]) and the node that takes a copy
 //! ([`take_copy`]).
 
 use std::sync::Arc;
@@ -15,28 +16,52 @@ use super::transfer::fetch_one;
 use crate::error::{Error, Result};
 use crate::state::NodeState;
 
-/// Copies a blob this node holds onto enough other nodes that, with this
-/// one, a majority of the cluster holds it durably. Every peer is asked at
-/// once, again and again with backoff while it cannot be reached, for up to
-/// the write timeout; the answer comes with the first majority, and the calls
-/// still running go on in the background (the other nodes would fetch the
-/// blob after the song commits anyway).
-pub async fn replicate_to_majority(state: &Arc<NodeState>, hash: ContentHash) -> Result<()> {
+/// Copies a blob this node holds onto enough of its owners under the
+/// applied layout that `W` of them hold it durably (this node counts if it
+/// is one). Every other owner is asked at once, again and again with
+/// backoff while it cannot be reached, for up to the write timeout; the
+/// answer comes with the `W`th copy, and the calls still running go on in
+/// the background (the owners would fetch the blob after the song commits
+/// anyway). Returns the placement epoch the copies were made under, which
+/// the song's entry carries. Fails with `UNAVAILABLE` naming the owners
+/// that could not take a copy.
+pub async fn replicate_to_owners(state: &Arc<NodeState>, hash: ContentHash) -> Result<u64> {
     let ring = &state.ring;
-    let peers = ring.peers();
-    // A majority of the peers plus this node, less this node.
-    let needed = peers.len().div_ceil(2);
+    let st = state.clone();
+    let layout = tokio::task::spawn_blocking(move || st.store.ring_layout()).await??;
+    let me = state.node_id;
+    let (epoch, targets, needed) = match &layout {
+        Some(l) => {
+            let owners = l.owners_of(&hash);
+            let mine = usize::from(owners.contains(&me));
+            let targets: Vec<(NodeId, String)> = owners
+                .iter()
+                .filter(|n| **n != me)
+                .filter_map(|n| l.nodes.get(n).map(|m| (*n, m.addr.clone())))
+                .collect();
+            (
+                l.placement_epoch(),
+                targets,
+                l.write_quorum().saturating_sub(mine),
+            )
+        }
+        // No layout applied yet: a majority of the peers known.
+        None => {
+            let peers: Vec<(NodeId, String)> = ring.peers().into_iter().collect();
+            let needed = peers.len().div_ceil(2);
+            (0, peers, needed)
+        }
+    };
     if needed == 0 {
-        return Ok(());
+        return Ok(epoch);
     }
     let deadline = tokio::time::Instant::now() + ring.write_timeout();
-    let me = state.node_id.to_string();
-    let mut calls: futures::stream::FuturesUnordered<_> = peers
+    let mut calls: futures::stream::FuturesUnordered<_> = targets
         .into_iter()
         .map(|(peer, url)| {
             let request = pb::ReplicateBlobRequest {
                 content_hash: hash.to_hex(),
-                source_node: me.clone(),
+                source_node: me.to_string(),
             };
             let state = state.clone();
             async move {
@@ -73,12 +98,23 @@ pub async fn replicate_to_majority(state: &Arc<NodeState>, hash: ContentHash) ->
     .await;
     tokio::spawn(async move { while calls.next().await.is_some() {} });
     if copies >= needed {
-        return Ok(());
+        return Ok(epoch);
     }
+    let partition = layout
+        .as_ref()
+        .and_then(|l| l.placement.as_ref())
+        .map(|p| {
+            format!(
+                " (partition {} of placement {})",
+                rondo_core::partitions::partition_of(&hash, p.assignment.bits),
+                p.epoch
+            )
+        })
+        .unwrap_or_default();
     let reached = format!(
-        "the song's bytes reached {} of the {} nodes a majority needs ({})",
-        copies + 1,
-        needed + 1,
+        "the song's bytes reached {} of the {} more owners the write quorum needs{partition} ({})",
+        copies,
+        needed,
         if failures.is_empty() {
             "timed out".to_string()
         } else {

@@ -1,0 +1,355 @@
+//! The sharded data plane with real processes: each song's audio on the R
+//! owners the ordered placement names, not on every node. The first
+//! replication factor ends full replication without copying anything (the
+//! other nodes give their copies up once the owners hold them); an upload
+//! is acknowledged with W copies on its owners; a drained node hands its
+//! partitions over and ends with nothing, never leaving a blob with fewer
+//! live copies than R, and may then be removed.
+//!
+//! Holdings are read two ways: the blob files on each node's disk, and
+//! each node's own index through `HasBlobs` (a live copy), asked as a
+//! member of the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rondo_core::{ContentHash, NodeId, SongId};
+use rondo_proto::storage::v1 as pb;
+use rondo_tests::{Cluster, eventually};
+use serde_json::json;
+
+use crate::cli::rondo;
+use crate::ring::one_ring;
+
+/// Songs uploaded before the placement, and after it.
+const BEFORE: usize = 48;
+const AFTER: usize = 24;
+
+/// The placement a node applied, read off the wire format: (bits,
+/// replicas, write quorum, owners of each partition).
+struct Placement {
+    epoch: u64,
+    bits: u8,
+    write_quorum: usize,
+    owners: Vec<BTreeSet<NodeId>>,
+}
+
+impl Placement {
+    fn owners_of(&self, hash: &str) -> &BTreeSet<NodeId> {
+        let hash: ContentHash = hash.parse().unwrap();
+        &self.owners[rondo_core::partitions::partition_of(&hash, self.bits)]
+    }
+}
+
+/// Node `i`'s applied placement, once it has one newer than `after`.
+async fn placement(cluster: &Cluster, i: usize, after: u64) -> Placement {
+    eventually("a new placement", Duration::from_secs(30), || async {
+        let layout = cluster.ring_status(i).await.ok()?.layout?;
+        let p = layout.placement?;
+        (p.epoch > after).then_some(())?;
+        let r = p.replicas as usize;
+        let nodes: Vec<NodeId> = p.nodes.iter().map(|n| n.parse().unwrap()).collect();
+        let index: Vec<usize> = p
+            .table
+            .chunks(2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .collect();
+        assert_eq!(index.len(), (1 << p.bits) * r, "a full table");
+        let owners = index
+            .chunks(r)
+            .map(|row| row.iter().map(|&k| nodes[k]).collect::<BTreeSet<_>>())
+            .collect();
+        Some(Placement {
+            epoch: p.epoch,
+            bits: u8::try_from(p.bits).unwrap(),
+            write_quorum: p.write_quorum as usize,
+            owners,
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// Which nodes (of `nodes`) hold each of `hashes` in their index: a
+/// `HasBlobs` call to each, as node `asker` (a member of the cluster).
+async fn live_copies(
+    cluster: &Cluster,
+    asker: usize,
+    nodes: &[usize],
+    hashes: &[String],
+) -> BTreeMap<String, BTreeSet<NodeId>> {
+    let links = cluster.node_links(asker).unwrap();
+    let mut out: BTreeMap<String, BTreeSet<NodeId>> = hashes
+        .iter()
+        .map(|h| (h.clone(), BTreeSet::new()))
+        .collect();
+    for &i in nodes {
+        let mut client = cluster.grpc_as(&links, i).await.unwrap();
+        let held = client
+            .has_blobs(pb::HasBlobsRequest {
+                content_hashes: hashes.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .held;
+        assert_eq!(held.len(), hashes.len());
+        for (h, held) in hashes.iter().zip(held) {
+            if held {
+                out.entry(h.clone())
+                    .or_default()
+                    .insert(cluster.nodes[i].id);
+            }
+        }
+    }
+    out
+}
+
+/// Which nodes (of `nodes`) have a file of each blob on disk.
+fn files(cluster: &Cluster, nodes: &[usize]) -> BTreeMap<String, BTreeSet<NodeId>> {
+    let mut out: BTreeMap<String, BTreeSet<NodeId>> = BTreeMap::new();
+    for &i in nodes {
+        for h in cluster.nodes[i].blob_files() {
+            out.entry(h).or_default().insert(cluster.nodes[i].id);
+        }
+    }
+    out
+}
+
+/// Waits until each of `songs`' blobs is on exactly its owners, on disk
+/// and in the nodes' indexes, and the gateway lists exactly those owners
+/// as the song's replicas.
+async fn exactly_on_owners(
+    cluster: &Cluster,
+    nodes: &[usize],
+    p: &Placement,
+    songs: &BTreeMap<String, String>,
+) {
+    let hashes: Vec<String> = songs.values().cloned().collect();
+    eventually(
+        "every blob on exactly its owners",
+        Duration::from_secs(60),
+        || async {
+            let live = live_copies(cluster, nodes[0], nodes, &hashes).await;
+            let disk = files(cluster, nodes);
+            let empty = BTreeSet::new();
+            hashes
+                .iter()
+                .all(|h| {
+                    &live[h] == p.owners_of(h) && disk.get(h).unwrap_or(&empty) == p.owners_of(h)
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the gateway lists the owners as replicas",
+        Duration::from_secs(30),
+        || async {
+            for (id, hash) in songs {
+                let d = cluster
+                    .admin
+                    .query(
+                        "query($id: ID!) { song(id: $id) { replicas { id } } }",
+                        json!({ "id": id }),
+                    )
+                    .await
+                    .ok()?;
+                let listed: BTreeSet<NodeId> = d["song"]["replicas"]
+                    .as_array()?
+                    .iter()
+                    .map(|r| r["id"].as_str().unwrap().parse().unwrap())
+                    .collect();
+                if &listed != p.owners_of(hash) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Every song streams byte-identical (its content hash) from each owner.
+async fn streams_from_owners(cluster: &Cluster, p: &Placement, songs: &BTreeMap<String, String>) {
+    let exp = rondo_process::unix_now() + 600;
+    for (id, hash) in songs {
+        let song: SongId = id.parse().unwrap();
+        for owner in p.owners_of(hash) {
+            let i = cluster.nodes.iter().position(|n| n.id == *owner).unwrap();
+            let response = cluster
+                .http()
+                .get(cluster.signed_url(i, song, exp))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "song {id} from node {i}");
+            let body = response.bytes().await.unwrap();
+            assert_eq!(
+                &ContentHash::of(&body).to_hex(),
+                hash,
+                "song {id} from node {i}"
+            );
+        }
+    }
+}
+
+/// Uploads `n` songs straight to the nodes over gRPC, in turn; returns
+/// song id → content hash, and checks at each acknowledgement that the
+/// write quorum of the song's owners holds the bytes (`p`, once there is
+/// a placement).
+async fn upload(
+    cluster: &Cluster,
+    nodes: &[usize],
+    n: usize,
+    tag: &str,
+    p: Option<&Placement>,
+) -> BTreeMap<String, String> {
+    let mut songs = BTreeMap::new();
+    for k in 0..n {
+        let i = nodes[k % nodes.len()];
+        let mut client = cluster.grpc(i).await.unwrap();
+        let song = rondo_tests::upload_direct(&mut client, &format!("{tag} {k}"), "Shards")
+            .await
+            .unwrap();
+        if let Some(p) = p {
+            let hash = vec![song.content_hash.clone()];
+            let live = live_copies(cluster, nodes[0], nodes, &hash).await;
+            let on_owners = live[&song.content_hash]
+                .intersection(p.owners_of(&song.content_hash))
+                .count();
+            assert!(
+                on_owners >= p.write_quorum,
+                "acknowledged with {on_owners} copies on its owners, W = {}",
+                p.write_quorum
+            );
+        }
+        songs.insert(song.id, song.content_hash);
+    }
+    songs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
+    let mut cluster = Cluster::builder()
+        .nodes(4)
+        .node_option("resync_interval_ms", 200)
+        .node_option("release_linger_ms", 300)
+        .start()
+        .await
+        .unwrap();
+    let all = [0, 1, 2, 3];
+    one_ring(&cluster, &all).await;
+    cluster.wait_all_up().await.unwrap();
+
+    // Full replication: every node holds every blob.
+    let mut songs = upload(&cluster, &all, BEFORE, "Full", None).await;
+    let hashes: Vec<String> = songs.values().cloned().collect();
+    eventually(
+        "every node holds every blob",
+        Duration::from_secs(60),
+        || async {
+            let live = live_copies(&cluster, 0, &all, &hashes).await;
+            live.values().all(|n| n.len() == all.len()).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // R = 2 of 4: the ordering node computes the placement, and each blob
+    // ends on exactly its two owners; nothing was copied to make it.
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "replication", "2"]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    let p = placement(&cluster, 0, 0).await;
+    assert_eq!(p.write_quorum, 2);
+    assert!(p.owners.iter().all(|o| o.len() == 2));
+    exactly_on_owners(&cluster, &all, &p, &songs).await;
+    streams_from_owners(&cluster, &p, &songs).await;
+    let mut received = 0;
+    for i in all {
+        received += metric(&cluster, i, "rondo_node_resync_received_bytes_total").await;
+    }
+    assert_eq!(received, 0, "ending full replication copies nothing");
+    let disk: usize = all
+        .iter()
+        .map(|&i| cluster.nodes[i].disk().blob_files)
+        .sum();
+    assert_eq!(disk, 2 * BEFORE, "two copies of each blob in all");
+
+    // New songs, sent to every node in turn (owners or not), are
+    // acknowledged with W copies on their owners and end on them alone.
+    let new = upload(&cluster, &all, AFTER, "Placed", Some(&p)).await;
+    exactly_on_owners(&cluster, &all, &p, &new).await;
+    streams_from_owners(&cluster, &p, &new).await;
+    songs.extend(new);
+
+    // Drain node 3: its partitions go to the others. While it drains, no
+    // blob ever has fewer than R live copies; it ends with nothing.
+    let drained = cluster.nodes[3].id.to_string();
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "drain", &drained]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    let hashes: Vec<String> = songs.values().cloned().collect();
+    let samples = std::sync::atomic::AtomicUsize::new(0);
+    eventually("node 3 drained", Duration::from_secs(90), || async {
+        let live = live_copies(&cluster, 0, &all, &hashes).await;
+        samples.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fewest = live.values().map(BTreeSet::len).min().unwrap_or(0);
+        assert!(
+            fewest >= 2,
+            "a blob fell to {fewest} live copies during the drain"
+        );
+        let drained_id = cluster.nodes[3].id;
+        (live.values().all(|n| !n.contains(&drained_id)) && cluster.nodes[3].disk().blob_files == 0)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        samples.into_inner() > 1,
+        "the drain was sampled while it ran"
+    );
+    let p2 = placement(&cluster, 0, p.epoch).await;
+    assert!(p2.owners.iter().all(|o| !o.contains(&cluster.nodes[3].id)));
+    let rest = [0, 1, 2];
+    exactly_on_owners(&cluster, &rest, &p2, &songs).await;
+    streams_from_owners(&cluster, &p2, &songs).await;
+
+    // It owns nothing: removing it is accepted, and the others go on.
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "remove", &drained]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    cluster.kill_node(3);
+    one_ring(&cluster, &rest).await;
+    eventually(
+        "one catalog digest on the three",
+        Duration::from_secs(30),
+        || async {
+            let mut seen = BTreeSet::new();
+            for &i in &rest {
+                let s = cluster.ring_status(i).await.ok()?;
+                seen.insert((s.last_applied_seq, s.catalog_digest));
+            }
+            (seen.len() == 1).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// A counter from node `i`'s `/metrics` (0 if absent).
+async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
+    let url = format!("https://127.0.0.1:{}/metrics", cluster.nodes[i].http.port());
+    let response = cluster
+        .http()
+        .get(url)
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
