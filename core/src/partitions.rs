@@ -506,6 +506,70 @@ impl Fill {
     }
 }
 
+impl Fill {
+    /// Keeps each pair of `prev` (same partition bits) that still may be,
+    /// in its order.
+    fn keep(&mut self, prev: &Assignment) {
+        for p in 0..self.rows.len() {
+            for id in prev.owners(p) {
+                let Ok(n) = self.ids.binary_search(&id) else {
+                    continue;
+                };
+                if self.rows[p].len() < self.replicas && self.fits(&self.rows[p], None, n) {
+                    self.rows[p].push(n);
+                    self.owned[n] += 1;
+                }
+            }
+        }
+    }
+
+    /// Rebalances: a node over its quota hands its lowest-ranked
+    /// partitions to nodes below theirs, one pair per move, each to a
+    /// partition the taker may join. Holes in distinct partitions, so a
+    /// joiner takes exactly its share and nothing moves between the
+    /// others. Most constrained first: the nodes with the fewest
+    /// partitions to choose from for their excess. What no taker fits is
+    /// shed, for `fill_holes` to fill through chains.
+    fn rebalance(&mut self) {
+        let partitions = self.rows.len();
+        let mut over: Vec<usize> = (0..self.ids.len())
+            .filter(|&n| self.owned[n] > self.quota[n])
+            .collect();
+        over.sort_by_key(|&n| (self.owned[n], n));
+        for n in over {
+            let mut mine: Vec<usize> = (0..partitions)
+                .filter(|&p| self.rows[p].contains(&n))
+                .collect();
+            mine.sort_by_key(|&p| rank(p, &self.ids[n]));
+            let mut stuck = Vec::new();
+            for p in mine {
+                if self.owned[n] <= self.quota[n] {
+                    break;
+                }
+                match self.best_for(p, Some(n)) {
+                    Some(taker) => {
+                        if let Some(slot) = self.rows[p].iter_mut().find(|m| **m == n) {
+                            *slot = taker;
+                        }
+                        self.placed.insert((p, taker));
+                        self.owned[n] -= 1;
+                        self.owned[taker] += 1;
+                    }
+                    None => stuck.push(p),
+                }
+            }
+            // No taker fits anywhere directly: shed and fill through chains.
+            for p in stuck {
+                if self.owned[n] <= self.quota[n] {
+                    break;
+                }
+                self.rows[p].retain(|&m| m != n);
+                self.owned[n] -= 1;
+            }
+        }
+    }
+}
+
 /// Assigns `1 << bits` partitions to `replicas` owners each among
 /// `candidates`, moving as little as possible from `previous`.
 pub fn assign(
@@ -556,64 +620,12 @@ pub fn assign(
 
     // Keep every previous pair that still may be, in its order.
     if let Some(prev) = previous.filter(|p| p.bits == bits) {
-        for p in 0..partitions {
-            for id in prev.owners(p) {
-                let Ok(n) = fill.ids.binary_search(&id) else {
-                    continue;
-                };
-                if fill.rows[p].len() < replicas && fill.fits(&fill.rows[p], None, n) {
-                    fill.rows[p].push(n);
-                    fill.owned[n] += 1;
-                }
-            }
-        }
+        fill.keep(prev);
     }
-
     // Fill the empty slots (a departed owner's, a raised R's), emptiest
     // partitions first, with nodes below their quota.
     fill.fill_holes()?;
-
-    // Rebalance: a node over its quota hands its lowest-ranked partitions
-    // to nodes below theirs, one pair per move, each to a partition the
-    // taker may join. Holes in distinct partitions, so a joiner takes
-    // exactly its share and nothing moves between the others.
-    // Most constrained first: the nodes with the fewest partitions to
-    // choose from for their excess.
-    let mut over: Vec<usize> = (0..fill.ids.len())
-        .filter(|&n| fill.owned[n] > fill.quota[n])
-        .collect();
-    over.sort_by_key(|&n| (fill.owned[n], n));
-    for n in over {
-        let mut mine: Vec<usize> = (0..partitions)
-            .filter(|&p| fill.rows[p].contains(&n))
-            .collect();
-        mine.sort_by_key(|&p| rank(p, &fill.ids[n]));
-        let mut stuck = Vec::new();
-        for p in mine {
-            if fill.owned[n] <= fill.quota[n] {
-                break;
-            }
-            match fill.best_for(p, Some(n)) {
-                Some(taker) => {
-                    if let Some(slot) = fill.rows[p].iter_mut().find(|m| **m == n) {
-                        *slot = taker;
-                    }
-                    fill.placed.insert((p, taker));
-                    fill.owned[n] -= 1;
-                    fill.owned[taker] += 1;
-                }
-                None => stuck.push(p),
-            }
-        }
-        // No taker fits anywhere directly: shed and fill through chains.
-        for p in stuck {
-            if fill.owned[n] <= fill.quota[n] {
-                break;
-            }
-            fill.rows[p].retain(|&m| m != n);
-            fill.owned[n] -= 1;
-        }
-    }
+    fill.rebalance();
     fill.fill_holes()?;
 
     let table = fill

@@ -518,7 +518,7 @@ pub struct Gateway {
 #[graphql(name = "Cluster")]
 pub struct ClusterInfo {
     pub nodes: Vec<ClusterNode>,
-    /// Null while no ring is operational.
+    /// Null while no ring with a majority of the voters is operational.
     pub ring: Option<Ring>,
     /// The gateway replicas heard from in the last 10 seconds (this one
     /// included), and which holds the floating address. Admins only.
@@ -675,7 +675,8 @@ impl CatalogQuery {
         let nodes = infos
             .iter()
             .map(|info| {
-                let ring = info.ring.as_ref();
+                let ring = info.ring_view();
+                let ring = ring.as_ref();
                 ClusterNode {
                     id: info.id.map(|id| ID(id.to_string())),
                     address: info.stream_base_url.clone(),
@@ -687,7 +688,7 @@ impl CatalogQuery {
                     song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
                     bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
                     outbox_length: i64::try_from(info.outbox_len).unwrap_or(i64::MAX),
-                    ring_id: ring.map(|r| format!("{}:{}", r.ring_counter, r.ring_rep)),
+                    ring_id: ring.map(|r| r.id.clone()),
                     ring_phase: ring.map(|r| r.phase.clone()),
                     last_applied_seq: ring
                         .map(|r| i64::try_from(r.last_applied_seq).unwrap_or(i64::MAX)),
@@ -725,44 +726,15 @@ impl CatalogQuery {
     }
 }
 
-/// The operational ring with the greatest id among the nodes that answer.
+/// The ring that orders the catalog, as the cluster client reads it.
 fn primary_ring(infos: &[crate::cluster::NodeInfo]) -> Option<Ring> {
-    let live: Vec<(
-        &crate::cluster::NodeInfo,
-        &rondo_proto::storage::v1::RingStatus,
-    )> = infos
-        .iter()
-        .filter(|i| i.up)
-        .filter_map(|i| i.ring.as_ref().map(|r| (i, r)))
-        .filter(|(_, r)| r.phase == "operational")
-        .collect();
-    let (_, best) = live
-        .iter()
-        .max_by(|a, b| (a.1.ring_counter, &a.1.ring_rep).cmp(&(b.1.ring_counter, &b.1.ring_rep)))?;
-    let same = |r: &rondo_proto::storage::v1::RingStatus| {
-        r.ring_counter == best.ring_counter && r.ring_rep == best.ring_rep
-    };
-    let in_ring: Vec<_> = live.iter().filter(|(_, r)| same(r)).collect();
-    let holder = in_ring
-        .iter()
-        .max_by_key(|(_, r)| r.rotations)
-        .and_then(|(i, _)| i.id)
-        .map(|id| ID(id.to_string()));
-    let members = best.members.len().max(1) as f64;
-    let passes = in_ring
-        .iter()
-        .map(|(i, _)| i.passes_per_second)
-        .fold(0.0_f64, f64::max);
+    let r = crate::cluster::primary_ring(infos)?;
     Some(Ring {
-        id: format!("{}:{}", best.ring_counter, best.ring_rep),
-        members: best.members.iter().map(|m| ID(m.clone())).collect(),
-        token_holder: holder,
-        last_seq: in_ring
-            .iter()
-            .map(|(_, r)| i64::try_from(r.last_applied_seq).unwrap_or(i64::MAX))
-            .max()
-            .unwrap_or(0),
-        rotations_per_second: passes / members,
+        id: r.id,
+        members: r.members.into_iter().map(ID).collect(),
+        token_holder: r.token_holder.map(|id| ID(id.to_string())),
+        last_seq: i64::try_from(r.last_seq).unwrap_or(i64::MAX),
+        rotations_per_second: r.rotations_per_second,
     })
 }
 

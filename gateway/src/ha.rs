@@ -10,7 +10,6 @@
 //! others (`cluster { gateways }`, `rondo status`).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use rondo_proto::storage::v1 as pb;
@@ -19,13 +18,16 @@ use tokio::sync::watch;
 use crate::config::{Config, VrrpConfig};
 use crate::error::Result;
 
-/// This gateway's identity and, with VRRP, its router's status.
+/// This gateway's identity and, with VRRP, its router's status (none
+/// until the router runs: the router's health check needs the cluster
+/// client, which reports this gateway, so the router starts after both;
+/// its status is forwarded into the channel made here).
 #[derive(Debug)]
 pub struct Ha {
     pub id: uuid::Uuid,
     listen: SocketAddr,
     vip: Option<String>,
-    status: OnceLock<watch::Receiver<vrrp::Status>>,
+    status: watch::Sender<Option<vrrp::Status>>,
 }
 
 /// A gateway's VRRP state as clients see it.
@@ -45,13 +47,13 @@ impl Ha {
             id,
             listen: config.listen,
             vip: config.vrrp.as_ref().map(|v| v.vip.clone()),
-            status: OnceLock::new(),
+            status: watch::Sender::new(None),
         }
     }
 
     /// The router's status, if VRRP is configured and started.
     pub fn status(&self) -> Option<vrrp::Status> {
-        self.status.get().map(|s| s.borrow().clone())
+        self.status.borrow().clone()
     }
 
     /// This gateway as reported to the storage nodes.
@@ -94,7 +96,15 @@ impl Ha {
             fall: cfg.health_fall,
         };
         let router = vrrp::Router::start(rc, Some((health, check))).await?;
-        let _ = self.status.set(router.status());
+        let mut status = router.status();
+        self.status
+            .send_replace(Some(status.borrow_and_update().clone()));
+        let publish = self.status.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                publish.send_replace(Some(status.borrow_and_update().clone()));
+            }
+        });
         tracing::info!(interface = %cfg.interface, vip = %cfg.vip, priority = cfg.priority, "vrrp router started");
         Ok(router)
     }

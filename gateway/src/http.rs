@@ -224,13 +224,8 @@ fn library_error_code(e: &ServerError) -> ErrorCode {
     }
 }
 
-/// The address a request came from, for rate limits (none when the server
-/// was built without connection info, as in unit tests).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp(pub Option<std::net::IpAddr>);
-
-fn client_ip(extensions: &http::Extensions) -> ClientIp {
-    ClientIp(
+fn client_ip(extensions: &http::Extensions) -> crate::limits::ClientIp {
+    crate::limits::ClientIp(
         extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip()),
@@ -241,7 +236,7 @@ async fn execute(
     http: &Http,
     batch: BatchRequest,
     auth: Auth,
-    ip: ClientIp,
+    ip: crate::limits::ClientIp,
     graphql_response: bool,
 ) -> Response {
     http.state.metrics.graphql_requests.inc();

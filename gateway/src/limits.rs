@@ -20,6 +20,12 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::{Error, Result};
 
+/// The address a request came from, for rate limits (none when the server
+/// was built without connection info, as in unit tests); the HTTP layer
+/// puts it in each GraphQL request's data.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
+
 /// Attempts one address may make at once.
 pub const PER_IP_BURST: u32 = 30;
 /// Login guesses one account name takes at once.

@@ -47,6 +47,82 @@ pub struct NodeInfo {
     pub ring_read_at: Option<std::time::Instant>,
 }
 
+/// A node's control plane as the resolvers see it (no wire types).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RingView {
+    /// `counter:representative` of the ring it is in or forming.
+    pub id: String,
+    pub phase: String,
+    pub last_applied_seq: u64,
+    pub catalog_digest: String,
+    pub is_voter: bool,
+}
+
+impl NodeInfo {
+    /// The node's control plane, as it last reported it.
+    pub fn ring_view(&self) -> Option<RingView> {
+        self.ring.as_ref().map(|r| RingView {
+            id: format!("{}:{}", r.ring_counter, r.ring_rep),
+            phase: r.phase.clone(),
+            last_applied_seq: r.last_applied_seq,
+            catalog_digest: r.catalog_digest.clone(),
+            is_voter: r.is_voter,
+        })
+    }
+}
+
+/// The ring that orders the catalog now, as the nodes that answer report
+/// it: of the rings whose members report a majority of the voters (the
+/// node's own `quorate`, the one quorum rule), the greatest id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrimaryRing {
+    /// `counter:representative`.
+    pub id: String,
+    pub members: Vec<String>,
+    /// The member that reported the most token rotations (an estimate of
+    /// where the token is: it moves many times a second).
+    pub token_holder: Option<NodeId>,
+    /// Highest catalog update sequence applied by a member.
+    pub last_seq: u64,
+    /// Full token rotations per second, from the members' token counters.
+    pub rotations_per_second: f64,
+}
+
+/// See [`PrimaryRing`]; none while no ring has a quorum.
+pub fn primary_ring(infos: &[NodeInfo]) -> Option<PrimaryRing> {
+    let live: Vec<(&NodeInfo, &pb::RingStatus)> = infos
+        .iter()
+        .filter(|i| i.up)
+        .filter_map(|i| i.ring.as_ref().map(|r| (i, r)))
+        .filter(|(_, r)| r.quorate)
+        .collect();
+    let (_, best) = live
+        .iter()
+        .max_by(|a, b| (a.1.ring_counter, &a.1.ring_rep).cmp(&(b.1.ring_counter, &b.1.ring_rep)))?;
+    let same =
+        |r: &pb::RingStatus| r.ring_counter == best.ring_counter && r.ring_rep == best.ring_rep;
+    let in_ring: Vec<_> = live.iter().filter(|(_, r)| same(r)).collect();
+    let members = best.members.len().max(1) as f64;
+    let passes = in_ring
+        .iter()
+        .map(|(i, _)| i.passes_per_second)
+        .fold(0.0_f64, f64::max);
+    Some(PrimaryRing {
+        id: format!("{}:{}", best.ring_counter, best.ring_rep),
+        members: best.members.clone(),
+        token_holder: in_ring
+            .iter()
+            .max_by_key(|(_, r)| r.rotations)
+            .and_then(|(i, _)| i.id),
+        last_seq: in_ring
+            .iter()
+            .map(|(_, r)| r.last_applied_seq)
+            .max()
+            .unwrap_or(0),
+        rotations_per_second: passes / members,
+    })
+}
+
 /// One storage node.
 #[derive(Debug)]
 pub struct Node {

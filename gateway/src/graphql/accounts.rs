@@ -243,7 +243,7 @@ async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
 
 /// The client's address, when the server knows it.
 fn client_ip(ctx: &Context<'_>) -> Option<std::net::IpAddr> {
-    ctx.data_opt::<crate::http::ClientIp>().and_then(|c| c.0)
+    ctx.data_opt::<crate::limits::ClientIp>().and_then(|c| c.0)
 }
 
 /// Whether a new password is long enough, and not too long.
