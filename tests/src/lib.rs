@@ -5,6 +5,10 @@
 //!
 //! The binaries must be built first (`cargo build --bins`); the harness finds
 //! them next to the test executable's profile directory.
+//!
+//! One concern, kept in one file on purpose: starting, faulting and
+//! reading a cluster of real processes (the network namespaces and the
+//! VRRP lab are their own modules).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -1,6 +1,9 @@
 //! The internal network is trusted for nothing: a hostile client that can
 //! reach a node's gRPC port gets nowhere without a certificate of the
 //! cluster CA, and a certificate gets it only what its role allows.
+//!
+//! One concern, kept in one file on purpose: the hostile-caller suite of
+//! the internal API, which reads best as one list of attacks.
 
 use std::sync::Arc;
 use std::time::Duration;
