@@ -353,3 +353,92 @@ async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A fifth node joins four with R = 3 and takes its share: only it
+/// receives bytes (the old nodes only give), what it receives is near the
+/// optimum R·D·c_new/Σc, and afterwards every blob is on exactly its
+/// owners and streams from each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joiner_takes_its_share_and_the_old_nodes_only_give() {
+    const SONGS: usize = 400;
+    let mut cluster = Cluster::builder()
+        .nodes(4)
+        .node_option("resync_interval_ms", 200)
+        .node_option("release_linger_ms", 300)
+        .start()
+        .await
+        .unwrap();
+    let old = [0, 1, 2, 3];
+    one_ring(&cluster, &old).await;
+    cluster.wait_all_up().await.unwrap();
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "replication", "3"]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    let p = placement(&cluster, 0, 0).await;
+    let songs = upload(&cluster, &old, SONGS, "Share", Some(&p)).await;
+    exactly_on_owners(&cluster, &old, &p, &songs).await;
+    let distinct: u64 = {
+        let disk = files(&cluster, &old);
+        assert_eq!(disk.len(), SONGS);
+        let sizes: BTreeMap<String, u64> = old
+            .iter()
+            .flat_map(|&i| {
+                let dir = cluster.nodes[i].dir.join("blobs");
+                cluster.nodes[i].blob_files().into_iter().map(move |h| {
+                    let len = std::fs::metadata(dir.join(&h[..2]).join(&h)).unwrap().len();
+                    (h, len)
+                })
+            })
+            .collect();
+        sizes.values().sum()
+    };
+    let mut before = Vec::new();
+    for i in old {
+        before.push(metric(&cluster, i, "rondo_node_resync_received_bytes_total").await);
+    }
+
+    // The joiner, added with a capacity equal to the others': the ordering
+    // node computes its share, and the resync workers move it.
+    let d = cluster.spawn_joiner().await.unwrap();
+    let address = format!("https://{}", cluster.nodes[d].grpc);
+    eventually(
+        "the joiner waits to be added",
+        Duration::from_secs(20),
+        || async { (cluster.ring_status(d).await.ok()?.phase == "joining").then_some(()) },
+    )
+    .await
+    .unwrap();
+    let (status, out, err) = rondo(
+        &cluster,
+        &cluster.token,
+        &["node", "add", &address, "--capacity", "1TiB"],
+    );
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    let all = [0, 1, 2, 3, 4];
+    one_ring(&cluster, &all).await;
+    let p2 = placement(&cluster, 0, p.epoch).await;
+    let joiner = cluster.nodes[d].id;
+    let share = p2.owners.iter().filter(|o| o.contains(&joiner)).count();
+    assert!(share > 0, "the joiner owns partitions");
+    exactly_on_owners(&cluster, &all, &p2, &songs).await;
+    streams_from_owners(&cluster, &p2, &songs).await;
+
+    // Old nodes received nothing; the joiner about its optimal share.
+    for (k, i) in old.into_iter().enumerate() {
+        let now = metric(&cluster, i, "rondo_node_resync_received_bytes_total").await;
+        assert_eq!(
+            now, before[k],
+            "old node {i} received bytes during the join"
+        );
+    }
+    let received = metric(&cluster, d, "rondo_node_resync_received_bytes_total").await;
+    let optimum = 3.0 * distinct as f64 / 5.0;
+    let ratio = received as f64 / optimum;
+    println!("join: received {received} bytes, optimum {optimum:.0}, ratio {ratio:.3}");
+    assert!(ratio <= 1.15, "moved {ratio:.3} x the optimum");
+    assert!(
+        ratio >= 0.85,
+        "the joiner holds its share: {ratio:.3} x the optimum"
+    );
+    let held = cluster.nodes[d].disk().blob_bytes;
+    assert_eq!(held, received, "what it holds is what it received");
+}
