@@ -219,10 +219,12 @@ impl StorageNode for Service {
             .collect::<Result<_, _>>()
             .map_err(Error::from)?;
         let st = self.state.clone();
-        let held = tokio::task::spawn_blocking(move || st.store.holds(&hashes))
-            .await
-            .map_err(Error::from)??;
-        Ok(Response::new(pb::HasBlobsReply { held }))
+        let epoch = req.placement_epoch;
+        let (held, confirmed) =
+            tokio::task::spawn_blocking(move || st.store.holdings(&hashes, Some(epoch)))
+                .await
+                .map_err(Error::from)??;
+        Ok(Response::new(pb::HasBlobsReply { held, confirmed }))
     }
 
     type ReadBlobStream = BoxStream<pb::ReadBlobResponse>;

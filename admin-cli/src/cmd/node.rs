@@ -58,7 +58,8 @@ pub enum NodeCommand {
         expect_epoch: Option<u64>,
     },
     /// Remove a storage node; the others re-form the ring without it.
-    /// Refused (exit code 3) while it owns partitions: drain it first.
+    /// Under a placement it is drained first (if it still owns partitions)
+    /// and removed once it holds no audio, with a progress bar meanwhile.
     Remove {
         #[command(flatten)]
         conn: Conn,
@@ -66,6 +67,10 @@ pub enum NodeCommand {
         id: String,
         #[arg(long)]
         expect_epoch: Option<u64>,
+        /// Remove it at once, drained or not (a dead node whose partitions
+        /// the others already hold).
+        #[arg(long)]
+        force: bool,
     },
     /// Give a node a vote (`on`) or take it away (`off`).
     Voter {
@@ -162,14 +167,8 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
             conn,
             id,
             expect_epoch,
-        } => (
-            conn,
-            "removeNode",
-            format!(
-                "mutation($id: ID!, $e: Int) {{ removeNode(id: $id, expectEpoch: $e) {LAYOUT} }}"
-            ),
-            json!({"id": id, "e": epoch(expect_epoch)}),
-        ),
+            force,
+        } => return remove(&conn.client()?, &id, expect_epoch, force).await,
         NodeCommand::Voter {
             conn,
             id,
@@ -260,5 +259,97 @@ pub fn print_layout(l: &Layout) {
             n.zone,
             indicatif::BinaryBytes(n.capacity_bytes)
         );
+    }
+}
+
+/// `rondo node remove`: under a placement, a node that owns partitions is
+/// drained first, and the removal waits until it holds no audio (the
+/// gateway refuses it before: the node would be nobody's source); then
+/// the node is removed. `force` removes at once.
+async fn remove(
+    client: &rondo_cli::client::Client,
+    id: &str,
+    expect_epoch: Option<u64>,
+    force: bool,
+) -> anyhow::Result<Exit> {
+    let mut expect_epoch = expect_epoch;
+    if !force {
+        let cluster = cluster_view(client).await?;
+        let placed = cluster
+            .layout
+            .as_ref()
+            .is_some_and(|l| l.placement.is_some());
+        let owns = cluster
+            .layout
+            .as_ref()
+            .and_then(|l| l.nodes.iter().find(|n| n.id == id))
+            .and_then(|n| n.partitions)
+            .unwrap_or(0);
+        if placed && owns > 0 {
+            eprintln!("draining {id} ({owns} partitions) first");
+            let query = format!(
+                "mutation($id: ID!, $e: Int) {{ drainNode(id: $id, expectEpoch: $e) {LAYOUT} }}"
+            );
+            let vars = json!({"id": id, "e": epoch(expect_epoch)});
+            let Some(drained) = change(client, "drainNode", &query, vars).await? else {
+                return Ok(Exit::Conflict);
+            };
+            expect_epoch = Some(drained.epoch);
+        }
+        if placed {
+            wait_until_empty(client, id).await?;
+        }
+    }
+    let query = format!(
+        "mutation($id: ID!, $e: Int, $f: Boolean!) {{ removeNode(id: $id, expectEpoch: $e, force: $f) {LAYOUT} }}"
+    );
+    let vars = json!({"id": id, "e": epoch(expect_epoch), "f": force});
+    finish(change(client, "removeNode", &query, vars).await?)
+}
+
+/// The cluster's nodes and layout as the gateway sees them.
+async fn cluster_view(
+    client: &rondo_cli::client::Client,
+) -> anyhow::Result<rondo_cli::api::Cluster> {
+    let answer: rondo_cli::api::ClusterAnswer = client
+        .query_as(
+            &format!("{{ cluster {{ nodes {{ id state bytesStored }} layout {LAYOUT} }} }}"),
+            json!({}),
+        )
+        .await?;
+    Ok(answer.cluster)
+}
+
+/// Waits, with a progress bar of the bytes it still holds, until node `id`
+/// reports that it holds no audio (its partitions' new owners hold it).
+async fn wait_until_empty(client: &rondo_cli::client::Client, id: &str) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "offloading {bar:30} {binary_bytes}/{binary_total_bytes} moved, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut start = None;
+    loop {
+        let cluster = cluster_view(client).await?;
+        let Some(node) = cluster.nodes.iter().find(|n| n.id.as_deref() == Some(id)) else {
+            anyhow::bail!("node {id} is not a node of the cluster");
+        };
+        if node.state != "UP" {
+            bar.abandon();
+            anyhow::bail!(
+                "node {id} is {}: what it holds is unknown; `rondo node remove --force {id}` once its partitions are held by others",
+                node.state
+            );
+        }
+        let total = *start.get_or_insert(node.bytes_stored);
+        bar.set_length(total);
+        bar.set_position(total.saturating_sub(node.bytes_stored));
+        if node.bytes_stored == 0 {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

@@ -289,14 +289,24 @@ impl LayoutMutation {
     /// ring without it, and it serves nothing more. Refused with `CONFLICT`
     /// while it owns partitions of the placement: drain it first
     /// (`drainNode`), and remove it once the new owners hold its audio.
+    ///
+    /// Under a placement it is also refused (`CONFLICT`) while the node
+    /// still holds audio (a drain under way), or while it is down and what
+    /// it holds is unknown: once removed it is no source for anyone. With
+    /// `force: true` it goes anyway (a dead node whose data the owners
+    /// already hold).
     async fn remove_node(
         &self,
         ctx: &Context<'_>,
         id: ID,
         expect_epoch: Option<i64>,
+        #[graphql(default = false)] force: bool,
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
         let id: NodeId = parse_id(&id).gql()?;
+        if !force {
+            still_holds(ctx, id).gql()?;
+        }
         let op = LayoutOp::Remove(id);
         change(ctx, op, expect_epoch, Some(id)).await.gql()
     }
@@ -399,6 +409,37 @@ async fn change(
         .change_layout(target, op, expect_epoch, session)
         .await?;
     Ok(ClusterLayout::from(&layout))
+}
+
+/// Refuses to remove a node that still holds audio under a placement (or
+/// is down, so what it holds is unknown): it would be nobody's source.
+fn still_holds(ctx: &Context<'_>, id: NodeId) -> Result<()> {
+    let cluster = &state(ctx).cluster;
+    if cluster.layout().is_none_or(|l| l.placement.is_none()) {
+        return Ok(());
+    }
+    // A node that still owns partitions is refused by the node itself
+    // (`StillOwns`), which says so more precisely.
+    let owns = cluster.layout().and_then(|l| {
+        l.members
+            .iter()
+            .find(|m| m.id == id.to_string())
+            .and_then(|m| m.partitions)
+    });
+    if owns.is_some_and(|p| p > 0) {
+        return Ok(());
+    }
+    let info = cluster.node(id).map(|n| n.info());
+    match info {
+        Some(i) if i.up && i.bytes_stored == 0 => Ok(()),
+        Some(i) if i.up => Err(Error::Conflict(format!(
+            "node {id} still holds {} bytes of audio: wait until the drain has moved them (or pass force)",
+            i.bytes_stored
+        ))),
+        _ => Err(Error::Conflict(format!(
+            "node {id} is down, so what it holds is unknown: pass force once its partitions are held by others"
+        ))),
+    }
 }
 
 /// The epoch a change is decided against: the one given, or the newest

@@ -179,12 +179,22 @@ pub struct ReplicateBlobResponse {}
 pub struct HasBlobsRequest {
     #[prost(string, repeated, tag = "1")]
     pub content_hashes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The placement epoch the asker decides under (a node giving copies up).
+    #[prost(uint64, tag = "2")]
+    pub placement_epoch: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HasBlobsReply {
-    /// One per hash asked, in order.
+    /// One per hash asked, in order: indexed here (hash checked on arrival).
     #[prost(bool, repeated, tag = "1")]
     pub held: ::prost::alloc::vec::Vec<bool>,
+    /// One per hash asked: held for a song (not a copy taken ahead of one),
+    /// and owned by this node under `placement_epoch`, which is the placement
+    /// it applied. Only these count for a node that gives its copy up: an
+    /// owner never gives up a blob it owns, so the answer stays true while
+    /// that placement is in force.
+    #[prost(bool, repeated, tag = "2")]
+    pub confirmed: ::prost::alloc::vec::Vec<bool>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DeliverBlobRequest {
@@ -861,9 +871,10 @@ pub mod storage_node_client {
             self.inner.unary(req, path, codec).await
         }
         /// Which of these blobs this node holds (indexed, hash checked when they
-        /// arrived): what a node that no longer owns a partition asks its owners
-        /// before it gives its copies up. Nodes of the layout only; at most 1024
-        /// hashes per call.
+        /// arrived), and which it holds as an owner under the asker's placement:
+        /// what a node that no longer owns a partition asks its owners before it
+        /// gives its copies up. Nodes of the layout only; at most 1024 hashes per
+        /// call.
         pub async fn has_blobs(
             &mut self,
             request: impl tonic::IntoRequest<super::HasBlobsRequest>,
@@ -1151,9 +1162,10 @@ pub mod storage_node_server {
             tonic::Status,
         >;
         /// Which of these blobs this node holds (indexed, hash checked when they
-        /// arrived): what a node that no longer owns a partition asks its owners
-        /// before it gives its copies up. Nodes of the layout only; at most 1024
-        /// hashes per call.
+        /// arrived), and which it holds as an owner under the asker's placement:
+        /// what a node that no longer owns a partition asks its owners before it
+        /// gives its copies up. Nodes of the layout only; at most 1024 hashes per
+        /// call.
         async fn has_blobs(
             &self,
             request: tonic::Request<super::HasBlobsRequest>,

@@ -7,7 +7,9 @@
 //!   [`super::relay`]): fetched, owners first, hash checked;
 //! - **give up**: blobs this node holds but does not own. Their owners are
 //!   asked (`HasBlobs`); a copy goes only once every owner of its partition
-//!   holds the blob, and then in two steps: released at once (gateways stop
+//!   confirms it holds the blob for a song, as an owner under the same
+//!   placement (an owner never gives up what it owns while that placement
+//!   is in force, so the confirmations stay true), and then in two steps: released at once (gateways stop
 //!   signing its URLs here), the file removed after `release_linger`, so
 //!   that streams already signed finish. An owner that is down never
 //!   answers, so the copy stays.
@@ -15,8 +17,9 @@
 //! Without a placement every node of the layout owns every blob: there is
 //! nothing to give up, and a gain is a blob the outbox lost track of.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use rondo_core::{ContentHash, NodeId};
@@ -36,14 +39,22 @@ const FETCH_CONCURRENCY: usize = 4;
 /// Copies given up, waiting for their linger to end: (due, hash).
 type Lingering = Vec<(Instant, ContentHash)>;
 
+/// Blobs whose fetch failed: when to try again, and the wait after that
+/// (60 s, doubling up to 64 min, as Garage's resync does).
+type Backoff = HashMap<ContentHash, (Instant, Duration)>;
+
+const FIRST_RETRY: Duration = Duration::from_secs(60);
+const LAST_RETRY: Duration = Duration::from_secs(64 * 60);
+
 /// Runs the worker until `stop` turns true: a pass every
 /// `resync_interval`, and the files of released copies removed when
 /// their linger ends.
 pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let interval = state.config.resync_interval();
     let mut lingering: Lingering = Vec::new();
+    let mut backoff: Backoff = HashMap::new();
     loop {
-        if let Err(e) = pass(&state, &mut lingering).await {
+        if let Err(e) = pass(&state, &mut lingering, &mut backoff).await {
             tracing::warn!(error = %e, "resync pass failed; trying again");
         }
         remove_lingered(&state, &mut lingering).await;
@@ -59,23 +70,40 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
     }
 }
 
-/// One pass: fetch what this node owns and lacks, then give up what it
-/// holds and does not own once the owners hold it.
-async fn pass(state: &Arc<NodeState>, lingering: &mut Lingering) -> Result<()> {
+/// One pass: fetch what this node owns and lacks, and give up what it
+/// holds and does not own once the owners hold it (a fetch that fails
+/// holds up no give-up).
+async fn pass(
+    state: &Arc<NodeState>,
+    lingering: &mut Lingering,
+    backoff: &mut Backoff,
+) -> Result<()> {
     let st = state.clone();
     let Some(layout) = tokio::task::spawn_blocking(move || st.store.ring_layout()).await?? else {
         return Ok(());
     };
     let layout = Arc::new(layout);
-    gain(state, &layout).await?;
-    give_up(state, &layout, lingering).await
+    let gained = gain(state, &layout, backoff).await;
+    let given = give_up(state, &layout, lingering).await;
+    gained.and(given)
 }
 
-/// Fetches the blobs this node owns and lacks, several at once.
-async fn gain(state: &Arc<NodeState>, layout: &Arc<rondo_ring::Layout>) -> Result<()> {
+/// Fetches the blobs this node owns and lacks, several at once; one whose
+/// fetch failed waits its backoff before it is tried again.
+async fn gain(
+    state: &Arc<NodeState>,
+    layout: &Arc<rondo_ring::Layout>,
+    backoff: &mut Backoff,
+) -> Result<()> {
     let st = state.clone();
     let l = layout.clone();
     let missing = tokio::task::spawn_blocking(move || st.store.owned_missing(&l)).await??;
+    let now = Instant::now();
+    backoff.retain(|h, _| missing.contains(h));
+    let missing: Vec<ContentHash> = missing
+        .into_iter()
+        .filter(|h| backoff.get(h).is_none_or(|(at, _)| *at <= now))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -84,7 +112,7 @@ async fn gain(state: &Arc<NodeState>, layout: &Arc<rondo_ring::Layout>) -> Resul
         "resync: fetching blobs this node owns"
     );
     let me = state.node_id;
-    let results: Vec<Result<()>> = futures::stream::iter(missing)
+    let results: Vec<(ContentHash, Result<()>)> = futures::stream::iter(missing)
         .map(|hash| {
             // Another owner first; `pull` then tries every other node.
             let first = layout
@@ -93,22 +121,42 @@ async fn gain(state: &Arc<NodeState>, layout: &Arc<rondo_ring::Layout>) -> Resul
                 .find(|n| *n != me)
                 .unwrap_or(me);
             async move {
-                let (peer, _) = pull(state, &hash, first, None).await?;
-                let st = state.clone();
-                let size = tokio::task::spawn_blocking(move || st.store.blob_size(&hash)).await??;
-                state
-                    .metrics
-                    .resync_received_bytes
-                    .inc_by(size.unwrap_or(0));
-                tracing::debug!(%hash, %peer, "resync: fetched blob");
-                Ok(())
+                let fetched = async {
+                    let (peer, _) = pull(state, &hash, first, None).await?;
+                    let st = state.clone();
+                    let size =
+                        tokio::task::spawn_blocking(move || st.store.blob_size(&hash)).await??;
+                    state
+                        .metrics
+                        .resync_received_bytes
+                        .inc_by(size.unwrap_or(0));
+                    tracing::debug!(%hash, %peer, "resync: fetched blob");
+                    Ok::<_, Error>(())
+                };
+                (hash, fetched.await)
             }
         })
         .buffer_unordered(FETCH_CONCURRENCY)
         .collect()
         .await;
     state.refresh_gauges();
-    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    let mut failed = None;
+    for (hash, result) in results {
+        match result {
+            Ok(()) => {
+                backoff.remove(&hash);
+            }
+            Err(e) => {
+                let wait = backoff
+                    .get(&hash)
+                    .map_or(FIRST_RETRY, |(_, w)| (*w * 2).min(LAST_RETRY));
+                backoff.insert(hash, (Instant::now() + wait, wait));
+                tracing::warn!(%hash, error = %e, retry_in = ?wait, "resync: fetch failed");
+                failed = Some(e);
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Gives up the copies this node holds and does not own, of which every
@@ -125,7 +173,7 @@ async fn give_up(
         return Ok(());
     }
     let hashes: Vec<ContentHash> = misplaced.iter().map(|(h, _)| *h).collect();
-    let held = held_by_owners(state, layout, &hashes).await;
+    let held = confirmed_by_owners(state, layout, &hashes).await;
     let confirmed: Vec<ContentHash> = hashes
         .into_iter()
         .filter(|h| {
@@ -153,9 +201,11 @@ async fn give_up(
     Ok(())
 }
 
-/// Asks each owner of `hashes` which of them it holds. An owner that
-/// cannot be asked holds nothing, as far as this node knows.
-async fn held_by_owners(
+/// Asks each owner of `hashes` which of them it holds as an owner under
+/// this node's placement (an owner that applied another one confirms
+/// nothing). An owner that cannot be asked holds nothing, as far as this
+/// node knows.
+async fn confirmed_by_owners(
     state: &Arc<NodeState>,
     layout: &rondo_ring::Layout,
     hashes: &[ContentHash],
@@ -171,7 +221,7 @@ async fn held_by_owners(
         let Some(url) = layout.nodes.get(&owner).map(|m| m.addr.clone()) else {
             continue;
         };
-        match has_blobs(state, &url, &wanted).await {
+        match confirmed(state, &url, layout.placement_epoch(), &wanted).await {
             Ok(set) => {
                 held.insert(owner, set);
             }
@@ -181,16 +231,19 @@ async fn held_by_owners(
     held
 }
 
-/// Which of `hashes` the node at `url` holds, in batches.
-async fn has_blobs(
+/// Which of `hashes` the node at `url` holds as an owner under placement
+/// `epoch`, in batches.
+async fn confirmed(
     state: &Arc<NodeState>,
     url: &str,
+    epoch: u64,
     hashes: &[ContentHash],
 ) -> Result<HashSet<ContentHash>> {
     let mut held = HashSet::new();
     for batch in hashes.chunks(HAS_BLOBS_BATCH) {
         let request = pb::HasBlobsRequest {
             content_hashes: batch.iter().map(ContentHash::to_hex).collect(),
+            placement_epoch: epoch,
         };
         let reply = state
             .peer(url)?
@@ -201,7 +254,7 @@ async fn has_blobs(
         held.extend(
             batch
                 .iter()
-                .zip(reply.held)
+                .zip(reply.confirmed)
                 .filter(|(_, held)| *held)
                 .map(|(h, _)| *h),
         );
@@ -219,17 +272,20 @@ async fn remove_lingered(state: &Arc<NodeState>, lingering: &mut Lingering) {
         return;
     }
     let st = state.clone();
-    let removed = tokio::task::spawn_blocking(move || {
-        for (_, hash) in &due {
-            st.store.remove_released(hash)?;
+    let failed = tokio::task::spawn_blocking(move || {
+        let mut failed = Vec::new();
+        for (at, hash) in due {
+            if let Err(e) = st.store.remove_released(&hash) {
+                tracing::warn!(%hash, error = %e, "resync: removing a released copy failed");
+                failed.push((at, hash));
+            }
         }
-        Ok::<_, Error>(due.len())
+        failed
     })
-    .await
-    .map_err(Error::from)
-    .and_then(|r| r);
-    match removed {
-        Ok(n) => tracing::debug!(files = n, "resync: removed released copies"),
+    .await;
+    match failed {
+        // Tried again at the next pass (the start-up sweep removes them too).
+        Ok(failed) => lingering.extend(failed),
         Err(e) => tracing::warn!(error = %e, "resync: removing released copies failed"),
     }
 }

@@ -66,12 +66,34 @@ impl Store {
 
     /// Which of `hashes` this node holds (indexed).
     pub fn holds(&self, hashes: &[ContentHash]) -> Result<Vec<bool>> {
+        Ok(self.holdings(hashes, None)?.0)
+    }
+
+    /// Which of `hashes` this node holds (indexed), and which it holds for
+    /// a song as an owner under placement `epoch`, if that is the
+    /// placement it applied (read in one transaction): what a node giving
+    /// its copy up may count on, since an owner never gives up what it
+    /// owns while its placement is in force.
+    pub fn holdings(
+        &self,
+        hashes: &[ContentHash],
+        epoch: Option<u64>,
+    ) -> Result<(Vec<bool>, Vec<bool>)> {
         let txn = self.db.begin_read()?;
+        let layout = applied_layout(&txn.open_table(RING_META)?)?
+            .filter(|l| Some(l.placement_epoch()) == epoch);
         let blobs = txn.open_table(BLOBS)?;
-        hashes
-            .iter()
-            .map(|h| Ok(blobs.get(h.as_bytes())?.is_some()))
-            .collect()
+        let mut held = Vec::with_capacity(hashes.len());
+        let mut confirmed = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            let entry = blobs.get(h.as_bytes())?.map(|g| g.value());
+            held.push(entry.is_some());
+            confirmed.push(
+                entry.is_some_and(|(_, refs)| refs > 0)
+                    && layout.as_ref().is_some_and(|l| l.should_hold(self.id, h)),
+            );
+        }
+        Ok((held, confirmed))
     }
 
     /// Gives up this node's copies of `hashes`, whose owners under `layout`
@@ -223,6 +245,28 @@ mod tests {
                 .unwrap(),
             vec![true, true]
         );
+        // An owner confirms only what it holds for a song, as an owner,
+        // under the placement the asker names (the one it applied).
+        let epoch = placed.placement_epoch();
+        let (mine_h, theirs_h) = (ContentHash::of(&mine), ContentHash::of(&theirs));
+        let ahead = ContentHash::of(b"ahead of its song");
+        store
+            .put_blob(staged(&store, b"ahead of its song").await)
+            .unwrap();
+        let owned_ahead = placed.should_hold(me, &ahead);
+        let (held, confirmed) = store
+            .holdings(&[mine_h, theirs_h, ahead], Some(epoch))
+            .unwrap();
+        assert_eq!(held, vec![true, true, true]);
+        assert_eq!(
+            confirmed,
+            vec![true, false, false],
+            "ahead owned: {owned_ahead}"
+        );
+        let (_, other_epoch) = store.holdings(&[mine_h], Some(epoch + 1)).unwrap();
+        assert_eq!(other_epoch, vec![false]);
+        store.release_blob(&ahead).unwrap();
+        store.run_outbox().unwrap();
         let misplaced = store.misplaced(&placed).unwrap();
         assert_eq!(
             misplaced,
