@@ -106,6 +106,8 @@ pub struct ClusterNode {
     pub song_count: u64,
     pub bytes_stored: u64,
     pub outbox_length: u64,
+    pub blobs_to_fetch: u64,
+    pub copies_to_give_up: u64,
     pub ring_id: Option<String>,
     pub ring_phase: Option<String>,
     pub last_applied_seq: Option<u64>,

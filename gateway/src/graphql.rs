@@ -450,6 +450,12 @@ pub struct ClusterNode {
     /// (blobs to fetch or push, files to remove); stays above zero while a
     /// node it must push to is down.
     pub outbox_length: i64,
+    /// Blobs the node owns under the placement and lacks (its resync
+    /// worker fetches them), at its last pass.
+    pub blobs_to_fetch: i64,
+    /// Copies the node holds and does not own (given up once their owners
+    /// hold them), at its last pass.
+    pub copies_to_give_up: i64,
     /// The ring this node is in or trying to form, as `counter:representative`
     /// (ring ids order by counter, then representative).
     pub ring_id: Option<String>,
@@ -688,6 +694,8 @@ impl CatalogQuery {
                     song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
                     bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
                     outbox_length: i64::try_from(info.outbox_len).unwrap_or(i64::MAX),
+                    blobs_to_fetch: i64::try_from(info.blobs_to_fetch).unwrap_or(i64::MAX),
+                    copies_to_give_up: i64::try_from(info.copies_to_give_up).unwrap_or(i64::MAX),
                     ring_id: ring.map(|r| r.id.clone()),
                     ring_phase: ring.map(|r| r.phase.clone()),
                     last_applied_seq: ring

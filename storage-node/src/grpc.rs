@@ -479,8 +479,15 @@ impl StorageNode for Service {
             outbox_len: stats.outbox_len,
             inbox_len: stats.inbox_len,
             inbox_duplicates: self.state.metrics.inbox_duplicates.get(),
+            blobs_to_fetch: gauge(&self.state.metrics.resync_to_fetch),
+            copies_to_give_up: gauge(&self.state.metrics.resync_to_give_up),
         }))
     }
+}
+
+/// A gauge's value as a count.
+fn gauge(g: &prometheus_client::metrics::gauge::Gauge) -> u64 {
+    u64::try_from(g.get()).unwrap_or(0)
 }
 
 /// Sends the change log after `after`, then live changes, in sequence order

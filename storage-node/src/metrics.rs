@@ -36,6 +36,10 @@ pub struct Metrics {
     pub resync_received_bytes: Counter,
     /// Copies given up because their owners hold them.
     pub released_blobs: Counter,
+    /// At the resync worker's last pass: blobs this node owns and lacks.
+    pub resync_to_fetch: Gauge,
+    /// At the resync worker's last pass: copies it holds and does not own.
+    pub resync_to_give_up: Gauge,
 }
 
 impl Metrics {
@@ -92,6 +96,16 @@ impl Metrics {
             "rondo_node_released_blobs",
             "Copies given up because every owner holds the blob",
             self.released_blobs.clone(),
+        );
+        registry.register(
+            "rondo_node_resync_blobs_to_fetch",
+            "Blobs this node owns and lacks, at the resync worker's last pass",
+            self.resync_to_fetch.clone(),
+        );
+        registry.register(
+            "rondo_node_resync_copies_to_give_up",
+            "Copies this node holds and does not own, at the resync worker's last pass",
+            self.resync_to_give_up.clone(),
         );
     }
 }

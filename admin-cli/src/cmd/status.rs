@@ -1,5 +1,6 @@
 //! `rondo status`: the gateway replicas (and who holds the floating
-//! address) and the storage nodes (songs, bytes, outbox work pending).
+//! address) and the storage nodes (songs, bytes, outbox work pending, the
+//! resync worker's work).
 //! Exits with [`Exit::NodeDown`] if a storage node is down.
 
 use rondo_cli::api::ClusterAnswer;
@@ -11,7 +12,7 @@ use super::Exit;
 pub async fn run(client: &Client) -> anyhow::Result<Exit> {
     let data: ClusterAnswer = client
         .query_as(
-            "{ cluster { nodes { id address state songCount bytesStored outboxLength } \
+            "{ cluster { nodes { id address state songCount bytesStored outboxLength blobsToFetch copiesToGiveUp } \
                gateways { id address vrrpState priority isMaster vip lastSeenMs } } }",
             json!({}),
         )
@@ -34,13 +35,15 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
             down += 1;
         }
         println!(
-            "node     {}  {}  {}  {} songs  {} bytes  {} pending",
+            "node     {}  {}  {}  {} songs  {} bytes  {} pending  resync: {} to fetch, {} to give up",
             n.id.as_deref().unwrap_or("(unknown)"),
             n.address,
             n.state,
             n.song_count,
             n.bytes_stored,
-            n.outbox_length
+            n.outbox_length,
+            n.blobs_to_fetch,
+            n.copies_to_give_up
         );
     }
     Ok(if down > 0 {

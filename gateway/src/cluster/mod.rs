@@ -38,6 +38,10 @@ pub struct NodeInfo {
     /// Side effects waiting in the node's outbox (blob fetches and pushes,
     /// removals).
     pub outbox_len: u64,
+    /// The resync worker's work at its last pass: blobs the node owns and
+    /// lacks, copies it holds and does not own.
+    pub blobs_to_fetch: u64,
+    pub copies_to_give_up: u64,
     /// The control plane as the node last reported it.
     pub ring: Option<pb::RingStatus>,
     /// Token passes per second this node saw between the last two health
@@ -166,6 +170,8 @@ impl Node {
             info.song_count = reply.song_count;
             info.bytes_stored = reply.bytes_stored;
             info.outbox_len = reply.outbox_len;
+            info.blobs_to_fetch = reply.blobs_to_fetch;
+            info.copies_to_give_up = reply.copies_to_give_up;
             let now = std::time::Instant::now();
             if let (Some(old), Some(new), Some(at)) = (&info.ring, &reply.ring, info.ring_read_at)
                 && old.ring_counter == new.ring_counter

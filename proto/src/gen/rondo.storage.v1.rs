@@ -626,6 +626,14 @@ pub struct HealthResponse {
     /// Deliveries received again since this process started (each a no-op).
     #[prost(uint64, tag = "11")]
     pub inbox_duplicates: u64,
+    /// The resync worker's work at its last pass: blobs this node owns and
+    /// lacks (beyond the fetches its outbox holds), and copies it holds and
+    /// does not own (0 and 0, with an empty outbox: it holds what the
+    /// placement asks of it).
+    #[prost(uint64, tag = "12")]
+    pub blobs_to_fetch: u64,
+    #[prost(uint64, tag = "13")]
+    pub copies_to_give_up: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RingStatus {

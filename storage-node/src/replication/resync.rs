@@ -98,6 +98,7 @@ async fn gain(
     let st = state.clone();
     let l = layout.clone();
     let missing = tokio::task::spawn_blocking(move || st.store.owned_missing(&l)).await??;
+    set(&state.metrics.resync_to_fetch, missing.len());
     let now = Instant::now();
     backoff.retain(|h, _| missing.contains(h));
     let missing: Vec<ContentHash> = missing
@@ -169,6 +170,7 @@ async fn give_up(
     let st = state.clone();
     let l = layout.clone();
     let misplaced = tokio::task::spawn_blocking(move || st.store.misplaced(&l)).await??;
+    set(&state.metrics.resync_to_give_up, misplaced.len());
     if misplaced.is_empty() {
         return Ok(());
     }
@@ -190,6 +192,10 @@ async fn give_up(
     let l = layout.clone();
     let released =
         tokio::task::spawn_blocking(move || st.store.release_copies(&l, &confirmed)).await??;
+    set(
+        &state.metrics.resync_to_give_up,
+        misplaced.len().saturating_sub(released.len()),
+    );
     let due = Instant::now() + state.config.release_linger();
     state.metrics.released_blobs.inc_by(released.len() as u64);
     tracing::info!(
@@ -199,6 +205,11 @@ async fn give_up(
     lingering.extend(released.into_iter().map(|h| (due, h)));
     state.refresh_gauges();
     Ok(())
+}
+
+/// Sets a gauge to a count.
+fn set(gauge: &prometheus_client::metrics::gauge::Gauge, n: usize) {
+    gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// Asks each owner of `hashes` which of them it holds as an owner under

@@ -117,9 +117,9 @@ fn files(cluster: &Cluster, nodes: &[usize]) -> BTreeMap<String, BTreeSet<NodeId
     out
 }
 
-/// Waits until each of `songs`' blobs is on exactly its owners, on disk
-/// and in the nodes' indexes, and the gateway lists exactly those owners
-/// as the song's replicas.
+/// Waits until each of `songs`' blobs is on exactly its owners among
+/// `nodes`, on disk and in the nodes' indexes, and the gateway lists
+/// exactly those owners among `nodes` as the song's replicas.
 async fn exactly_on_owners(
     cluster: &Cluster,
     nodes: &[usize],
@@ -127,6 +127,8 @@ async fn exactly_on_owners(
     songs: &BTreeMap<String, String>,
 ) {
     let hashes: Vec<String> = songs.values().cloned().collect();
+    let ids: BTreeSet<NodeId> = nodes.iter().map(|&i| cluster.nodes[i].id).collect();
+    let ids = &ids;
     eventually(
         "every blob on exactly its owners",
         Duration::from_secs(60),
@@ -162,6 +164,9 @@ async fn exactly_on_owners(
                     .iter()
                     .map(|r| r["id"].as_str().unwrap().parse().unwrap())
                     .collect();
+                // Nodes outside `nodes` (one that is down) may still be
+                // listed: they announced the song and never gave it up.
+                let listed: BTreeSet<NodeId> = listed.intersection(&ids).copied().collect();
                 if &listed != p.owners_of(hash) {
                     return None;
                 }
@@ -261,11 +266,77 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
 
     // R = 2 of 4: the ordering node computes the placement, and each blob
     // ends on exactly its two owners; nothing was copied to make it.
+    // Node 0 is down when the factor is set: a copy whose owners include
+    // it is kept by every other node (a down owner confirms nothing), and
+    // each node says how many copies it still has to give up.
+    cluster.kill_node(0);
+    let live = [1, 2, 3];
+    one_ring(&cluster, &live).await;
+    cluster.wait_up(&live).await.unwrap();
     let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "replication", "2"]);
     assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
-    let p = placement(&cluster, 0, 0).await;
+    let p = placement(&cluster, 1, 0).await;
     assert_eq!(p.write_quorum, 2);
     assert!(p.owners.iter().all(|o| o.len() == 2));
+    let down = cluster.nodes[0].id;
+    let kept: BTreeMap<String, String> = songs
+        .iter()
+        .filter(|(_, h)| p.owners_of(h).contains(&down))
+        .map(|(s, h)| (s.clone(), h.clone()))
+        .collect();
+    let moved: BTreeMap<String, String> = songs
+        .iter()
+        .filter(|(s, _)| !kept.contains_key(*s))
+        .map(|(s, h)| (s.clone(), h.clone()))
+        .collect();
+    assert!(!kept.is_empty() && !moved.is_empty());
+    exactly_on_owners(&cluster, &live, &p, &moved).await;
+    let kept_hashes: Vec<String> = kept.values().cloned().collect();
+    let copies = live_copies(&cluster, 1, &live, &kept_hashes).await;
+    assert!(
+        copies.values().all(|n| n.len() == live.len()),
+        "a copy whose owner is down was given up"
+    );
+    // What each live node still has to give up: the kept blobs it does
+    // not own.
+    let owed: BTreeMap<NodeId, usize> = live
+        .iter()
+        .map(|&i| {
+            let id = cluster.nodes[i].id;
+            let n = kept_hashes
+                .iter()
+                .filter(|h| !p.owners_of(h).contains(&id))
+                .count();
+            (id, n)
+        })
+        .collect();
+    eventually(
+        "each node reports the copies it keeps",
+        Duration::from_secs(20),
+        || async {
+            let d = cluster
+                .admin
+                .query("{ cluster { nodes { id copiesToGiveUp } } }", json!({}))
+                .await
+                .ok()?;
+            let seen: BTreeMap<NodeId, usize> = d["cluster"]["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(|n| {
+                    let id: NodeId = n["id"].as_str()?.parse().ok()?;
+                    owed.contains_key(&id)
+                        .then(|| (id, n["copiesToGiveUp"].as_u64().unwrap_or(0) as usize))
+                })
+                .collect();
+            (seen == owed).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(owed.values().sum::<usize>() > 0);
+    // Node 0 back: it confirms, and every blob ends on exactly its owners.
+    cluster.restart_node(0).await.unwrap();
+    cluster.wait_all_up().await.unwrap();
     exactly_on_owners(&cluster, &all, &p, &songs).await;
     streams_from_owners(&cluster, &p, &songs).await;
     let mut received = 0;
@@ -278,6 +349,30 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
         .map(|&i| cluster.nodes[i].disk().blob_files)
         .sum();
     assert_eq!(disk, 2 * BEFORE, "two copies of each blob in all");
+    // Every node says it has nothing left to move (rondo status too).
+    eventually("no resync work left", Duration::from_secs(20), || async {
+        let d = cluster
+            .admin
+            .query(
+                "{ cluster { nodes { blobsToFetch copiesToGiveUp } } }",
+                json!({}),
+            )
+            .await
+            .ok()?;
+        d["cluster"]["nodes"]
+            .as_array()?
+            .iter()
+            .all(|n| n["blobsToFetch"] == 0 && n["copiesToGiveUp"] == 0)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let (_, out, _) = rondo(&cluster, &cluster.token, &["status"]);
+    assert_eq!(
+        out.matches("resync: 0 to fetch, 0 to give up").count(),
+        4,
+        "{out}"
+    );
 
     // New songs, sent to every node in turn (owners or not), are
     // acknowledged with W copies on their owners and end on them alone.

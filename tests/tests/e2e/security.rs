@@ -559,30 +559,26 @@ async fn public_listeners_time_out_and_cap_connections() {
         );
     }
 
-    // Eight held connections (TCP only, no handshake) fill the gateway;
-    // the ninth is closed at once, and nothing else is answered meanwhile.
+    // Nine connections at once (TCP only, no handshake) against eight
+    // slots: whatever else holds a slot (a client's pooled connection),
+    // at most eight stay open and the rest are closed at once: within 2 s,
+    // far below the 10 s a handshake may take.
     let mut held = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..9 {
         held.push(
             tokio::net::TcpStream::connect(cluster.gateway_addr)
                 .await
                 .unwrap(),
         );
     }
-    rondo_tests::eventually(
-        "the ninth connection is refused",
-        Duration::from_secs(5),
-        || async {
-            let mut extra = tokio::net::TcpStream::connect(cluster.gateway_addr)
-                .await
-                .ok()?;
-            closed_within(&mut extra, Duration::from_millis(500))
-                .await
-                .then_some(())
-        },
+    let closed = futures::future::join_all(
+        held.iter_mut()
+            .map(|c| closed_within(c, Duration::from_secs(2))),
     )
-    .await
-    .unwrap();
+    .await;
+    let refused = closed.iter().filter(|c| **c).count();
+    assert!(refused >= 1, "nine connections held open with eight slots");
+    assert!(closed.len() - refused <= 8, "{closed:?}");
     drop(held);
     // The slots come back once those connections are gone.
     rondo_tests::eventually(
