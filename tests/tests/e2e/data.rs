@@ -166,7 +166,7 @@ async fn exactly_on_owners(
                     .collect();
                 // Nodes outside `nodes` (one that is down) may still be
                 // listed: they announced the song and never gave it up.
-                let listed: BTreeSet<NodeId> = listed.intersection(&ids).copied().collect();
+                let listed: BTreeSet<NodeId> = listed.intersection(ids).copied().collect();
                 if &listed != p.owners_of(hash) {
                     return None;
                 }
