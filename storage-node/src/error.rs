@@ -101,6 +101,17 @@ impl Error {
     }
 }
 
+impl From<rondo_ring::Refusal> for Error {
+    /// A refused layout change: lost to another ordered first (`Stale`,
+    /// `CONFLICT`), or invalid.
+    fn from(r: rondo_ring::Refusal) -> Self {
+        match r {
+            r @ rondo_ring::Refusal::Stale { .. } => Error::StaleLayout(r),
+            r => Error::LayoutRefused(r),
+        }
+    }
+}
+
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {

@@ -59,6 +59,19 @@ impl Service {
         .map_err(Error::from)??;
         Ok(authority)
     }
+
+    /// The layout change a `ChangeLayout` or `PlanLayout` request names,
+    /// once its session is an admin's.
+    async fn layout_change(
+        &self,
+        request: pb::ChangeLayoutRequest,
+    ) -> Result<rondo_ring::LayoutChange, Status> {
+        self.admin(request.session).await?;
+        let change = request.change.ok_or(Error::Invalid {
+            what: "no layout change",
+        })?;
+        Ok(crate::ring::wire::change_from_wire(change)?)
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -355,12 +368,7 @@ impl StorageNode for Service {
         request: Request<pb::ChangeLayoutRequest>,
     ) -> Result<Response<pb::ChangeLayoutReply>, Status> {
         self.authorize(&request, "ChangeLayout", Allowed::Gateways)?;
-        let request = request.into_inner();
-        self.admin(request.session).await?;
-        let change = request.change.ok_or(Error::Invalid {
-            what: "no layout change",
-        })?;
-        let change = crate::ring::wire::change_from_wire(change)?;
+        let change = self.layout_change(request.into_inner()).await?;
         let (layout, seq) = self.state.ring.propose_layout(change).await?;
         Ok(Response::new(pb::ChangeLayoutReply {
             layout: Some(crate::ring::wire::layout_to_wire(&layout)),
@@ -373,17 +381,9 @@ impl StorageNode for Service {
         request: Request<pb::ChangeLayoutRequest>,
     ) -> Result<Response<pb::PlanLayoutReply>, Status> {
         self.authorize(&request, "PlanLayout", Allowed::Gateways)?;
-        let request = request.into_inner();
-        self.admin(request.session).await?;
-        let change = request.change.ok_or(Error::Invalid {
-            what: "no layout change",
-        })?;
-        let change = crate::ring::wire::change_from_wire(change)?;
+        let change = self.layout_change(request.into_inner()).await?;
         let (before, planned) = self.state.ring.plan_layout(change).await?;
-        let after = before.apply(&planned).map_err(|r| match r {
-            r @ rondo_ring::Refusal::Stale { .. } => Error::StaleLayout(r),
-            r => Error::LayoutRefused(r),
-        })?;
+        let after = before.apply(&planned).map_err(Error::from)?;
         let bits = after
             .placement
             .as_ref()

@@ -265,6 +265,19 @@ fn edit_to_wire(edit: PlaylistEdit) -> pb::playlist_op::Op {
     }
 }
 
+/// A request naming `op`, decided against `expect_epoch`, with the admin
+/// authority `session`.
+fn layout_request(op: LayoutOp, expect_epoch: u64, session: String) -> pb::ChangeLayoutRequest {
+    pb::ChangeLayoutRequest {
+        change: Some(ring::LayoutChange {
+            expect_epoch,
+            op: Some(layout_op_to_wire(op)),
+            proposal: String::new(),
+        }),
+        session,
+    }
+}
+
 fn layout_op_to_wire(op: LayoutOp) -> ring::layout_change::Op {
     use ring::layout_change::Op;
     match op {
@@ -440,16 +453,8 @@ impl Cluster {
         expect_epoch: u64,
         session: String,
     ) -> Result<Layout> {
-        let change = ring::LayoutChange {
-            expect_epoch,
-            op: Some(layout_op_to_wire(op)),
-            proposal: String::new(),
-        };
         let node = self.known_node(target)?;
-        let request = pb::ChangeLayoutRequest {
-            change: Some(change),
-            session,
-        };
+        let request = layout_request(op, expect_epoch, session);
         let reply = node
             .client
             .clone()
@@ -483,16 +488,8 @@ impl Cluster {
         expect_epoch: u64,
         session: String,
     ) -> Result<LayoutPlan> {
-        let change = ring::LayoutChange {
-            expect_epoch,
-            op: Some(layout_op_to_wire(op)),
-            proposal: String::new(),
-        };
         let node = self.known_node(target)?;
-        let request = pb::ChangeLayoutRequest {
-            change: Some(change),
-            session,
-        };
+        let request = layout_request(op, expect_epoch, session);
         let reply = node
             .client
             .clone()

@@ -329,11 +329,11 @@ impl Driver {
                     // client hears of it, so that its next change is
                     // decided against this one.
                     self.publish(true);
-                    let _ = reply.send(match outcome {
-                        Ok(layout) => Ok((layout, entry.seq)),
-                        Err(r @ rondo_ring::Refusal::Stale { .. }) => Err(Error::StaleLayout(r)),
-                        Err(r) => Err(Error::LayoutRefused(r)),
-                    });
+                    let _ = reply.send(
+                        outcome
+                            .map(|layout| (layout, entry.seq))
+                            .map_err(Error::from),
+                    );
                 }
             }
             Body::Update(payload) => {
@@ -428,7 +428,7 @@ impl Driver {
 /// as it is: it will be refused as stale, whatever it carries.
 fn plan(newest: &Layout, mut change: LayoutChange) -> Result<LayoutChange> {
     if newest.epoch == change.expect_epoch {
-        change.op = newest.plan(change.op).map_err(Error::LayoutRefused)?;
+        change.op = newest.plan(change.op)?;
     }
     Ok(change)
 }

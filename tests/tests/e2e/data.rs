@@ -202,6 +202,21 @@ async fn streams_from_owners(cluster: &Cluster, p: &Placement, songs: &BTreeMap<
     }
 }
 
+/// Four nodes in one ring, all up, whose resync workers pass every 200 ms
+/// and keep a released file 300 ms.
+async fn four_nodes() -> Cluster {
+    let cluster = Cluster::builder()
+        .nodes(4)
+        .node_option("resync_interval_ms", 200)
+        .node_option("release_linger_ms", 300)
+        .start()
+        .await
+        .unwrap();
+    one_ring(&cluster, &[0, 1, 2, 3]).await;
+    cluster.wait_all_up().await.unwrap();
+    cluster
+}
+
 /// Uploads `n` songs straight to the nodes over gRPC, in turn; returns
 /// song id → content hash, and checks at each acknowledgement that the
 /// write quorum of the song's owners holds the bytes (`p`, once there is
@@ -239,16 +254,8 @@ async fn upload(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
-    let mut cluster = Cluster::builder()
-        .nodes(4)
-        .node_option("resync_interval_ms", 200)
-        .node_option("release_linger_ms", 300)
-        .start()
-        .await
-        .unwrap();
+    let mut cluster = four_nodes().await;
     let all = [0, 1, 2, 3];
-    one_ring(&cluster, &all).await;
-    cluster.wait_all_up().await.unwrap();
 
     // Full replication: every node holds every blob.
     let mut songs = upload(&cluster, &all, BEFORE, "Full", None).await;
@@ -492,16 +499,8 @@ async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_joiner_takes_its_share_and_the_old_nodes_only_give() {
     const SONGS: usize = 400;
-    let mut cluster = Cluster::builder()
-        .nodes(4)
-        .node_option("resync_interval_ms", 200)
-        .node_option("release_linger_ms", 300)
-        .start()
-        .await
-        .unwrap();
+    let mut cluster = four_nodes().await;
     let old = [0, 1, 2, 3];
-    one_ring(&cluster, &old).await;
-    cluster.wait_all_up().await.unwrap();
     let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "replication", "3"]);
     assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
     let p = placement(&cluster, 0, 0).await;
