@@ -141,6 +141,11 @@ impl SessionSigner {
         ) else {
             return Err(Refused::Malformed);
         };
+        // Lower-case hex only, as `sign` writes it: one token, one spelling
+        // (an upper-cased signature would otherwise verify too).
+        if !sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Refused::Malformed);
+        }
         let sig = hex::decode(sig).map_err(|_| Refused::Malformed)?;
         self.mac(body)
             .verify_slice(&sig)

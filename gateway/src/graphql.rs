@@ -456,6 +456,11 @@ pub struct ClusterNode {
     /// Copies the node holds and does not own (given up once their owners
     /// hold them), at its last pass.
     pub copies_to_give_up: i64,
+    /// The most bytes per second the node's resync worker fetches (0: no
+    /// limit); `setNodeRates` changes it.
+    pub resync_rate_bytes: i64,
+    /// The most bytes per second the node's scrub reads (0: no limit).
+    pub scrub_rate_bytes: i64,
     /// The ring this node is in or trying to form, as `counter:representative`
     /// (ring ids order by counter, then representative).
     pub ring_id: Option<String>,
@@ -696,6 +701,8 @@ impl CatalogQuery {
                     outbox_length: i64::try_from(info.outbox_len).unwrap_or(i64::MAX),
                     blobs_to_fetch: i64::try_from(info.blobs_to_fetch).unwrap_or(i64::MAX),
                     copies_to_give_up: i64::try_from(info.copies_to_give_up).unwrap_or(i64::MAX),
+                    resync_rate_bytes: i64::try_from(info.resync_rate_bytes).unwrap_or(i64::MAX),
+                    scrub_rate_bytes: i64::try_from(info.scrub_rate_bytes).unwrap_or(i64::MAX),
                     ring_id: ring.map(|r| r.id.clone()),
                     ring_phase: ring.map(|r| r.phase.clone()),
                     last_applied_seq: ring

@@ -114,7 +114,20 @@ pub enum LayoutOp {
         capacity: u64,
         placement: Option<Placement>,
     },
+    /// Marks a node in or out of placement, with the placement without (or
+    /// with) it. `Out { auto: true }` is the cluster's own doing for a node
+    /// down too long, and only passes the guards of
+    /// [`Layout::check_auto_out`]; an operator's out has none.
+    SetStanding {
+        node: NodeId,
+        standing: Standing,
+        placement: Option<Placement>,
+    },
 }
+
+/// What an automatic out must leave standing (PROTOCOL.md, "Down is not
+/// out"): at least this share of the capacity stays in.
+pub const AUTO_OUT_KEEP_CAPACITY: f64 = 0.75;
 
 /// A change and the epoch of the layout it was decided against.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -151,6 +164,11 @@ pub enum Refusal {
     /// No placement fits the layout the change would make (too few nodes
     /// with capacity, or zones that cannot hold the replicas).
     Unplaceable(String),
+    /// A node's standing cannot change that way (already in, already out).
+    Standing(String),
+    /// An automatic out would leave too little standing (PROTOCOL.md,
+    /// "Down is not out").
+    Guarded(String),
 }
 
 impl fmt::Display for Refusal {
@@ -175,11 +193,22 @@ impl fmt::Display for Refusal {
             ),
             Refusal::BadPlacement(why) => write!(f, "invalid placement: {why}"),
             Refusal::Unplaceable(why) => write!(f, "no placement fits: {why}"),
+            Refusal::Standing(why) => write!(f, "{why}"),
+            Refusal::Guarded(why) => write!(f, "no automatic out: {why}"),
         }
     }
 }
 
 impl std::error::Error for Refusal {}
+
+/// How a standing reads in messages: "in", "out", "out (automatic)".
+pub fn standing_name(s: Standing) -> &'static str {
+    match s {
+        Standing::In => "in",
+        Standing::Out { auto: false } => "out",
+        Standing::Out { auto: true } => "out (automatic)",
+    }
+}
 
 impl Layout {
     /// A genesis layout: every node a voter, full replication.
@@ -359,9 +388,94 @@ impl Layout {
                 member.capacity = *capacity;
                 next.place(placement.as_ref())?;
             }
+            LayoutOp::SetStanding {
+                node,
+                standing,
+                placement,
+            } => {
+                self.check_standing(*node, *standing)?;
+                if let Some(member) = next.nodes.get_mut(node) {
+                    member.standing = *standing;
+                }
+                next.place(placement.as_ref())?;
+                if *standing == (Standing::Out { auto: true }) {
+                    self.check_auto_out(&next)?;
+                }
+            }
         }
         next.check_placement()?;
         Ok(next)
+    }
+
+    /// That `node` may take `standing`: a member, under a placement (full
+    /// replication has every node hold every blob), not already so; an
+    /// automatic in only ends an automatic out (an operator's out stays
+    /// until an operator ends it).
+    fn check_standing(&self, node: NodeId, standing: Standing) -> Result<(), Refusal> {
+        let member = self.nodes.get(&node).ok_or(Refusal::NotMember(node))?;
+        if self.placement.is_none() {
+            return Err(Refusal::Unplaceable(
+                "without a placement every node holds every blob: set a replication factor first"
+                    .into(),
+            ));
+        }
+        match (member.standing, standing) {
+            (a, b) if a == b => Err(Refusal::Standing(format!(
+                "node {node} is already {}",
+                standing_name(b)
+            ))),
+            (Standing::Out { auto: false }, Standing::Out { auto: true }) => Err(
+                Refusal::Standing(format!("node {node} is already out (by an operator)")),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The guards of an automatic out, from this layout to `next`: no
+    /// other node is out automatically; `next` keeps at least R nodes in
+    /// with capacity, at least [`AUTO_OUT_KEEP_CAPACITY`] of the capacity
+    /// in, and as many zones in as the replicas could span before.
+    /// Checked in `apply`, so every node refuses the same out.
+    fn check_auto_out(&self, next: &Layout) -> Result<(), Refusal> {
+        let guarded = |why: String| Err(Refusal::Guarded(why));
+        if let Some((other, _)) = self
+            .nodes
+            .iter()
+            .find(|(_, m)| m.standing == Standing::Out { auto: true })
+        {
+            return guarded(format!("node {other} is already out automatically"));
+        }
+        let r = self.replication as usize;
+        let holders = |l: &Layout| -> Vec<Candidate> {
+            l.candidates()
+                .into_iter()
+                .filter(|c| c.capacity > 0)
+                .collect()
+        };
+        let (before, after) = (holders(self), holders(next));
+        if after.len() < r {
+            return guarded(format!(
+                "{} nodes with capacity would stay in, fewer than the {r} replicas",
+                after.len()
+            ));
+        }
+        let total: u128 = self.nodes.values().map(|m| u128::from(m.capacity)).sum();
+        let kept: u128 = after.iter().map(|c| u128::from(c.capacity)).sum();
+        #[allow(clippy::cast_precision_loss)]
+        if total > 0 && (kept as f64) < AUTO_OUT_KEEP_CAPACITY * total as f64 {
+            return guarded(format!(
+                "{kept} of {total} bytes of capacity would stay in, under {} %",
+                (AUTO_OUT_KEEP_CAPACITY * 100.0).round()
+            ));
+        }
+        let zones = |c: &[Candidate]| c.iter().map(|c| c.zone.clone()).collect::<BTreeSet<_>>();
+        let (spread_before, spread_after) = (zones(&before).len().min(r), zones(&after).len());
+        if spread_after < spread_before {
+            return guarded(format!(
+                "the replicas span {spread_before} zones, and only {spread_after} would stay in"
+            ));
+        }
+        Ok(())
     }
 
     /// Completes `op` with the placement the layout after it needs,
@@ -409,8 +523,46 @@ impl Layout {
                     placement: Some(self.placement_for(&next)?),
                 }
             }
+            LayoutOp::SetStanding {
+                node,
+                standing,
+                placement: None,
+            } => {
+                self.check_standing(node, standing)?;
+                let mut next = self.clone();
+                if let Some(member) = next.nodes.get_mut(&node) {
+                    member.standing = standing;
+                }
+                if standing == (Standing::Out { auto: true }) {
+                    self.check_auto_out(&next)?;
+                }
+                LayoutOp::SetStanding {
+                    node,
+                    standing,
+                    placement: Some(self.placement_for(&next)?),
+                }
+            }
             op => op,
         })
+    }
+
+    /// Whether `node`, once down long enough, is one to mark out
+    /// automatically: a member in, with capacity, that owns partitions.
+    pub fn may_auto_out(&self, node: NodeId) -> bool {
+        self.placement.is_some()
+            && self
+                .nodes
+                .get(&node)
+                .is_some_and(|m| m.standing == Standing::In && m.capacity > 0)
+            && self.owns(node)
+    }
+
+    /// The node that is out automatically, if any (at most one is).
+    pub fn auto_out(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(_, m)| m.standing == Standing::Out { auto: true })
+            .map(|(id, _)| *id)
     }
 
     /// The placement for `next`, the layout one change after this one:
@@ -881,6 +1033,130 @@ mod tests {
         assert!(matches!(
             l4.apply(&change(&l4, unnamed)),
             Err(Refusal::BadPlacement(_))
+        ));
+    }
+
+    /// `n` nodes, in `zones` zones round-robin, with equal capacity, under
+    /// a placement of factor `r` planned the way a proposer plans it.
+    fn placed_cluster(n: u128, zones: u128, r: u32) -> Layout {
+        let mut l = Layout::genesis((1..=n).map(|i| (id(i), format!("n{i}"))).collect());
+        for i in 1..=n {
+            l.nodes.get_mut(&id(i)).unwrap().zone = format!("z{}", i % zones);
+        }
+        let op = l
+            .plan(LayoutOp::SetReplication {
+                factor: r,
+                placement: None,
+            })
+            .unwrap();
+        l.apply(&change(&l, op)).unwrap()
+    }
+
+    fn standing(l: &Layout, node: NodeId, standing: Standing) -> Result<Layout, Refusal> {
+        let op = l.plan(LayoutOp::SetStanding {
+            node,
+            standing,
+            placement: None,
+        })?;
+        l.apply(&change(l, op))
+    }
+
+    const AUTO: Standing = Standing::Out { auto: true };
+
+    #[test]
+    fn an_automatic_out_passes_its_guards_or_is_refused_everywhere() {
+        // Five nodes, R = 3: one automatic out, not two.
+        let l = placed_cluster(5, 1, 3);
+        assert!(l.may_auto_out(id(2)));
+        let out = standing(&l, id(2), AUTO).unwrap();
+        assert_eq!(out.auto_out(), Some(id(2)));
+        assert!(!out.owns(id(2)), "its partitions went to the others");
+        assert!(
+            out.candidates().iter().all(|c| c.id != id(2)),
+            "no longer a candidate"
+        );
+        assert_eq!(out.voters(), l.voters(), "votes unchanged");
+        let second = standing(&out, id(3), AUTO);
+        assert!(
+            matches!(&second, Err(Refusal::Guarded(why)) if why.contains("already out")),
+            "{second:?}"
+        );
+        // A table carried by a change is checked in apply, not trusted:
+        // the guard holds even for a change planned elsewhere.
+        let carried = LayoutOp::SetStanding {
+            node: id(3),
+            standing: AUTO,
+            placement: Some(out.placement_for(&out).unwrap()),
+        };
+        assert!(matches!(
+            out.apply(&change(&out, carried)),
+            Err(Refusal::Guarded(_))
+        ));
+        // Marked in again: it owns a share again, and no node is out.
+        let back = standing(&out, id(2), Standing::In).unwrap();
+        assert!(back.owns(id(2)) && back.auto_out().is_none());
+        assert!(matches!(
+            standing(&back, id(2), Standing::In),
+            Err(Refusal::Standing(_))
+        ));
+
+        // R = 3 on three nodes: none may go (too few would stay in).
+        let l3 = placed_cluster(3, 1, 3);
+        let r = standing(&l3, id(1), AUTO);
+        assert!(
+            matches!(&r, Err(Refusal::Guarded(why)) if why.contains("fewer than the 3")),
+            "{r:?}"
+        );
+        // Four nodes of R = 2: 75 % of the capacity stays in, so one may
+        // go; with one of the four drained, an out keeps 2 of 3 (67 %).
+        let l4 = placed_cluster(4, 1, 2);
+        assert!(standing(&l4, id(1), AUTO).is_ok());
+        let drain = l4
+            .plan(LayoutOp::SetStorage {
+                node: id(4),
+                zone: "z0".into(),
+                capacity: 0,
+                placement: None,
+            })
+            .unwrap();
+        let drained = l4.apply(&change(&l4, drain)).unwrap();
+        let r = standing(&drained, id(1), AUTO);
+        assert!(
+            matches!(&r, Err(Refusal::Guarded(why)) if why.contains("capacity")),
+            "{r:?}"
+        );
+        // Three zones of two nodes, R = 3 spread over all three; an out
+        // leaves every zone with a node, so it goes.
+        let zoned = placed_cluster(6, 3, 3);
+        assert!(standing(&zoned, id(1), AUTO).is_ok());
+        // Three zones of one node and a fourth node in one of them: the
+        // only node of a zone may not go (two zones would stay).
+        let mut l = placed_cluster(4, 3, 3);
+        l.nodes.get_mut(&id(4)).unwrap().capacity = DEFAULT_CAPACITY;
+        let lonely = (1..=4)
+            .map(id)
+            .find(|n| {
+                let z = &l.nodes[n].zone;
+                l.nodes.values().filter(|m| &m.zone == z).count() == 1
+            })
+            .unwrap();
+        let r = standing(&l, lonely, AUTO);
+        assert!(
+            matches!(&r, Err(Refusal::Guarded(why)) if why.contains("zones")),
+            "{r:?}"
+        );
+
+        // An operator's out has no guards but the placement's; an
+        // automatic in never ends it; without a placement there is none.
+        let op_out = standing(&out, id(3), Standing::Out { auto: false }).unwrap();
+        assert_eq!(op_out.auto_out(), Some(id(2)));
+        assert!(matches!(
+            standing(&op_out, id(3), AUTO),
+            Err(Refusal::Standing(_))
+        ));
+        assert!(matches!(
+            standing(&three(), id(1), AUTO),
+            Err(Refusal::Unplaceable(_))
         ));
     }
 }

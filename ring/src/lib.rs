@@ -17,8 +17,8 @@ mod layout;
 mod node;
 
 pub use layout::{
-    DEFAULT_CAPACITY, DEFAULT_ZONE, Layout, LayoutChange, LayoutOp, Member, NodeMove, Placement,
-    Refusal, Standing, majority,
+    AUTO_OUT_KEEP_CAPACITY, DEFAULT_CAPACITY, DEFAULT_ZONE, Layout, LayoutChange, LayoutOp, Member,
+    NodeMove, Placement, Refusal, Standing, majority, standing_name,
 };
 pub use node::{Compacted, Durable, Node, Phase};
 

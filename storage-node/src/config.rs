@@ -74,6 +74,38 @@ pub struct Config {
     /// default 600000: ten minutes).
     #[serde(default)]
     pub release_linger_ms: Option<u64>,
+    /// How long a node that owns partitions may be absent from the quorate
+    /// ring before the ring's representative marks it out of placement, so
+    /// that its partitions are copied to others (milliseconds, default
+    /// 600000: ten minutes; PROTOCOL.md, "Down is not out").
+    #[serde(default)]
+    pub down_out_interval_ms: Option<u64>,
+    /// How long a node marked out automatically must be back in the ring
+    /// before it is marked in again (milliseconds, default 60000).
+    #[serde(default)]
+    pub mark_in_after_ms: Option<u64>,
+    /// How often every indexed blob's file is checked for presence and
+    /// length (milliseconds, default 600000: ten minutes).
+    #[serde(default)]
+    pub check_interval_ms: Option<u64>,
+    /// How long from the end of one scrub pass (every blob re-hashed) to
+    /// the start of the next (milliseconds, default 604800000: 7 days).
+    #[serde(default)]
+    pub scrub_interval_ms: Option<u64>,
+    /// The most bytes per second the scrub reads (default 33554432: 32
+    /// MiB/s; 0: no limit), so that streams keep the disk. `rondo node
+    /// rates` changes it at runtime.
+    #[serde(default)]
+    pub scrub_rate_bytes: Option<u64>,
+    /// The most bytes per second the resync worker fetches (default 0: no
+    /// limit), shared by its concurrent fetches. `rondo node rates`
+    /// changes it at runtime.
+    #[serde(default)]
+    pub resync_rate_bytes: Option<u64>,
+    /// The resync worker fetches nothing while the data directory's file
+    /// system is fuller than this percentage (default 90).
+    #[serde(default)]
+    pub resync_max_disk_percent: Option<u8>,
 }
 
 impl Config {
@@ -97,6 +129,31 @@ impl Config {
     /// See `release_linger_ms`.
     pub fn release_linger(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.release_linger_ms.unwrap_or(600_000))
+    }
+
+    /// See `down_out_interval_ms`.
+    pub fn down_out_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.down_out_interval_ms.unwrap_or(600_000))
+    }
+
+    /// See `mark_in_after_ms`.
+    pub fn mark_in_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.mark_in_after_ms.unwrap_or(60_000))
+    }
+
+    /// See `check_interval_ms`.
+    pub fn check_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.check_interval_ms.unwrap_or(600_000).max(10))
+    }
+
+    /// See `scrub_interval_ms`.
+    pub fn scrub_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.scrub_interval_ms.unwrap_or(7 * 24 * 3_600_000))
+    }
+
+    /// See `scrub_rate_bytes`.
+    pub fn scrub_rate_bytes(&self) -> u64 {
+        self.scrub_rate_bytes.unwrap_or(32 << 20)
     }
 
     /// See `blob_repair_after_ms`.

@@ -240,6 +240,43 @@ impl StorageNode for Service {
         Ok(Response::new(pb::HasBlobsReply { held, confirmed }))
     }
 
+    async fn report_corrupt(
+        &self,
+        request: Request<pb::ReportCorruptRequest>,
+    ) -> Result<Response<pb::ReportCorruptReply>, Status> {
+        self.authorize(&request, "ReportCorrupt", Allowed::Members)?;
+        let hash: rondo_core::ContentHash = request
+            .into_inner()
+            .content_hash
+            .parse()
+            .map_err(Error::from)?;
+        tracing::warn!(%hash, "a peer reports a blob read from here as corrupt; re-hashing it");
+        self.state.suspects.report(hash);
+        Ok(Response::new(pb::ReportCorruptReply {}))
+    }
+
+    async fn set_rates(
+        &self,
+        request: Request<pb::SetRatesRequest>,
+    ) -> Result<Response<pb::Rates>, Status> {
+        self.authorize(&request, "SetRates", Allowed::Gateways)?;
+        let req = request.into_inner();
+        self.admin(req.session).await?;
+        if let Some(rate) = req.resync_rate_bytes {
+            self.state.resync_limit.set_rate(rate);
+        }
+        if let Some(rate) = req.scrub_rate_bytes {
+            self.state.scrub_limit.set_rate(rate);
+        }
+        let rates = self.state.rates();
+        tracing::info!(
+            resync_rate_bytes = rates.resync_rate_bytes,
+            scrub_rate_bytes = rates.scrub_rate_bytes,
+            "background rates set"
+        );
+        Ok(Response::new(rates))
+    }
+
     type ReadBlobStream = BoxStream<pb::ReadBlobResponse>;
 
     async fn read_blob(
@@ -481,6 +518,7 @@ impl StorageNode for Service {
             inbox_duplicates: self.state.metrics.inbox_duplicates.get(),
             blobs_to_fetch: gauge(&self.state.metrics.resync_to_fetch),
             copies_to_give_up: gauge(&self.state.metrics.resync_to_give_up),
+            rates: Some(self.state.rates()),
         }))
     }
 }

@@ -6,7 +6,8 @@
 //! layout updates with the other nodes on a token ring ([`ring`]), copies
 //! blobs between nodes ([`replication`]), serves the internal gRPC API
 //! ([`grpc`]), direct uploads ([`upload`]) and the public HTTPS streaming
-//! endpoint with signed, expiring URLs ([`stream`]).
+//! endpoint with signed, expiring URLs ([`stream`]), and keeps its copies
+//! sound ([`scrub`]).
 //!
 //! This file is the composition root: [`open_with`] builds the components
 //! in dependency order (store, control plane, shared state) and hands each
@@ -25,9 +26,11 @@ pub mod gateways;
 pub mod grpc;
 pub mod metrics;
 pub mod net;
+pub mod pace;
 pub mod passwords;
 pub mod replication;
 pub mod ring;
+pub mod scrub;
 pub mod state;
 pub mod store;
 pub mod stream;
@@ -113,6 +116,8 @@ pub fn open_with(
         outbox: outbox.clone(),
         metrics: metrics.clone(),
     })?;
+    let resync_rate = config.resync_rate_bytes.unwrap_or(0);
+    let scrub_rate = config.scrub_rate_bytes();
     let state = Arc::new(NodeState {
         node_id,
         config,
@@ -129,6 +134,9 @@ pub fn open_with(
         channels: net::Channels::default(),
         net,
         metrics_token,
+        suspects: scrub::Suspects::default(),
+        resync_limit: pace::RateLimit::new(resync_rate),
+        scrub_limit: pace::RateLimit::new(scrub_rate),
     });
     state.refresh_gauges();
     Ok(state)
@@ -166,6 +174,8 @@ pub async fn run(
 
     let outbox = tokio::spawn(replication::relay::run(state.clone(), stop_rx.clone()));
     let resync = tokio::spawn(replication::resync::run(state.clone(), stop_rx.clone()));
+    let standing = tokio::spawn(ring::standing::run(state.clone(), stop_rx.clone()));
+    let scrub = tokio::spawn(scrub::run(state.clone(), stop_rx.clone()));
 
     let handle = axum_server::Handle::new();
     let http_handle = handle.clone();
@@ -207,6 +217,8 @@ pub async fn run(
     let (http_result, grpc_result) = tokio::join!(http, grpc);
     outbox.abort();
     resync.abort();
+    standing.abort();
+    scrub.abort();
     http_result.map_err(Error::io("https server"))?;
     grpc_result.map_err(|e| Error::Io {
         context: "grpc server".into(),

@@ -13,6 +13,13 @@ pub struct StatusLabel {
     pub status: u16,
 }
 
+/// Label set of a bad copy the scrub took out of service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabel {
+    /// `missing` (gone, or of another length) or `corrupt`.
+    pub fault: String,
+}
+
 /// The node's metrics.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -40,6 +47,23 @@ pub struct Metrics {
     pub resync_to_fetch: Gauge,
     /// At the resync worker's last pass: copies it holds and does not own.
     pub resync_to_give_up: Gauge,
+    /// Nodes this node, as the ring's representative, marked out or in
+    /// automatically.
+    pub auto_standing_changes: Counter,
+    /// Checks, as the representative, that found a node down past the
+    /// down-out interval and kept it in because of a guard.
+    pub auto_outs_withheld: Counter,
+    /// Bytes the scrub re-hashed.
+    pub scrub_bytes: Counter,
+    /// Blobs the scrub checked.
+    pub scrub_blobs: Counter,
+    /// Scrub passes over every blob completed.
+    pub scrub_passes: Counter,
+    /// Copies taken out of service, by fault.
+    pub blob_faults: Family<FaultLabel, Counter>,
+    /// Blobs read from a peer that did not hash to their name, reported to
+    /// that peer.
+    pub corrupt_reads: Counter,
 }
 
 impl Metrics {
@@ -106,6 +130,41 @@ impl Metrics {
             "rondo_node_resync_copies_to_give_up",
             "Copies this node holds and does not own, at the resync worker's last pass",
             self.resync_to_give_up.clone(),
+        );
+        registry.register(
+            "rondo_node_auto_standing_changes",
+            "Nodes this node marked out (down too long) or in again automatically",
+            self.auto_standing_changes.clone(),
+        );
+        registry.register(
+            "rondo_node_auto_outs_withheld",
+            "Checks that kept a node down past the down-out interval in, because of a guard",
+            self.auto_outs_withheld.clone(),
+        );
+        registry.register(
+            "rondo_node_scrub_bytes",
+            "Bytes the scrub re-hashed",
+            self.scrub_bytes.clone(),
+        );
+        registry.register(
+            "rondo_node_scrub_blobs",
+            "Blobs the scrub checked",
+            self.scrub_blobs.clone(),
+        );
+        registry.register(
+            "rondo_node_scrub_passes",
+            "Scrub passes over every blob completed",
+            self.scrub_passes.clone(),
+        );
+        registry.register(
+            "rondo_node_blob_faults",
+            "Copies taken out of service (quarantined), by fault: missing or corrupt",
+            self.blob_faults.clone(),
+        );
+        registry.register(
+            "rondo_node_corrupt_reads",
+            "Blobs read from a peer that failed the hash check (reported to it)",
+            self.corrupt_reads.clone(),
         );
     }
 }

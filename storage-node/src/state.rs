@@ -40,6 +40,12 @@ pub struct NodeState {
     pub net: net::Net,
     /// The hash of the bearer token `/metrics` wants (none: it is off).
     pub metrics_token: Option<blake3::Hash>,
+    /// Blobs to re-hash at once (reported by peers or by streams).
+    pub suspects: crate::scrub::Suspects,
+    /// The resync worker's byte rate (`resync_rate_bytes`; 0: no limit).
+    pub resync_limit: crate::pace::RateLimit,
+    /// The scrub's byte rate (`scrub_rate_bytes`).
+    pub scrub_limit: crate::pace::RateLimit,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -54,6 +60,14 @@ impl NodeState {
     /// A storage client of the node at `url`, over its kept channel.
     pub fn peer(&self, url: &str) -> Result<StorageNodeClient<Channel>> {
         self.channels.storage(url, &self.net)
+    }
+
+    /// The background byte rates in force.
+    pub fn rates(&self) -> rondo_proto::storage::v1::Rates {
+        rondo_proto::storage::v1::Rates {
+            resync_rate_bytes: self.resync_limit.rate(),
+            scrub_rate_bytes: self.scrub_limit.rate(),
+        }
     }
 
     /// Sets the gauges from the store.

@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use rondo_core::SongId;
 use rondo_core::range::{self, Served};
+use rondo_core::{ContentHash, SongId};
 use rondo_proto::storage::v1 as pb;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -204,7 +204,14 @@ async fn serve(
         }
     };
     state.metrics.stream_bytes.inc_by(body_len);
-    let body = blob_body(file, start, body_len);
+    // A whole-file stream is hashed on the way out, as a free scrub of a
+    // hot blob: a mismatch makes it a suspect, re-hashed at once.
+    let check = (start == 0 && body_len == len).then(|| Check {
+        state: state.clone(),
+        hash,
+        hasher: Box::new(blake3::Hasher::new()),
+    });
+    let body = blob_body(file, start, body_len, check);
     (status, out, body).into_response()
 }
 
@@ -273,31 +280,57 @@ async fn lookup(
 /// the blocking pool. Hot songs (the common case) are therefore served on one
 /// thread with no hand-off, as nginx does, and a cold read never stalls the
 /// runtime's workers. A slow listener holds one chunk, never a thread.
-fn blob_body(file: std::fs::File, start: u64, len: u64) -> Body {
+fn blob_body(file: std::fs::File, start: u64, len: u64, check: Option<Check>) -> Body {
     let end = start.saturating_add(len);
     let pool = Pool::default();
-    let state = (Some(Arc::new(file)), start);
-    let chunks = futures::stream::unfold(state, move |(file, offset)| {
+    let state = (Some(Arc::new(file)), start, check);
+    let chunks = futures::stream::unfold(state, move |(file, offset, mut check)| {
         let pool = pool.clone();
         async move {
             let file = file?;
             if offset >= end {
+                if let Some(c) = check {
+                    c.finish();
+                }
                 return None;
             }
             let want = usize::try_from((end - offset).min(BODY_CHUNK as u64)).unwrap_or(BODY_CHUNK);
             match read_chunk(&file, offset, pool.take(want)).await {
                 Ok(buf) => {
                     let next = offset + buf.len() as u64;
-                    Some((Ok(pool.piece(buf)), (Some(file), next)))
+                    if let Some(c) = check.as_mut() {
+                        c.hasher.update(&buf);
+                    }
+                    Some((Ok(pool.piece(buf)), (Some(file), next, check)))
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "blob read failed mid-stream");
-                    Some((Err(e), (None, offset)))
+                    if let Some(c) = check {
+                        c.state.suspects.report(c.hash);
+                    }
+                    Some((Err(e), (None, offset, None)))
                 }
             }
         }
     });
     Body::from_stream(chunks)
+}
+
+/// The hash of a whole-file stream, checked once its last byte is read.
+struct Check {
+    state: Arc<NodeState>,
+    hash: ContentHash,
+    hasher: Box<blake3::Hasher>,
+}
+
+impl Check {
+    fn finish(self) {
+        let actual = ContentHash::from(self.hasher.finalize());
+        if actual != self.hash {
+            tracing::warn!(hash = %self.hash, %actual, "a streamed blob did not hash to its name");
+            self.state.suspects.report(self.hash);
+        }
+    }
 }
 
 /// The buffers of one response body. A piece goes back to its pool once the

@@ -512,7 +512,13 @@ impl Builder {
             let [a, b, c, _] = n.addrs[0].octets();
             std::net::Ipv4Addr::new(a, b, c, 100)
         });
-        let extra: Vec<String> = floating.iter().map(ToString::to_string).collect();
+        // The streaming certificate names the floating address and every
+        // namespace's address, so that tests reach each node's HTTPS too.
+        let extra: Vec<String> = floating
+            .iter()
+            .chain(net.iter().flat_map(|n| n.addrs.iter()))
+            .map(ToString::to_string)
+            .collect();
         let pki = rondo_cli::devenv::ensure_pki_with(dir.path(), &extra)?;
         let mut nodes = Vec::new();
         for i in 0..self.nodes {
@@ -947,6 +953,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits until the gateway knows a layout, so that a layout command
+    /// may follow at once (before, it answers `UNAVAILABLE`).
+    pub async fn wait_layout(&self) -> anyhow::Result<u64> {
+        eventually(
+            "a layout at the gateway",
+            Duration::from_secs(30),
+            || async {
+                let data = self
+                    .admin
+                    .query("{ cluster { layout { epoch } } }", json!({}))
+                    .await
+                    .ok()?;
+                data.pointer("/cluster/layout/epoch")?.as_u64()
+            },
+        )
+        .await
+    }
+
     /// Waits until the gateway reports every node up.
     pub async fn wait_all_up(&self) -> anyhow::Result<()> {
         let n = self.nodes.len();
@@ -1133,8 +1157,8 @@ impl Cluster {
         let signer = rondo_core::signing::UrlSigner::new(self.secret.clone());
         let n = &self.nodes[node];
         format!(
-            "https://127.0.0.1:{}/stream/{song}?{}",
-            n.http.port(),
+            "https://{}/stream/{song}?{}",
+            n.http,
             signer.query(song, n.id, exp)
         )
     }

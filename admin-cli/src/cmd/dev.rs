@@ -176,6 +176,9 @@ fn write_configs(
             "address_file".into(),
             data_dir.join("addresses.json").display().to_string().into(),
         );
+        // A node down for a minute is marked out of placement (ten in a
+        // deployment), so that stopping one shows re-replication soon.
+        t.insert("down_out_interval_ms".into(), 60_000.into());
         let mut ring = toml::Table::new();
         ring.insert(
             "peers_file".into(),

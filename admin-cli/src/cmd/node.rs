@@ -1,5 +1,5 @@
-//! `rondo node add|remove|drain|set|voter|replication`: change the
-//! cluster's storage nodes. Each change names the layout epoch it expects;
+//! `rondo node add|remove|drain|out|in|set|rates|voter|replication`:
+//! change the cluster's storage nodes. Each change names the layout epoch it expects;
 //! one that lost to another change ordered first exits with
 //! [`Exit::Conflict`] and changes nothing.
 
@@ -43,6 +43,28 @@ pub enum NodeCommand {
         #[arg(long)]
         expect_epoch: Option<u64>,
     },
+    /// Mark a storage node out of placement: its partitions go to the
+    /// nodes still in, and it keeps serving until they hold its audio. It
+    /// keeps its capacity, so `rondo node in` gives its share back. The
+    /// cluster does this itself for a node down longer than the down-out
+    /// interval, and marks it in again once it is back.
+    Out {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's id.
+        id: String,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
+    /// Mark a storage node that is out in again.
+    In {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's id.
+        id: String,
+        #[arg(long)]
+        expect_epoch: Option<u64>,
+    },
     /// Set a node's zone or capacity (what is left out stays).
     Set {
         #[command(flatten)]
@@ -56,6 +78,19 @@ pub enum NodeCommand {
         capacity: Option<bytesize::ByteSize>,
         #[arg(long)]
         expect_epoch: Option<u64>,
+    },
+    /// Show or set a node's background byte rates: what its resync worker
+    /// fetches and its scrub reads per second, e.g. 50MB or 0 (no limit).
+    /// Takes effect at once, until the node restarts.
+    Rates {
+        #[command(flatten)]
+        conn: Conn,
+        /// The node's id.
+        id: String,
+        #[arg(long)]
+        resync: Option<bytesize::ByteSize>,
+        #[arg(long)]
+        scrub: Option<bytesize::ByteSize>,
     },
     /// Remove a storage node; the others re-form the ring without it.
     /// Under a placement it is drained first (if it still owns partitions)
@@ -151,6 +186,30 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
             ),
             json!({"id": id, "e": epoch(expect_epoch)}),
         ),
+        NodeCommand::Out {
+            conn,
+            id,
+            expect_epoch,
+        } => (
+            conn,
+            "markNodeOut",
+            format!(
+                "mutation($id: ID!, $e: Int) {{ markNodeOut(id: $id, expectEpoch: $e) {LAYOUT} }}"
+            ),
+            json!({"id": id, "e": epoch(expect_epoch)}),
+        ),
+        NodeCommand::In {
+            conn,
+            id,
+            expect_epoch,
+        } => (
+            conn,
+            "markNodeIn",
+            format!(
+                "mutation($id: ID!, $e: Int) {{ markNodeIn(id: $id, expectEpoch: $e) {LAYOUT} }}"
+            ),
+            json!({"id": id, "e": epoch(expect_epoch)}),
+        ),
         NodeCommand::Set {
             conn,
             id,
@@ -163,6 +222,12 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
             format!("{SET_STORAGE}{LAYOUT} }}"),
             json!({"id": id, "z": zone, "c": capacity.map(|c| c.as_u64()), "e": epoch(expect_epoch)}),
         ),
+        NodeCommand::Rates {
+            conn,
+            id,
+            resync,
+            scrub,
+        } => return rates(&conn.client()?, &id, resync, scrub).await,
         NodeCommand::Remove {
             conn,
             id,
@@ -196,6 +261,38 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
         ),
     };
     finish(change(&conn.client()?, field, &query, vars).await?)
+}
+
+/// Sets (or, with neither given, only shows) a node's background rates.
+async fn rates(
+    client: &rondo_cli::client::Client,
+    id: &str,
+    resync: Option<bytesize::ByteSize>,
+    scrub: Option<bytesize::ByteSize>,
+) -> anyhow::Result<Exit> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Rates {
+        resync_rate_bytes: u64,
+        scrub_rate_bytes: u64,
+    }
+    let query = "mutation($id: ID!, $r: Int, $s: Int) { setNodeRates(id: $id, resyncRateBytes: $r, scrubRateBytes: $s) { resyncRateBytes scrubRateBytes } }";
+    let vars = json!({"id": id, "r": resync.map(|b| b.as_u64()), "s": scrub.map(|b| b.as_u64())});
+    let mut data: std::collections::HashMap<String, Rates> = client.query_as(query, vars).await?;
+    let Some(r) = data.remove("setNodeRates") else {
+        anyhow::bail!("the gateway answered no rates");
+    };
+    let show = |b: u64| {
+        if b == 0 {
+            "no limit".to_string()
+        } else {
+            format!("{}/s", indicatif::BinaryBytes(b))
+        }
+    };
+    println!("node     {id}");
+    println!("resync   {}", show(r.resync_rate_bytes));
+    println!("scrub    {}", show(r.scrub_rate_bytes));
+    Ok(Exit::Success)
 }
 
 /// Runs the layout mutation `field`: the layout after it, or none if it

@@ -42,6 +42,9 @@ pub struct NodeInfo {
     /// lacks, copies it holds and does not own.
     pub blobs_to_fetch: u64,
     pub copies_to_give_up: u64,
+    /// The node's background byte rates (bytes per second, 0: no limit).
+    pub resync_rate_bytes: u64,
+    pub scrub_rate_bytes: u64,
     /// The control plane as the node last reported it.
     pub ring: Option<pb::RingStatus>,
     /// Token passes per second this node saw between the last two health
@@ -172,6 +175,10 @@ impl Node {
             info.outbox_len = reply.outbox_len;
             info.blobs_to_fetch = reply.blobs_to_fetch;
             info.copies_to_give_up = reply.copies_to_give_up;
+            if let Some(rates) = &reply.rates {
+                info.resync_rate_bytes = rates.resync_rate_bytes;
+                info.scrub_rate_bytes = rates.scrub_rate_bytes;
+            }
             let now = std::time::Instant::now();
             if let (Some(old), Some(new), Some(at)) = (&info.ring, &reply.ring, info.ring_read_at)
                 && old.ring_counter == new.ring_counter

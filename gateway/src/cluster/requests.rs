@@ -93,6 +93,9 @@ pub enum LayoutOp {
         zone: String,
         capacity: u64,
     },
+    /// An operator marks a node out of placement (its partitions go to the
+    /// others, it keeps serving what it holds) or in again.
+    SetOut(NodeId, bool),
 }
 
 /// What a layout change would move to and from one node.
@@ -311,6 +314,12 @@ fn layout_op_to_wire(op: LayoutOp) -> ring::layout_change::Op {
             capacity,
             placement: None,
         }),
+        LayoutOp::SetOut(node, out) => Op::SetStanding(ring::SetStanding {
+            id: node.to_string(),
+            out,
+            auto: false,
+            placement: None,
+        }),
     }
 }
 
@@ -478,6 +487,36 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Sets the background byte rates of node `target` (a rate left out
+    /// stays), with the admin authority `session`; answers the rates in
+    /// force there, (resync, scrub).
+    pub async fn set_rates(
+        &self,
+        target: NodeId,
+        resync: Option<u64>,
+        scrub: Option<u64>,
+        session: String,
+    ) -> Result<(u64, u64)> {
+        let node = self.known_node(target)?;
+        let request = pb::SetRatesRequest {
+            resync_rate_bytes: resync,
+            scrub_rate_bytes: scrub,
+            session,
+        };
+        let rates = node
+            .client
+            .clone()
+            .set_rates(request)
+            .await
+            .map_err(|status| node_error(&node, status))?
+            .into_inner();
+        node.update(|info| {
+            info.resync_rate_bytes = rates.resync_rate_bytes;
+            info.scrub_rate_bytes = rates.scrub_rate_bytes;
+        });
+        Ok((rates.resync_rate_bytes, rates.scrub_rate_bytes))
+    }
+
     /// Asks the node `target` what a layout change decided against
     /// `expect_epoch` would do, with the admin authority `session`; orders
     /// nothing.

@@ -115,6 +115,15 @@ pub enum LayoutChangeInput {
     RemoveNode(ID),
 }
 
+/// A node's background byte rates in force, bytes per second (0: no
+/// limit).
+#[derive(SimpleObject)]
+pub struct NodeRates {
+    pub id: ID,
+    pub resync_rate_bytes: i64,
+    pub scrub_rate_bytes: i64,
+}
+
 /// A node's zone and capacity; a field left out stays as it is.
 #[derive(InputObject, Clone, Debug)]
 pub struct NodeStorageInput {
@@ -354,6 +363,70 @@ impl LayoutMutation {
         require_admin(ctx).gql()?;
         let op = storage(ctx, &id, None, Some(0)).gql()?;
         change(ctx, op, expect_epoch, None).await.gql()
+    }
+
+    /// Marks a node out of placement: its partitions go to the nodes still
+    /// in, moving as little as it can, while it keeps serving what it holds
+    /// until they do. Unlike a drain it keeps the node's capacity, so
+    /// `markNodeIn` gives it its share back. The cluster marks a node out
+    /// itself (`OUT_AUTO`) once it has been down for the down-out interval.
+    async fn mark_node_out(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expect_epoch: Option<i64>,
+    ) -> async_graphql::Result<ClusterLayout> {
+        require_admin(ctx).gql()?;
+        let op = LayoutOp::SetOut(parse_id(&id).gql()?, true);
+        change(ctx, op, expect_epoch, None).await.gql()
+    }
+
+    /// Marks a node that is out (by an operator or by the cluster) in
+    /// again: it gets its share of the partitions back.
+    async fn mark_node_in(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expect_epoch: Option<i64>,
+    ) -> async_graphql::Result<ClusterLayout> {
+        require_admin(ctx).gql()?;
+        let op = LayoutOp::SetOut(parse_id(&id).gql()?, false);
+        change(ctx, op, expect_epoch, None).await.gql()
+    }
+
+    /// Sets a node's background byte rates, in bytes per second (0: no
+    /// limit): what its resync worker fetches (moving partitions, repairs)
+    /// and what its scrub reads. A rate left out stays. Takes effect at
+    /// once and lasts until the node restarts (its configuration then
+    /// applies again); not ordered on the ring, since it moves no data.
+    async fn set_node_rates(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        resync_rate_bytes: Option<i64>,
+        scrub_rate_bytes: Option<i64>,
+    ) -> async_graphql::Result<NodeRates> {
+        require_admin(ctx).gql()?;
+        let node = parse_id(&id).gql()?;
+        let rate = |r: Option<i64>, what: &str| -> Result<Option<u64>> {
+            r.map(|r| {
+                u64::try_from(r).map_err(|_| Error::BadUserInput(format!("{what} {r} is negative")))
+            })
+            .transpose()
+        };
+        let resync = rate(resync_rate_bytes, "resyncRateBytes").gql()?;
+        let scrub = rate(scrub_rate_bytes, "scrubRateBytes").gql()?;
+        let session = super::accounts::authority(ctx);
+        let (resync, scrub) = state(ctx)
+            .cluster
+            .set_rates(node, resync, scrub, session)
+            .await
+            .gql()?;
+        Ok(NodeRates {
+            id,
+            resync_rate_bytes: i64::try_from(resync).unwrap_or(i64::MAX),
+            scrub_rate_bytes: i64::try_from(scrub).unwrap_or(i64::MAX),
+        })
     }
 
     /// Sets how many nodes hold each song's audio (1 to the number of

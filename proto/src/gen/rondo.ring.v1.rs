@@ -140,7 +140,7 @@ pub struct LayoutChange {
     /// Names the proposal, so that the proposing node can answer its client.
     #[prost(string, tag = "6")]
     pub proposal: ::prost::alloc::string::String,
-    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5, 7")]
+    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5, 7, 8")]
     pub op: ::core::option::Option<layout_change::Op>,
 }
 /// Nested message and enum types in `LayoutChange`.
@@ -157,6 +157,8 @@ pub mod layout_change {
         SetReplication(super::SetReplication),
         #[prost(message, tag = "7")]
         SetStorage(super::SetStorage),
+        #[prost(message, tag = "8")]
+        SetStanding(super::SetStanding),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -197,6 +199,20 @@ pub struct SetStorage {
     pub zone: ::prost::alloc::string::String,
     #[prost(uint64, tag = "3")]
     pub capacity: u64,
+    #[prost(message, optional, tag = "4")]
+    pub placement: ::core::option::Option<Placement>,
+}
+/// Marks a node out of placement or in again, with the placement for it.
+/// `auto`: the cluster's own out of a node down too long (PROTOCOL.md,
+/// "Down is not out"), which passes guards an operator's does not.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetStanding {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub out: bool,
+    #[prost(bool, tag = "3")]
+    pub auto: bool,
     #[prost(message, optional, tag = "4")]
     pub placement: ::core::option::Option<Placement>,
 }

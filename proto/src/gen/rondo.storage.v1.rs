@@ -196,6 +196,31 @@ pub struct HasBlobsReply {
     #[prost(bool, repeated, tag = "2")]
     pub confirmed: ::prost::alloc::vec::Vec<bool>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportCorruptRequest {
+    #[prost(string, tag = "1")]
+    pub content_hash: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportCorruptReply {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetRatesRequest {
+    #[prost(uint64, optional, tag = "1")]
+    pub resync_rate_bytes: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "2")]
+    pub scrub_rate_bytes: ::core::option::Option<u64>,
+    /// The admin session the gateway verified.
+    #[prost(string, tag = "3")]
+    pub session: ::prost::alloc::string::String,
+}
+/// Background byte rates in force on a node, bytes per second (0: none).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rates {
+    #[prost(uint64, tag = "1")]
+    pub resync_rate_bytes: u64,
+    #[prost(uint64, tag = "2")]
+    pub scrub_rate_bytes: u64,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DeliverBlobRequest {
     /// Id of the sending node, whose outbox holds the rows.
@@ -634,6 +659,9 @@ pub struct HealthResponse {
     pub blobs_to_fetch: u64,
     #[prost(uint64, tag = "13")]
     pub copies_to_give_up: u64,
+    /// The background byte rates in force (`SetRates`).
+    #[prost(message, optional, tag = "14")]
+    pub rates: ::core::option::Option<Rates>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RingStatus {
@@ -902,6 +930,61 @@ pub mod storage_node_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "HasBlobs"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Tells the node that a blob it served (`ReadBlob`) did not hash to its
+        /// name at the reader. A hint, not a verdict: the node re-hashes its own
+        /// copy at once and quarantines it only if its own check fails. Nodes of
+        /// the layout only.
+        pub async fn report_corrupt(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ReportCorruptRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReportCorruptReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/ReportCorrupt",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("rondo.storage.v1.StorageNode", "ReportCorrupt"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Sets this node's background byte rates (an admin's session): what the
+        /// resync worker fetches and what the scrub reads per second, 0 for no
+        /// limit; a field left out stays. Answers the rates in force. Not
+        /// persisted: a restart goes back to the configuration. Gateways only.
+        pub async fn set_rates(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetRatesRequest>,
+        ) -> std::result::Result<tonic::Response<super::Rates>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/SetRates",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "SetRates"));
             self.inner.unary(req, path, codec).await
         }
         /// One song by id.
@@ -1178,6 +1261,25 @@ pub mod storage_node_server {
             &self,
             request: tonic::Request<super::HasBlobsRequest>,
         ) -> std::result::Result<tonic::Response<super::HasBlobsReply>, tonic::Status>;
+        /// Tells the node that a blob it served (`ReadBlob`) did not hash to its
+        /// name at the reader. A hint, not a verdict: the node re-hashes its own
+        /// copy at once and quarantines it only if its own check fails. Nodes of
+        /// the layout only.
+        async fn report_corrupt(
+            &self,
+            request: tonic::Request<super::ReportCorruptRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ReportCorruptReply>,
+            tonic::Status,
+        >;
+        /// Sets this node's background byte rates (an admin's session): what the
+        /// resync worker fetches and what the scrub reads per second, 0 for no
+        /// limit; a field left out stays. Answers the rates in force. Not
+        /// persisted: a restart goes back to the configuration. Gateways only.
+        async fn set_rates(
+            &self,
+            request: tonic::Request<super::SetRatesRequest>,
+        ) -> std::result::Result<tonic::Response<super::Rates>, tonic::Status>;
         /// One song by id.
         async fn get_song(
             &self,
@@ -1537,6 +1639,96 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = HasBlobsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/ReportCorrupt" => {
+                    #[allow(non_camel_case_types)]
+                    struct ReportCorruptSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::ReportCorruptRequest>
+                    for ReportCorruptSvc<T> {
+                        type Response = super::ReportCorruptReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ReportCorruptRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::report_corrupt(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ReportCorruptSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/SetRates" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetRatesSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::SetRatesRequest>
+                    for SetRatesSvc<T> {
+                        type Response = super::Rates;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetRatesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::set_rates(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetRatesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

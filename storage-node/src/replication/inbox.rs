@@ -53,7 +53,7 @@ pub async fn deliver(
                     outbox_seq: seq,
                     low_water,
                 };
-                pull(state, &hash, origin, Some(delivery))
+                pull(state, &hash, origin, Some(delivery), None)
                     .await
                     .map(|(_, d)| d)
             }

@@ -165,7 +165,7 @@ async fn fetch_task(state: &Arc<NodeState>, n: u64, task: FetchTask) -> Result<(
     if task.push_expected {
         tracing::info!(%hash, from = %task.from, "no push came: fetching the blob");
     }
-    let (peer, _) = pull(state, &hash, task.from, None).await?;
+    let (peer, _) = pull(state, &hash, task.from, None, None).await?;
     tracing::info!(%hash, %peer, "fetched blob");
     failpoint("fetch-before-finish");
     let st = state.clone();

@@ -12,7 +12,9 @@
 //!   is in force, so the confirmations stay true), and then in two steps: released at once (gateways stop
 //!   signing its URLs here), the file removed after `release_linger`, so
 //!   that streams already signed finish. An owner that is down never
-//!   answers, so the copy stays.
+//!   answers, so the copy stays. A node the cluster marked out itself
+//!   (down too long, see [`crate::ring::standing`]) gives nothing up: it
+//!   is marked in again once it is back, and its copies are spares.
 //!
 //! Without a placement every node of the layout owns every blob: there is
 //! nothing to give up, and a gain is a blob the outbox lost track of.
@@ -108,6 +110,22 @@ async fn gain(
     if missing.is_empty() {
         return Ok(());
     }
+    let limit = state.config.resync_max_disk_percent.unwrap_or(90);
+    if let Some(used) = disk_used_percent(&state.config.data_dir)
+        && used >= f64::from(limit)
+    {
+        // Filling the disk would stop uploads and the catalog too: the
+        // operator adds capacity or drains this node first.
+        tracing::warn!(
+            blobs = missing.len(),
+            used_percent = used.round(),
+            limit_percent = limit,
+            "resync: the disk is too full to fetch the blobs this node owns"
+        );
+        return Err(Error::Unavailable(format!(
+            "disk {used:.0} % full (resync stops at {limit} %)"
+        )));
+    }
     tracing::info!(
         blobs = missing.len(),
         "resync: fetching blobs this node owns"
@@ -123,7 +141,8 @@ async fn gain(
                 .unwrap_or(me);
             async move {
                 let fetched = async {
-                    let (peer, _) = pull(state, &hash, first, None).await?;
+                    let (peer, _) =
+                        pull(state, &hash, first, None, Some(&state.resync_limit)).await?;
                     let st = state.clone();
                     let size =
                         tokio::task::spawn_blocking(move || st.store.blob_size(&hash)).await??;
@@ -171,7 +190,9 @@ async fn give_up(
     let l = layout.clone();
     let misplaced = tokio::task::spawn_blocking(move || st.store.misplaced(&l)).await??;
     set(&state.metrics.resync_to_give_up, misplaced.len());
-    if misplaced.is_empty() {
+    if misplaced.is_empty() || layout.auto_out() == Some(state.node_id) {
+        // Out automatically (it was down too long) and back: it is marked
+        // in again soon, and its copies are spares until then.
         return Ok(());
     }
     let hashes: Vec<ContentHash> = misplaced.iter().map(|(h, _)| *h).collect();
@@ -205,6 +226,15 @@ async fn give_up(
     lingering.extend(released.into_iter().map(|h| (due, h)));
     state.refresh_gauges();
     Ok(())
+}
+
+/// How full the file system holding `dir` is, in percent of the space an
+/// unprivileged writer may use (as `df` counts it).
+fn disk_used_percent(dir: &std::path::Path) -> Option<f64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let used = st.f_blocks.checked_sub(st.f_bfree)? as f64;
+    let usable = used + st.f_bavail as f64;
+    (usable > 0.0).then(|| 100.0 * used / usable)
 }
 
 /// Sets a gauge to a count.
@@ -298,5 +328,16 @@ async fn remove_lingered(state: &Arc<NodeState>, lingering: &mut Lingering) {
         // Tried again at the next pass (the start-up sweep removes them too).
         Ok(failed) => lingering.extend(failed),
         Err(e) => tracing::warn!(error = %e, "resync: removing released copies failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn disk_use_is_a_percentage_of_a_real_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let used = super::disk_used_percent(dir.path()).unwrap();
+        assert!(used > 0.0 && used <= 100.0, "{used}");
+        assert!(super::disk_used_percent(std::path::Path::new("/nonexistent/rondo")).is_none());
     }
 }

@@ -7,17 +7,20 @@ use std::sync::Arc;
 use rondo_core::NodeId;
 
 use crate::error::{Error, Result};
+use crate::pace::RateLimit;
 use crate::state::NodeState;
 use crate::store::{Delivered, Delivery, StagedBlob};
 
 /// Pulls a blob that songs wait for into this node's store, from `first`
 /// then from any other node, as a delivery from another node's outbox
-/// when `delivery` is set. Returns the node it came from.
+/// when `delivery` is set, at most at `limit`'s rate if one is given.
+/// Returns the node it came from.
 pub async fn pull(
     state: &Arc<NodeState>,
     hash: &rondo_core::ContentHash,
     first: NodeId,
     delivery: Option<Delivery>,
+    limit: Option<&RateLimit>,
 ) -> Result<(NodeId, Delivered)> {
     let peers = state.ring.peers();
     let mut order: Vec<(NodeId, String)> = peers
@@ -28,7 +31,7 @@ pub async fn pull(
         .collect();
     order.dedup_by_key(|(id, _)| *id);
     for (peer, url) in order {
-        match download(state, &url, hash).await {
+        match download(state, &url, hash, limit).await {
             Ok(staged) => {
                 let st = state.clone();
                 let done =
@@ -51,18 +54,19 @@ pub async fn fetch_one(
     url: &str,
     hash: &rondo_core::ContentHash,
 ) -> Result<()> {
-    let staged = download(state, url, hash).await?;
+    let staged = download(state, url, hash, None).await?;
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
     Ok(())
 }
 
 /// Reads one blob from the node at `url` into a staged file (hash checked,
-/// fsync'd).
+/// fsync'd), at most at `limit`'s rate if one is given.
 async fn download(
     state: &Arc<NodeState>,
     url: &str,
     hash: &rondo_core::ContentHash,
+    limit: Option<&RateLimit>,
 ) -> Result<StagedBlob> {
     use futures::StreamExt;
     use rondo_proto::storage::v1 as pb;
@@ -80,7 +84,23 @@ async fn download(
     let mut staging = state.store.stage(u64::MAX).await?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| unavailable(format!("read blob from {url}: {e}")))?;
+        if let Some(limit) = limit {
+            limit.take(chunk.chunk.len()).await;
+        }
         staging.write(&chunk.chunk).await?;
     }
-    staging.finish(&hash.to_hex()).await
+    let staged = staging.finish(&hash.to_hex()).await;
+    if let Err(e @ Error::HashMismatch { .. }) = &staged {
+        // The source's copy may be bad: it re-hashes it (PROTOCOL.md,
+        // "Scrub"). This node tries another source.
+        state.metrics.corrupt_reads.inc();
+        tracing::warn!(%hash, source = url, error = %e, "a blob read from a peer failed the hash check; reporting it");
+        let report = pb::ReportCorruptRequest {
+            content_hash: hash.to_hex(),
+        };
+        if let Err(e) = client.report_corrupt(report).await {
+            tracing::debug!(%hash, source = url, error = %e, "corruption report not delivered");
+        }
+    }
+    staged
 }

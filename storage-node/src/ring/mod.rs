@@ -20,6 +20,7 @@ mod bootstrap;
 mod driver;
 mod peers;
 mod service;
+pub mod standing;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -202,6 +202,16 @@ pub fn change_to_wire(c: &LayoutChange) -> wire::LayoutChange {
                 capacity: *capacity,
                 placement: placement.as_ref().map(placement_to_wire),
             }),
+            LayoutOp::SetStanding {
+                node,
+                standing,
+                placement,
+            } => Op::SetStanding(wire::SetStanding {
+                id: node.to_string(),
+                out: *standing != Standing::In,
+                auto: *standing == Standing::Out { auto: true },
+                placement: placement.as_ref().map(placement_to_wire),
+            }),
         }),
         proposal: c.proposal.clone(),
     }
@@ -235,6 +245,15 @@ pub fn change_from_wire(c: wire::LayoutChange) -> Result<LayoutChange> {
             node: s.id.parse()?,
             zone: s.zone,
             capacity: s.capacity,
+            placement: s.placement.map(placement_from_wire).transpose()?,
+        },
+        Op::SetStanding(s) => LayoutOp::SetStanding {
+            node: s.id.parse()?,
+            standing: if s.out {
+                Standing::Out { auto: s.auto }
+            } else {
+                Standing::In
+            },
             placement: s.placement.map(placement_from_wire).transpose()?,
         },
     };
@@ -548,6 +567,21 @@ mod tests {
                 node: a,
                 zone: "rack-2".into(),
                 capacity: 3 << 40,
+                placement: Some(placement(a, 5)),
+            },
+            LayoutOp::SetStanding {
+                node: a,
+                standing: Standing::Out { auto: true },
+                placement: Some(placement(a, 5)),
+            },
+            LayoutOp::SetStanding {
+                node: a,
+                standing: Standing::Out { auto: false },
+                placement: None,
+            },
+            LayoutOp::SetStanding {
+                node: a,
+                standing: Standing::In,
                 placement: Some(placement(a, 5)),
             },
         ];

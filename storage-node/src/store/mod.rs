@@ -10,13 +10,16 @@
 //! - `blobs/<first two hex digits>/<64 hex digits>`: audio bytes, one file per
 //!   distinct BLAKE3 hash, written once and never modified.
 //! - `tmp/`: uploads in progress; emptied at start-up.
+//! - `quarantine/`: copies the scrub found bad, kept for an operator (the
+//!   newest 64), never read by the node.
 //!
 //! One file per table family, each with its own `impl Store` block and its
 //! own tests: [`blobs`] (files, index, staging), [`catalog`] (songs, artists,
 //! albums, applying ordered updates), [`accounts`] (users, playlists,
 //! revocations), [`authority`] (who may order which update, checked again
 //! at apply), [`outbox`] (outbox and inbox: the storage side of the
-//! relay), [`ring_state`] (the control plane's log and applied layout),
+//! relay), [`placement`] (what to fetch and give up), [`integrity`] (the
+//! scrub's cursor and quarantine), [`ring_state`] (the control plane's log and applied layout),
 //! [`snapshot`] (export and install of the applied state).
 //!
 //! Invariants, kept across crashes:
@@ -38,6 +41,7 @@ mod accounts;
 mod authority;
 mod blobs;
 mod catalog;
+mod integrity;
 mod outbox;
 mod placement;
 mod ring_state;
@@ -60,6 +64,7 @@ use tables::*;
 pub use accounts::{MAX_NAME, MAX_PLAYLIST};
 pub use authority::{Acting, permits};
 pub use blobs::{StagedBlob, Staging};
+pub use integrity::{Fault, ScrubCursor, scrub_prefix};
 pub use outbox::{Delivered, Delivery, FetchTask, OutboxTask, Pending, PushTask};
 
 /// What applying one ordered catalog update did on this node.

@@ -13,11 +13,8 @@
 //! the index took the blob back meanwhile. A crash in between leaves a file
 //! the index does not know, which the start-up sweep removes.
 
-use std::collections::BTreeMap;
-
 use redb::{ReadableDatabase, ReadableTable};
 use rondo_core::ContentHash;
-use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
 
 use super::tables::*;
 use super::{OutboxTask, Store};
@@ -140,17 +137,7 @@ impl Store {
             if !released.is_empty() {
                 let gone: std::collections::HashSet<String> =
                     released.iter().map(ContentHash::to_hex).collect();
-                let mut songs: BTreeMap<u128, String> = BTreeMap::new();
-                for row in txn.open_table(SONGS)?.iter()? {
-                    let (k, v) = row?;
-                    let song: pb::Song = decode("songs", v.value())?;
-                    if gone.contains(&song.content_hash) {
-                        songs.insert(k.value(), song.id);
-                    }
-                }
-                for id in songs.into_values() {
-                    changes.push(push_change(&txn, &mut meta, Change::ReleasedSongId(id))?);
-                }
+                changes = release_songs(&txn, &mut meta, &gone)?;
             }
         }
         txn.commit()?;

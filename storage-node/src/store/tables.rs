@@ -151,6 +151,28 @@ pub(super) fn push_change(
     Ok(change)
 }
 
+/// Announces, on the change log, every song whose blob is one of `gone`
+/// (hex hashes) as released by this node: gateways stop signing its URLs
+/// here. In id order, so that the log reads the same on every run.
+pub(super) fn release_songs(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    gone: &std::collections::HashSet<String>,
+) -> Result<Vec<pb::CatalogChange>> {
+    let mut songs = std::collections::BTreeMap::new();
+    for row in txn.open_table(SONGS)?.iter()? {
+        let (k, v) = row?;
+        let song: pb::Song = decode("songs", v.value())?;
+        if gone.contains(&song.content_hash) {
+            songs.insert(k.value(), song.id);
+        }
+    }
+    songs
+        .into_values()
+        .map(|id| push_change(txn, meta, Change::ReleasedSongId(id)))
+        .collect()
+}
+
 /// Decodes a stored record of `table`.
 pub(super) fn decode<M: Message + Default>(table: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|source| Error::Corrupt { table, source })

@@ -27,22 +27,30 @@ const AFTER: usize = 24;
 
 /// The placement a node applied, read off the wire format: (bits,
 /// replicas, write quorum, owners of each partition).
-struct Placement {
-    epoch: u64,
-    bits: u8,
-    write_quorum: usize,
-    owners: Vec<BTreeSet<NodeId>>,
+pub(crate) struct Placement {
+    pub epoch: u64,
+    pub bits: u8,
+    pub write_quorum: usize,
+    pub owners: Vec<BTreeSet<NodeId>>,
+    /// Each partition's owners in table order (the order a node asks them).
+    pub rows: Vec<Vec<NodeId>>,
 }
 
 impl Placement {
-    fn owners_of(&self, hash: &str) -> &BTreeSet<NodeId> {
+    pub fn owners_of(&self, hash: &str) -> &BTreeSet<NodeId> {
         let hash: ContentHash = hash.parse().unwrap();
         &self.owners[rondo_core::partitions::partition_of(&hash, self.bits)]
+    }
+
+    /// The owners of a blob in table order.
+    pub fn row_of(&self, hash: &str) -> &[NodeId] {
+        let hash: ContentHash = hash.parse().unwrap();
+        &self.rows[rondo_core::partitions::partition_of(&hash, self.bits)]
     }
 }
 
 /// Node `i`'s applied placement, once it has one newer than `after`.
-async fn placement(cluster: &Cluster, i: usize, after: u64) -> Placement {
+pub(crate) async fn placement(cluster: &Cluster, i: usize, after: u64) -> Placement {
     eventually("a new placement", Duration::from_secs(30), || async {
         let layout = cluster.ring_status(i).await.ok()?.layout?;
         let p = layout.placement?;
@@ -55,15 +63,20 @@ async fn placement(cluster: &Cluster, i: usize, after: u64) -> Placement {
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
             .collect();
         assert_eq!(index.len(), (1 << p.bits) * r, "a full table");
-        let owners = index
+        let rows: Vec<Vec<NodeId>> = index
             .chunks(r)
-            .map(|row| row.iter().map(|&k| nodes[k]).collect::<BTreeSet<_>>())
+            .map(|row| row.iter().map(|&k| nodes[k]).collect())
+            .collect();
+        let owners = rows
+            .iter()
+            .map(|row| row.iter().copied().collect())
             .collect();
         Some(Placement {
             epoch: p.epoch,
             bits: u8::try_from(p.bits).unwrap(),
             write_quorum: p.write_quorum as usize,
             owners,
+            rows,
         })
     })
     .await
@@ -72,7 +85,7 @@ async fn placement(cluster: &Cluster, i: usize, after: u64) -> Placement {
 
 /// Which nodes (of `nodes`) hold each of `hashes` in their index: a
 /// `HasBlobs` call to each, as node `asker` (a member of the cluster).
-async fn live_copies(
+pub(crate) async fn live_copies(
     cluster: &Cluster,
     asker: usize,
     nodes: &[usize],
@@ -107,7 +120,7 @@ async fn live_copies(
 }
 
 /// Which nodes (of `nodes`) have a file of each blob on disk.
-fn files(cluster: &Cluster, nodes: &[usize]) -> BTreeMap<String, BTreeSet<NodeId>> {
+pub(crate) fn files(cluster: &Cluster, nodes: &[usize]) -> BTreeMap<String, BTreeSet<NodeId>> {
     let mut out: BTreeMap<String, BTreeSet<NodeId>> = BTreeMap::new();
     for &i in nodes {
         for h in cluster.nodes[i].blob_files() {
@@ -120,7 +133,7 @@ fn files(cluster: &Cluster, nodes: &[usize]) -> BTreeMap<String, BTreeSet<NodeId
 /// Waits until each of `songs`' blobs is on exactly its owners among
 /// `nodes`, on disk and in the nodes' indexes, and the gateway lists
 /// exactly those owners among `nodes` as the song's replicas.
-async fn exactly_on_owners(
+pub(crate) async fn exactly_on_owners(
     cluster: &Cluster,
     nodes: &[usize],
     p: &Placement,
@@ -179,7 +192,11 @@ async fn exactly_on_owners(
 }
 
 /// Every song streams byte-identical (its content hash) from each owner.
-async fn streams_from_owners(cluster: &Cluster, p: &Placement, songs: &BTreeMap<String, String>) {
+pub(crate) async fn streams_from_owners(
+    cluster: &Cluster,
+    p: &Placement,
+    songs: &BTreeMap<String, String>,
+) {
     let exp = rondo_process::unix_now() + 600;
     for (id, hash) in songs {
         let song: SongId = id.parse().unwrap();
@@ -214,6 +231,7 @@ async fn four_nodes() -> Cluster {
         .unwrap();
     one_ring(&cluster, &[0, 1, 2, 3]).await;
     cluster.wait_all_up().await.unwrap();
+    cluster.wait_layout().await.unwrap();
     cluster
 }
 
@@ -221,7 +239,7 @@ async fn four_nodes() -> Cluster {
 /// song id → content hash, and checks at each acknowledgement that the
 /// write quorum of the song's owners holds the bytes (`p`, once there is
 /// a placement).
-async fn upload(
+pub(crate) async fn upload(
     cluster: &Cluster,
     nodes: &[usize],
     n: usize,
@@ -476,8 +494,8 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
 }
 
 /// A counter from node `i`'s `/metrics` (it must be there).
-async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
-    let url = format!("https://127.0.0.1:{}/metrics", cluster.nodes[i].http.port());
+pub(crate) async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
+    let url = format!("https://{}/metrics", cluster.nodes[i].http);
     let response = cluster
         .http()
         .get(url)

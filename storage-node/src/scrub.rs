@@ -1,0 +1,269 @@
+//! Keeping this node's copies sound: three checks, one worker.
+//!
+//! - **Inventory** (every `check_interval_ms`, 10 min by default): every
+//!   indexed blob's file is there with its indexed length (a `stat` each,
+//!   no read). A file deleted or truncated under the node is found here.
+//! - **Scrub** (a pass every `scrub_interval_ms`, 7 days by default, at
+//!   most `scrub_rate_bytes` per second, 32 MiB/s by default): every
+//!   indexed blob is read and re-hashed, in hash order from a cursor kept
+//!   in the store, so a restarted node resumes its pass. A flipped bit is
+//!   found here.
+//! - **Suspects**: a blob a peer could not verify after reading it from
+//!   this node (`ReportCorrupt`), or whose whole-file stream did not hash
+//!   to its name, is re-hashed at once. The report is a hint, never a
+//!   verdict: only this node's own hash of its own file quarantines it.
+//!
+//! A bad copy is quarantined ([`crate::store::Store::quarantine`]): out
+//! of the index and out of reach of streams at once, its songs announced
+//! released; the resync worker fetches a verified copy if this node owns
+//! the blob. Metrics: `rondo_node_scrub_bytes`, `rondo_node_scrub_blobs`,
+//! `rondo_node_scrub_passes`, `rondo_node_blob_faults{fault}`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rondo_core::ContentHash;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::state::NodeState;
+use crate::store::{Fault, ScrubCursor};
+
+/// Blobs read from the index at a time.
+const BATCH: usize = 64;
+/// Bytes hashed between two looks at the pacer.
+const CHUNK: usize = 1 << 20;
+/// Suspects held at once; more are dropped (the scrub finds them).
+const MAX_SUSPECTS: usize = 1024;
+
+/// Blobs to re-hash at once, reported by peers or by streams.
+#[derive(Debug, Default)]
+pub struct Suspects {
+    set: Mutex<BTreeSet<ContentHash>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Suspects {
+    /// Notes a blob to re-hash and wakes the worker.
+    pub fn report(&self, hash: ContentHash) {
+        if let Ok(mut set) = self.set.lock()
+            && set.len() < MAX_SUSPECTS
+        {
+            set.insert(hash);
+        }
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<ContentHash> {
+        self.set
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s).into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs the worker until `stop` turns true.
+pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let check_every = state.config.check_interval();
+    let scrub_every = state.config.scrub_interval();
+    let pacer = &state.scrub_limit;
+    let mut next_check = Instant::now() + check_every;
+    // A pass starts at once on a node that never finished one since it
+    // started; then every `scrub_every`.
+    let mut next_pass = Instant::now();
+    loop {
+        for hash in state.suspects.take() {
+            if let Err(e) = verify(&state, &hash, pacer).await {
+                tracing::warn!(%hash, error = %e, "scrub: checking a reported blob failed");
+            }
+        }
+        let now = Instant::now();
+        if now >= next_check {
+            if let Err(e) = inventory(&state).await {
+                tracing::warn!(error = %e, "scrub: inventory check failed");
+            }
+            next_check = Instant::now() + check_every;
+        }
+        let mut busy = false;
+        if now >= next_pass || state.store.scrub_cursor().is_ok_and(|c| c.active) {
+            match step(&state, pacer).await {
+                Ok(true) => busy = true,
+                Ok(false) => next_pass = Instant::now() + scrub_every,
+                Err(e) => tracing::warn!(error = %e, "scrub: step failed"),
+            }
+        }
+        let wait = if busy {
+            Duration::ZERO
+        } else {
+            next_check
+                .min(next_pass)
+                .saturating_duration_since(Instant::now())
+        };
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = state.suspects.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Checks every indexed blob's file for presence and length.
+async fn inventory(state: &Arc<NodeState>) -> Result<()> {
+    let st = state.clone();
+    let gone = tokio::task::spawn_blocking(move || -> Result<Vec<ContentHash>> {
+        let mut gone = Vec::new();
+        let mut cursor = None;
+        loop {
+            let batch = st.store.indexed_blobs(cursor, 1024)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(gone);
+            };
+            cursor = Some(crate::store::scrub_prefix(last));
+            for (hash, _) in batch {
+                if st.store.blob_file_intact(&hash)? == Some(false) {
+                    gone.push(hash);
+                }
+            }
+        }
+    })
+    .await??;
+    for hash in gone {
+        fault(state, &hash, Fault::Missing).await?;
+    }
+    Ok(())
+}
+
+/// Scrubs the next batch of blobs after the cursor; false once the pass is
+/// over (the cursor is then reset).
+async fn step(state: &Arc<NodeState>, pacer: &crate::pace::RateLimit) -> Result<bool> {
+    let st = state.clone();
+    let (cursor, batch) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let cursor = st.store.scrub_cursor()?;
+        let batch = st.store.indexed_blobs(cursor.after, BATCH)?;
+        Ok((cursor, batch))
+    })
+    .await??;
+    if batch.is_empty() {
+        if cursor.active {
+            state.metrics.scrub_passes.inc();
+            tracing::info!("scrub: pass complete");
+        }
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || st.store.set_scrub_cursor(ScrubCursor::default()))
+            .await??;
+        return Ok(false);
+    }
+    for (hash, _) in &batch {
+        verify(state, hash, pacer).await?;
+    }
+    let after = batch.last().map(|(h, _)| crate::store::scrub_prefix(h));
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        st.store.set_scrub_cursor(ScrubCursor {
+            active: true,
+            after,
+        })
+    })
+    .await??;
+    Ok(true)
+}
+
+/// Re-hashes this node's copy of `hash`, if it holds one, and quarantines
+/// it if it is missing, of another length, unreadable or corrupt.
+async fn verify(
+    state: &Arc<NodeState>,
+    hash: &ContentHash,
+    pacer: &crate::pace::RateLimit,
+) -> Result<()> {
+    let st = state.clone();
+    let h = *hash;
+    let Some(size) = tokio::task::spawn_blocking(move || st.store.blob_size(&h)).await?? else {
+        return Ok(());
+    };
+    let verdict = match read_hash(state, hash, size, pacer).await {
+        Ok(actual) if actual == *hash => None,
+        Ok(_) => Some(Fault::Corrupt),
+        Err(ReadFault::Missing) => Some(Fault::Missing),
+        Err(ReadFault::Unreadable(e)) => {
+            tracing::warn!(%hash, error = %e, "scrub: blob unreadable");
+            Some(Fault::Corrupt)
+        }
+    };
+    state.metrics.scrub_blobs.inc();
+    match verdict {
+        Some(f) => fault(state, hash, f).await,
+        None => Ok(()),
+    }
+}
+
+enum ReadFault {
+    Missing,
+    Unreadable(std::io::Error),
+}
+
+/// The hash of the blob's file, read at the pacer's rate; the file must be
+/// `size` bytes long.
+async fn read_hash(
+    state: &Arc<NodeState>,
+    hash: &ContentHash,
+    size: u64,
+    pacer: &crate::pace::RateLimit,
+) -> std::result::Result<ContentHash, ReadFault> {
+    let mut file = match tokio::fs::File::open(state.store.blob_path(hash)).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadFault::Missing),
+        Err(e) => return Err(ReadFault::Unreadable(e)),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf).await.map_err(ReadFault::Unreadable)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+        state.metrics.scrub_bytes.inc_by(n as u64);
+        pacer.take(n).await;
+    }
+    if read != size {
+        return Err(ReadFault::Missing);
+    }
+    Ok(ContentHash::from(hasher.finalize()))
+}
+
+/// Takes a bad copy out of service and counts it.
+async fn fault(state: &Arc<NodeState>, hash: &ContentHash, f: Fault) -> Result<()> {
+    let st = state.clone();
+    let h = *hash;
+    let done = tokio::task::spawn_blocking(move || st.store.quarantine(&h, f)).await??;
+    if done {
+        state
+            .metrics
+            .blob_faults
+            .get_or_create(&crate::metrics::FaultLabel {
+                fault: f.name().into(),
+            })
+            .inc();
+        state.refresh_gauges();
+    }
+    Ok::<(), Error>(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspects_are_bounded_and_taken_once() {
+        let s = Suspects::default();
+        for i in 0..(MAX_SUSPECTS as u32 + 10) {
+            s.report(ContentHash::of(&i.to_be_bytes()));
+        }
+        assert_eq!(s.take().len(), MAX_SUSPECTS);
+        assert!(s.take().is_empty());
+    }
+}
