@@ -5,6 +5,7 @@
 mod accounts;
 mod browser;
 mod cli;
+mod crash;
 mod data;
 mod dev;
 mod direct_upload;
