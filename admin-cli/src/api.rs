@@ -107,6 +107,8 @@ pub struct ClusterNode {
     pub bytes_stored: u64,
     pub outbox_length: u64,
     pub blobs_to_fetch: u64,
+    pub bytes_to_fetch: u64,
+    pub resync_eta_seconds: Option<u64>,
     pub copies_to_give_up: u64,
     pub ring_id: Option<String>,
     pub ring_phase: Option<String>,
@@ -146,6 +148,8 @@ pub struct Cluster {
     pub gateways: Vec<Gateway>,
     pub ring: Option<Ring>,
     pub layout: Option<Layout>,
+    #[serde(rename = "partitionsBelowReplication")]
+    pub partitions_below_replication: Option<u64>,
 }
 
 /// An answer of `{ cluster { … } }`.

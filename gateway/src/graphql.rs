@@ -456,6 +456,12 @@ pub struct ClusterNode {
     /// Copies the node holds and does not own (given up once their owners
     /// hold them), at its last pass.
     pub copies_to_give_up: i64,
+    /// The bytes of `blobsToFetch`.
+    pub bytes_to_fetch: i64,
+    /// Seconds until the node's resync worker has fetched `bytesToFetch`
+    /// at the rate it fetched at lately; null with nothing to fetch or no
+    /// progress seen yet.
+    pub resync_eta_seconds: Option<i64>,
     /// The most bytes per second the node's resync worker fetches (0: no
     /// limit); `setNodeRates` changes it.
     pub resync_rate_bytes: i64,
@@ -531,6 +537,10 @@ pub struct ClusterInfo {
     pub nodes: Vec<ClusterNode>,
     /// Null while no ring with a majority of the voters is operational.
     pub ring: Option<Ring>,
+    /// Partitions of the audio with fewer than R verified copies: those
+    /// an owner lacks blobs of, and every partition of a down owner. 0
+    /// once every owner holds what it owns; null before a layout is known.
+    pub partitions_below_replication: Option<i32>,
     /// The gateway replicas heard from in the last 10 seconds (this one
     /// included), and which holds the floating address. Admins only.
     #[graphql(guard = "AdminOnly")]
@@ -701,6 +711,10 @@ impl CatalogQuery {
                     outbox_length: i64::try_from(info.outbox_len).unwrap_or(i64::MAX),
                     blobs_to_fetch: i64::try_from(info.blobs_to_fetch).unwrap_or(i64::MAX),
                     copies_to_give_up: i64::try_from(info.copies_to_give_up).unwrap_or(i64::MAX),
+                    bytes_to_fetch: i64::try_from(info.bytes_to_fetch).unwrap_or(i64::MAX),
+                    resync_eta_seconds: info
+                        .resync_eta()
+                        .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
                     resync_rate_bytes: i64::try_from(info.resync_rate_bytes).unwrap_or(i64::MAX),
                     scrub_rate_bytes: i64::try_from(info.scrub_rate_bytes).unwrap_or(i64::MAX),
                     ring_id: ring.map(|r| r.id.clone()),
@@ -735,6 +749,9 @@ impl CatalogQuery {
         ClusterInfo {
             nodes,
             ring: primary_ring(&infos),
+            partitions_below_replication: cluster
+                .partitions_below_replication()
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
             gateways,
             layout: current.as_ref().map(layout::ClusterLayout::from),
         }

@@ -519,6 +519,14 @@ impl StorageNode for Service {
             blobs_to_fetch: gauge(&self.state.metrics.resync_to_fetch),
             copies_to_give_up: gauge(&self.state.metrics.resync_to_give_up),
             rates: Some(self.state.rates()),
+            bytes_to_fetch: gauge(&self.state.metrics.resync_bytes_to_fetch),
+            resync_received_bytes: self.state.metrics.resync_received_bytes.get(),
+            partitions_lacking: self
+                .state
+                .lacking
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default(),
         }))
     }
 }

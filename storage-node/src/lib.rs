@@ -137,6 +137,7 @@ pub fn open_with(
         suspects: scrub::Suspects::default(),
         resync_limit: pace::RateLimit::new(resync_rate),
         scrub_limit: pace::RateLimit::new(scrub_rate),
+        lacking: std::sync::Mutex::default(),
     });
     state.refresh_gauges();
     Ok(state)

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub released_blobs: Counter,
     /// At the resync worker's last pass: blobs this node owns and lacks.
     pub resync_to_fetch: Gauge,
+    /// At the resync worker's last pass: the bytes of those blobs.
+    pub resync_bytes_to_fetch: Gauge,
     /// At the resync worker's last pass: copies it holds and does not own.
     pub resync_to_give_up: Gauge,
     /// Nodes this node, as the ring's representative, marked out or in
@@ -130,6 +132,11 @@ impl Metrics {
             "rondo_node_resync_copies_to_give_up",
             "Copies this node holds and does not own, at the resync worker's last pass",
             self.resync_to_give_up.clone(),
+        );
+        registry.register(
+            "rondo_node_resync_bytes_to_fetch",
+            "Bytes of the blobs this node owns and lacks, at the resync worker's last pass",
+            self.resync_bytes_to_fetch.clone(),
         );
         registry.register(
             "rondo_node_auto_standing_changes",

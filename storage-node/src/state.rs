@@ -46,6 +46,9 @@ pub struct NodeState {
     pub resync_limit: crate::pace::RateLimit,
     /// The scrub's byte rate (`scrub_rate_bytes`).
     pub scrub_limit: crate::pace::RateLimit,
+    /// The partitions in which this node owns blobs it lacks, at the
+    /// resync worker's last pass (reported by `Health`).
+    pub lacking: std::sync::Mutex<Vec<u32>>,
 }
 
 impl std::fmt::Debug for NodeState {

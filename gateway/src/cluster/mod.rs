@@ -42,6 +42,16 @@ pub struct NodeInfo {
     /// lacks, copies it holds and does not own.
     pub blobs_to_fetch: u64,
     pub copies_to_give_up: u64,
+    /// The bytes of `blobs_to_fetch`.
+    pub bytes_to_fetch: u64,
+    /// Bytes the node's resync worker fetched since it started, and when
+    /// that was read; the rate it fetched at between the last two reads
+    /// (bytes per second, smoothed).
+    pub resync_received_bytes: u64,
+    pub resync_read_at: Option<std::time::Instant>,
+    pub resync_bytes_per_second: f64,
+    /// Partitions in which the node owns blobs it lacks.
+    pub partitions_lacking: Vec<u32>,
     /// The node's background byte rates (bytes per second, 0: no limit).
     pub resync_rate_bytes: u64,
     pub scrub_rate_bytes: u64,
@@ -52,6 +62,41 @@ pub struct NodeInfo {
     pub passes_per_second: f64,
     /// When the ring status was read (for the rate).
     pub ring_read_at: Option<std::time::Instant>,
+}
+
+impl NodeInfo {
+    /// Notes the resync worker's progress at `now`: its fetch rate (half
+    /// the last interval's, half the rate before, so that one quiet
+    /// interval does not zero it) and what is left.
+    fn note_resync(&mut self, received: u64, to_fetch: u64, now: std::time::Instant) {
+        if let Some(at) = self.resync_read_at {
+            let secs = now.duration_since(at).as_secs_f64();
+            if received < self.resync_received_bytes {
+                // The node restarted: its counter began again.
+                self.resync_bytes_per_second = 0.0;
+            } else if secs > 0.0 {
+                let rate = (received - self.resync_received_bytes) as f64 / secs;
+                self.resync_bytes_per_second = if self.resync_bytes_per_second > 0.0 {
+                    0.5 * (rate + self.resync_bytes_per_second)
+                } else {
+                    rate
+                };
+            }
+        }
+        self.resync_received_bytes = received;
+        self.resync_read_at = Some(now);
+        self.bytes_to_fetch = to_fetch;
+        if to_fetch == 0 {
+            self.resync_bytes_per_second = 0.0;
+        }
+    }
+
+    /// Seconds until the resync worker has fetched what it lacks at its
+    /// recent rate; none with nothing to fetch or no progress seen yet.
+    pub fn resync_eta(&self) -> Option<u64> {
+        (self.bytes_to_fetch > 0 && self.resync_bytes_per_second > 0.0)
+            .then(|| (self.bytes_to_fetch as f64 / self.resync_bytes_per_second).ceil() as u64)
+    }
 }
 
 /// A node's control plane as the resolvers see it (no wire types).
@@ -180,6 +225,8 @@ impl Node {
                 info.scrub_rate_bytes = rates.scrub_rate_bytes;
             }
             let now = std::time::Instant::now();
+            info.note_resync(reply.resync_received_bytes, reply.bytes_to_fetch, now);
+            info.partitions_lacking = reply.partitions_lacking.clone();
             if let (Some(old), Some(new), Some(at)) = (&info.ring, &reply.ring, info.ring_read_at)
                 && old.ring_counter == new.ring_counter
                 && old.ring_rep == new.ring_rep
@@ -274,6 +321,59 @@ impl Cluster {
             .max_by_key(|l| l.epoch)
             .as_ref()
             .map(Layout::from)
+    }
+
+    /// How many partitions have fewer than R verified copies, as the nodes
+    /// report them: those an owner lacks blobs of (its resync worker's last
+    /// pass), and every partition a down owner owns. None before a layout
+    /// is known.
+    pub fn partitions_below_replication(&self) -> Option<usize> {
+        let infos: Vec<NodeInfo> = self.nodes().iter().map(|n| n.info()).collect();
+        let layout = infos
+            .iter()
+            .filter_map(|i| i.ring.as_ref().and_then(|r| r.layout.clone()))
+            .max_by_key(|l| l.epoch)?;
+        let (bits, owners): (u32, std::collections::BTreeMap<String, Vec<u32>>) =
+            match &layout.placement {
+                Some(p) => {
+                    let r = usize::try_from(p.replicas).unwrap_or(1).max(1);
+                    let mut owners: std::collections::BTreeMap<String, Vec<u32>> =
+                        std::collections::BTreeMap::new();
+                    for (k, pair) in p.table.chunks_exact(2).enumerate() {
+                        let i = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
+                        if let (Some(id), Ok(part)) = (p.nodes.get(i), u32::try_from(k / r)) {
+                            owners.entry(id.clone()).or_default().push(part);
+                        }
+                    }
+                    (p.bits, owners)
+                }
+                None => {
+                    let bits = u32::from(rondo_core::partitions::PARTITION_BITS);
+                    let all: Vec<u32> = (0..1u32 << bits).collect();
+                    let owners = layout
+                        .nodes
+                        .iter()
+                        .map(|m| (m.id.clone(), all.clone()))
+                        .collect();
+                    (bits, owners)
+                }
+            };
+        let mut below = std::collections::BTreeSet::new();
+        for (id, parts) in &owners {
+            let info = infos
+                .iter()
+                .find(|i| i.id.is_some_and(|n| n.to_string() == *id));
+            match info {
+                Some(i) if i.up => below.extend(
+                    i.partitions_lacking
+                        .iter()
+                        .copied()
+                        .filter(|p| *p < 1u32 << bits.min(16)),
+                ),
+                _ => below.extend(parts.iter().copied()),
+            }
+        }
+        Some(below.len())
     }
 
     /// Whether the node is in the newest layout (or no layout is known yet).
@@ -601,4 +701,29 @@ fn node_client(url: &str, links: &Links) -> Result<Arc<Node>> {
         client,
         info: RwLock::new(NodeInfo::default()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeInfo;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_resync_eta_follows_the_rate_seen_between_health_checks() {
+        let mut info = NodeInfo::default();
+        let t0 = Instant::now();
+        info.note_resync(0, 10_000, t0);
+        assert_eq!(info.resync_eta(), None, "no progress seen yet");
+        // 1000 bytes in 2 s: 500 B/s, 9000 bytes left: 18 s.
+        info.note_resync(1000, 9000, t0 + Duration::from_secs(2));
+        assert_eq!(info.resync_eta(), Some(18));
+        // 3000 more in 2 s (1500 B/s) smooths to 1000 B/s: 6 s for 6000.
+        info.note_resync(4000, 6000, t0 + Duration::from_secs(4));
+        assert_eq!(info.resync_eta(), Some(6));
+        // Done: no ETA; a restarted node's counter starts again at 0.
+        info.note_resync(10_000, 0, t0 + Duration::from_secs(6));
+        assert_eq!(info.resync_eta(), None);
+        info.note_resync(0, 500, t0 + Duration::from_secs(8));
+        assert_eq!(info.resync_eta(), None, "no rate across a restart");
+    }
 }

@@ -662,6 +662,16 @@ pub struct HealthResponse {
     /// The background byte rates in force (`SetRates`).
     #[prost(message, optional, tag = "14")]
     pub rates: ::core::option::Option<Rates>,
+    /// The bytes of `blobs_to_fetch`, and the bytes the resync worker fetched
+    /// since this process started (a gateway derives the rate and an ETA).
+    #[prost(uint64, tag = "15")]
+    pub bytes_to_fetch: u64,
+    #[prost(uint64, tag = "16")]
+    pub resync_received_bytes: u64,
+    /// The partitions (of the applied placement's bits, or of 1024 without
+    /// one) in which this node owns blobs it lacks, at the last pass.
+    #[prost(uint32, repeated, tag = "17")]
+    pub partitions_lacking: ::prost::alloc::vec::Vec<u32>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RingStatus {

@@ -99,8 +99,30 @@ async fn gain(
 ) -> Result<()> {
     let st = state.clone();
     let l = layout.clone();
-    let missing = tokio::task::spawn_blocking(move || st.store.owned_missing(&l)).await??;
+    let (missing, bytes) = tokio::task::spawn_blocking(move || {
+        let missing = st.store.owned_missing(&l)?;
+        let bytes = st.store.wanted_bytes(&missing)?;
+        Ok::<_, Error>((missing, bytes))
+    })
+    .await??;
     set(&state.metrics.resync_to_fetch, missing.len());
+    state
+        .metrics
+        .resync_bytes_to_fetch
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    let bits = layout
+        .placement
+        .as_ref()
+        .map_or(rondo_core::partitions::PARTITION_BITS, |p| {
+            p.assignment.bits
+        });
+    let lacking: std::collections::BTreeSet<u32> = missing
+        .iter()
+        .filter_map(|h| u32::try_from(rondo_core::partitions::partition_of(h, bits)).ok())
+        .collect();
+    if let Ok(mut l) = state.lacking.lock() {
+        *l = lacking.into_iter().collect();
+    }
     let now = Instant::now();
     backoff.retain(|h, _| missing.contains(h));
     let missing: Vec<ContentHash> = missing

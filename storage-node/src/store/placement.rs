@@ -44,6 +44,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The bytes of the blobs `hashes` (as the songs using them record
+    /// them, each blob once): what the resync worker has to fetch. A scan
+    /// of the songs, made only while it has work.
+    pub fn wanted_bytes(&self, hashes: &[ContentHash]) -> Result<u64> {
+        if hashes.is_empty() {
+            return Ok(0);
+        }
+        let mut left: std::collections::HashSet<String> =
+            hashes.iter().map(ContentHash::to_hex).collect();
+        let txn = self.db.begin_read()?;
+        let mut bytes = 0u64;
+        for row in txn.open_table(SONGS)?.iter()? {
+            let (_, v) = row?;
+            let song: rondo_proto::storage::v1::Song = decode("songs", v.value())?;
+            if left.remove(&song.content_hash) {
+                bytes = bytes.saturating_add(song.size_bytes);
+                if left.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
     /// Blobs this node holds for songs that it should not hold under
     /// `layout`, with their sizes. Copies taken ahead of a song (no song
     /// uses them yet) are left to their own release.

@@ -96,6 +96,7 @@ async fn a_node_down_too_long_is_marked_out_and_its_songs_return_to_r() {
     let p = replicate(&cluster, "3").await;
     let songs = upload(&cluster, &all, SONGS, "Outage", Some(&p)).await;
     exactly_on_owners(&cluster, &all, &p, &songs).await;
+    below_r(&cluster, 0).await;
 
     // Node 2 dies. Not before the down-out interval, the representative
     // marks it out; the new placement gives its partitions to the others.
@@ -136,6 +137,7 @@ async fn a_node_down_too_long_is_marked_out_and_its_songs_return_to_r() {
     // Every song back at R on the survivors, streaming from each owner.
     exactly_on_owners(&cluster, &live, &p2, &songs).await;
     streams_from_owners(&cluster, &p2, &songs).await;
+    below_r(&cluster, 0).await;
     assert_eq!(
         total(&cluster, &live, CHANGES).await,
         1,
@@ -259,10 +261,25 @@ async fn no_node_is_marked_out_when_fewer_than_r_would_stay_in() {
     assert!(outs(&cluster, 0).await.is_empty());
     assert_eq!(placement(&cluster, 0, 0).await.epoch, p.epoch);
     assert_eq!(total(&cluster, &live, CHANGES).await, 0);
+    // The operator sees every partition of the down owner (R = 3 of 3:
+    // all of them) below R.
+    below_r(&cluster, 1024).await;
 
     cluster.restart_node(2).await.unwrap();
     one_ring(&cluster, &all).await;
     exactly_on_owners(&cluster, &all, &p, &songs).await;
     streams_from_owners(&cluster, &p, &songs).await;
     one_digest(&cluster, &all).await;
+    below_r(&cluster, 0).await;
+}
+
+/// Waits until `rondo status` says `n` partitions are below R.
+async fn below_r(cluster: &Cluster, n: usize) {
+    let want = format!("partitions with fewer than R verified copies: {n}");
+    eventually(&want, Duration::from_secs(20), || async {
+        let (_, out, _) = rondo(cluster, &cluster.token, &["status"]);
+        out.lines().any(|l| l == want).then_some(())
+    })
+    .await
+    .unwrap();
 }
