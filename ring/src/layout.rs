@@ -125,6 +125,35 @@ pub enum LayoutOp {
     },
 }
 
+/// The guards of an automatic out (PROTOCOL.md, "Down is not out").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Guard {
+    /// Another node is out automatically already.
+    OneAtATime,
+    /// Fewer than R nodes with capacity would stay in.
+    Replicas,
+    /// Less than [`AUTO_OUT_KEEP_CAPACITY`] of the capacity would stay in.
+    Capacity,
+    /// The replicas would span fewer zones.
+    Zones,
+    /// The node is not one the cluster marks out (not in, no capacity, or
+    /// it owns nothing).
+    NotEligible,
+}
+
+impl Guard {
+    /// The guard's name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Guard::OneAtATime => "one_at_a_time",
+            Guard::Replicas => "replicas",
+            Guard::Capacity => "capacity",
+            Guard::Zones => "zones",
+            Guard::NotEligible => "not_eligible",
+        }
+    }
+}
+
 /// What an automatic out must leave standing (PROTOCOL.md, "Down is not
 /// out"): at least this share of the capacity stays in.
 pub const AUTO_OUT_KEEP_CAPACITY: f64 = 0.75;
@@ -167,8 +196,8 @@ pub enum Refusal {
     /// A node's standing cannot change that way (already in, already out).
     Standing(String),
     /// An automatic out would leave too little standing (PROTOCOL.md,
-    /// "Down is not out").
-    Guarded(String),
+    /// "Down is not out"): which guard, and why.
+    Guarded(Guard, String),
 }
 
 impl fmt::Display for Refusal {
@@ -194,7 +223,7 @@ impl fmt::Display for Refusal {
             Refusal::BadPlacement(why) => write!(f, "invalid placement: {why}"),
             Refusal::Unplaceable(why) => write!(f, "no placement fits: {why}"),
             Refusal::Standing(why) => write!(f, "{why}"),
-            Refusal::Guarded(why) => write!(f, "no automatic out: {why}"),
+            Refusal::Guarded(_, why) => write!(f, "no automatic out: {why}"),
         }
     }
 }
@@ -399,7 +428,7 @@ impl Layout {
                 }
                 next.place(placement.as_ref())?;
                 if *standing == (Standing::Out { auto: true }) {
-                    self.check_auto_out(&next)?;
+                    self.check_auto_out(*node, &next)?;
                 }
             }
         }
@@ -436,14 +465,23 @@ impl Layout {
     /// with capacity, at least [`AUTO_OUT_KEEP_CAPACITY`] of the capacity
     /// in, and as many zones in as the replicas could span before.
     /// Checked in `apply`, so every node refuses the same out.
-    fn check_auto_out(&self, next: &Layout) -> Result<(), Refusal> {
-        let guarded = |why: String| Err(Refusal::Guarded(why));
+    fn check_auto_out(&self, node: NodeId, next: &Layout) -> Result<(), Refusal> {
+        let guarded = |guard: Guard, why: String| Err(Refusal::Guarded(guard, why));
+        if !self.may_auto_out(node) {
+            return guarded(
+                Guard::NotEligible,
+                format!("node {node} is not in with capacity and partitions"),
+            );
+        }
         if let Some((other, _)) = self
             .nodes
             .iter()
             .find(|(_, m)| m.standing == Standing::Out { auto: true })
         {
-            return guarded(format!("node {other} is already out automatically"));
+            return guarded(
+                Guard::OneAtATime,
+                format!("node {other} is already out automatically"),
+            );
         }
         let r = self.replication as usize;
         let holders = |l: &Layout| -> Vec<Candidate> {
@@ -454,26 +492,35 @@ impl Layout {
         };
         let (before, after) = (holders(self), holders(next));
         if after.len() < r {
-            return guarded(format!(
-                "{} nodes with capacity would stay in, fewer than the {r} replicas",
-                after.len()
-            ));
+            return guarded(
+                Guard::Replicas,
+                format!(
+                    "{} nodes with capacity would stay in, fewer than the {r} replicas",
+                    after.len()
+                ),
+            );
         }
         let total: u128 = self.nodes.values().map(|m| u128::from(m.capacity)).sum();
         let kept: u128 = after.iter().map(|c| u128::from(c.capacity)).sum();
         #[allow(clippy::cast_precision_loss)]
         if total > 0 && (kept as f64) < AUTO_OUT_KEEP_CAPACITY * total as f64 {
-            return guarded(format!(
-                "{kept} of {total} bytes of capacity would stay in, under {} %",
-                (AUTO_OUT_KEEP_CAPACITY * 100.0).round()
-            ));
+            return guarded(
+                Guard::Capacity,
+                format!(
+                    "{kept} of {total} bytes of capacity would stay in, under {} %",
+                    (AUTO_OUT_KEEP_CAPACITY * 100.0).round()
+                ),
+            );
         }
         let zones = |c: &[Candidate]| c.iter().map(|c| c.zone.clone()).collect::<BTreeSet<_>>();
         let (spread_before, spread_after) = (zones(&before).len().min(r), zones(&after).len());
         if spread_after < spread_before {
-            return guarded(format!(
-                "the replicas span {spread_before} zones, and only {spread_after} would stay in"
-            ));
+            return guarded(
+                Guard::Zones,
+                format!(
+                    "the replicas span {spread_before} zones, and only {spread_after} would stay in"
+                ),
+            );
         }
         Ok(())
     }
@@ -534,7 +581,7 @@ impl Layout {
                     member.standing = standing;
                 }
                 if standing == (Standing::Out { auto: true }) {
-                    self.check_auto_out(&next)?;
+                    self.check_auto_out(node, &next)?;
                 }
                 LayoutOp::SetStanding {
                     node,
@@ -1078,7 +1125,7 @@ mod tests {
         assert_eq!(out.voters(), l.voters(), "votes unchanged");
         let second = standing(&out, id(3), AUTO);
         assert!(
-            matches!(&second, Err(Refusal::Guarded(why)) if why.contains("already out")),
+            matches!(&second, Err(Refusal::Guarded(Guard::OneAtATime, why)) if why.contains("already out")),
             "{second:?}"
         );
         // A table carried by a change is checked in apply, not trusted:
@@ -1090,7 +1137,7 @@ mod tests {
         };
         assert!(matches!(
             out.apply(&change(&out, carried)),
-            Err(Refusal::Guarded(_))
+            Err(Refusal::Guarded(..))
         ));
         // Marked in again: it owns a share again, and no node is out.
         let back = standing(&out, id(2), Standing::In).unwrap();
@@ -1104,7 +1151,7 @@ mod tests {
         let l3 = placed_cluster(3, 1, 3);
         let r = standing(&l3, id(1), AUTO);
         assert!(
-            matches!(&r, Err(Refusal::Guarded(why)) if why.contains("fewer than the 3")),
+            matches!(&r, Err(Refusal::Guarded(Guard::Replicas, why)) if why.contains("fewer than the 3")),
             "{r:?}"
         );
         // Four nodes of R = 2: 75 % of the capacity stays in, so one may
@@ -1122,7 +1169,7 @@ mod tests {
         let drained = l4.apply(&change(&l4, drain)).unwrap();
         let r = standing(&drained, id(1), AUTO);
         assert!(
-            matches!(&r, Err(Refusal::Guarded(why)) if why.contains("capacity")),
+            matches!(&r, Err(Refusal::Guarded(Guard::Capacity, why)) if why.contains("capacity")),
             "{r:?}"
         );
         // Three zones of two nodes, R = 3 spread over all three; an out
@@ -1142,9 +1189,21 @@ mod tests {
             .unwrap();
         let r = standing(&l, lonely, AUTO);
         assert!(
-            matches!(&r, Err(Refusal::Guarded(why)) if why.contains("zones")),
+            matches!(&r, Err(Refusal::Guarded(Guard::Zones, why)) if why.contains("zones")),
             "{r:?}"
         );
+
+        // A node without capacity (drained) is never marked out
+        // automatically, even by a change carried on the wire.
+        let drained_auto = LayoutOp::SetStanding {
+            node: id(4),
+            standing: AUTO,
+            placement: Some(drained.placement_for(&drained).unwrap()),
+        };
+        assert!(matches!(
+            drained.apply(&change(&drained, drained_auto)),
+            Err(Refusal::Guarded(Guard::NotEligible, _))
+        ));
 
         // An operator's out has no guards but the placement's; an
         // automatic in never ends it; without a placement there is none.

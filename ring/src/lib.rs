@@ -17,8 +17,8 @@ mod layout;
 mod node;
 
 pub use layout::{
-    AUTO_OUT_KEEP_CAPACITY, DEFAULT_CAPACITY, DEFAULT_ZONE, Layout, LayoutChange, LayoutOp, Member,
-    NodeMove, Placement, Refusal, Standing, majority, standing_name,
+    AUTO_OUT_KEEP_CAPACITY, DEFAULT_CAPACITY, DEFAULT_ZONE, Guard, Layout, LayoutChange, LayoutOp,
+    Member, NodeMove, Placement, Refusal, Standing, majority, standing_name,
 };
 pub use node::{Compacted, Durable, Node, Phase};
 

@@ -13,6 +13,14 @@ pub struct StatusLabel {
     pub status: u16,
 }
 
+/// Label set of an automatic out held back by a guard.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabel {
+    /// `one_at_a_time`, `replicas`, `capacity`, `zones`, `not_eligible`
+    /// or `placement` (no table fits).
+    pub guard: String,
+}
+
 /// Label set of a bad copy the scrub took out of service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FaultLabel {
@@ -53,8 +61,8 @@ pub struct Metrics {
     /// automatically.
     pub auto_standing_changes: Counter,
     /// Checks, as the representative, that found a node down past the
-    /// down-out interval and kept it in because of a guard.
-    pub auto_outs_withheld: Counter,
+    /// down-out interval and kept it in because of a guard, by guard.
+    pub auto_outs_withheld: Family<GuardLabel, Counter>,
     /// Bytes the scrub re-hashed.
     pub scrub_bytes: Counter,
     /// Blobs the scrub checked.
@@ -145,7 +153,7 @@ impl Metrics {
         );
         registry.register(
             "rondo_node_auto_outs_withheld",
-            "Checks that kept a node down past the down-out interval in, because of a guard",
+            "Checks that kept a node down past the down-out interval in, by the guard that did",
             self.auto_outs_withheld.clone(),
         );
         registry.register(

@@ -37,23 +37,28 @@ impl RateLimit {
     }
 
     /// Takes `n` bytes' worth of tokens, waiting until the bucket has paid
-    /// them off.
+    /// them off. The wait is slept in slices, each against the rate then in
+    /// force, so that a new rate applies to a waiter at once.
     pub async fn take(&self, n: usize) {
-        let wait = self.charge(n, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let mut wait = self.settle(n, Instant::now());
+        while !wait.is_zero() {
+            tokio::time::sleep(wait.min(SLICE)).await;
+            wait = self.settle(0, Instant::now());
         }
     }
 
-    /// Charges `n` bytes at `now`; returns how long to wait.
-    fn charge(&self, n: usize, now: Instant) -> Duration {
+    /// Refills the bucket at the rate in force up to `now`, charges `n`
+    /// bytes, and says how long until it is out of debt. Unlimited: no
+    /// debt is kept.
+    fn settle(&self, n: usize, now: Instant) -> Duration {
         let rate = self.rate() as f64;
-        if rate <= 0.0 {
-            return Duration::ZERO;
-        }
         let Ok(mut bucket) = self.bucket.lock() else {
             return Duration::ZERO;
         };
+        if rate <= 0.0 {
+            *bucket = (now, 0.0);
+            return Duration::ZERO;
+        }
         let (at, tokens) = *bucket;
         let refilled = (tokens + now.saturating_duration_since(at).as_secs_f64() * rate).min(rate);
         let left = refilled - n as f64;
@@ -65,6 +70,9 @@ impl RateLimit {
         }
     }
 }
+
+/// The longest a waiter sleeps before it looks at the rate again.
+const SLICE: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +98,24 @@ mod tests {
         assert_eq!(t.elapsed(), Duration::ZERO);
         limit.set_rate(2000);
         assert_eq!(limit.rate(), 2000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_rate_applies_to_a_waiter_at_once() {
+        let limit = std::sync::Arc::new(RateLimit::new(1));
+        limit.take(1).await; // empty the burst
+        let start = Instant::now();
+        let l = limit.clone();
+        // A million bytes at 1 B/s: days, unless the rate changes.
+        let waiter = tokio::spawn(async move { l.take(1_000_000).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        limit.set_rate(0);
+        waiter.await.unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::state::NodeState;
-use crate::store::{Fault, ScrubCursor};
+use crate::store::{Evidence, Fault, ScrubCursor};
 
 /// Blobs read from the index at a time.
 const BATCH: usize = 64;
@@ -64,21 +64,20 @@ impl Suspects {
     }
 }
 
+/// How long the worker waits after a step that failed (a disk or database
+/// error) before it tries again.
+const RETRY: Duration = Duration::from_secs(10);
+
 /// Runs the worker until `stop` turns true.
 pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let check_every = state.config.check_interval();
     let scrub_every = state.config.scrub_interval();
-    let pacer = &state.scrub_limit;
     let mut next_check = Instant::now() + check_every;
     // A pass starts at once on a node that never finished one since it
     // started; then every `scrub_every`.
     let mut next_pass = Instant::now();
     loop {
-        for hash in state.suspects.take() {
-            if let Err(e) = verify(&state, &hash, pacer).await {
-                tracing::warn!(%hash, error = %e, "scrub: checking a reported blob failed");
-            }
-        }
+        suspects(&state).await;
         let now = Instant::now();
         if now >= next_check {
             if let Err(e) = inventory(&state).await {
@@ -87,11 +86,15 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
             next_check = Instant::now() + check_every;
         }
         let mut busy = false;
-        if now >= next_pass || state.store.scrub_cursor().is_ok_and(|c| c.active) {
-            match step(&state, pacer).await {
+        let under_way = state.store.scrub_cursor().is_ok_and(|c| c.after.is_some());
+        if now >= next_pass || under_way {
+            match step(&state).await {
                 Ok(true) => busy = true,
                 Ok(false) => next_pass = Instant::now() + scrub_every,
-                Err(e) => tracing::warn!(error = %e, "scrub: step failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "scrub: step failed; trying again later");
+                    next_pass = Instant::now() + RETRY.min(scrub_every);
+                }
             }
         }
         let wait = if busy {
@@ -109,6 +112,15 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
     }
 }
 
+/// Re-hashes the blobs reported since the last look.
+async fn suspects(state: &Arc<NodeState>) {
+    for hash in state.suspects.take() {
+        if let Err(e) = verify(state, &hash).await {
+            tracing::warn!(%hash, error = %e, "scrub: checking a reported blob failed");
+        }
+    }
+}
+
 /// Checks every indexed blob's file for presence and length.
 async fn inventory(state: &Arc<NodeState>) -> Result<()> {
     let st = state.clone();
@@ -120,7 +132,7 @@ async fn inventory(state: &Arc<NodeState>) -> Result<()> {
             let Some((last, _)) = batch.last() else {
                 return Ok(gone);
             };
-            cursor = Some(crate::store::scrub_prefix(last));
+            cursor = Some(*last);
             for (hash, _) in batch {
                 if st.store.blob_file_intact(&hash)? == Some(false) {
                     gone.push(hash);
@@ -130,14 +142,17 @@ async fn inventory(state: &Arc<NodeState>) -> Result<()> {
     })
     .await??;
     for hash in gone {
-        fault(state, &hash, Fault::Missing).await?;
+        // Checked again under the blob lock: a copy placed meanwhile stays.
+        fault(state, &hash, Evidence::Missing).await?;
     }
     Ok(())
 }
 
-/// Scrubs the next batch of blobs after the cursor; false once the pass is
-/// over (the cursor is then reset).
-async fn step(state: &Arc<NodeState>, pacer: &crate::pace::RateLimit) -> Result<bool> {
+/// Scrubs the next batch of blobs after the cursor, with the suspects
+/// between blobs; false once the pass is over (the cursor is then
+/// cleared). A blob whose check fails (not a verdict: the disk or the
+/// database erred) is logged and passed; the next pass checks it again.
+async fn step(state: &Arc<NodeState>) -> Result<bool> {
     let st = state.clone();
     let (cursor, batch) = tokio::task::spawn_blocking(move || -> Result<_> {
         let cursor = st.store.scrub_cursor()?;
@@ -146,7 +161,7 @@ async fn step(state: &Arc<NodeState>, pacer: &crate::pace::RateLimit) -> Result<
     })
     .await??;
     if batch.is_empty() {
-        if cursor.active {
+        if cursor.after.is_some() {
             state.metrics.scrub_passes.inc();
             tracing::info!("scrub: pass complete");
         }
@@ -156,91 +171,103 @@ async fn step(state: &Arc<NodeState>, pacer: &crate::pace::RateLimit) -> Result<
         return Ok(false);
     }
     for (hash, _) in &batch {
-        verify(state, hash, pacer).await?;
+        if let Err(e) = verify(state, hash).await {
+            tracing::warn!(%hash, error = %e, "scrub: blob not checked");
+        }
+        suspects(state).await;
     }
-    let after = batch.last().map(|(h, _)| crate::store::scrub_prefix(h));
+    let after = batch.last().map(|(h, _)| *h);
     let st = state.clone();
-    tokio::task::spawn_blocking(move || {
-        st.store.set_scrub_cursor(ScrubCursor {
-            active: true,
-            after,
-        })
-    })
-    .await??;
+    tokio::task::spawn_blocking(move || st.store.set_scrub_cursor(ScrubCursor { after })).await??;
     Ok(true)
 }
 
 /// Re-hashes this node's copy of `hash`, if it holds one, and quarantines
-/// it if it is missing, of another length, unreadable or corrupt.
-async fn verify(
-    state: &Arc<NodeState>,
-    hash: &ContentHash,
-    pacer: &crate::pace::RateLimit,
-) -> Result<()> {
+/// it if it is missing, of another length, or does not hash to its name
+/// (or cannot be read, twice, with an I/O error of the disk). Any other
+/// error (out of file descriptors, permissions, memory) is no verdict on
+/// the copy: it is returned, and the copy stays.
+async fn verify(state: &Arc<NodeState>, hash: &ContentHash) -> Result<()> {
     let st = state.clone();
     let h = *hash;
     let Some(size) = tokio::task::spawn_blocking(move || st.store.blob_size(&h)).await?? else {
         return Ok(());
     };
-    let verdict = match read_hash(state, hash, size, pacer).await {
-        Ok(actual) if actual == *hash => None,
-        Ok(_) => Some(Fault::Corrupt),
-        Err(ReadFault::Missing) => Some(Fault::Missing),
-        Err(ReadFault::Unreadable(e)) => {
-            tracing::warn!(%hash, error = %e, "scrub: blob unreadable");
-            Some(Fault::Corrupt)
-        }
-    };
-    state.metrics.scrub_blobs.inc();
-    match verdict {
-        Some(f) => fault(state, hash, f).await,
-        None => Ok(()),
+    let mut outcome = read_hash(state, hash, size).await;
+    if matches!(outcome, Err(Unread::Failed(ref e)) if is_media_error(e)) {
+        outcome = read_hash(state, hash, size).await;
     }
+    state.metrics.scrub_blobs.inc();
+    let evidence = match outcome {
+        Ok((actual, _)) if actual == *hash => return Ok(()),
+        Ok((_, meta)) => crate::store::corrupt_evidence(&meta),
+        Err(Unread::Missing) => Evidence::Missing,
+        Err(Unread::Failed(e)) if is_media_error(&e) => {
+            tracing::warn!(%hash, error = %e, "scrub: blob unreadable twice");
+            match std::fs::metadata(state.store.blob_path(hash)) {
+                Ok(meta) => crate::store::corrupt_evidence(&meta),
+                Err(_) => Evidence::Missing,
+            }
+        }
+        Err(Unread::Failed(e)) => return Err(Error::io(format!("scrub {hash}"))(e)),
+    };
+    fault(state, hash, evidence).await
 }
 
-enum ReadFault {
+/// An I/O error that says the disk could not give the bytes back.
+fn is_media_error(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error())
+}
+
+/// Why a copy was not hashed.
+enum Unread {
+    /// Not there, or not of its indexed length.
     Missing,
-    Unreadable(std::io::Error),
+    /// Opening or reading it failed.
+    Failed(std::io::Error),
 }
 
-/// The hash of the blob's file, read at the pacer's rate; the file must be
-/// `size` bytes long.
+/// The hash of the blob's file, read at the scrub's rate, and the file's
+/// metadata (its identity); the file must be `size` bytes long.
 async fn read_hash(
     state: &Arc<NodeState>,
     hash: &ContentHash,
     size: u64,
-    pacer: &crate::pace::RateLimit,
-) -> std::result::Result<ContentHash, ReadFault> {
+) -> std::result::Result<(ContentHash, std::fs::Metadata), Unread> {
     let mut file = match tokio::fs::File::open(state.store.blob_path(hash)).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadFault::Missing),
-        Err(e) => return Err(ReadFault::Unreadable(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unread::Missing),
+        Err(e) => return Err(Unread::Failed(e)),
     };
+    let meta = file.metadata().await.map_err(Unread::Failed)?;
+    if meta.len() != size {
+        return Err(Unread::Missing);
+    }
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
-    let mut read = 0u64;
     loop {
-        let n = file.read(&mut buf).await.map_err(ReadFault::Unreadable)?;
+        let n = file.read(&mut buf).await.map_err(Unread::Failed)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        read += n as u64;
         state.metrics.scrub_bytes.inc_by(n as u64);
-        pacer.take(n).await;
+        state.scrub_limit.take(n).await;
     }
-    if read != size {
-        return Err(ReadFault::Missing);
-    }
-    Ok(ContentHash::from(hasher.finalize()))
+    Ok((ContentHash::from(hasher.finalize()), meta))
 }
 
-/// Takes a bad copy out of service and counts it.
-async fn fault(state: &Arc<NodeState>, hash: &ContentHash, f: Fault) -> Result<()> {
+/// Takes a bad copy out of service, if the evidence still holds, and
+/// counts it.
+async fn fault(state: &Arc<NodeState>, hash: &ContentHash, evidence: Evidence) -> Result<()> {
     let st = state.clone();
     let h = *hash;
-    let done = tokio::task::spawn_blocking(move || st.store.quarantine(&h, f)).await??;
+    let done = tokio::task::spawn_blocking(move || st.store.quarantine(&h, evidence)).await??;
     if done {
+        let f = match evidence {
+            Evidence::Missing => Fault::Missing,
+            Evidence::Corrupt { .. } => Fault::Corrupt,
+        };
         state
             .metrics
             .blob_faults
@@ -265,5 +292,13 @@ mod tests {
         }
         assert_eq!(s.take().len(), MAX_SUSPECTS);
         assert!(s.take().is_empty());
+    }
+
+    #[test]
+    fn only_an_io_error_of_the_disk_is_a_media_error() {
+        let eio = std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error());
+        assert!(is_media_error(&eio));
+        let emfile = std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        assert!(!is_media_error(&emfile));
     }
 }

@@ -166,6 +166,12 @@ try {
   result.clusterNodes = await page.getByTestId('nodes').locator('tbody tr').count();
   result.clusterUp = await page.getByTestId('nodes').locator('tbody td', { hasText: 'UP' }).count();
   result.gateways = await page.getByTestId('gateways').locator('tbody tr').count();
+  // Placement: full replication here, and the node killed above is down,
+  // so every partition has a copy too few, once the gateway has seen it
+  // down (the page refreshes every two seconds).
+  await page.getByTestId('below-r').filter({ hasText: 'is down' }).waitFor();
+  result.belowR = await page.getByTestId('below-r').textContent();
+  result.clusterIn = await page.getByTestId('nodes').locator('tbody td', { hasText: /^in$/ }).count();
   await shot(page, 'cluster');
 
   // Browsing pages, and the phone layout.

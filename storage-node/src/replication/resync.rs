@@ -4,7 +4,9 @@
 //!
 //! - **gain**: blobs songs use that this node owns and lacks, with no
 //!   outbox fetch queued for them (those wait for a push, see
-//!   [`super::relay`]): fetched, owners first, hash checked;
+//!   [`super::relay`]): fetched, those with the fewest other owners in the
+//!   ring first, from another owner first, hash checked, at the node's
+//!   resync rate, and not at all above its disk limit;
 //! - **give up**: blobs this node holds but does not own. Their owners are
 //!   asked (`HasBlobs`); a copy goes only once every owner of its partition
 //!   confirms it holds the blob for a song, as an owner under the same
@@ -125,13 +127,32 @@ async fn gain(
     }
     let now = Instant::now();
     backoff.retain(|h, _| missing.contains(h));
-    let missing: Vec<ContentHash> = missing
+    let mut missing: Vec<ContentHash> = missing
         .into_iter()
         .filter(|h| backoff.get(h).is_none_or(|(at, _)| *at <= now))
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
+    // The least replicated first: blobs with the fewest other owners in
+    // this node's ring (the others are down, or cut off) are the ones a
+    // further failure would lose.
+    let members: std::collections::HashSet<NodeId> = state
+        .ring
+        .status()
+        .members
+        .iter()
+        .filter_map(|m| m.parse().ok())
+        .collect();
+    let me = state.node_id;
+    missing.sort_by_cached_key(|h| {
+        let live = layout
+            .owners_of(h)
+            .iter()
+            .filter(|o| **o != me && members.contains(o))
+            .count();
+        (live, *h)
+    });
     let limit = state.config.resync_max_disk_percent.unwrap_or(90);
     if let Some(used) = disk_used_percent(&state.config.data_dir)
         && used >= f64::from(limit)
@@ -152,7 +173,6 @@ async fn gain(
         blobs = missing.len(),
         "resync: fetching blobs this node owns"
     );
-    let me = state.node_id;
     let results: Vec<(ContentHash, Result<()>)> = futures::stream::iter(missing)
         .map(|hash| {
             // Another owner first; `pull` then tries every other node.

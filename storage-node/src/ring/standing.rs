@@ -4,11 +4,13 @@
 //! that its partitions get new owners and are copied back to R; once it
 //! is back in the ring for `mark_in_after`, it is marked in again.
 //!
-//! Every node watches the rings it is part of and notes, by its own clock,
-//! since when each member of the layout has been absent (or present); only
-//! the representative of a quorate ring acts, so a ring whose
-//! representative changes acts on the new one's record, which began no
-//! later than that node's own start. The guards (never below R nodes in,
+//! Every node notes, by its own clock, since when each member of the
+//! layout has been absent from (or present in) its ring, while that ring is
+//! operational and quorate (a minority's ring would see the majority
+//! absent); out of such a ring it forgets its record. Only the
+//! representative of a quorate ring acts, so a ring whose representative
+//! changes acts on the new one's record, which began no earlier than that
+//! node's last entry into a quorate ring: an out comes late, never early. The guards (never below R nodes in,
 //! at most one automatic out, 75 % of the capacity in, the zones the
 //! replicas span) are checked again in `Layout::apply`, so a proposal that
 //! races another change is refused the same way on every node. Automatic
@@ -63,7 +65,7 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
     let mut seen = Seen::default();
     // The last refusal logged, so that a guard holding for hours logs once.
     let mut refused: Option<(u64, NodeId)> = None;
-    let mut withheld: Option<(u64, NodeId)> = None;
+    let mut withheld = std::collections::BTreeSet::new();
     loop {
         let next = next_change(&state, &mut seen, down_out, mark_in, &mut withheld);
         if let Some((node, standing, change)) = next {
@@ -102,7 +104,7 @@ fn next_change(
     seen: &mut Seen,
     down_out: Duration,
     mark_in: Duration,
-    withheld: &mut Option<(u64, NodeId)>,
+    withheld: &mut std::collections::BTreeSet<(u64, NodeId)>,
 ) -> Option<(NodeId, Standing, LayoutChange)> {
     let status = state.ring.status();
     let layout = state.store.ring_layout().ok().flatten()?;
@@ -112,11 +114,15 @@ fn next_change(
         .filter_map(|m| m.parse().ok())
         .collect();
     let now = Instant::now();
-    if status.phase == "operational" {
-        seen.note(layout.nodes.keys().copied(), &members, now);
+    if status.phase != "operational" || !status.quorate {
+        // Only a quorate ring's view counts: a minority's ring sees the
+        // majority "absent", and a record kept through a gap would date an
+        // absence from before it. The record starts again.
+        *seen = Seen::default();
+        return None;
     }
-    let rep_here = status.ring_rep == state.node_id.to_string();
-    if !status.quorate || !rep_here {
+    seen.note(layout.nodes.keys().copied(), &members, now);
+    if status.ring_rep != state.node_id.to_string() {
         return None;
     }
     let change = |node: NodeId, standing: Standing| {
@@ -131,22 +137,37 @@ fn next_change(
         };
         (node, standing, change)
     };
-    let due = seen
+    withheld.retain(|(epoch, _)| *epoch == layout.epoch);
+    let mut due: Vec<(Instant, NodeId)> = seen
         .absent
         .iter()
         .filter(|(n, since)| layout.may_auto_out(**n) && now - **since >= down_out)
-        .min_by_key(|(n, since)| (**since, **n));
-    if let Some((&node, _)) = due {
+        .map(|(n, since)| (*since, *n))
+        .collect();
+    due.sort();
+    // The longest absent first; one a guard holds back does not hold back
+    // the next (a zone's last node may stay while another may go).
+    for (_, node) in due {
         let (node, standing, change) = change(node, Standing::Out { auto: true });
         // The guards, checked here first so that a held-back out orders
         // nothing (`apply` checks them again).
         match layout.plan(change.op.clone()) {
             Ok(_) => return Some((node, standing, change)),
             Err(refusal) => {
-                state.metrics.auto_outs_withheld.inc();
-                if *withheld != Some((layout.epoch, node)) {
+                let guard = match &refusal {
+                    rondo_ring::Refusal::Guarded(g, _) => g.name(),
+                    _ => "placement",
+                };
+                state
+                    .metrics
+                    .auto_outs_withheld
+                    .get_or_create(&crate::metrics::GuardLabel {
+                        guard: guard.into(),
+                    })
+                    .inc();
+                if !withheld.contains(&(layout.epoch, node)) {
                     tracing::warn!(%node, %refusal, "a node is down past the down-out interval, but stays in");
-                    *withheld = Some((layout.epoch, node));
+                    withheld.insert((layout.epoch, node));
                 }
             }
         }

@@ -24,11 +24,9 @@ use crate::error::{Error, Result};
 /// Files kept in `quarantine/` for an operator to look at; older ones go.
 const QUARANTINE_KEEP: usize = 64;
 
-/// Key in `meta`: the first eight bytes of the last blob the scrub
-/// checked (big endian), so that a restarted node resumes its pass.
-const SCRUB_CURSOR: &str = "scrub_cursor";
-/// Key in `meta`: whether a scrub pass is under way (1) or not (0).
-const SCRUB_ACTIVE: &str = "scrub_active";
+/// Key in `scrub`: the last blob the scrub checked, so that a restarted
+/// node resumes its pass. Absent: no pass under way.
+const SCRUB_CURSOR: &str = "cursor";
 
 /// Why a copy was taken out of service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,37 +47,45 @@ impl Fault {
     }
 }
 
-/// Where the scrub stands: whether a pass is under way, and the cursor to
-/// resume from (the first eight bytes of the last blob checked).
+/// What a check saw of a copy, re-checked under the blob lock before the
+/// copy is quarantined: a copy placed again meanwhile (released and
+/// fetched back, deleted and uploaded again) is a new file, not condemned
+/// by what was seen of the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// The file was not there, or not of its indexed length.
+    Missing,
+    /// The file with this (device, inode) did not hash to its name.
+    Corrupt { dev: u64, ino: u64 },
+}
+
+/// Where the scrub stands: the last blob it checked in the pass under way
+/// (none: no pass under way).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScrubCursor {
-    pub active: bool,
-    pub after: Option<u64>,
+    pub after: Option<ContentHash>,
 }
 
 impl Store {
     /// Up to `limit` indexed blobs in hash order, with their sizes,
-    /// starting after `cursor` (the first eight bytes of the last one
-    /// seen; `None`: from the start).
+    /// starting after `cursor` (`None`: from the start).
     pub fn indexed_blobs(
         &self,
-        cursor: Option<u64>,
+        cursor: Option<ContentHash>,
         limit: usize,
     ) -> Result<Vec<(ContentHash, u64)>> {
+        use std::ops::Bound;
         let txn = self.db.begin_read()?;
         let blobs = txn.open_table(BLOBS)?;
-        let mut start = [0u8; 32];
-        if let Some(c) = cursor {
-            start[..8].copy_from_slice(&c.to_be_bytes());
-        }
+        let key = cursor.map(|c| *c.as_bytes());
+        let start = match &key {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
         let mut out = Vec::with_capacity(limit);
-        for row in blobs.range::<&[u8; 32]>(&start..)? {
+        for row in blobs.range::<&[u8; 32]>((start, Bound::Unbounded))? {
             let (k, v) = row?;
-            let key = *k.value();
-            if cursor.is_some_and(|c| prefix(&key) <= c) {
-                continue;
-            }
-            out.push((ContentHash(key), v.value().0));
+            out.push((ContentHash(*k.value()), v.value().0));
             if out.len() == limit {
                 break;
             }
@@ -90,24 +96,23 @@ impl Store {
     /// The scrub's persisted position.
     pub fn scrub_cursor(&self) -> Result<ScrubCursor> {
         let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        let active = meta.get(SCRUB_ACTIVE)?.is_some_and(|g| g.value() == 1);
-        let after = meta.get(SCRUB_CURSOR)?.map(|g| g.value());
-        Ok(ScrubCursor {
-            active,
-            after: after.filter(|_| active),
-        })
+        let table = txn.open_table(SCRUB)?;
+        let after = table
+            .get(SCRUB_CURSOR)?
+            .and_then(|g| <[u8; 32]>::try_from(g.value()).ok())
+            .map(ContentHash);
+        Ok(ScrubCursor { after })
     }
 
-    /// Records the scrub's position (`after`: the last blob checked).
+    /// Records the scrub's position (`after`: the last blob checked; none
+    /// ends the pass).
     pub fn set_scrub_cursor(&self, cursor: ScrubCursor) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut meta = txn.open_table(META)?;
-            meta.insert(SCRUB_ACTIVE, u64::from(cursor.active))?;
+            let mut table = txn.open_table(SCRUB)?;
             match cursor.after {
-                Some(c) => meta.insert(SCRUB_CURSOR, c)?,
-                None => meta.remove(SCRUB_CURSOR)?,
+                Some(c) => table.insert(SCRUB_CURSOR, c.as_bytes().as_slice())?,
+                None => table.remove(SCRUB_CURSOR)?,
             };
         }
         txn.commit()?;
@@ -126,15 +131,35 @@ impl Store {
     }
 
     /// Takes this node's copy of `hash` out of service (see the module
-    /// documentation): the file to `quarantine/`, the blob out of the
-    /// index with its songs announced released. Returns whether the blob
-    /// was indexed (false: nothing to do, someone was first).
-    pub fn quarantine(&self, hash: &ContentHash, fault: Fault) -> Result<bool> {
+    /// documentation), if what `evidence` says still holds under the blob
+    /// lock: the file to `quarantine/`, the blob out of the index with its
+    /// songs announced released. Returns whether it did (false: the copy
+    /// is no longer indexed, or it is a new file).
+    pub fn quarantine(&self, hash: &ContentHash, evidence: Evidence) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
         let _guard = self.lock_blobs();
-        if self.blob_size(hash)?.is_none() {
+        let Some(size) = self.blob_size(hash)? else {
             return Ok(false);
-        }
+        };
         let path = self.blob_path(hash);
+        let now = std::fs::metadata(&path).ok();
+        let fault = match evidence {
+            Evidence::Missing => {
+                if now.as_ref().is_some_and(|m| m.is_file() && m.len() == size) {
+                    return Ok(false);
+                }
+                Fault::Missing
+            }
+            Evidence::Corrupt { dev, ino } => {
+                if now
+                    .as_ref()
+                    .is_none_or(|m| m.dev() != dev || m.ino() != ino)
+                {
+                    return Ok(false);
+                }
+                Fault::Corrupt
+            }
+        };
         let kept = self.quarantine_dir().join(format!(
             "{}.{}.{}",
             hash.to_hex(),
@@ -144,7 +169,12 @@ impl Store {
         std::fs::create_dir_all(self.quarantine_dir()).map_err(Error::io("create quarantine"))?;
         match std::fs::rename(&path, &kept) {
             Ok(()) => {
-                tracing::warn!(%hash, fault = fault.name(), kept = %kept.display(), "blob quarantined")
+                // Dated now, so that trimming keeps the newest finds.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(&kept)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                tracing::warn!(%hash, fault = fault.name(), kept = %kept.display(), "blob quarantined");
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(%hash, fault = fault.name(), "blob file gone; index entry dropped");
@@ -199,16 +229,14 @@ impl Store {
     }
 }
 
-/// The scrub cursor of a blob: the first eight bytes of its hash.
-pub fn scrub_prefix(hash: &ContentHash) -> u64 {
-    prefix(hash.as_bytes())
-}
-
-/// The first eight bytes of a blob key, as the scrub cursor keeps them.
-fn prefix(key: &[u8; 32]) -> u64 {
-    let mut p = [0u8; 8];
-    p.copy_from_slice(&key[..8]);
-    u64::from_be_bytes(p)
+/// What a check saw of a file that did not hash to its name: its
+/// identity, for [`Store::quarantine`].
+pub fn corrupt_evidence(meta: &std::fs::Metadata) -> Evidence {
+    use std::os::unix::fs::MetadataExt;
+    Evidence::Corrupt {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
 }
 
 #[cfg(test)]
@@ -232,16 +260,19 @@ mod tests {
         let hash = ContentHash::of(&bytes);
         assert_eq!(store.blob_file_intact(&hash).unwrap(), Some(true));
         assert_eq!(store.indexed_blobs(None, 10).unwrap(), vec![(hash, 10)]);
-        assert!(
-            store
-                .indexed_blobs(Some(prefix(hash.as_bytes())), 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(store.indexed_blobs(Some(hash), 10).unwrap().is_empty());
         let mut changes = store.subscribe();
         let before = store.stats().unwrap();
 
-        assert!(store.quarantine(&hash, Fault::Corrupt).unwrap());
+        // Evidence that no longer holds condemns nothing: the file is there
+        // with its length, or it is another file than the one hashed.
+        assert!(!store.quarantine(&hash, Evidence::Missing).unwrap());
+        let other = Evidence::Corrupt { dev: 0, ino: 0 };
+        assert!(!store.quarantine(&hash, other).unwrap());
+        assert_eq!(store.blob_file_intact(&hash).unwrap(), Some(true));
+
+        let meta = std::fs::metadata(store.blob_path(&hash)).unwrap();
+        assert!(store.quarantine(&hash, corrupt_evidence(&meta)).unwrap());
         assert!(!store.blob_path(&hash).exists(), "no stream reads it");
         assert_eq!(
             std::fs::read_dir(dir.path().join("quarantine"))
@@ -264,7 +295,7 @@ mod tests {
             "{released:?}"
         );
         // A second report finds nothing to do.
-        assert!(!store.quarantine(&hash, Fault::Missing).unwrap());
+        assert!(!store.quarantine(&hash, Evidence::Missing).unwrap());
 
         // A verified copy comes back: indexed, and the song announced.
         let st = staged(&store, &bytes).await;
@@ -277,8 +308,7 @@ mod tests {
     fn the_scrub_cursor_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let cursor = ScrubCursor {
-            active: true,
-            after: Some(42),
+            after: Some(ContentHash::of(b"x")),
         };
         {
             let store = Store::open(dir.path()).unwrap();

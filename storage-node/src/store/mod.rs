@@ -64,7 +64,7 @@ use tables::*;
 pub use accounts::{MAX_NAME, MAX_PLAYLIST};
 pub use authority::{Acting, permits};
 pub use blobs::{StagedBlob, Staging};
-pub use integrity::{Fault, ScrubCursor, scrub_prefix};
+pub use integrity::{Evidence, Fault, ScrubCursor, corrupt_evidence};
 pub use outbox::{Delivered, Delivery, FetchTask, OutboxTask, Pending, PushTask};
 
 /// What applying one ordered catalog update did on this node.

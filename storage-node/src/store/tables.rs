@@ -59,6 +59,9 @@ pub(super) const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("rev
 /// is never a song again (a replayed upload grant, a stale proposal).
 pub(super) const DELETED_SONGS: TableDefinition<u128, u64> = TableDefinition::new("deleted_songs");
 
+/// The scrub's own state (node-local, never in a snapshot): its cursor.
+pub(super) const SCRUB: TableDefinition<&str, &[u8]> = TableDefinition::new("scrub");
+
 pub(super) const RING_APPLIED: &str = "applied";
 /// Key in `ring_meta`: the compacted log prefix (a `ring.v1.Compacted`).
 pub(super) const RING_COMPACTED: &str = "compacted";
@@ -205,5 +208,6 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(RING_META)?;
     txn.open_table(RING_LOG)?;
     txn.open_table(WANTED)?;
+    txn.open_table(SCRUB)?;
     Ok(())
 }

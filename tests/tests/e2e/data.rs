@@ -493,6 +493,25 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     .unwrap();
 }
 
+/// A counter of node `i`'s `/metrics` by its full name and labels; 0 if
+/// the node has not exported it yet (a labelled series appears once).
+pub(crate) async fn counter(cluster: &Cluster, i: usize, series: &str) -> u64 {
+    let url = format!("https://{}/metrics", cluster.nodes[i].http);
+    let Ok(response) = cluster
+        .http()
+        .get(url)
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A counter from node `i`'s `/metrics` (it must be there).
 pub(crate) async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
     let url = format!("https://{}/metrics", cluster.nodes[i].http);

@@ -13,7 +13,9 @@ use rondo_core::NodeId;
 use rondo_tests::{Cluster, eventually};
 
 use crate::cli::rondo;
-use crate::data::{Placement, exactly_on_owners, metric, placement, streams_from_owners, upload};
+use crate::data::{
+    Placement, counter, exactly_on_owners, metric, placement, streams_from_owners, upload,
+};
 use crate::ring::one_ring;
 
 /// The down-out interval and mark-in time the clusters here run with.
@@ -62,7 +64,15 @@ async fn total(cluster: &Cluster, nodes: &[usize], name: &str) -> u64 {
 }
 
 const CHANGES: &str = "rondo_node_auto_standing_changes_total";
-const WITHHELD: &str = "rondo_node_auto_outs_withheld_total";
+/// Automatic outs held back on `nodes` by `guard`.
+async fn withheld(cluster: &Cluster, nodes: &[usize], guard: &str) -> u64 {
+    let series = format!("rondo_node_auto_outs_withheld_total{{guard=\"{guard}\"}}");
+    let mut sum = 0;
+    for &i in nodes {
+        sum += counter(cluster, i, &series).await;
+    }
+    sum
+}
 
 /// Waits until `nodes` have applied one log with one catalog digest.
 pub(crate) async fn one_digest(cluster: &Cluster, nodes: &[usize]) {
@@ -194,9 +204,9 @@ async fn a_split_past_the_down_out_interval_marks_at_most_one_node_out() {
     one_ring(&cluster, &majority).await;
     let p2 = placement(&cluster, 0, p.epoch).await;
     eventually(
-        "the second absent node held back by the guard",
+        "the second absent node held back: one automatic out at a time",
         Duration::from_secs(30),
-        || async { (total(&cluster, &majority, WITHHELD).await > 0).then_some(()) },
+        || async { (withheld(&cluster, &majority, "one_at_a_time").await > 0).then_some(()) },
     )
     .await
     .unwrap();
@@ -230,7 +240,11 @@ async fn a_split_past_the_down_out_interval_marks_at_most_one_node_out() {
     net.heal().unwrap();
     one_ring(&cluster, &all).await;
     let p3 = placement(&cluster, 0, p2.epoch).await;
-    assert!(outs(&cluster, 0).await.is_empty(), "marked in again");
+    let (_, shown, _) = rondo(&cluster, &cluster.token, &["layout", "show"]);
+    assert!(
+        outs(&cluster, 0).await.is_empty(),
+        "marked in again: {shown}"
+    );
     exactly_on_owners(&cluster, &all, &p3, &songs).await;
     streams_from_owners(&cluster, &p3, &songs).await;
     one_digest(&cluster, &all).await;
@@ -252,9 +266,9 @@ async fn no_node_is_marked_out_when_fewer_than_r_would_stay_in() {
     let live = [0, 1];
     one_ring(&cluster, &live).await;
     eventually(
-        "the absent node held back by the guard",
+        "the absent node held back: fewer than R would stay in",
         Duration::from_secs(30),
-        || async { (total(&cluster, &live, WITHHELD).await > 0).then_some(()) },
+        || async { (withheld(&cluster, &live, "replicas").await > 0).then_some(()) },
     )
     .await
     .unwrap();

@@ -24,36 +24,23 @@ use rondo_core::{ContentHash, SongId};
 use rondo_tests::{Cluster, eventually};
 
 use crate::cli::rondo;
-use crate::data::{exactly_on_owners, metric, placement, streams_from_owners, upload};
+use crate::data::{counter, exactly_on_owners, metric, placement, streams_from_owners, upload};
 use crate::outage::one_digest;
 use crate::ring::one_ring;
 
 const SONGS: usize = 400;
 
-/// A counter of node `i`'s `/metrics` by its full name and labels; 0 if
-/// the node has not exported it yet (a labelled series appears once).
-async fn counter(cluster: &Cluster, i: usize, series: &str) -> u64 {
-    let url = format!("https://{}/metrics", cluster.nodes[i].http);
-    let Ok(response) = cluster
-        .http()
-        .get(url)
-        .bearer_auth(&cluster.token)
-        .send()
-        .await
-    else {
-        return 0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn faults(fault: &str) -> String {
     format!("rondo_node_blob_faults_total{{fault=\"{fault}\"}}")
 }
 
-/// Waits until node `i` has taken `n` copies out of service for `fault`.
+/// Node `i`'s count of copies taken out of service for `fault`.
+async fn fault_count(cluster: &Cluster, i: usize, fault: &str) -> u64 {
+    counter(cluster, i, &faults(fault)).await
+}
+
+/// Waits until node `i` has taken `n` copies out of service for `fault`
+/// (counted since it started), and not more.
 async fn wait_faults(cluster: &Cluster, i: usize, fault: &str, n: u64) {
     let series = faults(fault);
     eventually(
@@ -74,16 +61,21 @@ fn blob_file(cluster: &Cluster, i: usize, hash: &str) -> PathBuf {
         .join(hash)
 }
 
-/// Flips one byte in the middle of a file, keeping its length.
+/// Flips one byte in the middle of a file, in place (its length never
+/// changes, so no check sees it short).
 fn flip(path: &PathBuf) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    let mut perms = std::fs::metadata(path).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(path, perms).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    use std::os::unix::fs::FileExt;
+    let len = std::fs::metadata(path).unwrap().len();
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, len / 2).unwrap();
+    byte[0] ^= 0xff;
+    file.write_all_at(&byte, len / 2).unwrap();
+    file.sync_all().unwrap();
 }
 
 /// A whole-file stream of `song` from node `i`: status and body.
@@ -196,6 +188,7 @@ async fn corrupt_and_missing_copies_are_found_quarantined_and_replaced() {
     // 1. The stream hasher.
     let (song_a, hash_a) = list[0];
     let a = index(&p.row_of(hash_a)[0]);
+    let base_a = fault_count(&cluster, a, "corrupt").await;
     flip(&blob_file(&cluster, a, hash_a));
     let (status, body) = stream(&cluster, a, song_a).await;
     assert_eq!(status, 200);
@@ -204,7 +197,7 @@ async fn corrupt_and_missing_copies_are_found_quarantined_and_replaced() {
         hash_a,
         "the first stream sends what is on disk"
     );
-    wait_faults(&cluster, a, "corrupt", 1).await;
+    wait_faults(&cluster, a, "corrupt", base_a + 1).await;
     assert_eq!(quarantined(&cluster, a, hash_a), 1);
     never_corrupt_again(&cluster, a, song_a, hash_a).await;
 
@@ -214,11 +207,18 @@ async fn corrupt_and_missing_copies_are_found_quarantined_and_replaced() {
     let (song_b, hash_b) = list[1];
     let row = p.row_of(hash_b);
     let (reader, source) = (index(&row[0]), index(&row[1]));
+    let base_missing = fault_count(&cluster, reader, "missing").await;
+    let base_corrupt = fault_count(&cluster, source, "corrupt").await;
+    let base_reads = metric(&cluster, reader, "rondo_node_corrupt_reads_total").await;
     flip(&blob_file(&cluster, source, hash_b));
     std::fs::remove_file(blob_file(&cluster, reader, hash_b)).unwrap();
-    wait_faults(&cluster, reader, "missing", 1).await;
-    wait_faults(&cluster, source, "corrupt", 1).await;
-    assert!(metric(&cluster, reader, "rondo_node_corrupt_reads_total").await >= 1);
+    wait_faults(&cluster, reader, "missing", base_missing + 1).await;
+    wait_faults(&cluster, source, "corrupt", base_corrupt + 1).await;
+    assert_eq!(
+        metric(&cluster, reader, "rondo_node_corrupt_reads_total").await,
+        base_reads + 1,
+        "the reader saw the bad bytes once, then read another owner"
+    );
     assert_eq!(quarantined(&cluster, source, hash_b), 1);
     never_corrupt_again(&cluster, source, song_b, hash_b).await;
     never_corrupt_again(&cluster, reader, song_b, hash_b).await;

@@ -185,6 +185,12 @@ async fn webapp_end_to_end_in_chromium() {
     );
     assert_eq!(r["clusterNodes"], 3, "{r}");
     assert!(r["clusterUp"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(r["clusterIn"], 3, "every node in placement: {r}");
+    assert_eq!(
+        r["belowR"],
+        "1024 partitions have fewer copies than they should: a node that holds them is down.",
+        "full replication with one of three nodes down: {r}"
+    );
     assert!(r["gateways"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["listenerSeesUpload"], 0, "{r}");
     assert_eq!(r["pageErrors"], serde_json::json!([]), "{r}");
