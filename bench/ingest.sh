@@ -26,21 +26,7 @@ trap cleanup EXIT
 
 # One set of distinct files per round, so no round re-sends bytes the node
 # already holds.
-python3 - "$work/in" "$FILES" "$SECONDS_EACH" "$ROUNDS" <<'PY'
-import math, os, struct, sys, wave
-out, files, secs, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-for r in range(rounds):
-    os.makedirs(f"{out}/{r}")
-    for n in range(files):
-        freq = 220 + 7 * n + 3 * r  # distinct content per file and round
-        second = b"".join(struct.pack("<hh", int(6000 * math.sin(2 * math.pi * freq * i / 44100)),
-                                      int(6000 * math.sin(2 * math.pi * freq * 1.5 * i / 44100)))
-                          for i in range(44100))
-        with wave.open(f"{out}/{r}/track-{n:03}.wav", "wb") as w:
-            w.setnchannels(2); w.setsampwidth(2); w.setframerate(44100)
-            for _ in range(secs):
-                w.writeframes(second)
-PY
+python3 bench/wavs.py "$work/in" "$FILES" "$SECONDS_EACH" "$ROUNDS"
 bytes=$(du -sb "$work/in/0" | cut -f1)
 
 port=$((20000 + RANDOM % 20000))

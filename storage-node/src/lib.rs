@@ -34,6 +34,7 @@ pub mod scrub;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod suspects;
 pub mod upload;
 
 use std::sync::Arc;
@@ -134,7 +135,7 @@ pub fn open_with(
         channels: net::Channels::default(),
         net,
         metrics_token,
-        suspects: scrub::Suspects::default(),
+        suspects: suspects::Suspects::default(),
         resync_limit: pace::RateLimit::new(resync_rate),
         scrub_limit: pace::RateLimit::new(scrub_rate),
         lacking: std::sync::Mutex::default(),

@@ -19,8 +19,7 @@
 //! the blob. Metrics: `rondo_node_scrub_bytes`, `rondo_node_scrub_blobs`,
 //! `rondo_node_scrub_passes`, `rondo_node_blob_faults{fault}`.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rondo_core::ContentHash;
@@ -35,34 +34,6 @@ use crate::store::{Evidence, Fault, ScrubCursor};
 const BATCH: usize = 64;
 /// Bytes hashed between two looks at the pacer.
 const CHUNK: usize = 1 << 20;
-/// Suspects held at once; more are dropped (the scrub finds them).
-const MAX_SUSPECTS: usize = 1024;
-
-/// Blobs to re-hash at once, reported by peers or by streams.
-#[derive(Debug, Default)]
-pub struct Suspects {
-    set: Mutex<BTreeSet<ContentHash>>,
-    wake: tokio::sync::Notify,
-}
-
-impl Suspects {
-    /// Notes a blob to re-hash and wakes the worker.
-    pub fn report(&self, hash: ContentHash) {
-        if let Ok(mut set) = self.set.lock()
-            && set.len() < MAX_SUSPECTS
-        {
-            set.insert(hash);
-        }
-        self.wake.notify_one();
-    }
-
-    fn take(&self) -> Vec<ContentHash> {
-        self.set
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s).into_iter().collect())
-            .unwrap_or_default()
-    }
-}
 
 /// How long the worker waits after a step that failed (a disk or database
 /// error) before it tries again.
@@ -283,16 +254,6 @@ async fn fault(state: &Arc<NodeState>, hash: &ContentHash, evidence: Evidence) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suspects_are_bounded_and_taken_once() {
-        let s = Suspects::default();
-        for i in 0..(MAX_SUSPECTS as u32 + 10) {
-            s.report(ContentHash::of(&i.to_be_bytes()));
-        }
-        assert_eq!(s.take().len(), MAX_SUSPECTS);
-        assert!(s.take().is_empty());
-    }
 
     #[test]
     fn only_an_io_error_of_the_disk_is_a_media_error() {

@@ -41,7 +41,7 @@ pub struct NodeState {
     /// The hash of the bearer token `/metrics` wants (none: it is off).
     pub metrics_token: Option<blake3::Hash>,
     /// Blobs to re-hash at once (reported by peers or by streams).
-    pub suspects: crate::scrub::Suspects,
+    pub suspects: crate::suspects::Suspects,
     /// The resync worker's byte rate (`resync_rate_bytes`; 0: no limit).
     pub resync_limit: crate::pace::RateLimit,
     /// The scrub's byte rate (`scrub_rate_bytes`).
