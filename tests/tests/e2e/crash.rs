@@ -17,7 +17,7 @@ use rondo_tests::Cluster;
 
 use crate::cli::rondo;
 use crate::data::{exactly_on_owners, files, placement, streams_from_owners};
-use crate::outage::one_digest;
+use crate::membership::same_digest;
 use crate::ring::one_ring;
 
 const UPLOADERS: usize = 40;
@@ -130,7 +130,7 @@ async fn no_acknowledged_upload_is_lost_when_an_owner_is_killed_mid_load() {
     cluster.kill_node(victim);
     cluster.restart_node(victim).await.unwrap();
     one_ring(&cluster, &all).await;
-    one_digest(&cluster, &all).await;
+    same_digest(&cluster, &all).await;
     for i in all {
         let mut client = cluster.grpc(i).await.unwrap();
         for id in acked.keys() {

@@ -245,7 +245,7 @@ async fn a_node_paused_beyond_the_token_timeout_rejoins() {
 }
 
 /// Skips (with the reason on stderr) when namespaces cannot be made.
-fn netns_or_skip() -> bool {
+pub(crate) fn netns_or_skip() -> bool {
     if rondo_tests::netns::Net::available() {
         return true;
     }

@@ -38,7 +38,7 @@ async fn layout(cluster: &Cluster, epoch: u64) -> Value {
 
 /// Waits until every node in `nodes` reports the same applied seq and
 /// digest, and returns the digest.
-async fn same_digest(cluster: &Cluster, nodes: &[usize]) -> String {
+pub(crate) async fn same_digest(cluster: &Cluster, nodes: &[usize]) -> String {
     eventually("one catalog digest", Duration::from_secs(60), || async {
         let mut seen = BTreeSet::new();
         for &i in nodes {

@@ -16,6 +16,8 @@ use crate::cli::rondo;
 use crate::data::{
     Placement, counter, exactly_on_owners, metric, placement, streams_from_owners, upload,
 };
+use crate::faults::netns_or_skip;
+use crate::membership::same_digest;
 use crate::ring::one_ring;
 
 /// The down-out interval and mark-in time the clusters here run with.
@@ -72,20 +74,6 @@ async fn withheld(cluster: &Cluster, nodes: &[usize], guard: &str) -> u64 {
         sum += counter(cluster, i, &series).await;
     }
     sum
-}
-
-/// Waits until `nodes` have applied one log with one catalog digest.
-pub(crate) async fn one_digest(cluster: &Cluster, nodes: &[usize]) {
-    eventually("one catalog digest", Duration::from_secs(30), || async {
-        let mut seen = std::collections::BTreeSet::new();
-        for &i in nodes {
-            let s = cluster.ring_status(i).await.ok()?;
-            seen.insert((s.last_applied_seq, s.catalog_digest));
-        }
-        (seen.len() == 1).then_some(())
-    })
-    .await
-    .unwrap();
 }
 
 /// `rondo node replication r`, and the placement it made.
@@ -168,15 +156,7 @@ async fn a_node_down_too_long_is_marked_out_and_its_songs_return_to_r() {
         2,
         "one automatic out, one automatic in"
     );
-    one_digest(&cluster, &all).await;
-}
-
-fn netns_or_skip() -> bool {
-    if rondo_tests::netns::Net::available() {
-        return true;
-    }
-    eprintln!("SKIPPED: network namespace tests need root (CI runs them as root)");
-    false
+    same_digest(&cluster, &all).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -247,7 +227,7 @@ async fn a_split_past_the_down_out_interval_marks_at_most_one_node_out() {
     );
     exactly_on_owners(&cluster, &all, &p3, &songs).await;
     streams_from_owners(&cluster, &p3, &songs).await;
-    one_digest(&cluster, &all).await;
+    same_digest(&cluster, &all).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,7 +263,7 @@ async fn no_node_is_marked_out_when_fewer_than_r_would_stay_in() {
     one_ring(&cluster, &all).await;
     exactly_on_owners(&cluster, &all, &p, &songs).await;
     streams_from_owners(&cluster, &p, &songs).await;
-    one_digest(&cluster, &all).await;
+    same_digest(&cluster, &all).await;
     below_r(&cluster, 0).await;
 }
 

@@ -25,7 +25,7 @@ use rondo_tests::{Cluster, eventually};
 
 use crate::cli::rondo;
 use crate::data::{counter, exactly_on_owners, metric, placement, streams_from_owners, upload};
-use crate::outage::one_digest;
+use crate::membership::same_digest;
 use crate::ring::one_ring;
 
 const SONGS: usize = 400;
@@ -249,5 +249,5 @@ async fn corrupt_and_missing_copies_are_found_quarantined_and_replaced() {
     one_ring(&cluster, &all).await;
     exactly_on_owners(&cluster, &all, &p, &songs).await;
     streams_from_owners(&cluster, &p, &songs).await;
-    one_digest(&cluster, &all).await;
+    same_digest(&cluster, &all).await;
 }
