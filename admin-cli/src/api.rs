@@ -17,6 +17,19 @@ pub struct LayoutNode {
     pub standing: String,
     /// Partitions owned in the placement; none without one.
     pub partitions: Option<u64>,
+    /// The newest placement epoch it holds everything it owns of.
+    pub synced_epoch: Option<u64>,
+    /// Older placements in force in which it owns partitions.
+    pub unretired_placements: Vec<u64>,
+}
+
+/// Older placements leaving force at one log position.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LayoutRetirement {
+    pub seq: u64,
+    pub placement_epochs: Vec<u64>,
+    pub placement: u64,
 }
 
 /// The placement of audio partitions.
@@ -37,6 +50,11 @@ pub struct Layout {
     pub replication_factor: u64,
     pub nodes: Vec<LayoutNode>,
     pub placement: Option<LayoutPlacement>,
+    /// Older placements still in force (a transition under way).
+    pub older_placements: Vec<u64>,
+    /// Owners of the newest placement that have not synced it.
+    pub unsynced_nodes: Vec<String>,
+    pub retirements: Vec<LayoutRetirement>,
 }
 
 /// What a layout change would move to and from one node.

@@ -81,7 +81,34 @@ pub struct Layout {
     /// The newest placement; none: every node holds every blob (full
     /// replication, as before sharding).
     pub placement: Option<Arc<Placement>>,
+    /// The placements before the newest that are still in force, oldest
+    /// first: their owners may hold what the newest's owners do not yet.
+    /// They retire together once every owner of the newest placement has
+    /// ordered a `Synced` for it (PROTOCOL.md, "Retirement").
+    pub previous: Vec<Arc<Placement>>,
+    /// Per node, the epoch of the newest placement it holds everything it
+    /// owns of, as its ordered `Synced` said (or carried over: see
+    /// [`Layout::apply_at`]).
+    pub synced: BTreeMap<NodeId, u64>,
+    /// The last [`RETIREMENTS_KEPT`] retirements, oldest first: where in
+    /// the log older placements stopped being in force.
+    pub retirements: Vec<Retirement>,
 }
+
+/// Older placements leaving force, at one position of the log, the same on
+/// every node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Retirement {
+    /// The log seq of the entry at which they retired.
+    pub seq: u64,
+    /// Their epochs.
+    pub epochs: Vec<u64>,
+    /// The epoch of the placement in force alone from then on.
+    pub placement: u64,
+}
+
+/// How many retirements a layout remembers.
+pub const RETIREMENTS_KEPT: usize = 32;
 
 /// One change of the layout; each changes the voter set by at most one
 /// node, so that any majority of the voters before it and any majority of
@@ -93,8 +120,12 @@ pub enum LayoutOp {
         addr: String,
         voter: bool,
     },
+    /// Removes a node. Refused while it owns partitions of the newest
+    /// placement; also, unless `force`, while it owns partitions of an
+    /// older one not retired yet (its copies may be the only ones).
     Remove {
         node: NodeId,
+        force: bool,
     },
     SetVoter {
         node: NodeId,
@@ -122,6 +153,14 @@ pub enum LayoutOp {
         node: NodeId,
         standing: Standing,
         placement: Option<Placement>,
+    },
+    /// A node holds everything it owns in placement `epoch`. Only the node
+    /// itself orders it (its resync worker); it is decided against no
+    /// epoch and does not move the layout's epoch, so it never makes an
+    /// operator's change stale.
+    Synced {
+        node: NodeId,
+        epoch: u64,
     },
 }
 
@@ -188,6 +227,15 @@ pub enum Refusal {
     },
     /// The node still owns partitions of the placement: drain it first.
     StillOwns(NodeId),
+    /// The node owns partitions of older placements not retired yet: the
+    /// owners of the newest (`waiting`) have not all synced.
+    NotRetired {
+        node: NodeId,
+        epochs: Vec<u64>,
+        waiting: Vec<NodeId>,
+    },
+    /// A `Synced` that says nothing new (or of a placement not installed).
+    Sync(String),
     /// The placement does not fit the layout it would be part of.
     BadPlacement(String),
     /// No placement fits the layout the change would make (too few nodes
@@ -220,6 +268,20 @@ impl fmt::Display for Refusal {
                 f,
                 "node {n} still owns partitions of the placement: drain it (capacity 0) first"
             ),
+            Refusal::NotRetired {
+                node,
+                epochs,
+                waiting,
+            } => {
+                let list = |v: Vec<String>| v.join(", ");
+                write!(
+                    f,
+                    "node {node} owns partitions of placement version(s) {} that are not retired yet: owner(s) {} of the newest placement have not synced; wait, or force the removal of a dead node whose data is held elsewhere",
+                    list(epochs.iter().map(u64::to_string).collect()),
+                    list(waiting.iter().map(NodeId::to_string).collect())
+                )
+            }
+            Refusal::Sync(why) => write!(f, "{why}"),
             Refusal::BadPlacement(why) => write!(f, "invalid placement: {why}"),
             Refusal::Unplaceable(why) => write!(f, "no placement fits: {why}"),
             Refusal::Standing(why) => write!(f, "{why}"),
@@ -257,7 +319,7 @@ impl Layout {
                 })
                 .collect(),
             replication,
-            placement: None,
+            ..Layout::default()
         }
     }
 
@@ -277,13 +339,9 @@ impl Layout {
 
     /// Whether `node` owns partitions in the placement.
     pub fn owns(&self, node: NodeId) -> bool {
-        self.placement.as_ref().is_some_and(|p| {
-            let a = &p.assignment;
-            a.nodes
-                .iter()
-                .position(|n| *n == node)
-                .is_some_and(|i| a.table.iter().any(|&t| usize::from(t) == i))
-        })
+        self.placement
+            .as_ref()
+            .is_some_and(|p| Self::owns_in(p, node))
     }
 
     /// The nodes that should hold the blob with this hash: its
@@ -331,8 +389,28 @@ impl Layout {
         self.nodes.keys().copied().collect()
     }
 
-    /// The layout after `change`, or why it is refused.
+    /// The layout after `change` as a preview, at no position of the log
+    /// (a retirement it causes is dated 0): see [`Layout::apply_at`].
     pub fn apply(&self, change: &LayoutChange) -> Result<Layout, Refusal> {
+        self.apply_at(0, change)
+    }
+
+    /// The layout after `change`, ordered at log seq `seq`, or why it is
+    /// refused.
+    ///
+    /// A new placement keeps the one it replaces in force (`previous`).
+    /// A node synced to the replaced placement stays synced if it owns no
+    /// partition in the new one that it did not own before (it lost some,
+    /// or kept them all), so a join only waits for the joiner. Once every
+    /// owner of the newest placement is synced, the older ones retire,
+    /// at this entry.
+    pub fn apply_at(&self, seq: u64, change: &LayoutChange) -> Result<Layout, Refusal> {
+        if let LayoutOp::Synced { node, epoch } = &change.op {
+            let mut next = self.clone();
+            next.sync(*node, *epoch)?;
+            next.retire(seq);
+            return Ok(next);
+        }
         if change.expect_epoch != self.epoch {
             return Err(Refusal::Stale {
                 expected: change.expect_epoch,
@@ -365,7 +443,7 @@ impl Layout {
                     },
                 );
             }
-            LayoutOp::Remove { node } => {
+            LayoutOp::Remove { node, force } => {
                 if !self.nodes.contains_key(node) {
                     return Err(Refusal::NotMember(*node));
                 }
@@ -375,7 +453,16 @@ impl Layout {
                 if self.owns(*node) {
                     return Err(Refusal::StillOwns(*node));
                 }
+                let epochs = self.owned_unretired(*node);
+                if !force && !epochs.is_empty() {
+                    return Err(Refusal::NotRetired {
+                        node: *node,
+                        epochs,
+                        waiting: self.unsynced_owners(),
+                    });
+                }
                 next.nodes.remove(node);
+                next.synced.remove(node);
                 if next.replication as usize > next.nodes.len() {
                     next.replication = u32::try_from(next.nodes.len()).unwrap_or(u32::MAX);
                 }
@@ -431,9 +518,106 @@ impl Layout {
                     self.check_auto_out(*node, &next)?;
                 }
             }
+            LayoutOp::Synced { .. } => {}
         }
         next.check_placement()?;
+        next.retire(seq);
         Ok(next)
+    }
+
+    /// Whether `node` owns partitions of placement `p`.
+    fn owns_in(p: &Placement, node: NodeId) -> bool {
+        let a = &p.assignment;
+        a.nodes
+            .iter()
+            .position(|n| *n == node)
+            .is_some_and(|i| a.table.iter().any(|&t| usize::from(t) == i))
+    }
+
+    /// The epochs of the older placements still in force in which `node`
+    /// owns partitions.
+    pub fn owned_unretired(&self, node: NodeId) -> Vec<u64> {
+        self.previous
+            .iter()
+            .filter(|p| Self::owns_in(p, node))
+            .map(|p| p.epoch)
+            .collect()
+    }
+
+    /// Whether `node` owns partitions of any placement in force, the
+    /// newest or an older one not retired.
+    pub fn owns_any(&self, node: NodeId) -> bool {
+        self.owns(node) || !self.owned_unretired(node).is_empty()
+    }
+
+    /// The owners of the newest placement that have not synced it yet
+    /// (none without a placement).
+    pub fn unsynced_owners(&self) -> Vec<NodeId> {
+        let Some(p) = &self.placement else {
+            return Vec::new();
+        };
+        p.assignment
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| Self::owns_in(p, *n))
+            .filter(|n| self.synced.get(n).is_none_or(|s| *s < p.epoch))
+            .collect()
+    }
+
+    /// The log seq at which placement `epoch` retired, if it did and the
+    /// layout still remembers it.
+    pub fn retired_at(&self, epoch: u64) -> Option<u64> {
+        self.retirements
+            .iter()
+            .find(|r| r.epochs.contains(&epoch))
+            .map(|r| r.seq)
+    }
+
+    /// Records that `node` holds everything it owns in placement `epoch`.
+    fn sync(&mut self, node: NodeId, epoch: u64) -> Result<(), Refusal> {
+        if !self.nodes.contains_key(&node) {
+            return Err(Refusal::NotMember(node));
+        }
+        let Some(p) = &self.placement else {
+            return Err(Refusal::Sync(
+                "no placement to sync: every node holds every blob".into(),
+            ));
+        };
+        if epoch > p.epoch || (epoch == p.epoch && !Self::owns_in(p, node)) {
+            return Err(Refusal::Sync(format!(
+                "node {node} owns nothing in placement {epoch} (the newest is {})",
+                p.epoch
+            )));
+        }
+        let was = self.synced.get(&node).copied().unwrap_or(0);
+        if epoch <= was {
+            return Err(Refusal::Sync(format!(
+                "node {node} had synced placement {was} already"
+            )));
+        }
+        self.synced.insert(node, epoch);
+        Ok(())
+    }
+
+    /// Retires the older placements at log seq `seq` if every owner of the
+    /// newest has synced it.
+    fn retire(&mut self, seq: u64) {
+        let Some(p) = &self.placement else {
+            return;
+        };
+        if self.previous.is_empty() || !self.unsynced_owners().is_empty() {
+            return;
+        }
+        let epochs = self.previous.drain(..).map(|o| o.epoch).collect();
+        self.retirements.push(Retirement {
+            seq,
+            epochs,
+            placement: p.epoch,
+        });
+        if self.retirements.len() > RETIREMENTS_KEPT {
+            self.retirements.remove(0);
+        }
     }
 
     /// That `node` may take `standing`: a member, under a placement (full
@@ -638,7 +822,22 @@ impl Layout {
                     p.epoch, self.epoch
                 )));
             }
-            self.placement = Some(Arc::new(p.clone()));
+            let new = Arc::new(p.clone());
+            if let Some(old) = self.placement.take() {
+                // Synced to the old one and owning nothing new: synced.
+                for (node, epoch) in &mut self.synced {
+                    if *epoch >= old.epoch && gains_nothing(&old, &new, *node) {
+                        *epoch = new.epoch;
+                    }
+                }
+                if old.assignment.table != new.assignment.table
+                    || old.assignment.nodes != new.assignment.nodes
+                    || !self.previous.is_empty()
+                {
+                    self.previous.push(old);
+                }
+            }
+            self.placement = Some(new);
         }
         Ok(())
     }
@@ -753,6 +952,16 @@ impl Layout {
     }
 }
 
+/// Whether `node` owns no partition in `new` that it did not own in `old`
+/// (both of the same partition size; otherwise it may).
+fn gains_nothing(old: &Placement, new: &Placement, node: NodeId) -> bool {
+    let (a, b) = (&old.assignment, &new.assignment);
+    if a.bits != b.bits {
+        return false;
+    }
+    (0..b.partitions()).all(|p| !b.owners(p).any(|n| n == node) || a.owners(p).any(|n| n == node))
+}
+
 /// The write quorum of `replicas` owners: a majority of them.
 pub fn majority(replicas: u32) -> u32 {
     replicas / 2 + 1
@@ -797,7 +1006,10 @@ mod tests {
         let remove = |n, e| LayoutChange {
             expect_epoch: e,
             proposal: String::new(),
-            op: LayoutOp::Remove { node: id(n) },
+            op: LayoutOp::Remove {
+                node: id(n),
+                force: false,
+            },
         };
         assert_eq!(l1.apply(&remove(9, 1)), Err(Refusal::NotMember(id(9))));
         let l2 = l1.apply(&remove(1, 1)).unwrap();
@@ -858,13 +1070,19 @@ mod tests {
         let remove = LayoutChange {
             expect_epoch: 1,
             proposal: String::new(),
-            op: LayoutOp::Remove { node: id(1) },
+            op: LayoutOp::Remove {
+                node: id(1),
+                force: false,
+            },
         };
         assert_eq!(two.apply(&remove), Err(Refusal::LastVoter(id(1))));
         let remove_other = LayoutChange {
             expect_epoch: 1,
             proposal: String::new(),
-            op: LayoutOp::Remove { node: id(2) },
+            op: LayoutOp::Remove {
+                node: id(2),
+                force: false,
+            },
         };
         assert_eq!(two.apply(&remove_other).unwrap().ids().len(), 1);
     }
@@ -924,8 +1142,19 @@ mod tests {
             a2.moved_from(Some(&p.assignment)),
             p.assignment.counts()[&id(3)]
         );
-        l2.apply(&change(&l2, LayoutOp::Remove { node: id(3) }))
-            .unwrap();
+        let remove3 = change(
+            &l2,
+            LayoutOp::Remove {
+                node: id(3),
+                force: false,
+            },
+        );
+        assert!(matches!(
+            l2.apply(&remove3),
+            Err(Refusal::NotRetired { .. })
+        ));
+        let l2 = synced(&synced(&l2, 1), 2);
+        l2.apply(&remove3).unwrap();
         // The moves: from full replication nothing is fetched; a drain
         // moves the drained node's bytes out and as many in elsewhere.
         let bytes: Vec<u64> = (0..16).map(|p| 100 + p).collect();
@@ -1017,7 +1246,13 @@ mod tests {
         assert!(matches!(l1.apply(&rf1), Err(Refusal::BadPlacement(_))));
         // An owner is neither removed nor drained without a new table.
         assert_eq!(
-            l1.apply(&change(&l1, LayoutOp::Remove { node: id(1) })),
+            l1.apply(&change(
+                &l1,
+                LayoutOp::Remove {
+                    node: id(1),
+                    force: false
+                }
+            )),
             Err(Refusal::StillOwns(id(1)))
         );
         let drain = |l: &Layout, p: Option<Placement>| {
@@ -1055,9 +1290,22 @@ mod tests {
         let l2 = l1.apply(&drain(&l1, Some(without))).unwrap();
         assert!(!l2.owns(id(1)));
         assert_eq!(l2.nodes[&id(1)].capacity, 0);
-        let l3 = l2
-            .apply(&change(&l2, LayoutOp::Remove { node: id(1) }))
-            .unwrap();
+        // It owned partitions of the placement before, which stays in
+        // force until the new owners hold theirs.
+        let remove1 = change(
+            &l2,
+            LayoutOp::Remove {
+                node: id(1),
+                force: false,
+            },
+        );
+        assert!(matches!(
+            l2.apply(&remove1),
+            Err(Refusal::NotRetired { .. })
+        ));
+        let l2 = synced(&synced(&l2, 2), 3);
+        assert!(l2.previous.is_empty());
+        let l3 = l2.apply(&remove1).unwrap();
         assert_eq!(l3.ids().len(), 2);
         // A node added later owns nothing until a new table gives it a
         // share; the current one stays valid.
@@ -1109,6 +1357,185 @@ mod tests {
     }
 
     const AUTO: Standing = Standing::Out { auto: true };
+
+    /// `l` after node `n` ordered `Synced` for its newest placement, at
+    /// log seq 100 + n.
+    fn synced(l: &Layout, n: u128) -> Layout {
+        let epoch = l.placement_epoch();
+        let op = LayoutOp::Synced { node: id(n), epoch };
+        // Decided against no epoch: any expected epoch passes.
+        let c = LayoutChange {
+            expect_epoch: 7777,
+            op,
+            proposal: String::new(),
+        };
+        l.apply_at(100 + n as u64, &c).unwrap()
+    }
+
+    #[test]
+    fn older_placements_retire_once_every_new_owner_synced() {
+        // Four nodes, R = 2; all four sync the first placement.
+        let mut l = placed_cluster(4, 1, 2);
+        assert!(
+            l.previous.is_empty(),
+            "full replication leaves nothing to retire"
+        );
+        for n in 1..=4 {
+            l = synced(&l, n);
+        }
+        let v1 = l.placement_epoch();
+        // A Synced moves no epoch and says nothing twice.
+        assert_eq!(l.epoch, v1);
+        let again = LayoutChange {
+            expect_epoch: 0,
+            op: LayoutOp::Synced {
+                node: id(1),
+                epoch: v1,
+            },
+            proposal: String::new(),
+        };
+        assert!(matches!(l.apply(&again), Err(Refusal::Sync(_))));
+        let ahead = LayoutChange {
+            op: LayoutOp::Synced {
+                node: id(1),
+                epoch: v1 + 1,
+            },
+            ..again.clone()
+        };
+        assert!(matches!(l.apply(&ahead), Err(Refusal::Sync(_))));
+
+        // A fifth node joins with capacity: the old nodes only give
+        // partitions away, so they stay synced; the placement before stays
+        // in force until the joiner holds its share.
+        let add = LayoutOp::Add {
+            node: id(5),
+            addr: "n5".into(),
+            voter: false,
+        };
+        l = l.apply(&change(&l, add)).unwrap();
+        let op = l
+            .plan(LayoutOp::SetStorage {
+                node: id(5),
+                zone: "z0".into(),
+                capacity: DEFAULT_CAPACITY,
+                placement: None,
+            })
+            .unwrap();
+        let l2 = l.apply_at(50, &change(&l, op)).unwrap();
+        let v2 = l2.placement_epoch();
+        assert_eq!(
+            l2.previous.iter().map(|p| p.epoch).collect::<Vec<_>>(),
+            vec![v1]
+        );
+        assert_eq!(l2.unsynced_owners(), vec![id(5)]);
+        assert!((1..=4).all(|n| l2.synced[&id(n)] == v2));
+        assert_eq!(l2.retired_at(v1), None);
+
+        // Node 1 drains meanwhile: it owned partitions of both; the
+        // owners that gain its share must sync the third placement.
+        let op = l2
+            .plan(LayoutOp::SetStorage {
+                node: id(1),
+                zone: "z0".into(),
+                capacity: 0,
+                placement: None,
+            })
+            .unwrap();
+        let l3 = l2.apply_at(60, &change(&l2, op)).unwrap();
+        let v3 = l3.placement_epoch();
+        assert_eq!(
+            l3.previous.iter().map(|p| p.epoch).collect::<Vec<_>>(),
+            vec![v1, v2]
+        );
+        assert_eq!(l3.owned_unretired(id(1)), vec![v1, v2]);
+        assert!(!l3.owns(id(1)) && l3.owns_any(id(1)));
+        let remove = change(
+            &l3,
+            LayoutOp::Remove {
+                node: id(1),
+                force: false,
+            },
+        );
+        let Err(Refusal::NotRetired { waiting, .. }) = l3.apply(&remove) else {
+            panic!("removed before retirement");
+        };
+        assert_eq!(waiting, l3.unsynced_owners());
+        assert!(waiting.contains(&id(5)));
+        // Forced (a dead node whose data is elsewhere): it goes.
+        let forced = LayoutChange {
+            op: LayoutOp::Remove {
+                node: id(1),
+                force: true,
+            },
+            ..remove.clone()
+        };
+        assert!(l3.apply(&forced).is_ok());
+
+        // Each waiting owner syncs; the last one retires both older
+        // placements at its entry, the same on every node.
+        let mut l4 = l3.clone();
+        let last = *waiting.last().unwrap();
+        for n in &waiting {
+            assert!(!l4.previous.is_empty());
+            l4 = synced(&l4, n.0.as_u128());
+        }
+        assert!(l4.previous.is_empty());
+        let r = l4.retirements.last().unwrap();
+        assert_eq!(
+            (r.seq, r.epochs.clone(), r.placement),
+            (100 + last.0.as_u128() as u64, vec![v1, v2], v3)
+        );
+        assert_eq!(l4.retired_at(v2), Some(r.seq));
+        assert_eq!(l4.epoch, l3.epoch, "syncs move no epoch");
+        // Now the drained node may go, and a stale change still loses.
+        let l5 = l4.apply(&remove).unwrap();
+        assert!(!l5.nodes.contains_key(&id(1)) && !l5.synced.contains_key(&id(1)));
+        assert!(matches!(l5.apply(&remove), Err(Refusal::Stale { .. })));
+    }
+
+    #[test]
+    fn a_placement_that_moves_nothing_retires_nothing_and_retirements_are_bounded() {
+        let mut l = placed_cluster(3, 1, 2);
+        for n in 1..=3 {
+            l = synced(&l, n);
+        }
+        // The same zone and capacity again: the same table, nothing to
+        // wait for.
+        let same = l
+            .plan(LayoutOp::SetStorage {
+                node: id(1),
+                zone: "z0".into(),
+                capacity: DEFAULT_CAPACITY,
+                placement: None,
+            })
+            .unwrap();
+        l = l.apply(&change(&l, same)).unwrap();
+        assert!(l.previous.is_empty() && l.unsynced_owners().is_empty());
+        // Capacities that move partitions back and forth, each transition
+        // completed: one retirement each, the oldest forgotten.
+        for i in 0..(RETIREMENTS_KEPT + 3) {
+            let capacity = if i % 2 == 0 {
+                DEFAULT_CAPACITY / 4
+            } else {
+                DEFAULT_CAPACITY
+            };
+            let op = l
+                .plan(LayoutOp::SetStorage {
+                    node: id(1),
+                    zone: "z0".into(),
+                    capacity,
+                    placement: None,
+                })
+                .unwrap();
+            l = l.apply(&change(&l, op)).unwrap();
+            assert_eq!(l.previous.len(), 1);
+            for n in l.unsynced_owners() {
+                l = synced(&l, n.0.as_u128());
+            }
+            assert!(l.previous.is_empty());
+        }
+        assert_eq!(l.retirements.len(), RETIREMENTS_KEPT);
+    }
 
     #[test]
     fn an_automatic_out_passes_its_guards_or_is_refused_everywhere() {

@@ -18,7 +18,8 @@ mod node;
 
 pub use layout::{
     AUTO_OUT_KEEP_CAPACITY, DEFAULT_CAPACITY, DEFAULT_ZONE, Guard, Layout, LayoutChange, LayoutOp,
-    Member, NodeMove, Placement, Refusal, Standing, majority, standing_name,
+    Member, NodeMove, Placement, RETIREMENTS_KEPT, Refusal, Retirement, Standing, majority,
+    standing_name,
 };
 pub use node::{Compacted, Durable, Node, Phase};
 

@@ -237,7 +237,7 @@ impl<P: Clone> Node<P> {
                 Body::RingStart {
                     genesis: Some(g), ..
                 } => Some(g.clone()),
-                Body::Layout(change) => self.layout().apply(change).ok(),
+                Body::Layout(change) => self.layout().apply_at(e.seq, change).ok(),
                 _ => None,
             };
             if let Some(next) = next {

@@ -396,7 +396,10 @@ impl Model for RingModel {
                     let node = id(k);
                     match layout.nodes.get(&node) {
                         Some(m) => {
-                            actions.push(Action::ProposeLayout(i, LayoutOp::Remove { node }));
+                            actions.push(Action::ProposeLayout(
+                                i,
+                                LayoutOp::Remove { node, force: false },
+                            ));
                             let voter = !m.voter;
                             let op = LayoutOp::SetVoter { node, voter };
                             actions.push(Action::ProposeLayout(i, op));

@@ -87,7 +87,7 @@ impl Net {
             epoch: 0,
             nodes,
             replication: 0,
-            placement: None,
+            ..Layout::default()
         };
         let node = Node::new(me, Config::fast(4), base, Durable::default());
         self.nodes.insert(me, node);
@@ -522,7 +522,10 @@ fn a_removed_node_retires_and_the_others_go_on_without_it() {
     let change = LayoutChange {
         expect_epoch: 0,
         proposal: String::new(),
-        op: LayoutOp::Remove { node: gone },
+        op: LayoutOp::Remove {
+            node: gone,
+            force: false,
+        },
     };
     net.input(ids[2], Input::ProposeLayout(change));
     assert!(
@@ -615,7 +618,10 @@ fn a_removed_node_added_back_while_cut_off_rejoins_once_reachable() {
     let remove = LayoutChange {
         expect_epoch: 0,
         proposal: String::new(),
-        op: LayoutOp::Remove { node: gone },
+        op: LayoutOp::Remove {
+            node: gone,
+            force: false,
+        },
     };
     net.input(ids[2], Input::ProposeLayout(remove));
     assert!(churn(&mut net, |n| one_ring_of(n, 2, &ids[1..])

@@ -150,7 +150,9 @@ impl From<Error> for tonic::Status {
             Error::StaleLayout(_) => Code::Aborted,
             // The node still owns data: the change conflicts with the
             // cluster's state until a drain moves it (CONFLICT).
-            Error::LayoutRefused(rondo_ring::Refusal::StillOwns(_)) => Code::AlreadyExists,
+            Error::LayoutRefused(
+                rondo_ring::Refusal::StillOwns(_) | rondo_ring::Refusal::NotRetired { .. },
+            ) => Code::AlreadyExists,
             Error::LayoutRefused(_) => Code::FailedPrecondition,
             Error::Unavailable(_) | Error::StalePlacement { .. } => Code::Unavailable,
             Error::Db(_)

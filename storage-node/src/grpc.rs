@@ -70,7 +70,15 @@ impl Service {
         let change = request.change.ok_or(Error::Invalid {
             what: "no layout change",
         })?;
-        Ok(crate::ring::wire::change_from_wire(change)?)
+        let change = crate::ring::wire::change_from_wire(change)?;
+        if matches!(change.op, rondo_ring::LayoutOp::Synced { .. }) {
+            // Only a node says what it holds, through its own ring.
+            return Err(Error::Invalid {
+                what: "a node orders its own Synced",
+            }
+            .into());
+        }
+        Ok(change)
     }
 }
 

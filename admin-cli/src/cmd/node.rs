@@ -129,8 +129,9 @@ pub enum NodeCommand {
 
 /// The layout fields every change answers.
 pub const LAYOUT: &str = "{ epoch replicationFactor \
-     nodes { id address isVoter zone capacityBytes standing partitions } \
-     placement { epoch partitions replicas writeQuorum } }";
+     nodes { id address isVoter zone capacityBytes standing partitions syncedEpoch unretiredPlacements } \
+     placement { epoch partitions replicas writeQuorum } \
+     olderPlacements unsyncedNodes retirements { seq placementEpochs placement } }";
 
 /// The mutation that sets a node's storage.
 const SET_STORAGE: &str = "mutation($id: ID!, $z: String, $c: Int, $e: Int) { setNodeStorage(id: $id, zone: $z, capacityBytes: $c, expectEpoch: $e) ";
@@ -339,6 +340,23 @@ pub fn print_layout(l: &Layout) {
         ),
         None => println!("placement none: every node holds every song's audio"),
     }
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    if !l.older_placements.is_empty() {
+        println!(
+            "transition placement(s) {} still in force, waiting for {} node(s) to sync: {}",
+            list(&l.older_placements),
+            l.unsynced_nodes.len(),
+            l.unsynced_nodes.join(", ")
+        );
+    }
+    if let Some(r) = l.retirements.last() {
+        println!(
+            "retired  placement(s) {} at log seq {}; placement {} alone from then",
+            list(&r.placement_epochs),
+            r.seq,
+            r.placement
+        );
+    }
     for n in &l.nodes {
         let vote = if n.is_voter { "voter" } else { "non-voter" };
         let standing = match n.standing.as_str() {
@@ -349,8 +367,16 @@ pub fn print_layout(l: &Layout) {
             .partitions
             .map(|p| format!("  {p} partitions"))
             .unwrap_or_default();
+        let older = if n.unretired_placements.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  owns in placement(s) {} too",
+                list(&n.unretired_placements)
+            )
+        };
         println!(
-            "member   {}  {}  {vote}  zone {}  capacity {}{standing}{owned}",
+            "member   {}  {}  {vote}  zone {}  capacity {}{standing}{owned}{older}",
             n.id,
             n.address,
             n.zone,
@@ -360,9 +386,10 @@ pub fn print_layout(l: &Layout) {
 }
 
 /// `rondo node remove`: under a placement, a node that owns partitions is
-/// drained first, and the removal waits until it holds no audio (the
-/// gateway refuses it before: the node would be nobody's source); then
-/// the node is removed. `force` removes at once.
+/// drained first, and the removal waits until the placements it owns
+/// partitions of have retired (every new owner holds what it owns; the
+/// cluster refuses the removal before, as the node could be the only
+/// source); then the node is removed. `force` removes at once.
 async fn remove(
     client: &rondo_cli::client::Client,
     id: &str,
@@ -394,7 +421,7 @@ async fn remove(
             expect_epoch = Some(drained.epoch);
         }
         if placed {
-            wait_until_empty(client, id).await?;
+            wait_until_retired(client, id).await?;
         }
     }
     let query = format!(
@@ -417,36 +444,58 @@ async fn cluster_view(
     Ok(answer.cluster)
 }
 
-/// Waits, with a progress bar of the bytes it still holds, until node `id`
-/// reports that it holds no audio (its partitions' new owners hold it).
-async fn wait_until_empty(client: &rondo_cli::client::Client, id: &str) -> anyhow::Result<()> {
+/// Waits, with a progress bar of the bytes node `id` has given up, until
+/// it owns partitions of no placement in force (the newest gives it none,
+/// and the older ones it owned in have retired: every owner of the newest
+/// holds what it owns) and, while it is up, until it has given up every
+/// copy. A node down before its placements retired ends the wait: what it
+/// holds is unknown.
+async fn wait_until_retired(client: &rondo_cli::client::Client, id: &str) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "offloading {bar:30} {binary_bytes}/{binary_total_bytes} moved, eta {eta}",
+            "offloading {bar:30} {binary_bytes}/{binary_total_bytes} moved, eta {eta}  {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut start = None;
     loop {
         let cluster = cluster_view(client).await?;
-        let Some(node) = cluster.nodes.iter().find(|n| n.id.as_deref() == Some(id)) else {
+        let member = cluster
+            .layout
+            .as_ref()
+            .and_then(|l| l.nodes.iter().find(|n| n.id == id));
+        let Some(member) = member else {
             anyhow::bail!("node {id} is not a node of the cluster");
         };
-        if node.state != "UP" {
+        let retired = member.partitions.unwrap_or(0) == 0 && member.unretired_placements.is_empty();
+        let node = cluster
+            .nodes
+            .iter()
+            .find(|n| n.id.as_deref() == Some(id))
+            .filter(|n| n.state == "UP");
+        let Some(node) = node else {
+            if retired {
+                bar.finish_and_clear();
+                return Ok(());
+            }
             bar.abandon();
             anyhow::bail!(
-                "node {id} is {}: what it holds is unknown; `rondo node remove --force {id}` once its partitions are held by others",
-                node.state
+                "node {id} is down: what it holds is unknown; `rondo node remove --force {id}` once its partitions are held by others"
             );
+        };
+        if retired && node.bytes_stored == 0 {
+            bar.finish_and_clear();
+            return Ok(());
         }
         let total = *start.get_or_insert(node.bytes_stored);
         bar.set_length(total);
         bar.set_position(total.saturating_sub(node.bytes_stored));
-        if node.bytes_stored == 0 {
-            bar.finish_and_clear();
-            return Ok(());
-        }
+        let waiting = cluster
+            .layout
+            .as_ref()
+            .map_or(0, |l| l.unsynced_nodes.len());
+        bar.set_message(format!("{waiting} new owner(s) still fetching"));
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

@@ -314,11 +314,12 @@ impl Cluster {
     }
 
     /// The newest layout any node reports (greatest epoch).
+    /// The newest layout the nodes reported (see [`freshness`]).
     pub fn layout(&self) -> Option<Layout> {
         self.nodes()
             .iter()
             .filter_map(|n| n.info().ring.and_then(|r| r.layout))
-            .max_by_key(|l| l.epoch)
+            .max_by_key(freshness)
             .as_ref()
             .map(Layout::from)
     }
@@ -332,7 +333,7 @@ impl Cluster {
         let layout = infos
             .iter()
             .filter_map(|i| i.ring.as_ref().and_then(|r| r.layout.clone()))
-            .max_by_key(|l| l.epoch)?;
+            .max_by_key(freshness)?;
         let (bits, owners): (u32, std::collections::BTreeMap<String, Vec<u32>>) =
             match &layout.placement {
                 Some(p) => {
@@ -701,6 +702,16 @@ fn node_client(url: &str, links: &Links) -> Result<Arc<Node>> {
         client,
         info: RwLock::new(NodeInfo::default()),
     }))
+}
+
+/// How new a reported layout is: its epoch, then its syncs and
+/// retirements, which an ordered `Synced` changes without a new epoch.
+fn freshness(l: &rondo_proto::ring::v1::Layout) -> (u64, u64, u64) {
+    (
+        l.epoch,
+        l.retirements.last().map_or(0, |r| r.seq),
+        l.synced.iter().map(|s| s.epoch).sum(),
+    )
 }
 
 #[cfg(test)]

@@ -84,7 +84,9 @@ pub enum LayoutOp {
         address: String,
         voter: bool,
     },
-    Remove(NodeId),
+    /// `force`: also while it owns partitions of an older placement not
+    /// retired yet.
+    Remove(NodeId, bool),
     SetVoter(NodeId, bool),
     SetReplication(u32),
     /// A node's zone and capacity (0: drain it).
@@ -134,6 +136,19 @@ pub struct LayoutMember {
     pub out: Option<bool>,
     /// Partitions it owns in the placement (none without one).
     pub partitions: Option<u32>,
+    /// The newest placement epoch it holds everything it owns of.
+    pub synced: Option<u64>,
+    /// The epochs of older placements in force in which it owns
+    /// partitions (removing it is refused meanwhile).
+    pub unretired: Vec<u64>,
+}
+
+/// Older placements leaving force at one log position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetirementSummary {
+    pub seq: u64,
+    pub epochs: Vec<u64>,
+    pub placement: u64,
 }
 
 /// The placement of a layout, summed up.
@@ -154,22 +169,46 @@ pub struct Layout {
     pub members: Vec<LayoutMember>,
     /// None: every node holds every song's audio.
     pub placement: Option<PlacementSummary>,
+    /// Epochs of the older placements still in force, oldest first.
+    pub previous: Vec<u64>,
+    /// Owners of the newest placement that have not synced it.
+    pub unsynced: Vec<String>,
+    /// The last retirements, oldest first.
+    pub retirements: Vec<RetirementSummary>,
+}
+
+/// Per node id, the partitions it owns in `p`: the table holds two-byte
+/// indices into the placement's node list.
+fn owned_counts(p: &ring::Placement) -> std::collections::BTreeMap<&str, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for pair in p.table.chunks_exact(2) {
+        let i = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
+        if let Some(id) = p.nodes.get(i) {
+            *counts.entry(id.as_str()).or_insert(0u32) += 1;
+        }
+    }
+    counts
 }
 
 impl From<&ring::Layout> for Layout {
     fn from(l: &ring::Layout) -> Self {
-        // Partitions owned per node: the table holds two-byte indices into
-        // the placement's node list.
-        let owned: Option<std::collections::BTreeMap<&str, u32>> = l.placement.as_ref().map(|p| {
-            let mut counts = std::collections::BTreeMap::new();
-            for pair in p.table.chunks_exact(2) {
-                let i = usize::from(u16::from_le_bytes([pair[0], pair[1]]));
-                if let Some(id) = p.nodes.get(i) {
-                    *counts.entry(id.as_str()).or_insert(0u32) += 1;
-                }
-            }
-            counts
-        });
+        let owned = l.placement.as_ref().map(owned_counts);
+        let older: Vec<(u64, std::collections::BTreeMap<&str, u32>)> = l
+            .previous
+            .iter()
+            .map(|p| (p.epoch, owned_counts(p)))
+            .collect();
+        let synced: std::collections::BTreeMap<&str, u64> =
+            l.synced.iter().map(|s| (s.id.as_str(), s.epoch)).collect();
+        let unsynced = match &l.placement {
+            Some(p) => owned
+                .iter()
+                .flatten()
+                .filter(|(id, n)| **n > 0 && synced.get(*id).is_none_or(|e| *e < p.epoch))
+                .map(|(id, _)| (*id).to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
         Layout {
             epoch: l.epoch,
             replication: l.replication,
@@ -192,6 +231,12 @@ impl From<&ring::Layout> for Layout {
                     partitions: owned
                         .as_ref()
                         .map(|o| o.get(m.id.as_str()).copied().unwrap_or(0)),
+                    synced: synced.get(m.id.as_str()).copied(),
+                    unretired: older
+                        .iter()
+                        .filter(|(_, o)| o.get(m.id.as_str()).is_some_and(|n| *n > 0))
+                        .map(|(e, _)| *e)
+                        .collect(),
                 })
                 .collect(),
             placement: l.placement.as_ref().map(|p| PlacementSummary {
@@ -200,6 +245,17 @@ impl From<&ring::Layout> for Layout {
                 replicas: p.replicas,
                 write_quorum: p.write_quorum,
             }),
+            previous: l.previous.iter().map(|p| p.epoch).collect(),
+            unsynced,
+            retirements: l
+                .retirements
+                .iter()
+                .map(|r| RetirementSummary {
+                    seq: r.seq,
+                    epochs: r.epochs.clone(),
+                    placement: r.placement,
+                })
+                .collect(),
         }
     }
 }
@@ -293,8 +349,9 @@ fn layout_op_to_wire(op: LayoutOp) -> ring::layout_change::Op {
             addr: address,
             voter,
         }),
-        LayoutOp::Remove(node) => Op::Remove(ring::RemoveNode {
+        LayoutOp::Remove(node, force) => Op::Remove(ring::RemoveNode {
             id: node.to_string(),
+            force,
         }),
         LayoutOp::SetVoter(node, voter) => Op::SetVoter(ring::SetVoter {
             id: node.to_string(),

@@ -29,6 +29,27 @@ pub struct ClusterLayout {
     /// Which nodes own each audio partition; null while every node holds
     /// every song's audio (full replication).
     pub placement: Option<LayoutPlacement>,
+    /// The epochs of older placements still in force, oldest first: a
+    /// transition under way. Empty once every owner of the newest
+    /// placement holds everything it owns there.
+    pub older_placements: Vec<i64>,
+    /// The owners of the newest placement that do not hold everything
+    /// they own there yet (the transition waits for them).
+    pub unsynced_nodes: Vec<ID>,
+    /// Where older placements left force, oldest first (the last 32).
+    pub retirements: Vec<LayoutRetirement>,
+}
+
+/// Older placements leaving force, at the same position of the ordered
+/// log on every node.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct LayoutRetirement {
+    /// The sequence number of the log entry at which they retired.
+    pub seq: i64,
+    /// Their epochs.
+    pub placement_epochs: Vec<i64>,
+    /// The placement in force alone from then on.
+    pub placement: i64,
 }
 
 /// A storage node of the layout.
@@ -47,6 +68,12 @@ pub struct LayoutNode {
     pub standing: Standing,
     /// Partitions it owns in the placement; null without one.
     pub partitions: Option<i32>,
+    /// The newest placement epoch it holds everything it owns of; null
+    /// if it never said so.
+    pub synced_epoch: Option<i64>,
+    /// The epochs of older placements still in force in which it owns
+    /// partitions: removing it is refused (`CONFLICT`) until they retire.
+    pub unretired_placements: Vec<i64>,
 }
 
 /// Whether a node takes placement.
@@ -90,6 +117,8 @@ impl From<&Layout> for ClusterLayout {
                         Some(true) => Standing::OutAuto,
                     },
                     partitions: m.partitions.map(|p| i32::try_from(p).unwrap_or(i32::MAX)),
+                    synced_epoch: m.synced.map(big),
+                    unretired_placements: m.unretired.iter().copied().map(big).collect(),
                 })
                 .collect(),
             placement: l.placement.as_ref().map(|p| LayoutPlacement {
@@ -98,8 +127,24 @@ impl From<&Layout> for ClusterLayout {
                 replicas: i32::try_from(p.replicas).unwrap_or(i32::MAX),
                 write_quorum: i32::try_from(p.write_quorum).unwrap_or(i32::MAX),
             }),
+            older_placements: l.previous.iter().copied().map(big).collect(),
+            unsynced_nodes: l.unsynced.iter().map(|n| ID(n.clone())).collect(),
+            retirements: l
+                .retirements
+                .iter()
+                .map(|r| LayoutRetirement {
+                    seq: big(r.seq),
+                    placement_epochs: r.epochs.iter().copied().map(big).collect(),
+                    placement: big(r.placement),
+                })
+                .collect(),
         }
     }
+}
+
+/// A count or epoch as a GraphQL integer (saturating).
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A layout change to plan.
@@ -222,7 +267,7 @@ fn op_of(ctx: &Context<'_>, change: LayoutChangeInput) -> Result<LayoutOp> {
         LayoutChangeInput::ReplicationFactor(f) => LayoutOp::SetReplication(factor(f)?),
         LayoutChangeInput::NodeStorage(s) => storage(ctx, &s.id, s.zone, s.capacity_bytes)?,
         LayoutChangeInput::DrainNode(id) => storage(ctx, &id, None, Some(0))?,
-        LayoutChangeInput::RemoveNode(id) => LayoutOp::Remove(parse_id(&id)?),
+        LayoutChangeInput::RemoveNode(id) => LayoutOp::Remove(parse_id(&id)?, false),
     })
 }
 
@@ -297,13 +342,15 @@ impl LayoutMutation {
     /// Removes a storage node from the cluster. The others re-form their
     /// ring without it, and it serves nothing more. Refused with `CONFLICT`
     /// while it owns partitions of the placement: drain it first
-    /// (`drainNode`), and remove it once the new owners hold its audio.
+    /// (`drainNode`).
     ///
-    /// Under a placement it is also refused (`CONFLICT`) while the node
-    /// still holds audio (a drain under way), or while it is down and what
-    /// it holds is unknown: once removed it is no source for anyone. With
-    /// `force: true` it goes anyway (a dead node whose data the owners
-    /// already hold).
+    /// Also refused (`CONFLICT`) while it owns partitions of an older
+    /// placement that has not retired (`ClusterLayout.olderPlacements`):
+    /// until every owner of the newest placement holds what it owns, the
+    /// node's copies may be the only ones. Every node decides this the
+    /// same way, at the change's position in the ordered log. With
+    /// `force: true` it goes anyway (a dead node whose data is held
+    /// elsewhere, or lost).
     async fn remove_node(
         &self,
         ctx: &Context<'_>,
@@ -313,10 +360,7 @@ impl LayoutMutation {
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
         let id: NodeId = parse_id(&id).gql()?;
-        if !force {
-            still_holds(ctx, id).gql()?;
-        }
-        let op = LayoutOp::Remove(id);
+        let op = LayoutOp::Remove(id, force);
         change(ctx, op, expect_epoch, Some(id)).await.gql()
     }
 
@@ -482,37 +526,6 @@ async fn change(
         .change_layout(target, op, expect_epoch, session)
         .await?;
     Ok(ClusterLayout::from(&layout))
-}
-
-/// Refuses to remove a node that still holds audio under a placement (or
-/// is down, so what it holds is unknown): it would be nobody's source.
-fn still_holds(ctx: &Context<'_>, id: NodeId) -> Result<()> {
-    let cluster = &state(ctx).cluster;
-    if cluster.layout().is_none_or(|l| l.placement.is_none()) {
-        return Ok(());
-    }
-    // A node that still owns partitions is refused by the node itself
-    // (`StillOwns`), which says so more precisely.
-    let owns = cluster.layout().and_then(|l| {
-        l.members
-            .iter()
-            .find(|m| m.id == id.to_string())
-            .and_then(|m| m.partitions)
-    });
-    if owns.is_some_and(|p| p > 0) {
-        return Ok(());
-    }
-    let info = cluster.node(id).map(|n| n.info());
-    match info {
-        Some(i) if i.up && i.bytes_stored == 0 => Ok(()),
-        Some(i) if i.up => Err(Error::Conflict(format!(
-            "node {id} still holds {} bytes of audio: wait until the drain has moved them (or pass force)",
-            i.bytes_stored
-        ))),
-        _ => Err(Error::Conflict(format!(
-            "node {id} is down, so what it holds is unknown: pass force once its partitions are held by others"
-        ))),
-    }
 }
 
 /// The epoch a change is decided against: the one given, or the newest

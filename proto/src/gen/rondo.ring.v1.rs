@@ -87,6 +87,34 @@ pub struct Layout {
     /// The newest placement; absent: every node holds every blob.
     #[prost(message, optional, tag = "4")]
     pub placement: ::core::option::Option<Placement>,
+    /// Older placements still in force, oldest first (PROTOCOL.md,
+    /// "Retirement").
+    #[prost(message, repeated, tag = "5")]
+    pub previous: ::prost::alloc::vec::Vec<Placement>,
+    /// Per node, the newest placement epoch it holds everything it owns of.
+    #[prost(message, repeated, tag = "6")]
+    pub synced: ::prost::alloc::vec::Vec<NodeSynced>,
+    /// The last retirements, oldest first.
+    #[prost(message, repeated, tag = "7")]
+    pub retirements: ::prost::alloc::vec::Vec<Retirement>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct NodeSynced {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+}
+/// Older placements leaving force at log seq `seq`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Retirement {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(uint64, repeated, tag = "2")]
+    pub epochs: ::prost::alloc::vec::Vec<u64>,
+    /// The placement in force alone from then on.
+    #[prost(uint64, tag = "3")]
+    pub placement: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LayoutMember {
@@ -140,7 +168,7 @@ pub struct LayoutChange {
     /// Names the proposal, so that the proposing node can answer its client.
     #[prost(string, tag = "6")]
     pub proposal: ::prost::alloc::string::String,
-    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5, 7, 8")]
+    #[prost(oneof = "layout_change::Op", tags = "2, 3, 4, 5, 7, 8, 9")]
     pub op: ::core::option::Option<layout_change::Op>,
 }
 /// Nested message and enum types in `LayoutChange`.
@@ -159,6 +187,8 @@ pub mod layout_change {
         SetStorage(super::SetStorage),
         #[prost(message, tag = "8")]
         SetStanding(super::SetStanding),
+        #[prost(message, tag = "9")]
+        Synced(super::Synced),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -174,6 +204,19 @@ pub struct AddNode {
 pub struct RemoveNode {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
+    /// Also while it owns partitions of a placement not retired yet (a dead
+    /// node whose data is held elsewhere).
+    #[prost(bool, tag = "2")]
+    pub force: bool,
+}
+/// A node holds everything it owns in placement `epoch`; ordered by the
+/// node itself, against no epoch.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Synced {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SetVoter {

@@ -89,7 +89,45 @@ async fn pass(
     let layout = Arc::new(layout);
     let gained = gain(state, &layout, backoff).await;
     let given = give_up(state, &layout, lingering).await;
-    gained.and(given)
+    let synced = claim_sync(state).await;
+    gained.and(given).and(synced)
+}
+
+/// Orders this node's `Synced` for the newest placement once it holds
+/// every blob it owns there: when every owner has, the older placements
+/// retire (PROTOCOL.md, "Retirement"). Only through a quorate ring: a
+/// minority orders nothing.
+async fn claim_sync(state: &Arc<NodeState>) -> Result<()> {
+    let status = state.ring.status();
+    if status.phase != "operational" || !status.quorate {
+        return Ok(());
+    }
+    let st = state.clone();
+    let Some(epoch) = tokio::task::spawn_blocking(move || st.store.sync_due()).await?? else {
+        return Ok(());
+    };
+    let change = rondo_ring::LayoutChange {
+        expect_epoch: 0,
+        op: rondo_ring::LayoutOp::Synced {
+            node: state.node_id,
+            epoch,
+        },
+        proposal: String::new(),
+    };
+    match state.ring.propose_layout(change).await {
+        Ok((layout, seq)) => {
+            let retired = layout.retirements.last().filter(|r| r.seq == seq);
+            tracing::info!(epoch, seq, retired = ?retired.map(|r| &r.epochs), "holds everything it owns in the newest placement");
+            Ok(())
+        }
+        // Another change came first (a newer placement, the same Synced
+        // replayed): the next pass looks again.
+        Err(Error::LayoutRefused(refusal)) => {
+            tracing::debug!(%refusal, "Synced not ordered");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Fetches the blobs this node owns and lacks, several at once; one whose

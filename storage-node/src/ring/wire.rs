@@ -129,6 +129,24 @@ pub fn layout_to_wire(l: &Layout) -> wire::Layout {
             .collect(),
         replication: l.replication,
         placement: l.placement.as_deref().map(placement_to_wire),
+        previous: l.previous.iter().map(|p| placement_to_wire(p)).collect(),
+        synced: l
+            .synced
+            .iter()
+            .map(|(id, epoch)| wire::NodeSynced {
+                id: id.to_string(),
+                epoch: *epoch,
+            })
+            .collect(),
+        retirements: l
+            .retirements
+            .iter()
+            .map(|r| wire::Retirement {
+                seq: r.seq,
+                epochs: r.epochs.clone(),
+                placement: r.placement,
+            })
+            .collect(),
     }
 }
 
@@ -165,6 +183,25 @@ pub fn layout_from_wire(l: wire::Layout) -> Result<Layout> {
             .map(placement_from_wire)
             .transpose()?
             .map(std::sync::Arc::new),
+        previous: l
+            .previous
+            .into_iter()
+            .map(|p| Ok(std::sync::Arc::new(placement_from_wire(p)?)))
+            .collect::<Result<_>>()?,
+        synced: l
+            .synced
+            .into_iter()
+            .map(|s| Ok((s.id.parse::<NodeId>()?, s.epoch)))
+            .collect::<Result<_>>()?,
+        retirements: l
+            .retirements
+            .into_iter()
+            .map(|r| rondo_ring::Retirement {
+                seq: r.seq,
+                epochs: r.epochs,
+                placement: r.placement,
+            })
+            .collect(),
     })
 }
 
@@ -178,8 +215,9 @@ pub fn change_to_wire(c: &LayoutChange) -> wire::LayoutChange {
                 addr: addr.clone(),
                 voter: *voter,
             }),
-            LayoutOp::Remove { node } => Op::Remove(wire::RemoveNode {
+            LayoutOp::Remove { node, force } => Op::Remove(wire::RemoveNode {
                 id: node.to_string(),
+                force: *force,
             }),
             LayoutOp::SetVoter { node, voter } => Op::SetVoter(wire::SetVoter {
                 id: node.to_string(),
@@ -212,6 +250,10 @@ pub fn change_to_wire(c: &LayoutChange) -> wire::LayoutChange {
                 auto: *standing == Standing::Out { auto: true },
                 placement: placement.as_ref().map(placement_to_wire),
             }),
+            LayoutOp::Synced { node, epoch } => Op::Synced(wire::Synced {
+                id: node.to_string(),
+                epoch: *epoch,
+            }),
         }),
         proposal: c.proposal.clone(),
     }
@@ -232,6 +274,11 @@ pub fn change_from_wire(c: wire::LayoutChange) -> Result<LayoutChange> {
         }
         Op::Remove(r) => LayoutOp::Remove {
             node: r.id.parse()?,
+            force: r.force,
+        },
+        Op::Synced(s) => LayoutOp::Synced {
+            node: s.id.parse()?,
+            epoch: s.epoch,
         },
         Op::SetVoter(v) => LayoutOp::SetVoter {
             node: v.id.parse()?,
@@ -550,7 +597,15 @@ mod tests {
                 addr: "http://a:7400".into(),
                 voter: true,
             },
-            LayoutOp::Remove { node: a },
+            LayoutOp::Remove {
+                node: a,
+                force: false,
+            },
+            LayoutOp::Remove {
+                node: a,
+                force: true,
+            },
+            LayoutOp::Synced { node: a, epoch: 5 },
             LayoutOp::SetVoter {
                 node: a,
                 voter: false,
@@ -638,6 +693,13 @@ mod tests {
             m.capacity = 0;
         }
         layout.placement = Some(std::sync::Arc::new(placement(a, 5)));
+        layout.previous = vec![std::sync::Arc::new(placement(a, 3))];
+        layout.synced = [(a, 5), (b, 3)].into();
+        layout.retirements = vec![rondo_ring::Retirement {
+            seq: 17,
+            epochs: vec![1, 2],
+            placement: 3,
+        }];
         assert_eq!(layout_from_wire(layout_to_wire(&layout)).unwrap(), layout);
 
         let old = wire::Layout {
@@ -649,7 +711,7 @@ mod tests {
                 ..Default::default()
             }],
             replication: 1,
-            placement: None,
+            ..Default::default()
         };
         let m = layout_from_wire(old).unwrap().nodes[&a].clone();
         assert_eq!(

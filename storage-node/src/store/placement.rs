@@ -44,6 +44,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The epoch of the newest placement if this node owns partitions of
+    /// it, has not synced it yet, and holds every blob it owns there that a
+    /// song uses (fetches queued or not): the `Synced` it may order now.
+    /// Read in one transaction with the layout it is checked against.
+    pub fn sync_due(&self) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        let Some(layout) = applied_layout(&txn.open_table(RING_META)?)? else {
+            return Ok(None);
+        };
+        let Some(epoch) = layout.placement.as_ref().map(|p| p.epoch) else {
+            return Ok(None);
+        };
+        if !layout.owns(self.id) || layout.synced.get(&self.id).is_some_and(|s| *s >= epoch) {
+            return Ok(None);
+        }
+        for row in txn.open_table(WANTED)?.iter()? {
+            let (k, v) = row?;
+            if v.value() > 0 && layout.should_hold(self.id, &ContentHash(*k.value())) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(epoch))
+    }
+
     /// The bytes of the blobs `hashes` (as the songs using them record
     /// them, each blob once): what the resync worker has to fetch. A scan
     /// of the songs, made only while it has work.
@@ -246,9 +270,23 @@ mod tests {
             vec![ContentHash::of(&mine)],
             "without a queued fetch, the resync worker's work"
         );
+        assert_eq!(store.sync_due().unwrap(), None, "it lacks a blob it owns");
         // Both arrive (say, from before the placement): the one it does not
         // own is misplaced, and given up with its song announced released.
         store.put_blob(staged(&store, &mine).await).unwrap();
+        // It holds all it owns (lacking one it does not own): its Synced
+        // is due, and once ordered, no more.
+        let epoch = placed.placement_epoch();
+        assert_eq!(store.sync_due().unwrap(), Some(epoch));
+        let synced = rondo_ring::LayoutChange {
+            expect_epoch: 0,
+            op: rondo_ring::LayoutOp::Synced { node: me, epoch },
+            proposal: String::new(),
+        };
+        let after = store.apply_layout(12, &synced, &placed).unwrap().unwrap();
+        assert_eq!(after.synced.get(&me), Some(&epoch));
+        assert_eq!(after.epoch, placed.epoch);
+        assert_eq!(store.sync_due().unwrap(), None);
         store.put_blob(staged(&store, &theirs).await).unwrap();
         assert_eq!(
             store

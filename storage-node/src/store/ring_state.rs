@@ -47,7 +47,7 @@ impl Store {
         let outcome = {
             let mut ring = txn.open_table(RING_META)?;
             let current = applied_layout(&ring)?.unwrap_or_else(|| before.clone());
-            let outcome = current.apply(change);
+            let outcome = current.apply_at(seq, change);
             if seq <= applied_seq(&ring)? {
                 return Ok(outcome);
             }

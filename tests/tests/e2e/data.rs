@@ -407,10 +407,75 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     songs.extend(new);
 
     // Drain node 3: its partitions go to the others. While it drains, no
-    // blob ever has fewer than R live copies; it ends with nothing.
+    // blob ever has fewer than R live copies; it ends with nothing. The
+    // new owners fetch at one byte a second at first, so the transition
+    // is seen under way: the placement before stays in force, and the
+    // drained node's removal is refused (CONFLICT) until it retires.
     let drained = cluster.nodes[3].id.to_string();
+    for i in [0, 1, 2] {
+        let id = cluster.nodes[i].id.to_string();
+        let (status, out, err) = rondo(
+            &cluster,
+            &cluster.token,
+            &["node", "rates", &id, "--resync", "1"],
+        );
+        assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    }
     let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "drain", &drained]);
     assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    // (The gateway's view may lag the drain by a report: a removal
+    // decided against the epoch before it loses as stale, and is asked
+    // again.)
+    let refusal = eventually(
+        "the removal refused as not retired",
+        Duration::from_secs(20),
+        || async {
+            let r = cluster
+                .admin
+                .raw(
+                    "mutation($id: ID!) { removeNode(id: $id) { epoch } }",
+                    json!({ "id": drained }),
+                )
+                .await
+                .ok()?;
+            assert_eq!(crate::code(&r), "CONFLICT", "{r}");
+            r.to_string().contains("not retired").then_some(r)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refusal
+            .to_string()
+            .contains(&cluster.nodes[0].id.to_string())
+            || refusal
+                .to_string()
+                .contains(&cluster.nodes[1].id.to_string())
+            || refusal
+                .to_string()
+                .contains(&cluster.nodes[2].id.to_string()),
+        "the refusal names the owners it waits for: {refusal}"
+    );
+    eventually(
+        "rondo layout show shows the transition",
+        Duration::from_secs(20),
+        || async {
+            let (status, out, _) = rondo(&cluster, &cluster.token, &["layout", "show"]);
+            (status == 0 && out.contains(&format!("placement(s) {} still in force", p.epoch)))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    for i in [0, 1, 2] {
+        let id = cluster.nodes[i].id.to_string();
+        let (status, out, err) = rondo(
+            &cluster,
+            &cluster.token,
+            &["node", "rates", &id, "--resync", "0"],
+        );
+        assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    }
     let hashes: Vec<String> = songs.values().cloned().collect();
     let samples = std::sync::atomic::AtomicUsize::new(0);
     // The node giving copies up is asked first: a copy it gives up after
@@ -440,9 +505,13 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     let rest = [0, 1, 2];
     exactly_on_owners(&cluster, &rest, &p2, &songs).await;
     streams_from_owners(&cluster, &p2, &songs).await;
+    // The placement before retired at one log position, the same on every
+    // node.
+    let at = retired_at(&cluster, &all, p.epoch).await;
+    assert!(at > 0);
 
-    // Down, what it holds is unknown to the cluster: removing it needs
-    // `--force` (the CLI says so; the gateway refuses with CONFLICT).
+    // Retired, the drained node may go even while it is down: the others
+    // hold all it owned. `rondo node remove` needs no `--force`.
     cluster.kill_node(3);
     eventually("node 3 seen down", Duration::from_secs(20), || async {
         let d = cluster
@@ -459,22 +528,6 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     .await
     .unwrap();
     let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "remove", &drained]);
-    assert_eq!(status, 1, "stdout: {out}\nstderr: {err}");
-    assert!(err.contains("--force"), "{err}");
-    let r = cluster
-        .admin
-        .raw(
-            "mutation($id: ID!) { removeNode(id: $id) { epoch } }",
-            json!({ "id": drained }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(crate::code(&r), "CONFLICT", "{r}");
-    let (status, out, err) = rondo(
-        &cluster,
-        &cluster.token,
-        &["node", "remove", "--force", &drained],
-    );
     assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
     one_ring(&cluster, &rest).await;
     eventually(
@@ -491,6 +544,30 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     )
     .await
     .unwrap();
+}
+
+/// The log seq at which placement `epoch` retired, once every node of
+/// `nodes` reports its retirement: the same on each.
+pub(crate) async fn retired_at(cluster: &Cluster, nodes: &[usize], epoch: u64) -> u64 {
+    eventually(
+        "the placement retires on every node",
+        Duration::from_secs(60),
+        || async {
+            let mut seen = BTreeSet::new();
+            for &i in nodes {
+                let layout = cluster.ring_status(i).await.ok()?.layout?;
+                let r = layout
+                    .retirements
+                    .iter()
+                    .find(|r| r.epochs.contains(&epoch))?;
+                seen.insert(r.seq);
+            }
+            assert_eq!(seen.len(), 1, "placement {epoch} retired at {seen:?}");
+            seen.pop_first()
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// A counter of node `i`'s `/metrics` by its full name and labels; 0 if
@@ -588,6 +665,9 @@ async fn a_joiner_takes_its_share_and_the_old_nodes_only_give() {
     assert!(share > 0, "the joiner owns partitions");
     exactly_on_owners(&cluster, &all, &p2, &songs).await;
     streams_from_owners(&cluster, &p2, &songs).await;
+    // The old nodes only gave partitions away, so only the joiner had to
+    // sync: then the placement before retired, at one log position.
+    retired_at(&cluster, &all, p.epoch).await;
 
     // Old nodes received nothing; the joiner about its optimal share.
     for (k, i) in old.into_iter().enumerate() {

@@ -946,6 +946,7 @@ async fn a_gateway_acts_only_for_the_sessions_it_carries() {
             op: Some(rondo_proto::ring::v1::layout_change::Op::Remove(
                 rondo_proto::ring::v1::RemoveNode {
                     id: cluster.nodes[0].id.to_string(),
+                    force: false,
                 },
             )),
             proposal: String::new(),
