@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Scrub rate (issue 15): a storage node's scrub re-hashing every blob it
-# holds (1 MiB reads, BLAKE3, one task; its rate limit lifted with `rondo
-# node rates --scrub 0`) against b3sum over the same files, both reading
-# from the page cache: b3sum as it runs by default (memory-mapped, every
-# core) and with one thread (the scrub's shape). FILES (default 200)
+# holds (8 MiB reads on the blocking pool, BLAKE3, one blob per core; its
+# rate limit lifted with `rondo node rates --scrub 0`) against b3sum over
+# the same files, both reading from the page cache: b3sum as it runs by
+# default (memory-mapped, every core) and with one thread. FILES (default 200)
 # distinct WAVs of SECONDS (default 30) seconds each (about 5 MiB, so about
 # 1 GiB in all), made with Python's standard library and uploaded to one
 # node with `rondo upload`. The node is restarted so that its scrub starts

@@ -22,8 +22,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::io::Read;
+
+use futures::StreamExt;
 use rondo_core::ContentHash;
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -32,8 +35,15 @@ use crate::store::{Evidence, Fault, ScrubCursor};
 
 /// Blobs read from the index at a time.
 const BATCH: usize = 64;
-/// Bytes hashed between two looks at the pacer.
-const CHUNK: usize = 1 << 20;
+/// Bytes read and hashed in one call on the blocking pool, between two
+/// looks at the pacer.
+const PIECE: usize = 8 << 20;
+/// Blobs of a batch checked at once, at most: one per core, so that with
+/// its limit lifted the scrub hashes as fast as the machine can (each
+/// blob is read and hashed on one blocking thread; reads stay plain
+/// `read` calls, never a memory map, whose faults on a failing disk would
+/// kill the process instead of returning `EIO`).
+const MAX_PARALLEL: usize = 4;
 
 /// How long the worker waits after a step that failed (a disk or database
 /// error) before it tries again.
@@ -141,12 +151,17 @@ async fn step(state: &Arc<NodeState>) -> Result<bool> {
             .await??;
         return Ok(false);
     }
-    for (hash, _) in &batch {
-        if let Err(e) = verify(state, hash).await {
-            tracing::warn!(%hash, error = %e, "scrub: blob not checked");
-        }
-        suspects(state).await;
-    }
+    let parallel = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_PARALLEL);
+    futures::stream::iter(&batch)
+        .for_each_concurrent(parallel, |(hash, _)| async move {
+            if let Err(e) = verify(state, hash).await {
+                tracing::warn!(%hash, error = %e, "scrub: blob not checked");
+            }
+            suspects(state).await;
+        })
+        .await;
     let after = batch.last().map(|(h, _)| *h);
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.set_scrub_cursor(ScrubCursor { after })).await??;
@@ -198,32 +213,69 @@ enum Unread {
     Failed(std::io::Error),
 }
 
+thread_local! {
+    /// Each blocking thread's read buffer, kept between pieces.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The hash of the blob's file, read at the scrub's rate, and the file's
-/// metadata (its identity); the file must be `size` bytes long.
+/// metadata (its identity); the file must be `size` bytes long. Read and
+/// hashed in pieces of [`PIECE`] bytes on the blocking pool, each paid for
+/// at the pacer first.
 async fn read_hash(
     state: &Arc<NodeState>,
     hash: &ContentHash,
     size: u64,
 ) -> std::result::Result<(ContentHash, std::fs::Metadata), Unread> {
-    let mut file = match tokio::fs::File::open(state.store.blob_path(hash)).await {
-        Ok(f) => f,
+    let joined = |e: tokio::task::JoinError| Unread::Failed(std::io::Error::other(e));
+    let path = state.store.blob_path(hash);
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        Ok::<_, std::io::Error>((file, meta))
+    })
+    .await
+    .map_err(joined)?;
+    let (mut file, meta) = match opened {
+        Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unread::Missing),
         Err(e) => return Err(Unread::Failed(e)),
     };
-    let meta = file.metadata().await.map_err(Unread::Failed)?;
     if meta.len() != size {
         return Err(Unread::Missing);
     }
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf).await.map_err(Unread::Failed)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(PIECE).min(PIECE);
+        state.scrub_limit.take(want).await;
+        let (f, h, n) = tokio::task::spawn_blocking(move || {
+            let n = BUF.with_borrow_mut(|buf| {
+                buf.resize(PIECE, 0);
+                let mut n = 0;
+                while n < want {
+                    match file.read(&mut buf[n..want]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                hasher.update(&buf[..n]);
+                Ok(n)
+            })?;
+            Ok::<_, std::io::Error>((file, hasher, n))
+        })
+        .await
+        .map_err(joined)?
+        .map_err(Unread::Failed)?;
+        (file, hasher) = (f, h);
         state.metrics.scrub_bytes.inc_by(n as u64);
-        state.scrub_limit.take(n).await;
+        if n < want {
+            // Shorter than its length a moment ago: cut short under us.
+            return Err(Unread::Missing);
+        }
+        left -= n as u64;
     }
     Ok((ContentHash::from(hasher.finalize()), meta))
 }
