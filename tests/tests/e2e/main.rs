@@ -19,6 +19,7 @@ mod ring;
 mod scrub;
 mod security;
 mod streaming;
+mod transition;
 mod upload;
 mod vrrp;
 mod webapp;
