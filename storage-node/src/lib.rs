@@ -109,12 +109,14 @@ pub fn open_with(
     let metrics = metrics::Metrics::default();
     metrics.register(&mut registry);
     let outbox = Arc::new(tokio::sync::Notify::new());
+    let layout_changed = Arc::new(tokio::sync::Notify::new());
     let ring = ring::start(ring::Context {
         me: node_id,
         config: config.clone(),
         store: store.clone(),
         net: net.clone(),
         outbox: outbox.clone(),
+        layout_changed: layout_changed.clone(),
         metrics: metrics.clone(),
     })?;
     let resync_rate = config.resync_rate_bytes.unwrap_or(0);
@@ -130,6 +132,7 @@ pub fn open_with(
         metrics,
         registry,
         outbox,
+        layout_changed,
         ring,
         gateways: gateways::Gateways::default(),
         channels: net::Channels::default(),

@@ -30,6 +30,8 @@ pub struct NodeState {
     pub registry: Registry,
     /// Wakes the outbox relay.
     pub outbox: Arc<tokio::sync::Notify>,
+    /// Wakes the resync worker when a layout change is applied.
+    pub layout_changed: Arc<tokio::sync::Notify>,
     /// The control plane.
     pub ring: RingHandle,
     /// Gateways that checked in lately (soft state, never persisted).

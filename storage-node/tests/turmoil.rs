@@ -13,8 +13,24 @@
 //!   of the three voters;
 //! - T-LOST: after the heal every node is in one ring of three with the
 //!   same applied seq and digest, and holds every acknowledged write.
+//! - T-LAYOUT: no two nodes ever report different layouts (epoch,
+//!   placement tables, older placements in force, synced epochs,
+//!   retirements) at the same applied seq, and no node's layout epoch goes
+//!   back.
+//! - T-RETIRE: a placement retires at one log seq, the same on every node
+//!   and for good; after the heal every node has one layout and no older
+//!   placement left in force.
 //!
-//! `RONDO_TURMOIL_SEEDS` (default 100) seeds from `RONDO_TURMOIL_FROM`
+//! Besides writes, the seeds order placement changes (replication factor,
+//! a node's capacity, including 0: a drain, an operator's out and in) at
+//! random nodes, against the epoch that node applied, and each node orders
+//! `Synced` for the newest placement when it owns partitions of it (as
+//! its resync worker does once it holds them; the simulation moves no
+//! audio). Every write carries the placement epoch its node applied, as
+//! an upload does: one ordered after a placement change is refused
+//! (`StalePlacement`) on every node alike, and never acknowledged.
+//!
+//! `RONDO_TURMOIL_SEEDS` (default 50) seeds from `RONDO_TURMOIL_FROM`
 //! (default 0); a failure names its seed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -119,17 +135,37 @@ struct Seen {
     members: BTreeSet<String>,
     applied: u64,
     digest: String,
+    /// The store's applied seq and layout, read together.
+    layout: Option<(u64, rondo_ring::Layout)>,
 }
 
-fn seen(state: &NodeState) -> Option<Seen> {
+/// What `state` reports; its layout only if `read` says so of its
+/// applied seq (reading and decoding the layout at every step of every
+/// seed would be most of the test's time).
+fn seen(state: &NodeState, read: impl Fn(u64) -> bool) -> Option<Seen> {
     let s = state.ring.status();
+    let layout = if read(s.last_applied_seq) {
+        layout_of(state)
+    } else {
+        None
+    };
     Some(Seen {
         phase: s.phase,
         ring: (s.ring_counter, s.ring_rep),
         members: s.members.into_iter().collect(),
         applied: s.last_applied_seq,
         digest: s.catalog_digest,
+        layout,
     })
+}
+
+/// The store's applied seq and layout, read together.
+fn layout_of(state: &NodeState) -> Option<(u64, rondo_ring::Layout)> {
+    state
+        .store
+        .ring_applied_layout()
+        .ok()
+        .and_then(|(seq, _, l)| Some((seq, l?)))
 }
 
 /// The invariants checked after every step.
@@ -139,6 +175,13 @@ struct Checks {
     applied: BTreeMap<usize, u64>,
     rings: BTreeMap<usize, (u64, String)>,
     members: BTreeMap<(u64, String), BTreeSet<String>>,
+    /// The layout seen at each applied seq.
+    layouts: BTreeMap<u64, rondo_ring::Layout>,
+    epochs: BTreeMap<usize, u64>,
+    /// Each retired placement's retirement seq.
+    retired: BTreeMap<u64, u64>,
+    /// Per node, the applied seq its layout was last read at.
+    read_at: BTreeMap<usize, u64>,
 }
 
 impl Checks {
@@ -171,6 +214,42 @@ impl Checks {
             ));
         }
         *r = s.ring.clone();
+        if let Some((seq, layout)) = &s.layout {
+            let l = self.layouts.entry(*seq).or_insert_with(|| layout.clone());
+            if l != layout {
+                return Err(format!(
+                    "T-LAYOUT: node {i} applied another layout at seq {seq}: {layout:?}, not {l:?}"
+                ));
+            }
+            let e = self.epochs.entry(i).or_default();
+            if layout.epoch < *e {
+                return Err(format!("T-LAYOUT: node {i} layout epoch went back"));
+            }
+            *e = layout.epoch;
+            for r in &layout.retirements {
+                for epoch in &r.epochs {
+                    let at = self.retired.entry(*epoch).or_insert(r.seq);
+                    if *at != r.seq {
+                        return Err(format!(
+                            "T-RETIRE: node {i} says placement {epoch} retired at {}, another at {at}",
+                            r.seq
+                        ));
+                    }
+                }
+            }
+            // A node behind may not have applied the retirement yet; one
+            // past it must have.
+            let kept = layout
+                .previous
+                .iter()
+                .find(|p| self.retired.get(&p.epoch).is_some_and(|at| seq >= at));
+            if let Some(p) = kept {
+                return Err(format!(
+                    "T-RETIRE: node {i} keeps placement {} in force after its retirement",
+                    p.epoch
+                ));
+            }
+        }
         if s.phase == "operational" {
             if 2 * s.members.len() <= NODES {
                 return Err(format!(
@@ -190,7 +269,8 @@ impl Checks {
     }
 }
 
-fn song(n: u32) -> pb::CatalogUpdate {
+/// Write `n`, copied (so to say) under placement `epoch`.
+fn song(n: u32, epoch: u64) -> pb::CatalogUpdate {
     let artist = uuid::Uuid::from_u128(0xa000 + u128::from(n)).to_string();
     let song = pb::Song {
         id: uuid::Uuid::from_u128(0x5000_0000 + u128::from(n)).to_string(),
@@ -212,7 +292,41 @@ fn song(n: u32) -> pb::CatalogUpdate {
     };
     pb::CatalogUpdate {
         change: Some(pb::catalog_update::Change::Upsert(song)),
+        placement_epoch: epoch,
         ..Default::default()
+    }
+}
+
+/// A random placement change, against the layout node `i` applied.
+fn layout_op(rng: &mut impl Rng, layout: &rondo_ring::Layout) -> rondo_ring::LayoutOp {
+    use rondo_ring::{LayoutOp, Standing};
+    let node = node_id(rng.random_range(0..NODES));
+    match rng.random_range(0..4) {
+        0 => LayoutOp::SetReplication {
+            factor: rng.random_range(1..=3),
+            placement: None,
+        },
+        1 => LayoutOp::SetStorage {
+            node,
+            zone: rondo_ring::DEFAULT_ZONE.into(),
+            capacity: [0, 1 << 40, 2 << 40][rng.random_range(0..3)],
+            placement: None,
+        },
+        _ => {
+            let out = layout
+                .nodes
+                .get(&node)
+                .is_some_and(|m| m.standing != Standing::In);
+            LayoutOp::SetStanding {
+                node,
+                standing: if out {
+                    Standing::In
+                } else {
+                    Standing::Out { auto: false }
+                },
+                placement: None,
+            }
+        }
     }
 }
 
@@ -224,6 +338,9 @@ struct Tally {
     crashes: usize,
     partitions: usize,
     rings: usize,
+    /// Placement versions installed, and retirements.
+    placements: usize,
+    retirements: usize,
 }
 
 fn run_seed(seed: u64) -> Result<Tally, String> {
@@ -287,7 +404,10 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
             if sim_down.contains(&i) {
                 continue;
             }
-            if let Some(s) = state_of(i).as_deref().and_then(seen) {
+            let known = checks.read_at.get(&i).copied();
+            let read = |seq| known != Some(seq);
+            if let Some(s) = state_of(i).as_deref().and_then(|st| seen(st, read)) {
+                checks.read_at.insert(i, s.applied);
                 checks.observe(i, &s)?;
             }
         }
@@ -301,28 +421,58 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
     let mut down: BTreeSet<usize> = BTreeSet::new();
     let mut isolated: Option<usize> = None;
     let mut writes = 0u32;
+    let mut changes = 0u32;
+    let mut claims = Claims::default();
     let steps = 6000; // 12 simulated seconds of faults and writes
     for step in 0..steps {
         if step % 50 == 0 && step > 200 {
             let i = rng.random_range(0..NODES);
             // The client holds the node's ring handle, not its state (a
             // crashed node's database must close with it).
-            let ring = state_of(i)
-                .filter(|_| !down.contains(&i))
-                .map(|s| s.ring.clone());
-            if let Some(ring) = ring {
+            let ring = state_of(i).filter(|_| !down.contains(&i)).map(|s| {
+                let epoch = s
+                    .store
+                    .ring_layout()
+                    .ok()
+                    .flatten()
+                    .map_or(0, |l| l.placement_epoch());
+                (s.ring.clone(), epoch)
+            });
+            if let Some((ring, epoch)) = ring {
                 writes += 1;
                 let n = writes;
                 let acked = acked.clone();
                 sim.client(format!("write-{n}"), async move {
                     if let Ok(rondo_node::store::Applied::Stored { .. }) =
-                        ring.propose(song(n)).await
+                        ring.propose(song(n, epoch)).await
                     {
                         acked.lock().map_err(|_| "poisoned")?.insert(n);
                     }
                     Ok(())
                 });
             }
+        }
+        if step % 400 == 100 && step > 200 {
+            // A placement change, at a random node, against its layout.
+            let i = rng.random_range(0..NODES);
+            let target = state_of(i)
+                .filter(|_| !down.contains(&i))
+                .and_then(|s| Some((s.ring.clone(), s.store.ring_layout().ok().flatten()?)));
+            if let Some((ring, layout)) = target {
+                let change = rondo_ring::LayoutChange {
+                    expect_epoch: layout.epoch,
+                    op: layout_op(&mut rng, &layout),
+                    proposal: String::new(),
+                };
+                changes += 1;
+                sim.client(format!("layout-{changes}"), async move {
+                    let _ = ring.propose_layout(change).await;
+                    Ok(())
+                });
+            }
+        }
+        if step % 100 == 50 {
+            claim_syncs(&mut sim, &state_of, &down, &mut claims);
         }
         if step % 400 == 300 {
             // A fault, or a heal of the last one.
@@ -367,7 +517,10 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
     }
     repair_all(&sim);
     let mut last = String::new();
-    for _ in 0..15_000 {
+    for step in 0..15_000 {
+        if step % 100 == 50 {
+            claim_syncs(&mut sim, &state_of, &down, &mut claims);
+        }
         sim.step().map_err(|e| format!("heal: {e}"))?;
         check(&down, &mut checks)?;
         match converged(&state_of, &acked) {
@@ -375,6 +528,13 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
                 tally.writes = writes as usize;
                 tally.acked = acked_count(&acked);
                 tally.rings = checks.members.len();
+                let placements: BTreeSet<u64> = checks
+                    .layouts
+                    .values()
+                    .filter_map(|l| Some(l.placement.as_ref()?.epoch))
+                    .collect();
+                tally.placements = placements.len();
+                tally.retirements = checks.retired.len();
                 return Ok(tally);
             }
             Err(e) => last = e,
@@ -383,6 +543,53 @@ fn run_seed(seed: u64) -> Result<Tally, String> {
     Err(format!(
         "no convergence 30 simulated seconds after the heal: {last}"
     ))
+}
+
+/// Each up node that owns partitions of its newest placement and has not
+/// said so orders `Synced` for it, as its resync worker would once it
+/// holds them.
+fn claim_syncs(
+    sim: &mut turmoil::Sim<'_>,
+    state_of: &dyn Fn(usize) -> Option<Arc<NodeState>>,
+    down: &BTreeSet<usize>,
+    claims: &mut Claims,
+) {
+    for i in (0..NODES).filter(|i| !down.contains(i)) {
+        let Some(state) = state_of(i) else { continue };
+        let Some(layout) = state.store.ring_layout().ok().flatten() else {
+            continue;
+        };
+        let me = node_id(i);
+        let epoch = layout.placement_epoch();
+        if epoch == 0 || !layout.owns(me) || layout.synced.get(&me).is_some_and(|s| *s >= epoch) {
+            continue;
+        }
+        // One claim in flight per node: each client is a task the
+        // simulation steps until it ends.
+        let busy = claims.busy.entry(i).or_default().clone();
+        if busy.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            continue;
+        }
+        let ring = state.ring.clone();
+        claims.made += 1;
+        let change = rondo_ring::LayoutChange {
+            expect_epoch: 0,
+            op: rondo_ring::LayoutOp::Synced { node: me, epoch },
+            proposal: String::new(),
+        };
+        sim.client(format!("synced-{}", claims.made), async move {
+            let _ = ring.propose_layout(change).await;
+            busy.store(false, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+    }
+}
+
+/// The `Synced` claims made, and whether one is in flight per node.
+#[derive(Default)]
+struct Claims {
+    made: u32,
+    busy: BTreeMap<usize, Arc<std::sync::atomic::AtomicBool>>,
 }
 
 fn acked_count(acked: &Mutex<BTreeSet<u32>>) -> usize {
@@ -406,7 +613,7 @@ fn converged(
     acked: &Mutex<BTreeSet<u32>>,
 ) -> Result<(), String> {
     let all: Vec<Option<Seen>> = (0..NODES)
-        .map(|i| state_of(i).as_deref().and_then(seen))
+        .map(|i| state_of(i).as_deref().and_then(|st| seen(st, |_| false)))
         .collect();
     let first = all[0]
         .as_ref()
@@ -420,6 +627,19 @@ fn converged(
     });
     if !one {
         return Err(format!("{all:?}"));
+    }
+    let layouts: Vec<Option<rondo_ring::Layout>> = (0..NODES)
+        .map(|i| state_of(i).and_then(|st| layout_of(&st)).map(|(_, l)| l))
+        .collect();
+    if layouts.iter().any(|l| *l != layouts[0]) {
+        return Err("the nodes' layouts differ".into());
+    }
+    if let Some(l) = layouts[0].as_ref().filter(|l| !l.previous.is_empty()) {
+        return Err(format!(
+            "placements {:?} still in force, waiting for {:?}",
+            l.previous.iter().map(|p| p.epoch).collect::<Vec<_>>(),
+            l.unsynced_owners()
+        ));
     }
     let acked = acked.lock().map_err(|_| "poisoned")?.clone();
     for i in 0..NODES {
@@ -455,7 +675,7 @@ fn the_node_code_keeps_the_invariants_under_simulated_faults() {
         .try_init();
     let (first, seeds) = (
         env("RONDO_TURMOIL_FROM", 0),
-        env("RONDO_TURMOIL_SEEDS", 100),
+        env("RONDO_TURMOIL_SEEDS", 50),
     );
     let mut all = Tally::default();
     for seed in first..first + seeds {
@@ -466,14 +686,23 @@ fn the_node_code_keeps_the_invariants_under_simulated_faults() {
                 all.crashes += t.crashes;
                 all.partitions += t.partitions;
                 all.rings += t.rings;
+                all.placements += t.placements;
+                all.retirements += t.retirements;
             }
             Err(e) => panic!("seed {seed}: {e}"),
         }
     }
     eprintln!(
         "turmoil: {seeds} seeds; {} crashes and restarts, {} partitions, {} rings operated, \
-         {} writes, {} acknowledged and present everywhere after the heal",
-        all.crashes, all.partitions, all.rings, all.writes, all.acked
+         {} writes, {} acknowledged and present everywhere after the heal; \
+         {} placements installed, {} retirements",
+        all.crashes,
+        all.partitions,
+        all.rings,
+        all.writes,
+        all.acked,
+        all.placements,
+        all.retirements
     );
     let n = seeds as usize;
     assert!(all.acked * 2 > all.writes, "most writes commit");
@@ -482,4 +711,8 @@ fn the_node_code_keeps_the_invariants_under_simulated_faults() {
         "the seeds inject faults"
     );
     assert!(all.rings > 2 * n, "the faults make rings re-form");
+    assert!(
+        all.placements > n && all.retirements > n,
+        "the seeds change placements and retire the old ones"
+    );
 }

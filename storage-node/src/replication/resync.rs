@@ -51,8 +51,10 @@ const FIRST_RETRY: Duration = Duration::from_secs(60);
 const LAST_RETRY: Duration = Duration::from_secs(64 * 60);
 
 /// Runs the worker until `stop` turns true: a pass every
-/// `resync_interval`, and the files of released copies removed when
-/// their linger ends.
+/// `resync_interval`, and at once after a layout change is applied (a
+/// new placement, a node marked out: work that should not wait for the
+/// next pass), and the files of released copies removed when their
+/// linger ends.
 pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let interval = state.config.resync_interval();
     let mut lingering: Lingering = Vec::new();
@@ -69,6 +71,7 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
             .fold(now + interval, Instant::min);
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
+            () = state.layout_changed.notified() => {}
             _ = stop.changed() => return,
         }
     }

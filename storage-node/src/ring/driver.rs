@@ -317,6 +317,7 @@ impl Driver {
                 match &outcome {
                     Ok(layout) => {
                         tracing::info!(seq = entry.seq, epoch = layout.epoch, op = ?change.op, "layout changed");
+                        self.ctx.layout_changed.notify_one();
                     }
                     Err(refusal) => {
                         tracing::info!(seq = entry.seq, op = ?change.op, %refusal, "layout change refused")

@@ -52,6 +52,9 @@ pub struct Context {
     pub net: Net,
     /// Wakes the outbox relay after an entry is applied.
     pub outbox: Arc<tokio::sync::Notify>,
+    /// Wakes the resync worker after a layout change is applied (a new
+    /// placement is work for it at once, not at its next pass).
+    pub layout_changed: Arc<tokio::sync::Notify>,
     pub metrics: Metrics,
 }
 
