@@ -673,10 +673,7 @@ fn the_node_code_keeps_the_invariants_under_simulated_faults() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("RONDO_TURMOIL_LOG"))
         .with_test_writer()
         .try_init();
-    let (first, seeds) = (
-        env("RONDO_TURMOIL_FROM", 0),
-        env("RONDO_TURMOIL_SEEDS", 50),
-    );
+    let (first, seeds) = (env("RONDO_TURMOIL_FROM", 0), env("RONDO_TURMOIL_SEEDS", 50));
     let mut all = Tally::default();
     for seed in first..first + seeds {
         match run_seed(seed) {

@@ -546,6 +546,47 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     .unwrap();
 }
 
+/// Streams `songs` in turn through URLs the gateway signs, while `on`
+/// holds: each must come back whole (its content hash), at the first try
+/// or with one fresh URL. The streams made, and the songs that failed
+/// twice.
+pub(crate) async fn listen(
+    cluster: &Cluster,
+    songs: &BTreeMap<String, String>,
+    on: &std::sync::atomic::AtomicBool,
+) -> (usize, Vec<String>) {
+    let once = |id: String, hash: String| async move {
+        let d = cluster
+            .admin
+            .query(
+                "query($id: ID!) { song(id: $id) { streamUrl } }",
+                json!({ "id": id }),
+            )
+            .await
+            .ok()?;
+        let url = d["song"]["streamUrl"].as_str()?.to_string();
+        let response = cluster.http().get(url).send().await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body = response.bytes().await.ok()?;
+        (ContentHash::of(&body).to_hex() == hash).then_some(())
+    };
+    let (mut streamed, mut failed) = (0, Vec::new());
+    for (id, hash) in songs.iter().cycle() {
+        if !on.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        if once(id.clone(), hash.clone()).await.is_none()
+            && once(id.clone(), hash.clone()).await.is_none()
+        {
+            failed.push(id.clone());
+        }
+        streamed += 1;
+    }
+    (streamed, failed)
+}
+
 /// The log seq at which placement `epoch` retired, once every node of
 /// `nodes` reports its retirement: the same on each.
 pub(crate) async fn retired_at(cluster: &Cluster, nodes: &[usize], epoch: u64) -> u64 {
@@ -651,23 +692,37 @@ async fn a_joiner_takes_its_share_and_the_old_nodes_only_give() {
     )
     .await
     .unwrap();
-    let (status, out, err) = rondo(
-        &cluster,
-        &cluster.token,
-        &["node", "add", &address, "--capacity", "1TiB"],
-    );
-    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    // Listeners stream all through the join, each song by a URL the
+    // gateway signs then; one retry with a fresh URL is allowed.
     let all = [0, 1, 2, 3, 4];
-    one_ring(&cluster, &all).await;
-    let p2 = placement(&cluster, 0, p.epoch).await;
+    let joining = std::sync::atomic::AtomicBool::new(true);
+    let join = async {
+        let (status, out, err) = rondo(
+            &cluster,
+            &cluster.token,
+            &["node", "add", &address, "--capacity", "1TiB"],
+        );
+        assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+        one_ring(&cluster, &all).await;
+        let p2 = placement(&cluster, 0, p.epoch).await;
+        exactly_on_owners(&cluster, &all, &p2, &songs).await;
+        // The old nodes only gave partitions away, so only the joiner had
+        // to sync: then the placement before retired, at one log position.
+        retired_at(&cluster, &all, p.epoch).await;
+        joining.store(false, std::sync::atomic::Ordering::SeqCst);
+        p2
+    };
+    let (p2, (streamed, failed)) = tokio::join!(join, listen(&cluster, &songs, &joining));
+    assert!(
+        failed.is_empty(),
+        "streams failed during the join: {failed:?}"
+    );
+    assert!(streamed >= 20, "only {streamed} streams during the join");
+    println!("join: {streamed} streams during the join, none failed");
     let joiner = cluster.nodes[d].id;
     let share = p2.owners.iter().filter(|o| o.contains(&joiner)).count();
     assert!(share > 0, "the joiner owns partitions");
-    exactly_on_owners(&cluster, &all, &p2, &songs).await;
     streams_from_owners(&cluster, &p2, &songs).await;
-    // The old nodes only gave partitions away, so only the joiner had to
-    // sync: then the placement before retired, at one log position.
-    retired_at(&cluster, &all, p.epoch).await;
 
     // Old nodes received nothing; the joiner about its optimal share.
     for (k, i) in old.into_iter().enumerate() {
