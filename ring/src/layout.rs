@@ -823,18 +823,43 @@ impl Layout {
                 )));
             }
             let new = Arc::new(p.clone());
-            if let Some(old) = self.placement.take() {
-                // Synced to the old one and owning nothing new: synced.
-                for (node, epoch) in &mut self.synced {
-                    if *epoch >= old.epoch && gains_nothing(&old, &new, *node) {
-                        *epoch = new.epoch;
+            match self.placement.take() {
+                Some(old) => {
+                    // Synced to the old one, and every partition it owns in
+                    // the new one kept all its owners: still synced (no
+                    // copy it could be the last holder of moves away).
+                    for (node, epoch) in &mut self.synced {
+                        if *epoch >= old.epoch && keeps_holding(&old, &new, *node) {
+                            *epoch = new.epoch;
+                        }
+                    }
+                    if old.assignment.table != new.assignment.table
+                        || old.assignment.nodes != new.assignment.nodes
+                        || !self.previous.is_empty()
+                    {
+                        self.previous.push(old);
                     }
                 }
-                if old.assignment.table != new.assignment.table
-                    || old.assignment.nodes != new.assignment.nodes
-                    || !self.previous.is_empty()
-                {
-                    self.previous.push(old);
+                None => {
+                    // The first placement ends full replication: until its
+                    // owners hold their share, every node may hold copies
+                    // that are the only ones, so full replication stays in
+                    // force as placement 0 (every node an owner).
+                    let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+                    let replicas = nodes.len();
+                    let per = u16::try_from(replicas).unwrap_or(u16::MAX);
+                    let bits = new.assignment.bits;
+                    let table = (0..1usize << bits).flat_map(|_| 0..per).collect();
+                    self.previous.push(Arc::new(Placement {
+                        epoch: 0,
+                        write_quorum: majority(u32::try_from(replicas).unwrap_or(u32::MAX)),
+                        assignment: Assignment {
+                            bits,
+                            replicas,
+                            nodes,
+                            table,
+                        },
+                    }));
                 }
             }
             self.placement = Some(new);
@@ -952,14 +977,19 @@ impl Layout {
     }
 }
 
-/// Whether `node` owns no partition in `new` that it did not own in `old`
-/// (both of the same partition size; otherwise it may).
-fn gains_nothing(old: &Placement, new: &Placement, node: NodeId) -> bool {
+/// Whether every partition `node` owns in `new` it owned in `old` too,
+/// and kept all its old owners (both of the same partition size;
+/// otherwise not). A node synced to `old` then holds all it owns in `new`,
+/// and songs applied after its `Synced` keep every copy they had.
+fn keeps_holding(old: &Placement, new: &Placement, node: NodeId) -> bool {
     let (a, b) = (&old.assignment, &new.assignment);
     if a.bits != b.bits {
         return false;
     }
-    (0..b.partitions()).all(|p| !b.owners(p).any(|n| n == node) || a.owners(p).any(|n| n == node))
+    (0..b.partitions()).all(|p| {
+        !b.owners(p).any(|n| n == node)
+            || (a.owners(p).any(|n| n == node) && a.owners(p).all(|o| b.owners(p).any(|n| n == o)))
+    })
 }
 
 /// The write quorum of `replicas` owners: a majority of them.
@@ -1358,6 +1388,38 @@ mod tests {
 
     const AUTO: Standing = Standing::Out { auto: true };
 
+    #[test]
+    fn fewer_replicas_keep_the_old_placement_until_the_owners_hold_theirs() {
+        // R = 3 of 3 to R = 1: every node only loses partitions, but a
+        // song may have had its W = 2 copies only on the nodes that leave
+        // a partition: no node stays synced, and the old placement stays
+        // in force until every owner syncs again.
+        let mut l = placed_cluster(3, 1, 3);
+        for n in 1..=3 {
+            l = synced(&l, n);
+        }
+        let v1 = l.placement_epoch();
+        let op = l
+            .plan(LayoutOp::SetReplication {
+                factor: 1,
+                placement: None,
+            })
+            .unwrap();
+        let l2 = l.apply_at(70, &change(&l, op)).unwrap();
+        assert_eq!(
+            l2.previous.iter().map(|p| p.epoch).collect::<Vec<_>>(),
+            vec![v1]
+        );
+        let waiting = l2.unsynced_owners();
+        assert_eq!(waiting.len(), 3, "every owner syncs again: {waiting:?}");
+        let mut l3 = l2.clone();
+        for n in &waiting {
+            assert_eq!(l3.retired_at(v1), None);
+            l3 = synced(&l3, n.0.as_u128());
+        }
+        assert!(l3.retired_at(v1).is_some());
+    }
+
     /// `l` after node `n` ordered `Synced` for its newest placement, at
     /// log seq 100 + n.
     fn synced(l: &Layout, n: u128) -> Layout {
@@ -1376,13 +1438,23 @@ mod tests {
     fn older_placements_retire_once_every_new_owner_synced() {
         // Four nodes, R = 2; all four sync the first placement.
         let mut l = placed_cluster(4, 1, 2);
-        assert!(
-            l.previous.is_empty(),
-            "full replication leaves nothing to retire"
+        // Full replication stays in force, as placement 0 (every node an
+        // owner), until the first placement's owners hold their share.
+        let p0 = &l.previous[0];
+        assert_eq!(
+            (l.previous.len(), p0.epoch, p0.assignment.replicas),
+            (1, 0, 4)
         );
+        assert_eq!(l.owned_unretired(id(3)), vec![0]);
         for n in 1..=4 {
+            assert!(!l.previous.is_empty());
             l = synced(&l, n);
         }
+        assert!(l.previous.is_empty());
+        assert_eq!(
+            l.retirements.last().map(|r| r.epochs.clone()),
+            Some(vec![0])
+        );
         let v1 = l.placement_epoch();
         // A Synced moves no epoch and says nothing twice.
         assert_eq!(l.epoch, v1);
@@ -1405,8 +1477,8 @@ mod tests {
         assert!(matches!(l.apply(&ahead), Err(Refusal::Sync(_))));
 
         // A fifth node joins with capacity: the old nodes only give
-        // partitions away, so they stay synced; the placement before stays
-        // in force until the joiner holds its share.
+        // partitions away; the placement before stays in force until the
+        // joiner holds its share.
         let add = LayoutOp::Add {
             node: id(5),
             addr: "n5".into(),
@@ -1427,8 +1499,21 @@ mod tests {
             l2.previous.iter().map(|p| p.epoch).collect::<Vec<_>>(),
             vec![v1]
         );
-        assert_eq!(l2.unsynced_owners(), vec![id(5)]);
-        assert!((1..=4).all(|n| l2.synced[&id(n)] == v2));
+        // Synced stays only with a node whose partitions all kept their
+        // owners; one sharing a partition with a node that gave it to the
+        // joiner syncs again (a song applied after its Synced may have had
+        // a copy only there).
+        let waiting = l2.unsynced_owners();
+        assert!(waiting.contains(&id(5)), "{waiting:?}");
+        let (pa, pb) = (
+            l.placement.as_ref().unwrap(),
+            l2.placement.as_ref().unwrap(),
+        );
+        for n in 1..=4 {
+            let keeps = keeps_holding(pa, pb, id(n));
+            assert_eq!(l2.synced[&id(n)] == v2, keeps, "node {n}");
+            assert_eq!(waiting.contains(&id(n)), !keeps, "node {n}");
+        }
         assert_eq!(l2.retired_at(v1), None);
 
         // Node 1 drains meanwhile: it owned partitions of both; the
@@ -1499,6 +1584,7 @@ mod tests {
         for n in 1..=3 {
             l = synced(&l, n);
         }
+        assert!(l.previous.is_empty());
         // The same zone and capacity again: the same table, nothing to
         // wait for.
         let same = l

@@ -710,7 +710,9 @@ fn freshness(l: &rondo_proto::ring::v1::Layout) -> (u64, u64, u64) {
     (
         l.epoch,
         l.retirements.last().map_or(0, |r| r.seq),
-        l.synced.iter().map(|s| s.epoch).sum(),
+        l.synced
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.epoch)),
     )
 }
 

@@ -507,8 +507,7 @@ async fn songs_live_on_their_owners_and_a_drained_node_ends_with_none() {
     streams_from_owners(&cluster, &p2, &songs).await;
     // The placement before retired at one log position, the same on every
     // node.
-    let at = retired_at(&cluster, &all, p.epoch).await;
-    assert!(at > 0);
+    retired_at(&cluster, &all, p.epoch).await;
 
     // Retired, the drained node may go even while it is down: the others
     // hold all it owned. `rondo node remove` needs no `--force`.
@@ -706,8 +705,9 @@ async fn a_joiner_takes_its_share_and_the_old_nodes_only_give() {
         one_ring(&cluster, &all).await;
         let p2 = placement(&cluster, 0, p.epoch).await;
         exactly_on_owners(&cluster, &all, &p2, &songs).await;
-        // The old nodes only gave partitions away, so only the joiner had
-        // to sync: then the placement before retired, at one log position.
+        // The old nodes only gave partitions away; once the joiner (and
+        // the old owners of the partitions it took) synced, the placement
+        // before retired, at one log position.
         retired_at(&cluster, &all, p.epoch).await;
         joining.store(false, std::sync::atomic::Ordering::SeqCst);
         p2
