@@ -165,7 +165,7 @@ fn layout_of(state: &NodeState) -> Option<(u64, rondo_ring::Layout)> {
         .store
         .ring_applied_layout()
         .ok()
-        .and_then(|(seq, _, l)| Some((seq, l?)))
+        .and_then(|(seq, l)| Some((seq, l?)))
 }
 
 /// The invariants checked after every step.

@@ -81,16 +81,12 @@ impl Store {
         Ok((applied_seq(&ring)?, digest))
     }
 
-    /// The last applied ring seq, the catalog digest (hex) and the layout
-    /// as applied, read in one transaction (so they belong together).
-    pub fn ring_applied_layout(&self) -> Result<(u64, String, Option<Layout>)> {
+    /// The last applied ring seq and the layout as applied, read in one
+    /// transaction (so they belong together).
+    pub fn ring_applied_layout(&self) -> Result<(u64, Option<Layout>)> {
         let txn = self.db.begin_read()?;
         let ring = txn.open_table(RING_META)?;
-        let digest = ring
-            .get(RING_DIGEST)?
-            .map(|g| hex::encode(g.value()))
-            .unwrap_or_default();
-        Ok((applied_seq(&ring)?, digest, applied_layout(&ring)?))
+        Ok((applied_seq(&ring)?, applied_layout(&ring)?))
     }
 
     /// The control plane's durable state, as last persisted.
