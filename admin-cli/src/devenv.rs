@@ -174,7 +174,10 @@ pub fn ensure_pki(dir: &Path) -> Result<Pki> {
 }
 
 /// Like [`ensure_pki`], with more names (or addresses, such as a floating
-/// address) in the server certificate.
+/// address) in the server certificate. The public CA's key is kept
+/// (`tls/ca-key.pem`) with the names signed (`tls/server-names.txt`), so
+/// that a later call naming more reissues the server certificate under
+/// the same CA (clients keep trusting it).
 pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
     let tls = dir.join("tls");
     std::fs::create_dir_all(&tls).map_err(Error::io(format!("create {}", tls.display())))?;
@@ -186,11 +189,30 @@ pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         cluster_ca_key: tls.join("cluster-ca-key.pem"),
     };
     cluster_ca(&pki)?;
-    if pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists() {
+    let ca_key_file = tls.join("ca-key.pem");
+    let names_file = tls.join("server-names.txt");
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    for n in extra_names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let have = pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists();
+    let signed: Vec<String> = std::fs::read_to_string(&names_file)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let missing = names.iter().any(|n| !signed.contains(n));
+    let ca_kept = ca_key_file.exists();
+    if have && (!missing || !ca_kept) {
+        // Without the CA's key (a directory made before it was kept) the
+        // certificate stays as it is.
         return Ok(pki);
     }
     let err = |e: rcgen::Error| Error::Certificate(e.to_string());
-    let ca_key = rcgen::KeyPair::generate().map_err(err)?;
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name
@@ -199,17 +221,27 @@ pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
     ];
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
-    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let issuer = if have {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(Error::io(format!("read {}", p.display())))
+        };
+        let key = rcgen::KeyPair::from_pem(&read(&ca_key_file)?).map_err(err)?;
+        for n in &signed {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        rcgen::Issuer::from_ca_cert_pem(&read(&pki.ca_cert)?, key).map_err(err)?
+    } else {
+        let ca_key = rcgen::KeyPair::generate().map_err(err)?;
+        let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+        write_private(&ca_key_file, ca_key.serialize_pem().as_bytes())?;
+        write_private(&pki.ca_cert, ca_cert.pem().as_bytes())?;
+        rcgen::Issuer::new(ca, ca_key)
+    };
 
     let key = rcgen::KeyPair::generate().map_err(err)?;
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    names.extend_from_slice(extra_names);
-    let mut params = rcgen::CertificateParams::new(names).map_err(err)?;
+    let mut params = rcgen::CertificateParams::new(names.clone()).map_err(err)?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "rondo dev server");
@@ -218,7 +250,7 @@ pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
 
     write_private(&pki.server_key, key.serialize_pem().as_bytes())?;
     write_private(&pki.server_cert, cert.pem().as_bytes())?;
-    write_private(&pki.ca_cert, ca_cert.pem().as_bytes())?;
+    write_private(&names_file, names.join("\n").as_bytes())?;
     Ok(pki)
 }
 

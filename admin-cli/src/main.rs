@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Rondo admin CLI: run a local deployment, upload music, inspect the cluster.
 #[derive(Debug, Parser)]
-#[command(name = "rondo", version)]
+#[command(name = "rondo", version = rondo_process::VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,6 +78,11 @@ enum Command {
     /// (mutual TLS inside the cluster); offline.
     #[command(subcommand)]
     Cert(cmd::cert::CertCommand),
+    /// Make what a deployment needs before its first start (CAs and
+    /// certificates, the admin token, the cluster secret, each node's and
+    /// gateway's configuration, the peers that bootstrap the cluster);
+    /// offline, and again without harm.
+    Init(cmd::init::InitArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,5 +128,6 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Node(node) => cmd::node::run(node).await,
         Command::Layout(layout) => cmd::layout::run(layout).await,
         Command::Cert(cert) => cmd::cert::run(cert),
+        Command::Init(args) => cmd::init::run(&args),
     }
 }

@@ -89,6 +89,10 @@ pub struct Config {
     /// (optional; needs CAP_NET_ADMIN and CAP_NET_RAW).
     #[serde(default)]
     pub vrrp: Option<VrrpConfig>,
+    /// How log lines are written: `"text"` (the default; colours only on
+    /// a terminal) or `"json"`, one object per line.
+    #[serde(default)]
+    pub log_format: rondo_process::logging::LogFormat,
 }
 
 /// Who may open an account.
@@ -249,8 +253,17 @@ impl Config {
 
     /// Reads a TOML configuration file.
     pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
+        Self::load(Some(path), std::iter::empty())
+    }
+
+    /// Reads the configuration from a TOML file (if any) with the
+    /// `RONDO_GATEWAY_*` variables of `env` over it
+    /// (`RONDO_GATEWAY_VRRP__VIP` sets `[vrrp] vip`;
+    /// `RONDO_GATEWAY_CONFIG` names the file).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        rondo_process::config::load(file, "RONDO_GATEWAY_", &["RONDO_GATEWAY_CONFIG"], env)
     }
 }

@@ -64,6 +64,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     router = match &state.config.webapp_dir {
         Some(dir) => router.fallback_service(
@@ -450,6 +452,42 @@ async fn graphql_get(
         graphql_response,
     )
     .await
+}
+
+/// The process serves requests (a container's liveness probe).
+async fn livez() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// The gateway can answer and write: some storage node it reaches reports
+/// a ring with a quorum of the voters (a load balancer's or an
+/// orchestrator's readiness probe). 503 otherwise, saying why.
+async fn readyz(State(http): State<Http>) -> Response {
+    let infos: Vec<_> = http
+        .state
+        .cluster
+        .nodes()
+        .iter()
+        .map(|n| n.info())
+        .collect();
+    let up = infos.iter().filter(|i| i.up).count();
+    match crate::cluster::primary_ring(&infos) {
+        Some(ring) => axum::Json(serde_json::json!({
+            "status": "ready",
+            "ring": ring.id,
+            "nodes_up": up,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "status": "unavailable",
+                "reason": "no storage node it reaches is in a ring with a quorum of the voters",
+                "nodes_up": up,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn healthz(State(http): State<Http>) -> Response {

@@ -12,11 +12,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Rondo gateway: the public GraphQL API.
 #[derive(Debug, Parser)]
-#[command(name = "rondo-gateway", version)]
+#[command(name = "rondo-gateway", version = rondo_process::VERSION)]
 struct Args {
-    /// Configuration file (TOML).
+    /// Configuration file (TOML). Any key can also be set, or overridden,
+    /// by a `RONDO_GATEWAY_*` environment variable
+    /// (`RONDO_GATEWAY_LISTEN`, `RONDO_GATEWAY_VRRP__VIP`;
+    /// gateway.example.toml).
     #[arg(long, short, env = "RONDO_GATEWAY_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Print the GraphQL schema (SDL) and exit.
     #[arg(long)]
     print_schema: bool,
@@ -92,20 +95,18 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", rondo_gateway::graphql::schema_sdl());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RONDO_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let mut config = rondo_gateway::Config::load(args.config.as_deref(), std::env::vars())
+        .map_err(anyhow::Error::msg)?;
+    rondo_process::logging::init(config.log_format);
+    tracing::info!(version = rondo_process::VERSION, "starting gateway");
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut config = rondo_gateway::Config::from_file(&args.config).map_err(anyhow::Error::msg)?;
     args.apply_vrrp(&mut config)?;
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("bind {}", config.listen))?;
     config.listen = listener.local_addr()?;
     if let Some(path) = &config.address_file {
-        std::fs::write(path, format!("{{\"listen\":\"{}\"}}", config.listen))
+        let text = format!("{{\"listen\":\"{}\"}}", config.listen);
+        rondo_process::config::write_atomically(path, text.as_bytes())
             .with_context(|| format!("write {}", path.display()))?;
     }
     let state = rondo_gateway::open(config, prometheus_client::registry::Registry::default())?;

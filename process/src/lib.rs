@@ -2,12 +2,24 @@
 //! it again: when to stop ([`shutdown`]), and the one read of the wall
 //! clock ([`unix_now`], [`unix_now_ms`]); `rondo-core` takes the time as an
 //! argument instead; and how a public HTTPS listener is served, with its
-//! limits ([`https`]).
+//! limits ([`https`]); how configuration is loaded, from TOML and
+//! `RONDO_*` variables ([`config`]); how logs are written ([`logging`]);
+//! and the version the binaries print ([`VERSION`]).
 //!
-//! It does not parse configuration or set up logging (each binary's
-//! `main.rs` does).
+//! It holds no process-global state of its own: each binary's `main.rs`
+//! calls [`logging::init`] and [`config::load`].
 
+pub mod config;
 pub mod https;
+pub mod logging;
+
+/// The crate version and the commit built from, for `--version`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RONDO_COMMIT"),
+    ")"
+);
 
 use std::time::Duration;
 

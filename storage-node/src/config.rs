@@ -106,6 +106,10 @@ pub struct Config {
     /// system is fuller than this percentage (default 90).
     #[serde(default)]
     pub resync_max_disk_percent: Option<u8>,
+    /// How log lines are written: `"text"` (the default; colours only on
+    /// a terminal) or `"json"`, one object per line.
+    #[serde(default)]
+    pub log_format: rondo_process::logging::LogFormat,
 }
 
 impl Config {
@@ -178,6 +182,25 @@ pub struct RingConfig {
     /// layout (`rondo node add`), then joins the ring and catches up.
     #[serde(default)]
     pub seeds: Vec<String>,
+    /// With `seeds`: ask a seed to add this node to the layout instead of
+    /// waiting for an operator (`rondo node add`). Its certificate of the
+    /// cluster CA is the credential. It joins without a vote (`rondo node
+    /// voter ID on` gives one), with `zone` and `capacity`.
+    #[serde(default)]
+    pub auto_join: bool,
+    /// The URL the other nodes reach this node's gRPC at, given when it
+    /// joins by itself (default `https://<grpc_addr>`; in a container, its
+    /// host name: `https://node4:7400`).
+    #[serde(default)]
+    pub grpc_url: Option<String>,
+    /// The failure domain this node asks for when it joins by itself
+    /// (default "default").
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The bytes this node offers for audio when it joins by itself
+    /// (default 1 TiB, what a node added without one gets; 0 stores none).
+    #[serde(default)]
+    pub capacity: Option<u64>,
     /// Token loss timeout in milliseconds; every other protocol timeout is
     /// scaled with it. Default: 3000 plus 650 per node above two, as
     /// corosync.
@@ -217,8 +240,16 @@ fn default_max_upload() -> u64 {
 impl Config {
     /// Reads a TOML configuration file.
     pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
+        Self::load(Some(path), std::iter::empty())
+    }
+
+    /// Reads the configuration from a TOML file (if any) with the
+    /// `RONDO_NODE_*` variables of `env` over it (`RONDO_NODE_RING__SEEDS`
+    /// sets `[ring] seeds`; `RONDO_NODE_CONFIG` names the file).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        rondo_process::config::load(file, "RONDO_NODE_", &["RONDO_NODE_CONFIG"], env)
     }
 }

@@ -460,6 +460,63 @@ impl StorageNode for Service {
         }))
     }
 
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::ChangeLayoutReply>, Status> {
+        let rondo_core::tls::Identity::Node(id) =
+            self.authorize(&request, "Join", Allowed::Nodes)?
+        else {
+            return Err(Error::NotAllowed("Join is for storage nodes".into()).into());
+        };
+        let req = request.into_inner();
+        let zone = if req.zone.is_empty() {
+            rondo_ring::DEFAULT_ZONE.to_string()
+        } else {
+            req.zone
+        };
+        if zone.len() > 64 || req.grpc_url.len() > 512 {
+            return Err(Error::Invalid {
+                what: "a zone is at most 64 bytes, a URL at most 512",
+            }
+            .into());
+        }
+        // The caller must answer at the URL it gives, as itself: the others
+        // will reach it there.
+        let endpoint = crate::net::endpoint(
+            &req.grpc_url,
+            crate::net::Link::Probe {
+                connect: std::time::Duration::from_secs(2),
+                answer: std::time::Duration::from_secs(3),
+            },
+        )?;
+        let answered = match self
+            .state
+            .net
+            .connect(endpoint, rondo_proto::mtls::Expect::Node(id))
+            .await
+        {
+            Ok(channel) => pb::storage_node_client::StorageNodeClient::new(channel)
+                .health(pb::HealthRequest::default())
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !answered {
+            return Err(Error::Unavailable(format!(
+                "node {id} does not answer as itself at {}",
+                req.grpc_url
+            ))
+            .into());
+        }
+        let (layout, seq) =
+            crate::ring::join(&self.state.ring, id, req.grpc_url, zone, req.capacity).await?;
+        Ok(Response::new(pb::ChangeLayoutReply {
+            layout: Some(crate::ring::wire::layout_to_wire(&layout)),
+            seq,
+        }))
+    }
+
     async fn check_password(
         &self,
         request: Request<pb::CheckPasswordRequest>,

@@ -49,6 +49,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/stream/{song_id}", get(stream))
         .route("/upload/{song_id}", axum::routing::put(crate::upload::put))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(cors)
         // A direct upload that sends nothing for 30 s is cut off.
@@ -447,6 +449,31 @@ fn etag_list_matches(list: &str, etag: &str, weak: bool) -> bool {
             || candidate == etag
             || (weak && candidate.strip_prefix("W/") == Some(etag))
     })
+}
+
+/// The process serves requests (a container's liveness probe).
+async fn livez() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// The node is in an operational ring with a quorum of the voters: it
+/// orders and applies writes (a readiness probe). 503 otherwise, with its
+/// control plane's phase (`joining`, `gather`, `recover`, or
+/// `operational` in a minority).
+async fn readyz(State(state): State<Arc<NodeState>>) -> Response {
+    let ring = state.ring.status();
+    let body = serde_json::json!({
+        "status": if ring.quorate { "ready" } else { "unavailable" },
+        "node_id": state.node_id.to_string(),
+        "phase": ring.phase,
+        "last_applied_seq": ring.last_applied_seq,
+    });
+    let status = if ring.quorate {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn healthz(State(state): State<Arc<NodeState>>) -> Response {

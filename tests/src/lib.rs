@@ -1056,6 +1056,12 @@ impl Cluster {
     /// and `ring.seeds` (every node's gRPC URL) instead of the peers file.
     /// It waits to be added (`addNode`); returns its index.
     pub async fn spawn_joiner(&mut self) -> anyhow::Result<usize> {
+        self.spawn_joiner_with(toml::Table::new()).await
+    }
+
+    /// [`Cluster::spawn_joiner`] with more `[ring]` keys (`auto_join`,
+    /// `zone`, `capacity`).
+    pub async fn spawn_joiner_with(&mut self, extra_ring: toml::Table) -> anyhow::Result<usize> {
         let i = self.nodes.len();
         let template = std::fs::read_to_string(&self.nodes[0].config)?;
         let mut t: toml::Table = toml::from_str(&template)?;
@@ -1089,6 +1095,7 @@ impl Cluster {
             .map(|n| toml::Value::from(format!("https://{}", n.grpc)))
             .collect();
         ring.insert("seeds".into(), toml::Value::Array(seeds));
+        ring.extend(extra_ring);
         t.insert("ring".into(), toml::Value::Table(ring));
         let config = node_dir.join("node.toml");
         rondo_cli::devenv::write_config(&config, &t)?;

@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod dev;
+pub mod init;
 pub mod layout;
 pub mod node;
 pub mod ring;

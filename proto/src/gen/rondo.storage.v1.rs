@@ -25,6 +25,18 @@ pub struct ChangeLayoutRequest {
     #[prost(string, tag = "2")]
     pub session: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JoinRequest {
+    /// The URL the others reach the caller's gRPC at.
+    #[prost(string, tag = "1")]
+    pub grpc_url: ::prost::alloc::string::String,
+    /// Its failure domain.
+    #[prost(string, tag = "2")]
+    pub zone: ::prost::alloc::string::String,
+    /// The bytes it offers for audio.
+    #[prost(uint64, tag = "3")]
+    pub capacity: u64,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PlanLayoutReply {
     /// The layout after the change.
@@ -1171,6 +1183,36 @@ pub mod storage_node_client {
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "PlanLayout"));
             self.inner.unary(req, path, codec).await
         }
+        /// A node started with seeds and `auto_join` asks to be added to the
+        /// layout (storage nodes only: the caller's certificate of the cluster CA
+        /// names it). The node asked checks that the caller answers at
+        /// `grpc_url` as itself, then orders the addition (without a vote: votes
+        /// are the operator's) and, under a placement, its zone and capacity.
+        /// Answers the layout once it is in it (again if it already was).
+        pub async fn join(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JoinRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ChangeLayoutReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/Join",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "Join"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Checks an account's password (gateways only: password hashes never
         /// leave the nodes). UNAUTHENTICATED for a wrong name or password, in the
         /// same time for both.
@@ -1348,6 +1390,19 @@ pub mod storage_node_server {
             &self,
             request: tonic::Request<super::ChangeLayoutRequest>,
         ) -> std::result::Result<tonic::Response<super::PlanLayoutReply>, tonic::Status>;
+        /// A node started with seeds and `auto_join` asks to be added to the
+        /// layout (storage nodes only: the caller's certificate of the cluster CA
+        /// names it). The node asked checks that the caller answers at
+        /// `grpc_url` as itself, then orders the addition (without a vote: votes
+        /// are the operator's) and, under a placement, its zone and capacity.
+        /// Answers the layout once it is in it (again if it already was).
+        async fn join(
+            &self,
+            request: tonic::Request<super::JoinRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ChangeLayoutReply>,
+            tonic::Status,
+        >;
         /// Checks an account's password (gateways only: password hashes never
         /// leave the nodes). UNAUTHENTICATED for a wrong name or password, in the
         /// same time for both.
@@ -2055,6 +2110,49 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PlanLayoutSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/Join" => {
+                    #[allow(non_camel_case_types)]
+                    struct JoinSvc<T: StorageNode>(pub Arc<T>);
+                    impl<T: StorageNode> tonic::server::UnaryService<super::JoinRequest>
+                    for JoinSvc<T> {
+                        type Response = super::ChangeLayoutReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JoinRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::join(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = JoinSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -46,8 +46,14 @@ pub(super) async fn base_layout(
     if let Ok(mut s) = shared.status.lock() {
         s.phase = "joining".into();
     }
-    tracing::info!(?seeds, "waiting to be added to the cluster's layout");
+    let auto = ctx.config.ring.auto_join;
+    tracing::info!(
+        ?seeds,
+        auto_join = auto,
+        "waiting to be added to the cluster's layout"
+    );
     let mut kept = Vec::new();
+    let mut asked: Option<std::time::Instant> = None;
     loop {
         for seed in seeds {
             if let Some(layout) = seed_layout(ctx, seed).await
@@ -60,6 +66,10 @@ pub(super) async fn base_layout(
                 }
                 return (base, kept);
             }
+        }
+        if auto && asked.is_none_or(|t| t.elapsed() >= super::join::ASK_AGAIN) {
+            asked = Some(std::time::Instant::now());
+            super::join::ask(&ctx.net, &ctx.config).await;
         }
         match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
             Ok(Some(Cmd::Receive(..))) | Err(_) => {}

@@ -58,6 +58,14 @@ impl Driver {
         let durable = ctx.store.ring_load()?;
         let log_empty = durable.last().seq == 0;
         let (base, deferred) = base_layout(&ctx, log_empty, &mut rx, &shared).await;
+        if log_empty && ctx.config.ring.auto_join && !ctx.config.ring.seeds.is_empty() {
+            runtime.spawn(super::join::settle(
+                ctx.net.clone(),
+                ctx.config.clone(),
+                ctx.me,
+                shared.clone(),
+            ));
+        }
         let mut node = Node::new(ctx.me, Config::for_nodes(1), base.clone(), durable);
         let ring = &ctx.config.ring;
         let mut config = protocol_config(node.layout().nodes.len().max(1), ring.token_timeout_ms);

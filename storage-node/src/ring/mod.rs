@@ -18,6 +18,7 @@
 
 mod bootstrap;
 mod driver;
+mod join;
 mod peers;
 mod service;
 pub mod standing;
@@ -39,6 +40,7 @@ use crate::net::Net;
 use crate::store::{Applied, Store};
 
 pub use bootstrap::{PeerEntry, PeersFile};
+pub use join::join;
 pub use service::Service;
 pub use wire::Payload;
 

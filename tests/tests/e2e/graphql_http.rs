@@ -96,6 +96,22 @@ async fn graphql_over_http_surface() {
     // Health and metrics on the gateway and the node.
     let (status, _, _) = get(&cluster, Method::GET, &format!("{base}/healthz"), &[]).await;
     assert_eq!(status, 200);
+    // Probes for an orchestrator: live, and ready once a node reports a
+    // quorate ring (the gateway learns it within its health interval).
+    let (status, _, _) = get(&cluster, Method::GET, &format!("{base}/livez"), &[]).await;
+    assert_eq!(status, 200);
+    let ready = rondo_tests::eventually(
+        "the gateway is ready",
+        std::time::Duration::from_secs(20),
+        || async {
+            let (status, _, body) =
+                get(&cluster, Method::GET, &format!("{base}/readyz"), &[]).await;
+            (status == 200).then(|| serde_json::from_slice::<Value>(&body).ok())?
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
     // Metrics are for admins (the admin token, or the metrics token a
     // node is given; here the same).
     let bearer = format!("Bearer {}", cluster.token);
@@ -111,6 +127,14 @@ async fn graphql_over_http_surface() {
     assert_eq!(
         serde_json::from_slice::<Value>(&body).unwrap()["node_id"],
         cluster.nodes[0].id.to_string()
+    );
+    let (status, _, _) = get(&cluster, Method::GET, &format!("{node}/livez"), &[]).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = get(&cluster, Method::GET, &format!("{node}/readyz"), &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["phase"],
+        "operational"
     );
     let (status, _, _) = get(&cluster, Method::GET, &format!("{node}/metrics"), &[]).await;
     assert_eq!(status, 401);

@@ -475,3 +475,86 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
     assert_eq!(codes, [0, 3], "{a:?} {b:?}");
     assert_eq!(layout(&cluster, 6).await["epoch"], 6);
 }
+
+/// A node started with seeds and `auto_join` is added by the cluster
+/// itself (issue 16): no `rondo node add`. It joins without a vote, with
+/// the zone and capacity it asked for, catches up, and holds the songs
+/// uploaded after (full replication: every node holds every song). Only a
+/// node may ask, for itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_auto_join_is_added_by_the_cluster_and_takes_a_share() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    one_ring(&cluster, &[0, 1, 2]).await;
+    cluster.wait_layout().await.unwrap();
+
+    // A gateway's certificate (the tester's) may not ask to join.
+    let mut as_gateway = cluster.grpc(0).await.unwrap();
+    let refused = as_gateway
+        .join(rondo_proto::storage::v1::JoinRequest {
+            grpc_url: format!("https://{}", cluster.nodes[1].grpc),
+            zone: String::new(),
+            capacity: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    let mut ring = toml::Table::new();
+    ring.insert("auto_join".into(), true.into());
+    ring.insert("zone".into(), "rack4".into());
+    let d = cluster.spawn_joiner_with(ring).await.unwrap();
+    let joiner = cluster.nodes[d].id.to_string();
+    let node = eventually(
+        "the cluster adds the joiner in its zone",
+        Duration::from_secs(60),
+        || async {
+            let data = cluster
+                .admin
+                .query(
+                    "{ cluster { layout { nodes { id isVoter zone capacityBytes } } } }",
+                    json!({}),
+                )
+                .await
+                .ok()?;
+            let nodes = data.pointer("/cluster/layout/nodes")?.as_array()?.clone();
+            let n = nodes.into_iter().find(|n| n["id"] == joiner.as_str())?;
+            (n["zone"] == "rack4").then_some(n)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(node["isVoter"], false, "votes are the operator's: {node}");
+    assert_eq!(node["capacityBytes"], 1_u64 << 40, "the default: {node}");
+    eventually(
+        "the joiner is in the ring",
+        Duration::from_secs(60),
+        || async { (cluster.ring_status(d).await.ok()?.phase == "operational").then_some(()) },
+    )
+    .await
+    .unwrap();
+    same_digest(&cluster, &[0, 1, 2, d]).await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    for k in 0..3 {
+        let path = wav(
+            tmp.path(),
+            &format!("{k}.wav"),
+            &format!("After {k}"),
+            "Joiners",
+            "Late",
+            0.3,
+            k,
+        );
+        upload_ok(&cluster, &path, json!({})).await;
+    }
+    eventually(
+        "the joiner holds the new songs",
+        Duration::from_secs(60),
+        || async {
+            let h = cluster.health(d).await.ok()?;
+            (h.blob_count >= 3).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -211,6 +211,22 @@ async fn catalog_writes_are_ordered_replicated_and_need_a_quorum() {
     assert_eq!(cluster.song_count().await.unwrap(), before);
     let (code, out, _) = crate::cli::rondo(&cluster, &cluster.token, &["ring"]);
     assert_eq!(code, 4, "no ring operational: {out}");
+    // Neither the gateway nor the node left is ready (a load balancer
+    // would send writes elsewhere); both are live.
+    for base in [
+        cluster.admin.base.clone(),
+        format!("https://127.0.0.1:{}", cluster.nodes[0].http.port()),
+    ] {
+        for (probe, want) in [("livez", 200), ("readyz", 503)] {
+            let r = cluster
+                .http()
+                .get(format!("{base}/{probe}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), want, "{base}/{probe}");
+        }
+    }
 
     // Reads and streams still work on the minority.
     let url = cluster
