@@ -267,3 +267,34 @@ impl Config {
         rondo_process::config::load(file, "RONDO_GATEWAY_", &["RONDO_GATEWAY_CONFIG"], env)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// gateway.example.toml parses with its [vrrp] section uncommented,
+    /// and the environment overrides it.
+    #[test]
+    fn the_example_parses_and_the_environment_overrides_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.example.toml");
+        let c = super::Config::from_file(&path).unwrap();
+        assert_eq!(c.listen.port(), 8443);
+        assert!(c.vrrp.is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let vrrp = text
+            .split_once("# [vrrp]")
+            .unwrap()
+            .1
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let full = format!("{}[vrrp]{vrrp}", text.split_once("# [vrrp]").unwrap().0);
+        let c: super::Config = toml::from_str(&full).unwrap();
+        assert_eq!(c.vrrp.as_ref().map(|v| v.unicast_peers.len()), Some(2));
+        let env =
+            [("RONDO_GATEWAY_REGISTRATION", "closed")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = super::Config::load(Some(&path), env).unwrap();
+        assert!(matches!(c.registration, super::Registration::Closed));
+    }
+}

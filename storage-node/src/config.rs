@@ -253,3 +253,28 @@ impl Config {
         rondo_process::config::load(file, "RONDO_NODE_", &["RONDO_NODE_CONFIG"], env)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// node.example.toml parses, and the environment overrides it.
+    #[test]
+    fn the_example_parses_and_the_environment_overrides_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("node.example.toml");
+        let c = super::Config::from_file(&path).unwrap();
+        assert_eq!(c.grpc_addr.port(), 7400);
+        assert_eq!(c.scrub_rate_bytes(), 32 << 20);
+        assert!(c.ring.peers_file.is_some());
+        let env = [
+            ("RONDO_NODE_PUBLIC_URL", "https://10.77.1.11:7443"),
+            ("RONDO_NODE_RING__AUTO_JOIN", "true"),
+            ("RONDO_NODE_LOG_FORMAT", "json"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = super::Config::load(Some(&path), env).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://10.77.1.11:7443"));
+        assert!(c.ring.auto_join);
+        assert_eq!(c.log_format, rondo_process::logging::LogFormat::Json);
+    }
+}
