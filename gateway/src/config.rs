@@ -111,7 +111,10 @@ pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VrrpConfig {
-    /// Interface that carries the adverts and the floating address.
+    /// Interface that carries the adverts and the floating address: its
+    /// name, or a network (`10.77.1.0/24`) to use the interface with an
+    /// address in it (in a container, where names follow the order the
+    /// networks were attached in).
     pub interface: String,
     /// The floating address with its prefix, e.g. `10.0.0.100/24`.
     pub vip: String,

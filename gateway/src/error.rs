@@ -60,6 +60,9 @@ pub enum Error {
     /// The VRRP router could not start or stopped.
     #[error("floating address: {0}")]
     Vrrp(#[from] vrrp::Error),
+    /// The `[vrrp] interface` names a network no interface is on.
+    #[error("floating address: {0}")]
+    Interface(String),
 }
 
 impl Error {
@@ -86,7 +89,9 @@ impl Error {
                 tonic::Code::PermissionDenied => ErrorCode::Forbidden,
                 _ => ErrorCode::InternalServerError,
             },
-            Error::Io { .. } | Error::Join(_) | Error::Vrrp(_) => ErrorCode::InternalServerError,
+            Error::Io { .. } | Error::Join(_) | Error::Vrrp(_) | Error::Interface(_) => {
+                ErrorCode::InternalServerError
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use rondo_proto::storage::v1 as pb;
 use tokio::sync::watch;
 
 use crate::config::{Config, VrrpConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// This gateway's identity and, with VRRP, its router's status (none
 /// until the router runs: the router's health check needs the cluster
@@ -81,7 +81,8 @@ impl Ha {
     /// gateway passes "a strict majority of the storage nodes answers").
     pub async fn start(&self, cfg: &VrrpConfig, check: vrrp::HealthCheck) -> Result<vrrp::Router> {
         let vip: vrrp::Vip = cfg.vip.parse()?;
-        let mut rc = vrrp::RouterConfig::new(&cfg.interface, cfg.vrid, cfg.priority, vec![vip]);
+        let interface = resolve_interface(&cfg.interface)?;
+        let mut rc = vrrp::RouterConfig::new(&interface, cfg.vrid, cfg.priority, vec![vip]);
         rc.advert_cs = u16::try_from(cfg.advert_ms / 10).unwrap_or(u16::MAX);
         rc.preempt = !cfg.nopreempt;
         rc.unicast_peers.clone_from(&cfg.unicast_peers);
@@ -105,7 +106,55 @@ impl Ha {
                 publish.send_replace(Some(status.borrow_and_update().clone()));
             }
         });
-        tracing::info!(interface = %cfg.interface, vip = %cfg.vip, priority = cfg.priority, "vrrp router started");
+        tracing::info!(%interface, vip = %cfg.vip, priority = cfg.priority, "vrrp router started");
         Ok(router)
+    }
+}
+
+/// The interface `spec` names: itself, or, for a network (`10.77.1.0/24`),
+/// the interface with an IPv4 address in it (in a container, the name of
+/// the interface on a given network depends on the order networks were
+/// attached in).
+pub fn resolve_interface(spec: &str) -> Result<String> {
+    let Some((net, prefix)) = spec.split_once('/') else {
+        return Ok(spec.to_string());
+    };
+    let bad = || {
+        Error::Interface(format!(
+            "{spec:?} is neither an interface nor a network ADDR/PREFIX"
+        ))
+    };
+    let net: std::net::Ipv4Addr = net.parse().map_err(|_| bad())?;
+    let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| Error::Interface(format!("list interfaces: {e}")))?;
+    for ifa in addrs {
+        let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        if u32::from(addr.ip()) & mask == u32::from(net) & mask {
+            return Ok(ifa.interface_name);
+        }
+    }
+    Err(Error::Interface(format!(
+        "no interface has an address in {spec}"
+    )))
+}
+
+#[cfg(test)]
+mod interface_tests {
+    #[test]
+    fn an_interface_is_found_by_its_network() {
+        assert_eq!(super::resolve_interface("eth7").unwrap(), "eth7");
+        // Loopback is on every machine.
+        assert_eq!(super::resolve_interface("127.0.0.0/8").unwrap(), "lo");
+        // Class E, reserved: on no interface.
+        assert!(super::resolve_interface("240.0.0.0/8").is_err());
+        assert!(super::resolve_interface("10.0.0.0/40").is_err());
+        assert!(super::resolve_interface("x/24").is_err());
     }
 }

@@ -724,3 +724,63 @@ fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
     net.input(late, Input::Propose(22));
     assert!(net.settle(|n| ids.iter().all(|i| n.applied[i].len() == 22)));
 }
+
+/// Under a placement, a layout change proposed after a new node joined
+/// the ring is ordered and applied (the core's side of a bug found with
+/// `auto_join`, whose cause was in the node: see
+/// `membership::a_node_with_auto_join_is_added_by_the_cluster_and_takes_a_share`).
+#[test]
+fn under_a_placement_a_change_after_a_join_is_applied() {
+    let mut net = start(3);
+    assert!(net.settle(|n| n.nodes.values().all(|x| x.phase() == Phase::Operational)));
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let plan = |net: &Net, op: LayoutOp| {
+        let layout = net.nodes[&ids[0]].layout().clone();
+        LayoutChange {
+            expect_epoch: layout.epoch,
+            proposal: String::new(),
+            op: layout.plan(op).unwrap(),
+        }
+    };
+    let rf = plan(
+        &net,
+        LayoutOp::SetReplication {
+            factor: 2,
+            placement: None,
+        },
+    );
+    net.input(ids[0], Input::ProposeLayout(rf));
+    assert!(net.settle(|n| ids.iter().all(|i| n.nodes[i].applied_layout().epoch == 1)));
+
+    let d = net.add_joiner(4);
+    let mut add = add(d, 1);
+    if let LayoutOp::Add { voter, .. } = &mut add.op {
+        *voter = false;
+    }
+    net.input(ids[1], Input::ProposeLayout(add));
+    let mut all = ids.clone();
+    all.push(d);
+    assert!(
+        churn(&mut net, |n| one_ring_of(n, 4, &all)
+            && all.iter().all(|i| n.nodes[i].applied_layout().epoch == 2)),
+        "one ring of four at epoch 2"
+    );
+    let storage = plan(
+        &net,
+        LayoutOp::SetStorage {
+            node: d,
+            zone: "default".into(),
+            capacity: 3 << 40,
+            placement: None,
+        },
+    );
+    net.input(ids[2], Input::ProposeLayout(storage));
+    assert!(
+        net.settle(|n| all.iter().all(|i| n.nodes[i].applied_layout().epoch == 3)),
+        "the change after the join is applied: {:#?}",
+        net.nodes
+            .values()
+            .map(|n| (n.phase(), n.ring(), n.applied_layout().epoch, n.queued()))
+            .collect::<Vec<_>>()
+    );
+}

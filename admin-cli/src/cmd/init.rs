@@ -33,12 +33,14 @@ pub struct InitArgs {
     /// Directory to write into (created if missing; what is there is kept).
     #[arg(long)]
     out: PathBuf,
-    /// Storage nodes that bootstrap the cluster (its first voters), by the
-    /// host names the others reach them at.
+    /// Storage nodes that bootstrap the cluster (its first voters): `NAME`
+    /// (the host name the others reach it at) or `NAME=HOST` (an address
+    /// or host name on the internal network).
     #[arg(long, value_delimiter = ',', default_value = "node1,node2,node3")]
     nodes: Vec<String>,
     /// Storage nodes that join the running cluster by themselves (not in
-    /// the peers file: started with the seeds and `auto_join`).
+    /// the peers file: started with the seeds and `auto_join`), as
+    /// `--nodes`.
     #[arg(long, value_delimiter = ',')]
     join: Vec<String>,
     /// Gateways, by host name.
@@ -83,9 +85,31 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node given as `NAME` or `NAME=HOST`: its name and the host the others
+/// reach its gRPC at.
+fn split_node(spec: &str) -> anyhow::Result<(&str, &str)> {
+    let (name, host) = spec.split_once('=').unwrap_or((spec, spec));
+    check_name(name)?;
+    if host.parse::<std::net::IpAddr>().is_err() {
+        check_name(host)?;
+    }
+    Ok((name, host))
+}
+
 pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
     let mut seen = BTreeSet::new();
-    for name in args.nodes.iter().chain(&args.join).chain(&args.gateways) {
+    let mut hosts = std::collections::BTreeMap::new();
+    for spec in args.nodes.iter().chain(&args.join) {
+        let (name, host) = split_node(spec)?;
+        hosts.insert(name.to_string(), host.to_string());
+    }
+    let node_names = |list: &[String]| -> Vec<String> {
+        list.iter()
+            .map(|s| s.split_once('=').map_or(s.as_str(), |(n, _)| n).to_string())
+            .collect()
+    };
+    let (initial, joining) = (node_names(&args.nodes), node_names(&args.join));
+    for name in initial.iter().chain(&joining).chain(&args.gateways) {
         check_name(name)?;
         if !seen.insert(name.as_str()) {
             bail!("{name} is named twice");
@@ -124,14 +148,16 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
         *p = at(p);
     }
 
-    let grpc_url = |name: &str| format!("https://{name}:{}", args.grpc_port);
+    let grpc_url = |name: &str| {
+        let host = hosts.get(name).map_or(name, String::as_str);
+        format!("https://{host}:{}", args.grpc_port)
+    };
     let peers_file = out.join("peers.toml");
     let mut peers = Vec::new();
-    for (name, joins) in args
-        .nodes
+    for (name, joins) in initial
         .iter()
         .map(|n| (n, false))
-        .chain(args.join.iter().map(|n| (n, true)))
+        .chain(joining.iter().map(|n| (n, true)))
     {
         let dir = out.join("nodes").join(name);
         let mut cert = devenv::ensure_cluster_cert(&pki, &dir, || {
@@ -161,7 +187,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
         );
         let mut ring = toml::Table::new();
         if joins {
-            let seeds: Vec<toml::Value> = args.nodes.iter().map(|n| grpc_url(n).into()).collect();
+            let seeds: Vec<toml::Value> = initial.iter().map(|n| grpc_url(n).into()).collect();
             ring.insert("seeds".into(), toml::Value::Array(seeds));
             ring.insert("auto_join".into(), true.into());
             ring.insert("grpc_url".into(), grpc_url(name).into());
@@ -183,7 +209,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
         println!("peers:   {}", peers_file.display());
     }
 
-    let node_urls: Vec<String> = args.nodes.iter().map(|n| grpc_url(n)).collect();
+    let node_urls: Vec<String> = initial.iter().map(|n| grpc_url(n)).collect();
     for name in &args.gateways {
         let dir = out.join("gateways").join(name);
         let mut cert =
@@ -232,5 +258,12 @@ mod tests {
         for bad in ["", "-x", ".x", "a b", "a/b", "x:1", &"n".repeat(64)] {
             assert!(super::check_name(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(super::split_node("n1").unwrap(), ("n1", "n1"));
+        assert_eq!(
+            super::split_node("n1=10.0.0.1").unwrap(),
+            ("n1", "10.0.0.1")
+        );
+        assert!(super::split_node("n1=a b").is_err());
+        assert!(super::split_node("=x").is_err());
     }
 }

@@ -57,6 +57,9 @@ pub struct Conn {
     /// Admin token.
     #[arg(long, env = "RONDO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the admin token (what `rondo init` writes).
+    #[arg(long, env = "RONDO_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed the gateway's certificate.
     #[arg(long, env = "RONDO_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -89,7 +92,16 @@ impl Conn {
         };
         let ca = std::fs::read(&ca_path)
             .with_context(|| format!("read CA certificate {}", ca_path.display()))?;
-        let token = match (&self.token, &dev) {
+        let from_file = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("read the admin token {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let token = match (self.token.as_ref().or(from_file.as_ref()), &dev) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(d)) => std::fs::read_to_string(&d.admin_token_file)
                 .ok()

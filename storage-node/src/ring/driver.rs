@@ -178,9 +178,8 @@ impl Driver {
                     Vec::new()
                 }
             },
-            Cmd::Plan { change, reply } => {
-                let newest = node.layout();
-                let _ = reply.send(plan(newest, change).map(|c| (newest.clone(), c)));
+            Cmd::Newest { reply } => {
+                let _ = reply.send(node.layout().clone());
                 Vec::new()
             }
             Cmd::Withdraw(id) => {

@@ -72,11 +72,11 @@ enum Cmd {
         change: LayoutChange,
         reply: tokio::sync::oneshot::Sender<Result<(Layout, u64)>>,
     },
-    /// What a layout change would be, proposed now: the newest layout of
-    /// the log and the change as it would be proposed (with its placement).
-    Plan {
-        change: LayoutChange,
-        reply: tokio::sync::oneshot::Sender<Result<(Layout, LayoutChange)>>,
+    /// The newest layout of the log, against which a change proposed now
+    /// is decided (its placement is computed off the driver's thread: an
+    /// assignment can take long, and the driver passes the token).
+    Newest {
+        reply: tokio::sync::oneshot::Sender<Layout>,
     },
     /// Give up on a proposal that is not ordered yet.
     Withdraw(String),
@@ -126,6 +126,9 @@ pub struct RingHandle {
     cmds: UnboundedSender<Cmd>,
     shared: Arc<Shared>,
     write_timeout: Duration,
+    /// Under the simulator: plan on the calling task (deterministic),
+    /// not on the blocking pool.
+    sim: bool,
 }
 
 /// Starts the control plane: the driver and the peer senders. Must be
@@ -146,6 +149,7 @@ pub fn start(ctx: Context) -> Result<RingHandle> {
         cmds: tx.clone(),
         shared: shared.clone(),
         write_timeout: Duration::from_millis(ctx.config.ring.write_timeout_ms.unwrap_or(10_000)),
+        sim: ctx.net.is_sim(),
     };
     let runtime = tokio::runtime::Handle::current();
     let sim = ctx.net.is_sim();
@@ -255,7 +259,8 @@ impl RingHandle {
     /// Orders a layout change and waits until this node applied it: the
     /// layout after it and the seq of its entry, or why it was refused
     /// (`StaleLayout` when another change was ordered first).
-    pub async fn propose_layout(&self, mut change: LayoutChange) -> Result<(Layout, u64)> {
+    pub async fn propose_layout(&self, change: LayoutChange) -> Result<(Layout, u64)> {
+        let (_, mut change) = self.plan_layout(change).await?;
         let id = uuid::Uuid::new_v4().to_string();
         change.proposal = id.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -271,13 +276,41 @@ impl RingHandle {
     /// The newest layout of this node's log and `change` as this node would
     /// propose it against it (with the placement it computes), without
     /// ordering anything.
+    ///
+    /// The placement is computed here, on the blocking pool, never on the
+    /// driver's thread: an assignment may take long (seconds, unoptimised,
+    /// for a node that takes a replica of every partition), and a driver
+    /// that holds the token that long is dropped from its ring.
     pub async fn plan_layout(&self, change: LayoutChange) -> Result<(Layout, LayoutChange)> {
         let stopped = || Error::Unavailable("the control plane has stopped".into());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.cmds
-            .send(Cmd::Plan { change, reply: tx })
+            .send(Cmd::Newest { reply: tx })
             .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let newest = rx.await.map_err(|_| stopped())?;
+        if newest.epoch != change.expect_epoch {
+            // Refused as stale when ordered, whatever it carries.
+            return Ok((newest, change));
+        }
+        let LayoutChange {
+            expect_epoch,
+            proposal,
+            op,
+        } = change;
+        let op = if self.sim {
+            newest.plan(op)?
+        } else {
+            let layout = newest.clone();
+            tokio::task::spawn_blocking(move || layout.plan(op))
+                .await
+                .map_err(|e| Error::Unavailable(format!("planning failed: {e}")))??
+        };
+        let change = LayoutChange {
+            expect_epoch,
+            proposal,
+            op,
+        };
+        Ok((newest, change))
     }
 
     /// Hands a message from a peer to the driver.
