@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod crash;
 mod data;
+mod deploy;
 mod dev;
 mod direct_upload;
 mod errors;

@@ -1,0 +1,715 @@
+//! The Docker deployment (issue 16): `docker-compose.yml` brought up from
+//! nothing, on an image made here (tests/docker/build-image.sh: a
+//! debootstrapped Debian base and the binaries of this build), then used
+//! and hurt only through what an operator and a client have: the floating
+//! address, the nodes' streaming addresses, `docker kill`, `docker network
+//! disconnect`, `docker-compose down`/`up`. Each step is timed and printed
+//! in a short report. One test: it owns the host's Docker for its run (a
+//! fixed compose project and fixed subnets).
+//!
+//! Needs root and Docker (CI installs docker.io, docker-compose and
+//! debootstrap, and runs as root); without root it says SKIPPED. Without
+//! Docker it fails, naming what is missing: it is never skipped silently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rondo_tests::eventually;
+use serde_json::{Value, json};
+
+const PROJECT: &str = "rondodeploytest";
+const IMAGE: &str = "rondo:deploy-test";
+const VIP: &str = "10.77.1.100";
+const NODE_IPS: [&str; 3] = ["10.77.1.11", "10.77.1.12", "10.77.1.13"];
+const INTERNAL_IPS: [&str; 3] = ["10.77.0.11", "10.77.0.12", "10.77.0.13"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(repo());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("run {program} {args:?}: {e}"))
+}
+
+fn ok(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(program, args, env);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `docker-compose` for the test's project, with its image.
+fn compose(args: &[&str]) -> String {
+    let mut all = vec!["-p", PROJECT, "-f", "docker-compose.yml"];
+    all.extend_from_slice(args);
+    ok(
+        "docker-compose",
+        &all,
+        &[
+            ("RONDO_IMAGE", IMAGE),
+            ("RONDO_DOWN_OUT_INTERVAL_MS", "600000"),
+        ],
+    )
+}
+
+/// The container of a compose service.
+fn container(service: &str) -> String {
+    compose(&["ps", "-q", service])
+}
+
+/// Stops what the test started, even when it fails: the project with its
+/// volumes and networks, and dockerd if the test started it.
+struct Cleanup {
+    dockerd: Option<std::process::Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = run(
+            "docker-compose",
+            &[
+                "-p",
+                PROJECT,
+                "-f",
+                "docker-compose.yml",
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "2",
+            ],
+            &[("RONDO_IMAGE", IMAGE)],
+        );
+        let _ = run("docker", &["image", "rm", "-f", IMAGE], &[]);
+        if let Some(mut d) = self.dockerd.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = d.wait();
+        }
+    }
+}
+
+/// A client of the deployment from the host: GraphQL through the floating
+/// address, streams from the nodes.
+struct Client {
+    gql: rondo_cli::client::Client,
+    http: reqwest::Client,
+    ca: Vec<u8>,
+}
+
+impl Client {
+    async fn query(&self, q: &str, vars: Value) -> anyhow::Result<Value> {
+        Ok(self.gql.query(q, vars).await?)
+    }
+
+    /// One GraphQL query on a fresh connection to the floating address
+    /// (what a failover test must use: a kept connection would stay on the
+    /// dead replica).
+    async fn probe(&self) -> bool {
+        let Ok(c) = rondo_cli::client::Client::new(&format!("https://{VIP}:8443"), &self.ca, None)
+        else {
+            return false;
+        };
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            c.query("{ songs(first: 1) { totalCount } }", json!({})),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    }
+}
+
+async fn song_count(c: &Client) -> u64 {
+    c.query("{ songs(first: 1) { totalCount } }", json!({}))
+        .await
+        .ok()
+        .and_then(|d| d.pointer("/songs/totalCount").and_then(Value::as_u64))
+        .unwrap_or(0)
+}
+
+/// Waits until every node in `expect` reports one applied seq and digest
+/// to the gateway; answers the digest.
+async fn converged(c: &Client, expect: usize) -> String {
+    eventually(
+        &format!("{expect} nodes with one catalog digest"),
+        Duration::from_secs(120),
+        || async {
+            let d = c
+                .query(
+                    "{ cluster { nodes { state lastAppliedSeq catalogDigest } } }",
+                    json!({}),
+                )
+                .await
+                .ok()?;
+            let nodes = d.pointer("/cluster/nodes")?.as_array()?.clone();
+            let up: Vec<&Value> = nodes.iter().filter(|n| n["state"] == "UP").collect();
+            let seen: std::collections::BTreeSet<String> = up
+                .iter()
+                .map(|n| format!("{} {}", n["lastAppliedSeq"], n["catalogDigest"]))
+                .collect();
+            (up.len() == expect && seen.len() == 1)
+                .then(|| up[0]["catalogDigest"].as_str().map(str::to_string))
+                .flatten()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until the floating address has settled on gateway1 (priority
+/// 150, preempting) with both replicas heard, then answers a fresh client
+/// (a moved address resets the connections a client keeps).
+async fn settled(base: &str, ca: &[u8], token: &str, http: &reqwest::Client) -> Client {
+    eventually(
+        "the address settles on gateway1",
+        Duration::from_secs(60),
+        || async {
+            let c = rondo_cli::client::Client::new(base, ca, Some(token.to_string())).ok()?;
+            let d = c
+                .query("{ cluster { gateways { address isMaster } } }", json!({}))
+                .await
+                .ok()?;
+            let gws = d.pointer("/cluster/gateways")?.as_array()?.clone();
+            let master: Vec<&Value> = gws.iter().filter(|g| g["isMaster"] == true).collect();
+            (gws.len() == 2
+                && master.len() == 1
+                && master[0]["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("10.77.1.21")))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    Client {
+        gql: rondo_cli::client::Client::new(base, ca, Some(token.to_string())).unwrap(),
+        http: http.clone(),
+        ca: ca.to_vec(),
+    }
+}
+
+/// Streams `song` through a URL the gateway signs now, with a range, and
+/// compares the bytes with the file's.
+async fn stream_range(c: &Client, id: &str, file: &[u8]) -> anyhow::Result<()> {
+    let d = c
+        .query(
+            "query($id: ID!) { song(id: $id) { streamUrl } }",
+            json!({ "id": id }),
+        )
+        .await?;
+    let url = d
+        .pointer("/song/streamUrl")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow::anyhow!("no stream URL: {d}"))?;
+    let (from, to) = (100usize, file.len().min(5000) - 1);
+    let r = c
+        .http
+        .get(url)
+        .header("range", format!("bytes={from}-{to}"))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 206, "range answered {}", r.status());
+    let body = r.bytes().await?;
+    anyhow::ensure!(body.as_ref() == &file[from..=to], "other bytes from {url}");
+    Ok(())
+}
+
+async fn upload(c: &Client, path: &Path) -> anyhow::Result<String> {
+    let r = c.gql.upload_raw(path, json!({}), "{ id }").await?;
+    r.pointer("/data/uploadSong/id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("upload refused: {r}"))
+}
+
+/// Each step's name, time and figures, printed as it ends and at the end.
+struct Report(Vec<(String, Duration, String)>);
+
+impl Report {
+    fn step(&mut self, name: &str, since: Instant, note: impl Into<String>) {
+        let (took, note) = (since.elapsed(), note.into());
+        eprintln!("deploy: {name}: {took:.1?} {note}");
+        self.0.push((name.into(), took, note));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compose_deployment_serves_and_survives() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the Docker deployment test needs root (CI runs it as root)");
+        return;
+    }
+    for tool in ["docker", "docker-compose", "dockerd", "debootstrap"] {
+        assert!(
+            run("sh", &["-c", &format!("command -v {tool}")], &[])
+                .status
+                .success(),
+            "{tool} is missing: .ci/run installs docker.io, docker-compose and debootstrap"
+        );
+    }
+    let mut cleanup = Cleanup { dockerd: None };
+    if !run("docker", &["info"], &[]).status.success() {
+        let log = std::fs::File::create(repo().join("target/dockerd-test.log")).unwrap();
+        cleanup.dockerd = Some(
+            Command::new("dockerd")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        eventually("dockerd answers", Duration::from_secs(60), || async {
+            run("docker", &["info"], &[]).status.success().then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let mut report = Report(Vec::new());
+    let bin_dir = rondo_tests::bin("rondo-node")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap();
+    let t = Instant::now();
+    ok(
+        "bash",
+        &["tests/docker/build-image.sh", IMAGE],
+        &[("BIN_DIR", &bin_dir.display().to_string())],
+    );
+    report.step("image", t, IMAGE);
+    // A project left by an earlier run that was killed.
+    let _ = run(
+        "docker-compose",
+        &[
+            "-p",
+            PROJECT,
+            "-f",
+            "docker-compose.yml",
+            "down",
+            "-v",
+            "--remove-orphans",
+            "-t",
+            "1",
+        ],
+        &[("RONDO_IMAGE", IMAGE)],
+    );
+
+    // Up from nothing: no step but this.
+    let t = Instant::now();
+    compose(&["up", "-d"]);
+    let gw1 = container("gateway1");
+    let ca = ok(
+        "docker",
+        &["exec", &gw1, "cat", "/etc/rondo/tls/ca.pem"],
+        &[],
+    )
+    .into_bytes();
+    let token = ok(
+        "docker",
+        &["exec", &gw1, "cat", "/etc/rondo/admin-token"],
+        &[],
+    );
+    let tls = rondo_cli::client::tls_config(&ca).unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    let base = format!("https://{VIP}:8443");
+    eventually(
+        "the floating address is ready",
+        Duration::from_secs(180),
+        || async {
+            let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let admin = settled(&base, &ca, &token, &http).await;
+    converged(&admin, 3).await;
+    report.step("up, ready through the floating address", t, "");
+
+    // A listener registers and logs in; the admin uploads; the song is
+    // found and streams with a range, from the node the URL names.
+    let t = Instant::now();
+    let anon = rondo_cli::client::Client::new(&base, &ca, None).unwrap();
+    let reg = anon
+        .query(
+            "mutation { register(name: \"deploylistener\", password: \"a long enough password\") { token } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert!(reg.pointer("/register/token").is_some(), "{reg}");
+    let login = anon
+        .query(
+            "mutation { login(name: \"deploylistener\", password: \"a long enough password\") { token } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let session = login["login"]["token"].as_str().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = crate::wav(
+        tmp.path(),
+        "a.wav",
+        "Deployed",
+        "Compose",
+        "Networks",
+        1.0,
+        1,
+    );
+    let a_bytes = std::fs::read(&a).unwrap();
+    let id_a = upload(&admin, &a).await.unwrap();
+    let found = admin
+        .query(
+            "{ songs(search: \"deployed\", first: 5) { totalCount } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found["songs"]["totalCount"], 1, "{found}");
+    stream_range(&admin, &id_a, &a_bytes).await.unwrap();
+    let listener = rondo_cli::client::Client::new(&base, &ca, Some(session)).unwrap();
+    let pl = listener
+        .query(
+            "mutation($s: [ID!]) { createPlaylist(name: \"Road\", songIds: $s) { id } }",
+            json!({ "s": [id_a] }),
+        )
+        .await
+        .unwrap();
+    assert!(pl.pointer("/createPlaylist/id").is_some(), "{pl}");
+    report.step(
+        "register, login, upload, search, range stream, playlist",
+        t,
+        "",
+    );
+
+    // 1. The gateway holding the floating address is killed: the other
+    // answers, and a client polling every 20 ms with one retry loses
+    // nothing.
+    let holder = eventually(
+        "a gateway holds the address",
+        Duration::from_secs(30),
+        || async {
+            let d = admin
+                .query("{ cluster { gateways { address isMaster } } }", json!({}))
+                .await
+                .ok()?;
+            d.pointer("/cluster/gateways")?
+                .as_array()?
+                .iter()
+                .find(|g| g["isMaster"] == true)
+                .and_then(|g| g["address"].as_str().map(str::to_string))
+        },
+    )
+    .await
+    .unwrap();
+    let (master, backup) = if holder.starts_with("10.77.1.21") {
+        ("gateway1", "gateway2")
+    } else {
+        ("gateway2", "gateway1")
+    };
+    let polling = Arc::new(AtomicBool::new(true));
+    let lost = Arc::new(AtomicU64::new(0));
+    let last_fail = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let poller = {
+        let (polling, lost, last_fail) = (polling.clone(), lost.clone(), last_fail.clone());
+        let c = Client {
+            gql: admin.gql.clone(),
+            http: http.clone(),
+            ca: ca.clone(),
+        };
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            while polling.load(Ordering::SeqCst) {
+                if !c.probe().await {
+                    if let Ok(mut f) = last_fail.lock() {
+                        *f = Some(Instant::now());
+                    }
+                    // One retry, after the failover interval.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    if !c.probe().await {
+                        lost.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                done += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    ok("docker", &["kill", &container(master)], &[]);
+    eventually(
+        "the backup answers at the address",
+        Duration::from_secs(30),
+        || async { admin.probe().await.then_some(()) },
+    )
+    .await
+    .unwrap();
+    let failover = t.elapsed();
+    polling.store(false, Ordering::SeqCst);
+    let polls = poller.await.unwrap();
+    assert_eq!(
+        lost.load(Ordering::SeqCst),
+        0,
+        "requests lost across the failover"
+    );
+    assert!(polls > 10, "only {polls} polls");
+    // The protocol's bound at 1 s adverts: the backup's Master_Down_Interval
+    // (3 s + skew: 3.45 s) from the last advert, plus what the kill of a
+    // container and the first TLS answer take (BENCHMARKS §6 measures it
+    // between namespaces: 3.47 s median; here 3.6 to 3.9 s).
+    assert!(
+        failover < Duration::from_millis(5000),
+        "failover took {failover:?} (BENCHMARKS §6: about 3.5 s at 1 s adverts)"
+    );
+    report.step(
+        &format!("1. kill {master}: {backup} answers"),
+        t,
+        format!("failover {failover:.2?}, 0 lost"),
+    );
+    ok("docker", &["start", &container(master)], &[]);
+    let admin = settled(&base, &ca, &token, &http).await;
+
+    // 2. A storage node is killed: the song still streams, uploads still
+    // succeed; restarted, it catches up.
+    let t = Instant::now();
+    let node2 = container("node2");
+    ok("docker", &["kill", &node2], &[]);
+    let last = std::sync::Mutex::new(String::new());
+    let streamed = eventually(
+        "the song streams without node2",
+        Duration::from_secs(30),
+        || async {
+            let r = stream_range(&admin, &id_a, &a_bytes).await;
+            if let (Err(e), Ok(mut l)) = (&r, last.lock()) {
+                *l = format!("{e:#}");
+            }
+            r.ok()
+        },
+    )
+    .await;
+    assert!(
+        streamed.is_ok(),
+        "{streamed:?}: {}",
+        last.lock().map(|l| l.clone()).unwrap_or_default()
+    );
+    let b = crate::wav(
+        tmp.path(),
+        "b.wav",
+        "While Down",
+        "Compose",
+        "Networks",
+        1.0,
+        2,
+    );
+    let id_b = eventually(
+        "an upload with a node down",
+        Duration::from_secs(60),
+        || async { upload(&admin, &b).await.ok() },
+    )
+    .await
+    .unwrap();
+    ok("docker", &["start", &node2], &[]);
+    let digest = converged(&admin, 3).await;
+    report.step(
+        "2. kill node2, stream, upload, restart: caught up",
+        t,
+        format!("digest {digest}"),
+    );
+
+    // 3. node3 cut from the internal network for 20 s: the others keep a
+    // quorum (an upload succeeds meanwhile); reconnected, it catches up.
+    let t = Instant::now();
+    let node3 = container("node3");
+    let internal = format!("{PROJECT}_internal");
+    ok("docker", &["network", "disconnect", &internal, &node3], &[]);
+    let c = crate::wav(
+        tmp.path(),
+        "c.wav",
+        "Cut Off",
+        "Compose",
+        "Networks",
+        1.0,
+        3,
+    );
+    let cut = Instant::now();
+    eventually(
+        "an upload while node3 is cut off",
+        Duration::from_secs(60),
+        || async { upload(&admin, &c).await.ok() },
+    )
+    .await
+    .unwrap();
+    // The fault lasts 20 s (its length, not a wait for a condition).
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut.elapsed())).await;
+    ok(
+        "docker",
+        &[
+            "network",
+            "connect",
+            "--ip",
+            INTERNAL_IPS[2],
+            &internal,
+            &node3,
+        ],
+        &[],
+    );
+    let digest = converged(&admin, 3).await;
+    report.step(
+        "3. node3 off the internal network 20 s: caught up",
+        t,
+        format!("digest {digest}"),
+    );
+
+    // 4. From a container only on the external network no node's gRPC
+    // answers; from the host nothing answers plain HTTP.
+    let t = Instant::now();
+    let external = format!("{PROJECT}_external");
+    for ip in NODE_IPS.iter().chain(INTERNAL_IPS.iter()) {
+        let out = run(
+            "docker",
+            &[
+                "run",
+                "--rm",
+                "--network",
+                &external,
+                "--entrypoint",
+                "curl",
+                IMAGE,
+                "-sk",
+                "--max-time",
+                "3",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("https://{ip}:7400/"),
+            ],
+            &[],
+        );
+        assert!(
+            !out.status.success(),
+            "{ip}:7400 answered from the external network: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    for url in [
+        format!("http://{VIP}:8443/"),
+        format!("http://{}:7443/", NODE_IPS[0]),
+        format!("http://{VIP}/"),
+    ] {
+        let r = http.get(&url).timeout(Duration::from_secs(3)).send().await;
+        assert!(
+            r.is_err(),
+            "{url} answered plain HTTP: {:?}",
+            r.map(|r| r.status())
+        );
+    }
+    report.step("4. no gRPC from outside, no plain HTTP", t, "");
+
+    // 5. down and up again, volumes kept: songs, accounts and playlists
+    // are intact.
+    let t = Instant::now();
+    let before = song_count(&admin).await;
+    compose(&["down", "-t", "10"]);
+    compose(&["up", "-d"]);
+    eventually("ready again", Duration::from_secs(180), || async {
+        let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    let admin = settled(&base, &ca, &token, &http).await;
+    converged(&admin, 3).await;
+    assert_eq!(song_count(&admin).await, before);
+    for id in [&id_a, &id_b] {
+        stream_range(
+            &admin,
+            id,
+            &std::fs::read(if *id == id_a { &a } else { &b }).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let anon = rondo_cli::client::Client::new(&base, &ca, None).unwrap();
+    let login = anon
+        .query(
+            "mutation { login(name: \"deploylistener\", password: \"a long enough password\") { token } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let listener = rondo_cli::client::Client::new(
+        &base,
+        &ca,
+        login["login"]["token"].as_str().map(str::to_string),
+    )
+    .unwrap();
+    let pls = listener
+        .query(
+            "{ playlists(first: 5) { nodes { name songs(first: 5) { totalCount } } } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pls.pointer("/playlists/nodes/0/name"),
+        Some(&json!("Road")),
+        "{pls}"
+    );
+    report.step(
+        "5. down, up: songs, accounts, playlists intact",
+        t,
+        format!("{before} songs"),
+    );
+
+    // A fourth node joins by itself and takes its share.
+    let t = Instant::now();
+    compose(&["up", "-d", "--scale", "node4=1", "node4"]);
+    converged(&admin, 4).await;
+    let d = crate::wav(tmp.path(), "d.wav", "Four", "Compose", "Networks", 1.0, 4);
+    let id_d = upload(&admin, &d).await.unwrap();
+    eventually(
+        "node4 holds the new song",
+        Duration::from_secs(60),
+        || async {
+            let r = admin
+                .query(
+                    "query($id: ID!) { song(id: $id) { replicas { address } } }",
+                    json!({ "id": id_d }),
+                )
+                .await
+                .ok()?;
+            r.to_string().contains("10.77.1.14").then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    report.step("node4 joined by itself, holds new songs", t, "");
+
+    eprintln!("deploy report:");
+    for (name, took, note) in &report.0 {
+        eprintln!("  {took:>8.1?}  {name}  {note}");
+    }
+    drop(cleanup);
+}
