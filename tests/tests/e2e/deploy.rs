@@ -726,40 +726,22 @@ struct SwarmCleanup {
 impl Drop for SwarmCleanup {
     fn drop(&mut self) {
         let _ = run("docker", &["stack", "rm", STACK], &[]);
-        // Tasks stop, then their containers go: poll, then the volumes.
-        for _ in 0..60 {
-            let out = run(
-                "docker",
-                &[
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=com.docker.stack.namespace={STACK}"),
-                ],
-                &[],
-            );
-            if out.stdout.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
+        // Its services are gone; remove their containers at once (rather
+        // than wait for the swarm to), then the volumes they held.
+        let label = format!("label=com.docker.stack.namespace={STACK}");
+        let ids = run("docker", &["ps", "-aq", "--filter", &label], &[]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = run("docker", &args, &[]);
         }
-        for _ in 0..20 {
-            let vols = run(
-                "docker",
-                &["volume", "ls", "-q", "--filter", &format!("name={STACK}_")],
-                &[],
-            );
-            let names: Vec<String> = String::from_utf8_lossy(&vols.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if names.is_empty() {
-                break;
-            }
-            for n in names {
-                let _ = run("docker", &["volume", "rm", &n], &[]);
-            }
-            std::thread::sleep(Duration::from_millis(500));
+        let vols = run("docker", &["volume", "ls", "-q", "--filter", &label], &[]);
+        for n in String::from_utf8_lossy(&vols.stdout).lines() {
+            let _ = run("docker", &["volume", "rm", "-f", n], &[]);
         }
         if self.left_swarm {
             let _ = run("docker", &["swarm", "leave", "--force"], &[]);
