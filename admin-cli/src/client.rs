@@ -19,9 +19,19 @@ pub struct Client {
 }
 
 /// Builds a rustls client configuration trusting the CA certificates in
-/// `ca_pem` (or the platform's none, if empty: Rondo always uses its own CA).
+/// `ca_pem`, or, if it is empty, the system's trust roots (a gateway whose
+/// certificate a public CA signed).
 pub fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
+    if ca_pem.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(Error::Certificate(
+                "no CA certificate given and no system trust roots found".into(),
+            ));
+        }
+    }
     for cert in
         rondo_core::tls::certificates(ca_pem).map_err(|e| Error::Certificate(e.to_string()))?
     {

@@ -49,17 +49,32 @@ enum Command {
         /// At most this many songs (up to 100).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Every song, page after page (not only the first --limit).
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
+        /// Songs per page with --all.
+        #[arg(long, default_value_t = 100, hide = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+        page_size: u32,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the health of the gateway and the storage nodes.
     Status {
         #[command(flatten)]
         conn: Conn,
+        /// As JSON (the GraphQL answer); the exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the control plane: the ring that orders the catalog, and where
     /// each node is in the log. Exit code 4 if no ring is operational.
     Ring {
         #[command(flatten)]
         conn: Conn,
+        /// As JSON (the GraphQL answer); the exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage accounts.
     #[command(subcommand)]
@@ -106,6 +121,9 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = cmd::hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -121,9 +139,15 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             conn,
             search,
             limit,
-        } => cmd::songs::run(&conn.client()?, search, limit).await,
-        Command::Status { conn } => cmd::status::run(&conn.client()?).await,
-        Command::Ring { conn } => cmd::ring::run(&conn.client()?).await,
+            all,
+            page_size,
+            json,
+        } => {
+            let page = if all { page_size } else { limit.min(100) };
+            cmd::songs::run(&conn.client()?, search, page, all, json).await
+        }
+        Command::Status { conn, json } => cmd::status::run(&conn.client()?, json).await,
+        Command::Ring { conn, json } => cmd::ring::run(&conn.client()?, json).await,
         Command::User(user) => cmd::user::run(user).await,
         Command::Node(node) => cmd::node::run(node).await,
         Command::Layout(layout) => cmd::layout::run(layout).await,

@@ -208,10 +208,15 @@ fn write_configs(
         secret_file,
     );
     match webapp_dir(args.webapp.as_deref()) {
-        Some(webapp) => {
+        Some((webapp, how)) => {
+            println!("Web app: {} ({how})", webapp.display());
             t.insert("webapp_dir".into(), webapp.display().to_string().into());
         }
-        None => println!("No web app build: the gateway serves its minimal player page at /."),
+        None => println!(
+            "No web app build found (--webapp, ./webapp/dist, next to the rondo binary, \
+             /usr/share/rondo/webapp): the gateway serves its minimal player page at /. \
+             Build it with `cd webapp && npm ci && npm run build`."
+        ),
     }
     devenv::write_config(&gateway_config, &t)?;
     Ok((nodes, gateway_config))
@@ -271,12 +276,18 @@ async fn start_all(
     Ok(())
 }
 
-/// The web app build to serve: the one given, or `webapp/dist`, which is
-/// built first (npm ci, npm run build) when only the source is here.
-fn webapp_dir(given: Option<&Path>) -> Option<PathBuf> {
+/// The web app build to serve, and where it was found: the one given; or
+/// `webapp/dist` under the current directory, built first (npm ci, npm run
+/// build) when only the source is here; or a build next to the `rondo`
+/// binary (`webapp/` beside it, `../share/rondo/webapp`, or the
+/// repository's `webapp/dist` for a binary in `target/*/`); or the
+/// image's `/usr/share/rondo/webapp`. So `rondo dev` run from anywhere
+/// serves the web app, not the minimal player page.
+fn webapp_dir(given: Option<&Path>) -> Option<(PathBuf, &'static str)> {
+    let built = |d: &Path| d.join("index.html").exists();
     if let Some(dir) = given {
-        if dir.join("index.html").exists() {
-            return dir.canonicalize().ok();
+        if built(dir) {
+            return dir.canonicalize().ok().map(|d| (d, "given with --webapp"));
         }
         eprintln!(
             "warning: {} has no index.html; not serving it",
@@ -286,7 +297,7 @@ fn webapp_dir(given: Option<&Path>) -> Option<PathBuf> {
     }
     let source = PathBuf::from("webapp");
     let dist = source.join("dist");
-    if !dist.join("index.html").exists() && source.join("package.json").exists() {
+    if !built(&dist) && source.join("package.json").exists() {
         println!("Building the web app (npm ci, npm run build; once)…");
         let npm = |args: &[&str]| {
             std::process::Command::new("npm")
@@ -302,10 +313,31 @@ fn webapp_dir(given: Option<&Path>) -> Option<PathBuf> {
             eprintln!("warning: building the web app failed (is Node 20 with npm installed?)");
         }
     }
-    dist.join("index.html")
-        .exists()
-        .then(|| dist.canonicalize().ok())
-        .flatten()
+    if built(&dist) {
+        return dist
+            .canonicalize()
+            .ok()
+            .map(|d| (d, "built in this directory"));
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(exe) = exe_dir {
+        for candidate in [
+            exe.join("webapp"),
+            exe.join("../share/rondo/webapp"),
+            exe.join("../../webapp/dist"),
+        ] {
+            if built(&candidate) {
+                return candidate
+                    .canonicalize()
+                    .ok()
+                    .map(|d| (d, "found next to the rondo binary"));
+            }
+        }
+    }
+    let system = PathBuf::from("/usr/share/rondo/webapp");
+    built(&system).then_some((system, "installed"))
 }
 
 async fn wait_ready(

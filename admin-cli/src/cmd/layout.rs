@@ -18,6 +18,9 @@ pub enum LayoutCommand {
     Show {
         #[command(flatten)]
         conn: Conn,
+        /// The layout as JSON (the GraphQL answer).
+        #[arg(long)]
+        json: bool,
     },
     /// What a change would do: the partitions and bytes each node would
     /// gain and lose. Orders nothing.
@@ -126,15 +129,20 @@ fn to_graphql(
 pub async fn run(cmd: LayoutCommand) -> anyhow::Result<Exit> {
     let epoch = |e: Option<u64>| e.map(|e| json!(e)).unwrap_or(Value::Null);
     match cmd {
-        LayoutCommand::Show { conn } => {
+        LayoutCommand::Show { conn, json } => {
             #[derive(serde::Deserialize)]
             struct Cluster {
                 layout: Option<Layout>,
             }
-            let mut data: std::collections::HashMap<String, Cluster> = conn
+            let raw = conn
                 .client()?
-                .query_as(&format!("{{ cluster {{ layout {LAYOUT} }} }}"), json!({}))
+                .query(&format!("{{ cluster {{ layout {LAYOUT} }} }}"), json!({}))
                 .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&raw)?);
+                return Ok(Exit::Success);
+            }
+            let mut data: std::collections::HashMap<String, Cluster> = serde_json::from_value(raw)?;
             match data.remove("cluster").and_then(|c| c.layout) {
                 Some(l) => print_layout(&l),
                 None => println!("no node has reported a layout yet"),

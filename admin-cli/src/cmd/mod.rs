@@ -85,13 +85,19 @@ impl Conn {
                 self.data.join("dev.json").display()
             ),
         };
+        let gateway = gateway_url(&gateway)?;
         let ca_path = match (&self.ca_cert, &dev) {
-            (Some(p), _) => p.clone(),
-            (None, Some(d)) => d.ca_cert.clone(),
-            (None, None) => bail!("no CA certificate given: pass --ca-cert (or RONDO_CA_CERT)"),
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(d)) => Some(d.ca_cert.clone()),
+            // The system's trust roots.
+            (None, None) => None,
         };
-        let ca = std::fs::read(&ca_path)
-            .with_context(|| format!("read CA certificate {}", ca_path.display()))?;
+        let ca = match &ca_path {
+            Some(p) => {
+                std::fs::read(p).with_context(|| format!("read CA certificate {}", p.display()))?
+            }
+            None => Vec::new(),
+        };
         let from_file = match &self.token_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -112,9 +118,66 @@ impl Conn {
     }
 }
 
+/// The gateway's base URL, with a one-line hint for the usual mistakes: no
+/// scheme, `http://` (a gateway serves HTTPS only), the GraphQL path given.
+fn gateway_url(given: &str) -> anyhow::Result<String> {
+    let url = given.trim().trim_end_matches('/');
+    if let Some(rest) = url.strip_prefix("http://") {
+        bail!("{given}: a gateway serves HTTPS only; try https://{rest}");
+    }
+    if !url.starts_with("https://") {
+        bail!("{given}: the gateway URL needs its scheme; try https://{url}");
+    }
+    if let Some(base) = url.strip_suffix("/graphql") {
+        bail!("{given}: give the gateway's base URL, without /graphql; try {base}");
+    }
+    Ok(url.to_string())
+}
+
+/// A hint for an error a user can fix, if it is one: nothing listening at
+/// the gateway's address, a certificate not trusted.
+pub fn hint(error: &anyhow::Error) -> Option<&'static str> {
+    let text = format!("{error:#}");
+    if text.contains("Connection refused") {
+        Some(
+            "nothing listens there: is the gateway running (rondo dev, docker-compose up), and is the port right?",
+        )
+    } else if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        Some(
+            "the gateway's certificate is not trusted: pass the CA that signed it with --ca-cert (or RONDO_CA_CERT)",
+        )
+    } else if text.contains("dns error") || text.contains("failed to lookup address") {
+        Some("that host name does not resolve: check the gateway URL")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::token_on_command_line;
+
+    #[test]
+    fn gateway_urls_with_the_usual_mistakes_get_a_hint() {
+        assert_eq!(
+            super::gateway_url("https://g:8443/").unwrap(),
+            "https://g:8443"
+        );
+        for (given, says) in [
+            ("g:8443", "try https://g:8443"),
+            ("http://g:8443", "HTTPS only; try https://g:8443"),
+            (
+                "https://g:8443/graphql",
+                "without /graphql; try https://g:8443",
+            ),
+        ] {
+            let e = super::gateway_url(given).unwrap_err().to_string();
+            assert!(e.contains(says), "{given}: {e}");
+        }
+        let refused = anyhow::anyhow!("connect: Connection refused (os error 111)");
+        assert!(super::hint(&refused).unwrap().contains("nothing listens"));
+        assert!(super::hint(&anyhow::anyhow!("other")).is_none());
+    }
 
     #[test]
     fn a_token_flag_is_noticed() {

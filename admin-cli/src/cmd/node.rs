@@ -12,6 +12,14 @@ use super::{Conn, Exit};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// Print a node's id, known before it first starts: from its cluster
+    /// certificate (a file, or a directory holding cluster-cert.pem, as
+    /// `rondo init` and `rondo cert issue` write them) or its data
+    /// directory (`node-id`). Offline.
+    Id {
+        /// A certificate, a certificate's directory or a data directory.
+        path: std::path::PathBuf,
+    },
     /// Add a storage node. Start it first with `ring.seeds` (gRPC URLs of
     /// running nodes) in its configuration instead of a peers file; it
     /// then joins the ring, catches up and fetches the audio.
@@ -140,8 +148,44 @@ fn epoch(e: Option<u64>) -> Value {
     e.map(|e| json!(e)).unwrap_or(Value::Null)
 }
 
+/// The node id `path` names (see [`NodeCommand::Id`]).
+fn node_id(path: &std::path::Path) -> anyhow::Result<String> {
+    let cert = if path.is_dir() {
+        if path.join("cluster-cert.pem").exists() {
+            path.join("cluster-cert.pem")
+        } else {
+            let file = path.join("node-id");
+            let id = std::fs::read_to_string(&file).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: neither cluster-cert.pem nor node-id ({e})",
+                    path.display()
+                )
+            })?;
+            return Ok(id.trim().to_string());
+        }
+    } else {
+        path.to_path_buf()
+    };
+    let pem = std::fs::read(&cert).map_err(|e| anyhow::anyhow!("read {}: {e}", cert.display()))?;
+    let leaf = rondo_core::tls::certificates(&pem)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate", cert.display()))?;
+    match rondo_core::tls::identity_of(&leaf)? {
+        rondo_core::tls::Identity::Node(id) => Ok(id.to_string()),
+        other => anyhow::bail!(
+            "{}: the certificate of {other}, not of a node",
+            cert.display()
+        ),
+    }
+}
+
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
     let (conn, field, query, vars) = match cmd {
+        NodeCommand::Id { path } => {
+            println!("{}", node_id(&path)?);
+            return Ok(Exit::Success);
+        }
         NodeCommand::Add {
             conn,
             address,

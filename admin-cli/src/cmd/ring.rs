@@ -9,9 +9,9 @@ use serde_json::json;
 use super::Exit;
 use super::node::print_layout;
 
-pub async fn run(client: &Client) -> anyhow::Result<Exit> {
-    let data: ClusterAnswer = client
-        .query_as(
+pub async fn run(client: &Client, as_json: bool) -> anyhow::Result<Exit> {
+    let raw = client
+        .query(
             "{ cluster { nodes { id state ringId ringPhase lastAppliedSeq catalogDigest isVoter } \
                ring { id members tokenHolder lastSeq rotationsPerSecond } \
                layout { epoch replicationFactor \
@@ -20,7 +20,16 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
             json!({}),
         )
         .await?;
+    let data: ClusterAnswer = serde_json::from_value(raw.clone())?;
     let cluster = data.cluster;
+    let exit = match cluster.ring {
+        Some(_) => Exit::Success,
+        None => Exit::NoRing,
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&raw)?);
+        return Ok(exit);
+    }
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     match &cluster.ring {
         Some(r) => {
@@ -54,8 +63,5 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
             }
         );
     }
-    Ok(match cluster.ring {
-        Some(_) => Exit::Success,
-        None => Exit::NoRing,
-    })
+    Ok(exit)
 }

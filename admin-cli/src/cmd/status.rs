@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::Exit;
 
-pub async fn run(client: &Client) -> anyhow::Result<Exit> {
-    let data: ClusterAnswer = client
-        .query_as(
+pub async fn run(client: &Client, as_json: bool) -> anyhow::Result<Exit> {
+    let raw = client
+        .query(
             "{ cluster { nodes { id address state songCount bytesStored outboxLength blobsToFetch bytesToFetch resyncEtaSeconds copiesToGiveUp } \
                gateways { id address vrrpState priority isMaster vip lastSeenMs } \
                layout { nodes { id zone capacityBytes standing partitions } } \
@@ -20,6 +20,17 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
             json!({}),
         )
         .await?;
+    let data: ClusterAnswer = serde_json::from_value(raw.clone())?;
+    let any_down = data.cluster.nodes.iter().any(|n| n.state != "UP");
+    let exit = if any_down {
+        Exit::NodeDown
+    } else {
+        Exit::Success
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&raw)?);
+        return Ok(exit);
+    }
     println!("gateway  {}", client.base);
     for g in &data.cluster.gateways {
         let holds = match (g.is_master, &g.vip) {
@@ -32,7 +43,6 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
             g.id, g.address, g.vrrp_state, g.priority
         );
     }
-    let mut down = 0;
     let members = data
         .cluster
         .layout
@@ -40,9 +50,6 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
         .map(|l| l.nodes.as_slice())
         .unwrap_or_default();
     for n in &data.cluster.nodes {
-        if n.state != "UP" {
-            down += 1;
-        }
         let member = members.iter().find(|m| Some(&m.id) == n.id.as_ref());
         let placed = member.map_or(String::new(), |m| {
             let standing = match m.standing.as_str() {
@@ -95,9 +102,5 @@ pub async fn run(client: &Client) -> anyhow::Result<Exit> {
         Some(n) => println!("partitions with fewer than R verified copies: {n}"),
         None => println!("partitions with fewer than R verified copies: unknown (no layout yet)"),
     }
-    Ok(if down > 0 {
-        Exit::NodeDown
-    } else {
-        Exit::Success
-    })
+    Ok(exit)
 }

@@ -160,6 +160,24 @@ async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 206);
     assert_eq!(&resp.bytes().await.unwrap()[..4], b"RIFF");
+    // Run outside the repository (the tests run in tests/), it still
+    // serves the web app: the build next to the binary, not the minimal
+    // player page.
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../webapp/dist/index.html");
+    let page = client
+        .http()
+        .get(format!("{}/", info.gateway_url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.as_ref(),
+        std::fs::read(&built).unwrap().as_slice(),
+        "the web app's index.html"
+    );
 
     // Ctrl-C stops everything.
     let pid = Pid::from_raw(child.id().unwrap() as i32);
