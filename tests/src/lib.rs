@@ -166,7 +166,8 @@ pub struct NodeHandle {
     pub http: SocketAddr,
     pub id: NodeId,
     pub proc: Proc,
-    log: PathBuf,
+    /// Where the process's output goes.
+    pub log: PathBuf,
     /// The node's network namespace, if the cluster uses them.
     netns: Option<String>,
 }

@@ -259,3 +259,51 @@ async fn oversized_bodies_and_long_batches_are_refused() {
         );
     }
 }
+
+/// Logs written to a file carry no colour codes, and `log_format = "json"`
+/// (here by `RONDO_NODE_LOG_FORMAT`, as a container would set it) writes
+/// one JSON object per line.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_carry_no_colour_codes_and_can_be_json() {
+    let mut cluster = Cluster::builder().nodes(3).start().await.unwrap();
+    cluster.wait_layout().await.unwrap();
+    let gateway_log = cluster.dir.path().join("gateway.log");
+    for log in [cluster.nodes[0].log.clone(), gateway_log] {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("INFO"), "{}: {text}", log.display());
+        assert!(
+            !text.contains('\u{1b}'),
+            "colour codes in {}",
+            log.display()
+        );
+    }
+    let before = std::fs::read_to_string(&cluster.nodes[2].log)
+        .unwrap()
+        .lines()
+        .count();
+    cluster
+        .start_node_with(2, &[("RONDO_NODE_LOG_FORMAT", "json")])
+        .await
+        .unwrap();
+    let lines = rondo_tests::eventually(
+        "JSON lines from the restarted node",
+        std::time::Duration::from_secs(20),
+        || async {
+            let text = std::fs::read_to_string(&cluster.nodes[2].log).ok()?;
+            let all: Vec<String> = text.lines().map(str::to_string).collect();
+            let fresh: Vec<String> = if all.len() >= before && text.starts_with('{') {
+                all
+            } else {
+                all.into_iter().skip(before).collect()
+            };
+            (fresh.len() >= 3).then_some(fresh)
+        },
+    )
+    .await
+    .unwrap();
+    for line in &lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{v}");
+    }
+}
