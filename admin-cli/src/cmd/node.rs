@@ -296,14 +296,32 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<Exit> {
             conn,
             factor,
             expect_epoch,
-        } => (
-            conn,
-            "setReplicationFactor",
-            format!(
-                "mutation($f: Int!, $e: Int) {{ setReplicationFactor(factor: $f, expectEpoch: $e) {LAYOUT} }}"
-            ),
-            json!({"f": factor, "e": epoch(expect_epoch)}),
-        ),
+        } => {
+            // Idempotent for scripts (and a deployment's setup step): a
+            // placement with this factor already is left as it is.
+            if expect_epoch.is_none() {
+                let client = conn.client()?;
+                let now = client
+                    .query(
+                        "{ cluster { layout { replicationFactor placement { epoch } } } }",
+                        json!({}),
+                    )
+                    .await?;
+                let layout = &now["cluster"]["layout"];
+                if layout["replicationFactor"] == factor && layout["placement"].is_object() {
+                    println!("the replication factor is {factor} already");
+                    return Ok(Exit::Success);
+                }
+            }
+            (
+                conn,
+                "setReplicationFactor",
+                format!(
+                    "mutation($f: Int!, $e: Int) {{ setReplicationFactor(factor: $f, expectEpoch: $e) {LAYOUT} }}"
+                ),
+                json!({"f": factor, "e": epoch(expect_epoch)}),
+            )
+        }
     };
     finish(change(&conn.client()?, field, &query, vars).await?)
 }

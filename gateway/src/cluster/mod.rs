@@ -459,7 +459,11 @@ impl Cluster {
     }
 
     /// Whether a strict majority of the storage nodes answers a health
-    /// check within `timeout` (the VRRP health check).
+    /// check within `timeout` (the VRRP health check). It answers as soon
+    /// as a majority has: a node that does not answer at all (cut off, its
+    /// packets dropped) must not hold the check up until the caller's own
+    /// timeout, of the same length, fails it; that made a gateway with two
+    /// of three nodes flap into fault and drop the floating address.
     pub async fn quorum_reachable(&self, timeout: Duration) -> bool {
         let layout = self.layout();
         let nodes: Vec<Arc<Node>> = self
@@ -481,12 +485,17 @@ impl Cluster {
                 )
             }
         });
-        let up = futures::future::join_all(checks)
-            .await
-            .into_iter()
-            .filter(|ok| *ok)
-            .count();
-        2 * up > nodes.len()
+        let mut pending: futures::stream::FuturesUnordered<_> = checks.collect();
+        let mut up = 0;
+        while let Some(ok) = futures::StreamExt::next(&mut pending).await {
+            if ok {
+                up += 1;
+                if 2 * up > nodes.len() {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The gateways the nodes know of, this one's entry live.

@@ -122,14 +122,16 @@ impl Client {
 
     /// One GraphQL query on a fresh connection to the floating address
     /// (what a failover test must use: a kept connection would stay on the
-    /// dead replica).
+    /// dead replica), given half a second: a connection to the address
+    /// while no replica holds it hangs, and a longer wait would blur the
+    /// failover time measured.
     async fn probe(&self) -> bool {
         let Ok(c) = rondo_cli::client::Client::new(&format!("https://{VIP}:8443"), &self.ca, None)
         else {
             return false;
         };
         tokio::time::timeout(
-            Duration::from_secs(2),
+            Duration::from_millis(500),
             c.query("{ songs(first: 1) { totalCount } }", json!({})),
         )
         .await
@@ -343,7 +345,25 @@ async fn the_compose_deployment_serves_and_survives() {
     .unwrap();
     let admin = settled(&base, &ca, &token, &http).await;
     converged(&admin, 3).await;
-    report.step("up, ready through the floating address", t, "");
+    // The `layout` service sets the replication factor (3, .env.example).
+    eventually(
+        "a placement with R = 3",
+        Duration::from_secs(120),
+        || async {
+            let d = admin
+                .query(
+                    "{ cluster { layout { replicationFactor placement { epoch } } } }",
+                    json!({}),
+                )
+                .await
+                .ok()?;
+            let l = &d["cluster"]["layout"];
+            (l["replicationFactor"] == 3 && l["placement"].is_object()).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    report.step("up, ready through the floating address, R = 3", t, "");
 
     // A listener registers and logs in; the admin uploads; the song is
     // found and streams with a range, from the node the URL names.
@@ -683,29 +703,73 @@ async fn the_compose_deployment_serves_and_survives() {
         format!("{before} songs"),
     );
 
-    // A fourth node joins by itself and takes its share.
+    // A fourth node joins by itself and takes its share: placement gives
+    // it partitions (R = 3 of 4: three quarters of them), and of eight new
+    // songs it holds some (all eight missing it: a chance of 1 in 65536).
     let t = Instant::now();
     compose(&["up", "-d", "--scale", "node4=1", "node4"]);
     converged(&admin, 4).await;
-    let d = crate::wav(tmp.path(), "d.wav", "Four", "Compose", "Networks", 1.0, 4);
-    let id_d = upload(&admin, &d).await.unwrap();
-    eventually(
-        "node4 holds the new song",
-        Duration::from_secs(60),
+    let owned = eventually(
+        "node4 owns partitions",
+        Duration::from_secs(120),
         || async {
-            let r = admin
+            let d = admin
                 .query(
-                    "query($id: ID!) { song(id: $id) { replicas { address } } }",
-                    json!({ "id": id_d }),
+                    "{ cluster { layout { nodes { address partitions capacityBytes } } } }",
+                    json!({}),
                 )
                 .await
                 .ok()?;
-            r.to_string().contains("10.77.1.14").then_some(())
+            d.pointer("/cluster/layout/nodes")?
+                .as_array()?
+                .iter()
+                .find(|n| {
+                    n["address"]
+                        .as_str()
+                        .is_some_and(|a| a.contains("10.77.0.14"))
+                })
+                .and_then(|n| n["partitions"].as_u64())
+                .filter(|p| *p > 0)
         },
     )
     .await
     .unwrap();
-    report.step("node4 joined by itself, holds new songs", t, "");
+    let mut ids = Vec::new();
+    for k in 0..8 {
+        let f = crate::wav(
+            tmp.path(),
+            &format!("d{k}.wav"),
+            &format!("Four {k}"),
+            "Compose",
+            "Networks",
+            0.3,
+            40 + k,
+        );
+        ids.push(upload(&admin, &f).await.unwrap());
+    }
+    let held = eventually("node4 holds new songs", Duration::from_secs(60), || async {
+        let mut held = 0;
+        for id in &ids {
+            let r = admin
+                .query(
+                    "query($id: ID!) { song(id: $id) { replicas { address } } }",
+                    json!({ "id": id }),
+                )
+                .await
+                .ok()?;
+            if r.to_string().contains("10.77.1.14") {
+                held += 1;
+            }
+        }
+        (held > 0).then_some(held)
+    })
+    .await
+    .unwrap();
+    report.step(
+        "node4 joined by itself, takes its share",
+        t,
+        format!("{owned} partitions, {held} of 8 new songs"),
+    );
 
     eprintln!("deploy report:");
     for (name, took, note) in &report.0 {

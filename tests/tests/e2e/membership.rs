@@ -342,6 +342,11 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
         );
         assert!(out.contains(epoch), "{out}");
     }
+    // The same factor again orders nothing (a deployment's setup step runs
+    // it at every start): the placement below is still epoch 4's.
+    let (status, out, err) = rondo(&cluster, &cluster.token, &["node", "replication", "1"]);
+    assert_eq!(status, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("is 1 already"), "{out}");
     // The first factor made a placement (the ordering node computed it):
     // 1024 partitions, one owner each, half on each node.
     let (status, out, err) = rondo(&cluster, &cluster.token, &["ring"]);
