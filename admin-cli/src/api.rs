@@ -101,6 +101,7 @@ pub struct Song {
     pub id: String,
     pub title: String,
     pub duration_ms: u64,
+    pub size_bytes: u64,
     pub artist: Named,
     pub album: Titled,
 }
@@ -111,6 +112,15 @@ pub struct Song {
 pub struct SongPage {
     pub total_count: u64,
     pub nodes: Vec<Song>,
+    pub page_info: PageInfo,
+}
+
+/// Where a page ends (Relay).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
 }
 
 /// A storage node as the gateway sees it.

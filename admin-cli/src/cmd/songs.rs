@@ -1,7 +1,9 @@
 //! `rondo songs`: list songs, optionally searched; a page, or the whole
 //! library page by page (`--all`); as text or JSON.
 
+use rondo_cli::api::SongPage;
 use rondo_cli::client::Client;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Exit;
@@ -17,48 +19,49 @@ pub async fn run(
     all: bool,
     as_json: bool,
 ) -> anyhow::Result<Exit> {
-    let mut songs: Vec<Value> = Vec::new();
+    #[derive(Deserialize)]
+    struct Data {
+        songs: SongPage,
+    }
+    // The songs as they came (for --json) and as read.
+    let mut raw: Vec<Value> = Vec::new();
+    let mut songs = Vec::new();
     let mut after: Option<String> = None;
     let mut total;
     loop {
         let data = client
             .query(QUERY, json!({ "s": search, "n": page, "a": after }))
             .await?;
-        let page = &data["songs"];
-        total = page["totalCount"].as_u64().unwrap_or(0);
-        songs.extend(page["nodes"].as_array().cloned().unwrap_or_default());
-        after = page
-            .pointer("/pageInfo/endCursor")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let more = page
-            .pointer("/pageInfo/hasNextPage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if !all || !more || after.is_none() {
+        raw.extend(
+            data.pointer("/songs/nodes")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let Data { songs: got } = serde_json::from_value(data)?;
+        total = got.total_count;
+        songs.extend(got.nodes);
+        after = got.page_info.end_cursor;
+        if !all || !got.page_info.has_next_page || after.is_none() {
             break;
         }
     }
     if as_json {
-        let out = json!({ "totalCount": total, "songs": songs });
+        let out = json!({ "totalCount": total, "songs": raw });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(Exit::Success);
     }
     for s in &songs {
-        let ms = s["durationMs"].as_u64().unwrap_or(0);
+        let ms = s.duration_ms;
         println!(
             "{}  {} — {} — {}  {}:{:02}  {}",
-            s["id"].as_str().unwrap_or_default(),
-            s["title"].as_str().unwrap_or_default(),
-            s.pointer("/artist/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-            s.pointer("/album/title")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
+            s.id,
+            s.title,
+            s.artist.name,
+            s.album.title,
             ms / 60_000,
             (ms / 1000) % 60,
-            indicatif::BinaryBytes(s["sizeBytes"].as_u64().unwrap_or(0)),
+            indicatif::BinaryBytes(s.size_bytes),
         );
     }
     println!("{} of {total} songs", songs.len());
