@@ -26,8 +26,8 @@ RUN if ! command -v curl >/dev/null || ! command -v setcap >/dev/null; then \
     fi \
  && groupadd --system --gid 10001 rondo \
  && useradd --system --uid 10001 --gid rondo --home-dir /var/lib/rondo --shell /usr/sbin/nologin rondo \
- && mkdir -p /etc/rondo /var/lib/rondo /usr/share/rondo/webapp \
- && chown rondo:rondo /etc/rondo /var/lib/rondo
+ && mkdir -p /etc/rondo/authority /var/lib/rondo /usr/share/rondo/webapp \
+ && chown rondo:rondo /etc/rondo /etc/rondo/authority /var/lib/rondo
 ENV RONDO_LOG=info
 EXPOSE 7400 7443 8443
 

@@ -67,7 +67,9 @@ impl ClusterCert {
     }
 }
 
-/// The cluster CA of `pki`, made on first use.
+/// The cluster CA of `pki`, made on first use. A CA whose key is not
+/// there (moved offline) is never replaced: that would lock every node
+/// out; issuing then fails, saying so.
 pub fn cluster_ca(pki: &Pki) -> Result<rondo_core::tls::ClusterCa> {
     let err = |e: rondo_core::Error| Error::Certificate(e.to_string());
     if let (Ok(cert), Ok(key)) = (
@@ -75,6 +77,12 @@ pub fn cluster_ca(pki: &Pki) -> Result<rondo_core::tls::ClusterCa> {
         std::fs::read_to_string(&pki.cluster_ca_key),
     ) {
         return rondo_core::tls::ClusterCa::from_pem(&cert, &key).map_err(err);
+    }
+    if pki.cluster_ca.exists() {
+        return Err(Error::Certificate(format!(
+            "the cluster CA's key {} is not there (kept offline?): put it back to issue a certificate",
+            pki.cluster_ca_key.display()
+        )));
     }
     let ca = rondo_core::tls::ClusterCa::generate("Rondo cluster CA").map_err(err)?;
     write_private(&pki.cluster_ca_key, ca.key_pem().as_bytes())?;
@@ -179,17 +187,28 @@ pub fn ensure_pki(dir: &Path) -> Result<Pki> {
 /// that a later call naming more reissues the server certificate under
 /// the same CA (clients keep trusting it).
 pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
+    ensure_pki_in(dir, &dir.join("tls"), extra_names)
+}
+
+/// Like [`ensure_pki_with`], with the two CAs' keys in `keys` instead of
+/// beside their certificates (`rondo init`: a directory only the process
+/// that issues certificates reads).
+pub fn ensure_pki_in(dir: &Path, keys: &Path, extra_names: &[String]) -> Result<Pki> {
     let tls = dir.join("tls");
-    std::fs::create_dir_all(&tls).map_err(Error::io(format!("create {}", tls.display())))?;
+    for d in [&tls, keys] {
+        std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
+    }
     let pki = Pki {
         ca_cert: tls.join("ca.pem"),
         server_cert: tls.join("server.pem"),
         server_key: tls.join("server-key.pem"),
         cluster_ca: tls.join("cluster-ca.pem"),
-        cluster_ca_key: tls.join("cluster-ca-key.pem"),
+        cluster_ca_key: keys.join("cluster-ca-key.pem"),
     };
-    cluster_ca(&pki)?;
-    let ca_key_file = tls.join("ca-key.pem");
+    if !pki.cluster_ca.exists() {
+        cluster_ca(&pki)?;
+    }
+    let ca_key_file = keys.join("ca-key.pem");
     let names_file = tls.join("server-names.txt");
     let mut names = vec![
         "localhost".to_string(),
@@ -201,17 +220,34 @@ pub fn ensure_pki_with(dir: &Path, extra_names: &[String]) -> Result<Pki> {
             names.push(n.clone());
         }
     }
-    let have = pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists();
+    // The public CA is reused when its certificate and key are here, and
+    // kept (never replaced: clients trust it) when only its certificate is.
+    let have_ca = pki.ca_cert.exists();
+    let ca_kept = have_ca && ca_key_file.exists();
+    let have_server = pki.server_cert.exists() && pki.server_key.exists();
     let signed: Vec<String> = std::fs::read_to_string(&names_file)
         .map(|t| t.lines().map(str::to_string).collect())
         .unwrap_or_default();
-    let missing = names.iter().any(|n| !signed.contains(n));
-    let ca_kept = ca_key_file.exists();
-    if have && (!missing || !ca_kept) {
-        // Without the CA's key (a directory made before it was kept) the
-        // certificate stays as it is.
+    let missing: Vec<&String> = names.iter().filter(|n| !signed.contains(n)).collect();
+    if have_server && missing.is_empty() {
         return Ok(pki);
     }
+    if have_ca && !ca_kept {
+        if have_server {
+            eprintln!(
+                "warning: {} is not here, so the server certificate cannot name {:?} too",
+                ca_key_file.display(),
+                missing
+            );
+            return Ok(pki);
+        }
+        return Err(Error::Certificate(format!(
+            "{} is not here: the server certificate cannot be issued under {}",
+            ca_key_file.display(),
+            pki.ca_cert.display()
+        )));
+    }
+    let have = ca_kept;
     let err = |e: rcgen::Error| Error::Certificate(e.to_string());
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -95,8 +95,9 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", rondo_gateway::graphql::schema_sdl());
         return Ok(());
     }
-    let mut config = rondo_gateway::Config::load(args.config.as_deref(), std::env::vars())
-        .map_err(anyhow::Error::msg)?;
+    let mut config =
+        rondo_gateway::Config::load(args.config.as_deref(), rondo_process::config::environment())
+            .map_err(anyhow::Error::msg)?;
     rondo_process::logging::init(config.log_format);
     tracing::info!(version = rondo_process::VERSION, "starting gateway");
     let _ = rustls::crypto::ring::default_provider().install_default();

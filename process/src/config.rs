@@ -32,6 +32,7 @@ pub fn load<T: DeserializeOwned>(
         None => toml::Table::new(),
     };
     let mut set = Vec::new();
+    let mut typed = Vec::new();
     for (name, value) in env {
         let Some(key) = name.strip_prefix(prefix) else {
             continue;
@@ -43,7 +44,11 @@ pub fn load<T: DeserializeOwned>(
         if path.iter().any(String::is_empty) {
             return Err(format!("{name}: not a configuration key"));
         }
-        overlay(&mut table, &path, value_of(&value)).map_err(|e| format!("{name}: {e}"))?;
+        let v = value_of(&value);
+        if !v.is_str() && !v.is_array() && !v.is_table() {
+            typed.push((name.clone(), path.clone(), value.clone()));
+        }
+        overlay(&mut table, &path, v).map_err(|e| format!("{name}: {e}"))?;
         set.push(name);
     }
     let from = match (file, set.is_empty()) {
@@ -51,7 +56,28 @@ pub fn load<T: DeserializeOwned>(
         (Some(path), false) => format!("{} and {}", path.display(), set.join(", ")),
         (None, _) => format!("the environment ({})", set.join(", ")),
     };
-    T::deserialize(table).map_err(|e| format!("configuration from {from}: {e}"))
+    let first = match T::deserialize(table.clone()) {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    // A value that reads as a number, a boolean or a date may have been
+    // meant as a string (`RONDO_NODE_RING__ZONE=1`): try each as one.
+    for (name, path, text) in &typed {
+        let mut again = table.clone();
+        if overlay(&mut again, path, toml::Value::String(text.clone())).is_ok()
+            && let Ok(config) = T::deserialize(again)
+        {
+            tracing::debug!(variable = %name, "read as a string");
+            return Ok(config);
+        }
+    }
+    Err(format!("configuration from {from}: {first}"))
+}
+
+/// The process's environment variables that are valid UTF-8 (the others
+/// cannot be configuration; `std::env::vars` would panic on them).
+pub fn environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it and a

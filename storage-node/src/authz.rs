@@ -11,6 +11,9 @@
 //!   it names. A removed node that missed the entry of its removal learns
 //!   it from the members' answers and retires; the ring core, not this
 //!   check, keeps it out of the ring (it counts only the layout's voters).
+//!   And `Join`, for the node the certificate names (`auto_join`): a
+//!   removed node whose data directory was wiped can be added again this
+//!   way, unless the members set `[ring] refuse_joins` (SECURITY.md).
 //! - Gateways: writes on behalf of users (`Propose`, `UploadSong`,
 //!   `DeleteSong`), layout changes and the catalog change stream.
 //! - Anyone with a cluster certificate: `Health` (a joining node asks a

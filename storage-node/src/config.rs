@@ -188,6 +188,11 @@ pub struct RingConfig {
     /// voter ID on` gives one), with `zone` and `capacity`.
     #[serde(default)]
     pub auto_join: bool,
+    /// Refuse to order the addition of a node that asks to join
+    /// (`auto_join` on its side): only operators add nodes. By default a
+    /// node certificate of the cluster CA is enough.
+    #[serde(default)]
+    pub refuse_joins: bool,
     /// The URL the other nodes reach this node's gRPC at, given when it
     /// joins by itself (default `https://<grpc_addr>`; in a container, its
     /// host name: `https://node4:7400`).
@@ -250,7 +255,16 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, String> {
-        rondo_process::config::load(file, "RONDO_NODE_", &["RONDO_NODE_CONFIG"], env)
+        let config: Config =
+            rondo_process::config::load(file, "RONDO_NODE_", &["RONDO_NODE_CONFIG"], env)?;
+        let ring = &config.ring;
+        if ring.auto_join && ring.grpc_url.is_none() && config.grpc_addr.ip().is_unspecified() {
+            return Err(format!(
+                "[ring] auto_join with grpc_addr {} needs [ring] grpc_url: the URL the others reach this node at",
+                config.grpc_addr
+            ));
+        }
+        Ok(config)
     }
 }
 
@@ -272,6 +286,15 @@ mod tests {
             ("RONDO_NODE_LOG_FORMAT", "json"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
+        // Joining by itself from a wildcard address needs the URL the
+        // others reach it at: the seed would otherwise probe itself.
+        let e = super::Config::load(Some(&path), env.clone()).unwrap_err();
+        assert!(e.contains("needs [ring] grpc_url"), "{e}");
+        let mut env = env.to_vec();
+        env.push((
+            "RONDO_NODE_RING__GRPC_URL".into(),
+            "https://10.77.0.14:7400".into(),
+        ));
         let c = super::Config::load(Some(&path), env).unwrap();
         assert_eq!(c.public_url.as_deref(), Some("https://10.77.1.11:7443"));
         assert!(c.ring.auto_join);

@@ -82,6 +82,10 @@ impl Service {
     }
 }
 
+/// The most bytes a node may offer when it joins by itself (1 EiB): a
+/// bound on what one certificate can claim.
+const MAX_JOIN_CAPACITY: u64 = 1 << 60;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -469,7 +473,19 @@ impl StorageNode for Service {
         else {
             return Err(Error::NotAllowed("Join is for storage nodes".into()).into());
         };
+        if self.state.config.ring.refuse_joins {
+            return Err(Error::NotAllowed(
+                "this node refuses joins ([ring] refuse_joins): an operator adds nodes".into(),
+            )
+            .into());
+        }
         let req = request.into_inner();
+        if req.capacity > MAX_JOIN_CAPACITY {
+            return Err(Error::Invalid {
+                what: "a joining node offers at most 2^60 bytes",
+            }
+            .into());
+        }
         let zone = if req.zone.is_empty() {
             rondo_ring::DEFAULT_ZONE.to_string()
         } else {

@@ -19,8 +19,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = rondo_node::Config::load(args.config.as_deref(), std::env::vars())
-        .map_err(anyhow::Error::msg)?;
+    let mut config =
+        rondo_node::Config::load(args.config.as_deref(), rondo_process::config::environment())
+            .map_err(anyhow::Error::msg)?;
     rondo_process::logging::init(config.log_format);
     tracing::info!(version = rondo_process::VERSION, "starting storage node");
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -3,9 +3,12 @@
 //!
 //! - `tls/`: the public CA (`ca.pem`, what clients trust) and one server
 //!   certificate for every name and address given; the cluster CA
-//!   (internal mutual TLS) and its key;
-//! - `admin-token` (also the metrics token) and `cluster-secret` (signs
-//!   stream URLs);
+//!   (internal mutual TLS);
+//! - `authority/`: the two CAs' keys, apart (mount it only where
+//!   certificates are issued; without it here, no new certificate can be
+//!   issued, and nothing is replaced);
+//! - `admin-token`, `metrics-token` (the nodes' `/metrics`) and
+//!   `cluster-secret` (signs stream URLs);
 //! - `nodes/NAME/`: each storage node's cluster certificate (its id) and
 //!   `node.toml`; `gateways/NAME/`: each gateway's, and `gateway.toml`;
 //! - `peers.toml`: the nodes that bootstrap the cluster (its first voters),
@@ -132,10 +135,15 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
 
     let mut names: Vec<String> = seen.iter().map(|s| (*s).to_string()).collect();
     names.extend(args.names.iter().cloned());
-    let pki = devenv::ensure_pki_with(&out, &names)?;
+    // The CAs' keys apart, in `authority/`: a deployment mounts it only
+    // where certificates are issued (the init service), not in the nodes
+    // and gateways that read the rest.
+    let pki = devenv::ensure_pki_in(&out, &out.join("authority"), &names)?;
     let token_file = out.join("admin-token");
+    let metrics_file = out.join("metrics-token");
     let secret_file = out.join("cluster-secret");
     devenv::ensure_secret(&token_file)?;
+    devenv::ensure_secret(&metrics_file)?;
     devenv::ensure_secret(&secret_file)?;
     let mut mounted = pki.clone();
     for p in [
@@ -150,7 +158,10 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
 
     let grpc_url = |name: &str| {
         let host = hosts.get(name).map_or(name, String::as_str);
-        format!("https://{host}:{}", args.grpc_port)
+        match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("https://[{v6}]:{}", args.grpc_port),
+            Err(_) => format!("https://{host}:{}", args.grpc_port),
+        }
     };
     let peers_file = out.join("peers.toml");
     let mut peers = Vec::new();
@@ -181,9 +192,10 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
             "public_url".into(),
             format!("https://{name}:{}", args.http_port).into(),
         );
+        // Its own token for /metrics: a node never holds the admin token.
         t.insert(
             "metrics_token_file".into(),
-            at(&token_file).display().to_string().into(),
+            at(&metrics_file).display().to_string().into(),
         );
         let mut ring = toml::Table::new();
         if joins {
@@ -240,11 +252,15 @@ pub fn run(args: &InitArgs) -> anyhow::Result<Exit> {
         pki.ca_cert.display()
     );
     println!(
-        "cluster CA:  {} (its key {} signs new nodes: keep it safe)",
+        "cluster CA:  {} (its key, in {}, signs new nodes: mount that directory only where certificates are issued)",
         pki.cluster_ca.display(),
-        pki.cluster_ca_key.display()
+        out.join("authority").display()
     );
     println!("admin token: {}", token_file.display());
+    println!(
+        "metrics token (nodes' /metrics): {}",
+        metrics_file.display()
+    );
     Ok(Exit::Success)
 }
 

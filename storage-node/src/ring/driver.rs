@@ -12,9 +12,7 @@ use std::time::Duration;
 use rand::Rng;
 use rondo_proto::ring::v1 as proto;
 use rondo_proto::storage::v1 as pb;
-use rondo_ring::{
-    Body, Config, Entry, Input, Layout, LayoutChange, LogPos, Node, Output, Phase, RingId, Timer,
-};
+use rondo_ring::{Body, Config, Entry, Input, Layout, LogPos, Node, Output, Phase, RingId, Timer};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
@@ -168,16 +166,22 @@ impl Driver {
                 self.waiters.updates.insert(id, (payload.clone(), reply));
                 node.handle(Input::Propose(payload))
             }
-            Cmd::ProposeLayout { change, reply } => match plan(node.layout(), change) {
-                Ok(change) => {
+            Cmd::ProposeLayout { change, reply } => {
+                // Planned by the caller, off this thread (RingHandle::
+                // plan_layout): one that still lacks its table was planned
+                // against an older layout than this node has now.
+                if node.layout().epoch == change.expect_epoch
+                    && unplanned(node.layout(), &change.op)
+                {
+                    let _ = reply.send(Err(Error::Unavailable(
+                        "this node caught up while the change was planned; try again".into(),
+                    )));
+                    Vec::new()
+                } else {
                     self.waiters.layouts.insert(change.proposal.clone(), reply);
                     node.handle(Input::ProposeLayout(change))
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    Vec::new()
-                }
-            },
+            }
             Cmd::Newest { reply } => {
                 let _ = reply.send(node.layout().clone());
                 Vec::new()
@@ -430,13 +434,15 @@ impl Driver {
     }
 }
 
-/// `change` as this node proposes it: with the placement it needs, computed
-/// from `newest`, the newest layout of the log (the one the change will be
-/// checked against if it is ordered next). Against an older epoch it goes
-/// as it is: it will be refused as stale, whatever it carries.
-fn plan(newest: &Layout, mut change: LayoutChange) -> Result<LayoutChange> {
-    if newest.epoch == change.expect_epoch {
-        change.op = newest.plan(change.op)?;
+/// Whether `op`, decided against `newest`, still needs the table
+/// `Layout::plan` would give it (which this thread never computes).
+fn unplanned(newest: &Layout, op: &rondo_ring::LayoutOp) -> bool {
+    use rondo_ring::LayoutOp;
+    match op {
+        LayoutOp::SetReplication { placement, .. } | LayoutOp::SetStanding { placement, .. } => {
+            placement.is_none()
+        }
+        LayoutOp::SetStorage { placement, .. } => placement.is_none() && newest.placement.is_some(),
+        _ => false,
     }
-    Ok(change)
 }

@@ -47,12 +47,25 @@ pub async fn join(
                 addr: addr.clone(),
                 voter: false,
             },
-            Some(m) if m.zone != zone || m.capacity != capacity => LayoutOp::SetStorage {
-                node,
-                zone: zone.clone(),
-                capacity,
-                placement: None,
-            },
+            // Its storage, only while it has never held a placement's
+            // share (never synced): afterwards zone and capacity are the
+            // operator's, and a node must not undo a drain by asking.
+            Some(m)
+                if (m.zone != zone || m.capacity != capacity)
+                    && !layout.synced.contains_key(&node) =>
+            {
+                LayoutOp::SetStorage {
+                    node,
+                    zone: zone.clone(),
+                    capacity,
+                    placement: None,
+                }
+            }
+            Some(m) if m.zone != zone || m.capacity != capacity => {
+                return Err(Error::NotAllowed(format!(
+                    "node {node} is a member that has held a share: its zone and capacity are set by an operator (rondo node set)"
+                )));
+            }
             Some(_) => return Ok((layout, status.last_applied_seq)),
         };
         tracing::info!(%node, %addr, ?op, "ordering a join");
@@ -91,10 +104,22 @@ fn request(config: &crate::Config) -> pb::JoinRequest {
     }
 }
 
+/// What a request to join came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// A seed ordered the next step.
+    Done,
+    /// None could now; ask again later.
+    Again,
+    /// A seed refused for good (joins are off, or the storage is the
+    /// operator's now): asking again changes nothing.
+    Refused,
+}
+
 /// Asks the seeds, one after the other until one has ordered it, to add
-/// this node to the layout with its zone and capacity (the joiner's side);
-/// true once one did, else logs why not.
-pub(super) async fn ask(net: &Net, config: &crate::Config) -> bool {
+/// this node to the layout with its zone and capacity (the joiner's side),
+/// and logs why not.
+pub(super) async fn ask(net: &Net, config: &crate::Config) -> Asked {
     let request = request(config);
     for seed in &config.ring.seeds {
         let Ok(endpoint) = crate::net::endpoint(
@@ -114,14 +139,18 @@ pub(super) async fn ask(net: &Net, config: &crate::Config) -> bool {
         match client.join(request.clone()).await {
             Ok(_) => {
                 tracing::info!(%seed, url = %request.grpc_url, "asked to join: in the layout");
-                return true;
+                return Asked::Done;
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                tracing::error!(%seed, error = %status.message(), "asked to join: refused");
+                return Asked::Refused;
             }
             Err(status) => {
                 tracing::warn!(%seed, error = %status.message(), "asked to join: not yet");
             }
         }
     }
-    false
+    Asked::Again
 }
 
 /// After a node that joined by itself starts its ring: once it is in a
@@ -150,7 +179,9 @@ pub(super) async fn settle(net: Net, config: crate::Config, me: NodeId, shared: 
             // Removed meanwhile: nothing to settle.
             None if layout.epoch > 0 => return,
             _ => {
-                ask(&net, &config).await;
+                if ask(&net, &config).await == Asked::Refused {
+                    return;
+                }
             }
         }
     }

@@ -328,8 +328,12 @@ async fn the_compose_deployment_serves_and_survives() {
         &[],
     );
     let tls = rondo_cli::client::tls_config(&ca).unwrap();
+    // Bounded: a stream URL may name a node just killed, whose address no
+    // longer answers at all (a connection would wait minutes for SYNs).
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let base = format!("https://{VIP}:8443");
@@ -464,7 +468,7 @@ async fn the_compose_deployment_serves_and_survives() {
                         *f = Some(Instant::now());
                     }
                     // One retry, after the failover interval.
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tokio::time::sleep(Duration::from_secs(7)).await;
                     if !c.probe().await {
                         lost.fetch_add(1, Ordering::SeqCst);
                     }
@@ -496,10 +500,11 @@ async fn the_compose_deployment_serves_and_survives() {
     assert!(polls > 10, "only {polls} polls");
     // The protocol's bound at 1 s adverts: the backup's Master_Down_Interval
     // (3 s + skew: 3.45 s) from the last advert, plus what the kill of a
-    // container and the first TLS answer take (BENCHMARKS §6 measures it
-    // between namespaces: 3.47 s median; here 3.6 to 3.9 s).
+    // container and the first TLS answer take, on a machine running other
+    // tests (BENCHMARKS §6 measures it alone between namespaces: 3.47 s
+    // median; here 3.6 to 4.7 s). The poller's one retry comes after 7 s.
     assert!(
-        failover < Duration::from_millis(5000),
+        failover < Duration::from_millis(6000),
         "failover took {failover:?} (BENCHMARKS §6: about 3.5 s at 1 s adverts)"
     );
     report.step(
@@ -627,9 +632,13 @@ async fn the_compose_deployment_serves_and_survives() {
             ],
             &[],
         );
+        // curl's 7: could not connect (refused), 28: timed out (dropped).
+        // Any answer, even a TLS refusal of curl's lack of a client
+        // certificate, would be another code.
+        let code = out.status.code();
         assert!(
-            !out.status.success(),
-            "{ip}:7400 answered from the external network: {}",
+            matches!(code, Some(7 | 28)),
+            "{ip}:7400 from the external network: curl exit {code:?} (7 or 28 expected): {}",
             String::from_utf8_lossy(&out.stdout)
         );
     }
@@ -645,7 +654,30 @@ async fn the_compose_deployment_serves_and_survives() {
             r.map(|r| r.status())
         );
     }
-    report.step("4. no gRPC from outside, no plain HTTP", t, "");
+    // The CAs' keys are in the init service's volume only.
+    for service in ["node1", "gateway1"] {
+        let out = run(
+            "docker",
+            &[
+                "exec",
+                &container(service),
+                "ls",
+                "-A",
+                "/etc/rondo/authority",
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "{service} sees the CAs' keys: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    report.step(
+        "4. no gRPC from outside, no plain HTTP, no CA key in a service",
+        t,
+        "",
+    );
 
     // 5. down and up again, volumes kept: songs, accounts and playlists
     // are intact.
@@ -925,6 +957,8 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
         .to_string();
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(rondo_cli::client::tls_config(&ca).unwrap())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let base = "https://127.0.0.1:8443".to_string();
@@ -944,7 +978,23 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
         ca: ca.clone(),
     };
     converged(&admin, 3).await;
-    report.step("stack deployed, ready", t, "");
+    // Sharded, so that a lost task leaves songs with one copy fewer.
+    let (code, stdout, stderr) = {
+        let o = Command::new(rondo_tests::bin("rondo"))
+            .args(["node", "replication", "2"])
+            .env("RONDO_GATEWAY", &base)
+            .env("RONDO_TOKEN_FILE", out.join("admin-token"))
+            .env("RONDO_CA_CERT", out.join("tls/ca.pem"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    report.step("stack deployed, ready, R = 2", t, "");
 
     let t = Instant::now();
     let tmp = tempfile::tempdir().unwrap();

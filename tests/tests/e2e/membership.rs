@@ -511,6 +511,33 @@ async fn a_node_with_auto_join_is_added_by_the_cluster_and_takes_a_share() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    // A node must answer, as itself, at the URL it gives: node 1 naming
+    // node 2's address is refused (the seed's probe finds another node).
+    let as_node1 = cluster.node_links(1).unwrap();
+    let mut node1 = cluster.grpc_as(&as_node1, 0).await.unwrap();
+    let refused = node1
+        .join(rondo_proto::storage::v1::JoinRequest {
+            grpc_url: format!("https://{}", cluster.nodes[2].grpc),
+            zone: String::new(),
+            capacity: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("does not answer as itself"),
+        "{refused:?}"
+    );
+    // An absurd capacity is refused before anything is ordered.
+    let refused = node1
+        .join(rondo_proto::storage::v1::JoinRequest {
+            grpc_url: format!("https://{}", cluster.nodes[1].grpc),
+            zone: String::new(),
+            capacity: u64::MAX,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
 
     let capacity: u64 = 3 << 40;
     let mut ring = toml::Table::new();
@@ -539,6 +566,36 @@ async fn a_node_with_auto_join_is_added_by_the_cluster_and_takes_a_share() {
     .unwrap();
     assert_eq!(node["isVoter"], false, "votes are the operator's: {node}");
     assert_eq!(node["zone"], "default", "{node}");
+    // Node 1 is a member that has held a share (it synced a placement):
+    // asking to join again cannot change its storage (a drain must stay a
+    // drain).
+    let member = cluster.nodes[1].id.to_string();
+    eventually("node 1 synced", Duration::from_secs(30), || async {
+        let data = cluster
+            .admin
+            .query(
+                "{ cluster { layout { nodes { id syncedEpoch } } } }",
+                json!({}),
+            )
+            .await
+            .ok()?;
+        data.pointer("/cluster/layout/nodes")?
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == member.as_str())
+            .and_then(|n| n["syncedEpoch"].as_u64())
+    })
+    .await
+    .unwrap();
+    let refused = node1
+        .join(rondo_proto::storage::v1::JoinRequest {
+            grpc_url: format!("https://{}", cluster.nodes[1].grpc),
+            zone: String::new(),
+            capacity: 5 << 40,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     eventually(
         "the joiner is in the ring",
         Duration::from_secs(60),
