@@ -46,7 +46,7 @@ pub(super) async fn base_layout(
     if let Ok(mut s) = shared.status.lock() {
         s.phase = "joining".into();
     }
-    let auto = ctx.config.ring.auto_join;
+    let mut auto = ctx.config.ring.auto_join;
     tracing::info!(
         ?seeds,
         auto_join = auto,
@@ -69,7 +69,10 @@ pub(super) async fn base_layout(
         }
         if auto && asked.is_none_or(|t| t.elapsed() >= super::join::ASK_AGAIN) {
             asked = Some(std::time::Instant::now());
-            super::join::ask(&ctx.net, &ctx.config).await;
+            if super::join::ask(&ctx.net, &ctx.config).await == super::join::Asked::Refused {
+                // Refused for good: wait for an operator, as without auto_join.
+                auto = false;
+            }
         }
         match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
             Ok(Some(Cmd::Receive(..))) | Err(_) => {}

@@ -73,10 +73,73 @@ fn container(service: &str) -> String {
     compose(&["ps", "-q", service])
 }
 
-/// Stops what the test started, even when it fails: the project with its
-/// volumes and networks, and dockerd if the test started it.
+/// dockerd, if the test started it: stopped when this is dropped, after
+/// the guards that use it.
+struct Dockerd(Option<std::process::Child>);
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.0.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap_or(0)),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = d.wait();
+        }
+    }
+}
+
+/// What both Docker tests need first: root (else `None`: SKIPPED), the
+/// tools (else a failure naming the missing one), a dockerd (started if
+/// none answers), and the image of this build, timed in `report`.
+async fn docker_ready(what: &str, tools: &[&str], report: &mut Report) -> Option<Dockerd> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the Docker {what} test needs root (CI runs it as root)");
+        return None;
+    }
+    for tool in tools {
+        assert!(
+            run("sh", &["-c", &format!("command -v {tool}")], &[])
+                .status
+                .success(),
+            "{tool} is missing: .ci/run installs docker.io, docker-compose and debootstrap"
+        );
+    }
+    let mut dockerd = Dockerd(None);
+    if !run("docker", &["info"], &[]).status.success() {
+        let log =
+            std::fs::File::create(repo().join(format!("target/dockerd-{what}-test.log"))).unwrap();
+        dockerd.0 = Some(
+            Command::new("dockerd")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        eventually("dockerd answers", Duration::from_secs(60), || async {
+            run("docker", &["info"], &[]).status.success().then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let bin_dir = rondo_tests::bin("rondo-node")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap();
+    let t = Instant::now();
+    ok(
+        "bash",
+        &["tests/docker/build-image.sh", IMAGE],
+        &[("BIN_DIR", &bin_dir.display().to_string())],
+    );
+    report.step("image", t, IMAGE);
+    Some(dockerd)
+}
+
+/// Leaves what the compose test made, even when it fails: the project
+/// with its volumes and networks, the image, then dockerd if it started it.
 struct Cleanup {
-    dockerd: Option<std::process::Child>,
+    _dockerd: Dockerd,
 }
 
 impl Drop for Cleanup {
@@ -97,13 +160,6 @@ impl Drop for Cleanup {
             &[("RONDO_IMAGE", IMAGE)],
         );
         let _ = run("docker", &["image", "rm", "-f", IMAGE], &[]);
-        if let Some(mut d) = self.dockerd.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(d.id()).unwrap_or(0)),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = d.wait();
-        }
     }
 }
 
@@ -242,6 +298,29 @@ async fn upload(c: &Client, path: &Path) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("upload refused: {r}"))
 }
 
+/// Waits until `song` streams again after a node was lost (a URL may name
+/// it until the gateway has seen it go); fails with the last error.
+async fn streams_without(c: &Client, lost: &str, id: &str, file: &[u8]) {
+    let last = std::sync::Mutex::new(String::new());
+    let streamed = eventually(
+        &format!("the song streams without {lost}"),
+        Duration::from_secs(30),
+        || async {
+            let r = stream_range(c, id, file).await;
+            if let (Err(e), Ok(mut l)) = (&r, last.lock()) {
+                *l = format!("{e:#}");
+            }
+            r.ok()
+        },
+    )
+    .await;
+    assert!(
+        streamed.is_ok(),
+        "{streamed:?}: {}",
+        last.lock().map(|l| l.clone()).unwrap_or_default()
+    );
+}
+
 /// Each step's name, time and figures, printed as it ends and at the end.
 struct Report(Vec<(String, Duration, String)>);
 
@@ -255,46 +334,17 @@ impl Report {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_compose_deployment_serves_and_survives() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the Docker deployment test needs root (CI runs it as root)");
-        return;
-    }
-    for tool in ["docker", "docker-compose", "dockerd", "debootstrap"] {
-        assert!(
-            run("sh", &["-c", &format!("command -v {tool}")], &[])
-                .status
-                .success(),
-            "{tool} is missing: .ci/run installs docker.io, docker-compose and debootstrap"
-        );
-    }
-    let mut cleanup = Cleanup { dockerd: None };
-    if !run("docker", &["info"], &[]).status.success() {
-        let log = std::fs::File::create(repo().join("target/dockerd-test.log")).unwrap();
-        cleanup.dockerd = Some(
-            Command::new("dockerd")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        eventually("dockerd answers", Duration::from_secs(60), || async {
-            run("docker", &["info"], &[]).status.success().then_some(())
-        })
-        .await
-        .unwrap();
-    }
     let mut report = Report(Vec::new());
-    let bin_dir = rondo_tests::bin("rondo-node")
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap();
-    let t = Instant::now();
-    ok(
-        "bash",
-        &["tests/docker/build-image.sh", IMAGE],
-        &[("BIN_DIR", &bin_dir.display().to_string())],
-    );
-    report.step("image", t, IMAGE);
+    let Some(dockerd) = docker_ready(
+        "compose",
+        &["docker", "docker-compose", "dockerd", "debootstrap"],
+        &mut report,
+    )
+    .await
+    else {
+        return;
+    };
+    let cleanup = Cleanup { _dockerd: dockerd };
     // A project left by an earlier run that was killed.
     let _ = run(
         "docker-compose",
@@ -520,24 +570,7 @@ async fn the_compose_deployment_serves_and_survives() {
     let t = Instant::now();
     let node2 = container("node2");
     ok("docker", &["kill", &node2], &[]);
-    let last = std::sync::Mutex::new(String::new());
-    let streamed = eventually(
-        "the song streams without node2",
-        Duration::from_secs(30),
-        || async {
-            let r = stream_range(&admin, &id_a, &a_bytes).await;
-            if let (Err(e), Ok(mut l)) = (&r, last.lock()) {
-                *l = format!("{e:#}");
-            }
-            r.ok()
-        },
-    )
-    .await;
-    assert!(
-        streamed.is_ok(),
-        "{streamed:?}: {}",
-        last.lock().map(|l| l.clone()).unwrap_or_default()
-    );
+    streams_without(&admin, "node2", &id_a, &a_bytes).await;
     let b = crate::wav(
         tmp.path(),
         "b.wav",
@@ -813,10 +846,11 @@ async fn the_compose_deployment_serves_and_survives() {
 const STACK: &str = "rondoswarmtest";
 
 /// Leaves what the Swarm test made: the stack, its volumes, the swarm
-/// itself (if the test made it), and dockerd (if the test started it).
+/// itself (if the test made it), the image, then dockerd (if the test
+/// started it).
 struct SwarmCleanup {
-    inner: Cleanup,
     left_swarm: bool,
+    _dockerd: Dockerd,
 }
 
 impl Drop for SwarmCleanup {
@@ -843,8 +877,7 @@ impl Drop for SwarmCleanup {
             let _ = run("docker", &["swarm", "leave", "--force"], &[]);
             let _ = run("docker", &["network", "rm", "docker_gwbridge"], &[]);
         }
-        // `inner` stops dockerd if the test started it, once this is done.
-        let _ = &self.inner;
+        let _ = run("docker", &["image", "rm", "-f", IMAGE], &[]);
     }
 }
 
@@ -858,42 +891,20 @@ impl Drop for SwarmCleanup {
 /// gateway on the one host), through the file's own variables.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the Docker Swarm test needs root (CI runs it as root)");
+    let mut report = Report(Vec::new());
+    let Some(dockerd) =
+        docker_ready("swarm", &["docker", "dockerd", "debootstrap"], &mut report).await
+    else {
         return;
-    }
-    for tool in ["docker", "dockerd", "debootstrap"] {
-        assert!(
-            run("sh", &["-c", &format!("command -v {tool}")], &[])
-                .status
-                .success(),
-            "{tool} is missing: .ci/run installs docker.io and debootstrap"
-        );
-    }
-    let mut inner = Cleanup { dockerd: None };
-    if !run("docker", &["info"], &[]).status.success() {
-        let log = std::fs::File::create(repo().join("target/dockerd-swarm-test.log")).unwrap();
-        inner.dockerd = Some(
-            Command::new("dockerd")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        eventually("dockerd answers", Duration::from_secs(60), || async {
-            run("docker", &["info"], &[]).status.success().then_some(())
-        })
-        .await
-        .unwrap();
-    }
+    };
     let active = ok(
         "docker",
         &["info", "--format", "{{.Swarm.LocalNodeState}}"],
         &[],
     );
     let mut cleanup = SwarmCleanup {
-        inner,
         left_swarm: false,
+        _dockerd: dockerd,
     };
     if active != "active" {
         ok(
@@ -903,18 +914,6 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
         );
         cleanup.left_swarm = true;
     }
-    let mut report = Report(Vec::new());
-    let bin_dir = rondo_tests::bin("rondo-node")
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap();
-    let t = Instant::now();
-    ok(
-        "bash",
-        &["tests/docker/build-image.sh", IMAGE],
-        &[("BIN_DIR", &bin_dir.display().to_string())],
-    );
-    report.step("image", t, IMAGE);
 
     // `rondo init` on the operator's machine; the stack takes its files as
     // swarm secrets and a config.
@@ -1026,24 +1025,7 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
     })
     .await
     .unwrap();
-    let last = std::sync::Mutex::new(String::new());
-    let streamed = eventually(
-        "the song streams without node2",
-        Duration::from_secs(30),
-        || async {
-            let r = stream_range(&admin, &id, &a_bytes).await;
-            if let (Err(e), Ok(mut l)) = (&r, last.lock()) {
-                *l = format!("{e:#}");
-            }
-            r.ok()
-        },
-    )
-    .await;
-    assert!(
-        streamed.is_ok(),
-        "{streamed:?}: {}",
-        last.lock().map(|l| l.clone()).unwrap_or_default()
-    );
+    streams_without(&admin, "node2", &id, &a_bytes).await;
     report.step("node2's task removed: still streams", t, "");
 
     eprintln!("swarm report:");
