@@ -144,6 +144,21 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What a failure needs to be understood where only the
+            // test's output is kept (CI).
+            for args in [&["ps"][..], &["logs", "--no-color", "--tail", "60"][..]] {
+                let mut all = vec!["-p", PROJECT, "-f", "docker-compose.yml"];
+                all.extend_from_slice(args);
+                let out = run("docker-compose", &all, &[("RONDO_IMAGE", IMAGE)]);
+                eprintln!(
+                    "$ docker-compose {}\n{}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         let _ = run(
             "docker-compose",
             &[
@@ -855,6 +870,9 @@ struct SwarmCleanup {
 
 impl Drop for SwarmCleanup {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            swarm_diagnostics();
+        }
         let _ = run("docker", &["stack", "rm", STACK], &[]);
         // Its services are gone; remove their containers at once (rather
         // than wait for the swarm to), then the volumes they held.
@@ -874,10 +892,59 @@ impl Drop for SwarmCleanup {
             let _ = run("docker", &["volume", "rm", "-f", n], &[]);
         }
         if self.left_swarm {
+            // Leaving before the stack's networks are gone leaves their
+            // namespaces behind (/run/docker/netns).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let nets = run("docker", &["network", "ls", "-q", "--filter", &label], &[]);
+                if nets.stdout.is_empty() {
+                    break;
+                }
+                // Polls a condition, in a Drop: no runtime to await on.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let _ = run("docker", &["swarm", "leave", "--force"], &[]);
             let _ = run("docker", &["network", "rm", "docker_gwbridge"], &[]);
         }
         let _ = run("docker", &["image", "rm", "-f", IMAGE], &[]);
+    }
+}
+
+/// What a failed swarm test needs to be understood where only its output
+/// is kept (CI): the services, their tasks with errors, their logs, the
+/// containers, and the end of dockerd's log if the test started it.
+fn swarm_diagnostics() {
+    let show = |args: &[&str]| {
+        let out = run("docker", args, &[]);
+        eprintln!(
+            "$ docker {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    show(&["info"]);
+    show(&["service", "ls"]);
+    show(&["stack", "ps", "--no-trunc", STACK]);
+    show(&["ps", "-a"]);
+    show(&["network", "ls"]);
+    for service in ["node1", "node2", "node3", "gateway"] {
+        show(&[
+            "service",
+            "logs",
+            "--raw",
+            "--tail",
+            "60",
+            &format!("{STACK}_{service}"),
+        ]);
+    }
+    if let Ok(log) = std::fs::read_to_string(repo().join("target/dockerd-swarm-test.log")) {
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("dockerd's log, last 80 lines:");
+        for line in &lines[lines.len().saturating_sub(80)..] {
+            eprintln!("{line}");
+        }
     }
 }
 
