@@ -11,7 +11,12 @@ const config: CodegenConfig = {
       preset: "client",
       // Fragments (`SongRow`) are plain shared field lists, not masked.
       presetConfig: { fragmentMasking: false },
-      config: { useTypeImports: true, enumsAsTypes: true },
+      // 64-bit counts and instants are strings on the wire.
+      config: {
+        useTypeImports: true,
+        enumsAsTypes: true,
+        scalars: { UnsignedInt64: "string", DateTime: "string" },
+      },
     },
   },
 };

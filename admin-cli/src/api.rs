@@ -2,7 +2,29 @@
 //! harness read them (field names as in `gateway/schema.graphql`). A field
 //! the query did not ask for is left at its default.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// An `UnsignedInt64` of the API: a string of decimal digits (a JSON
+/// number is taken too).
+pub fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(u64),
+    }
+    match Either::deserialize(d)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// An optional `UnsignedInt64` (see [`uint64`]).
+pub fn opt_uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "uint64")] u64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+}
 
 /// A node of the layout.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -12,6 +34,7 @@ pub struct LayoutNode {
     pub address: String,
     pub is_voter: bool,
     pub zone: String,
+    #[serde(deserialize_with = "uint64")]
     pub capacity_bytes: u64,
     /// IN, OUT or OUT_AUTO.
     pub standing: String,
@@ -27,6 +50,7 @@ pub struct LayoutNode {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LayoutRetirement {
+    #[serde(deserialize_with = "uint64")]
     pub seq: u64,
     pub placement_epochs: Vec<u64>,
     pub placement: u64,
@@ -66,7 +90,9 @@ pub struct NodeMove {
     pub partitions_after: u64,
     pub gained: u64,
     pub lost: u64,
+    #[serde(deserialize_with = "uint64")]
     pub bytes_in: u64,
+    #[serde(deserialize_with = "uint64")]
     pub bytes_out: u64,
 }
 
@@ -77,6 +103,7 @@ pub struct LayoutPlan {
     pub expect_epoch: u64,
     pub layout: Layout,
     pub moves: Vec<NodeMove>,
+    #[serde(deserialize_with = "uint64")]
     pub bytes_to_move: u64,
 }
 
@@ -101,6 +128,7 @@ pub struct Song {
     pub id: String,
     pub title: String,
     pub duration_ms: u64,
+    #[serde(deserialize_with = "uint64")]
     pub size_bytes: u64,
     pub artist: Named,
     pub album: Titled,
@@ -132,14 +160,17 @@ pub struct ClusterNode {
     /// `UP`, `DOWN` or `REMOVED`.
     pub state: String,
     pub song_count: u64,
+    #[serde(deserialize_with = "uint64")]
     pub bytes_stored: u64,
     pub outbox_length: u64,
     pub blobs_to_fetch: u64,
+    #[serde(deserialize_with = "uint64")]
     pub bytes_to_fetch: u64,
     pub resync_eta_seconds: Option<u64>,
     pub copies_to_give_up: u64,
     pub ring_id: Option<String>,
     pub ring_phase: Option<String>,
+    #[serde(deserialize_with = "opt_uint64")]
     pub last_applied_seq: Option<u64>,
     pub catalog_digest: Option<String>,
     pub is_voter: Option<bool>,
@@ -164,6 +195,7 @@ pub struct Ring {
     pub id: String,
     pub members: Vec<String>,
     pub token_holder: Option<String>,
+    #[serde(deserialize_with = "uint64")]
     pub last_seq: u64,
     pub rotations_per_second: f64,
 }

@@ -171,7 +171,9 @@ impl Client {
     }
 
     /// Uploads a file with the GraphQL multipart request spec and returns the
-    /// whole response. The file is streamed, not read into memory.
+    /// whole response; `selection` is of the song (`data.uploadSong.song`,
+    /// beside `data.uploadSong.duplicate`). The file is streamed, not read
+    /// into memory.
     pub async fn upload_raw(
         &self,
         path: &Path,
@@ -197,8 +199,9 @@ impl Client {
 
     /// Uploads a body of `len` bytes named `name` straight to a storage node:
     /// `createUpload` for a signed URL, then one `PUT` of the body there.
-    /// Returns the song as the node stored it; a refusal comes back as
-    /// [`Error::GraphQl`] with the API's code.
+    /// Returns `{"song": …, "duplicate": bool}`: the song as the node stored
+    /// it, or (`duplicate`) the song the bytes already are; a refusal comes
+    /// back as [`Error::GraphQl`] with the API's code.
     pub async fn upload_direct(
         &self,
         body: reqwest::Body,
@@ -212,7 +215,7 @@ impl Client {
         }
         let data = self
             .query(
-                "mutation($size: Int, $name: String, $title: String, $artist: String, $album: String) { createUpload(sizeBytes: $size, fileName: $name, title: $title, artist: $artist, album: $album) { url } }",
+                "mutation($size: UnsignedInt64, $name: String, $title: String, $artist: String, $album: String) { createUpload(sizeBytes: $size, fileName: $name, title: $title, artist: $artist, album: $album) { url } }",
                 variables,
             )
             .await?;
@@ -244,7 +247,11 @@ impl Client {
         })?;
         let answer: Option<Value> = serde_json::from_str(&text).ok();
         match answer {
-            Some(a) if status == 201 => Ok(a.get("song").cloned().unwrap_or(Value::Null)),
+            // 201: stored; 200: the bytes were already that song.
+            Some(a) if status == 201 || status == 200 => Ok(json!({
+                "song": a.get("song").cloned().unwrap_or(Value::Null),
+                "duplicate": status == 200 || a["duplicate"] == true,
+            })),
             Some(a) if a.pointer("/error/code").is_some() => Err(Error::GraphQl {
                 code: a
                     .pointer("/error/code")
@@ -279,7 +286,7 @@ impl Client {
             v.extend(o.clone());
         }
         let operations = json!({
-            "query": format!("mutation($file: Upload!, $title: String, $artist: String, $album: String) {{ uploadSong(file: $file, title: $title, artist: $artist, album: $album) {selection} }}"),
+            "query": format!("mutation($file: Upload!, $title: String, $artist: String, $album: String) {{ uploadSong(file: $file, title: $title, artist: $artist, album: $album) {{ duplicate song {selection} }} }}"),
             "variables": variables,
         });
         let form = reqwest::multipart::Form::new()

@@ -7,6 +7,9 @@
 
 pub mod accounts;
 pub mod layout;
+pub mod scalars;
+
+pub use scalars::{DateTime, UnsignedInt64};
 
 use std::sync::Arc;
 
@@ -314,8 +317,12 @@ impl Song {
     async fn mime_type(&self) -> &str {
         &self.0.mime_type
     }
-    async fn size_bytes(&self) -> i64 {
-        i64::try_from(self.0.size_bytes).unwrap_or(i64::MAX)
+    async fn size_bytes(&self) -> UnsignedInt64 {
+        UnsignedInt64(self.0.size_bytes)
+    }
+    /// When the song was stored.
+    async fn created_at(&self) -> DateTime {
+        DateTime::from_unix_ms(u64::try_from(self.0.created_at_ms).unwrap_or(0))
     }
     /// Lower-case hex BLAKE3 hash of the audio bytes.
     async fn content_hash(&self) -> String {
@@ -445,7 +452,7 @@ pub struct ClusterNode {
     pub address: String,
     pub state: NodeState,
     pub song_count: i64,
-    pub bytes_stored: i64,
+    pub bytes_stored: UnsignedInt64,
     /// Side effects of applied updates the node has yet to carry out
     /// (blobs to fetch or push, files to remove); stays above zero while a
     /// node it must push to is down.
@@ -457,16 +464,16 @@ pub struct ClusterNode {
     /// hold them), at its last pass.
     pub copies_to_give_up: i64,
     /// The bytes of `blobsToFetch`.
-    pub bytes_to_fetch: i64,
+    pub bytes_to_fetch: UnsignedInt64,
     /// Seconds until the node's resync worker has fetched `bytesToFetch`
     /// at the rate it fetched at lately; null with nothing to fetch or no
     /// progress seen yet.
     pub resync_eta_seconds: Option<i64>,
     /// The most bytes per second the node's resync worker fetches (0: no
     /// limit); `setNodeRates` changes it.
-    pub resync_rate_bytes: i64,
+    pub resync_rate_bytes: UnsignedInt64,
     /// The most bytes per second the node's scrub reads (0: no limit).
-    pub scrub_rate_bytes: i64,
+    pub scrub_rate_bytes: UnsignedInt64,
     /// The ring this node is in or trying to form, as `counter:representative`
     /// (ring ids order by counter, then representative).
     pub ring_id: Option<String>,
@@ -474,7 +481,7 @@ pub struct ClusterNode {
     /// `recover`, `operational`, or `removed` (`removeNode`).
     pub ring_phase: Option<String>,
     /// Sequence number of the last catalog update this node applied.
-    pub last_applied_seq: Option<i64>,
+    pub last_applied_seq: Option<UnsignedInt64>,
     /// Hash of the applied update log: equal on nodes that applied the same
     /// prefix.
     pub catalog_digest: Option<String>,
@@ -492,7 +499,7 @@ pub struct Ring {
     /// estimate: the token moves many times a second).
     pub token_holder: Option<ID>,
     /// Highest catalog update sequence applied by a member.
-    pub last_seq: i64,
+    pub last_seq: UnsignedInt64,
     /// Full token rotations per second, from the members' token counters.
     pub rotations_per_second: f64,
 }
@@ -707,20 +714,19 @@ impl CatalogQuery {
                         _ => NodeState::Down,
                     },
                     song_count: i64::try_from(info.song_count).unwrap_or(i64::MAX),
-                    bytes_stored: i64::try_from(info.bytes_stored).unwrap_or(i64::MAX),
+                    bytes_stored: UnsignedInt64(info.bytes_stored),
                     outbox_length: i64::try_from(info.outbox_len).unwrap_or(i64::MAX),
                     blobs_to_fetch: i64::try_from(info.blobs_to_fetch).unwrap_or(i64::MAX),
                     copies_to_give_up: i64::try_from(info.copies_to_give_up).unwrap_or(i64::MAX),
-                    bytes_to_fetch: i64::try_from(info.bytes_to_fetch).unwrap_or(i64::MAX),
+                    bytes_to_fetch: UnsignedInt64(info.bytes_to_fetch),
                     resync_eta_seconds: info
                         .resync_eta()
                         .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-                    resync_rate_bytes: i64::try_from(info.resync_rate_bytes).unwrap_or(i64::MAX),
-                    scrub_rate_bytes: i64::try_from(info.scrub_rate_bytes).unwrap_or(i64::MAX),
+                    resync_rate_bytes: UnsignedInt64(info.resync_rate_bytes),
+                    scrub_rate_bytes: UnsignedInt64(info.scrub_rate_bytes),
                     ring_id: ring.map(|r| r.id.clone()),
                     ring_phase: ring.map(|r| r.phase.clone()),
-                    last_applied_seq: ring
-                        .map(|r| i64::try_from(r.last_applied_seq).unwrap_or(i64::MAX)),
+                    last_applied_seq: ring.map(|r| UnsignedInt64(r.last_applied_seq)),
                     catalog_digest: ring.map(|r| r.catalog_digest.clone()),
                     is_voter: ring.map(|r| r.is_voter),
                 }
@@ -765,7 +771,7 @@ fn primary_ring(infos: &[crate::cluster::NodeInfo]) -> Option<Ring> {
         id: r.id,
         members: r.members.into_iter().map(ID).collect(),
         token_holder: r.token_holder.map(|id| ID(id.to_string())),
-        last_seq: i64::try_from(r.last_seq).unwrap_or(i64::MAX),
+        last_seq: UnsignedInt64(r.last_seq),
         rotations_per_second: r.rotations_per_second,
     })
 }
@@ -780,9 +786,9 @@ pub struct UploadTicket {
     /// Always `PUT`.
     pub method: String,
     /// RFC 3339; the URL is refused from then on.
-    pub expires_at: String,
+    pub expires_at: DateTime,
     /// The most bytes the node takes.
-    pub max_bytes: i64,
+    pub max_bytes: UnsignedInt64,
 }
 
 /// Mutations.
@@ -794,6 +800,15 @@ pub struct MutationRoot(
     layout::LayoutMutation,
 );
 
+/// The answer to `uploadSong`.
+#[derive(SimpleObject)]
+pub struct UploadSongPayload {
+    /// The song stored, or the song the file's bytes already are.
+    song: Song,
+    /// The file was already in the library as `song`: nothing was added.
+    duplicate: bool,
+}
+
 /// Song mutations (admins).
 #[derive(Default)]
 pub struct CatalogMutation;
@@ -802,7 +817,10 @@ pub struct CatalogMutation;
 impl CatalogMutation {
     /// Uploads one audio file (GraphQL multipart request). Tags and duration
     /// are read from the file; `title`, `artist` and `album` override them.
-    /// Artists and albums are matched by name, case-insensitively.
+    /// Artists and albums are matched by name, case-insensitively. A file
+    /// whose bytes are already a song is not stored again: the answer is
+    /// that song, with `duplicate: true` (two uploads of one file at once
+    /// make one song).
     async fn upload_song(
         &self,
         ctx: &Context<'_>,
@@ -810,7 +828,7 @@ impl CatalogMutation {
         title: Option<String>,
         artist: Option<String>,
         album: Option<String>,
-    ) -> async_graphql::Result<Song> {
+    ) -> async_graphql::Result<UploadSongPayload> {
         require_admin(ctx).gql()?;
         let upload = file
             .value(ctx)
@@ -821,10 +839,13 @@ impl CatalogMutation {
             artist,
             album,
         };
-        let song = crate::ingest::upload(state(ctx), upload, overrides)
+        let uploaded = crate::ingest::upload(state(ctx), upload, overrides)
             .await
             .gql()?;
-        Ok(Song(song))
+        Ok(UploadSongPayload {
+            song: Song(uploaded.song),
+            duplicate: uploaded.duplicate,
+        })
     }
 
     /// Authorises a direct upload of one audio file: answers a signed URL
@@ -832,7 +853,9 @@ impl CatalogMutation {
     /// the body is the file, nothing else), valid for one song until
     /// `expiresAt`. The node checks and stores the file like `uploadSong`
     /// (tags, then the arguments given here, then `fileName`'s stem as the
-    /// title) and answers `201` with `{"song": {...}}`, or an HTTP error with
+    /// title) and answers `201` with `{"song": {...}}` (`200` with
+    /// `{"song": {...}, "duplicate": true}` when the bytes are already that
+    /// song: nothing is added), or an HTTP error with
     /// `{"error": {"code", "message"}}` and the codes of this API:
     /// `FORBIDDEN` (403: bad or expired grant), `PAYLOAD_TOO_LARGE` (413),
     /// `UNSUPPORTED_MEDIA` (415), `CONFLICT` (409: the grant was used),
@@ -844,7 +867,7 @@ impl CatalogMutation {
         #[graphql(
             desc = "The file's size, if known: refused at once when over the limit, and the most the node will take."
         )]
-        size_bytes: Option<i64>,
+        size_bytes: Option<UnsignedInt64>,
         #[graphql(desc = "The file's name (its stem is the title when no tag gives one).")]
         file_name: Option<String>,
         #[graphql(desc = "Overrides the file's title tag.")] title: Option<String>,
@@ -859,13 +882,14 @@ impl CatalogMutation {
             artist,
             album,
         };
-        let g = crate::ingest::grant(state(ctx), size_bytes, file_name, overrides).gql()?;
+        let g = crate::ingest::grant(state(ctx), size_bytes.map(|n| n.0), file_name, overrides)
+            .gql()?;
         Ok(UploadTicket {
             song_id: ID(g.song.to_string()),
             url: g.url,
             method: "PUT".into(),
-            expires_at: accounts::rfc3339(g.expires_at * 1000),
-            max_bytes: i64::try_from(g.max_bytes).unwrap_or(i64::MAX),
+            expires_at: DateTime::from_unix_ms(g.expires_at.saturating_mul(1000)),
+            max_bytes: UnsignedInt64(g.max_bytes),
         })
     }
 
@@ -951,18 +975,24 @@ mod tests {
             "artists(first: Int, after: String, search: String): ArtistConnection!",
             "albums(first: Int, after: String, search: String): AlbumConnection!",
             "song(id: ID!): Song",
-            "uploadSong(file: Upload!, title: String, artist: String, album: String): Song!",
+            "uploadSong(file: Upload!, title: String, artist: String, album: String): UploadSongPayload!",
+            "duplicate: Boolean!",
+            "sizeBytes: UnsignedInt64!",
+            "bytesStored: UnsignedInt64!",
+            "createdAt: DateTime!",
+            "scalar UnsignedInt64",
+            "scalar DateTime",
             "deleteSong(id: ID!): Boolean!",
             "streamUrl: String",
             "totalCount: Int!",
             "endCursor: String",
             "ringId: String",
-            "lastAppliedSeq: Int",
+            "lastAppliedSeq: UnsignedInt64",
             "catalogDigest: String",
             "isVoter: Boolean",
             "ring: Ring",
             "tokenHolder: ID",
-            "lastSeq: Int!",
+            "lastSeq: UnsignedInt64!",
             "rotationsPerSecond: Float!",
         ] {
             assert!(sdl.contains(needle), "schema lacks {needle:?}");

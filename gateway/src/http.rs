@@ -221,6 +221,8 @@ fn library_error_code(e: &ServerError) -> ErrorCode {
         "Query is too complex." => ErrorCode::QueryTooComplex,
         m if m.contains("-->") || m.starts_with("Parse error") => ErrorCode::GraphqlParseFailed,
         m if m.starts_with("Invalid value") => ErrorCode::BadUserInput,
+        // A custom scalar's parse error (`UnsignedInt64`, `DateTime`).
+        m if m.starts_with("Failed to parse") => ErrorCode::BadUserInput,
         _ if e.path.is_empty() => ErrorCode::GraphqlValidationFailed,
         _ => ErrorCode::InternalServerError,
     }

@@ -148,8 +148,8 @@ impl Catalog {
 /// A searchable, sorted list of one kind of item.
 ///
 /// Search is by word prefix, as listeners type: every query word must begin
-/// a word of the item's text (title, artist, album), after case and accent
-/// folding. It runs on an inverted index: the sorted vocabulary of the
+/// a word of the item's text (title, artist, album), after folding
+/// ([`crate::fold`]: case, accents, "ß" as "ss"; CJK text as bigrams). It runs on an inverted index: the sorted vocabulary of the
 /// listing, each word with the sorted positions of the items that contain it.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -173,7 +173,7 @@ impl Listing {
             let (key, text) = std::mem::take(&mut items[i]);
             listing.keys.push(key);
             let pos = u32::try_from(pos).unwrap_or(u32::MAX);
-            for word in fold_words(&text) {
+            for word in crate::fold::index_words(&text) {
                 let list = index.entry(word).or_default();
                 if list.last() != Some(&pos) {
                     list.push(pos);
@@ -244,24 +244,6 @@ impl Listing {
     }
 }
 
-/// Folds text for search: lower case, accents removed (NFKD without
-/// combining marks), apostrophes dropped ("Don't" = "dont"), then split into
-/// words at anything that is not a letter or digit ("AC/DC" = "ac dc").
-pub fn fold_words(text: &str) -> Vec<String> {
-    use unicode_normalization::UnicodeNormalization;
-    use unicode_normalization::char::is_combining_mark;
-    let folded: String = text
-        .nfkd()
-        .filter(|c| !is_combining_mark(*c) && !matches!(c, '\'' | '\u{2019}'))
-        .flat_map(char::to_lowercase)
-        .collect();
-    folded
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The positions matching a search, as a posting list or a bit set.
 enum Matches<'a> {
     List(&'a [u32]),
@@ -320,9 +302,9 @@ fn decode_cursor(cursor: &str) -> Result<String> {
         })
 }
 
-/// Folded search words of a query (see [`fold_words`]).
+/// The tokens of a query (see [`crate::fold`]).
 pub fn tokens(search: Option<&str>) -> Vec<String> {
-    search.map(fold_words).unwrap_or_default()
+    search.map(crate::fold::query_words).unwrap_or_default()
 }
 
 fn sort_key(name: &str, id: impl std::fmt::Display) -> String {
@@ -358,6 +340,9 @@ pub struct Snapshot {
     artist_albums: HashMap<ArtistId, Vec<usize>>,
     /// Song positions of each album, in track order.
     album_songs: HashMap<AlbumId, Vec<usize>>,
+    /// Song positions by content hash (the lowest id where a store from
+    /// before duplicates were refused holds several, as on the nodes).
+    by_hash: HashMap<rondo_core::ContentHash, usize>,
     /// Highest change sequence applied from each node.
     pub applied: HashMap<NodeId, u64>,
     /// Accounts and playlists.
@@ -420,6 +405,13 @@ impl Snapshot {
 
         let song_pos: HashMap<SongId, usize> =
             songs.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let mut by_hash: HashMap<rondo_core::ContentHash, usize> = HashMap::new();
+        for (i, s) in songs.iter().enumerate() {
+            let first = by_hash.entry(s.content_hash).or_insert(i);
+            if songs[*first].id.0 > s.id.0 {
+                *first = i;
+            }
+        }
         let mut recent: Vec<usize> = (0..songs.len()).collect();
         recent.sort_by_key(|&i| std::cmp::Reverse((songs[i].created_at_ms, songs[i].id.0)));
         let artist_pos = artists.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
@@ -451,9 +443,15 @@ impl Snapshot {
             artist_songs,
             artist_albums,
             album_songs,
+            by_hash,
             applied,
             accounts: Arc::default(),
         }
+    }
+
+    /// The song whose bytes have this content hash, if any.
+    pub fn song_with_hash(&self, hash: &rondo_core::ContentHash) -> Option<&Arc<SongRec>> {
+        self.by_hash.get(hash).map(|&i| &self.songs[i])
     }
 
     fn listing(&self, kind: Kind) -> &Listing {
@@ -678,6 +676,33 @@ mod tests {
         assert_eq!(hits("   "), 2, "no words is no filter");
     }
 
+    #[test]
+    fn search_folds_sharp_s_and_finds_words_inside_cjk_titles() {
+        let node = NodeId::new_random();
+        let (a, b) = (ArtistId::new_random(), ArtistId::new_random());
+        let (x, y) = (AlbumId::new_random(), AlbumId::new_random());
+        let mut c = Catalog::default();
+        for s in [
+            song("Straße nach Süden", ("Die Ärzte", a), ("Ænima", x), 1),
+            song("東京タワーの夜", ("宇多田ヒカル", b), ("初恋", y), 1),
+            song("千と千尋の神隠し", ("宇多田ヒカル", b), ("初恋", y), 2),
+        ] {
+            c.apply(node, Change::Upsert(s)).unwrap();
+        }
+        let snap = c.snapshot(HashMap::new());
+        let hits = |q: &str| snap.page(Kind::Songs, Some(q), None, 10).unwrap().total;
+        assert_eq!(hits("strasse"), 1);
+        assert_eq!(hits("STRASSE sud"), 1);
+        assert_eq!(hits("straße"), 1);
+        assert_eq!(hits("arzte aenima"), 1);
+        assert_eq!(hits("タワー"), 1, "a word inside a title");
+        assert_eq!(hits("夜"), 1, "its last character");
+        assert_eq!(hits("神隠"), 1);
+        assert_eq!(hits("ヒカル"), 2, "inside the artist's name");
+        assert_eq!(hits("ヒカル 東京"), 1);
+        assert_eq!(hits("神様"), 0);
+    }
+
     proptest::proptest! {
         /// The inverted index agrees with a plain scan of every item.
         #[test]
@@ -696,7 +721,7 @@ mod tests {
             let q = tokens(Some(&query));
             let expected: Vec<usize> = (0..snap.songs.len())
                 .filter(|&i| {
-                    let words = fold_words(&snap.songs[i].title);
+                    let words = crate::fold::index_words(&snap.songs[i].title);
                     q.iter().all(|t| words.iter().any(|w| w.starts_with(t.as_str())))
                 })
                 .collect();

@@ -47,12 +47,23 @@ fn hash_file(file: &mut std::fs::File) -> Result<ContentHash> {
     Ok(hasher.finalize().into())
 }
 
-/// Stores an uploaded file as a song and returns it as indexed.
+/// The answer to an upload: the song as indexed, and whether the bytes
+/// were already that song (nothing was added).
+#[derive(Debug)]
+pub struct Uploaded {
+    pub song: Arc<SongRec>,
+    pub duplicate: bool,
+}
+
+/// Stores an uploaded file as a song and returns it as indexed; a file
+/// that is already a song is answered with that song. The index answers
+/// at once for a song it has; the ring decides for two uploads of one file
+/// at once (the first ordered is the song, the other is told so).
 pub async fn upload(
     state: &Arc<AppState>,
     upload: UploadValue,
     overrides: Overrides,
-) -> Result<Arc<SongRec>> {
+) -> Result<Uploaded> {
     let overrides = overrides.checked()?;
     let limit = state.config.max_upload_bytes;
     let mut file = upload.content;
@@ -66,6 +77,13 @@ pub async fn upload(
         Ok((file, info, hash))
     })
     .await??;
+    if let Some(song) = state.cluster.snapshot().song_with_hash(&hash) {
+        tracing::info!(song = %song.id, %hash, "upload is already a song");
+        return Ok(Uploaded {
+            song: song.clone(),
+            duplicate: true,
+        });
+    }
 
     let rondo_media::Names {
         title,
@@ -117,21 +135,38 @@ pub async fn upload(
     let chunks = file_chunks(file)
         .take_while(|r| std::future::ready(r.is_ok()))
         .filter_map(|r| std::future::ready(r.ok()));
-    let seq = state
+    let reply = state
         .cluster
         .upload_song(target, song, hash, chunks)
         .await?;
+    if reply.duplicate {
+        let existing: SongId = reply
+            .song
+            .map(|s| s.id)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| Error::Unavailable("a node named no song for a duplicate".into()))?;
+        tracing::info!(song = %existing, node = %target, %hash, "upload ordered after the same bytes: already a song");
+        return Ok(Uploaded {
+            song: state.cluster.wait_song(existing).await?,
+            duplicate: true,
+        });
+    }
     state.metrics.uploads.inc();
     tracing::info!(song = %song_id, node = %target, %hash, bytes = size, "uploaded song");
-    state.cluster.wait_applied(target, seq).await?;
-    state
+    state.cluster.wait_applied(target, reply.seq).await?;
+    let song = state
         .cluster
         .snapshot()
         .song(song_id)
         .cloned()
         .ok_or_else(|| {
             Error::Unavailable(format!("song {song_id} was stored but is not indexed yet"))
-        })
+        })?;
+    Ok(Uploaded {
+        song,
+        duplicate: false,
+    })
 }
 
 /// A signed direct upload: the client sends the file with `PUT url` to the
@@ -150,7 +185,7 @@ pub struct Grant {
 /// song id.
 pub fn grant(
     state: &Arc<AppState>,
-    size: Option<i64>,
+    size: Option<u64>,
     file_name: Option<String>,
     overrides: Overrides,
 ) -> Result<Grant> {
@@ -158,14 +193,8 @@ pub fn grant(
     let limit = state.config.max_upload_bytes;
     let max_bytes = match size {
         None => limit,
-        Some(n) => {
-            let n = u64::try_from(n)
-                .map_err(|_| Error::BadUserInput("sizeBytes must not be negative".into()))?;
-            if n > limit {
-                return Err(Error::PayloadTooLarge { limit });
-            }
-            n
-        }
+        Some(n) if n > limit => return Err(Error::PayloadTooLarge { limit }),
+        Some(n) => n,
     };
     let name = match file_name.map(|n| n.trim().to_string()) {
         Some(n) if n.chars().count() > rondo_media::MAX_NAME => {

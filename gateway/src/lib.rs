@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod fold;
 pub mod graphql;
 pub mod ha;
 pub mod http;

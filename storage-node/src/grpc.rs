@@ -174,11 +174,19 @@ impl StorageNode for Service {
             }
             Err(e) => return Err(Error::Media(e.to_string()).into()),
         }
-        let (song, seq) = crate::upload::commit_song(&self.state, song, staged).await?;
-        Ok(Response::new(pb::UploadSongResponse {
-            song: Some(*song),
-            seq,
-        }))
+        let answer = match crate::upload::commit_song(&self.state, song, staged).await? {
+            crate::upload::Committed::New { song, seq } => pb::UploadSongResponse {
+                song: Some(*song),
+                seq,
+                duplicate: false,
+            },
+            crate::upload::Committed::Duplicate { song } => pb::UploadSongResponse {
+                song: Some(*song),
+                seq: 0,
+                duplicate: true,
+            },
+        };
+        Ok(Response::new(answer))
     }
 
     async fn replicate_blob(

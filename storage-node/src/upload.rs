@@ -26,22 +26,42 @@ use crate::error::Error;
 use crate::state::NodeState;
 use crate::store::{Applied, StagedBlob};
 
+/// What committing an upload did.
+#[derive(Debug)]
+pub enum Committed {
+    /// A new song, as applied (filed under the artist and album of its
+    /// names), at `seq` on this node's change stream.
+    New { song: Box<pb::Song>, seq: u64 },
+    /// The bytes are already this song's: nothing was added.
+    Duplicate { song: Box<pb::Song> },
+}
+
 /// Puts a received, fsync'd blob in place, copies it onto `W` of its owners
-/// and commits the song through the ring. Returns the song as applied
-/// (filed under the artist and album of its names) and its change
-/// sequence. If a new placement was ordered between the copy and the entry
-/// (`StalePlacement`), the bytes are copied to the new owners and the song
-/// proposed again, within the write timeout. On any failure the blob is
-/// released unless a song uses it.
+/// and commits the song through the ring. If a new placement was ordered
+/// between the copy and the entry (`StalePlacement`), the bytes are copied
+/// to the new owners and the song proposed again, within the write
+/// timeout. Bytes that are already a song's are that song: answered at
+/// once when this node's catalog has it, else when the ring orders the
+/// other first. On any failure the blob is released unless a song uses it.
 pub async fn commit_song(
     state: &Arc<NodeState>,
     mut song: pb::Song,
     staged: StagedBlob,
-) -> Result<(Box<pb::Song>, u64), Error> {
+) -> Result<Committed, Error> {
     song.size_bytes = staged.size;
     song.content_hash = staged.hash.to_hex();
     song.created_at_ms = i64::try_from(crate::clock::unix_now_ms()).unwrap_or(i64::MAX);
     let hash = staged.hash;
+    let st = state.clone();
+    if let Some(existing) =
+        tokio::task::spawn_blocking(move || st.store.song_with_hash(&hash)).await??
+    {
+        // The staged file goes with its handle.
+        tracing::info!(song = %existing.id, %hash, "upload is already a song");
+        return Ok(Committed::Duplicate {
+            song: Box::new(existing),
+        });
+    }
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
     let release = || async {
@@ -78,7 +98,13 @@ pub async fn commit_song(
             state.metrics.uploads.inc();
             state.refresh_gauges();
             tracing::info!(song = %song.id, hash = %song.content_hash, bytes = song.size_bytes, seq, "stored song");
-            Ok((song, seq))
+            Ok(Committed::New { song, seq })
+        }
+        Ok(Applied::Duplicate { song }) => {
+            // The first song's blob stays: only a copy no song uses goes.
+            release().await;
+            tracing::info!(song = %song.id, %hash, "upload ordered after the same bytes: already a song");
+            Ok(Committed::Duplicate { song })
         }
         other => {
             // Refused or not ordered: the blob goes unless a song uses it.
@@ -134,7 +160,8 @@ pub fn song_json(song: &pb::Song) -> serde_json::Value {
         "genre": song.genre,
         "durationMs": song.duration_ms,
         "mimeType": song.mime_type,
-        "sizeBytes": song.size_bytes,
+        // A 64-bit count, as the API's UnsignedInt64: a string.
+        "sizeBytes": song.size_bytes.to_string(),
         "contentHash": song.content_hash,
     })
 }
@@ -259,10 +286,17 @@ async fn receive(
         info,
     );
     match commit_song(state, song, staged).await {
-        Ok((song, seq)) => (
+        Ok(Committed::New { song, seq }) => (
             StatusCode::CREATED,
             [(header::CACHE_CONTROL, "no-store")],
-            axum::Json(json!({ "song": song_json(&song), "seq": seq })),
+            axum::Json(json!({ "song": song_json(&song), "seq": seq, "duplicate": false })),
+        )
+            .into_response(),
+        // Nothing was created: the answer names the song these bytes are.
+        Ok(Committed::Duplicate { song }) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({ "song": song_json(&song), "duplicate": true })),
         )
             .into_response(),
         Err(e) => refuse_error(&e),

@@ -798,6 +798,37 @@ impl Cluster {
         }
     }
 
+    /// Starts another gateway of this cluster on loopback (its own
+    /// cluster certificate and address, the first gateway's other
+    /// settings), and an admin client of it. The caller stops it by
+    /// dropping the process.
+    pub async fn spawn_gateway(&self, name: &str) -> anyhow::Result<(Proc, Client)> {
+        let dir = self.dir.path();
+        let text = std::fs::read_to_string(dir.join("gateway.toml"))?;
+        let mut t: toml::Table = toml::from_str(&text)?;
+        let cert = rondo_cli::devenv::ensure_cluster_cert(&self.pki, &dir.join(name), || {
+            Identity::Gateway(uuid::Uuid::new_v4())
+        })?;
+        cert.insert_into(&mut t);
+        t.insert("listen".into(), "127.0.0.1:0".into());
+        let addr_file = dir.join(format!("{name}-address.json"));
+        t.insert(
+            "address_file".into(),
+            addr_file.display().to_string().into(),
+        );
+        let config = dir.join(format!("{name}.toml"));
+        rondo_cli::devenv::write_config(&config, &t)?;
+        let proc = Proc::spawn(
+            &bin("rondo-gateway"),
+            &config,
+            &dir.join(format!("{name}.log")),
+        )?;
+        let at = addr(&read_addresses(&addr_file).await?, "listen")?;
+        let base = format!("https://127.0.0.1:{}", at.port());
+        let client = Client::new(&base, &self.ca_pem, Some(self.token.clone()))?;
+        Ok((proc, client))
+    }
+
     /// Whether gateway replica `k` has the floating address configured.
     pub fn replica_holds_vip(&self, k: usize) -> bool {
         let (Some(net), Some(vip)) = (&self.net, self.vip) else {

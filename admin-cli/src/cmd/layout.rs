@@ -120,7 +120,7 @@ fn to_graphql(
         json!({"nodeStorage": {"id": id, "zone": zone, "capacityBytes": capacity}}),
         "setNodeStorage",
         format!(
-            "mutation($id: ID!, $z: String, $c: Int, $e: Int) {{ setNodeStorage(id: $id, zone: $z, capacityBytes: $c, expectEpoch: $e) {LAYOUT} }}"
+            "mutation($id: ID!, $z: String, $c: UnsignedInt64, $e: Int) {{ setNodeStorage(id: $id, zone: $z, capacityBytes: $c, expectEpoch: $e) {LAYOUT} }}"
         ),
         json!({"id": id, "z": zone, "c": capacity, "e": epoch}),
     ))

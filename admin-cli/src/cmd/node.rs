@@ -142,7 +142,7 @@ pub const LAYOUT: &str = "{ epoch replicationFactor \
      olderPlacements unsyncedNodes retirements { seq placementEpochs placement } }";
 
 /// The mutation that sets a node's storage.
-const SET_STORAGE: &str = "mutation($id: ID!, $z: String, $c: Int, $e: Int) { setNodeStorage(id: $id, zone: $z, capacityBytes: $c, expectEpoch: $e) ";
+const SET_STORAGE: &str = "mutation($id: ID!, $z: String, $c: UnsignedInt64, $e: Int) { setNodeStorage(id: $id, zone: $z, capacityBytes: $c, expectEpoch: $e) ";
 
 fn epoch(e: Option<u64>) -> Value {
     e.map(|e| json!(e)).unwrap_or(Value::Null)
@@ -336,10 +336,12 @@ async fn rates(
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Rates {
+        #[serde(deserialize_with = "rondo_cli::api::uint64")]
         resync_rate_bytes: u64,
+        #[serde(deserialize_with = "rondo_cli::api::uint64")]
         scrub_rate_bytes: u64,
     }
-    let query = "mutation($id: ID!, $r: Int, $s: Int) { setNodeRates(id: $id, resyncRateBytes: $r, scrubRateBytes: $s) { resyncRateBytes scrubRateBytes } }";
+    let query = "mutation($id: ID!, $r: UnsignedInt64, $s: UnsignedInt64) { setNodeRates(id: $id, resyncRateBytes: $r, scrubRateBytes: $s) { resyncRateBytes scrubRateBytes } }";
     let vars = json!({"id": id, "r": resync.map(|b| b.as_u64()), "s": scrub.map(|b| b.as_u64())});
     let mut data: std::collections::HashMap<String, Rates> = client.query_as(query, vars).await?;
     let Some(r) = data.remove("setNodeRates") else {

@@ -49,7 +49,7 @@ pub async fn run(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::Res
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let (mut ok, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+    let (mut ok, mut already, mut skipped, mut failed) = (0usize, 0usize, 0usize, 0usize);
     let mut results = futures::stream::iter(files.iter())
         .map(|file| {
             let bar = bar.clone();
@@ -63,9 +63,20 @@ pub async fn run(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::Res
         bar.set_message(format!("{finished}/{} files", files.len()));
         let result_code = result.as_ref().err().and_then(rondo_cli::Error::code);
         let line = match result {
-            Ok(song) => {
+            Ok(answer) if answer["duplicate"] == true => {
+                already += 1;
+                let song: Song = serde_json::from_value(answer["song"].clone()).unwrap_or_default();
+                format!(
+                    "same  {}  already in the library: {} — {} ({})",
+                    file.display(),
+                    song.title,
+                    song.artist.name,
+                    song.id
+                )
+            }
+            Ok(answer) => {
                 ok += 1;
-                let song: Song = serde_json::from_value(song).unwrap_or_default();
+                let song: Song = serde_json::from_value(answer["song"].clone()).unwrap_or_default();
                 let line = format!(
                     "ok    {}  {} — {} ({})",
                     file.display(),
@@ -117,7 +128,11 @@ pub async fn run(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::Res
             break;
         }
     }
-    println!("{ok} uploaded, {skipped} skipped, {failed} failed");
+    let already = match already {
+        0 => String::new(),
+        n => format!("{n} already in the library, "),
+    };
+    println!("{ok} uploaded, {already}{skipped} skipped, {failed} failed");
     Ok(if failed > 0 {
         Exit::Failure
     } else {
@@ -131,13 +146,13 @@ pub async fn run(client: &Client, paths: &[PathBuf], jobs: usize) -> anyhow::Res
 /// health-check interval (2 s), after which it names only live nodes.
 const UPLOAD_ATTEMPTS: u32 = 5;
 
-/// Whether a failed upload certainly stored nothing and another grant may
-/// succeed: the node could not be reached at all, or it refused the write
-/// for want of a quorum. (A connection lost mid-answer is not retried: the
-/// song may be stored, and a retry would store it twice.)
+/// Whether another grant may succeed: the node could not be reached, the
+/// connection was lost (even mid-answer: the song may be stored, but the
+/// same bytes sent again are answered with that song, never stored twice),
+/// or the node refused the write for want of a quorum.
 fn retryable(e: &rondo_cli::Error) -> bool {
     match e {
-        rondo_cli::Error::Http { source, .. } => source.is_connect(),
+        rondo_cli::Error::Http { .. } => true,
         rondo_cli::Error::GraphQl { .. } => e.code() == Some(ErrorCode::Unavailable),
         _ => false,
     }

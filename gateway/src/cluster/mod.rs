@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rondo_core::NodeId;
+use rondo_core::{NodeId, SongId};
 use rondo_proto::channel::{self, Link};
 use rondo_proto::mtls::{ClusterTls, Expect, Links};
 use rondo_proto::storage::v1::{self as pb, storage_node_client::StorageNodeClient};
@@ -454,6 +454,23 @@ impl Cluster {
             Ok(Ok(_)) => Ok(()),
             _ => Err(Error::Unavailable(format!(
                 "node {node} did not report change {seq} in time"
+            ))),
+        }
+    }
+
+    /// Waits until this gateway's index has the song `id` (a song another
+    /// upload stored first, which a node named as the one these bytes
+    /// are), and returns it.
+    pub async fn wait_song(&self, id: SongId) -> Result<Arc<crate::index::SongRec>> {
+        let mut rx = self.snapshot.subscribe();
+        let wait = rx.wait_for(|s| s.song(id).is_some());
+        match tokio::time::timeout(Duration::from_secs(10), wait).await {
+            Ok(Ok(snap)) => snap
+                .song(id)
+                .cloned()
+                .ok_or_else(|| Error::Unavailable(format!("song {id} is not indexed yet"))),
+            _ => Err(Error::Unavailable(format!(
+                "song {id} was stored but is not indexed yet"
             ))),
         }
     }

@@ -451,8 +451,10 @@ impl Cluster {
     }
 
     /// Uploads a song's bytes to the node `target` (its record, the
-    /// chunks, the hash they must have); answers the seq of the node's
-    /// change that announces it (see [`Cluster::wait_applied`]). A chunk
+    /// chunks, the hash they must have); answers with the song and the seq
+    /// of the node's change that announces it (see
+    /// [`Cluster::wait_applied`]), or with the song these bytes already
+    /// are (`duplicate`). A chunk
     /// stream that ends early (a read error) ends the upload without its
     /// finish, which the node refuses.
     pub async fn upload_song(
@@ -461,7 +463,7 @@ impl Cluster {
         song: pb::Song,
         hash: ContentHash,
         chunks: impl Stream<Item = Vec<u8>> + Send + 'static,
-    ) -> Result<u64> {
+    ) -> Result<pb::UploadSongResponse> {
         let node = self.known_node(target)?;
         let header = pb::UploadSongRequest {
             part: Some(Part::Header(pb::SongHeader { song: Some(song) })),
@@ -484,7 +486,7 @@ impl Cluster {
             .await
             .map_err(|status| node_error(&node, status))?
             .into_inner();
-        Ok(reply.seq)
+        Ok(reply)
     }
 
     /// Deletes a song through a live node (the first of `preferred` that

@@ -14,8 +14,8 @@ use rondo_core::session::{Role, Session};
 use rondo_core::{PlaylistId, SongId, UserId};
 
 use super::{
-    Auth, DEFAULT_PAGE, FromPage, MAX_PAGE, PageInfo, Song, SongConnection, parse_id,
-    position_page, position_page_info, snapshot, state,
+    Auth, DEFAULT_PAGE, DateTime, FromPage, MAX_PAGE, PageInfo, Song, SongConnection,
+    UnsignedInt64, parse_id, position_page, position_page_info, snapshot, state,
 };
 use crate::AppState;
 use crate::accounts::{PlaylistRec, UserRec};
@@ -59,9 +59,8 @@ impl User {
     async fn role(&self) -> UserRole {
         self.0.role.into()
     }
-    /// RFC 3339.
-    async fn created_at(&self) -> String {
-        rfc3339(self.0.created_at_ms)
+    async fn created_at(&self) -> DateTime {
+        DateTime::from_unix_ms(self.0.created_at_ms)
     }
 }
 
@@ -69,8 +68,7 @@ impl User {
 #[derive(SimpleObject)]
 pub struct AuthPayload {
     pub token: String,
-    /// RFC 3339.
-    pub expires_at: String,
+    pub expires_at: DateTime,
     pub user: User,
 }
 
@@ -92,15 +90,17 @@ impl Playlist {
     async fn song_count(&self) -> i32 {
         i32::try_from(self.0.songs.len()).unwrap_or(i32::MAX)
     }
-    /// Total duration in milliseconds.
-    async fn duration_ms(&self, ctx: &Context<'_>) -> i64 {
+    /// Total duration in milliseconds (past 2^31 at about 25 days).
+    async fn duration_ms(&self, ctx: &Context<'_>) -> UnsignedInt64 {
         let snap = snapshot(ctx);
-        self.0
-            .songs
-            .iter()
-            .filter_map(|id| snap.song(*id))
-            .map(|s| i64::try_from(s.duration_ms).unwrap_or(0))
-            .sum()
+        UnsignedInt64(
+            self.0
+                .songs
+                .iter()
+                .filter_map(|id| snap.song(*id))
+                .map(|s| s.duration_ms)
+                .fold(0u64, u64::saturating_add),
+        )
     }
     /// The songs in playlist order; a cursor is a position.
     #[graphql(
@@ -127,13 +127,11 @@ impl Playlist {
         let info = position_page_info(&page, total);
         Ok(SongConnection::from_page(items, info, total))
     }
-    /// RFC 3339.
-    async fn created_at(&self) -> String {
-        rfc3339(self.0.created_at_ms)
+    async fn created_at(&self) -> DateTime {
+        DateTime::from_unix_ms(self.0.created_at_ms)
     }
-    /// RFC 3339.
-    async fn updated_at(&self) -> String {
-        rfc3339(self.0.updated_at_ms)
+    async fn updated_at(&self) -> DateTime {
+        DateTime::from_unix_ms(self.0.updated_at_ms)
     }
 }
 
@@ -167,13 +165,6 @@ pub struct UserEdge {
 pub struct PlaylistEdge {
     pub cursor: String,
     pub node: Playlist,
-}
-
-pub(crate) fn rfc3339(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The session of this request, or why there is none.
@@ -236,7 +227,7 @@ async fn issue(state: &Arc<AppState>, user: UserRec) -> AuthPayload {
     });
     AuthPayload {
         token,
-        expires_at: rfc3339(expires * 1000),
+        expires_at: DateTime::from_unix_ms(expires.saturating_mul(1000)),
         user: User(user),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_graphql::{Context, ID, InputObject, Object, OneofObject, SimpleObject};
 use rondo_core::NodeId;
 
-use super::{parse_id, require_admin, state};
+use super::{UnsignedInt64, parse_id, require_admin, state};
 use crate::cluster::{Layout, LayoutOp, LayoutPlan};
 use crate::error::{Error, GqlResult, Result};
 
@@ -45,7 +45,7 @@ pub struct ClusterLayout {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct LayoutRetirement {
     /// The sequence number of the log entry at which they retired.
-    pub seq: i64,
+    pub seq: UnsignedInt64,
     /// Their epochs.
     pub placement_epochs: Vec<i64>,
     /// The placement in force alone from then on.
@@ -62,8 +62,8 @@ pub struct LayoutNode {
     pub is_voter: bool,
     /// Its failure domain: replicas of a partition go to distinct zones.
     pub zone: String,
-    /// Bytes it offers for audio (0: it stores none). A 64-bit integer.
-    pub capacity_bytes: i64,
+    /// Bytes it offers for audio (0: it stores none).
+    pub capacity_bytes: UnsignedInt64,
     /// IN, OUT (by an operator) or OUT_AUTO (by the cluster, down too long).
     pub standing: Standing,
     /// Partitions it owns in the placement; null without one.
@@ -110,7 +110,7 @@ impl From<&Layout> for ClusterLayout {
                     address: m.address.clone(),
                     is_voter: m.voter,
                     zone: m.zone.clone(),
-                    capacity_bytes: i64::try_from(m.capacity).unwrap_or(i64::MAX),
+                    capacity_bytes: UnsignedInt64(m.capacity),
                     standing: match m.out {
                         None => Standing::In,
                         Some(false) => Standing::Out,
@@ -133,7 +133,7 @@ impl From<&Layout> for ClusterLayout {
                 .retirements
                 .iter()
                 .map(|r| LayoutRetirement {
-                    seq: big(r.seq),
+                    seq: UnsignedInt64(r.seq),
                     placement_epochs: r.epochs.iter().copied().map(big).collect(),
                     placement: big(r.placement),
                 })
@@ -165,8 +165,8 @@ pub enum LayoutChangeInput {
 #[derive(SimpleObject)]
 pub struct NodeRates {
     pub id: ID,
-    pub resync_rate_bytes: i64,
-    pub scrub_rate_bytes: i64,
+    pub resync_rate_bytes: UnsignedInt64,
+    pub scrub_rate_bytes: UnsignedInt64,
 }
 
 /// A node's zone and capacity; a field left out stays as it is.
@@ -174,8 +174,8 @@ pub struct NodeRates {
 pub struct NodeStorageInput {
     pub id: ID,
     pub zone: Option<String>,
-    /// Bytes it offers for audio (0: it stores none). A 64-bit integer.
-    pub capacity_bytes: Option<i64>,
+    /// Bytes it offers for audio (0: it stores none).
+    pub capacity_bytes: Option<UnsignedInt64>,
 }
 
 /// What a layout change would do, before it is ordered.
@@ -189,7 +189,7 @@ pub struct LayoutPlanView {
     /// Per node, what it would gain and lose.
     pub moves: Vec<NodeMoveView>,
     /// Bytes copied between nodes in all (the sum of `bytesIn`).
-    pub bytes_to_move: i64,
+    pub bytes_to_move: UnsignedInt64,
 }
 
 /// What a layout change moves to and from one node.
@@ -201,9 +201,9 @@ pub struct NodeMoveView {
     /// Partition replicas it would fetch and offload.
     pub gained: i32,
     pub lost: i32,
-    /// Audio bytes it would receive and give away. 64-bit integers.
-    pub bytes_in: i64,
-    pub bytes_out: i64,
+    /// Audio bytes it would receive and give away.
+    pub bytes_in: UnsignedInt64,
+    pub bytes_out: UnsignedInt64,
 }
 
 impl From<&LayoutPlan> for LayoutPlanView {
@@ -222,11 +222,11 @@ impl From<&LayoutPlan> for LayoutPlanView {
                     partitions_after: int(m.partitions_after),
                     gained: int(m.gained),
                     lost: int(m.lost),
-                    bytes_in: long(m.bytes_in),
-                    bytes_out: long(m.bytes_out),
+                    bytes_in: UnsignedInt64(m.bytes_in),
+                    bytes_out: UnsignedInt64(m.bytes_out),
                 })
                 .collect(),
-            bytes_to_move: long(p.moves.iter().map(|m| m.bytes_in).sum()),
+            bytes_to_move: UnsignedInt64(p.moves.iter().map(|m| m.bytes_in).sum()),
         }
     }
 }
@@ -265,7 +265,9 @@ impl LayoutQuery {
 fn op_of(ctx: &Context<'_>, change: LayoutChangeInput) -> Result<LayoutOp> {
     Ok(match change {
         LayoutChangeInput::ReplicationFactor(f) => LayoutOp::SetReplication(factor(f)?),
-        LayoutChangeInput::NodeStorage(s) => storage(ctx, &s.id, s.zone, s.capacity_bytes)?,
+        LayoutChangeInput::NodeStorage(s) => {
+            storage(ctx, &s.id, s.zone, s.capacity_bytes.map(|c| c.0))?
+        }
         LayoutChangeInput::DrainNode(id) => storage(ctx, &id, None, Some(0))?,
         LayoutChangeInput::RemoveNode(id) => LayoutOp::Remove(parse_id(&id)?, false),
     })
@@ -280,7 +282,7 @@ fn storage(
     ctx: &Context<'_>,
     id: &ID,
     zone: Option<String>,
-    capacity: Option<i64>,
+    capacity: Option<u64>,
 ) -> Result<LayoutOp> {
     let node: NodeId = parse_id(id)?;
     let layout = state(ctx)
@@ -292,11 +294,7 @@ fn storage(
         .iter()
         .find(|m| m.id == node.to_string())
         .ok_or_else(|| Error::BadUserInput(format!("node {node} is not in the layout")))?;
-    let capacity = match capacity {
-        Some(c) => u64::try_from(c)
-            .map_err(|_| Error::BadUserInput(format!("capacity {c} is negative")))?,
-        None => member.capacity,
-    };
+    let capacity = capacity.unwrap_or(member.capacity);
     let zone = zone.unwrap_or_else(|| member.zone.clone());
     if zone.is_empty() || zone.len() > 64 {
         return Err(Error::BadUserInput(
@@ -387,11 +385,11 @@ impl LayoutMutation {
         ctx: &Context<'_>,
         id: ID,
         zone: Option<String>,
-        capacity_bytes: Option<i64>,
+        capacity_bytes: Option<UnsignedInt64>,
         expect_epoch: Option<i64>,
     ) -> async_graphql::Result<ClusterLayout> {
         require_admin(ctx).gql()?;
-        let op = storage(ctx, &id, zone, capacity_bytes).gql()?;
+        let op = storage(ctx, &id, zone, capacity_bytes.map(|c| c.0)).gql()?;
         change(ctx, op, expect_epoch, None).await.gql()
     }
 
@@ -447,29 +445,26 @@ impl LayoutMutation {
         &self,
         ctx: &Context<'_>,
         id: ID,
-        resync_rate_bytes: Option<i64>,
-        scrub_rate_bytes: Option<i64>,
+        resync_rate_bytes: Option<UnsignedInt64>,
+        scrub_rate_bytes: Option<UnsignedInt64>,
     ) -> async_graphql::Result<NodeRates> {
         require_admin(ctx).gql()?;
         let node = parse_id(&id).gql()?;
-        let rate = |r: Option<i64>, what: &str| -> Result<Option<u64>> {
-            r.map(|r| {
-                u64::try_from(r).map_err(|_| Error::BadUserInput(format!("{what} {r} is negative")))
-            })
-            .transpose()
-        };
-        let resync = rate(resync_rate_bytes, "resyncRateBytes").gql()?;
-        let scrub = rate(scrub_rate_bytes, "scrubRateBytes").gql()?;
         let session = super::accounts::authority(ctx);
         let (resync, scrub) = state(ctx)
             .cluster
-            .set_rates(node, resync, scrub, session)
+            .set_rates(
+                node,
+                resync_rate_bytes.map(|r| r.0),
+                scrub_rate_bytes.map(|r| r.0),
+                session,
+            )
             .await
             .gql()?;
         Ok(NodeRates {
             id,
-            resync_rate_bytes: i64::try_from(resync).unwrap_or(i64::MAX),
-            scrub_rate_bytes: i64::try_from(scrub).unwrap_or(i64::MAX),
+            resync_rate_bytes: UnsignedInt64(resync),
+            scrub_rate_bytes: UnsignedInt64(scrub),
         })
     }
 

@@ -156,11 +156,16 @@ pub mod upload_song_request {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UploadSongResponse {
+    /// The song stored, or (duplicate) the song these bytes already are.
     #[prost(message, optional, tag = "1")]
     pub song: ::core::option::Option<Song>,
-    /// Position of this write in the node's catalog change stream.
+    /// Position of this write in the node's catalog change stream (0 for a
+    /// duplicate: nothing was written).
     #[prost(uint64, tag = "2")]
     pub seq: u64,
+    /// The bytes were already a song's, named by `song`; nothing was added.
+    #[prost(bool, tag = "3")]
+    pub duplicate: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReadBlobRequest {

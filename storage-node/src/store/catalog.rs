@@ -7,7 +7,7 @@
 //! playlist updates are applied by [`super::accounts`].
 
 use prost::Message;
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rondo_core::names::fold;
 use rondo_core::{AlbumId, ArtistId, ContentHash, NodeId, SongId};
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
@@ -55,6 +55,44 @@ pub(super) fn index_names(txn: &redb::WriteTransaction) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Builds the content-hash index of the songs: at open when it is missing
+/// (stores written before it existed), always after a snapshot replaced
+/// the songs.
+pub(super) fn index_song_hashes(txn: &redb::WriteTransaction, rebuild: bool) -> Result<()> {
+    let hashes = txn.open_multimap_table(SONG_HASHES)?;
+    let songs = txn.open_table(SONGS)?;
+    if !rebuild && (!hashes.is_empty()? || songs.is_empty()?) {
+        return Ok(());
+    }
+    drop(hashes);
+    txn.delete_multimap_table(SONG_HASHES)?;
+    let mut hashes = txn.open_multimap_table(SONG_HASHES)?;
+    for row in songs.iter()? {
+        let (k, v) = row?;
+        let song: pb::Song = decode("songs", v.value())?;
+        if let Ok(hash) = song.content_hash.parse::<ContentHash>() {
+            hashes.insert(hash.as_bytes(), k.value())?;
+        }
+    }
+    Ok(())
+}
+
+/// The song whose bytes these are, if any (the first by id when a store
+/// written before duplicates were refused holds several).
+pub(super) fn song_with_hash(
+    hashes: &impl ReadableMultimapTable<&'static [u8; 32], u128>,
+    songs: &impl ReadableTable<u128, &'static [u8]>,
+    hash: &ContentHash,
+) -> Result<Option<pb::Song>> {
+    let Some(first) = hashes.get(hash.as_bytes())?.next() else {
+        return Ok(None);
+    };
+    match songs.get(first?.value())? {
+        Some(v) => Ok(Some(decode("songs", v.value())?)),
+        None => Ok(None),
+    }
 }
 
 /// Files a song under the artist and album already known by its names
@@ -223,14 +261,6 @@ impl Store {
             Ok(c) => c,
             Err(e) => return Ok((Applied::Rejected(e), None)),
         };
-        let applied = layout.map_or(0, rondo_ring::Layout::placement_epoch);
-        if placed.epoch != applied {
-            let stale = Error::StalePlacement {
-                copied: placed.epoch,
-                applied,
-            };
-            return Ok((Applied::Rejected(stale), None));
-        }
         let mut songs = txn.open_table(SONGS)?;
         if songs.get(song_id)?.is_some() {
             let id = song.id.parse()?;
@@ -239,6 +269,26 @@ impl Store {
         if txn.open_table(DELETED_SONGS)?.get(song_id)?.is_some() {
             let id = song.id.parse()?;
             return Ok((Applied::Rejected(Error::SongDeleted(id)), None));
+        }
+        // The same bytes are the same song: the first ordered stays, this
+        // one is answered with it (wherever its copies went, the first's
+        // bytes are placed already).
+        let hashes = txn.open_multimap_table(SONG_HASHES)?;
+        if let Some(existing) = song_with_hash(&hashes, &songs, &hash)? {
+            return Ok((
+                Applied::Duplicate {
+                    song: Box::new(existing),
+                },
+                None,
+            ));
+        }
+        let applied = layout.map_or(0, rondo_ring::Layout::placement_epoch);
+        if placed.epoch != applied {
+            let stale = Error::StalePlacement {
+                copied: placed.epoch,
+                applied,
+            };
+            return Ok((Applied::Rejected(stale), None));
         }
         let (artist_id, album_id) = file_by_name(txn, &mut song)?;
         let origin: NodeId = placed.origin.parse()?;
@@ -259,6 +309,9 @@ impl Store {
             albums.insert(album_id, album.encode_to_vec().as_slice())?;
         }
         songs.insert(song_id, song.encode_to_vec().as_slice())?;
+        drop(hashes);
+        txn.open_multimap_table(SONG_HASHES)?
+            .insert(hash.as_bytes(), song_id)?;
         // The change stream announces a song once this node can stream it.
         let change = match held {
             true => Some(push_change(txn, meta, Change::Upsert(song.clone()))?),
@@ -373,6 +426,8 @@ fn delete_song(
     txn.open_table(DELETED_SONGS)?.insert(id.0.as_u128(), seq)?;
     release_names(txn, &song)?;
     if let Ok(hash) = song.content_hash.parse::<ContentHash>() {
+        txn.open_multimap_table(SONG_HASHES)?
+            .remove(hash.as_bytes(), id.0.as_u128())?;
         dereference_blob(txn, meta, hash)?;
     }
     let change = push_change(txn, meta, Change::DeleteSongId(id.to_string()))?;
@@ -487,14 +542,28 @@ mod tests {
             panic!("stored with a change: {first:?}");
         };
         assert_eq!(sa.size_bytes, 10);
+        // The same bytes under another id, ordered after: that song.
         store.put_blob(staged(&store, b"same bytes").await).unwrap();
-        store
+        let dup = store
             .apply_update(2, &upsert(song(b), b"same bytes", me), None)
             .unwrap();
+        let Applied::Duplicate { song: named } = dup else {
+            panic!("a duplicate: {dup:?}");
+        };
+        assert_eq!(named.id, a.to_string());
+        assert_eq!(
+            store
+                .song_with_hash(&ContentHash::of(b"same bytes"))
+                .unwrap()
+                .map(|s| s.id),
+            Some(a.to_string())
+        );
+        // The second copy went with its handle's release, not the song's.
+        store.release_blob(&ContentHash::of(b"same bytes")).unwrap();
         let st = store.stats().unwrap();
         assert_eq!(
             (st.song_count, st.blob_count, st.bytes_stored, st.last_seq),
-            (2, 1, 10, 2)
+            (1, 1, 10, 1)
         );
         assert_eq!(files_in(&dir.path().join("blobs")), 1);
         assert_eq!(files_in(&dir.path().join("tmp")), 0);
@@ -512,12 +581,9 @@ mod tests {
             matches!(again, Applied::Rejected(Error::SongExists(_))),
             "{again:?}"
         );
-        assert_eq!(store.stats().unwrap().song_count, 2);
-        // Deleting one keeps the shared blob; deleting both removes it via the outbox.
+        assert_eq!(store.stats().unwrap().song_count, 1);
+        // Deleting the song removes its blob via the outbox.
         store.apply_update(4, &delete(a), None).unwrap();
-        assert_eq!(store.run_outbox().unwrap(), 0);
-        assert_eq!(files_in(&dir.path().join("blobs")), 1);
-        store.apply_update(5, &delete(b), None).unwrap();
         assert_eq!(store.stats().unwrap().outbox_len, 1);
         assert_eq!(store.run_outbox().unwrap(), 1);
         assert_eq!(files_in(&dir.path().join("blobs")), 0);
@@ -526,7 +592,7 @@ mod tests {
             (st.song_count, st.blob_count, st.bytes_stored, st.outbox_len),
             (0, 0, 0, 0)
         );
-        let gone = store.apply_update(6, &delete(a), None).unwrap();
+        let gone = store.apply_update(5, &delete(a), None).unwrap();
         assert!(
             matches!(gone, Applied::Rejected(Error::SongNotFound(_))),
             "{gone:?}"
@@ -535,19 +601,63 @@ mod tests {
         // proposal): refused, and nothing changes.
         assert!(store.song_deleted(a).unwrap());
         let ghost = store
-            .apply_update(7, &upsert(song(a), b"ghost bytes", me), None)
+            .apply_update(6, &upsert(song(a), b"ghost bytes", me), None)
             .unwrap();
         assert!(
             matches!(ghost, Applied::Rejected(Error::SongDeleted(_))),
             "{ghost:?}"
         );
-        assert_eq!(store.stats().unwrap().song_count, 0);
+        // The deleted song's bytes are a new song when they come back.
+        store.put_blob(staged(&store, b"same bytes").await).unwrap();
+        let back = store
+            .apply_update(7, &upsert(song(b), b"same bytes", me), None)
+            .unwrap();
+        assert!(matches!(back, Applied::Stored { .. }), "{back:?}");
+        assert_eq!(store.stats().unwrap().song_count, 1);
         let changes = store.changes_after(seq_a, 10).unwrap();
         assert_eq!(
             changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
-            vec![2, 3, 4]
+            vec![2, 3]
         );
         assert_eq!(store.ring_applied().unwrap().0, 7);
+    }
+
+    #[tokio::test]
+    async fn the_hash_index_is_built_for_a_store_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = NodeId::new_random();
+        let a = SongId::new_random();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_blob(staged(&store, b"old bytes").await).unwrap();
+            store
+                .apply_update(1, &upsert(song(a), b"old bytes", me), None)
+                .unwrap();
+            // As a store of the previous release: no hash index.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_multimap_table(SONG_HASHES).unwrap();
+            txn.commit().unwrap();
+            assert_eq!(
+                store
+                    .song_with_hash(&ContentHash::of(b"old bytes"))
+                    .ok()
+                    .flatten(),
+                None
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let found = store
+            .song_with_hash(&ContentHash::of(b"old bytes"))
+            .unwrap();
+        assert_eq!(found.map(|s| s.id), Some(a.to_string()));
+        let dup = store
+            .apply_update(
+                2,
+                &upsert(song(SongId::new_random()), b"old bytes", me),
+                None,
+            )
+            .unwrap();
+        assert!(matches!(dup, Applied::Duplicate { .. }), "{dup:?}");
     }
 
     fn named(artist: &str, album: &str) -> pb::Song {
@@ -571,7 +681,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let me = NodeId::new_random();
-        store.put_blob(staged(&store, b"x").await).unwrap();
+        for b in [&b"x0"[..], b"x1", b"x2", b"x3", b"x4"] {
+            store.put_blob(staged(&store, b).await).unwrap();
+        }
         let (first, same, other_album, other_artist) = (
             named("Ada Lovelace", "Notes"),
             named("  ada LOVELACE ", "NOTES"),
@@ -583,7 +695,11 @@ mod tests {
             .enumerate()
         {
             store
-                .apply_update(seq as u64 + 1, &upsert(s.clone(), b"x", me), None)
+                .apply_update(
+                    seq as u64 + 1,
+                    &upsert(s.clone(), format!("x{seq}").as_bytes(), me),
+                    None,
+                )
                 .unwrap();
         }
         let f = filed(&store, &first.id);
@@ -607,7 +723,7 @@ mod tests {
         }
         let again = named("ADA LOVELACE", "Notes");
         store
-            .apply_update(20, &upsert(again.clone(), b"x", me), None)
+            .apply_update(20, &upsert(again.clone(), b"x4", me), None)
             .unwrap();
         let g = filed(&store, &again.id);
         assert_eq!(g.0, again.artist.as_ref().unwrap().id);

@@ -54,7 +54,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTableMetadata};
-use rondo_core::{NodeId, SongId};
+use rondo_core::{ContentHash, NodeId, SongId};
 use rondo_proto::storage::v1 as pb;
 use tokio::sync::broadcast;
 
@@ -82,6 +82,9 @@ pub enum Applied {
     Deleted { change_seq: u64 },
     /// An account or playlist changed; its change on this node's stream.
     Changed { change_seq: u64 },
+    /// The song's bytes are already this song's (the first ordered): the
+    /// catalog is unchanged, the same way on every node.
+    Duplicate { song: Box<pb::Song> },
     /// Refused, the same way on every node (the catalog is unchanged).
     Rejected(Error),
 }
@@ -186,6 +189,7 @@ impl Store {
             let txn = db.begin_write()?;
             create_tables(&txn)?;
             catalog::index_names(&txn)?;
+            catalog::index_song_hashes(&txn, false)?;
             accounts::index_user_names(&txn)?;
             txn.commit()?;
         }
@@ -234,6 +238,13 @@ impl Store {
             Some(bytes) => Ok(Some(decode("songs", bytes.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The song whose bytes have this content hash, if any.
+    pub fn song_with_hash(&self, hash: &ContentHash) -> Result<Option<pb::Song>> {
+        let txn = self.db.begin_read()?;
+        let hashes = txn.open_multimap_table(SONG_HASHES)?;
+        catalog::song_with_hash(&hashes, &txn.open_table(SONGS)?, hash)
     }
 
     /// Whether the song id `id` was deleted (it is never a song again).

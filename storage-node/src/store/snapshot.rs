@@ -151,6 +151,7 @@ impl Store {
         let (before, old_revoked) = announced_state(&txn)?;
         reset_applied_state(&txn)?;
         let loaded = load_rows(&txn, rows)?;
+        super::catalog::index_song_hashes(&txn, true)?;
         {
             let mut ring = txn.open_table(RING_META)?;
             ring.insert(RING_APPLIED, at.seq.to_be_bytes().as_slice())?;

@@ -7,7 +7,7 @@
 //! and writes its own.
 
 use prost::Message;
-use redb::{ReadableTable, TableDefinition};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition};
 use rondo_core::SongId;
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
 
@@ -25,6 +25,11 @@ pub(super) const ALBUMS: TableDefinition<u128, &[u8]> = TableDefinition::new("al
 pub(super) const ARTIST_NAMES: TableDefinition<&str, u128> = TableDefinition::new("artist_names");
 /// Albums by artist and folded title (`{artist id:032x}/{title}` → album id).
 pub(super) const ALBUM_NAMES: TableDefinition<&str, u128> = TableDefinition::new("album_names");
+/// Songs by content hash (hash → song ids): a file whose bytes are
+/// already a song is that song, not a new one. Derived from `songs` (built
+/// at open when missing, rebuilt when a snapshot is installed), never sent.
+pub(super) const SONG_HASHES: MultimapTableDefinition<&[u8; 32], u128> =
+    MultimapTableDefinition::new("song_hashes");
 /// Number of songs that refer to an artist or album (key: id), so that an
 /// artist or album disappears with its last song.
 pub(super) const REFS: TableDefinition<u128, u64> = TableDefinition::new("refs");
@@ -193,6 +198,7 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(SONGS)?;
     txn.open_table(ARTISTS)?;
     txn.open_table(ALBUMS)?;
+    txn.open_multimap_table(SONG_HASHES)?;
     txn.open_table(ARTIST_NAMES)?;
     txn.open_table(ALBUM_NAMES)?;
     txn.open_table(REFS)?;

@@ -66,7 +66,7 @@ async fn upload(c: &Client, dir: &std::path::Path, title: &str) -> Result<String
     if let Some(e) = rondo_cli::client::first_error(&r) {
         return Err(e);
     }
-    Ok(r["data"]["uploadSong"]["id"]
+    Ok(r["data"]["uploadSong"]["song"]["id"]
         .as_str()
         .unwrap_or_default()
         .to_owned())

@@ -307,7 +307,7 @@ async fn stream_range(c: &Client, id: &str, file: &[u8]) -> anyhow::Result<()> {
 
 async fn upload(c: &Client, path: &Path) -> anyhow::Result<String> {
     let r = c.gql.upload_raw(path, json!({}), "{ id }").await?;
-    r.pointer("/data/uploadSong/id")
+    r.pointer("/data/uploadSong/song/id")
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("upload refused: {r}"))

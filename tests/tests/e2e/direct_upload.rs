@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{SONG_FIELDS, code, upload_ok, wav};
 
-const GRANT: &str = "mutation($size: Int, $name: String, $title: String) { createUpload(sizeBytes: $size, fileName: $name, title: $title) { songId url method expiresAt maxBytes } }";
+const GRANT: &str = "mutation($size: UnsignedInt64, $name: String, $title: String) { createUpload(sizeBytes: $size, fileName: $name, title: $title) { songId url method expiresAt maxBytes } }";
 
 /// `PUT`s a body to a URL; returns the status and the JSON answer.
 async fn put(cluster: &Cluster, url: &str, body: reqwest::Body) -> (u16, Value) {
@@ -90,7 +90,7 @@ async fn direct_uploads_store_once_and_refuse_cleanly() {
     // Granted and sent: 201 with the song as stored.
     let g = grant(&cluster, json!({ "size": bytes.len(), "name": "b.wav" })).await;
     assert_eq!(g["method"], "PUT");
-    assert_eq!(g["maxBytes"], json!(bytes.len()));
+    assert_eq!(g["maxBytes"], json!(bytes.len().to_string()));
     let url = g["url"].as_str().unwrap().to_string();
     let (status, answer) = put(&cluster, &url, bytes.clone().into()).await;
     assert_eq!(status, 201, "{answer}");
@@ -102,7 +102,7 @@ async fn direct_uploads_store_once_and_refuse_cleanly() {
         "filed under the known artist"
     );
     assert_eq!(song["album"], first["album"], "filed under the known album");
-    assert_eq!(song["sizeBytes"], json!(bytes.len()));
+    assert_eq!(song["sizeBytes"], json!(bytes.len().to_string()));
     assert_eq!(
         song["contentHash"],
         rondo_core::ContentHash::of(&bytes).to_hex()

@@ -38,7 +38,9 @@ fn writer(
                 n,
             );
             if let Ok(r) = client.upload_raw(&file, json!({}), "{ id title }").await
-                && let Some(id) = r.pointer("/data/uploadSong/id").and_then(Value::as_str)
+                && let Some(id) = r
+                    .pointer("/data/uploadSong/song/id")
+                    .and_then(Value::as_str)
             {
                 acked.lock().unwrap().insert(title, id.to_string());
             }

@@ -14,6 +14,7 @@ mod errors;
 mod faults;
 mod gateway_ha;
 mod graphql_http;
+mod library;
 mod membership;
 mod outage;
 mod ring;
@@ -51,7 +52,7 @@ pub async fn upload_ok(cluster: &Cluster, path: &Path, overrides: Value) -> Valu
         response.get("errors").is_none(),
         "upload failed: {response}"
     );
-    response["data"]["uploadSong"].clone()
+    response["data"]["uploadSong"]["song"].clone()
 }
 
 /// The `extensions.code` of the first error.

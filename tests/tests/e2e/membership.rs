@@ -384,7 +384,7 @@ async fn a_removed_node_leaves_the_ring_and_the_others_go_on() {
             ),
             (
                 &json!("default"),
-                &json!(1u64 << 40),
+                &json!((1u64 << 40).to_string()),
                 &json!("IN"),
                 &json!(512)
             ),
@@ -559,7 +559,8 @@ async fn a_node_with_auto_join_is_added_by_the_cluster_and_takes_a_share() {
                 .ok()?;
             let nodes = data.pointer("/cluster/layout/nodes")?.as_array()?.clone();
             let n = nodes.into_iter().find(|n| n["id"] == joiner.as_str())?;
-            (n["capacityBytes"] == capacity && n["partitions"].as_u64()? > 0).then_some(n)
+            (n["capacityBytes"] == json!(capacity.to_string()) && n["partitions"].as_u64()? > 0)
+                .then_some(n)
         },
     )
     .await

@@ -156,12 +156,12 @@ async fn catalog_writes_are_ordered_replicated_and_need_a_quorum() {
         let ok = nodes.len() == 3
             && nodes.iter().all(|n| {
                 n["catalogDigest"] == digest1.as_str()
-                    && n["lastAppliedSeq"] == seq1
+                    && n["lastAppliedSeq"] == serde_json::json!(seq1.to_string())
                     && n["isVoter"] == true
                     && n["ringId"] == ring["id"]
             })
             && ring["members"].as_array()?.len() == 3
-            && ring["lastSeq"] == seq1
+            && ring["lastSeq"] == serde_json::json!(seq1.to_string())
             && ring["tokenHolder"].is_string()
             && ring["rotationsPerSecond"].as_f64()? > 0.0;
         ok.then_some(())

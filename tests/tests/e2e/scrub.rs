@@ -164,8 +164,12 @@ async fn corrupt_and_missing_copies_are_found_quarantined_and_replaced() {
         .find(|n| n["id"] == id0.as_str())
         .unwrap()
         .clone();
-    assert_eq!(node0["resyncRateBytes"], 2 << 20, "{node0}");
-    assert_eq!(node0["scrubRateBytes"], 0, "{node0}");
+    assert_eq!(
+        node0["resyncRateBytes"],
+        (2u64 << 20).to_string(),
+        "{node0}"
+    );
+    assert_eq!(node0["scrubRateBytes"], "0", "{node0}");
     let (status, out, _) = rondo(
         &cluster,
         &cluster.token,

@@ -28,7 +28,11 @@ async fn upload_reads_tags_and_search_finds_it() {
     assert_eq!(song["mimeType"], "audio/wav");
     assert_eq!(song["durationMs"], 2000);
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(song["sizeBytes"], bytes.len() as u64);
+    assert_eq!(
+        song["sizeBytes"],
+        bytes.len().to_string(),
+        "a 64-bit count, as a string"
+    );
     assert_eq!(song["contentHash"], blake3::hash(&bytes).to_hex().as_str());
     assert_eq!(song["replicas"][0]["id"], cluster.nodes[0].id.to_string());
 

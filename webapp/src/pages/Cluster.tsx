@@ -83,14 +83,15 @@ function duration(s: number): string {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
-type Member = { standing: string; capacityBytes: number; partitions?: number | null; zone: string };
+// 64-bit counts (`UnsignedInt64`) arrive as strings of digits.
+type Member = { standing: string; capacityBytes: string; partitions?: number | null; zone: string };
 
 // How a node stands in placement, as operators say it.
-function standing(m: Member | undefined, stored: number): string {
+function standing(m: Member | undefined, stored: string): string {
   if (!m) return "—";
   if (m.standing === "OUT") return "out";
   if (m.standing === "OUT_AUTO") return "out (down too long)";
-  if (m.capacityBytes === 0) return stored > 0 || (m.partitions ?? 0) > 0 ? "draining" : "no capacity";
+  if (m.capacityBytes === "0") return stored !== "0" || (m.partitions ?? 0) > 0 ? "draining" : "no capacity";
   return "in";
 }
 
@@ -129,7 +130,7 @@ export function Cluster() {
                 const m = c.layout?.nodes.find((l) => l.id === n.id);
                 const resync =
                   n.blobsToFetch > 0
-                    ? `${n.blobsToFetch} to fetch (${bytes(n.bytesToFetch)}${
+                    ? `${n.blobsToFetch} to fetch (${bytes(Number(n.bytesToFetch))}${
                         n.resyncEtaSeconds != null ? `, ${duration(n.resyncEtaSeconds)} left` : ""
                       })`
                     : n.copiesToGiveUp > 0
@@ -143,7 +144,7 @@ export function Cluster() {
                   <td>{m?.zone ?? "—"}</td>
                   <td>{m?.partitions ?? (c.layout && !c.layout.placement ? "all" : "—")}</td>
                   <td>{n.songCount}</td>
-                  <td>{bytes(n.bytesStored)}</td>
+                  <td>{bytes(Number(n.bytesStored))}</td>
                   <td>{resync}</td>
                   <td>{n.ringPhase ?? "—"}</td>
                   <td>{n.lastAppliedSeq ?? "—"}</td>

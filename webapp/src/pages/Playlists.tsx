@@ -72,7 +72,7 @@ export function Playlists() {
             <Link className="card" to={`/playlists/${p.id}`}>
               <strong>{p.name}</strong>
               <span className="sub">
-                {p.songCount === 1 ? "1 song" : `${p.songCount} songs`} · {formatTime(p.durationMs / 1000)}
+                {p.songCount === 1 ? "1 song" : `${p.songCount} songs`} · {formatTime(Number(p.durationMs) / 1000)}
               </span>
             </Link>
           </li>

@@ -8,14 +8,17 @@ import { useSession } from "../session";
 type Item =
   | { key: string; name: string; state: "queued" }
   | { key: string; name: string; state: "uploading"; progress: number }
-  | { key: string; name: string; state: "done"; title: string }
+  | { key: string; name: string; state: "done"; title: string; duplicate: boolean }
   | { key: string; name: string; state: "failed"; code: string; message: string };
 
 const MUTATION =
-  "mutation($file: Upload!) { uploadSong(file: $file) { id title artist { name } } }";
+  "mutation($file: Upload!) { uploadSong(file: $file) { duplicate song { id title artist { name } } } }";
 
-/** Uploads one file; `onProgress` gets 0..1. Resolves to the song title. */
-export function uploadFile(file: File, token: string | null, onProgress: (p: number) => void): Promise<string> {
+/** What an upload did: the song's title, and whether the file was in the library already. */
+export type Uploaded = { title: string; duplicate: boolean };
+
+/** Uploads one file; `onProgress` gets 0..1. */
+export function uploadFile(file: File, token: string | null, onProgress: (p: number) => void): Promise<Uploaded> {
   return new Promise((resolve, reject) => {
     const form = new FormData();
     form.append("operations", JSON.stringify({ query: MUTATION, variables: { file: null } }));
@@ -31,7 +34,7 @@ export function uploadFile(file: File, token: string | null, onProgress: (p: num
         const body = JSON.parse(xhr.responseText);
         const err = body.errors?.[0];
         if (err) reject({ code: err.extensions?.code ?? "ERROR", message: err.message });
-        else resolve(body.data.uploadSong.title);
+        else resolve({ title: body.data.uploadSong.song.title, duplicate: body.data.uploadSong.duplicate });
       } catch {
         reject({ code: `HTTP_${xhr.status}`, message: xhr.statusText || "Unexpected answer" });
       }
@@ -65,8 +68,10 @@ export function Upload() {
           const { key, name, file } = batch[next++];
           update(key, { key, name, state: "uploading", progress: 0 });
           try {
-            const title = await uploadFile(file, token, (p) => update(key, { key, name, state: "uploading", progress: p }));
-            update(key, { key, name, state: "done", title });
+            const { title, duplicate } = await uploadFile(file, token, (p) =>
+              update(key, { key, name, state: "uploading", progress: p }),
+            );
+            update(key, { key, name, state: "done", title, duplicate });
           } catch (e) {
             const { code, message } = e as { code: string; message: string };
             update(key, { key, name, state: "failed", code, message: EXPLAIN[code] ? `${EXPLAIN[code]} (${message})` : message });
@@ -123,7 +128,12 @@ export function Upload() {
                 {Math.round(it.progress * 100)}%
               </progress>
             )}
-            {it.state === "done" && <span className="ok">✓ {it.title}</span>}
+            {it.state === "done" &&
+              (it.duplicate ? (
+                <span className="sub">already in the library: {it.title}</span>
+              ) : (
+                <span className="ok">✓ {it.title}</span>
+              ))}
             {it.state === "failed" && (
               <span className="error" role="alert">
                 ✗ {it.message}
