@@ -270,6 +270,30 @@ fn page_info(page: &crate::index::Page) -> PageInfo {
 #[derive(Clone)]
 pub struct Song(pub Arc<SongRec>);
 
+/// A song's sort names, as tagged.
+#[derive(SimpleObject)]
+pub struct SortNames {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+    pub album_artist: Option<String>,
+    pub album: Option<String>,
+}
+
+/// An audio stream's properties, as the file reports them.
+#[derive(SimpleObject)]
+pub struct AudioProperties {
+    /// The codec's short name: `mp3`, `aac`, `alac`, `flac`, `vorbis`,
+    /// `opus`, `pcm_s16le`, `pcm_s24be`, ...
+    pub codec: String,
+    /// Average bit rate, kbit/s.
+    pub bitrate_kbps: i32,
+    /// Samples per second, Hz.
+    pub sample_rate: i32,
+    pub channels: i32,
+    /// Bits per sample of a lossless stream; null for lossy codecs.
+    pub bit_depth: Option<i32>,
+}
+
 /// An artist.
 #[derive(Clone)]
 pub struct Artist(pub ArtistRec);
@@ -300,8 +324,45 @@ impl Song {
     async fn album(&self) -> Album {
         Album(self.0.album.clone())
     }
+    /// The track's number on its disc.
     async fn track_number(&self) -> Option<i32> {
         self.0.track_number.and_then(|n| i32::try_from(n).ok())
+    }
+    /// How many tracks the disc has, as tagged.
+    async fn track_total(&self) -> Option<i32> {
+        self.0.track_total.and_then(|n| i32::try_from(n).ok())
+    }
+    async fn disc_number(&self) -> Option<i32> {
+        self.0.disc_number.and_then(|n| i32::try_from(n).ok())
+    }
+    /// How many discs the album has, as tagged.
+    async fn disc_total(&self) -> Option<i32> {
+        self.0.disc_total.and_then(|n| i32::try_from(n).ok())
+    }
+    /// The file says it is part of a compilation (its album is filed under
+    /// its album artist, or "Various Artists").
+    async fn compilation(&self) -> bool {
+        self.0.compilation
+    }
+    /// Sort names, as tagged (null: sort by the name itself).
+    async fn sort_names(&self) -> SortNames {
+        SortNames {
+            title: self.0.title_sort.clone(),
+            artist: self.0.artist_sort.clone(),
+            album_artist: self.0.album_artist_sort.clone(),
+            album: self.0.album_sort.clone(),
+        }
+    }
+    /// The audio stream's properties; null for a song stored before they
+    /// were read.
+    async fn audio(&self) -> Option<AudioProperties> {
+        self.0.audio.as_ref().map(|a| AudioProperties {
+            codec: a.codec.clone(),
+            bitrate_kbps: i32::try_from(a.bitrate_kbps).unwrap_or(i32::MAX),
+            sample_rate: i32::try_from(a.sample_rate).unwrap_or(i32::MAX),
+            channels: i32::try_from(a.channels).unwrap_or(i32::MAX),
+            bit_depth: a.bit_depth.and_then(|d| i32::try_from(d).ok()),
+        })
     }
     async fn year(&self) -> Option<i32> {
         self.0.year.and_then(|n| i32::try_from(n).ok())
@@ -406,6 +467,8 @@ impl Album {
     async fn year(&self) -> Option<i32> {
         self.0.year.and_then(|n| i32::try_from(n).ok())
     }
+    /// The album artist: the artist the album is filed under (its songs may
+    /// have other track artists).
     async fn artist(&self, ctx: &Context<'_>) -> Option<Artist> {
         state(ctx)
             .cluster
@@ -414,7 +477,7 @@ impl Album {
             .cloned()
             .map(Artist)
     }
-    /// The album's songs, in track order; a cursor is a position.
+    /// The album's songs, by disc then track; a cursor is a position.
     #[graphql(
         complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
     )]

@@ -38,7 +38,18 @@ pub struct SongRec {
     pub title: String,
     pub artist: ArtistRec,
     pub album: AlbumRec,
+    /// The album's artist when it is not the track artist.
+    pub album_artist: Option<ArtistRec>,
     pub track_number: Option<u32>,
+    pub track_total: Option<u32>,
+    pub disc_number: Option<u32>,
+    pub disc_total: Option<u32>,
+    pub compilation: bool,
+    pub title_sort: Option<String>,
+    pub artist_sort: Option<String>,
+    pub album_artist_sort: Option<String>,
+    pub album_sort: Option<String>,
+    pub audio: Option<pb::AudioProperties>,
     pub year: Option<u32>,
     pub genre: Option<String>,
     pub duration_ms: u64,
@@ -62,16 +73,33 @@ impl SongRec {
             id: artist.id.parse()?,
             name: artist.name,
         };
+        let album_artist = match song.album_artist {
+            Some(a) => Some(ArtistRec {
+                id: a.id.parse()?,
+                name: a.name,
+            }),
+            None => None,
+        };
         Ok(SongRec {
             id: song.id.parse()?,
             title: song.title,
             album: AlbumRec {
                 id: album.id.parse()?,
                 title: album.title,
-                artist_id: artist.id,
+                artist_id: album_artist.as_ref().map_or(artist.id, |a| a.id),
                 year: album.year,
             },
             artist,
+            album_artist,
+            track_total: song.track_total,
+            disc_number: song.disc_number,
+            disc_total: song.disc_total,
+            compilation: song.compilation,
+            title_sort: song.title_sort,
+            artist_sort: song.artist_sort,
+            album_artist_sort: song.album_artist_sort,
+            album_sort: song.album_sort,
+            audio: song.audio,
             track_number: song.track_number,
             year: song.year,
             genre: song.genre,
@@ -362,16 +390,17 @@ impl Snapshot {
         let mut artists: HashMap<ArtistId, ArtistRec> = HashMap::new();
         let mut albums: HashMap<AlbumId, AlbumRec> = HashMap::new();
         for s in &songs {
-            artists
-                .entry(s.artist.id)
-                .or_insert_with(|| s.artist.clone());
+            for a in std::iter::once(&s.artist).chain(&s.album_artist) {
+                artists.entry(a.id).or_insert_with(|| a.clone());
+            }
             albums.entry(s.album.id).or_insert_with(|| s.album.clone());
         }
         let (song_listing, order) = Listing::build(
             songs
                 .iter()
                 .map(|s| {
-                    let text = format!("{} {} {}", s.title, s.artist.name, s.album.title);
+                    let owner = s.album_artist.as_ref().map_or("", |a| a.name.as_str());
+                    let text = format!("{} {} {} {owner}", s.title, s.artist.name, s.album.title);
                     (sort_key(&s.title, s.id), text)
                 })
                 .collect(),
@@ -423,7 +452,15 @@ impl Snapshot {
             album_songs.entry(s.album.id).or_default().push(i);
         }
         for list in album_songs.values_mut() {
-            list.sort_by_key(|&i| (songs[i].track_number.unwrap_or(u32::MAX), i));
+            // Disc, then track: a disc missing its number counts as the first.
+            list.sort_by_key(|&i| {
+                let s = &songs[i];
+                (
+                    s.disc_number.unwrap_or(1),
+                    s.track_number.unwrap_or(u32::MAX),
+                    i,
+                )
+            });
         }
         let mut artist_albums: HashMap<ArtistId, Vec<usize>> = HashMap::new();
         for (i, a) in albums.iter().enumerate() {

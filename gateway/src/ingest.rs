@@ -89,33 +89,42 @@ pub async fn upload(
         title,
         artist: artist_name,
         album: album_title,
+        album_artist,
     } = rondo_media::names(&info.tags, overrides, Some(&upload.filename));
 
-    // Matched names take the spelling already in the catalog.
-    let (artist_id, artist_name, album_id, album_title) = {
+    // Matched names take the spelling already in the catalog; the album is
+    // the album artist's when there is one.
+    let filing = {
         let snap = state.cluster.snapshot();
         let mut names = state.names.lock().await;
-        let (artist_id, artist_name) = match snap.artist_named(&artist_name) {
+        let mut artist = |name: String| match snap.artist_named(&name) {
             Some(a) => (a.id, a.name.clone()),
             None => (
                 *names
                     .artists
-                    .entry(rondo_core::names::fold(&artist_name))
+                    .entry(rondo_core::names::fold(&name))
                     .or_insert_with(ArtistId::new_random),
-                artist_name,
+                name,
             ),
         };
-        let (album_id, album_title) = match snap.album_named(artist_id, &album_title) {
+        let track_artist = artist(artist_name);
+        let album_artist = album_artist.map(&mut artist);
+        let owner = album_artist.as_ref().unwrap_or(&track_artist).0;
+        let album = match snap.album_named(owner, &album_title) {
             Some(a) => (a.id, a.title.clone()),
             None => (
                 *names
                     .albums
-                    .entry((artist_id, rondo_core::names::fold(&album_title)))
+                    .entry((owner, rondo_core::names::fold(&album_title)))
                     .or_insert_with(AlbumId::new_random),
                 album_title,
             ),
         };
-        (artist_id, artist_name, album_id, album_title)
+        rondo_media::Filing {
+            artist: track_artist,
+            album,
+            album_artist,
+        }
     };
 
     let live = state.cluster.write_targets();
@@ -124,13 +133,7 @@ pub async fn upload(
         .next()
         .ok_or_else(|| Error::Unavailable("no storage node is up".into()))?;
     let song_id = SongId::new_random();
-    let song = rondo_media::song_record(
-        song_id,
-        title,
-        (artist_id, artist_name),
-        (album_id, album_title),
-        info,
-    );
+    let song = rondo_media::song_record(song_id, title, filing, info);
     // A read error ends the stream without `finish`, which the node refuses.
     let chunks = file_chunks(file)
         .take_while(|r| std::future::ready(r.is_ok()))

@@ -51,7 +51,7 @@ pub const MAX_NAME: usize = 500;
 
 /// Every media type [`inspect`] gives a song: the only types a node stores
 /// or serves as audio.
-pub const AUDIO_TYPES: [&str; 7] = [
+pub const AUDIO_TYPES: [&str; 8] = [
     "audio/mpeg",
     "audio/flac",
     "audio/ogg",
@@ -59,7 +59,16 @@ pub const AUDIO_TYPES: [&str; 7] = [
     "audio/mp4",
     "audio/aac",
     "audio/wav",
+    "audio/aiff",
 ];
+
+/// The version of [`inspect`] a song's fields come from
+/// (`rondo.storage.v1.Song.inspected`): raised when it reads more, so that
+/// records made by an older one can be told apart.
+pub const INSPECTION: u32 = 1;
+
+/// The album artist of a compilation that names none.
+pub const VARIOUS_ARTISTS: &str = "Various Artists";
 
 /// Whether `mime_type` is one of [`AUDIO_TYPES`].
 pub fn is_audio_type(mime_type: &str) -> bool {
@@ -102,11 +111,16 @@ pub struct Names {
     pub title: String,
     pub artist: String,
     pub album: String,
+    /// The artist the album is filed under when it is not the track
+    /// artist: the tagged album artist, or [`VARIOUS_ARTISTS`] for a
+    /// compilation without one.
+    pub album_artist: Option<String>,
 }
 
 /// Title, artist and album for an upload: the checked overrides first, then
 /// the file's tags, then (for the title) the file name's stem, then
-/// placeholders; cut to [`MAX_NAME`] characters.
+/// placeholders; cut to [`MAX_NAME`] characters. The album artist comes
+/// from the tags only.
 pub fn names(tags: &Tags, overrides: Overrides, file_name: Option<&str>) -> Names {
     let cut = |s: String| -> String { s.chars().take(MAX_NAME).collect() };
     let stem = file_name
@@ -127,6 +141,21 @@ pub fn names(tags: &Tags, overrides: Overrides, file_name: Option<&str>) -> Name
             .album
             .or_else(|| tags.album.clone())
             .unwrap_or_else(|| "Unknown Album".into())),
+        album_artist: None,
+    }
+    .with_album_artist(tags)
+}
+
+impl Names {
+    fn with_album_artist(mut self, tags: &Tags) -> Names {
+        let album_artist = tags
+            .album_artist
+            .clone()
+            .or_else(|| tags.compilation.then(|| VARIOUS_ARTISTS.to_string()));
+        // The same name as the track artist is no other artist.
+        self.album_artist = album_artist
+            .filter(|a| rondo_core::names::fold(a) != rondo_core::names::fold(&self.artist));
+        self
     }
 }
 
@@ -139,9 +168,31 @@ pub struct Tags {
     pub title: Option<String>,
     pub artist: Option<String>,
     pub album: Option<String>,
+    pub album_artist: Option<String>,
     pub track_number: Option<u32>,
+    pub track_total: Option<u32>,
+    pub disc_number: Option<u32>,
+    pub disc_total: Option<u32>,
     pub year: Option<u32>,
     pub genre: Option<String>,
+    /// Part of a compilation (TCMP, cpil, COMPILATION).
+    pub compilation: bool,
+    pub title_sort: Option<String>,
+    pub artist_sort: Option<String>,
+    pub album_artist_sort: Option<String>,
+    pub album_sort: Option<String>,
+}
+
+/// The audio stream's properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audio {
+    /// Symphonia's short name of the codec ("mp3", "flac", "alac", ...).
+    pub codec: String,
+    pub bitrate_kbps: u32,
+    pub sample_rate: u32,
+    pub channels: u32,
+    /// Bits per sample of a lossless stream.
+    pub bit_depth: Option<u32>,
 }
 
 /// What an accepted file is.
@@ -153,22 +204,33 @@ pub struct MediaInfo {
     pub format: &'static str,
     pub duration_ms: u64,
     pub tags: Tags,
+    pub audio: Audio,
+}
+
+/// Who a song is filed under: its track artist, its album, and the
+/// album's artist when it is another (ids and names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filing {
+    pub artist: (ArtistId, String),
+    pub album: (AlbumId, String),
+    pub album_artist: Option<(ArtistId, String)>,
 }
 
 /// The catalog record of an accepted file (`rondo.storage.v1.Song`): the
-/// title, filed under `artist` and `album` (ids and names), with its tags
-/// and audio properties. The one builder of it, for the gateway's upload
-/// and the node's direct upload; the node fills in the size, the content
-/// hash and the upload time when it commits the song.
-pub fn song_record(
-    id: SongId,
-    title: String,
-    artist: (ArtistId, String),
-    album: (AlbumId, String),
-    info: MediaInfo,
-) -> pb::Song {
-    let (artist_id, artist_name) = artist;
-    let (album_id, album_title) = album;
+/// title, filed as `filing` says, with its tags and audio properties. The
+/// one builder of it, for the gateway's upload and the node's direct
+/// upload; the node fills in the size, the content hash and the upload
+/// time when it commits the song.
+pub fn song_record(id: SongId, title: String, filing: Filing, info: MediaInfo) -> pb::Song {
+    let (artist_id, artist_name) = filing.artist;
+    let (album_id, album_title) = filing.album;
+    let album_artist = filing.album_artist.map(|(id, name)| pb::Artist {
+        id: id.to_string(),
+        name,
+    });
+    let album_artist_id = album_artist
+        .as_ref()
+        .map_or_else(|| artist_id.to_string(), |a| a.id.clone());
     let tags = info.tags;
     pb::Song {
         id: id.to_string(),
@@ -180,14 +242,31 @@ pub fn song_record(
         album: Some(pb::Album {
             id: album_id.to_string(),
             title: album_title,
-            artist_id: artist_id.to_string(),
+            artist_id: album_artist_id,
             year: tags.year,
         }),
+        album_artist,
         track_number: tags.track_number,
+        track_total: tags.track_total,
+        disc_number: tags.disc_number,
+        disc_total: tags.disc_total,
+        compilation: tags.compilation,
+        title_sort: tags.title_sort,
+        artist_sort: tags.artist_sort,
+        album_artist_sort: tags.album_artist_sort,
+        album_sort: tags.album_sort,
         year: tags.year,
         genre: tags.genre,
         duration_ms: info.duration_ms,
         mime_type: info.mime_type.to_string(),
+        audio: Some(pb::AudioProperties {
+            codec: info.audio.codec,
+            bitrate_kbps: info.audio.bitrate_kbps,
+            sample_rate: info.audio.sample_rate,
+            channels: info.audio.channels,
+            bit_depth: info.audio.bit_depth,
+        }),
+        inspected: INSPECTION,
         ..Default::default()
     }
 }
@@ -204,9 +283,54 @@ fn clean(s: Option<std::borrow::Cow<'_, str>>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Inspects the file: recognises the format, reads tags and duration, and
-/// checks the audio stream end to end. Blocking; run it off the async runtime.
+/// The Windows Media (ASF) header object's GUID, which WMA files open with.
+const ASF_GUID: [u8; 16] = [
+    0x30, 0x26, 0xB2, 0x75, 0x8E, 0x66, 0xCF, 0x11, 0xA6, 0xD9, 0x00, 0xAA, 0x00, 0x62, 0xCE, 0x6C,
+];
+
+/// What a file that is not audio is, by its magic bytes ("JPEG image",
+/// "PDF document"), for the refusal; `None` for anything that may be
+/// audio. Checked before the audio probe, which finds an MPEG frame sync
+/// inside many other files.
+fn not_audio(head: &[u8]) -> Option<String> {
+    if head.starts_with(&ASF_GUID) {
+        return Some("Windows Media (ASF/WMA) file".into());
+    }
+    let found = infer::get(head)?;
+    let kind = match found.matcher_type() {
+        infer::MatcherType::Image => "image",
+        infer::MatcherType::Archive => "archive",
+        infer::MatcherType::Doc => "document",
+        infer::MatcherType::Book => "e-book",
+        infer::MatcherType::Font => "font",
+        infer::MatcherType::App => "program",
+        infer::MatcherType::Text => "text file",
+        _ => return None,
+    };
+    Some(match found.extension() {
+        "jpg" => format!("JPEG {kind}"),
+        // infer files PDF among archives.
+        "pdf" => "PDF document".to_string(),
+        ext => format!("{} {kind}", ext.to_uppercase()),
+    })
+}
+
+/// A tag's number (a track or disc count), if it is a plausible one.
+fn count(n: Option<u32>) -> Option<u32> {
+    n.filter(|n| (1..=9999).contains(n))
+}
+
+/// Inspects the file: recognises the format, reads tags, duration and
+/// audio properties, and checks the audio stream end to end. Blocking; run
+/// it off the async runtime.
 pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(Error::io("rewind upload"))?;
+    let mut head = [0u8; 64];
+    let n = read_head(file, &mut head).map_err(Error::io("read upload"))?;
+    if let Some(what) = not_audio(&head[..n]) {
+        return Err(unsupported(format!("{what}, not audio")));
+    }
     file.seek(SeekFrom::Start(0))
         .map_err(Error::io("rewind upload"))?;
     let probe = lofty::probe::Probe::new(BufReader::new(&mut *file))
@@ -217,9 +341,10 @@ pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
         Some(FileType::Flac) => ("audio/flac", "FLAC", "flac"),
         Some(FileType::Vorbis) => ("audio/ogg", "Ogg Vorbis", "ogg"),
         Some(FileType::Opus) => ("audio/ogg; codecs=opus", "Ogg Opus", "opus"),
-        Some(FileType::Mp4) => ("audio/mp4", "MP4/AAC", "m4a"),
+        Some(FileType::Mp4) => ("audio/mp4", "MP4", "m4a"),
         Some(FileType::Aac) => ("audio/aac", "AAC", "aac"),
         Some(FileType::Wav) => ("audio/wav", "WAV", "wav"),
+        Some(FileType::Aiff) => ("audio/aiff", "AIFF", "aiff"),
         Some(other) => return Err(unsupported(format!("{other:?} files are not supported"))),
         None => return Err(unsupported("not a recognised audio format")),
     };
@@ -228,34 +353,96 @@ pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
         .map_err(|e| unsupported(format!("{format}: {e}")))?;
     let mut tags = Tags::default();
     if let Some(tag) = tagged.primary_tag().or_else(|| tagged.first_tag()) {
+        let text = |key: ItemKey| clean(tag.get_string(key).map(std::borrow::Cow::Borrowed));
         tags.title = clean(tag.title());
         tags.artist = clean(tag.artist());
         tags.album = clean(tag.album());
         tags.genre = clean(tag.genre());
-        tags.track_number = tag.track();
+        tags.album_artist = text(ItemKey::AlbumArtist);
+        tags.track_number = count(tag.track());
+        tags.track_total = count(tag.track_total());
+        tags.disc_number = count(tag.disk());
+        tags.disc_total = count(tag.disk_total());
         tags.year = tag.date().map(|d| u32::from(d.year));
+        tags.compilation = tag
+            .get_string(ItemKey::FlagCompilation)
+            .is_some_and(|v| matches!(v.trim(), "1" | "true" | "True" | "TRUE"));
+        tags.title_sort = text(ItemKey::TrackTitleSortOrder);
+        tags.artist_sort = text(ItemKey::TrackArtistSortOrder);
+        tags.album_artist_sort = text(ItemKey::AlbumArtistSortOrder);
+        tags.album_sort = text(ItemKey::AlbumTitleSortOrder);
     }
-    let lofty_ms = u64::try_from(tagged.properties().duration().as_millis()).unwrap_or(u64::MAX);
+    let props = tagged.properties();
+    let lofty_ms = u64::try_from(props.duration().as_millis()).unwrap_or(u64::MAX);
+    let mut audio = Audio {
+        codec: String::new(),
+        bitrate_kbps: props
+            .audio_bitrate()
+            .or(props.overall_bitrate())
+            .unwrap_or(0),
+        sample_rate: props.sample_rate().unwrap_or(0),
+        channels: props.channels().map_or(0, u32::from),
+        bit_depth: props.bit_depth().map(u32::from),
+    };
 
     file.seek(SeekFrom::Start(0))
         .map_err(Error::io("rewind upload"))?;
-    let checked_ms = check_stream(file, ext, format)?;
+    let checked = check_stream(file, ext, format)?;
+    audio.codec = checked.codec;
+    if audio.sample_rate == 0 {
+        audio.sample_rate = checked.sample_rate.unwrap_or(0);
+    }
+    if audio.channels == 0 {
+        audio.channels = checked.channels.unwrap_or(0);
+    }
+    if audio.bit_depth.is_none() && is_lossless(&audio.codec) {
+        audio.bit_depth = checked.bit_depth;
+    }
     let duration_ms = if lofty_ms > 0 {
         lofty_ms
     } else {
-        checked_ms.unwrap_or(0)
+        checked.duration_ms.unwrap_or(0)
     };
     Ok(MediaInfo {
         mime_type,
         format,
         duration_ms,
         tags,
+        audio,
     })
 }
 
-/// Demuxes every packet and decodes the first ones. Returns the duration the
-/// packets add up to, when the time base is known.
-fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Option<u64>> {
+/// Whether a codec keeps every sample (bit depth means something).
+fn is_lossless(codec: &str) -> bool {
+    codec == "flac" || codec == "alac" || codec.starts_with("pcm")
+}
+
+/// Reads up to `buf.len()` bytes from the start of the file.
+fn read_head(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// What demuxing the whole stream found.
+struct Checked {
+    /// The duration the packets add up to, when the time base is known.
+    duration_ms: Option<u64>,
+    /// Symphonia's short name of the codec.
+    codec: String,
+    sample_rate: Option<u32>,
+    channels: Option<u32>,
+    bit_depth: Option<u32>,
+}
+
+/// Demuxes every packet and decodes the first ones.
+fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Checked> {
     let clone = file.try_clone().map_err(Error::io("reopen upload"))?;
     let mss = MediaSourceStream::new(Box::new(clone), Default::default());
     let mut hint = Hint::new();
@@ -275,6 +462,9 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
         .ok_or_else(|| unsupported(format!("{format}: no audio track")))?;
     let track_id = track.id;
     let params = track.codec_params.clone();
+    let codec = symphonia::default::get_codecs()
+        .get_codec(params.codec)
+        .map_or_else(|| ext.to_string(), |d| d.short_name.to_string());
     // Symphonia has no Opus decoder: Opus files are demuxed but not decoded.
     let mut decoder =
         match symphonia::default::get_codecs().make(&params, &DecoderOptions::default()) {
@@ -320,10 +510,16 @@ fn check_stream(file: &mut std::fs::File, ext: &str, format: &str) -> Result<Opt
             )));
         }
     }
-    Ok(params
-        .sample_rate
-        .filter(|r| *r > 0)
-        .map(|rate| frames.saturating_mul(1000) / u64::from(rate)))
+    Ok(Checked {
+        duration_ms: params
+            .sample_rate
+            .filter(|r| *r > 0)
+            .map(|rate| frames.saturating_mul(1000) / u64::from(rate)),
+        codec,
+        sample_rate: params.sample_rate,
+        channels: params.channels.and_then(|c| u32::try_from(c.count()).ok()),
+        bit_depth: params.bits_per_sample,
+    })
 }
 
 #[cfg(test)]
@@ -411,6 +607,67 @@ mod tests {
         }
         assert!(!is_audio_type("text/html"));
         assert!(!is_audio_type("audio/wav; x=<script>"));
+    }
+
+    #[test]
+    fn other_files_are_refused_by_what_they_are() {
+        let mut jpeg = vec![
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0,
+        ];
+        jpeg.extend(std::iter::repeat_n(0xFFu8, 4096));
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend([0u8; 64]);
+        let mut wma = ASF_GUID.to_vec();
+        wma.extend([0u8; 64]);
+        let mut pdf = b"%PDF-1.7\n".to_vec();
+        pdf.extend([b' '; 64]);
+        for (bytes, what) in [
+            (jpeg, "JPEG image"),
+            (png, "PNG image"),
+            (wma, "Windows Media (ASF/WMA) file"),
+            (pdf, "PDF document"),
+        ] {
+            let err = check(&bytes).unwrap_err();
+            assert!(
+                matches!(&err, Error::Unsupported(m) if m == &format!("{what}, not audio")),
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn wav_properties_are_read() {
+        let info = check(&wav(1.0)).unwrap();
+        assert_eq!(
+            info.audio,
+            Audio {
+                codec: "pcm_s16le".into(),
+                bitrate_kbps: 128,
+                sample_rate: 8000,
+                channels: 1,
+                bit_depth: Some(16),
+            }
+        );
+    }
+
+    #[test]
+    fn the_album_artist_is_tagged_or_various_for_a_compilation() {
+        let tagged = |album_artist: Option<&str>, compilation: bool| Tags {
+            artist: Some("Guest".into()),
+            album_artist: album_artist.map(str::to_string),
+            compilation,
+            ..Tags::default()
+        };
+        let owner = |t: Tags| names(&t, Overrides::default(), None).album_artist;
+        assert_eq!(owner(tagged(Some("Host"), false)), Some("Host".into()));
+        assert_eq!(owner(tagged(Some("Host"), true)), Some("Host".into()));
+        assert_eq!(owner(tagged(None, true)), Some(VARIOUS_ARTISTS.to_string()));
+        assert_eq!(owner(tagged(None, false)), None);
+        assert_eq!(
+            owner(tagged(Some(" GUEST "), false)),
+            None,
+            "the track artist"
+        );
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub enum Error {
     /// one in force where its entry was ordered: its owners changed.
     #[error("the song was copied under placement {copied}, but placement {applied} is in force")]
     StalePlacement { copied: u64, applied: u64 },
+    /// An upsert proposed as a duplicate without its bytes copied found no
+    /// song with its bytes when it was applied (deleted meanwhile).
+    #[error("no song has these bytes any more")]
+    NotDuplicate,
     /// The node cannot take writes now (the reason says why).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -154,7 +158,9 @@ impl From<Error> for tonic::Status {
                 rondo_ring::Refusal::StillOwns(_) | rondo_ring::Refusal::NotRetired { .. },
             ) => Code::AlreadyExists,
             Error::LayoutRefused(_) => Code::FailedPrecondition,
-            Error::Unavailable(_) | Error::StalePlacement { .. } => Code::Unavailable,
+            Error::Unavailable(_) | Error::StalePlacement { .. } | Error::NotDuplicate => {
+                Code::Unavailable
+            }
             Error::Db(_)
             | Error::Io { .. }
             | Error::Corrupt { .. }

@@ -40,9 +40,11 @@ pub enum Committed {
 /// and commits the song through the ring. If a new placement was ordered
 /// between the copy and the entry (`StalePlacement`), the bytes are copied
 /// to the new owners and the song proposed again, within the write
-/// timeout. Bytes that are already a song's are that song: answered at
-/// once when this node's catalog has it, else when the ring orders the
-/// other first. On any failure the blob is released unless a song uses it.
+/// timeout. Bytes that are already a song's are that song, as the ring
+/// orders it: when this node's catalog has them the song is proposed
+/// without copying them first (as that duplicate only; copied and proposed
+/// again if a delete was ordered first). On any failure the blob is
+/// released unless a song uses it.
 pub async fn commit_song(
     state: &Arc<NodeState>,
     mut song: pb::Song,
@@ -53,15 +55,12 @@ pub async fn commit_song(
     song.created_at_ms = i64::try_from(crate::clock::unix_now_ms()).unwrap_or(i64::MAX);
     let hash = staged.hash;
     let st = state.clone();
-    if let Some(existing) =
-        tokio::task::spawn_blocking(move || st.store.song_with_hash(&hash)).await??
-    {
-        // The staged file goes with its handle.
-        tracing::info!(song = %existing.id, %hash, "upload is already a song");
-        return Ok(Committed::Duplicate {
-            song: Box::new(existing),
-        });
-    }
+    // Bytes this node's catalog has as a song are proposed without being
+    // copied, as that duplicate only: the ring's order says whether the
+    // song still has them (a delete may be ordered first).
+    let mut maybe_duplicate = tokio::task::spawn_blocking(move || st.store.song_with_hash(&hash))
+        .await??
+        .is_some();
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
     let release = || async {
@@ -71,14 +70,19 @@ pub async fn commit_song(
     };
     let deadline = tokio::time::Instant::now() + state.ring.write_timeout();
     let outcome = loop {
-        // The song is proposed only once its bytes are on W owners.
-        let epoch = match crate::replication::quorum::replicate_to_owners(state, hash).await {
-            Ok(epoch) => epoch,
-            Err(e) => break Err(e),
+        // A new song is proposed only once its bytes are on W owners.
+        let epoch = if maybe_duplicate {
+            0
+        } else {
+            match crate::replication::quorum::replicate_to_owners(state, hash).await {
+                Ok(epoch) => epoch,
+                Err(e) => break Err(e),
+            }
         };
         let update = pb::CatalogUpdate {
             change: Some(pb::catalog_update::Change::Upsert(song.clone())),
             placement_epoch: epoch,
+            only_if_duplicate: maybe_duplicate,
             ..Default::default()
         };
         match state.ring.propose(update).await {
@@ -86,6 +90,12 @@ pub async fn commit_song(
                 if tokio::time::Instant::now() < deadline =>
             {
                 tracing::info!(%hash, copied, applied, "placement changed under an upload: copying again");
+            }
+            Ok(Applied::Rejected(Error::NotDuplicate))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::info!(%hash, "the song with these bytes was deleted: storing them anew");
+                maybe_duplicate = false;
             }
             other => break other,
         }
@@ -133,7 +143,9 @@ fn refuse_error(e: &Error) -> Response {
     let code = match e {
         Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
         Error::SongExists(_) | Error::SongDeleted(_) => ErrorCode::Conflict,
-        Error::Unavailable(_) | Error::StalePlacement { .. } => ErrorCode::Unavailable,
+        Error::Unavailable(_) | Error::StalePlacement { .. } | Error::NotDuplicate => {
+            ErrorCode::Unavailable
+        }
         Error::Invalid { .. } | Error::Domain(_) | Error::HashMismatch { .. } => {
             ErrorCode::BadUserInput
         }
@@ -278,13 +290,13 @@ async fn receive(
         Err(refused) => return *refused,
     };
     let names = rondo_media::names(&info.tags, overrides, grant.name.as_deref());
-    let song = rondo_media::song_record(
-        song,
-        names.title,
-        (ArtistId::new_random(), names.artist),
-        (AlbumId::new_random(), names.album),
-        info,
-    );
+    // Fresh ids: the names decide when the song is applied.
+    let filing = rondo_media::Filing {
+        artist: (ArtistId::new_random(), names.artist),
+        album: (AlbumId::new_random(), names.album),
+        album_artist: names.album_artist.map(|a| (ArtistId::new_random(), a)),
+    };
+    let song = rondo_media::song_record(song, names.title, filing, info);
     match commit_song(state, song, staged).await {
         Ok(Committed::New { song, seq }) => (
             StatusCode::CREATED,

@@ -126,6 +126,51 @@ pub struct Song {
     /// Unix milliseconds when the song was stored.
     #[prost(int64, tag = "12")]
     pub created_at_ms: i64,
+    /// The artist the album is filed under (ALBUMARTIST, TPE2, aART; "Various
+    /// Artists" for a compilation without one); absent: the track artist.
+    /// `album.artist_id` is this artist's id.
+    #[prost(message, optional, tag = "13")]
+    pub album_artist: ::core::option::Option<Artist>,
+    #[prost(uint32, optional, tag = "14")]
+    pub disc_number: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "15")]
+    pub disc_total: ::core::option::Option<u32>,
+    #[prost(uint32, optional, tag = "16")]
+    pub track_total: ::core::option::Option<u32>,
+    /// The file says it is part of a compilation (TCMP, cpil, COMPILATION).
+    #[prost(bool, tag = "17")]
+    pub compilation: bool,
+    /// Sort names, as tagged (TSOT, TSOP, TSO2, TSOA and their kin).
+    #[prost(string, optional, tag = "18")]
+    pub title_sort: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "19")]
+    pub artist_sort: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "20")]
+    pub album_artist_sort: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "21")]
+    pub album_sort: ::core::option::Option<::prost::alloc::string::String>,
+    /// Audio properties, as the file reports them.
+    #[prost(message, optional, tag = "22")]
+    pub audio: ::core::option::Option<AudioProperties>,
+    /// The version of the media inspection that filled the fields above
+    /// (0: a record from before they existed).
+    #[prost(uint32, tag = "23")]
+    pub inspected: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AudioProperties {
+    /// The codec, by symphonia's short name ("mp3", "flac", "aac", "alac",
+    /// "vorbis", "opus", "pcm_s16le", ...).
+    #[prost(string, tag = "1")]
+    pub codec: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub bitrate_kbps: u32,
+    #[prost(uint32, tag = "3")]
+    pub sample_rate: u32,
+    #[prost(uint32, tag = "4")]
+    pub channels: u32,
+    #[prost(uint32, optional, tag = "5")]
+    pub bit_depth: ::core::option::Option<u32>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SongHeader {
@@ -570,6 +615,12 @@ pub struct CatalogUpdate {
     /// proposer copies again and proposes again.
     #[prost(uint64, tag = "10")]
     pub placement_epoch: u64,
+    /// For an upsert whose bytes were not copied because the proposer's
+    /// catalog has a song with them: apply it only as that duplicate. Refused
+    /// at apply (`NotDuplicate`) if no song has the bytes by then (deleted
+    /// meanwhile); the proposer copies them and proposes again.
+    #[prost(bool, tag = "11")]
+    pub only_if_duplicate: bool,
     #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }

@@ -95,34 +95,75 @@ pub(super) fn song_with_hash(
     }
 }
 
-/// Files a song under the artist and album already known by its names
-/// (case-insensitively), taking their records; or registers its own.
-/// Returns the artist and album ids it is filed under.
-fn file_by_name(txn: &redb::WriteTransaction, song: &mut pb::Song) -> Result<(u128, u128)> {
-    let (Some(artist), Some(album)) = (song.artist.as_mut(), song.album.as_mut()) else {
-        return Err(Error::Invalid {
-            what: "song has no artist or album",
-        });
-    };
+/// The artist known by this name (folded), taking its record, or this one
+/// registered under its own id. Returns the artist's key.
+fn artist_by_name(txn: &redb::WriteTransaction, artist: &mut pb::Artist) -> Result<u128> {
     let mut artist_names = txn.open_table(ARTIST_NAMES)?;
     let folded = fold(&artist.name);
     let known = artist_names.get(folded.as_str())?.map(|g| g.value());
-    let artist_id = match known {
+    match known {
         Some(id) => {
             if let Some(record) = txn.open_table(ARTISTS)?.get(id)? {
                 *artist = decode("artists", record.value())?;
             }
-            id
+            Ok(id)
         }
         None => {
             let id = uuid_key(&artist.id)?;
             artist_names.insert(folded.as_str(), id)?;
-            id
+            Ok(id)
         }
+    }
+}
+
+/// The keys a song is filed under: its track artist, the album's artist
+/// when it is another, and the album.
+struct Filed {
+    artist: u128,
+    album_artist: Option<u128>,
+    album: u128,
+}
+
+impl Filed {
+    /// Every artist and album key the song counts as a reference of.
+    fn keys(&self) -> impl Iterator<Item = u128> + use<> {
+        [Some(self.artist), self.album_artist, Some(self.album)]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// Files a song under the artists and album already known by its names
+/// (case-insensitively), taking their records, or registers its own: the
+/// track artist, the album artist (when the song names one), and the album
+/// under the album artist (else the track artist). An album artist that
+/// turns out to be the track artist is dropped.
+fn file_by_name(txn: &redb::WriteTransaction, song: &mut pb::Song) -> Result<Filed> {
+    let (Some(artist), Some(_)) = (song.artist.as_mut(), song.album.as_ref()) else {
+        return Err(Error::Invalid {
+            what: "song has no artist or album",
+        });
     };
-    album.artist_id = artist.id.clone();
+    let artist_id = artist_by_name(txn, artist)?;
+    let artist_text = artist.id.clone();
+    let mut album_artist = None;
+    if let Some(owner) = song.album_artist.as_mut() {
+        let id = artist_by_name(txn, owner)?;
+        if id == artist_id {
+            song.album_artist = None;
+        } else {
+            album_artist = Some((id, owner.id.clone()));
+        }
+    }
+    let (owner_id, owner_text) = album_artist.clone().unwrap_or((artist_id, artist_text));
+    let Some(album) = song.album.as_mut() else {
+        return Err(Error::Invalid {
+            what: "song has no album",
+        });
+    };
+    album.artist_id = owner_text;
     let mut album_names = txn.open_table(ALBUM_NAMES)?;
-    let key = album_name_key(artist_id, &album.title);
+    let key = album_name_key(owner_id, &album.title);
     let known = album_names.get(key.as_str())?.map(|g| g.value());
     let album_id = match known {
         Some(id) => {
@@ -137,7 +178,11 @@ fn file_by_name(txn: &redb::WriteTransaction, song: &mut pb::Song) -> Result<(u1
             id
         }
     };
-    Ok((artist_id, album_id))
+    Ok(Filed {
+        artist: artist_id,
+        album_artist: album_artist.map(|(id, _)| id),
+        album: album_id,
+    })
 }
 
 /// Removes a name entry if it still names `id`.
@@ -213,6 +258,7 @@ impl Store {
                 let placed = Placed {
                     origin: &update.origin,
                     epoch: update.placement_epoch,
+                    only_if_duplicate: update.only_if_duplicate,
                 };
                 self.upsert_song(txn, &mut meta, seq, song, placed, layout)
             }
@@ -282,6 +328,10 @@ impl Store {
                 None,
             ));
         }
+        if placed.only_if_duplicate {
+            // Its bytes were never copied: it can only be that duplicate.
+            return Ok((Applied::Rejected(Error::NotDuplicate), None));
+        }
         let applied = layout.map_or(0, rondo_ring::Layout::placement_epoch);
         if placed.epoch != applied {
             let stale = Error::StalePlacement {
@@ -290,23 +340,26 @@ impl Store {
             };
             return Ok((Applied::Rejected(stale), None));
         }
-        let (artist_id, album_id) = file_by_name(txn, &mut song)?;
+        let filed = file_by_name(txn, &mut song)?;
         let origin: NodeId = placed.origin.parse()?;
         let held = self.reference_blob(txn, meta, seq, hash, origin, layout)?;
         let mut refs = txn.open_table(REFS)?;
-        for key in [artist_id, album_id] {
+        for key in filed.keys() {
             let n = refs.get(key)?.map_or(0, |g| g.value());
             refs.insert(key, n + 1)?;
         }
-        let artist = song.artist.clone().unwrap_or_default();
-        let album = song.album.clone().unwrap_or_default();
         let mut artists = txn.open_table(ARTISTS)?;
-        if artists.get(artist_id)?.is_none() {
-            artists.insert(artist_id, artist.encode_to_vec().as_slice())?;
+        let owner = song.album_artist.clone().zip(filed.album_artist);
+        let track = song.artist.clone().map(|a| (a, filed.artist));
+        for (artist, key) in [track, owner].into_iter().flatten() {
+            if artists.get(key)?.is_none() {
+                artists.insert(key, artist.encode_to_vec().as_slice())?;
+            }
         }
+        let album = song.album.clone().unwrap_or_default();
         let mut albums = txn.open_table(ALBUMS)?;
-        if albums.get(album_id)?.is_none() {
-            albums.insert(album_id, album.encode_to_vec().as_slice())?;
+        if albums.get(filed.album)?.is_none() {
+            albums.insert(filed.album, album.encode_to_vec().as_slice())?;
         }
         songs.insert(song_id, song.encode_to_vec().as_slice())?;
         drop(hashes);
@@ -384,6 +437,8 @@ impl Store {
 struct Placed<'a> {
     origin: &'a str,
     epoch: u64,
+    /// Not copied at all: the proposer expects a duplicate.
+    only_if_duplicate: bool,
 }
 
 /// A song update's ids, checked: the song's key and its content hash.
@@ -397,9 +452,16 @@ fn check_song(song: &pb::Song) -> Result<(u128, ContentHash)> {
     })?;
     artist.id.parse::<ArtistId>()?;
     album.id.parse::<AlbumId>()?;
-    if album.artist_id != artist.id {
+    let owner = match &song.album_artist {
+        Some(a) => {
+            a.id.parse::<ArtistId>()?;
+            &a.id
+        }
+        None => &artist.id,
+    };
+    if album.artist_id != *owner {
         return Err(Error::Invalid {
-            what: "album artist differs from song artist",
+            what: "the album's artist is neither the album artist nor the song's",
         });
     }
     Ok((song_id, song.content_hash.parse()?))
@@ -463,16 +525,20 @@ fn delete_song(
 fn release_names(txn: &redb::WriteTransaction, song: &pb::Song) -> Result<()> {
     let artist = song.artist.clone().unwrap_or_default();
     let album = song.album.clone().unwrap_or_default();
-    let artist_key = uuid_key(&artist.id).unwrap_or_default();
-    let records = [
+    let owner_key = uuid_key(&album.artist_id).unwrap_or_default();
+    let mut records = vec![
         (
             album.id,
             ALBUMS,
             ALBUM_NAMES,
-            album_name_key(artist_key, &album.title),
+            album_name_key(owner_key, &album.title),
         ),
         (artist.id, ARTISTS, ARTIST_NAMES, fold(&artist.name)),
     ];
+    if let Some(owner) = song.album_artist.clone() {
+        let name = fold(&owner.name);
+        records.push((owner.id, ARTISTS, ARTIST_NAMES, name));
+    }
     let mut refs = txn.open_table(REFS)?;
     for (id, table, names, name) in records {
         let Ok(k) = uuid_key(&id) else { continue };
@@ -620,6 +686,37 @@ mod tests {
             vec![2, 3]
         );
         assert_eq!(store.ring_applied().unwrap().0, 7);
+    }
+
+    #[tokio::test]
+    async fn an_upload_proposed_as_a_duplicate_is_refused_once_the_song_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let me = NodeId::new_random();
+        let a = SongId::new_random();
+        store.put_blob(staged(&store, b"kept").await).unwrap();
+        store
+            .apply_update(1, &upsert(song(a), b"kept", me), None)
+            .unwrap();
+        let as_duplicate = |id: SongId| {
+            let mut u =
+                pb::CatalogUpdate::decode(upsert(song(id), b"kept", me).as_slice()).unwrap();
+            u.only_if_duplicate = true;
+            u.encode_to_vec()
+        };
+        let dup = store
+            .apply_update(2, &as_duplicate(SongId::new_random()), None)
+            .unwrap();
+        assert!(matches!(dup, Applied::Duplicate { .. }), "{dup:?}");
+        store.apply_update(3, &delete(a), None).unwrap();
+        let gone = store
+            .apply_update(4, &as_duplicate(SongId::new_random()), None)
+            .unwrap();
+        assert!(
+            matches!(gone, Applied::Rejected(Error::NotDuplicate)),
+            "{gone:?}"
+        );
+        assert_eq!(store.stats().unwrap().song_count, 0, "nothing was added");
     }
 
     #[tokio::test]

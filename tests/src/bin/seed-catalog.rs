@@ -7,9 +7,13 @@
 //! Names are made from a fixed syllable table with a seeded generator, so two
 //! runs with the same arguments load the same catalog.
 //!
-//! Usage: `seed-catalog DEV_DATA_DIR SONGS [CONCURRENCY]`: the first node
-//! of a `rondo dev` deployment, called as its gateway (its cluster
-//! certificate: internal gRPC is mutual TLS).
+//! Usage: `seed-catalog DEV_DATA_DIR SONGS [CONCURRENCY] [CJK_SONGS]`: the
+//! first node of a `rondo dev` deployment, called as its gateway (its
+//! cluster certificate: internal gRPC is mutual TLS). `CJK_SONGS` more
+//! songs get Japanese and Chinese titles and artists (no spaces between
+//! words), and 2,000 distinct one- to three-character pieces of those
+//! titles are written to `DEV_DATA_DIR/cjk-queries.txt`, one per line, for
+//! the benchmark to search for.
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
@@ -21,6 +25,13 @@ const SYLLABLES: &[&str] = &[
     "ka", "lo", "mi", "ra", "sen", "tor", "vel", "an", "bri", "co", "dun", "el", "fa", "gor",
     "hal", "is", "jun", "ke", "lum", "mor", "nu", "ost", "pe", "quin", "ri", "sa", "tem", "ul",
     "vor", "wen", "xa", "yo", "zel", "ber", "cal", "dra",
+];
+
+/// Characters of the CJK names: kanji, hiragana and katakana.
+const CJK: &[&str] = &[
+    "東", "京", "大", "阪", "夜", "空", "海", "星", "光", "風", "雨", "雪", "花", "春", "夏", "秋",
+    "冬", "愛", "恋", "心", "夢", "歌", "声", "月", "日", "山", "川", "森", "町", "道", "の", "と",
+    "に", "を", "さ", "く", "ら", "あ", "い", "う", "ア", "イ", "ス", "タ", "ワ", "ー", "ロ", "ン",
 ];
 
 /// A small deterministic generator (SplitMix64), enough for names.
@@ -52,6 +63,12 @@ impl Gen {
         let n = min + self.next() % (max - min + 1);
         (0..n).map(|_| self.word()).collect::<Vec<_>>().join(" ")
     }
+
+    /// A CJK name of `min` to `max` characters, without spaces.
+    fn cjk(&mut self, min: u64, max: u64) -> String {
+        let n = min + self.next() % (max - min + 1);
+        (0..n).map(|_| self.pick(CJK)).collect()
+    }
 }
 
 #[tokio::main]
@@ -68,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
         .get(3)
         .map_or(Ok(16), |c| c.parse())
         .context("CONCURRENCY")?;
+    let cjk: u64 = args
+        .get(4)
+        .map_or(Ok(0), |c| c.parse())
+        .context("CJK_SONGS")?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = rondo_proto::mtls::ClusterTls::from_files(
         &dir.join("tls/cluster-ca.pem"),
@@ -102,6 +123,59 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .collect();
+    // The CJK songs: 10 per album, 5 albums per artist, like the others.
+    let cjk_albums_n = cjk.div_ceil(10);
+    let cjk_artists: Vec<pb::Artist> = (0..cjk_albums_n.div_ceil(5))
+        .map(|_| pb::Artist {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: g.cjk(2, 5),
+        })
+        .collect();
+    let cjk_albums: Vec<pb::Album> = (0..cjk_albums_n)
+        .map(|i| {
+            let artist = &cjk_artists[(i / 5) as usize];
+            pb::Album {
+                id: uuid::Uuid::new_v4().to_string(),
+                title: g.cjk(2, 6),
+                artist_id: artist.id.clone(),
+                year: Some(1960 + (g.next() % 65) as u32),
+            }
+        })
+        .collect();
+    let cjk_titles: Vec<String> = (0..cjk).map(|_| g.cjk(3, 10)).collect();
+    if cjk > 0 {
+        let mut queries = std::collections::BTreeSet::new();
+        let mut tries = 0;
+        while queries.len() < 2000 && tries < 1_000_000 {
+            tries += 1;
+            let title: Vec<char> = cjk_titles[(g.next() % cjk) as usize].chars().collect();
+            let len = (1 + g.next() % 3) as usize;
+            if title.len() < len {
+                continue;
+            }
+            let at = (g.next() % (title.len() - len + 1) as u64) as usize;
+            queries.insert(title[at..at + len].iter().collect::<String>());
+        }
+        let text: String = queries.into_iter().map(|q| q + "\n").collect();
+        std::fs::write(dir.join("cjk-queries.txt"), text).context("write cjk-queries.txt")?;
+    }
+    let cjk_songs = cjk_titles.into_iter().enumerate().map(|(i, title)| {
+        let i = i as u64;
+        let album = &cjk_albums[(i / 10) as usize];
+        let artist = &cjk_artists[(i / 50) as usize];
+        pb::Song {
+            id: uuid::Uuid::new_v4().to_string(),
+            title,
+            artist: Some(artist.clone()),
+            album: Some(album.clone()),
+            track_number: Some((i % 10 + 1) as u32),
+            year: album.year,
+            genre: Some("J-Pop".into()),
+            duration_ms: 180_000,
+            mime_type: "audio/wav".into(),
+            ..Default::default()
+        }
+    });
     let songs: Vec<pb::Song> = (0..count)
         .map(|i| {
             let album = &albums[(i / 10) as usize];
@@ -122,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             }
         })
+        .chain(cjk_songs)
         .collect();
 
     let started = std::time::Instant::now();
@@ -152,8 +227,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "loaded {done} songs, {} albums, {} artists in {:.1} s",
-        albums.len(),
-        artists.len(),
+        albums.len() + cjk_albums.len(),
+        artists.len() + cjk_artists.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -118,3 +118,281 @@ async fn the_same_file_is_one_song_however_it_is_sent() {
     assert_ne!(again, first);
     assert_eq!(song_count(&cluster.admin, "").await, 6);
 }
+
+/// Makes a one-second tone with ffmpeg (Debian's, installed by `.ci/run`):
+/// `codec` args, then `-metadata` pairs.
+fn ffmpeg(path: &std::path::Path, freq: u32, codec: &[&str], tags: &[(&str, &str)]) {
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency={freq}:duration=1"))
+        .args(codec);
+    for (k, v) in tags {
+        cmd.arg("-metadata").arg(format!("{k}={v}"));
+    }
+    let status = cmd
+        .arg("-y")
+        .arg(path)
+        .status()
+        .expect("ffmpeg is missing: .ci/run installs it (apt-get install ffmpeg)");
+    assert!(status.success(), "ffmpeg made no {}", path.display());
+}
+
+/// Songs of an album, in the album's order: (title, track artist).
+async fn album_songs(c: &Client, title: &str) -> (String, Vec<(String, String)>) {
+    let d = c
+        .query(
+            "query($s: String) { albums(first: 5, search: $s) { totalCount nodes { title artist { name } songs(first: 10) { nodes { title artist { name } } } } } }",
+            json!({ "s": title }),
+        )
+        .await
+        .unwrap();
+    let albums = d
+        .pointer("/albums/nodes")
+        .and_then(Value::as_array)
+        .unwrap();
+    let album = albums
+        .iter()
+        .find(|a| a["title"] == title)
+        .unwrap_or_else(|| panic!("no album {title}: {d}"));
+    assert_eq!(
+        albums.iter().filter(|a| a["title"] == title).count(),
+        1,
+        "one album {title}: {d}"
+    );
+    let owner = album["artist"]["name"].as_str().unwrap().to_string();
+    let songs = album["songs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["title"].as_str().unwrap().to_string(),
+                s["artist"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (owner, songs)
+}
+
+/// Files as ffmpeg makes them: a compilation of three track artists under
+/// one album artist is one album; a compilation without one is under
+/// "Various Artists"; two discs play disc by disc; AIFF and ALAC are
+/// accepted, measured and streamed byte for byte; a JPEG named `.mp3` and
+/// a WMA are refused for what they are, leaving nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_filed_by_album_artist_and_disc_and_read_in_more_formats() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mp3 = ["-c:a", "libmp3lame", "-b:a", "128k"];
+    let mut freq = 300;
+    let mut next = || {
+        freq += 20;
+        freq
+    };
+    let mut files = Vec::new();
+    for (n, artist) in ["Ana", "Ben", "Cleo"].into_iter().enumerate() {
+        let path = dir.join(format!("hits{n}.mp3"));
+        let track = (n + 1).to_string();
+        ffmpeg(
+            &path,
+            next(),
+            &mp3,
+            &[
+                ("title", &format!("Hit {track}")),
+                ("artist", artist),
+                ("album_artist", "DJ Host"),
+                ("album", "Summer Hits"),
+                ("track", &track),
+            ],
+        );
+        files.push(path);
+    }
+    for (n, artist) in ["Dora", "Eli"].into_iter().enumerate() {
+        let path = dir.join(format!("free{n}.mp3"));
+        ffmpeg(
+            &path,
+            next(),
+            &mp3,
+            &[
+                ("title", &format!("Free {n}")),
+                ("artist", artist),
+                ("album", "Free For All"),
+                ("compilation", "1"),
+                ("track", &(n + 1).to_string()),
+            ],
+        );
+        files.push(path);
+    }
+    // Uploaded in another order than they play.
+    for (disc, track) in [(2, 2), (1, 2), (2, 1), (1, 1)] {
+        let path = dir.join(format!("double-{disc}-{track}.flac"));
+        ffmpeg(
+            &path,
+            next(),
+            &["-c:a", "flac"],
+            &[
+                ("title", &format!("Side {disc}.{track}")),
+                ("artist", "Duo"),
+                ("album", "Double"),
+                ("disc", &format!("{disc}/2")),
+                ("track", &format!("{track}/2")),
+            ],
+        );
+        files.push(path);
+    }
+    for path in &files {
+        let r = cluster
+            .admin
+            .upload_raw(path, json!({}), "{ id }")
+            .await
+            .unwrap();
+        assert!(r.get("errors").is_none(), "{}: {r}", path.display());
+    }
+
+    let (owner, songs) = album_songs(&cluster.admin, "Summer Hits").await;
+    assert_eq!(owner, "DJ Host");
+    let artists: Vec<&str> = songs.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(
+        artists,
+        ["Ana", "Ben", "Cleo"],
+        "one album, three track artists"
+    );
+    let (owner, songs) = album_songs(&cluster.admin, "Free For All").await;
+    assert_eq!(owner, "Various Artists");
+    assert_eq!(songs.len(), 2);
+    let (owner, songs) = album_songs(&cluster.admin, "Double").await;
+    assert_eq!(owner, "Duo");
+    let titles: Vec<&str> = songs.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(titles, ["Side 1.1", "Side 1.2", "Side 2.1", "Side 2.2"]);
+    let d = cluster
+        .admin
+        .query(
+            "{ songs(first: 10, search: \"side\") { nodes { title discNumber discTotal trackNumber trackTotal audio { codec bitDepth sampleRate channels } } } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let nodes = d.pointer("/songs/nodes").and_then(Value::as_array).unwrap();
+    let song = nodes.iter().find(|n| n["title"] == "Side 2.1").unwrap();
+    assert_eq!(
+        song,
+        &json!({
+            "title": "Side 2.1", "discNumber": 2, "discTotal": 2, "trackNumber": 1, "trackTotal": 2,
+            "audio": { "codec": "flac", "bitDepth": 16, "sampleRate": 44100, "channels": 1 }
+        }),
+        "{d}"
+    );
+    // The track artist's own page lists the song, the album artist's the album.
+    let d = cluster
+        .admin
+        .query(
+            "{ artists(first: 2, search: \"DJ Host\") { nodes { albums(first: 2) { nodes { title } } } } b: artists(first: 2, search: \"Ben\") { nodes { songs(first: 2) { nodes { title } } } } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.pointer("/artists/nodes/0/albums/nodes/0/title"),
+        Some(&json!("Summer Hits")),
+        "{d}"
+    );
+    assert_eq!(
+        d.pointer("/b/nodes/0/songs/nodes/0/title"),
+        Some(&json!("Hit 2")),
+        "{d}"
+    );
+
+    // AIFF and ALAC: accepted, measured, streamed byte for byte.
+    let aiff = dir.join("tone.aiff");
+    ffmpeg(
+        &aiff,
+        next(),
+        &["-c:a", "pcm_s16be"],
+        &[("title", "Apple Tone")],
+    );
+    let alac = dir.join("tone.m4a");
+    ffmpeg(
+        &alac,
+        next(),
+        &["-c:a", "alac"],
+        &[("title", "Lossless Tone")],
+    );
+    for (path, mime, codec) in [
+        (&aiff, "audio/aiff", "pcm_s16be"),
+        (&alac, "audio/mp4", "alac"),
+    ] {
+        let r = cluster
+            .admin
+            .upload_raw(
+                path,
+                json!({}),
+                "{ id mimeType streamUrl audio { codec bitDepth sampleRate } }",
+            )
+            .await
+            .unwrap();
+        let song = r
+            .pointer("/data/uploadSong/song")
+            .unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(song["mimeType"], mime, "{r}");
+        assert_eq!(
+            song["audio"],
+            json!({ "codec": codec, "bitDepth": 16, "sampleRate": 44100 }),
+            "{r}"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let url = song["streamUrl"].as_str().unwrap();
+        let res = cluster
+            .http()
+            .get(url)
+            .header("range", "bytes=10-1009")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 206);
+        assert_eq!(res.headers()["content-type"], mime);
+        assert_eq!(&res.bytes().await.unwrap()[..], &bytes[10..1010]);
+    }
+
+    // A JPEG named .mp3 and a WMA: refused as what they are.
+    let before = cluster.footprint().await.unwrap();
+    let jpeg = dir.join("cover.jpg");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=64x64",
+        ])
+        .args(["-frames:v", "1", "-y"])
+        .arg(&jpeg)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fake = dir.join("song.mp3");
+    std::fs::copy(&jpeg, &fake).unwrap();
+    let wma = dir.join("tone.wma");
+    ffmpeg(
+        &wma,
+        next(),
+        &["-c:a", "wmav2"],
+        &[("title", "Windows Tone")],
+    );
+    for (path, what) in [(&fake, "JPEG image"), (&wma, "Windows Media")] {
+        let r = cluster
+            .admin
+            .upload_raw(path, json!({}), "{ id }")
+            .await
+            .unwrap();
+        assert_eq!(crate::code(&r), "UNSUPPORTED_MEDIA", "{r}");
+        let message = r
+            .pointer("/errors/0/message")
+            .and_then(Value::as_str)
+            .unwrap();
+        assert!(message.contains(what), "{message}");
+    }
+    assert_eq!(cluster.footprint().await.unwrap(), before, "nothing stored");
+}

@@ -44,7 +44,7 @@ export function uploadFile(file: File, token: string | null, onProgress: (p: num
 }
 
 const EXPLAIN: Record<string, string> = {
-  UNSUPPORTED_MEDIA: "Not a supported audio file (MP3, FLAC, Ogg, M4A/AAC, WAV)",
+  UNSUPPORTED_MEDIA: "Not a supported audio file (MP3, FLAC, Ogg, M4A/AAC/ALAC, WAV, AIFF)",
   PAYLOAD_TOO_LARGE: "Too large",
   FORBIDDEN: "Uploading needs an admin account",
   UNAUTHENTICATED: "Log in first",
