@@ -148,14 +148,53 @@ pub fn names(tags: &Tags, overrides: Overrides, file_name: Option<&str>) -> Name
 
 impl Names {
     fn with_album_artist(mut self, tags: &Tags) -> Names {
-        let album_artist = tags
-            .album_artist
-            .clone()
-            .or_else(|| tags.compilation.then(|| VARIOUS_ARTISTS.to_string()));
-        // The same name as the track artist is no other artist.
-        self.album_artist = album_artist
-            .filter(|a| rondo_core::names::fold(a) != rondo_core::names::fold(&self.artist));
+        self.album_artist = album_artist(tags, &self.artist);
         self
+    }
+}
+
+/// The artist a song's album is filed under when it is not the track
+/// artist `artist`: the tagged album artist, or [`VARIOUS_ARTISTS`] for a
+/// compilation without one.
+pub fn album_artist(tags: &Tags, artist: &str) -> Option<String> {
+    let album_artist = tags
+        .album_artist
+        .clone()
+        .or_else(|| tags.compilation.then(|| VARIOUS_ARTISTS.to_string()));
+    // The same name as the track artist is no other artist.
+    album_artist.filter(|a| rondo_core::names::fold(a) != rondo_core::names::fold(artist))
+}
+
+/// The record `song` as a newer inspection `info` of its bytes reads it:
+/// its id, names, hash and other fields stay; the fields an inspection
+/// fills are replaced (the album artist by name only: the nodes file it
+/// when they apply it).
+pub fn reinspected(song: &pb::Song, info: MediaInfo) -> pb::Song {
+    let artist = song.artist.as_ref().map_or("", |a| a.name.as_str());
+    let owner = album_artist(&info.tags, artist);
+    let tags = info.tags;
+    pb::Song {
+        album_artist: owner.map(|name| pb::Artist {
+            id: String::new(),
+            name,
+        }),
+        disc_number: tags.disc_number,
+        disc_total: tags.disc_total,
+        track_total: tags.track_total,
+        compilation: tags.compilation,
+        title_sort: tags.title_sort,
+        artist_sort: tags.artist_sort,
+        album_artist_sort: tags.album_artist_sort,
+        album_sort: tags.album_sort,
+        audio: Some(pb::AudioProperties {
+            codec: info.audio.codec,
+            bitrate_kbps: info.audio.bitrate_kbps,
+            sample_rate: info.audio.sample_rate,
+            channels: info.audio.channels,
+            bit_depth: info.audio.bit_depth,
+        }),
+        inspected: INSPECTION,
+        ..song.clone()
     }
 }
 

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod net;
 pub mod pace;
 pub mod passwords;
+pub mod reinspect;
 pub mod replication;
 pub mod ring;
 pub mod scrub;
@@ -181,6 +182,7 @@ pub async fn run(
     let resync = tokio::spawn(replication::resync::run(state.clone(), stop_rx.clone()));
     let standing = tokio::spawn(ring::standing::run(state.clone(), stop_rx.clone()));
     let scrub = tokio::spawn(scrub::run(state.clone(), stop_rx.clone()));
+    let reinspect = tokio::spawn(reinspect::run(state.clone(), stop_rx.clone()));
 
     let handle = axum_server::Handle::new();
     let http_handle = handle.clone();
@@ -224,6 +226,7 @@ pub async fn run(
     resync.abort();
     standing.abort();
     scrub.abort();
+    reinspect.abort();
     http_result.map_err(Error::io("https server"))?;
     grpc_result.map_err(|e| Error::Io {
         context: "grpc server".into(),

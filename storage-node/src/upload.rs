@@ -61,8 +61,11 @@ pub async fn commit_song(
     let mut maybe_duplicate = tokio::task::spawn_blocking(move || st.store.song_with_hash(&hash))
         .await??
         .is_some();
-    let st = state.clone();
-    tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
+    // The staged file is put in place only for a new song (kept aside
+    // meanwhile: a delete ordered first may remove the blob it would have
+    // joined).
+    let mut staged = Some(staged);
+    let mut placed = false;
     let release = || async {
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await;
@@ -70,6 +73,11 @@ pub async fn commit_song(
     };
     let deadline = tokio::time::Instant::now() + state.ring.write_timeout();
     let outcome = loop {
+        if !maybe_duplicate && let Some(staged) = staged.take() {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
+            placed = true;
+        }
         // A new song is proposed only once its bytes are on W owners.
         let epoch = if maybe_duplicate {
             0
@@ -112,13 +120,17 @@ pub async fn commit_song(
         }
         Ok(Applied::Duplicate { song }) => {
             // The first song's blob stays: only a copy no song uses goes.
-            release().await;
+            if placed {
+                release().await;
+            }
             tracing::info!(song = %song.id, %hash, "upload ordered after the same bytes: already a song");
             Ok(Committed::Duplicate { song })
         }
         other => {
             // Refused or not ordered: the blob goes unless a song uses it.
-            release().await;
+            if placed {
+                release().await;
+            }
             Err(match other {
                 Ok(Applied::Rejected(e)) | Err(e) => e,
                 Ok(applied) => Error::Unavailable(format!("unexpected outcome {applied:?}")),

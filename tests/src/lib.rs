@@ -325,6 +325,9 @@ pub struct Builder {
     gateway_options: Vec<(String, toml::Value)>,
     /// Extra top-level options of every node's configuration.
     node_options: Vec<(String, toml::Value)>,
+    /// Data directories node `i` starts from (copied): a store written by
+    /// an earlier release, say.
+    node_fixtures: Vec<(usize, PathBuf)>,
 }
 
 /// A gateway replica in its own namespace (VRRP clusters).
@@ -476,6 +479,13 @@ impl Builder {
         self
     }
 
+    /// Starts node `i` on a copy of the data directory `dir` (its `node-id`,
+    /// `node.redb` and `blobs/`), with a certificate for the id it holds.
+    pub fn node_fixture(mut self, i: usize, dir: impl Into<PathBuf>) -> Self {
+        self.node_fixtures.push((i, dir.into()));
+        self
+    }
+
     /// Sets a top-level option of the gateway's configuration.
     pub fn gateway_option(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
         self.gateway_options.push((key.into(), value.into()));
@@ -530,12 +540,18 @@ impl Builder {
             let ns = net.as_ref().map(|n| n.namespaces[i].clone());
             let node_dir = dir.path().join(format!("node-{i}"));
             std::fs::create_dir_all(&node_dir)?;
+            let mut id = NodeId::new_random();
+            if let Some((_, fixture)) = self.node_fixtures.iter().find(|(k, _)| *k == i) {
+                copy_tree(fixture, &node_dir)?;
+                id = std::fs::read_to_string(node_dir.join("node-id"))?
+                    .trim()
+                    .parse()?;
+            }
             let config = node_dir.join("node.toml");
             let addr_file = node_dir.join("addresses.json");
             let secret_file = dir.path().join("cluster-secret");
-            let cert = rondo_cli::devenv::ensure_cluster_cert(&pki, &node_dir, || {
-                Identity::Node(NodeId::new_random())
-            })?;
+            let cert =
+                rondo_cli::devenv::ensure_cluster_cert(&pki, &node_dir, || Identity::Node(id))?;
             let mut t =
                 rondo_cli::devenv::node_table(&node_dir, &bind, &bind, &pki, &cert, &secret_file);
             t.insert(
@@ -795,6 +811,7 @@ impl Cluster {
             keep_entries: None,
             gateway_options: Vec::new(),
             node_options: Vec::new(),
+            node_fixtures: Vec::new(),
         }
     }
 
@@ -1258,6 +1275,21 @@ impl Cluster {
             })
             .collect())
     }
+}
+
+/// Copies the files under `from` into `to`, keeping the tree.
+pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a tagged demo song of `seconds` to `path`.

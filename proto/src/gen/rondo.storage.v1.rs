@@ -621,7 +621,7 @@ pub struct CatalogUpdate {
     /// meanwhile); the proposer copies them and proposes again.
     #[prost(bool, tag = "11")]
     pub only_if_duplicate: bool,
-    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8")]
+    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8, 12")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
 /// Nested message and enum types in `CatalogUpdate`.
@@ -643,6 +643,13 @@ pub mod catalog_update {
         /// Change or delete an account.
         #[prost(message, tag = "8")]
         UserChange(super::UserChange),
+        /// A song's record read again from its bytes by a newer inspection
+        /// (`Song.inspected`): the fields it fills (album artist, discs,
+        /// totals, compilation, sort names, audio) replace the record's, whose
+        /// id, names and hash stay; the album follows a new album artist.
+        /// Proposed by a node that holds the bytes, never through `Propose`.
+        #[prost(message, tag = "12")]
+        Reinspected(super::Song),
     }
 }
 /// The session an update acts for.

@@ -263,6 +263,7 @@ impl Store {
                 self.upsert_song(txn, &mut meta, seq, song, placed, layout)
             }
             Some(U::DeleteSongId(id)) => delete_song(txn, &mut meta, seq, &id),
+            Some(U::Reinspected(song)) => reinspect_song(txn, &mut meta, song),
             Some(U::RegisterUser(user)) => {
                 let outcome = accounts::register_user(txn, seq, user)?;
                 accounts::finish(txn, &mut meta, outcome.map(Change::User))
@@ -307,7 +308,7 @@ impl Store {
             Ok(c) => c,
             Err(e) => return Ok((Applied::Rejected(e), None)),
         };
-        let mut songs = txn.open_table(SONGS)?;
+        let songs = txn.open_table(SONGS)?;
         if songs.get(song_id)?.is_some() {
             let id = song.id.parse()?;
             return Ok((Applied::Rejected(Error::SongExists(id)), None));
@@ -340,27 +341,12 @@ impl Store {
             };
             return Ok((Applied::Rejected(stale), None));
         }
+        drop(songs);
         let filed = file_by_name(txn, &mut song)?;
         let origin: NodeId = placed.origin.parse()?;
         let held = self.reference_blob(txn, meta, seq, hash, origin, layout)?;
-        let mut refs = txn.open_table(REFS)?;
-        for key in filed.keys() {
-            let n = refs.get(key)?.map_or(0, |g| g.value());
-            refs.insert(key, n + 1)?;
-        }
-        let mut artists = txn.open_table(ARTISTS)?;
-        let owner = song.album_artist.clone().zip(filed.album_artist);
-        let track = song.artist.clone().map(|a| (a, filed.artist));
-        for (artist, key) in [track, owner].into_iter().flatten() {
-            if artists.get(key)?.is_none() {
-                artists.insert(key, artist.encode_to_vec().as_slice())?;
-            }
-        }
-        let album = song.album.clone().unwrap_or_default();
-        let mut albums = txn.open_table(ALBUMS)?;
-        if albums.get(filed.album)?.is_none() {
-            albums.insert(filed.album, album.encode_to_vec().as_slice())?;
-        }
+        count_filing(txn, &song, &filed)?;
+        let mut songs = txn.open_table(SONGS)?;
         songs.insert(song_id, song.encode_to_vec().as_slice())?;
         drop(hashes);
         txn.open_multimap_table(SONG_HASHES)?
@@ -429,6 +415,93 @@ impl Store {
         }
         Ok(false)
     }
+}
+
+/// Counts the song as a reference of each artist and album it is filed
+/// under, and records the ones new to the catalog.
+fn count_filing(txn: &redb::WriteTransaction, song: &pb::Song, filed: &Filed) -> Result<()> {
+    let mut refs = txn.open_table(REFS)?;
+    for key in filed.keys() {
+        let n = refs.get(key)?.map_or(0, |g| g.value());
+        refs.insert(key, n + 1)?;
+    }
+    let mut artists = txn.open_table(ARTISTS)?;
+    let owner = song.album_artist.clone().zip(filed.album_artist);
+    let track = song.artist.clone().map(|a| (a, filed.artist));
+    for (artist, key) in [track, owner].into_iter().flatten() {
+        if artists.get(key)?.is_none() {
+            artists.insert(key, artist.encode_to_vec().as_slice())?;
+        }
+    }
+    let album = song.album.clone().unwrap_or_default();
+    let mut albums = txn.open_table(ALBUMS)?;
+    if albums.get(filed.album)?.is_none() {
+        albums.insert(filed.album, album.encode_to_vec().as_slice())?;
+    }
+    Ok(())
+}
+
+/// Takes a newer inspection's reading of a song's bytes: the fields it
+/// fills replace the record's, the rest stays; a new album artist moves
+/// the song to that artist's album of the same title (the proposer's ids
+/// for whatever is new). Refused, the same way everywhere, for a song
+/// gone, other bytes, or a reading no newer than the record's.
+fn reinspect_song(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    new: pb::Song,
+) -> Result<Outcome> {
+    let (song_id, hash) = match check_song(&new) {
+        Ok(c) => c,
+        Err(e) => return Ok((Applied::Rejected(e), None)),
+    };
+    let old: pb::Song = match txn.open_table(SONGS)?.get(song_id)? {
+        Some(v) => decode("songs", v.value())?,
+        None => {
+            let id = new.id.parse()?;
+            return Ok((Applied::Rejected(Error::SongNotFound(id)), None));
+        }
+    };
+    if old.inspected >= new.inspected || old.content_hash != new.content_hash {
+        let refused = Error::Invalid {
+            what: "a re-inspection no newer than the record, or of other bytes",
+        };
+        return Ok((Applied::Rejected(refused), None));
+    }
+    let mut song = pb::Song {
+        album_artist: new.album_artist.clone(),
+        disc_number: new.disc_number,
+        disc_total: new.disc_total,
+        track_total: new.track_total,
+        compilation: new.compilation,
+        title_sort: new.title_sort.clone(),
+        artist_sort: new.artist_sort.clone(),
+        album_artist_sort: new.album_artist_sort.clone(),
+        album_sort: new.album_sort.clone(),
+        audio: new.audio.clone(),
+        inspected: new.inspected,
+        ..old.clone()
+    };
+    let owner = |s: &pb::Song| s.album_artist.as_ref().map(|a| fold(&a.name));
+    if owner(&old) != owner(&song) {
+        song.album = new.album.clone();
+        release_names(txn, &old)?;
+        let filed = file_by_name(txn, &mut song)?;
+        count_filing(txn, &song, &filed)?;
+    }
+    txn.open_table(SONGS)?
+        .insert(song_id, song.encode_to_vec().as_slice())?;
+    // Holders announce the new record (gateways replace theirs).
+    let held = txn.open_table(BLOBS)?.get(hash.as_bytes())?.is_some();
+    let change = match held {
+        true => Some(push_change(txn, meta, Change::Upsert(song.clone()))?),
+        false => None,
+    };
+    let stored = Applied::Stored {
+        song: Box::new(song),
+        change_seq: change.as_ref().map(|c| c.seq),
+    };
+    Ok((stored, change))
 }
 
 /// Where a song's bytes were put before it was proposed: the node that

@@ -53,7 +53,7 @@ mod testutil;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use rondo_core::{ContentHash, NodeId, SongId};
 use rondo_proto::storage::v1 as pb;
 use tokio::sync::broadcast;
@@ -238,6 +238,24 @@ impl Store {
             Some(bytes) => Ok(Some(decode("songs", bytes.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Up to `limit` songs whose records an older media inspection than
+    /// `version` made, in id order.
+    pub fn to_reinspect(&self, version: u32, limit: usize) -> Result<Vec<pb::Song>> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for row in txn.open_table(SONGS)?.iter()? {
+            let (_, v) = row?;
+            let song: pb::Song = decode("songs", v.value())?;
+            if song.inspected < version {
+                out.push(song);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The song whose bytes have this content hash, if any.

@@ -396,3 +396,183 @@ async fn files_are_filed_by_album_artist_and_disc_and_read_in_more_formats() {
     }
     assert_eq!(cluster.footprint().await.unwrap(), before, "nothing stored");
 }
+
+/// A node holding more than 2^31 bytes says so exactly: 64-bit counts are
+/// `UnsignedInt64` strings through GraphQL (a 32-bit `Int` overflowed at
+/// 2 GiB, about 400 MP3s). The song is a real WAV of 2^31 + 4 KiB bytes,
+/// sent by the direct upload from a sparse file (its samples are holes),
+/// its size declared to `createUpload` as a string.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_past_two_gib_reports_its_bytes_exactly() {
+    const LIMIT: u64 = 3 << 30;
+    let cluster = Cluster::builder()
+        .max_upload_bytes(LIMIT)
+        .node_option("max_upload_bytes", i64::try_from(LIMIT).unwrap())
+        .start()
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data: u64 = (1 << 31) + 4096;
+    let path = tmp.path().join("long.wav");
+    let mut header = Vec::new();
+    header.extend(b"RIFF");
+    header.extend(u32::try_from(36 + data).unwrap().to_le_bytes());
+    header.extend(b"WAVEfmt ");
+    header.extend(16u32.to_le_bytes());
+    header.extend(1u16.to_le_bytes()); // PCM
+    header.extend(1u16.to_le_bytes()); // mono
+    header.extend(8000u32.to_le_bytes());
+    header.extend(16000u32.to_le_bytes());
+    header.extend(2u16.to_le_bytes());
+    header.extend(16u16.to_le_bytes());
+    header.extend(b"data");
+    header.extend(u32::try_from(data).unwrap().to_le_bytes());
+    std::fs::write(&path, &header).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(44 + data).unwrap();
+    drop(file);
+    let size = 44 + data;
+
+    let g = cluster
+        .admin
+        .query(
+            "mutation($size: UnsignedInt64) { createUpload(sizeBytes: $size, fileName: \"long.wav\") { url maxBytes } }",
+            json!({ "size": size.to_string() }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        g.pointer("/createUpload/maxBytes"),
+        Some(&json!(size.to_string())),
+        "{g}"
+    );
+    let url = g
+        .pointer("/createUpload/url")
+        .and_then(Value::as_str)
+        .unwrap();
+    let body = reqwest::Body::from(tokio::fs::File::open(&path).await.unwrap());
+    let res = cluster
+        .http()
+        .put(url)
+        .header("content-length", size)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        answer.pointer("/song/sizeBytes"),
+        Some(&json!(size.to_string()))
+    );
+
+    let id = answer.pointer("/song/id").and_then(Value::as_str).unwrap();
+    // The node's figures reach the gateway with its health checks.
+    let d = rondo_tests::eventually("the gateway lists the song and the node's bytes", std::time::Duration::from_secs(30), || async {
+        let d = cluster
+            .admin
+            .query(
+                "query($id: ID!) { song(id: $id) { sizeBytes durationMs } cluster { nodes { bytesStored } } }",
+                json!({ "id": id }),
+            )
+            .await
+            .ok()?;
+        (!d["song"].is_null() && d.pointer("/cluster/nodes/0/bytesStored")? != "0").then_some(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        d.pointer("/song/sizeBytes"),
+        Some(&json!(size.to_string())),
+        "{d}"
+    );
+    assert_eq!(
+        d.pointer("/song/durationMs"),
+        Some(&json!(data / 2 * 1000 / 8000)),
+        "{d}"
+    );
+    assert_eq!(
+        d.pointer("/cluster/nodes/0/bytesStored"),
+        Some(&json!(size.to_string())),
+        "exact, past 2^31: {d}"
+    );
+}
+
+/// A node's store as the previous release wrote it (tests/fixtures/store-v0,
+/// made by tests/fixtures/make-store-v0.sh): its songs, made before album
+/// artists, discs and audio properties were read, are read again from
+/// their bytes once the node runs, through the ring, and gain them; none
+/// is lost, ids and bytes stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_of_the_previous_release_gains_the_new_fields() {
+    let cluster = Cluster::builder()
+        .node_fixture(0, crate::fixture("store-v0"))
+        .start()
+        .await
+        .unwrap();
+    const QUERY: &str = "{ songs(first: 10) { totalCount nodes { id title contentHash streamUrl discNumber artist { name } album { title artist { name } } audio { codec sampleRate } } } }";
+    let before = cluster.admin.query(QUERY, json!({})).await.unwrap();
+    assert_eq!(
+        before.pointer("/songs/totalCount"),
+        Some(&json!(5)),
+        "{before}"
+    );
+    let ids = |d: &Value| {
+        let mut ids: Vec<String> = d
+            .pointer("/songs/nodes")
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let after = rondo_tests::eventually(
+        "the old songs are read again",
+        std::time::Duration::from_secs(60),
+        || async {
+            let d = cluster.admin.query(QUERY, json!({})).await.ok()?;
+            let nodes = d.pointer("/songs/nodes")?.as_array()?;
+            nodes.iter().all(|s| !s["audio"].is_null()).then_some(d)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(&after), ids(&before), "the same songs");
+    let nodes = after
+        .pointer("/songs/nodes")
+        .and_then(Value::as_array)
+        .unwrap();
+    for s in nodes {
+        assert_eq!(s["audio"]["codec"], "mp3", "{s}");
+        assert_eq!(s["audio"]["sampleRate"], 44100, "{s}");
+        let hit = s["title"].as_str().unwrap().starts_with("Old Hit");
+        let owner = if hit { "Old Host" } else { "Duo" };
+        assert_eq!(s["album"]["artist"]["name"], owner, "{s}");
+    }
+    let (owner, songs) = album_songs(&cluster.admin, "Old Hits").await;
+    assert_eq!(owner, "Old Host");
+    let artists: Vec<&str> = songs.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(artists, ["Ana", "Ben", "Cleo"], "one album again");
+    let (_, songs) = album_songs(&cluster.admin, "Old Double").await;
+    let titles: Vec<&str> = songs.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(titles, ["Two Sides A", "Two Sides B"], "disc by disc");
+    // The bytes are the same.
+    let song = &nodes[0];
+    let url = song["streamUrl"].as_str().unwrap();
+    let bytes = cluster
+        .http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        blake3::hash(&bytes).to_hex().as_str(),
+        song["contentHash"].as_str().unwrap()
+    );
+}

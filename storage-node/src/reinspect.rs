@@ -1,0 +1,139 @@
+//! Re-inspection: songs whose records an older media inspection made
+//! (`Song.inspected` below `rondo_media::INSPECTION`, e.g. every song of a
+//! store written before album artists and audio properties were read) are
+//! read again from their bytes, and the new reading is ordered on the ring
+//! (`CatalogUpdate.reinspected`), so that every node's record changes at
+//! the same position of the log, whichever nodes hold the bytes.
+//!
+//! Of the nodes that may hold a song's bytes, the first owner in the
+//! layout's order proposes (the others would propose the same reading:
+//! applying a second is refused as not newer, harmlessly). A song whose
+//! bytes no longer pass the inspection (refused by a newer check) keeps
+//! its fields and only gains the version, so that it is not read again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rondo_core::{AlbumId, ArtistId, ContentHash};
+use rondo_proto::storage::v1 as pb;
+
+use crate::error::Result;
+use crate::state::NodeState;
+
+/// Songs read per pass.
+const BATCH: usize = 64;
+/// How long the worker waits when nothing is left for it (songs it does
+/// not hold yet come back when it does).
+const IDLE: Duration = Duration::from_secs(600);
+
+/// Runs until `stop` turns true: passes over the songs an older inspection
+/// made, back to back while it finds work, then every [`IDLE`].
+pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let wait = match pass(&state).await {
+            // No operational, quorate ring with a layout yet.
+            Ok(None) => Duration::from_secs(2),
+            Ok(Some(0)) => IDLE,
+            Ok(Some(n)) => {
+                tracing::info!(songs = n, "re-inspected songs");
+                Duration::ZERO
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-inspection pass failed; trying again");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One pass: reads and proposes the songs this node should; returns how
+/// many it proposed, or `None` while it cannot order anything.
+async fn pass(state: &Arc<NodeState>) -> Result<Option<usize>> {
+    let status = state.ring.status();
+    if status.phase != "operational" || !status.quorate {
+        return Ok(None);
+    }
+    let st = state.clone();
+    let Some(layout) = tokio::task::spawn_blocking(move || st.store.ring_layout()).await?? else {
+        return Ok(None);
+    };
+    let st = state.clone();
+    let songs = tokio::task::spawn_blocking(move || {
+        st.store.to_reinspect(rondo_media::INSPECTION, usize::MAX)
+    })
+    .await??;
+    let me = state.node_id;
+    let mine: Vec<(pb::Song, ContentHash)> = songs
+        .into_iter()
+        .filter_map(|s| {
+            let hash: ContentHash = s.content_hash.parse().ok()?;
+            (layout.owners_of(&hash).first() == Some(&me)).then_some((s, hash))
+        })
+        .take(BATCH)
+        .collect();
+    let mut proposed = 0;
+    for (song, hash) in mine {
+        let path = state.store.blob_path(&hash);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(path).ok()?;
+            Some(rondo_media::inspect(&mut file))
+        })
+        .await?;
+        let Some(read) = read else {
+            // Not here yet: the next pass, once the resync fetched it.
+            continue;
+        };
+        let update = match read {
+            Ok(info) => fresh_ids(&song, rondo_media::reinspected(&song, info)),
+            Err(e) => {
+                tracing::warn!(song = %song.id, error = %e, "stored bytes fail the newer inspection; keeping the record");
+                pb::Song {
+                    inspected: rondo_media::INSPECTION,
+                    ..song.clone()
+                }
+            }
+        };
+        let update = pb::CatalogUpdate {
+            origin: me.to_string(),
+            change: Some(pb::catalog_update::Change::Reinspected(update)),
+            ..Default::default()
+        };
+        // A refusal (a reading ordered first, the song deleted) is fine.
+        let _ = state.ring.propose(update).await?;
+        proposed += 1;
+    }
+    Ok(Some(proposed))
+}
+
+/// Ids for what a new album artist makes: the artist and, under it, the
+/// album of the same title (the nodes take the known ones by name when
+/// they apply the reading).
+fn fresh_ids(old: &pb::Song, mut new: pb::Song) -> pb::Song {
+    let owner = |s: &pb::Song| {
+        s.album_artist
+            .as_ref()
+            .map(|a| rondo_core::names::fold(&a.name))
+    };
+    if owner(old) == owner(&new) {
+        new.album_artist = old.album_artist.clone();
+        return new;
+    }
+    if let Some(a) = new.album_artist.as_mut() {
+        a.id = ArtistId::new_random().to_string();
+    }
+    let owner_id = new
+        .album_artist
+        .as_ref()
+        .or(new.artist.as_ref())
+        .map(|a| a.id.clone())
+        .unwrap_or_default();
+    if let Some(album) = new.album.as_mut() {
+        album.id = AlbumId::new_random().to_string();
+        album.artist_id = owner_id;
+    }
+    new
+}
