@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rondo_core::{AlbumId, ArtistId, ContentHash};
+use rondo_core::{AlbumId, ArtistId, ContentHash, SongId};
 use rondo_proto::storage::v1 as pb;
 
 use crate::error::Result;
@@ -27,15 +27,19 @@ const BATCH: usize = 64;
 const IDLE: Duration = Duration::from_secs(600);
 
 /// Runs until `stop` turns true: passes over the songs an older inspection
-/// made, back to back while it finds work, then every [`IDLE`].
+/// made, a batch at a time from a cursor, back to back while it finds
+/// work, then every [`IDLE`]. The bytes are read at the scrub's rate.
 pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut cursor: Option<SongId> = None;
     loop {
-        let wait = match pass(&state).await {
+        let wait = match pass(&state, &mut cursor).await {
             // No operational, quorate ring with a layout yet.
             Ok(None) => Duration::from_secs(2),
-            Ok(Some(0)) => IDLE,
+            Ok(Some(0)) if cursor.is_none() => IDLE,
             Ok(Some(n)) => {
-                tracing::info!(songs = n, "re-inspected songs");
+                if n > 0 {
+                    tracing::info!(songs = n, "re-inspected songs");
+                }
                 Duration::ZERO
             }
             Err(e) => {
@@ -50,9 +54,10 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
     }
 }
 
-/// One pass: reads and proposes the songs this node should; returns how
-/// many it proposed, or `None` while it cannot order anything.
-async fn pass(state: &Arc<NodeState>) -> Result<Option<usize>> {
+/// One batch from `cursor` (which it moves on, to `None` at the end):
+/// reads and proposes the songs this node should; returns how many it
+/// proposed, or `None` while it cannot order anything.
+async fn pass(state: &Arc<NodeState>, cursor: &mut Option<SongId>) -> Result<Option<usize>> {
     let status = state.ring.status();
     if status.phase != "operational" || !status.quorate {
         return Ok(None);
@@ -61,45 +66,57 @@ async fn pass(state: &Arc<NodeState>) -> Result<Option<usize>> {
     let Some(layout) = tokio::task::spawn_blocking(move || st.store.ring_layout()).await?? else {
         return Ok(None);
     };
-    let st = state.clone();
-    let songs = tokio::task::spawn_blocking(move || {
-        st.store.to_reinspect(rondo_media::INSPECTION, usize::MAX)
+    let (st, after, me) = (state.clone(), *cursor, state.node_id);
+    // The first owner in the layout's order reads the song, if it holds it.
+    let (mine, next) = tokio::task::spawn_blocking(move || {
+        st.store
+            .to_reinspect(rondo_media::INSPECTION, after, BATCH, |hash| {
+                layout.owners_of(hash).first() == Some(&me)
+            })
     })
     .await??;
-    let me = state.node_id;
-    let mine: Vec<(pb::Song, ContentHash)> = songs
-        .into_iter()
-        .filter_map(|s| {
-            let hash: ContentHash = s.content_hash.parse().ok()?;
-            (layout.owners_of(&hash).first() == Some(&me)).then_some((s, hash))
-        })
-        .take(BATCH)
-        .collect();
+    *cursor = next;
     let mut proposed = 0;
     for (song, hash) in mine {
         let path = state.store.blob_path(&hash);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut file = std::fs::File::open(path).ok()?;
-            Some(rondo_media::inspect(&mut file))
+        let size = song.size_bytes;
+        state
+            .scrub_limit
+            .take(usize::try_from(size).unwrap_or(usize::MAX))
+            .await;
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            // The reading counts only for the bytes the song names.
+            let mut file = std::fs::File::open(&path)?;
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_reader(&mut file)?;
+            if ContentHash::from(hasher.finalize()) != hash {
+                return Ok(None);
+            }
+            Ok(Some(rondo_media::inspect(&mut file)))
         })
         .await?;
-        let Some(read) = read else {
-            // Not here yet: the next pass, once the resync fetched it.
-            continue;
-        };
-        let update = match read {
-            Ok(info) => fresh_ids(&song, rondo_media::reinspected(&song, info)),
-            Err(e) => {
-                tracing::warn!(song = %song.id, error = %e, "stored bytes fail the newer inspection; keeping the record");
+        let reading = match read {
+            Ok(Some(Ok(info))) => fresh_ids(&song, rondo_media::reinspected(&song, info)),
+            // Refused by the newer checks: the record keeps its fields
+            // and gains the version, so that it is not read again.
+            Ok(Some(Err(rondo_media::Error::Unsupported(why)))) => {
+                tracing::warn!(song = %song.id, why, "stored bytes fail the newer inspection; keeping the record");
                 pb::Song {
                     inspected: rondo_media::INSPECTION,
                     ..song.clone()
                 }
             }
+            // Gone, unreadable or not the song's bytes (the scrub deals
+            // with the copy): another pass, or another owner, reads it.
+            Ok(Some(Err(e))) => {
+                tracing::debug!(song = %song.id, error = %e, "re-inspection skipped");
+                continue;
+            }
+            Ok(None) | Err(_) => continue,
         };
         let update = pb::CatalogUpdate {
             origin: me.to_string(),
-            change: Some(pb::catalog_update::Change::Reinspected(update)),
+            change: Some(pb::catalog_update::Change::Reinspected(reading)),
             ..Default::default()
         };
         // A refusal (a reading ordered first, the song deleted) is fine.

@@ -843,6 +843,21 @@ impl Cluster {
         let at = addr(&read_addresses(&addr_file).await?, "listen")?;
         let base = format!("https://127.0.0.1:{}", at.port());
         let client = Client::new(&base, &self.ca_pem, Some(self.token.clone()))?;
+        // Ready once it has heard from every node.
+        let n = self.nodes.len();
+        eventually(
+            "the new gateway sees every node up",
+            Duration::from_secs(30),
+            || async {
+                let d = client
+                    .query("{ cluster { nodes { state } } }", json!({}))
+                    .await
+                    .ok()?;
+                let nodes = d.pointer("/cluster/nodes")?.as_array()?;
+                (nodes.len() == n && nodes.iter().all(|s| s["state"] == "UP")).then_some(())
+            },
+        )
+        .await?;
         Ok((proc, client))
     }
 

@@ -48,8 +48,8 @@ impl From<u64> for UnsignedInt64 {
     }
 }
 
-/// An instant, as an RFC 3339 string in UTC with milliseconds
-/// ("2026-12-06T13:07:14.123Z").
+/// An instant, as an RFC 3339 string in UTC, with the fraction of a second
+/// when there is one ("2026-12-06T13:07:14.123Z", "2026-12-06T13:07:14Z").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DateTime(pub time::OffsetDateTime);
 
@@ -79,11 +79,12 @@ impl ScalarType for DateTime {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(
-            self.0
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        )
+        // Formatting fails only for years past 9999; the epoch stands in.
+        let text = self
+            .0
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string());
+        Value::String(text)
     }
 }
 

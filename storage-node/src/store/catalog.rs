@@ -322,6 +322,9 @@ impl Store {
         // bytes are placed already).
         let hashes = txn.open_multimap_table(SONG_HASHES)?;
         if let Some(existing) = song_with_hash(&hashes, &songs, &hash)? {
+            // The proposed id is spent all the same, as a deleted one is:
+            // a direct upload's grant names it, and is good for one song.
+            txn.open_table(DELETED_SONGS)?.insert(song_id, seq)?;
             return Ok((
                 Applied::Duplicate {
                     song: Box::new(existing),
@@ -746,10 +749,16 @@ mod tests {
             matches!(ghost, Applied::Rejected(Error::SongDeleted(_))),
             "{ghost:?}"
         );
+        // The id answered with a duplicate is spent, like a deleted one.
+        assert!(store.song_deleted(b).unwrap());
         // The deleted song's bytes are a new song when they come back.
         store.put_blob(staged(&store, b"same bytes").await).unwrap();
         let back = store
-            .apply_update(7, &upsert(song(b), b"same bytes", me), None)
+            .apply_update(
+                7,
+                &upsert(song(SongId::new_random()), b"same bytes", me),
+                None,
+            )
             .unwrap();
         assert!(matches!(back, Applied::Stored { .. }), "{back:?}");
         assert_eq!(store.stats().unwrap().song_count, 1);

@@ -53,7 +53,7 @@ mod testutil;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTableMetadata};
 use rondo_core::{ContentHash, NodeId, SongId};
 use rondo_proto::storage::v1 as pb;
 use tokio::sync::broadcast;
@@ -82,12 +82,17 @@ pub enum Applied {
     Deleted { change_seq: u64 },
     /// An account or playlist changed; its change on this node's stream.
     Changed { change_seq: u64 },
-    /// The song's bytes are already this song's (the first ordered): the
-    /// catalog is unchanged, the same way on every node.
+    /// The song's bytes are already this song's (the first ordered): no
+    /// song is added, the same way on every node (the proposed id is spent,
+    /// as a deleted one is).
     Duplicate { song: Box<pb::Song> },
     /// Refused, the same way on every node (the catalog is unchanged).
     Rejected(Error),
 }
+
+/// Where a scan of the songs goes on from: after this id, or (`None`) it
+/// reached the end.
+pub type Cursor = Option<SongId>;
 
 /// Figures about what a node stores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -240,22 +245,41 @@ impl Store {
         }
     }
 
-    /// Up to `limit` songs whose records an older media inspection than
-    /// `version` made, in id order.
-    pub fn to_reinspect(&self, version: u32, limit: usize) -> Result<Vec<pb::Song>> {
+    /// Up to `limit` songs after the id `after` (in id order) whose
+    /// records an older media inspection than `version` made and that
+    /// `take` accepts (with their content hash), and the last id looked at
+    /// (`None` once the scan reached the end).
+    pub fn to_reinspect(
+        &self,
+        version: u32,
+        after: Option<SongId>,
+        limit: usize,
+        take: impl Fn(&ContentHash) -> bool,
+    ) -> Result<(Vec<(pb::Song, ContentHash)>, Cursor)> {
         let txn = self.db.begin_read()?;
+        let songs = txn.open_table(SONGS)?;
+        let blobs = txn.open_table(BLOBS)?;
+        let from = after.map_or(0, |id| id.0.as_u128().saturating_add(1));
         let mut out = Vec::new();
-        for row in txn.open_table(SONGS)?.iter()? {
-            let (_, v) = row?;
+        for row in songs.range(from..)? {
+            let (k, v) = row?;
+            let last = SongId(uuid::Uuid::from_u128(k.value()));
             let song: pb::Song = decode("songs", v.value())?;
-            if song.inspected < version {
-                out.push(song);
+            if song.inspected >= version {
+                continue;
+            }
+            let Ok(hash) = song.content_hash.parse::<ContentHash>() else {
+                continue;
+            };
+            // Only songs whose bytes are here.
+            if take(&hash) && blobs.get(hash.as_bytes())?.is_some() {
+                out.push((song, hash));
                 if out.len() == limit {
-                    break;
+                    return Ok((out, Some(last)));
                 }
             }
         }
-        Ok(out)
+        Ok((out, None))
     }
 
     /// The song whose bytes have this content hash, if any.

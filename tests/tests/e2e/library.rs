@@ -103,6 +103,39 @@ async fn the_same_file_is_one_song_however_it_is_sent() {
     );
     assert_eq!(song_count(&cluster.admin, "").await, 6);
 
+    // A grant answered with a duplicate is spent: its URL takes no other
+    // file.
+    let g = cluster
+        .admin
+        .query(
+            "mutation { createUpload(fileName: \"again.wav\") { url } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let url = g
+        .pointer("/createUpload/url")
+        .and_then(Value::as_str)
+        .unwrap();
+    let put = |bytes: Vec<u8>| async {
+        let res = cluster.http().put(url).body(bytes).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json::<Value>().await.unwrap())
+    };
+    let (status, answer) = put(std::fs::read(&a).unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    assert_eq!(answer.pointer("/song/id"), Some(&json!(first)), "{answer}");
+    let other = crate::wav(tmp.path(), "other.wav", "Other", "Oner", "Single", 0.5, 77);
+    let (status, answer) = put(std::fs::read(&other).unwrap()).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer.pointer("/error/code"),
+        Some(&json!("CONFLICT")),
+        "{answer}"
+    );
+    assert_eq!(song_count(&cluster.admin, "").await, 6);
+
     // Deleted, the file is a new song when it comes back.
     let d = cluster
         .admin
@@ -354,8 +387,12 @@ async fn files_are_filed_by_album_artist_and_disc_and_read_in_more_formats() {
         assert_eq!(&res.bytes().await.unwrap()[..], &bytes[10..1010]);
     }
 
-    // A JPEG named .mp3 and a WMA: refused as what they are.
-    let before = cluster.footprint().await.unwrap();
+    // A JPEG named .mp3 and a WMA: refused as what they are, by the
+    // gateway and by a node (the direct upload), storing nothing.
+    let disk = |f: Vec<(Value, rondo_tests::DiskState)>| -> Vec<rondo_tests::DiskState> {
+        f.into_iter().map(|(_, d)| d).collect()
+    };
+    let before = disk(cluster.footprint().await.unwrap());
     let jpeg = dir.join("cover.jpg");
     let status = std::process::Command::new("ffmpeg")
         .args([
@@ -394,7 +431,30 @@ async fn files_are_filed_by_album_artist_and_disc_and_read_in_more_formats() {
             .unwrap();
         assert!(message.contains(what), "{message}");
     }
-    assert_eq!(cluster.footprint().await.unwrap(), before, "nothing stored");
+    let refused = dir.join("refused");
+    std::fs::create_dir_all(&refused).unwrap();
+    std::fs::copy(&fake, refused.join("song.mp3")).unwrap();
+    std::fs::copy(&wma, refused.join("tone.wma")).unwrap();
+    let (code, out, err) = crate::cli::rondo(
+        &cluster,
+        &cluster.token,
+        &["upload", refused.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("skip") && l.contains("song.mp3") && l.contains("JPEG image")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("skip")
+            && l.contains("tone.wma")
+            && l.contains("Windows Media")),
+        "{out}"
+    );
+    let after = disk(cluster.footprint().await.unwrap());
+    assert_eq!(after, before, "nothing stored");
+    assert_eq!(after[0].tmp_files, 0, "no temp file left");
 }
 
 /// A node holding more than 2^31 bytes says so exactly: 64-bit counts are
