@@ -167,34 +167,49 @@ pub fn album_artist(tags: &Tags, artist: &str) -> Option<String> {
 
 /// The record `song` as a newer inspection `info` of its bytes reads it:
 /// its id, names, hash and other fields stay; the fields an inspection
-/// fills are replaced (the album artist by name only: the nodes file it
-/// when they apply it).
+/// fills are replaced (the album artist by name only, with a new id: the
+/// nodes file it when they apply it).
 pub fn reinspected(song: &pb::Song, info: MediaInfo) -> pb::Song {
     let artist = song.artist.as_ref().map_or("", |a| a.name.as_str());
     let owner = album_artist(&info.tags, artist);
-    let tags = info.tags;
+    let filing = Filing {
+        artist: (ArtistId::new_random(), String::new()),
+        album: (AlbumId::new_random(), String::new()),
+        album_artist: owner.map(|name| (ArtistId::new_random(), name)),
+    };
+    let read = song_record(SongId::new_random(), String::new(), filing, info);
+    with_inspection(song.clone(), &read)
+}
+
+/// `onto` with the fields an inspection fills (album artist, discs,
+/// totals, compilation, sort names, audio, the inspection's version) taken
+/// from `from`, and every other field as it was: the one list of them.
+pub fn with_inspection(onto: pb::Song, from: &pb::Song) -> pb::Song {
     pb::Song {
-        album_artist: owner.map(|name| pb::Artist {
-            id: String::new(),
-            name,
-        }),
-        disc_number: tags.disc_number,
-        disc_total: tags.disc_total,
-        track_total: tags.track_total,
-        compilation: tags.compilation,
-        title_sort: tags.title_sort,
-        artist_sort: tags.artist_sort,
-        album_artist_sort: tags.album_artist_sort,
-        album_sort: tags.album_sort,
-        audio: Some(pb::AudioProperties {
-            codec: info.audio.codec,
-            bitrate_kbps: info.audio.bitrate_kbps,
-            sample_rate: info.audio.sample_rate,
-            channels: info.audio.channels,
-            bit_depth: info.audio.bit_depth,
-        }),
-        inspected: INSPECTION,
-        ..song.clone()
+        album_artist: from.album_artist.clone(),
+        disc_number: from.disc_number,
+        disc_total: from.disc_total,
+        track_total: from.track_total,
+        compilation: from.compilation,
+        title_sort: from.title_sort.clone(),
+        artist_sort: from.artist_sort.clone(),
+        album_artist_sort: from.album_artist_sort.clone(),
+        album_sort: from.album_sort.clone(),
+        audio: from.audio.clone(),
+        inspected: from.inspected,
+        ..onto
+    }
+}
+
+impl From<Audio> for pb::AudioProperties {
+    fn from(a: Audio) -> Self {
+        pb::AudioProperties {
+            codec: a.codec,
+            bitrate_kbps: a.bitrate_kbps,
+            sample_rate: a.sample_rate,
+            channels: a.channels,
+            bit_depth: a.bit_depth,
+        }
     }
 }
 
@@ -298,13 +313,7 @@ pub fn song_record(id: SongId, title: String, filing: Filing, info: MediaInfo) -
         genre: tags.genre,
         duration_ms: info.duration_ms,
         mime_type: info.mime_type.to_string(),
-        audio: Some(pb::AudioProperties {
-            codec: info.audio.codec,
-            bitrate_kbps: info.audio.bitrate_kbps,
-            sample_rate: info.audio.sample_rate,
-            channels: info.audio.channels,
-            bit_depth: info.audio.bit_depth,
-        }),
+        audio: Some(info.audio.into()),
         inspected: INSPECTION,
         ..Default::default()
     }

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rondo_core::{AlbumId, ArtistId, ContentHash, SongId};
+use rondo_core::{AlbumId, ContentHash, SongId};
 use rondo_proto::storage::v1 as pb;
 
 use crate::error::Result;
@@ -126,9 +126,10 @@ async fn pass(state: &Arc<NodeState>, cursor: &mut Option<SongId>) -> Result<Opt
     Ok(Some(proposed))
 }
 
-/// Ids for what a new album artist makes: the artist and, under it, the
-/// album of the same title (the nodes take the known ones by name when
-/// they apply the reading).
+/// The album a reading files the song under: unchanged (and the record's
+/// album artist kept) when the album artist is, else a new album of the
+/// same title under the new album artist, with a fresh id (the nodes take
+/// the known one by name when they apply the reading).
 fn fresh_ids(old: &pb::Song, mut new: pb::Song) -> pb::Song {
     let owner = |s: &pb::Song| {
         s.album_artist
@@ -138,9 +139,6 @@ fn fresh_ids(old: &pb::Song, mut new: pb::Song) -> pb::Song {
     if owner(old) == owner(&new) {
         new.album_artist = old.album_artist.clone();
         return new;
-    }
-    if let Some(a) = new.album_artist.as_mut() {
-        a.id = ArtistId::new_random().to_string();
     }
     let owner_id = new
         .album_artist

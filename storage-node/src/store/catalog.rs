@@ -354,16 +354,7 @@ impl Store {
         drop(hashes);
         txn.open_multimap_table(SONG_HASHES)?
             .insert(hash.as_bytes(), song_id)?;
-        // The change stream announces a song once this node can stream it.
-        let change = match held {
-            true => Some(push_change(txn, meta, Change::Upsert(song.clone()))?),
-            false => None,
-        };
-        let stored = Applied::Stored {
-            song: Box::new(song),
-            change_seq: change.as_ref().map(|c| c.seq),
-        };
-        Ok((stored, change))
+        stored(txn, meta, song, held)
     }
 
     /// Counts one more song using the blob. If the blob is here and this
@@ -471,20 +462,7 @@ fn reinspect_song(
         };
         return Ok((Applied::Rejected(refused), None));
     }
-    let mut song = pb::Song {
-        album_artist: new.album_artist.clone(),
-        disc_number: new.disc_number,
-        disc_total: new.disc_total,
-        track_total: new.track_total,
-        compilation: new.compilation,
-        title_sort: new.title_sort.clone(),
-        artist_sort: new.artist_sort.clone(),
-        album_artist_sort: new.album_artist_sort.clone(),
-        album_sort: new.album_sort.clone(),
-        audio: new.audio.clone(),
-        inspected: new.inspected,
-        ..old.clone()
-    };
+    let mut song = rondo_media::with_inspection(old.clone(), &new);
     let owner = |s: &pb::Song| s.album_artist.as_ref().map(|a| fold(&a.name));
     if owner(&old) != owner(&song) {
         song.album = new.album.clone();
@@ -496,6 +474,17 @@ fn reinspect_song(
         .insert(song_id, song.encode_to_vec().as_slice())?;
     // Holders announce the new record (gateways replace theirs).
     let held = txn.open_table(BLOBS)?.get(hash.as_bytes())?.is_some();
+    stored(txn, meta, song, held)
+}
+
+/// A song stored as `Applied::Stored`, announced on the change stream if
+/// this node holds its bytes (it can stream it).
+fn stored(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    song: pb::Song,
+    held: bool,
+) -> Result<Outcome> {
     let change = match held {
         true => Some(push_change(txn, meta, Change::Upsert(song.clone()))?),
         false => None,
