@@ -114,7 +114,8 @@ impl Client {
         &self.http
     }
 
-    fn url(&self) -> String {
+    /// The GraphQL endpoint.
+    pub fn url(&self) -> String {
         format!("{}/graphql", self.base)
     }
 

@@ -13,6 +13,7 @@ pub enum Use {
     Session,
     StreamUrl,
     UploadGrant,
+    ArtUrl,
 }
 
 impl Use {
@@ -21,6 +22,7 @@ impl Use {
             Use::Session => b"rondo session token v1",
             Use::StreamUrl => b"rondo stream url v1",
             Use::UploadGrant => b"rondo upload grant v1",
+            Use::ArtUrl => b"rondo art url v1",
         }
     }
 }
@@ -43,10 +45,13 @@ mod tests {
     #[test]
     fn each_use_has_its_own_key() {
         let secret = b"a cluster secret";
-        let keys = [Use::Session, Use::StreamUrl, Use::UploadGrant].map(|u| derive(secret, u));
-        assert_ne!(keys[0], keys[1]);
-        assert_ne!(keys[1], keys[2]);
-        assert_ne!(keys[0], keys[2]);
+        let keys = [Use::Session, Use::StreamUrl, Use::UploadGrant, Use::ArtUrl]
+            .map(|u| derive(secret, u));
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
         // Deterministic: every process of the cluster derives the same.
         assert_eq!(derive(secret, Use::Session), keys[0]);
         assert_ne!(derive(b"another secret", Use::Session), keys[0]);

@@ -15,7 +15,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Error, NodeId, SongId};
+use crate::{ContentHash, Error, NodeId, SongId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -57,6 +57,7 @@ fn keyed(key: &[u8; 32]) -> HmacSha256 {
 pub struct UrlSigner {
     stream_key: [u8; 32],
     upload_key: [u8; 32],
+    art_key: [u8; 32],
 }
 
 impl std::fmt::Debug for UrlSigner {
@@ -72,6 +73,7 @@ impl UrlSigner {
         Self {
             stream_key: crate::keys::derive(&secret, crate::keys::Use::StreamUrl),
             upload_key: crate::keys::derive(&secret, crate::keys::Use::UploadGrant),
+            art_key: crate::keys::derive(&secret, crate::keys::Use::ArtUrl),
         }
     }
 
@@ -148,6 +150,45 @@ impl UrlSigner {
         format!("exp={expires}&sig={}", self.sign(song, node, expires))
     }
 
+    fn art_mac(&self, art: &ContentHash, size: u32, expires: u64) -> HmacSha256 {
+        let mut mac = keyed(&self.art_key);
+        mac.update(b"rondo-art-v1\n");
+        for part in [art.to_hex(), size.to_string(), expires.to_string()] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        mac
+    }
+
+    /// The query string `size=…&exp=…&sig=…` of a URL of a picture at a
+    /// size. Not bound to a node: any node serves any picture (fetching it
+    /// from an owner once if it holds none).
+    pub fn art_query(&self, art: &ContentHash, size: u32, expires: u64) -> String {
+        let sig = hex::encode(self.art_mac(art, size, expires).finalize().into_bytes());
+        format!("size={size}&exp={expires}&sig={sig}")
+    }
+
+    /// Checks a picture URL's signature and expiry.
+    pub fn verify_art(
+        &self,
+        art: &ContentHash,
+        size: u32,
+        expires: u64,
+        sig_hex: &str,
+        now: u64,
+    ) -> Result<(), Error> {
+        let sig = hex::decode(sig_hex).map_err(|_| Error::BadSignature)?;
+        self.art_mac(art, size, expires)
+            .verify_slice(&sig)
+            .map_err(|_| Error::BadSignature)?;
+        if now >= expires {
+            return Err(Error::Expired {
+                expired_at: expires,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a signature; `now` is the current Unix time in seconds.
     pub fn verify(
         &self,
@@ -173,6 +214,39 @@ impl UrlSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn art_urls_cover_the_picture_the_size_and_the_expiry() {
+        let signer = UrlSigner::new(b"secret".to_vec());
+        let art = ContentHash::of(b"a picture");
+        let query = signer.art_query(&art, 300, 1000);
+        let sig = query.rsplit("sig=").next().unwrap();
+        assert_eq!(signer.verify_art(&art, 300, 1000, sig, 999), Ok(()));
+        assert_eq!(
+            signer.verify_art(&art, 600, 1000, sig, 999),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            signer.verify_art(&ContentHash::of(b"another"), 300, 1000, sig, 999),
+            Err(Error::BadSignature)
+        );
+        assert_eq!(
+            signer.verify_art(&art, 300, 1001, sig, 999),
+            Err(Error::BadSignature)
+        );
+        assert!(matches!(
+            signer.verify_art(&art, 300, 1000, sig, 1000),
+            Err(Error::Expired { .. })
+        ));
+        // A stream signature is no picture signature.
+        let song = SongId::new_random();
+        let node = NodeId::new_random();
+        let stream_sig = signer.sign(song, node, 1000);
+        assert_eq!(
+            signer.verify_art(&art, 300, 1000, &stream_sig, 999),
+            Err(Error::BadSignature)
+        );
+    }
 
     #[test]
     fn upload_grants_cover_every_field() {

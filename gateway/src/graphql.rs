@@ -270,6 +270,21 @@ fn page_info(page: &crate::index::Page) -> PageInfo {
 #[derive(Clone)]
 pub struct Song(pub Arc<SongRec>);
 
+/// Largest cover size asked for (pixels).
+const MAX_ART_SIZE: i32 = 4096;
+
+/// A cover size argument, checked.
+fn art_size(size: i32) -> crate::error::Result<u32> {
+    u32::try_from(size)
+        .ok()
+        .filter(|s| (1..=MAX_ART_SIZE as u32).contains(s))
+        .ok_or_else(|| {
+            Error::BadUserInput(format!(
+                "size: a cover is 1 to {MAX_ART_SIZE} pixels, not {size}"
+            ))
+        })
+}
+
 /// A song's sort names, as tagged.
 #[derive(SimpleObject)]
 pub struct SortNames {
@@ -394,6 +409,26 @@ impl Song {
     async fn stream_url(&self, ctx: &Context<'_>) -> Option<String> {
         state(ctx).stream_url(&self.0)
     }
+    /// Signed URL of the song's cover at `size` pixels (the longer side;
+    /// served at the nearest of 64, 128, 300, 600 and 1200 at least as
+    /// large, never larger than the picture): the picture embedded in its
+    /// file, else its album's. Null when neither has one. A JPEG, cacheable
+    /// (`ETag`, `Cache-Control`); the URL stays the same for a day.
+    async fn cover_art(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 300)] size: i32,
+    ) -> async_graphql::Result<Option<String>> {
+        let size = art_size(size).gql()?;
+        let st = state(ctx);
+        let art = self.0.art.clone().or_else(|| {
+            st.cluster
+                .snapshot()
+                .album(self.0.album.id)
+                .and_then(|a| a.art.clone())
+        });
+        Ok(art.and_then(|a| st.art_url(&a, size)))
+    }
     /// Nodes holding the song.
     async fn replicas(&self, ctx: &Context<'_>) -> Vec<Replica> {
         let cluster = &state(ctx).cluster;
@@ -466,6 +501,24 @@ impl Album {
     }
     async fn year(&self) -> Option<i32> {
         self.0.year.and_then(|n| i32::try_from(n).ok())
+    }
+    /// Signed URL of the album's cover at `size` pixels (see
+    /// `Song.coverArt`): its own image if an admin set one, else the
+    /// picture of its first track (disc, then track order) that has one.
+    /// Null when none has.
+    async fn cover_art(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 300)] size: i32,
+    ) -> async_graphql::Result<Option<String>> {
+        let size = art_size(size).gql()?;
+        let st = state(ctx);
+        let art = st
+            .cluster
+            .snapshot()
+            .album(self.0.id)
+            .and_then(|a| a.art.clone());
+        Ok(art.and_then(|a| st.art_url(&a, size)))
     }
     /// The album artist: the artist the album is filed under (its songs may
     /// have other track artists).
@@ -957,6 +1010,51 @@ impl CatalogMutation {
     }
 
     /// Deletes a song. Its artist and album disappear with their last song.
+    /// Sets an album's own image (admin only), shown instead of the
+    /// picture of its first track; `image` absent or null removes it. A
+    /// JPEG, PNG, WebP or GIF of at most 6 MiB and 10000 pixels a side
+    /// (`UNSUPPORTED_MEDIA`, `PAYLOAD_TOO_LARGE` otherwise). Answers the
+    /// album as this gateway's index has it after the change.
+    async fn set_album_cover_art(
+        &self,
+        ctx: &Context<'_>,
+        album_id: ID,
+        image: Option<Upload>,
+    ) -> async_graphql::Result<Album> {
+        require_admin(ctx).gql()?;
+        let id: AlbumId = parse_id(&album_id).gql()?;
+        let bytes = match image {
+            None => None,
+            Some(upload) => {
+                let mut value = upload
+                    .value(ctx)
+                    .map_err(|e| Error::BadUserInput(format!("image: {e}")))
+                    .gql()?;
+                let mut bytes = Vec::new();
+                let limit = crate::ingest::MAX_ALBUM_IMAGE_BYTES as u64;
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut value.content, limit + 1),
+                    &mut bytes,
+                )
+                .map_err(|e| Error::BadUserInput(format!("image: {e}")))
+                .gql()?;
+                Some(bytes)
+            }
+        };
+        let session = accounts::authority(ctx);
+        crate::ingest::set_album_art(state(ctx), id, bytes, session)
+            .await
+            .gql()?;
+        let album = state(ctx).cluster.snapshot().album(id).cloned();
+        album
+            .map(Album)
+            .ok_or_else(|| Error::NotFound {
+                kind: "album",
+                id: id.to_string(),
+            })
+            .gql()
+    }
+
     async fn delete_song(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         require_admin(ctx).gql()?;
         let id: SongId = parse_id(&id).gql()?;

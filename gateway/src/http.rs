@@ -25,7 +25,7 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// only, audio from the storage nodes (other origins, HTTPS), requests to
 /// this gateway and direct uploads to the nodes, never framed.
 pub const WEBAPP_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-img-src 'self' data: blob:; media-src https: blob:; connect-src 'self' https:; \
+img-src 'self' data: blob: https:; media-src https: blob:; connect-src 'self' https:; \
 font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
 frame-ancestors 'none'";
 

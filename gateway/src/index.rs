@@ -29,6 +29,32 @@ pub struct AlbumRec {
     pub title: String,
     pub artist_id: ArtistId,
     pub year: Option<u32>,
+    /// The album's own image if an admin set one, else the picture of its
+    /// first track (disc, then track order) that has one.
+    pub art: Option<ArtRec>,
+}
+
+/// A picture kept on the nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtRec {
+    pub hash: rondo_core::ContentHash,
+    pub mime: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl ArtRec {
+    /// A picture of a record; `None` for none, or for one whose hash is
+    /// not one (never from a node that checked it).
+    pub fn from_proto(art: Option<pb::Art>) -> Option<ArtRec> {
+        let art = art?;
+        Some(ArtRec {
+            hash: art.hash.parse().ok()?,
+            mime: art.mime,
+            width: art.width,
+            height: art.height,
+        })
+    }
 }
 
 /// A song as the index knows it, with the nodes that hold it.
@@ -50,6 +76,8 @@ pub struct SongRec {
     pub album_artist_sort: Option<String>,
     pub album_sort: Option<String>,
     pub audio: Option<pb::AudioProperties>,
+    /// The picture embedded in the song's file.
+    pub art: Option<ArtRec>,
     pub year: Option<u32>,
     pub genre: Option<String>,
     pub duration_ms: u64,
@@ -88,6 +116,7 @@ impl SongRec {
                 title: album.title,
                 artist_id: album_artist.as_ref().map_or(artist.id, |a| a.id),
                 year: album.year,
+                art: None,
             },
             artist,
             album_artist,
@@ -100,6 +129,7 @@ impl SongRec {
             album_artist_sort: song.album_artist_sort,
             album_sort: song.album_sort,
             audio: song.audio,
+            art: ArtRec::from_proto(song.art),
             track_number: song.track_number,
             year: song.year,
             genre: song.genre,
@@ -119,6 +149,9 @@ pub struct Catalog {
     songs: HashMap<SongId, SongRec>,
     /// Songs deleted (ids are never reused).
     deleted: std::collections::HashSet<SongId>,
+    /// Albums' own images, as the nodes last announced them (`None`:
+    /// removed).
+    album_art: HashMap<AlbumId, Option<ArtRec>>,
     /// Accounts and playlists.
     accounts: crate::accounts::Accounts,
 }
@@ -158,6 +191,10 @@ impl Catalog {
                     rec.replicas.remove(&node);
                 }
             }
+            Change::Album(album) => {
+                let id: AlbumId = album.id.parse()?;
+                self.album_art.insert(id, ArtRec::from_proto(album.art));
+            }
             Change::User(user) => self.accounts.apply_user(user)?,
             Change::Playlist(playlist) => self.accounts.apply_playlist(playlist)?,
             Change::Revoked(r) => self.accounts.apply_revoked(r),
@@ -167,7 +204,11 @@ impl Catalog {
 
     /// Builds an immutable snapshot.
     pub fn snapshot(&self, applied: HashMap<NodeId, u64>) -> Snapshot {
-        let mut snap = Snapshot::build(self.songs.values().cloned().collect(), applied);
+        let mut snap = Snapshot::build(
+            self.songs.values().cloned().collect(),
+            &self.album_art,
+            applied,
+        );
         snap.accounts = Arc::new(self.accounts.clone());
         snap
     }
@@ -386,7 +427,11 @@ pub enum Kind {
 }
 
 impl Snapshot {
-    fn build(songs: Vec<SongRec>, applied: HashMap<NodeId, u64>) -> Snapshot {
+    fn build(
+        songs: Vec<SongRec>,
+        album_art: &HashMap<AlbumId, Option<ArtRec>>,
+        applied: HashMap<NodeId, u64>,
+    ) -> Snapshot {
         let mut artists: HashMap<ArtistId, ArtistRec> = HashMap::new();
         let mut albums: HashMap<AlbumId, AlbumRec> = HashMap::new();
         for s in &songs {
@@ -461,6 +506,17 @@ impl Snapshot {
                     i,
                 )
             });
+        }
+        let mut albums = albums;
+        for a in &mut albums {
+            a.art = match album_art.get(&a.id) {
+                Some(Some(own)) => Some(own.clone()),
+                _ => album_songs
+                    .get(&a.id)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|&i| songs[i].art.clone()),
+            };
         }
         let mut artist_albums: HashMap<ArtistId, Vec<usize>> = HashMap::new();
         for (i, a) in albums.iter().enumerate() {
@@ -610,6 +666,7 @@ mod tests {
                 title: album.0.into(),
                 artist_id: artist.1.to_string(),
                 year: Some(2001),
+                art: None,
             }),
             track_number: Some(track),
             content_hash: rondo_core::ContentHash::of(title.as_bytes()).to_hex(),

@@ -264,6 +264,55 @@ fn file_chunks(file: std::fs::File) -> impl futures::Stream<Item = std::io::Resu
 
 /// Deletes a song from every node that holds it, with the admin authority
 /// `session` (a signed session token, checked by the node).
+/// Largest album image an admin may upload (a gRPC message carries it to
+/// a node whole).
+pub const MAX_ALBUM_IMAGE_BYTES: usize = 6 * 1024 * 1024;
+
+/// Sets (or, with `None`, removes) an album's own image: checked here
+/// (a picture Rondo keeps, within [`MAX_ALBUM_IMAGE_BYTES`]), then stored
+/// by a node holding one of the album's songs and ordered on the ring.
+pub async fn set_album_art(
+    state: &Arc<AppState>,
+    album: AlbumId,
+    image: Option<Vec<u8>>,
+    session: String,
+) -> Result<()> {
+    let snap = state.cluster.snapshot();
+    if snap.album(album).is_none() {
+        return Err(Error::NotFound {
+            kind: "album",
+            id: album.to_string(),
+        });
+    }
+    let holders: Vec<rondo_core::NodeId> = snap
+        .album_songs(album)
+        .flat_map(|s| s.replicas.iter().copied())
+        .collect();
+    let image = match image {
+        None => Vec::new(),
+        Some(bytes) if bytes.len() > MAX_ALBUM_IMAGE_BYTES => {
+            return Err(Error::PayloadTooLarge {
+                limit: MAX_ALBUM_IMAGE_BYTES as u64,
+            });
+        }
+        Some(bytes) => {
+            let checked =
+                tokio::task::spawn_blocking(move || rondo_media::art::check_picture(bytes))
+                    .await
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+            checked
+                .map_err(|e| Error::UnsupportedMedia(e.to_string()))?
+                .data
+        }
+    };
+    state
+        .cluster
+        .set_album_art(holders, album, image, session)
+        .await?;
+    tracing::info!(%album, "album image changed");
+    Ok(())
+}
+
 pub async fn delete(state: &Arc<AppState>, id: SongId, session: String) -> Result<()> {
     let song = state
         .cluster

@@ -90,6 +90,31 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// A signed URL of a picture at a size (the longer side; see
+    /// [`rondo_media::art::variant_size`]), on a live node: an owner of
+    /// the picture's blob first (it holds it), else any (it reads it from
+    /// an owner once). The expiry is rounded up to the next day so that a
+    /// picture's URL stays the same for a day and browsers cache it.
+    pub fn art_url(&self, art: &index::ArtRec, size: u32) -> Option<String> {
+        let size = rondo_media::art::variant_size(size);
+        let live = self.cluster.live_nodes();
+        let owners = self.cluster.owners_of(&art.hash);
+        let node_id = owners
+            .into_iter()
+            .chain(rondo_core::placement::place(&art.hash, &live, live.len()))
+            .find(|n| live.contains(n))?;
+        let base = self.cluster.node(node_id)?.info().stream_base_url;
+        const DAY: u64 = 86_400;
+        let expires = (clock::unix_now() / DAY + 2) * DAY;
+        Some(format!(
+            "{base}/art/{}?{}",
+            art.hash.to_hex(),
+            self.signer.art_query(&art.hash, size, expires)
+        ))
+    }
+}
+
 fn read_secret(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(Error::io(what))?;
     Ok(String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec())

@@ -6,6 +6,9 @@
 //! before anything is stored. Demuxing reads every packet header but decodes
 //! only a few packets, which keeps large uploads cheap.
 
+pub mod art;
+
+pub use art::Picture;
 use rondo_core::{AlbumId, ArtistId, SongId};
 use rondo_proto::storage::v1 as pb;
 use std::io::{BufReader, Seek, SeekFrom};
@@ -65,7 +68,7 @@ pub const AUDIO_TYPES: [&str; 8] = [
 /// The version of [`inspect`] a song's fields come from
 /// (`rondo.storage.v1.Song.inspected`): raised when it reads more, so that
 /// records made by an older one can be told apart.
-pub const INSPECTION: u32 = 1;
+pub const INSPECTION: u32 = 2;
 
 /// The album artist of a compilation that names none.
 pub const VARIOUS_ARTISTS: &str = "Various Artists";
@@ -196,6 +199,7 @@ pub fn with_inspection(onto: pb::Song, from: &pb::Song) -> pb::Song {
         album_artist_sort: from.album_artist_sort.clone(),
         album_sort: from.album_sort.clone(),
         audio: from.audio.clone(),
+        art: from.art.clone(),
         inspected: from.inspected,
         ..onto
     }
@@ -259,6 +263,8 @@ pub struct MediaInfo {
     pub duration_ms: u64,
     pub tags: Tags,
     pub audio: Audio,
+    /// The cover picture embedded in the file, if it has one Rondo keeps.
+    pub picture: Option<Picture>,
 }
 
 /// Who a song is filed under: its track artist, its album, and the
@@ -298,6 +304,7 @@ pub fn song_record(id: SongId, title: String, filing: Filing, info: MediaInfo) -
             title: album_title,
             artist_id: album_artist_id,
             year: tags.year,
+            art: None,
         }),
         album_artist,
         track_number: tags.track_number,
@@ -420,6 +427,7 @@ pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
         tags.album_artist_sort = text(ItemKey::AlbumArtistSortOrder);
         tags.album_sort = text(ItemKey::AlbumTitleSortOrder);
     }
+    let picture = art::embedded(&tagged);
     let props = tagged.properties();
     let lofty_ms = u64::try_from(props.duration().as_millis()).unwrap_or(u64::MAX);
     let mut audio = Audio {
@@ -457,6 +465,7 @@ pub fn inspect(file: &mut std::fs::File) -> Result<MediaInfo> {
         duration_ms,
         tags,
         audio,
+        picture,
     })
 }
 

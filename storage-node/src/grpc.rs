@@ -156,8 +156,8 @@ impl StorageNode for Service {
         })
         .await
         .map_err(Error::from)??;
-        match found {
-            Ok(info) if info.mime_type == song.mime_type => {}
+        let picture = match found {
+            Ok(info) if info.mime_type == song.mime_type => info.picture,
             Ok(info) => {
                 return Err(Error::Media(format!(
                     "the bytes are {}, sent as {}",
@@ -173,8 +173,8 @@ impl StorageNode for Service {
                 .into());
             }
             Err(e) => return Err(Error::Media(e.to_string()).into()),
-        }
-        let answer = match crate::upload::commit_song(&self.state, song, staged).await? {
+        };
+        let answer = match crate::upload::commit_song(&self.state, song, staged, picture).await? {
             crate::upload::Committed::New { song, seq } => pb::UploadSongResponse {
                 song: Some(*song),
                 seq,
@@ -373,6 +373,23 @@ impl StorageNode for Service {
         self.state.refresh_gauges();
         tracing::info!(song = %id, seq, "deleted song");
         Ok(Response::new(pb::DeleteSongResponse { seq }))
+    }
+
+    async fn set_album_art(
+        &self,
+        request: Request<pb::SetAlbumArtRequest>,
+    ) -> Result<Response<pb::SetAlbumArtResponse>, Status> {
+        self.authorize(&request, "SetAlbumArt", Allowed::Gateways)?;
+        let request = request.into_inner();
+        let album: rondo_core::AlbumId = request.album_id.parse().map_err(Error::from)?;
+        let authority = self.admin(request.session).await?;
+        let (album, seq) =
+            crate::upload::set_album_art(&self.state, album, request.image, authority).await?;
+        tracing::info!(album = %album.id, seq, "album image changed");
+        Ok(Response::new(pb::SetAlbumArtResponse {
+            album: Some(album),
+            seq,
+        }))
     }
 
     async fn propose(

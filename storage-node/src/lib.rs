@@ -18,6 +18,7 @@
 //! caller's).
 
 pub mod acting;
+pub mod art;
 pub mod authz;
 pub mod clock;
 pub mod config;

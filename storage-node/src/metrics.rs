@@ -33,6 +33,8 @@ pub struct FaultLabel {
 pub struct Metrics {
     /// Stream responses by HTTP status.
     pub stream_responses: Family<StatusLabel, Counter>,
+    /// Picture (`/art/…`) responses by HTTP status.
+    pub art_responses: Family<StatusLabel, Counter>,
     /// Audio bytes sent by the streaming endpoint.
     pub stream_bytes: Counter,
     /// Direct upload (`PUT /upload/…`) responses by HTTP status.
@@ -93,6 +95,11 @@ impl Metrics {
             "rondo_node_stream_responses",
             "Stream responses by status",
             self.stream_responses.clone(),
+        );
+        registry.register(
+            "rondo_node_art_responses",
+            "Picture responses by status",
+            self.art_responses.clone(),
         );
         registry.register(
             "rondo_node_stream_bytes",

@@ -95,8 +95,12 @@ async fn pass(state: &Arc<NodeState>, cursor: &mut Option<SongId>) -> Result<Opt
             Ok(Some(rondo_media::inspect(&mut file)))
         })
         .await?;
+        let mut picture = None;
         let reading = match read {
-            Ok(Some(Ok(info))) => fresh_ids(&song, rondo_media::reinspected(&song, info)),
+            Ok(Some(Ok(mut info))) => {
+                picture = info.picture.take();
+                fresh_ids(&song, rondo_media::reinspected(&song, info))
+            }
             // Refused by the newer checks: the record keeps its fields
             // and gains the version, so that it is not read again.
             Ok(Some(Err(rondo_media::Error::Unsupported(why)))) => {
@@ -114,13 +118,42 @@ async fn pass(state: &Arc<NodeState>, cursor: &mut Option<SongId>) -> Result<Opt
             }
             Ok(None) | Err(_) => continue,
         };
+        let mut reading = reading;
+        // A picture found is stored and copied to W of its owners first,
+        // as an upload's is; one already the record's is not copied again.
+        let mut placement_epoch = 0;
+        let mut art = None;
+        if let Some(p) = picture {
+            let same = |a: &pb::Art| a.hash == ContentHash::of(&p.data).to_hex();
+            if let Some(kept) = song.art.as_ref().filter(|a| same(a)) {
+                reading.art = Some(kept.clone());
+            } else {
+                let stored = crate::upload::put_picture(state, p).await?;
+                let hash: ContentHash = stored.hash.parse()?;
+                art = Some(hash);
+                placement_epoch =
+                    crate::replication::quorum::replicate_to_owners(state, hash).await?;
+                reading.art = Some(stored);
+            }
+        }
         let update = pb::CatalogUpdate {
             origin: me.to_string(),
             change: Some(pb::catalog_update::Change::Reinspected(reading)),
+            placement_epoch,
             ..Default::default()
         };
-        // A refusal (a reading ordered first, the song deleted) is fine.
-        let _ = state.ring.propose(update).await?;
+        // A refusal (a reading ordered first, the song deleted, a new
+        // placement) is fine: another pass reads it again. A picture no
+        // record took goes.
+        let applied = state.ring.propose(update).await;
+        if let Some(hash) = art
+            && !matches!(applied, Ok(crate::store::Applied::Stored { .. }))
+        {
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await??;
+            state.outbox.notify_one();
+        }
+        applied?;
         proposed += 1;
     }
     Ok(Some(proposed))

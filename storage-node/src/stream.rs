@@ -47,6 +47,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         ]);
     Router::new()
         .route("/stream/{song_id}", get(stream))
+        .route("/art/{hash}", get(crate::art::get))
         .route("/upload/{song_id}", axum::routing::put(crate::upload::put))
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use rondo_core::signing::UploadGrant;
-use rondo_core::{AlbumId, ArtistId, ErrorCode, SongId};
+use rondo_core::{AlbumId, ArtistId, ContentHash, ErrorCode, SongId};
 use rondo_proto::storage::v1 as pb;
 use serde_json::json;
 
@@ -49,6 +49,7 @@ pub async fn commit_song(
     state: &Arc<NodeState>,
     mut song: pb::Song,
     staged: StagedBlob,
+    picture: Option<rondo_media::Picture>,
 ) -> Result<Committed, Error> {
     song.size_bytes = staged.size;
     song.content_hash = staged.hash.to_hex();
@@ -65,10 +66,16 @@ pub async fn commit_song(
     // meanwhile: a delete ordered first may remove the blob it would have
     // joined).
     let mut staged = Some(staged);
+    let mut picture = picture;
     let mut placed = false;
-    let release = || async {
+    let mut art: Option<ContentHash> = None;
+    let release = |art: Option<ContentHash>| async move {
         let st = state.clone();
-        let _ = tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            st.store.release_blob(&hash)?;
+            art.map_or(Ok(()), |a| st.store.release_blob(&a))
+        })
+        .await;
         state.outbox.notify_one();
     };
     let deadline = tokio::time::Instant::now() + state.ring.write_timeout();
@@ -77,12 +84,23 @@ pub async fn commit_song(
             let st = state.clone();
             tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
             placed = true;
+            if let Some(p) = picture.take() {
+                match put_picture(state, p).await {
+                    Ok(a) => {
+                        art = a.hash.parse().ok();
+                        song.art = Some(a);
+                    }
+                    // A picture that cannot be kept leaves the song without art.
+                    Err(e) => tracing::warn!(%hash, error = %e, "the song's picture was not kept"),
+                }
+            }
         }
-        // A new song is proposed only once its bytes are on W owners.
+        // A new song is proposed only once its bytes (and its picture's)
+        // are on W owners, under one placement.
         let epoch = if maybe_duplicate {
             0
         } else {
-            match crate::replication::quorum::replicate_to_owners(state, hash).await {
+            match copy_to_owners(state, hash, art).await {
                 Ok(epoch) => epoch,
                 Err(e) => break Err(e),
             }
@@ -121,7 +139,7 @@ pub async fn commit_song(
         Ok(Applied::Duplicate { song }) => {
             // The first song's blob stays: only a copy no song uses goes.
             if placed {
-                release().await;
+                release(art).await;
             }
             tracing::info!(song = %song.id, %hash, "upload ordered after the same bytes: already a song");
             Ok(Committed::Duplicate { song })
@@ -129,7 +147,108 @@ pub async fn commit_song(
         other => {
             // Refused or not ordered: the blob goes unless a song uses it.
             if placed {
-                release().await;
+                release(art).await;
+            }
+            Err(match other {
+                Ok(Applied::Rejected(e)) | Err(e) => e,
+                Ok(applied) => Error::Unavailable(format!("unexpected outcome {applied:?}")),
+            })
+        }
+    }
+}
+
+/// Copies a song's bytes, and its picture's, onto W of their owners;
+/// the placement epoch both copies were made under (made again if a new
+/// placement came between them).
+async fn copy_to_owners(
+    state: &Arc<NodeState>,
+    hash: ContentHash,
+    art: Option<ContentHash>,
+) -> Result<u64, Error> {
+    use crate::replication::quorum::replicate_to_owners;
+    loop {
+        let epoch = replicate_to_owners(state, hash).await?;
+        let Some(art) = art else { return Ok(epoch) };
+        if replicate_to_owners(state, art).await? == epoch {
+            return Ok(epoch);
+        }
+    }
+}
+
+/// Stores a picture as a blob of this node (content-addressed: one kept
+/// already is not stored again) and describes it for a record. Not yet
+/// used by any record: released like any copy no record uses unless one
+/// is ordered.
+pub async fn put_picture(
+    state: &Arc<NodeState>,
+    picture: rondo_media::Picture,
+) -> Result<pb::Art, Error> {
+    let mut staging = state.store.stage(picture.data.len() as u64).await?;
+    staging.write(&picture.data).await?;
+    let staged = staging.seal().await?;
+    let art = pb::Art {
+        hash: staged.hash.to_hex(),
+        size: staged.size,
+        mime: picture.mime.to_string(),
+        width: picture.width,
+        height: picture.height,
+    };
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
+    Ok(art)
+}
+
+/// Sets (or, with no bytes, removes) an album's own image for an admin:
+/// the picture checked, stored here and copied onto W of its owners, then
+/// the change ordered (copied again if a new placement came first).
+/// Returns the album and the change's seq on this node's stream; a picture
+/// the ring refused is released.
+pub async fn set_album_art(
+    state: &Arc<NodeState>,
+    album: AlbumId,
+    image: Vec<u8>,
+    authority: pb::Authority,
+) -> Result<(pb::Album, u64), Error> {
+    let art = if image.is_empty() {
+        None
+    } else {
+        let picture = tokio::task::spawn_blocking(move || rondo_media::art::check_picture(image))
+            .await?
+            .map_err(|e| Error::Media(e.to_string()))?;
+        Some(put_picture(state, picture).await?)
+    };
+    let hash: Option<ContentHash> = art.as_ref().and_then(|a| a.hash.parse().ok());
+    let deadline = tokio::time::Instant::now() + state.ring.write_timeout();
+    let outcome = loop {
+        let epoch = match hash {
+            Some(h) => match crate::replication::quorum::replicate_to_owners(state, h).await {
+                Ok(epoch) => epoch,
+                Err(e) => break Err(e),
+            },
+            None => 0,
+        };
+        let update = pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::AlbumArt(pb::AlbumArt {
+                album_id: album.to_string(),
+                art: art.clone(),
+            })),
+            authority: Some(authority.clone()),
+            placement_epoch: epoch,
+            ..Default::default()
+        };
+        match state.ring.propose(update).await {
+            Ok(Applied::Rejected(Error::StalePlacement { .. }))
+                if tokio::time::Instant::now() < deadline => {}
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok(Applied::AlbumChanged { album, change_seq }) => Ok((*album, change_seq)),
+        other => {
+            if let Some(h) = hash {
+                let st = state.clone();
+                let _ = tokio::task::spawn_blocking(move || st.store.release_blob(&h)).await;
+                state.outbox.notify_one();
             }
             Err(match other {
                 Ok(Applied::Rejected(e)) | Err(e) => e,
@@ -308,8 +427,10 @@ async fn receive(
         album: (AlbumId::new_random(), names.album),
         album_artist: names.album_artist.map(|a| (ArtistId::new_random(), a)),
     };
+    let mut info = info;
+    let picture = info.picture.take();
     let song = rondo_media::song_record(song, names.title, filing, info);
-    match commit_song(state, song, staged).await {
+    match commit_song(state, song, staged, picture).await {
         Ok(Committed::New { song, seq }) => (
             StatusCode::CREATED,
             [(header::CACHE_CONTROL, "no-store")],

@@ -283,7 +283,7 @@ fn song(n: u32, epoch: u64) -> pb::CatalogUpdate {
             id: uuid::Uuid::from_u128(0xb000 + u128::from(n)).to_string(),
             title: "sim".into(),
             artist_id: artist,
-            year: None,
+            ..Default::default()
         }),
         content_hash: blake3::hash(&n.to_be_bytes()).to_hex().to_string(),
         size_bytes: 4,

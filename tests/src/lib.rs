@@ -250,7 +250,7 @@ pub async fn upload_direct(
             id: uuid::Uuid::new_v4().to_string(),
             title: "Direct".into(),
             artist_id,
-            year: None,
+            ..Default::default()
         }),
         mime_type: "audio/wav".into(),
         ..Default::default()

@@ -377,6 +377,34 @@ impl Cluster {
         Some(below.len())
     }
 
+    /// The owners of a blob in the newest placement the nodes reported, in
+    /// the placement's order (empty without a placement: every node owns
+    /// every blob).
+    pub fn owners_of(&self, hash: &rondo_core::ContentHash) -> Vec<NodeId> {
+        let layout = self
+            .nodes()
+            .iter()
+            .filter_map(|n| n.info().ring.and_then(|r| r.layout))
+            .max_by_key(freshness);
+        let Some(p) = layout.and_then(|l| l.placement) else {
+            return Vec::new();
+        };
+        let (Ok(bits), Ok(r)) = (u8::try_from(p.bits), usize::try_from(p.replicas)) else {
+            return Vec::new();
+        };
+        let part = rondo_core::partitions::partition_of(hash, bits);
+        p.table
+            .chunks_exact(2)
+            .skip(part * r)
+            .take(r)
+            .filter_map(|pair| {
+                p.nodes
+                    .get(usize::from(u16::from_le_bytes([pair[0], pair[1]])))
+            })
+            .filter_map(|id| id.parse().ok())
+            .collect()
+    }
+
     /// Whether the node is in the newest layout (or no layout is known yet).
     /// A node removed from the layout serves nothing more.
     pub fn in_layout(&self, layout: Option<&Layout>, id: NodeId) -> bool {

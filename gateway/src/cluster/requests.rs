@@ -511,6 +511,31 @@ impl Cluster {
         }
     }
 
+    /// Sets (or, with no bytes, removes) an album's own image through a
+    /// live node (preferring `preferred`), with the admin authority
+    /// `session`, and waits until this gateway's index has the change.
+    pub async fn set_album_art(
+        &self,
+        preferred: impl IntoIterator<Item = NodeId>,
+        album: rondo_core::AlbumId,
+        image: Vec<u8>,
+        session: String,
+    ) -> Result<()> {
+        let (target, node) = self.pick_live(preferred)?;
+        let request = pb::SetAlbumArtRequest {
+            album_id: album.to_string(),
+            image,
+            session,
+        };
+        let reply = node
+            .client
+            .clone()
+            .set_album_art(request)
+            .await
+            .map_err(|status| node_error(&node, status))?;
+        self.wait_applied(target, reply.into_inner().seq).await
+    }
+
     /// Has the node `target` order a layout change, decided against
     /// `expect_epoch`, with the admin authority `session`; answers the
     /// layout after it.

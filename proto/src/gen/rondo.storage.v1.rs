@@ -95,6 +95,27 @@ pub struct Album {
     pub artist_id: ::prost::alloc::string::String,
     #[prost(uint32, optional, tag = "4")]
     pub year: ::core::option::Option<u32>,
+    /// The album's own image, set by an administrator; without it the album
+    /// shows the art of its first track that has some. Kept on the node's
+    /// album record only (a song's copy of its album never carries it).
+    #[prost(message, optional, tag = "5")]
+    pub art: ::core::option::Option<Art>,
+}
+/// A picture kept as a content-addressed blob, placed like audio.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Art {
+    /// BLAKE3 of the picture's bytes, hex.
+    #[prost(string, tag = "1")]
+    pub hash: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// image/jpeg, image/png, image/webp or image/gif.
+    #[prost(string, tag = "3")]
+    pub mime: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub width: u32,
+    #[prost(uint32, tag = "5")]
+    pub height: u32,
 }
 /// A catalog entry. Artist and album travel with the song so that a single
 /// message carries everything needed to apply it.
@@ -156,6 +177,9 @@ pub struct Song {
     /// (0: a record from before they existed).
     #[prost(uint32, tag = "23")]
     pub inspected: u32,
+    /// The cover picture embedded in the file, if it had one Rondo keeps.
+    #[prost(message, optional, tag = "24")]
+    pub art: ::core::option::Option<Art>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AudioProperties {
@@ -398,7 +422,7 @@ pub struct WatchCatalogRequest {
 pub struct CatalogChange {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub change: ::core::option::Option<catalog_change::Change>,
 }
 /// Nested message and enum types in `CatalogChange`.
@@ -423,6 +447,9 @@ pub mod catalog_change {
         /// here. A later `upsert` from this node lists it again.
         #[prost(string, tag = "7")]
         ReleasedSongId(::prost::alloc::string::String),
+        /// An album record after its image was set or removed.
+        #[prost(message, tag = "8")]
+        Album(super::Album),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -621,7 +648,7 @@ pub struct CatalogUpdate {
     /// meanwhile); the proposer copies them and proposes again.
     #[prost(bool, tag = "11")]
     pub only_if_duplicate: bool,
-    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8, 12")]
+    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8, 12, 13")]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
 /// Nested message and enum types in `CatalogUpdate`.
@@ -650,7 +677,36 @@ pub mod catalog_update {
         /// Proposed by a node that holds the bytes, never through `Propose`.
         #[prost(message, tag = "12")]
         Reinspected(super::Song),
+        /// Set (or, without `art`, remove) an album's own image; an
+        /// administrator's, with the picture on W of its owners already.
+        #[prost(message, tag = "13")]
+        AlbumArt(super::AlbumArt),
     }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AlbumArt {
+    #[prost(string, tag = "1")]
+    pub album_id: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub art: ::core::option::Option<Art>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAlbumArtRequest {
+    #[prost(string, tag = "1")]
+    pub album_id: ::prost::alloc::string::String,
+    /// The picture; empty removes the album's own image.
+    #[prost(bytes = "vec", tag = "2")]
+    pub image: ::prost::alloc::vec::Vec<u8>,
+    /// The admin session the gateway verified (see DeleteSongRequest).
+    #[prost(string, tag = "3")]
+    pub session: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetAlbumArtResponse {
+    #[prost(message, optional, tag = "1")]
+    pub album: ::core::option::Option<Album>,
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
 }
 /// The session an update acts for.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1119,6 +1175,33 @@ pub mod storage_node_client {
                 .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "DeleteSong"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sets or removes an album's own image (an administrator's); the node
+        /// stores the picture as a blob on W of its owners, then orders the
+        /// change.
+        pub async fn set_album_art(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetAlbumArtRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAlbumArtResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/rondo.storage.v1.StorageNode/SetAlbumArt",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("rondo.storage.v1.StorageNode", "SetAlbumArt"));
+            self.inner.unary(req, path, codec).await
+        }
         /// The ordered stream of catalog changes after `after_seq`, then live ones.
         pub async fn watch_catalog(
             &mut self,
@@ -1406,6 +1489,16 @@ pub mod storage_node_server {
             request: tonic::Request<super::DeleteSongRequest>,
         ) -> std::result::Result<
             tonic::Response<super::DeleteSongResponse>,
+            tonic::Status,
+        >;
+        /// Sets or removes an album's own image (an administrator's); the node
+        /// stores the picture as a blob on W of its owners, then orders the
+        /// change.
+        async fn set_album_art(
+            &self,
+            request: tonic::Request<super::SetAlbumArtRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetAlbumArtResponse>,
             tonic::Status,
         >;
         /// Server streaming response type for the WatchCatalog method.
@@ -1947,6 +2040,51 @@ pub mod storage_node_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteSongSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/rondo.storage.v1.StorageNode/SetAlbumArt" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetAlbumArtSvc<T: StorageNode>(pub Arc<T>);
+                    impl<
+                        T: StorageNode,
+                    > tonic::server::UnaryService<super::SetAlbumArtRequest>
+                    for SetAlbumArtSvc<T> {
+                        type Response = super::SetAlbumArtResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetAlbumArtRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as StorageNode>::set_album_art(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetAlbumArtSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

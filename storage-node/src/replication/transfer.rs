@@ -104,3 +104,68 @@ async fn download(
     }
     staged
 }
+
+/// Reads a small blob (a picture) this node does not hold from another
+/// node into memory, hash checked: from its owners under the applied
+/// layout first, then from any node. At most `max` bytes.
+pub async fn read_small(
+    state: &Arc<NodeState>,
+    hash: &rondo_core::ContentHash,
+    max: usize,
+) -> Result<Vec<u8>> {
+    use futures::StreamExt;
+    use rondo_proto::storage::v1 as pb;
+    let st = state.clone();
+    let owners = tokio::task::spawn_blocking(move || st.store.ring_layout())
+        .await??
+        .map(|l| l.owners_of(hash))
+        .unwrap_or_default();
+    let peers = state.ring.peers();
+    let order = owners
+        .iter()
+        .filter_map(|o| peers.get(o).map(|u| (*o, u.clone())))
+        .chain(
+            peers
+                .iter()
+                .filter(|(id, _)| !owners.contains(id))
+                .map(|(id, u)| (*id, u.clone())),
+        )
+        .filter(|(id, _)| *id != state.node_id);
+    for (peer, url) in order {
+        let read = async {
+            let mut stream = state
+                .peer(&url)?
+                .read_blob(pb::ReadBlobRequest {
+                    content_hash: hash.to_hex(),
+                    offset: 0,
+                    length: 0,
+                })
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| Error::Unavailable(e.to_string()))?;
+                if bytes.len() + chunk.chunk.len() > max {
+                    return Err(Error::TooLarge { limit: max as u64 });
+                }
+                bytes.extend_from_slice(&chunk.chunk);
+            }
+            let actual = rondo_core::ContentHash::of(&bytes);
+            if actual != *hash {
+                return Err(Error::HashMismatch {
+                    claimed: hash.to_hex(),
+                    actual,
+                });
+            }
+            Ok(bytes)
+        };
+        match read.await {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => tracing::debug!(%hash, %peer, error = %e, "picture read failed"),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "no node could provide picture {hash}"
+    )))
+}

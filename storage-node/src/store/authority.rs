@@ -65,7 +65,7 @@ pub fn permits(acting: Option<&Acting>, update: &pb::CatalogUpdate) -> Result<()
                 _ => admin(),
             }
         }
-        Some(U::DeleteSongId(_)) => admin(),
+        Some(U::DeleteSongId(_) | U::AlbumArt(_)) => admin(),
         // Uploads carry a checked grant; readings are the nodes' own.
         Some(U::Upsert(_) | U::Reinspected(_)) | None => Ok(()),
     }

@@ -313,23 +313,16 @@ impl Store {
             .is_some())
     }
 
-    /// The bytes of the catalog's audio in each of the `1 << bits`
-    /// partitions (each blob counted once, however many songs use it): what
-    /// a node gaining or losing a partition moves. A scan of the songs.
+    /// The bytes of the catalog's blobs (audio and pictures) in each of
+    /// the `1 << bits` partitions (each blob counted once, however many
+    /// records use it): what a node gaining or losing a partition moves. A
+    /// scan of the catalog.
     pub fn partition_bytes(&self, bits: u8) -> Result<Vec<u64>> {
         let txn = self.db.begin_read()?;
-        let mut seen = std::collections::HashSet::new();
         let mut bytes = vec![0u64; 1 << bits.clamp(1, 16)];
-        for row in txn.open_table(SONGS)?.iter()? {
-            let (_, v) = row?;
-            let song: pb::Song = decode("songs", v.value())?;
-            let Ok(hash) = song.content_hash.parse::<ContentHash>() else {
-                continue;
-            };
-            if seen.insert(hash) {
-                let p = rondo_core::partitions::partition_of(&hash, bits);
-                bytes[p] += song.size_bytes;
-            }
+        for (hash, (size, _)) in catalog_blobs(&txn)? {
+            let p = rondo_core::partitions::partition_of(&ContentHash(hash), bits);
+            bytes[p] += size;
         }
         Ok(bytes)
     }

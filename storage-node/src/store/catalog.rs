@@ -7,7 +7,9 @@
 //! playlist updates are applied by [`super::accounts`].
 
 use prost::Message;
-use redb::{ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use rondo_core::names::fold;
 use rondo_core::{AlbumId, ArtistId, ContentHash, NodeId, SongId};
 use rondo_proto::storage::v1::{self as pb, catalog_change::Change};
@@ -263,7 +265,14 @@ impl Store {
                 self.upsert_song(txn, &mut meta, seq, song, placed, layout)
             }
             Some(U::DeleteSongId(id)) => delete_song(txn, &mut meta, seq, &id),
-            Some(U::Reinspected(song)) => reinspect_song(txn, &mut meta, song),
+            Some(U::Reinspected(song)) => {
+                let placed = (update.origin.parse()?, update.placement_epoch);
+                self.reinspect_song(txn, &mut meta, seq, song, placed, layout)
+            }
+            Some(U::AlbumArt(art)) => {
+                let placed = (update.origin.parse()?, update.placement_epoch);
+                self.set_album_art(txn, &mut meta, seq, art, placed, layout)
+            }
             Some(U::RegisterUser(user)) => {
                 let outcome = accounts::register_user(txn, seq, user)?;
                 accounts::finish(txn, &mut meta, outcome.map(Change::User))
@@ -336,18 +345,16 @@ impl Store {
             // Its bytes were never copied: it can only be that duplicate.
             return Ok((Applied::Rejected(Error::NotDuplicate), None));
         }
-        let applied = layout.map_or(0, rondo_ring::Layout::placement_epoch);
-        if placed.epoch != applied {
-            let stale = Error::StalePlacement {
-                copied: placed.epoch,
-                applied,
-            };
+        if let Some(stale) = stale_placement(placed.epoch, layout) {
             return Ok((Applied::Rejected(stale), None));
         }
         drop(songs);
         let filed = file_by_name(txn, &mut song)?;
         let origin: NodeId = placed.origin.parse()?;
         let held = self.reference_blob(txn, meta, seq, hash, origin, layout)?;
+        if let Some(art) = art_hash(song.art.as_ref())? {
+            self.reference_blob(txn, meta, seq, art, origin, layout)?;
+        }
         count_filing(txn, &song, &filed)?;
         let mut songs = txn.open_table(SONGS)?;
         songs.insert(song_id, song.encode_to_vec().as_slice())?;
@@ -435,46 +442,143 @@ fn count_filing(txn: &redb::WriteTransaction, song: &pb::Song, filed: &Filed) ->
     Ok(())
 }
 
-/// Takes a newer inspection's reading of a song's bytes: the fields it
-/// fills replace the record's, the rest stays; a new album artist moves
-/// the song to that artist's album of the same title (the proposer's ids
-/// for whatever is new). Refused, the same way everywhere, for a song
-/// gone, other bytes, or a reading no newer than the record's.
-fn reinspect_song(
-    txn: &redb::WriteTransaction,
-    meta: &mut Meta<'_>,
-    new: pb::Song,
-) -> Result<Outcome> {
-    let (song_id, hash) = match check_song(&new) {
-        Ok(c) => c,
-        Err(e) => return Ok((Applied::Rejected(e), None)),
-    };
-    let old: pb::Song = match txn.open_table(SONGS)?.get(song_id)? {
-        Some(v) => decode("songs", v.value())?,
-        None => {
-            let id = new.id.parse()?;
-            return Ok((Applied::Rejected(Error::SongNotFound(id)), None));
-        }
-    };
-    if old.inspected >= new.inspected || old.content_hash != new.content_hash {
-        let refused = Error::Invalid {
-            what: "a re-inspection no newer than the record, or of other bytes",
+impl Store {
+    /// Takes a newer inspection's reading of a song's bytes: the fields it
+    /// fills replace the record's, the rest stays; a new album artist
+    /// moves the song to that artist's album of the same title (the
+    /// proposer's ids for whatever is new); newly found art is referenced
+    /// (the proposer copied it to W of its owners under the placement
+    /// `reading.placement`, as an upload does). Refused, the same way
+    /// everywhere, for a song gone, other bytes, or a reading no newer than
+    /// the record's.
+    fn reinspect_song(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &mut Meta<'_>,
+        seq: u64,
+        new: pb::Song,
+        (origin, epoch): (NodeId, u64),
+        layout: Option<&rondo_ring::Layout>,
+    ) -> Result<Outcome> {
+        let (song_id, hash) = match check_song(&new) {
+            Ok(c) => c,
+            Err(e) => return Ok((Applied::Rejected(e), None)),
         };
-        return Ok((Applied::Rejected(refused), None));
+        let old: pb::Song = match txn.open_table(SONGS)?.get(song_id)? {
+            Some(v) => decode("songs", v.value())?,
+            None => {
+                let id = new.id.parse()?;
+                return Ok((Applied::Rejected(Error::SongNotFound(id)), None));
+            }
+        };
+        if old.inspected >= new.inspected || old.content_hash != new.content_hash {
+            let refused = Error::Invalid {
+                what: "a re-inspection no newer than the record, or of other bytes",
+            };
+            return Ok((Applied::Rejected(refused), None));
+        }
+        let mut song = rondo_media::with_inspection(old.clone(), &new);
+        let (old_art, new_art) = (art_hash(old.art.as_ref())?, art_hash(song.art.as_ref())?);
+        if old_art != new_art {
+            if let Some(art) = new_art {
+                // The reader copied the picture to W of its owners under the
+                // placement it read; a newer one may leave it short: the
+                // reading is refused, and made again.
+                if let Some(stale) = stale_placement(epoch, layout) {
+                    return Ok((Applied::Rejected(stale), None));
+                }
+                self.reference_blob(txn, meta, seq, art, origin, layout)?;
+            }
+            if let Some(art) = old_art {
+                dereference_blob(txn, meta, art)?;
+            }
+        }
+        let owner = |s: &pb::Song| s.album_artist.as_ref().map(|a| fold(&a.name));
+        if owner(&old) != owner(&song) {
+            song.album = new.album.clone();
+            release_names(txn, meta, &old)?;
+            let filed = file_by_name(txn, &mut song)?;
+            count_filing(txn, &song, &filed)?;
+        }
+        txn.open_table(SONGS)?
+            .insert(song_id, song.encode_to_vec().as_slice())?;
+        // Holders announce the new record (gateways replace theirs).
+        let held = txn.open_table(BLOBS)?.get(hash.as_bytes())?.is_some();
+        stored(txn, meta, song, held)
     }
-    let mut song = rondo_media::with_inspection(old.clone(), &new);
-    let owner = |s: &pb::Song| s.album_artist.as_ref().map(|a| fold(&a.name));
-    if owner(&old) != owner(&song) {
-        song.album = new.album.clone();
-        release_names(txn, &old)?;
-        let filed = file_by_name(txn, &mut song)?;
-        count_filing(txn, &song, &filed)?;
+}
+
+impl Store {
+    /// Sets or removes an album's own image: the new picture referenced
+    /// (its proposer copied it to W of its owners under placement `epoch`),
+    /// the old one released; announced as the album record. Refused the
+    /// same way everywhere for an album that does not exist (any more).
+    fn set_album_art(
+        &self,
+        txn: &redb::WriteTransaction,
+        meta: &mut Meta<'_>,
+        seq: u64,
+        change: pb::AlbumArt,
+        (origin, epoch): (NodeId, u64),
+        layout: Option<&rondo_ring::Layout>,
+    ) -> Result<Outcome> {
+        let Ok(id) = change.album_id.parse::<AlbumId>() else {
+            let refused = Error::Invalid {
+                what: "bad album id",
+            };
+            return Ok((Applied::Rejected(refused), None));
+        };
+        let key = id.0.as_u128();
+        let mut album: pb::Album = match txn.open_table(ALBUMS)?.get(key)? {
+            Some(v) => decode("albums", v.value())?,
+            None => {
+                let refused = Error::NotFound {
+                    kind: "album",
+                    id: id.to_string(),
+                };
+                return Ok((Applied::Rejected(refused), None));
+            }
+        };
+        let new = match art_hash(change.art.as_ref()) {
+            Ok(h) => h,
+            Err(e) => return Ok((Applied::Rejected(e), None)),
+        };
+        let old = art_hash(album.art.as_ref())?;
+        if new != old {
+            if let Some(art) = new {
+                if let Some(stale) = stale_placement(epoch, layout) {
+                    return Ok((Applied::Rejected(stale), None));
+                }
+                self.reference_blob(txn, meta, seq, art, origin, layout)?;
+            }
+            if let Some(art) = old {
+                dereference_blob(txn, meta, art)?;
+            }
+        }
+        album.art = change.art;
+        txn.open_table(ALBUMS)?
+            .insert(key, album.encode_to_vec().as_slice())?;
+        let announced = push_change(txn, meta, Change::Album(album.clone()))?;
+        let applied = Applied::AlbumChanged {
+            album: Box::new(album),
+            change_seq: announced.seq,
+        };
+        Ok((applied, Some(announced)))
     }
-    txn.open_table(SONGS)?
-        .insert(song_id, song.encode_to_vec().as_slice())?;
-    // Holders announce the new record (gateways replace theirs).
-    let held = txn.open_table(BLOBS)?.get(hash.as_bytes())?.is_some();
-    stored(txn, meta, song, held)
+}
+
+/// Refusal of a copy made under placement `copied` if another is in force
+/// at this entry (its owners may not hold it).
+fn stale_placement(copied: u64, layout: Option<&rondo_ring::Layout>) -> Option<Error> {
+    let applied = layout.map_or(0, rondo_ring::Layout::placement_epoch);
+    (copied != applied).then_some(Error::StalePlacement { copied, applied })
+}
+
+/// The blob of a picture, if there is one; refused if its hash is not one.
+pub(crate) fn art_hash(art: Option<&pb::Art>) -> Result<Option<ContentHash>> {
+    art.map(|a| a.hash.parse::<ContentHash>())
+        .transpose()
+        .map_err(Error::from)
 }
 
 /// A song stored as `Applied::Stored`, announced on the change stream if
@@ -524,6 +628,12 @@ fn check_song(song: &pb::Song) -> Result<(u128, ContentHash)> {
         }
         None => &artist.id,
     };
+    art_hash(song.art.as_ref())?;
+    if album.art.is_some() {
+        return Err(Error::Invalid {
+            what: "a song's album carries no image (an album's own is set apart)",
+        });
+    }
     if album.artist_id != *owner {
         return Err(Error::Invalid {
             what: "the album's artist is neither the album artist nor the song's",
@@ -551,11 +661,14 @@ fn delete_song(
         None => return Ok((Applied::Rejected(Error::SongNotFound(id)), None)),
     };
     txn.open_table(DELETED_SONGS)?.insert(id.0.as_u128(), seq)?;
-    release_names(txn, &song)?;
+    release_names(txn, meta, &song)?;
     if let Ok(hash) = song.content_hash.parse::<ContentHash>() {
         txn.open_multimap_table(SONG_HASHES)?
             .remove(hash.as_bytes(), id.0.as_u128())?;
         dereference_blob(txn, meta, hash)?;
+    }
+    if let Some(art) = art_hash(song.art.as_ref())? {
+        dereference_blob(txn, meta, art)?;
     }
     let change = push_change(txn, meta, Change::DeleteSongId(id.to_string()))?;
     // The song leaves every playlist too (a scan: playlists are few next
@@ -587,7 +700,7 @@ fn delete_song(
 
 /// Counts one song less on the song's album and artist; each goes, with
 /// its name entry, when its last song does.
-fn release_names(txn: &redb::WriteTransaction, song: &pb::Song) -> Result<()> {
+fn release_names(txn: &redb::WriteTransaction, meta: &mut Meta<'_>, song: &pb::Song) -> Result<()> {
     let artist = song.artist.clone().unwrap_or_default();
     let album = song.album.clone().unwrap_or_default();
     let owner_key = uuid_key(&album.artist_id).unwrap_or_default();
@@ -610,8 +723,20 @@ fn release_names(txn: &redb::WriteTransaction, song: &pb::Song) -> Result<()> {
         let n = refs.get(k)?.map_or(0, |g| g.value());
         if n <= 1 {
             refs.remove(k)?;
-            txn.open_table(table)?.remove(k)?;
+            let gone = txn
+                .open_table(table)?
+                .remove(k)?
+                .map(|g| g.value().to_vec());
             forget_name(txn, names, &name, k)?;
+            // An album's own image goes with the album.
+            if table.name() == ALBUMS.name()
+                && let Some(bytes) = gone
+            {
+                let album: pb::Album = decode("albums", &bytes)?;
+                if let Some(art) = art_hash(album.art.as_ref())? {
+                    dereference_blob(txn, meta, art)?;
+                }
+            }
         } else {
             refs.insert(k, n - 1)?;
         }
@@ -757,6 +882,99 @@ mod tests {
             vec![2, 3]
         );
         assert_eq!(store.ring_applied().unwrap().0, 7);
+    }
+
+    #[tokio::test]
+    async fn pictures_are_blobs_their_songs_and_albums_hold_until_the_last_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let me = NodeId::new_random();
+        let art = |bytes: &[u8]| pb::Art {
+            hash: ContentHash::of(bytes).to_hex(),
+            size: bytes.len() as u64,
+            mime: "image/png".into(),
+            width: 1,
+            height: 1,
+        };
+        let with_art = |id: SongId, album: Option<&pb::Song>| {
+            let mut s = song(id);
+            if let Some(other) = album {
+                s.artist = other.artist.clone();
+                s.album = other.album.clone();
+            }
+            s.art = Some(art(b"cover"));
+            s
+        };
+        let (a, b) = (SongId::new_random(), SongId::new_random());
+        for bytes in [&b"audio a"[..], b"audio b", b"cover", b"own image"] {
+            store.put_blob(staged(&store, bytes).await).unwrap();
+        }
+        let first = with_art(a, None);
+        store
+            .apply_update(1, &upsert(first.clone(), b"audio a", me), None)
+            .unwrap();
+        store
+            .apply_update(2, &upsert(with_art(b, Some(&first)), b"audio b", me), None)
+            .unwrap();
+        let refs = |bytes: &[u8]| {
+            let txn = store.db.begin_read().unwrap();
+            let blobs = txn.open_table(BLOBS).unwrap();
+            blobs
+                .get(ContentHash::of(bytes).as_bytes())
+                .unwrap()
+                .map(|g| g.value().1)
+        };
+        assert_eq!(
+            refs(b"cover"),
+            Some(2),
+            "one picture, kept once, used twice"
+        );
+        // An album's own image: refused for an album that is not one,
+        // referenced for one that is, announced as the album.
+        let album_id = first.album.clone().unwrap().id;
+        let set = |album: &str, image: Option<pb::Art>| {
+            pb::CatalogUpdate {
+                origin: me.to_string(),
+                change: Some(pb::catalog_update::Change::AlbumArt(pb::AlbumArt {
+                    album_id: album.to_string(),
+                    art: image,
+                })),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let missing = store
+            .apply_update(
+                3,
+                &set(&AlbumId::new_random().to_string(), Some(art(b"own image"))),
+                None,
+            )
+            .unwrap();
+        assert!(
+            matches!(
+                missing,
+                Applied::Rejected(Error::NotFound { kind: "album", .. })
+            ),
+            "{missing:?}"
+        );
+        let set_own = store
+            .apply_update(4, &set(&album_id, Some(art(b"own image"))), None)
+            .unwrap();
+        let Applied::AlbumChanged { album, .. } = set_own else {
+            panic!("the album changed: {set_own:?}");
+        };
+        assert_eq!(album.art, Some(art(b"own image")));
+        assert_eq!(refs(b"own image"), Some(1));
+        // The songs go one by one: the picture with the last, the album's
+        // own image with the album.
+        store.apply_update(5, &delete(a), None).unwrap();
+        assert_eq!(refs(b"cover"), Some(1));
+        store.apply_update(6, &delete(b), None).unwrap();
+        store.run_outbox().unwrap();
+        assert_eq!(refs(b"cover"), None);
+        assert_eq!(refs(b"own image"), None);
+        assert_eq!(store.stats().unwrap().blob_count, 0);
+        assert_eq!(files_in(&dir.path().join("blobs")), 0);
     }
 
     #[tokio::test]

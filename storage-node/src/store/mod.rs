@@ -86,6 +86,12 @@ pub enum Applied {
     /// song is added, the same way on every node (the proposed id is spent,
     /// as a deleted one is).
     Duplicate { song: Box<pb::Song> },
+    /// An album's own image was set or removed; the album record as it is
+    /// now, and its change on this node's stream.
+    AlbumChanged {
+        album: Box<pb::Album>,
+        change_seq: u64,
+    },
     /// Refused, the same way on every node (the catalog is unchanged).
     Rejected(Error),
 }
@@ -112,6 +118,8 @@ pub struct Store {
     db: Database,
     blob_dir: PathBuf,
     tmp_dir: PathBuf,
+    /// Pictures resized for serving (a cache: anything in it can go).
+    art_cache: PathBuf,
     /// Serialises the steps that move files in or out of `blobs/` together
     /// with the index update that accounts for them.
     blob_lock: Mutex<()>,
@@ -177,7 +185,8 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let blob_dir = dir.join("blobs");
         let tmp_dir = dir.join("tmp");
-        for d in [dir, &blob_dir, &tmp_dir] {
+        let art_cache = dir.join("art-cache");
+        for d in [dir, &blob_dir, &tmp_dir, &art_cache] {
             std::fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
         }
         let id = node_identity(dir)?;
@@ -204,6 +213,7 @@ impl Store {
             db,
             blob_dir,
             tmp_dir,
+            art_cache,
             blob_lock: Mutex::new(()),
             changes,
         };
@@ -236,6 +246,11 @@ impl Store {
     }
 
     /// One song by id.
+    /// Where resized pictures are cached.
+    pub fn art_cache_dir(&self) -> &Path {
+        &self.art_cache
+    }
+
     pub fn song(&self, id: SongId) -> Result<Option<pb::Song>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SONGS)?;

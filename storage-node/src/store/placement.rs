@@ -75,21 +75,14 @@ impl Store {
         if hashes.is_empty() {
             return Ok(0);
         }
-        let mut left: std::collections::HashSet<String> =
-            hashes.iter().map(ContentHash::to_hex).collect();
         let txn = self.db.begin_read()?;
-        let mut bytes = 0u64;
-        for row in txn.open_table(SONGS)?.iter()? {
-            let (_, v) = row?;
-            let song: rondo_proto::storage::v1::Song = decode("songs", v.value())?;
-            if left.remove(&song.content_hash) {
-                bytes = bytes.saturating_add(song.size_bytes);
-                if left.is_empty() {
-                    break;
-                }
-            }
-        }
-        Ok(bytes)
+        let all = catalog_blobs(&txn)?;
+        Ok(hashes
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .filter_map(|h| all.get(h.as_bytes()).map(|(size, _)| *size))
+            .sum())
     }
 
     /// Blobs this node holds for songs that it should not hold under

@@ -60,7 +60,7 @@ struct Loaded {
 }
 
 /// Tables whose changes go on the change stream.
-const ANNOUNCED: [TableDefinition<u128, &[u8]>; 3] = [SONGS, USERS, PLAYLISTS];
+const ANNOUNCED: [TableDefinition<u128, &[u8]>; 4] = [SONGS, USERS, PLAYLISTS, ALBUMS];
 
 impl Store {
     /// The applied state as of the applied entry `at`, as rows (see
@@ -271,13 +271,10 @@ fn reconcile_blobs(
     (me, layout): (NodeId, &rondo_ring::Layout),
     from: NodeId,
 ) -> Result<(BTreeSet<[u8; 32]>, Vec<ContentHash>)> {
-    let mut uses: BTreeMap<[u8; 32], u64> = BTreeMap::new();
-    for row in txn.open_table(SONGS)?.iter()? {
-        let (_, song) = row?;
-        let song: pb::Song = decode("songs", song.value())?;
-        let hash: ContentHash = song.content_hash.parse()?;
-        *uses.entry(*hash.as_bytes()).or_default() += 1;
-    }
+    let uses: BTreeMap<[u8; 32], u64> = catalog_blobs(&txn)?
+        .into_iter()
+        .map(|(hash, (_, n))| (hash, n))
+        .collect();
     let mut blobs = txn.open_table(BLOBS)?;
     let held: Vec<([u8; 32], (u64, u64))> = blobs
         .iter()?
@@ -329,8 +326,20 @@ fn announce_differences(
 ) -> Result<Vec<pb::CatalogChange>> {
     let mut changes = Vec::new();
     for (table, id, value) in &loaded.records {
-        if before.remove(&(table.clone(), *id)).as_deref() == Some(value.as_slice()) {
+        let was = before.remove(&(table.clone(), *id));
+        if was.as_deref() == Some(value.as_slice()) {
             continue;
+        }
+        // Albums are announced for their own image only (the rest of an
+        // album travels with its songs).
+        if table == ALBUMS.name() {
+            let art = |bytes: &[u8]| -> Result<Option<pb::Art>> {
+                Ok(decode::<pb::Album>("albums", bytes)?.art)
+            };
+            let old_art = was.as_deref().map(art).transpose()?.flatten();
+            if art(value)? == old_art {
+                continue;
+            }
         }
         let change = if table == SONGS.name() {
             let song: pb::Song = decode("songs", value)?;
@@ -341,13 +350,18 @@ fn announce_differences(
             Change::Upsert(song)
         } else if table == USERS.name() {
             Change::User(decode("users", value)?)
+        } else if table == ALBUMS.name() {
+            Change::Album(decode("albums", value)?)
         } else {
             Change::Playlist(decode("playlists", value)?)
         };
         changes.push(push_change(txn, meta, change)?);
     }
     for ((table, id), value) in before {
-        let gone = if table == SONGS.name() {
+        let gone = if table == ALBUMS.name() {
+            // An album goes with its last song, which is announced gone.
+            continue;
+        } else if table == SONGS.name() {
             Change::DeleteSongId(uuid::Uuid::from_u128(id).to_string())
         } else if table == USERS.name() {
             let mut user: pb::User = decode("users", &value)?;

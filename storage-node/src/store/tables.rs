@@ -181,6 +181,64 @@ pub(super) fn release_songs(
         .collect()
 }
 
+/// Every blob the catalog uses (songs' audio and pictures, albums' own
+/// images), with its size and the number of records using it: what the
+/// blob index's reference counts are. A scan of the songs and albums.
+pub(super) fn catalog_blobs(
+    txn: &impl CatalogTables,
+) -> Result<std::collections::BTreeMap<[u8; 32], (u64, u64)>> {
+    let mut uses: std::collections::BTreeMap<[u8; 32], (u64, u64)> = Default::default();
+    let mut count = |hash: &str, size: u64| -> Result<()> {
+        let hash: rondo_core::ContentHash = hash.parse()?;
+        let entry = uses.entry(*hash.as_bytes()).or_insert((size, 0));
+        entry.1 += 1;
+        Ok(())
+    };
+    for row in txn.songs()?.iter()? {
+        let (_, v) = row?;
+        let song: pb::Song = decode("songs", v.value())?;
+        count(&song.content_hash, song.size_bytes)?;
+        if let Some(art) = &song.art {
+            count(&art.hash, art.size)?;
+        }
+    }
+    for row in txn.albums()?.iter()? {
+        let (_, v) = row?;
+        let album: pb::Album = decode("albums", v.value())?;
+        if let Some(art) = &album.art {
+            count(&art.hash, art.size)?;
+        }
+    }
+    Ok(uses)
+}
+
+/// Read or write transactions, for [`catalog_blobs`].
+pub(super) trait CatalogTables {
+    type Table: ReadableTable<u128, &'static [u8]>;
+    fn songs(&self) -> Result<Self::Table>;
+    fn albums(&self) -> Result<Self::Table>;
+}
+
+impl CatalogTables for redb::ReadTransaction {
+    type Table = redb::ReadOnlyTable<u128, &'static [u8]>;
+    fn songs(&self) -> Result<Self::Table> {
+        Ok(self.open_table(SONGS)?)
+    }
+    fn albums(&self) -> Result<Self::Table> {
+        Ok(self.open_table(ALBUMS)?)
+    }
+}
+
+impl<'t> CatalogTables for &'t redb::WriteTransaction {
+    type Table = redb::Table<'t, u128, &'static [u8]>;
+    fn songs(&self) -> Result<Self::Table> {
+        Ok(self.open_table(SONGS)?)
+    }
+    fn albums(&self) -> Result<Self::Table> {
+        Ok(self.open_table(ALBUMS)?)
+    }
+}
+
 /// Decodes a stored record of `table`.
 pub(super) fn decode<M: Message + Default>(table: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|source| Error::Corrupt { table, source })

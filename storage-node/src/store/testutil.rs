@@ -46,7 +46,7 @@ pub(crate) fn song(id: SongId) -> pb::Song {
             id: AlbumId::new_random().to_string(),
             title: "b".into(),
             artist_id: artist,
-            year: None,
+            ..Default::default()
         }),
         ..Default::default()
     }

@@ -120,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 title: g.words(1, 3),
                 artist_id: artist.id.clone(),
                 year: Some(1960 + (g.next() % 65) as u32),
+                art: None,
             }
         })
         .collect();
@@ -139,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 title: g.cjk(2, 6),
                 artist_id: artist.id.clone(),
                 year: Some(1960 + (g.next() % 65) as u32),
+                art: None,
             }
         })
         .collect();

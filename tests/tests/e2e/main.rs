@@ -5,6 +5,7 @@
 mod accounts;
 mod browser;
 mod cli;
+mod covers;
 mod crash;
 mod data;
 mod deploy;

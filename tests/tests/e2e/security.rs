@@ -358,7 +358,7 @@ async fn upload_with_genre(
             id: uuid::Uuid::new_v4().to_string(),
             title: "Tags".into(),
             artist_id,
-            year: None,
+            ..Default::default()
         }),
         genre: Some(genre),
         mime_type: "audio/wav".into(),

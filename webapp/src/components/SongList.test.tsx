@@ -12,6 +12,8 @@ const song = (id: string, title: string): SongRow => ({
   durationMs: 125_000,
   artist: { id: "ar", name: "The Band" },
   album: { id: "al", title: "The Album" },
+  thumb: `https://node/art/${id}?size=64`,
+  cover: `https://node/art/${id}?size=300`,
 });
 
 afterEach(cleanup);
@@ -40,6 +42,35 @@ function fakeClient() {
     );
   return { client: new Client({ url: "/graphql", exchanges: [exchange] }), executeQuery };
 }
+
+describe("covers", () => {
+  it("shows each song's cover in its row and the playing one's in the player bar", async () => {
+    const { client } = fakeClient();
+    const bare = { ...song("s2", "Bare"), thumb: null, cover: null };
+    render(
+      <Provider value={client}>
+        <MemoryRouter>
+          <PlayerProvider>
+            <SongList songs={[song("s1", "Covered"), bare]} />
+          </PlayerProvider>
+        </MemoryRouter>
+      </Provider>,
+    );
+    const rows = screen.getAllByTestId("row-cover");
+    expect(rows).toHaveLength(1);
+    expect(rows[0].getAttribute("src")).toBe("https://node/art/s1?size=64");
+    expect(rows[0].getAttribute("alt")).toBe("");
+    await act(async () => {
+      fireEvent.click(screen.getByRole("button", { name: "Play Covered" }));
+    });
+    expect(screen.getByTestId("player-cover").getAttribute("src")).toBe("https://node/art/s1?size=300");
+    // A picture that fails to load leaves a plain tile, not a broken image.
+    await act(async () => {
+      fireEvent.error(rows[0]);
+    });
+    expect(screen.queryAllByTestId("row-cover")).toHaveLength(0);
+  });
+});
 
 describe("SongList in the player", () => {
   it("plays the clicked song, with the rest of the list queued", async () => {

@@ -1,5 +1,6 @@
 // A list of songs: play from here, add to the queue, add to a playlist.
 
+import { Cover } from "./Cover";
 import { Icon } from "./Icon";
 import { useState } from "react";
 import { Link } from "react-router";
@@ -25,13 +26,23 @@ export const SongRowFields = graphql(`
       id
       title
     }
+    thumb: coverArt(size: 64)
+    cover: coverArt(size: 300)
   }
 `);
 
 export type SongRow = SongRowFragment;
 
 export function toTrack(s: SongRow): Track {
-  return { id: s.id, title: s.title, artist: s.artist.name, album: s.album.title, durationMs: s.durationMs };
+  return {
+    id: s.id,
+    title: s.title,
+    artist: s.artist.name,
+    album: s.album.title,
+    durationMs: s.durationMs,
+    thumb: s.thumb,
+    cover: s.cover,
+  };
 }
 
 const MyPlaylists = graphql(`
@@ -124,7 +135,12 @@ export function SongList({ songs, showAlbum = true }: { songs: SongRow[]; showAl
                 <Icon name="play" />
               </button>
             </td>
-            <td>{s.title}</td>
+            <td>
+              <span className="with-cover">
+                <Cover src={s.thumb} size={40} testId="row-cover" />
+                {s.title}
+              </span>
+            </td>
             <td>
               <Link to={`/artists/${s.artist.id}`}>{s.artist.name}</Link>
             </td>

@@ -5,6 +5,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { Link, useParams } from "react-router";
 import { useQuery } from "urql";
 import { graphql } from "../gql";
+import { Cover } from "../components/Cover";
 import { SongList, toTrack, type SongRow } from "../components/SongList";
 import { usePlayer } from "../player/Player";
 
@@ -185,6 +186,7 @@ const AlbumsPage = graphql(`
         id
         title
         year
+        cover: coverArt(size: 300)
         artist {
           id
           name
@@ -205,6 +207,7 @@ export function Albums() {
         {(data?.albums.nodes ?? []).map((a) => (
           <li key={a.id}>
             <Link className="card" to={`/albums/${a.id}`}>
+              <Cover src={a.cover} size={150} testId="card-cover" />
               <strong>{a.title}</strong>
               <span className="sub">
                 {a.artist?.name}
@@ -233,6 +236,7 @@ const ArtistQuery = graphql(`
           id
           title
           year
+          cover: coverArt(size: 300)
         }
       }
       songs(first: 100) {
@@ -260,6 +264,7 @@ export function ArtistPage() {
         {a.albums.nodes.map((al) => (
           <li key={al.id}>
             <Link className="card" to={`/albums/${al.id}`}>
+              <Cover src={al.cover} size={150} testId="card-cover" />
               <strong>{al.title}</strong>
               {al.year && <span className="sub">{al.year}</span>}
             </Link>
@@ -283,6 +288,7 @@ const AlbumQuery = graphql(`
       id
       title
       year
+      cover: coverArt(size: 600)
       artist {
         id
         name
@@ -305,11 +311,16 @@ export function AlbumPage() {
   if (!a) return <ErrorNote error={error ?? { message: "No such album" }} />;
   return (
     <section>
-      <h1>{a.title}</h1>
-      <p className="sub">
-        {a.artist && <Link to={`/artists/${a.artist.id}`}>{a.artist.name}</Link>}
-        {a.year ? ` · ${a.year}` : ""}
-      </p>
+      <header className="album-head">
+        <Cover src={a.cover} size={220} testId="album-cover" />
+        <div>
+          <h1>{a.title}</h1>
+          <p className="sub">
+            {a.artist && <Link to={`/artists/${a.artist.id}`}>{a.artist.name}</Link>}
+            {a.year ? ` · ${a.year}` : ""}
+          </p>
+        </div>
+      </header>
       <PlayAll songs={a.songs.nodes} label="Play album" />
       <SongList songs={a.songs.nodes} showAlbum={false} />
     </section>

@@ -5,6 +5,7 @@
 // gateway for a fresh URL (another replica) and resumes at the same
 // position, without the listener doing anything.
 
+import { Cover } from "../components/Cover";
 import { Icon } from "../components/Icon";
 import {
   createContext,
@@ -227,7 +228,12 @@ function PlayerBar({
     if (!("mediaSession" in navigator) || !track) return;
     const ms = navigator.mediaSession;
     if (typeof MediaMetadata !== "undefined") {
-      ms.metadata = new MediaMetadata({ title: track.title, artist: track.artist, album: track.album ?? "" });
+      ms.metadata = new MediaMetadata({
+        title: track.title,
+        artist: track.artist,
+        album: track.album ?? "",
+        artwork: track.cover ? [{ src: track.cover, sizes: "300x300", type: "image/jpeg" }] : [],
+      });
     }
     const handlers: [MediaSessionAction, MediaSessionActionHandler][] = [
       ["play", () => audio.current && void safePlay(audio.current)],
@@ -305,10 +311,13 @@ function PlayerBar({
       <div className="now">
         {track ? (
           <>
-            <div className="title" data-testid="now-playing">
-              {track.title}
+            <Cover src={track.cover ?? track.thumb} size={56} testId="player-cover" key={track.id} />
+            <div className="now-text">
+              <div className="title" data-testid="now-playing">
+                {track.title}
+              </div>
+              <div className="sub">{track.artist}</div>
             </div>
-            <div className="sub">{track.artist}</div>
           </>
         ) : (
           <div className="sub">Nothing playing</div>

@@ -8,6 +8,9 @@ export interface Track {
   artist: string;
   album?: string;
   durationMs: number;
+  /** Signed URLs of the cover: small for lists, larger for the player. */
+  thumb?: string | null;
+  cover?: string | null;
 }
 
 export interface QueueState {
