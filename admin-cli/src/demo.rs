@@ -130,7 +130,28 @@ pub fn tune_wav(seconds: f32, seed: u64) -> Result<Vec<u8>> {
     Ok(cursor.into_inner())
 }
 
-/// Writes a tagged demo song (WAV with an ID3v2 tag) to `path`.
+/// Side of a demo cover, in pixels.
+const COVER_SIDE: u32 = 400;
+
+/// A demo album's cover: a PNG gradient between two colours drawn from the
+/// album's name (the same name, the same picture).
+pub fn cover(album: &str) -> Result<Vec<u8>> {
+    let seed = blake3::hash(album.as_bytes());
+    let b = seed.as_bytes();
+    let (from, to) = ([b[0], b[1], b[2]], [b[3], b[4], b[5]]);
+    let img = image::RgbImage::from_fn(COVER_SIDE, COVER_SIDE, |x, y| {
+        let t = (x + y) as f32 / (2 * COVER_SIDE) as f32;
+        let mix = |i: usize| (f32::from(from[i]) * (1.0 - t) + f32::from(to[i]) * t) as u8;
+        image::Rgb([mix(0), mix(1), mix(2)])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::Audio(format!("draw the cover of {album}: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// Writes a tagged demo song (WAV with an ID3v2 tag and its album's
+/// cover) to `path`.
 pub fn write_song(path: &Path, song: &DemoSong, seconds: f32, seed: u64) -> Result<()> {
     std::fs::write(path, tune_wav(seconds, seed)?)
         .map_err(Error::io(format!("write {}", path.display())))?;
@@ -144,6 +165,12 @@ pub fn write_song(path: &Path, song: &DemoSong, seconds: f32, seed: u64) -> Resu
         year: song.year as u16,
         ..Default::default()
     });
+    tag.push_picture(
+        lofty::picture::Picture::unchecked(cover(&song.album)?)
+            .pic_type(lofty::picture::PictureType::CoverFront)
+            .mime_type(lofty::picture::MimeType::Png)
+            .build(),
+    );
     tag.save_to_path(path, WriteOptions::default())
         .map_err(|e| Error::Audio(format!("tag {}: {e}", path.display())))
 }
@@ -173,5 +200,8 @@ mod tests {
         assert_eq!(tag.track(), Some(song.track));
         assert_eq!(tag.date().map(|d| u32::from(d.year)), Some(song.year));
         assert_eq!(tagged.properties().duration().as_millis(), 1000);
+        let picture = &tag.pictures()[0];
+        assert_eq!(picture.data(), cover(&song.album).unwrap().as_slice());
+        assert_ne!(cover("one album").unwrap(), cover("another").unwrap());
     }
 }

@@ -2,10 +2,11 @@
 // download): log in (and a wrong password), upload a file through the page,
 // find it by search, play it (currentTime advances), seek (the position
 // follows), survive the loss of the storage node serving it (the test kills
-// it when told), make a playlist and add the song, see the cluster page as
+// it when told), see its cover in the list, the player bar, the Media
+// Session and its album's page, make a playlist and add the song, see the cluster page as
 // an admin, and a listener's view after registering. Screenshots of each page go to SHOTS.
 //
-// Usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title>
+// Usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title> <album>
 // Prints JSON lines: {"event":"playing","src":…} (then waits for a line
 // "killed" on stdin) and finally {"event":"done",…}.
 import { chromium } from 'playwright-core';
@@ -13,9 +14,9 @@ import { createInterface } from 'node:readline';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 
-const [base, shots, audioFile, title] = process.argv.slice(2);
-if (!base || !shots || !audioFile || !title) {
-  console.error('usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title>');
+const [base, shots, audioFile, title, albumTitle] = process.argv.slice(2);
+if (!base || !shots || !audioFile || !title || !albumTitle) {
+  console.error('usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title> <album>');
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
@@ -101,6 +102,18 @@ try {
   });
   result.playedTo = await audio.evaluate((a) => a.currentTime);
   result.duration = await audio.evaluate((a) => a.duration);
+  // Covers: the song's row, the player bar and the Media Session (the
+  // lock screen, the OS media controls) show the picture in its file.
+  const loaded = (selector) =>
+    page.waitForFunction((s) => {
+      const img = document.querySelector(s);
+      return img && img.complete && img.naturalWidth > 0;
+    }, selector);
+  await loaded('[data-testid=player-cover]');
+  result.playerCover = await page.getByTestId('player-cover').evaluate((i) => ({ width: i.naturalWidth, src: i.src }));
+  await loaded('[data-testid=song-row] [data-testid=row-cover]');
+  result.rowCover = await page.getByTestId('row-cover').first().evaluate((i) => i.naturalWidth);
+  result.mediaArtwork = await page.evaluate(() => (navigator.mediaSession.metadata?.artwork ?? []).map((a) => a.src));
   await shot(page, 'search-playing');
 
   // Seek with the slider to 40 % of the song.
@@ -178,8 +191,18 @@ try {
   for (const [name, link] of [['songs', 'Songs'], ['albums', 'Albums'], ['artists', 'Artists']]) {
     await page.getByRole('link', { name: link, exact: true }).click();
     await page.getByRole('heading', { name: link }).waitFor();
+    if (name === 'albums') {
+      await loaded('[data-testid=card-cover]');
+      result.cardCover = await page.getByTestId('card-cover').first().evaluate((i) => i.naturalWidth);
+    }
     await shot(page, name);
   }
+  // The album's page, with its cover.
+  await page.getByRole('link', { name: 'Albums', exact: true }).click();
+  await page.getByRole('link', { name: new RegExp(albumTitle) }).first().click();
+  await loaded('[data-testid=album-cover]');
+  result.albumCover = await page.getByTestId('album-cover').evaluate((i) => i.naturalWidth);
+  await shot(page, 'album');
   await page.setViewportSize({ width: 375, height: 740 });
   await page.getByRole('link', { name: 'Home', exact: true }).click();
   await shot(page, 'home-phone');

@@ -98,6 +98,7 @@ async fn webapp_end_to_end_in_chromium() {
         .arg(&shots)
         .arg(&wav)
         .arg(title)
+        .arg("Open Air")
         .current_dir(&browser)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -161,6 +162,16 @@ async fn webapp_end_to_end_in_chromium() {
     );
     assert!((r["duration"].as_f64().unwrap() - 240.0).abs() < 0.5, "{r}");
     assert!(r["playedTo"].as_f64().unwrap() > 0.5, "{r}");
+    // The file's 400-pixel cover: 64 in the list, 300 in the player bar
+    // and the Media Session, 300 on the album card, whole (not enlarged
+    // to 600) on the album's page.
+    assert_eq!(r["rowCover"], 64, "{r}");
+    assert_eq!(r["playerCover"]["width"], 300, "{r}");
+    let cover = r["playerCover"]["src"].as_str().unwrap_or_default();
+    assert!(cover.contains("/art/"), "{r}");
+    assert_eq!(r["mediaArtwork"], serde_json::json!([cover]), "{r}");
+    assert_eq!(r["cardCover"], 300, "{r}");
+    assert_eq!(r["albumCover"], 400, "{r}");
     assert!(
         r["afterSeek"].as_f64().unwrap() >= r["seekTarget"].as_f64().unwrap(),
         "{r}"
