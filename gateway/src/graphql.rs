@@ -520,6 +520,15 @@ impl Album {
             .and_then(|a| a.art.clone());
         Ok(art.and_then(|a| st.art_url(&a, size)))
     }
+    /// Whether the cover is an image an admin gave the album (not its
+    /// first track's picture).
+    async fn has_own_cover_art(&self, ctx: &Context<'_>) -> bool {
+        state(ctx)
+            .cluster
+            .snapshot()
+            .album(self.0.id)
+            .is_some_and(|a| a.own_art)
+    }
     /// The album artist: the artist the album is filed under (its songs may
     /// have other track artists).
     async fn artist(&self, ctx: &Context<'_>) -> Option<Artist> {

@@ -32,6 +32,8 @@ pub struct AlbumRec {
     /// The album's own image if an admin set one, else the picture of its
     /// first track (disc, then track order) that has one.
     pub art: Option<ArtRec>,
+    /// `art` is the album's own image.
+    pub own_art: bool,
 }
 
 /// A picture kept on the nodes.
@@ -117,6 +119,7 @@ impl SongRec {
                 artist_id: album_artist.as_ref().map_or(artist.id, |a| a.id),
                 year: album.year,
                 art: None,
+                own_art: false,
             },
             artist,
             album_artist,
@@ -509,6 +512,7 @@ impl Snapshot {
         }
         let mut albums = albums;
         for a in &mut albums {
+            a.own_art = matches!(album_art.get(&a.id), Some(Some(_)));
             a.art = match album_art.get(&a.id) {
                 Some(Some(own)) => Some(own.clone()),
                 _ => album_songs

@@ -3,10 +3,11 @@
 // find it by search, play it (currentTime advances), seek (the position
 // follows), survive the loss of the storage node serving it (the test kills
 // it when told), see its cover in the list, the player bar, the Media
-// Session and its album's page, make a playlist and add the song, see the cluster page as
+// Session and its album's page (and give the album an image of its own,
+// then take it back), make a playlist and add the song, see the cluster page as
 // an admin, and a listener's view after registering. Screenshots of each page go to SHOTS.
 //
-// Usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title> <album>
+// Usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title> <album> <cover image>
 // Prints JSON lines: {"event":"playing","src":…} (then waits for a line
 // "killed" on stdin) and finally {"event":"done",…}.
 import { chromium } from 'playwright-core';
@@ -14,9 +15,9 @@ import { createInterface } from 'node:readline';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 
-const [base, shots, audioFile, title, albumTitle] = process.argv.slice(2);
-if (!base || !shots || !audioFile || !title || !albumTitle) {
-  console.error('usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title> <album>');
+const [base, shots, audioFile, title, albumTitle, coverFile] = process.argv.slice(2);
+if (!base || !shots || !audioFile || !title || !albumTitle || !coverFile) {
+  console.error('usage: node webapp.mjs <base URL> <screenshot dir> <audio file> <title> <album> <cover image>');
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
@@ -203,6 +204,19 @@ try {
   await loaded('[data-testid=album-cover]');
   result.albumCover = await page.getByTestId('album-cover').evaluate((i) => i.naturalWidth);
   await shot(page, 'album');
+  // The admin gives the album an image of its own, then takes it back.
+  const coverWidth = (w) =>
+    page.waitForFunction((want) => {
+      const img = document.querySelector('[data-testid=album-cover]');
+      return img && img.complete && img.naturalWidth === want;
+    }, w);
+  await page.getByTestId('cover-input').setInputFiles(coverFile);
+  await coverWidth(600);
+  result.ownAlbumCover = await page.getByTestId('album-cover').evaluate((i) => i.naturalWidth);
+  await shot(page, 'album-own-cover');
+  await page.getByRole('button', { name: "Use the first track's cover" }).click();
+  await coverWidth(400);
+  result.albumCoverAgain = await page.getByTestId('album-cover').evaluate((i) => i.naturalWidth);
   await page.setViewportSize({ width: 375, height: 740 });
   await page.getByRole('link', { name: 'Home', exact: true }).click();
   await shot(page, 'home-phone');

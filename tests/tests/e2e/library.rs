@@ -561,9 +561,10 @@ async fn a_node_past_two_gib_reports_its_bytes_exactly() {
 
 /// A node's store as the previous release wrote it (tests/fixtures/store-v0,
 /// made by tests/fixtures/make-store-v0.sh): its songs, made before album
-/// artists, discs and audio properties were read, are read again from
-/// their bytes once the node runs, through the ring, and gain them; none
-/// is lost, ids and bytes stay.
+/// artists, discs, audio properties and cover art were read, are read
+/// again from their bytes once the node runs, through the ring, and gain
+/// them (the picture that release left inside one file becomes its
+/// album's cover); none is lost, ids and bytes stay.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_of_the_previous_release_gains_the_new_fields() {
     let cluster = Cluster::builder()
@@ -571,7 +572,7 @@ async fn a_store_of_the_previous_release_gains_the_new_fields() {
         .start()
         .await
         .unwrap();
-    const QUERY: &str = "{ songs(first: 10) { totalCount nodes { id title contentHash streamUrl discNumber artist { name } album { title artist { name } } audio { codec sampleRate } } } }";
+    const QUERY: &str = "{ songs(first: 10) { totalCount nodes { id title contentHash streamUrl discNumber artist { name } album { title artist { name } } audio { codec sampleRate } coverArt(size: 300) } } }";
     let before = cluster.admin.query(QUERY, json!({})).await.unwrap();
     assert_eq!(
         before.pointer("/songs/totalCount"),
@@ -595,7 +596,9 @@ async fn a_store_of_the_previous_release_gains_the_new_fields() {
         || async {
             let d = cluster.admin.query(QUERY, json!({})).await.ok()?;
             let nodes = d.pointer("/songs/nodes")?.as_array()?;
-            nodes.iter().all(|s| !s["audio"].is_null()).then_some(d)
+            let read = nodes.iter().all(|s| !s["audio"].is_null());
+            let covered = nodes.iter().any(|s| !s["coverArt"].is_null());
+            (read && covered).then_some(d)
         },
     )
     .await
@@ -611,7 +614,22 @@ async fn a_store_of_the_previous_release_gains_the_new_fields() {
         let hit = s["title"].as_str().unwrap().starts_with("Old Hit");
         let owner = if hit { "Old Host" } else { "Duo" };
         assert_eq!(s["album"]["artist"]["name"], owner, "{s}");
+        // "Old Hit 1" carries an orange cover; its album's other tracks
+        // show it too, the other album has none.
+        assert_eq!(s["coverArt"].is_null(), !hit, "{s}");
     }
+    let cover = nodes.iter().find_map(|s| s["coverArt"].as_str()).unwrap();
+    let picture = cluster.http().get(cover).send().await.unwrap();
+    assert_eq!(picture.status(), 200);
+    let picture = image::load_from_memory(&picture.bytes().await.unwrap())
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(picture.dimensions(), (300, 300));
+    let [r, g, b] = picture.get_pixel(150, 150).0;
+    assert!(
+        r > 200 && (100..200).contains(&g) && b < 60,
+        "orange: {r} {g} {b}"
+    );
     let (owner, songs) = album_songs(&cluster.admin, "Old Hits").await;
     assert_eq!(owner, "Old Host");
     let artists: Vec<&str> = songs.iter().map(|s| s.1.as_str()).collect();

@@ -91,6 +91,11 @@ async fn webapp_end_to_end_in_chromium() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert!(h.contains_key("strict-transport-security"));
+    // An 800-pixel image the admin gives the album in the page.
+    let own_cover = tmp.path().join("own-cover.png");
+    image::RgbImage::from_fn(800, 800, |x, _| image::Rgb([(x / 4) as u8, 90, 200]))
+        .save(&own_cover)
+        .unwrap();
     let shots = repo().join("target/webapp-screenshots");
     let mut child = Command::new("node")
         .arg(browser.join("webapp.mjs"))
@@ -99,6 +104,7 @@ async fn webapp_end_to_end_in_chromium() {
         .arg(&wav)
         .arg(title)
         .arg("Open Air")
+        .arg(&own_cover)
         .current_dir(&browser)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -172,6 +178,11 @@ async fn webapp_end_to_end_in_chromium() {
     assert_eq!(r["mediaArtwork"], serde_json::json!([cover]), "{r}");
     assert_eq!(r["cardCover"], 300, "{r}");
     assert_eq!(r["albumCover"], 400, "{r}");
+    assert_eq!(
+        r["ownAlbumCover"], 600,
+        "the admin's 800-pixel image at 600: {r}"
+    );
+    assert_eq!(r["albumCoverAgain"], 400, "the track's again: {r}");
     assert!(
         r["afterSeek"].as_f64().unwrap() >= r["seekTarget"].as_f64().unwrap(),
         "{r}"

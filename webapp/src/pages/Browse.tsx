@@ -8,6 +8,7 @@ import { graphql } from "../gql";
 import { Cover } from "../components/Cover";
 import { SongList, toTrack, type SongRow } from "../components/SongList";
 import { usePlayer } from "../player/Player";
+import { useSession } from "../session";
 
 const Recent = graphql(`
   query Recent {
@@ -289,6 +290,7 @@ const AlbumQuery = graphql(`
       title
       year
       cover: coverArt(size: 600)
+      hasOwnCoverArt
       artist {
         id
         name
@@ -303,9 +305,82 @@ const AlbumQuery = graphql(`
   }
 `);
 
+const SET_COVER =
+  "mutation($a: ID!, $i: Upload) { setAlbumCoverArt(albumId: $a, image: $i) { id } }";
+
+/** Sets (or, with no file, removes) an album's own image: the GraphQL multipart request spec. */
+async function setAlbumCover(album: string, file: File | null, token: string | null): Promise<void> {
+  const operations = JSON.stringify({ query: SET_COVER, variables: { a: album, i: null } });
+  let body: BodyInit;
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  if (file) {
+    const form = new FormData();
+    form.append("operations", operations);
+    form.append("map", JSON.stringify({ "0": ["variables.i"] }));
+    form.append("0", file, file.name);
+    body = form;
+  } else {
+    headers["content-type"] = "application/json";
+    body = operations;
+  }
+  const r = await fetch("/graphql", { method: "POST", headers, body });
+  const answer = await r.json().catch(() => null);
+  const err = answer?.errors?.[0];
+  if (err || !r.ok) throw new Error(err?.message ?? `HTTP ${r.status}`);
+}
+
+/** An admin's controls for an album's own image. */
+function CoverControls({ album, hasOwn, onChanged }: { album: string; hasOwn: boolean; onChanged: () => void }) {
+  const { token } = useSession();
+  const [error, setError] = useState("");
+  const [busy, setBusy] = useState(false);
+  const run = async (file: File | null) => {
+    setBusy(true);
+    setError("");
+    try {
+      await setAlbumCover(album, file, token);
+      onChanged();
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="row-buttons">
+      <label className="button">
+        Change cover
+        <input
+          type="file"
+          accept="image/jpeg,image/png,image/webp,image/gif"
+          className="visually-hidden"
+          data-testid="cover-input"
+          disabled={busy}
+          onChange={(e) => {
+            const file = e.currentTarget.files?.[0];
+            e.currentTarget.value = "";
+            if (file) void run(file);
+          }}
+        />
+      </label>
+      {hasOwn && (
+        <button type="button" disabled={busy} onClick={() => void run(null)}>
+          Use the first track's cover
+        </button>
+      )}
+      {error && (
+        <span className="error" role="alert">
+          {error}
+        </span>
+      )}
+    </div>
+  );
+}
+
 export function AlbumPage() {
   const { id = "" } = useParams();
-  const [{ data, error, fetching }] = useQuery({ query: AlbumQuery, variables: { id } });
+  const { user } = useSession();
+  const [{ data, error, fetching }, reload] = useQuery({ query: AlbumQuery, variables: { id } });
   const a = data?.album;
   if (fetching && !data) return <p aria-busy="true">Loading…</p>;
   if (!a) return <ErrorNote error={error ?? { message: "No such album" }} />;
@@ -322,6 +397,13 @@ export function AlbumPage() {
         </div>
       </header>
       <PlayAll songs={a.songs.nodes} label="Play album" />
+      {user?.role === "ADMIN" && (
+        <CoverControls
+          album={a.id}
+          hasOwn={a.hasOwnCoverArt}
+          onChanged={() => reload({ requestPolicy: "network-only" })}
+        />
+      )}
       <SongList songs={a.songs.nodes} showAlbum={false} />
     </section>
   );
