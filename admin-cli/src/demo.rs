@@ -150,9 +150,15 @@ pub fn cover(album: &str) -> Result<Vec<u8>> {
     Ok(out.into_inner())
 }
 
-/// Writes a tagged demo song (WAV with an ID3v2 tag and its album's
-/// cover) to `path`.
-pub fn write_song(path: &Path, song: &DemoSong, seconds: f32, seed: u64) -> Result<()> {
+/// Writes a tagged demo song (WAV with an ID3v2 tag, and `cover` as its
+/// front cover if given) to `path`.
+pub fn write_song(
+    path: &Path,
+    song: &DemoSong,
+    seconds: f32,
+    seed: u64,
+    cover: Option<Vec<u8>>,
+) -> Result<()> {
     std::fs::write(path, tune_wav(seconds, seed)?)
         .map_err(Error::io(format!("write {}", path.display())))?;
     let mut tag = Tag::new(TagType::Id3v2);
@@ -165,12 +171,14 @@ pub fn write_song(path: &Path, song: &DemoSong, seconds: f32, seed: u64) -> Resu
         year: song.year as u16,
         ..Default::default()
     });
-    tag.push_picture(
-        lofty::picture::Picture::unchecked(cover(&song.album)?)
-            .pic_type(lofty::picture::PictureType::CoverFront)
-            .mime_type(lofty::picture::MimeType::Png)
-            .build(),
-    );
+    if let Some(png) = cover {
+        tag.push_picture(
+            lofty::picture::Picture::unchecked(png)
+                .pic_type(lofty::picture::PictureType::CoverFront)
+                .mime_type(lofty::picture::MimeType::Png)
+                .build(),
+        );
+    }
     tag.save_to_path(path, WriteOptions::default())
         .map_err(|e| Error::Audio(format!("tag {}: {e}", path.display())))
 }
@@ -193,7 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.wav");
         let song = &catalog()[5];
-        write_song(&path, song, 1.0, 5).unwrap();
+        write_song(&path, song, 1.0, 5, Some(cover(&song.album).unwrap())).unwrap();
         let tagged = lofty::read_from_path(&path).unwrap();
         let tag = tagged.primary_tag().unwrap();
         assert_eq!(tag.title().as_deref(), Some(song.title.as_str()));

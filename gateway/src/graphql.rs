@@ -1018,7 +1018,6 @@ impl CatalogMutation {
         })
     }
 
-    /// Deletes a song. Its artist and album disappear with their last song.
     /// Sets an album's own image (admin only), shown instead of the
     /// picture of its first track; `image` absent or null removes it. A
     /// JPEG, PNG, WebP or GIF of at most 6 MiB and 10000 pixels a side
@@ -1035,19 +1034,27 @@ impl CatalogMutation {
         let bytes = match image {
             None => None,
             Some(upload) => {
-                let mut value = upload
+                let value = upload
                     .value(ctx)
                     .map_err(|e| Error::BadUserInput(format!("image: {e}")))
                     .gql()?;
-                let mut bytes = Vec::new();
-                let limit = crate::ingest::MAX_ALBUM_IMAGE_BYTES as u64;
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(&mut value.content, limit + 1),
-                    &mut bytes,
-                )
-                .map_err(|e| Error::BadUserInput(format!("image: {e}")))
+                // At most one byte over the limit is read: enough to refuse.
+                let limit = crate::ingest::MAX_ALBUM_IMAGE_BYTES as u64 + 1;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(value.content, limit),
+                        &mut bytes,
+                    )
+                    .map(|_| bytes)
+                })
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))
                 .gql()?;
-                Some(bytes)
+                Some(
+                    read.map_err(|e| Error::BadUserInput(format!("image: {e}")))
+                        .gql()?,
+                )
             }
         };
         let session = accounts::authority(ctx);
@@ -1064,6 +1071,7 @@ impl CatalogMutation {
             .gql()
     }
 
+    /// Deletes a song. Its artist and album disappear with their last song.
     async fn delete_song(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         require_admin(ctx).gql()?;
         let id: SongId = parse_id(&id).gql()?;

@@ -262,8 +262,6 @@ fn file_chunks(file: std::fs::File) -> impl futures::Stream<Item = std::io::Resu
     })
 }
 
-/// Deletes a song from every node that holds it, with the admin authority
-/// `session` (a signed session token, checked by the node).
 /// Largest album image an admin may upload (a gRPC message carries it to
 /// a node whole).
 pub const MAX_ALBUM_IMAGE_BYTES: usize = 6 * 1024 * 1024;
@@ -313,6 +311,8 @@ pub async fn set_album_art(
     Ok(())
 }
 
+/// Deletes a song from every node that holds it, with the admin authority
+/// `session` (a signed session token, checked by the node).
 pub async fn delete(state: &Arc<AppState>, id: SongId, session: String) -> Result<()> {
     let song = state
         .cluster

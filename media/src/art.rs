@@ -20,6 +20,10 @@ pub const MAX_ART_BYTES: usize = 16 * 1024 * 1024;
 /// Largest width or height of a picture kept.
 pub const MAX_ART_SIDE: u32 = 10_000;
 
+/// Most pixels a picture kept may have (8000 × 5000): what decoding it
+/// for a resize may cost is bounded (RGBA, 160 MB).
+pub const MAX_ART_PIXELS: u64 = 40_000_000;
+
 /// The sizes art is served at (the longer side, in pixels). A request for
 /// another size gets the smallest of these at least as large, or the
 /// largest; never a picture larger than the original.
@@ -77,14 +81,15 @@ fn limits() -> Limits {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_ART_SIDE);
     limits.max_image_height = Some(MAX_ART_SIDE);
-    limits.max_alloc = Some(512 * 1024 * 1024);
+    limits.max_alloc = Some(256 * 1024 * 1024);
     limits
 }
 
 /// Checks that `bytes` are a picture Rondo keeps: a JPEG, PNG, WebP or GIF
-/// by its magic bytes, within [`MAX_ART_BYTES`], whose header reads and
-/// whose sides are within [`MAX_ART_SIDE`]. Refused as `Unsupported`
-/// naming what was found.
+/// by its magic bytes, within [`MAX_ART_BYTES`], [`MAX_ART_SIDE`] and
+/// [`MAX_ART_PIXELS`], that decodes whole within the decoder's limits (so
+/// that every size of it can be made later). Refused as `Unsupported`
+/// naming what was found. Blocking and CPU-bound.
 pub fn check_picture(bytes: Vec<u8>) -> Result<Picture> {
     if bytes.len() > MAX_ART_BYTES {
         return Err(Error::Unsupported(format!(
@@ -109,11 +114,21 @@ pub fn check_picture(bytes: Vec<u8>) -> Result<Picture> {
             .map_err(|e| Error::Unsupported(format!("a broken {mime} picture: {e}")))?
             .dimensions()
     };
-    if width == 0 || height == 0 || width > MAX_ART_SIDE || height > MAX_ART_SIDE {
+    if width == 0
+        || height == 0
+        || width > MAX_ART_SIDE
+        || height > MAX_ART_SIDE
+        || u64::from(width) * u64::from(height) > MAX_ART_PIXELS
+    {
         return Err(Error::Unsupported(format!(
-            "a picture of {width}×{height} pixels; sides of 1 to {MAX_ART_SIDE} are kept"
+            "a picture of {width}×{height} pixels; sides of 1 to {MAX_ART_SIDE} and at most {MAX_ART_PIXELS} pixels are kept"
         )));
     }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes.as_slice()), format);
+    reader.limits(limits());
+    reader
+        .decode()
+        .map_err(|e| Error::Unsupported(format!("a broken {mime} picture: {e}")))?;
     Ok(Picture {
         mime,
         width,
@@ -201,6 +216,11 @@ mod tests {
         let mut broken = png(10, 10);
         broken.truncate(20);
         let e = check_picture(broken).unwrap_err();
+        assert!(e.to_string().contains("broken image/png"), "{e}");
+        // A sound header over cut data: it would not resize later.
+        let mut cut = png(200, 200);
+        cut.truncate(cut.len() - 40);
+        let e = check_picture(cut).unwrap_err();
         assert!(e.to_string().contains("broken image/png"), "{e}");
         let e = check_picture(vec![0; MAX_ART_BYTES + 1]).unwrap_err();
         assert!(e.to_string().contains("at most"), "{e}");

@@ -11,7 +11,6 @@
 //! `If-None-Match`. A bad or expired signature gets 403 before anything is
 //! looked at.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -134,20 +133,10 @@ async fn serve(
     (StatusCode::OK, out, bytes).into_response()
 }
 
-/// Where the variant `size` of picture `art` is cached.
-fn cached(state: &NodeState, art: &ContentHash, size: u32) -> PathBuf {
-    let hex = art.to_hex();
-    state
-        .store
-        .art_cache_dir()
-        .join(&hex[..2])
-        .join(format!("{hex}-{size}.jpg"))
-}
-
 /// The bytes served for picture `art` at `size`: from the cache, else made
 /// (from this node's copy, or one read from an owner) and cached.
 async fn picture(state: &Arc<NodeState>, art: &ContentHash, size: u32) -> Result<Vec<u8>, Error> {
-    let path = cached(state, art, size);
+    let path = state.store.art_size_path(art, size);
     if size != 0 {
         match tokio::fs::read(&path).await {
             Ok(b) => return Ok(b),
@@ -155,10 +144,11 @@ async fn picture(state: &Arc<NodeState>, art: &ContentHash, size: u32) -> Result
             Err(e) => return Err(Error::io("read cached picture")(e)),
         }
     }
-    let original = original(state, art).await?;
     if size == 0 {
-        return Ok(original);
+        return original(state, art).await;
     }
+    // The permit first: a burst of requests for sizes not made yet holds
+    // at most two pictures in memory, not one each.
     let _permit = RESIZES
         .acquire()
         .await
@@ -167,6 +157,7 @@ async fn picture(state: &Arc<NodeState>, art: &ContentHash, size: u32) -> Result
     if let Ok(b) = tokio::fs::read(&path).await {
         return Ok(b);
     }
+    let original = original(state, art).await?;
     let resized = tokio::task::spawn_blocking(move || rondo_media::art::resize(&original, size))
         .await?
         .map_err(|e| Error::Media(e.to_string()))?;

@@ -144,6 +144,7 @@ pub fn open_with(
         resync_limit: pace::RateLimit::new(resync_rate),
         scrub_limit: pace::RateLimit::new(scrub_rate),
         lacking: std::sync::Mutex::default(),
+        copies_taken: std::sync::Mutex::default(),
     });
     state.refresh_gauges();
     Ok(state)

@@ -122,17 +122,31 @@ async fn pass(state: &Arc<NodeState>, cursor: &mut Option<SongId>) -> Result<Opt
         // A picture found is stored and copied to W of its owners first,
         // as an upload's is; one already the record's is not copied again.
         let mut placement_epoch = 0;
-        let mut art = None;
+        let mut pin = None;
         if let Some(p) = picture {
             let same = |a: &pb::Art| a.hash == ContentHash::of(&p.data).to_hex();
             if let Some(kept) = song.art.as_ref().filter(|a| same(a)) {
                 reading.art = Some(kept.clone());
             } else {
-                let stored = crate::upload::put_picture(state, p).await?;
-                let hash: ContentHash = stored.hash.parse()?;
-                art = Some(hash);
-                placement_epoch =
-                    crate::replication::quorum::replicate_to_owners(state, hash).await?;
+                // A picture that cannot be stored or copied now waits for
+                // another pass; the rest of the batch goes on.
+                let (stored, held) = match crate::upload::put_picture(state, p).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::info!(song = %song.id, error = %e, "picture not stored; read again later");
+                        continue;
+                    }
+                };
+                let hash = held.hash();
+                pin = Some(held);
+                match crate::replication::quorum::replicate_to_owners(state, hash).await {
+                    Ok(epoch) => placement_epoch = epoch,
+                    Err(e) => {
+                        tracing::info!(song = %song.id, error = %e, "picture not copied; read again later");
+                        release(state, pin.take()).await;
+                        continue;
+                    }
+                }
                 reading.art = Some(stored);
             }
         }
@@ -146,17 +160,25 @@ async fn pass(state: &Arc<NodeState>, cursor: &mut Option<SongId>) -> Result<Opt
         // placement) is fine: another pass reads it again. A picture no
         // record took goes.
         let applied = state.ring.propose(update).await;
-        if let Some(hash) = art
-            && !matches!(applied, Ok(crate::store::Applied::Stored { .. }))
-        {
-            let st = state.clone();
-            tokio::task::spawn_blocking(move || st.store.release_blob(&hash)).await??;
-            state.outbox.notify_one();
+        if matches!(applied, Ok(crate::store::Applied::Stored { .. })) {
+            proposed += 1;
+        } else {
+            release(state, pin.take()).await;
         }
         applied?;
-        proposed += 1;
     }
     Ok(Some(proposed))
+}
+
+/// Lets a picture no record took go (it is released unless another write
+/// pinned it or a record uses it).
+async fn release(state: &Arc<NodeState>, pin: Option<crate::store::BlobPin>) {
+    let Some(pin) = pin else { return };
+    match tokio::task::spawn_blocking(move || pin.release()).await {
+        Ok(Ok(())) => state.outbox.notify_one(),
+        Ok(Err(e)) => tracing::warn!(error = %e, "releasing an unused picture failed"),
+        Err(e) => tracing::warn!(error = %e, "releasing an unused picture failed"),
+    }
 }
 
 /// The album a reading files the song under: unchanged (and the record's

@@ -51,6 +51,11 @@ pub struct NodeState {
     /// The partitions in which this node owns blobs it lacks, at the
     /// resync worker's last pass (reported by `Health`).
     pub lacking: std::sync::Mutex<Vec<u32>>,
+    /// Copies taken ahead of their records (`ReplicateBlob`), with the
+    /// time of the latest take: each is released a grace after its latest
+    /// take unless a record uses it by then.
+    pub copies_taken:
+        std::sync::Mutex<std::collections::HashMap<rondo_core::ContentHash, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for NodeState {

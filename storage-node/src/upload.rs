@@ -51,6 +51,8 @@ pub async fn commit_song(
     staged: StagedBlob,
     picture: Option<rondo_media::Picture>,
 ) -> Result<Committed, Error> {
+    // Only a picture this node found in the bytes is the song's.
+    song.art = None;
     song.size_bytes = staged.size;
     song.content_hash = staged.hash.to_hex();
     song.created_at_ms = i64::try_from(crate::clock::unix_now_ms()).unwrap_or(i64::MAX);
@@ -68,12 +70,15 @@ pub async fn commit_song(
     let mut staged = Some(staged);
     let mut picture = picture;
     let mut placed = false;
-    let mut art: Option<ContentHash> = None;
-    let release = |art: Option<ContentHash>| async move {
-        let st = state.clone();
+    // While this upload may still need them, its blobs are pinned: another
+    // upload of the same bytes (an album's tracks share a picture) that
+    // fails meanwhile does not release them from under it.
+    let audio_pin = state.store.pin(hash);
+    let mut art_pin: Option<crate::store::BlobPin> = None;
+    let release = |pins: Vec<crate::store::BlobPin>| async move {
         let _ = tokio::task::spawn_blocking(move || {
-            st.store.release_blob(&hash)?;
-            art.map_or(Ok(()), |a| st.store.release_blob(&a))
+            pins.into_iter()
+                .try_for_each(crate::store::BlobPin::release)
         })
         .await;
         state.outbox.notify_one();
@@ -86,8 +91,8 @@ pub async fn commit_song(
             placed = true;
             if let Some(p) = picture.take() {
                 match put_picture(state, p).await {
-                    Ok(a) => {
-                        art = a.hash.parse().ok();
+                    Ok((a, pin)) => {
+                        art_pin = Some(pin);
                         song.art = Some(a);
                     }
                     // A picture that cannot be kept leaves the song without art.
@@ -100,7 +105,7 @@ pub async fn commit_song(
         let epoch = if maybe_duplicate {
             0
         } else {
-            match copy_to_owners(state, hash, art).await {
+            match copy_to_owners(state, hash, art_pin.as_ref().map(|p| p.hash())).await {
                 Ok(epoch) => epoch,
                 Err(e) => break Err(e),
             }
@@ -139,7 +144,7 @@ pub async fn commit_song(
         Ok(Applied::Duplicate { song }) => {
             // The first song's blob stays: only a copy no song uses goes.
             if placed {
-                release(art).await;
+                release([Some(audio_pin), art_pin].into_iter().flatten().collect()).await;
             }
             tracing::info!(song = %song.id, %hash, "upload ordered after the same bytes: already a song");
             Ok(Committed::Duplicate { song })
@@ -147,7 +152,7 @@ pub async fn commit_song(
         other => {
             // Refused or not ordered: the blob goes unless a song uses it.
             if placed {
-                release(art).await;
+                release([Some(audio_pin), art_pin].into_iter().flatten().collect()).await;
             }
             Err(match other {
                 Ok(Applied::Rejected(e)) | Err(e) => e,
@@ -176,13 +181,15 @@ async fn copy_to_owners(
 }
 
 /// Stores a picture as a blob of this node (content-addressed: one kept
-/// already is not stored again) and describes it for a record. Not yet
-/// used by any record: released like any copy no record uses unless one
-/// is ordered.
+/// already is not stored again) and describes it for a record; pinned
+/// until the caller lets it go (released, if no record took it, or
+/// dropped).
 pub async fn put_picture(
     state: &Arc<NodeState>,
     picture: rondo_media::Picture,
-) -> Result<pb::Art, Error> {
+) -> Result<(pb::Art, crate::store::BlobPin), Error> {
+    let hash = ContentHash::of(&picture.data);
+    let pin = state.store.pin(hash);
     let mut staging = state.store.stage(picture.data.len() as u64).await?;
     staging.write(&picture.data).await?;
     let staged = staging.seal().await?;
@@ -195,7 +202,7 @@ pub async fn put_picture(
     };
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.put_blob(staged)).await??;
-    Ok(art)
+    Ok((art, pin))
 }
 
 /// Sets (or, with no bytes, removes) an album's own image for an admin:
@@ -209,15 +216,16 @@ pub async fn set_album_art(
     image: Vec<u8>,
     authority: pb::Authority,
 ) -> Result<(pb::Album, u64), Error> {
-    let art = if image.is_empty() {
-        None
+    let (art, pin) = if image.is_empty() {
+        (None, None)
     } else {
         let picture = tokio::task::spawn_blocking(move || rondo_media::art::check_picture(image))
             .await?
             .map_err(|e| Error::Media(e.to_string()))?;
-        Some(put_picture(state, picture).await?)
+        let (art, pin) = put_picture(state, picture).await?;
+        (Some(art), Some(pin))
     };
-    let hash: Option<ContentHash> = art.as_ref().and_then(|a| a.hash.parse().ok());
+    let hash: Option<ContentHash> = pin.as_ref().map(crate::store::BlobPin::hash);
     let deadline = tokio::time::Instant::now() + state.ring.write_timeout();
     let outcome = loop {
         let epoch = match hash {
@@ -245,9 +253,8 @@ pub async fn set_album_art(
     match outcome {
         Ok(Applied::AlbumChanged { album, change_seq }) => Ok((*album, change_seq)),
         other => {
-            if let Some(h) = hash {
-                let st = state.clone();
-                let _ = tokio::task::spawn_blocking(move || st.store.release_blob(&h)).await;
+            if let Some(pin) = pin {
+                let _ = tokio::task::spawn_blocking(move || pin.release()).await;
                 state.outbox.notify_one();
             }
             Err(match other {

@@ -193,8 +193,12 @@ try {
     await page.getByRole('link', { name: link, exact: true }).click();
     await page.getByRole('heading', { name: link }).waitFor();
     if (name === 'albums') {
-      await loaded('[data-testid=card-cover]');
-      result.cardCover = await page.getByTestId('card-cover').first().evaluate((i) => i.naturalWidth);
+      // Two albums: the uploaded file's, and the one of an MP3 ffmpeg
+      // made with a JPEG attached.
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('[data-testid=card-cover]')].filter((i) => i.complete && i.naturalWidth > 0).length >= 2,
+      );
+      result.cardCovers = await page.getByTestId('card-cover').evaluateAll((imgs) => imgs.map((i) => i.naturalWidth));
     }
     await shot(page, name);
   }

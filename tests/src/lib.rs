@@ -1324,6 +1324,29 @@ pub fn tagged_wav(
         year: 1999,
         genre: "Test".into(),
     };
-    rondo_cli::demo::write_song(path, &song, seconds, seed)?;
+    rondo_cli::demo::write_song(path, &song, seconds, seed, None)?;
+    Ok(())
+}
+
+/// [`tagged_wav`] with the demo cover of `album` (a 400-pixel PNG) as its
+/// front cover.
+pub fn tagged_wav_with_cover(
+    path: &Path,
+    title: &str,
+    artist: &str,
+    album: &str,
+    seconds: f32,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let song = rondo_cli::demo::DemoSong {
+        title: title.into(),
+        artist: artist.into(),
+        album: album.into(),
+        track: 3,
+        year: 1999,
+        genre: "Test".into(),
+    };
+    let cover = rondo_cli::demo::cover(album)?;
+    rondo_cli::demo::write_song(path, &song, seconds, seed, Some(cover))?;
     Ok(())
 }

@@ -409,7 +409,8 @@ async fn seed_demo(client: &Client, dir: &Path) -> anyhow::Result<()> {
         let path = audio.join(format!("{:02} {}.wav", i + 1, song.title));
         if !path.exists() {
             let seconds = 12.0 + (i % 5) as f32 * 2.0;
-            rondo_cli::demo::write_song(&path, song, seconds, i as u64)?;
+            let cover = rondo_cli::demo::cover(&song.album)?;
+            rondo_cli::demo::write_song(&path, song, seconds, i as u64, Some(cover))?;
         }
         let response = client.upload_raw(&path, json!({}), "{ id }").await?;
         if let Some(e) = rondo_cli::client::first_error(&response) {

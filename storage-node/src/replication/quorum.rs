@@ -144,14 +144,20 @@ async fn replicate_once(
 }
 
 /// Takes a copy of a blob from `source` ahead of its song (`ReplicateBlob`).
-/// The copy is held for the song its source is about to propose; if that
-/// song never comes (refused, or not ordered in time), the copy goes.
+/// The copy is held for the record its source is about to propose; if no
+/// record uses it a grace after the latest take (two uploads may count on
+/// one copy: an album's tracks share a picture), it goes.
 pub async fn take_copy(state: &Arc<NodeState>, hash: ContentHash, source: NodeId) -> Result<()> {
+    let grace = 2 * state.ring.write_timeout();
+    if let Ok(mut taken) = state.copies_taken.lock() {
+        taken.insert(hash, tokio::time::Instant::now() + grace);
+    }
     let st = state.clone();
     if tokio::task::spawn_blocking(move || st.store.blob_size(&hash))
         .await??
         .is_some()
     {
+        release_after(state, hash, grace);
         return Ok(());
     }
     let url = state
@@ -164,10 +170,31 @@ pub async fn take_copy(state: &Arc<NodeState>, hash: ContentHash, source: NodeId
         })?;
     fetch_one(state, &url, &hash).await?;
     crate::failpoint("replicate-before-ack");
+    release_after(state, hash, grace);
+    tracing::debug!(%hash, %source, "replicated blob ahead of its song");
+    Ok(())
+}
+
+/// Releases a copy taken ahead of its record once `grace` has passed since
+/// the latest take, unless a record uses it by then.
+fn release_after(state: &Arc<NodeState>, hash: ContentHash, grace: std::time::Duration) {
     let state = state.clone();
-    let grace = 2 * state.ring.write_timeout();
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
+        // A later take of the same blob has its own, later, release.
+        let due = match state.copies_taken.lock() {
+            Ok(mut taken) => match taken.get(&hash) {
+                Some(at) if *at > tokio::time::Instant::now() => false,
+                _ => {
+                    taken.remove(&hash);
+                    true
+                }
+            },
+            Err(_) => true,
+        };
+        if !due {
+            return;
+        }
         let st = state.clone();
         let released = tokio::task::spawn_blocking(move || st.store.release_blob(&hash))
             .await
@@ -178,6 +205,4 @@ pub async fn take_copy(state: &Arc<NodeState>, hash: ContentHash, source: NodeId
             Err(e) => tracing::warn!(%hash, error = %e, "releasing an unused replica failed"),
         }
     });
-    tracing::debug!(%hash, %source, "replicated blob ahead of its song");
-    Ok(())
 }

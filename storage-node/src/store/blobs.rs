@@ -116,6 +116,23 @@ impl Store {
             let entry = entry.map_err(Error::io("list tmp"))?;
             let _ = std::fs::remove_file(entry.path());
         }
+        // Sizes of pictures left half-written by a crash.
+        if let Ok(shards) = std::fs::read_dir(&self.art_cache) {
+            for file in shards
+                .flatten()
+                .filter_map(|s| std::fs::read_dir(s.path()).ok())
+                .flatten()
+                .flatten()
+            {
+                if file
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.contains(".tmp"))
+                {
+                    let _ = std::fs::remove_file(file.path());
+                }
+            }
+        }
         let txn = self.db.begin_read()?;
         let blobs = txn.open_table(BLOBS)?;
         for shard in std::fs::read_dir(&self.blob_dir).map_err(Error::io("list blobs"))? {
@@ -158,6 +175,21 @@ impl Store {
             self.release_blob(&hash)?;
         }
         Ok(())
+    }
+
+    /// Where the size `size` of the picture `hash` is cached.
+    pub fn art_size_path(&self, hash: &ContentHash, size: u32) -> PathBuf {
+        let hex = hash.to_hex();
+        self.art_cache
+            .join(&hex[..2])
+            .join(format!("{hex}-{size}.jpg"))
+    }
+
+    /// Removes the cached sizes of a picture whose blob goes.
+    pub(super) fn forget_sizes(&self, hash: &ContentHash) {
+        for size in rondo_media::art::ART_SIZES {
+            let _ = std::fs::remove_file(self.art_size_path(hash, size));
+        }
     }
 
     /// Where the blob with this hash lives.
@@ -283,10 +315,38 @@ impl Store {
         }
     }
 
+    /// Pins a blob while a write of this node may still need it (a copy
+    /// ahead of its record): [`Store::release_blob`] leaves a pinned blob.
+    /// Pin before putting the blob, so that no release comes between.
+    pub fn pin(self: &std::sync::Arc<Self>, hash: ContentHash) -> BlobPin {
+        let mut pins = self
+            .pins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pins.entry(hash).or_default() += 1;
+        BlobPin {
+            store: self.clone(),
+            hash,
+            held: true,
+        }
+    }
+
     /// Removes a blob that no song uses and none is waiting for (an upload
     /// whose catalog update was refused or never ordered), through the
-    /// outbox.
+    /// outbox; not while a write of this node has it pinned.
     pub fn release_blob(&self, hash: &ContentHash) -> Result<()> {
+        let pins = self
+            .pins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pins.get(hash).is_some_and(|n| *n > 0) {
+            return Ok(());
+        }
+        self.release_unpinned(hash)
+    }
+
+    /// [`Store::release_blob`] once the caller knows no pin holds it.
+    fn release_unpinned(&self, hash: &ContentHash) -> Result<()> {
         let _guard = self.lock_blobs();
         let txn = self.db.begin_write()?;
         {
@@ -334,6 +394,73 @@ impl Store {
             .open_table(BLOBS)?
             .get(hash.as_bytes())?
             .map(|g| g.value().0))
+    }
+}
+
+/// A blob pinned by a write in flight (see [`Store::pin`]). Dropped, it
+/// lets the blob go with nothing else; [`BlobPin::release`] also releases
+/// the blob if it was the last pin and no record uses it.
+pub struct BlobPin {
+    store: std::sync::Arc<Store>,
+    hash: ContentHash,
+    held: bool,
+}
+
+impl std::fmt::Debug for BlobPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BlobPin").field(&self.hash).finish()
+    }
+}
+
+impl BlobPin {
+    /// The pinned blob.
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+
+    /// Unpins, and releases the blob if this was its last pin (a write
+    /// that failed): it goes unless a record uses it.
+    pub fn release(mut self) -> Result<()> {
+        self.held = false;
+        let mut pins = self
+            .store
+            .pins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if unpin(&mut pins, &self.hash) {
+            // Under the pins' lock: a pin taken now waits, then finds the
+            // blob gone and puts it again.
+            self.store.release_unpinned(&self.hash)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BlobPin {
+    fn drop(&mut self) {
+        if self.held {
+            let mut pins = self
+                .store
+                .pins
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            unpin(&mut pins, &self.hash);
+        }
+    }
+}
+
+/// Takes one pin off; true if it was the last.
+fn unpin(pins: &mut std::collections::HashMap<ContentHash, usize>, hash: &ContentHash) -> bool {
+    match pins.get_mut(hash) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            pins.remove(hash);
+            true
+        }
+        None => true,
     }
 }
 
@@ -435,6 +562,40 @@ mod tests {
         let c = changes.try_recv().unwrap();
         assert!(matches!(c.change, Some(Change::Upsert(s)) if s.id == id.to_string()));
         assert_eq!(store.stats().unwrap().blob_count, 1);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_copy_stays_until_its_last_pin_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        let hash = ContentHash::of(b"shared cover");
+        // Two writes count on one copy (an album's tracks share a picture).
+        let first = store.pin(hash);
+        store
+            .put_blob(staged(&store, b"shared cover").await)
+            .unwrap();
+        let second = store.pin(hash);
+        assert_eq!(second.hash(), hash);
+        // Any other release leaves a pinned copy.
+        store.release_blob(&hash).unwrap();
+        store.run_outbox().unwrap();
+        assert_eq!(store.blob_size(&hash).unwrap(), Some(12));
+        // The first fails: the second still counts on it.
+        first.release().unwrap();
+        store.run_outbox().unwrap();
+        assert_eq!(store.blob_size(&hash).unwrap(), Some(12));
+        // The last lets it go: no record uses it, it goes.
+        second.release().unwrap();
+        store.run_outbox().unwrap();
+        assert_eq!(store.blob_size(&hash).unwrap(), None);
+        assert_eq!(files_in(&dir.path().join("blobs")), 0);
+        // A pin dropped (a write that succeeded) releases nothing.
+        let kept = store.pin(hash);
+        store
+            .put_blob(staged(&store, b"shared cover").await)
+            .unwrap();
+        drop(kept);
+        assert_eq!(store.blob_size(&hash).unwrap(), Some(12));
     }
 
     #[tokio::test]

@@ -171,6 +171,9 @@ fn file_by_name(txn: &redb::WriteTransaction, song: &mut pb::Song) -> Result<Fil
         Some(id) => {
             if let Some(record) = txn.open_table(ALBUMS)?.get(id)? {
                 *album = decode("albums", record.value())?;
+                // A song's copy of its album never carries the album's
+                // own image (it is counted once, on the album record).
+                album.art = None;
             }
             id
         }

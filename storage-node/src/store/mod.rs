@@ -63,7 +63,7 @@ use tables::*;
 
 pub use accounts::{MAX_NAME, MAX_PLAYLIST};
 pub use authority::{Acting, permits};
-pub use blobs::{StagedBlob, Staging};
+pub use blobs::{BlobPin, StagedBlob, Staging};
 pub use integrity::{Evidence, Fault, ScrubCursor, corrupt_evidence};
 pub use outbox::{Delivered, Delivery, FetchTask, OutboxTask, Pending, PushTask};
 
@@ -120,6 +120,8 @@ pub struct Store {
     tmp_dir: PathBuf,
     /// Pictures resized for serving (a cache: anything in it can go).
     art_cache: PathBuf,
+    /// Blobs pinned by writes in flight (see [`Store::pin`]).
+    pins: std::sync::Mutex<std::collections::HashMap<ContentHash, usize>>,
     /// Serialises the steps that move files in or out of `blobs/` together
     /// with the index update that accounts for them.
     blob_lock: Mutex<()>,
@@ -214,6 +216,7 @@ impl Store {
             blob_dir,
             tmp_dir,
             art_cache,
+            pins: Default::default(),
             blob_lock: Mutex::new(()),
             changes,
         };
@@ -245,12 +248,12 @@ impl Store {
         self.changes.subscribe()
     }
 
-    /// One song by id.
     /// Where resized pictures are cached.
     pub fn art_cache_dir(&self) -> &Path {
         &self.art_cache
     }
 
+    /// One song by id.
     pub fn song(&self, id: SongId) -> Result<Option<pb::Song>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SONGS)?;

@@ -284,6 +284,7 @@ impl Store {
                     // A later upload of the same bytes may have brought the
                     // blob back: then it stays.
                     if txn.open_table(BLOBS)?.get(hash.as_bytes())?.is_none() {
+                        self.forget_sizes(&hash);
                         match std::fs::remove_file(self.blob_path(&hash)) {
                             Ok(()) => {}
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -308,7 +308,7 @@ async fn a_huge_tag_or_update_never_wedges_the_gateway() {
         year: 2001,
         genre: "g".repeat(9 << 20),
     };
-    rondo_cli::demo::write_song(&path, &song, 0.5, 7).unwrap();
+    rondo_cli::demo::write_song(&path, &song, 0.5, 7, None).unwrap();
     let up = crate::upload_ok(&cluster, &path, serde_json::json!({})).await;
     assert_eq!(
         up["genre"].as_str().map(|g| g.chars().count()),

@@ -65,7 +65,7 @@ async fn webapp_end_to_end_in_chromium() {
     // when its node dies.
     let title = "Zephyr Overture";
     let wav = tmp.path().join("zephyr.wav");
-    rondo_tests::tagged_wav(&wav, title, "Wind Quartet", "Open Air", 240.0, 7).unwrap();
+    rondo_tests::tagged_wav_with_cover(&wav, title, "Wind Quartet", "Open Air", 240.0, 7).unwrap();
     // Registering makes listeners only: the operator makes the admin.
     let ca = std::fs::read(&info.ca_cert).unwrap();
     let token = std::fs::read_to_string(&info.admin_token_file).unwrap();
@@ -91,6 +91,54 @@ async fn webapp_end_to_end_in_chromium() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert!(h.contains_key("strict-transport-security"));
+    // An MP3 made by ffmpeg with a 500-pixel JPEG attached, in its own
+    // album: its cover shows on the albums page too.
+    let jpeg = tmp.path().join("colours.jpg");
+    image::RgbImage::from_fn(500, 500, |_, y| image::Rgb([230, (y / 2) as u8, 40]))
+        .save(&jpeg)
+        .unwrap();
+    let mp3 = tmp.path().join("colours.mp3");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=1",
+            "-i",
+        ])
+        .arg(&jpeg)
+        .args([
+            "-map",
+            "0:a",
+            "-map",
+            "1:v",
+            "-c:v",
+            "copy",
+            "-disposition:v",
+            "attached_pic",
+        ])
+        .args(["-c:a", "libmp3lame", "-id3v2_version", "3"])
+        .args([
+            "-metadata",
+            "title=Warm Colours",
+            "-metadata",
+            "album=Colours",
+            "-metadata",
+            "artist=Painter",
+            "-y",
+        ])
+        .arg(&mp3)
+        .status()
+        .expect("ffmpeg is missing: .ci/run installs it");
+    assert!(made.success());
+    let up = operator
+        .upload_raw(&mp3, serde_json::json!({}), "{ id }")
+        .await
+        .unwrap();
+    assert!(up.get("errors").is_none(), "{up}");
     // An 800-pixel image the admin gives the album in the page.
     let own_cover = tmp.path().join("own-cover.png");
     image::RgbImage::from_fn(800, 800, |x, _| image::Rgb([(x / 4) as u8, 90, 200]))
@@ -176,7 +224,11 @@ async fn webapp_end_to_end_in_chromium() {
     let cover = r["playerCover"]["src"].as_str().unwrap_or_default();
     assert!(cover.contains("/art/"), "{r}");
     assert_eq!(r["mediaArtwork"], serde_json::json!([cover]), "{r}");
-    assert_eq!(r["cardCover"], 300, "{r}");
+    assert_eq!(
+        r["cardCovers"],
+        serde_json::json!([300, 300]),
+        "both albums' covers: {r}"
+    );
     assert_eq!(r["albumCover"], 400, "{r}");
     assert_eq!(
         r["ownAlbumCover"], 600,

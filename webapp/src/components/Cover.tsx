@@ -8,9 +8,11 @@ import { useState } from "react";
  * next to it says what it is.
  */
 export function Cover({ src, size, testId }: { src?: string | null; size: number; testId?: string }) {
-  const [failed, setFailed] = useState(false);
+  // The URL that failed to load, so that a new URL (a fresh signature, a
+  // new cover) is tried again.
+  const [failedSrc, setFailedSrc] = useState<string | null>(null);
   const style = { width: size, height: size };
-  if (!src || failed) return <span className="cover none" style={style} aria-hidden="true" />;
+  if (!src || failedSrc === src) return <span className="cover none" style={style} aria-hidden="true" />;
   return (
     <img
       className="cover"
@@ -21,7 +23,7 @@ export function Cover({ src, size, testId }: { src?: string | null; size: number
       loading="lazy"
       decoding="async"
       data-testid={testId}
-      onError={() => setFailed(true)}
+      onError={() => setFailedSrc(src)}
     />
   );
 }

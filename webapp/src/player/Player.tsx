@@ -232,7 +232,8 @@ function PlayerBar({
         title: track.title,
         artist: track.artist,
         album: track.album ?? "",
-        artwork: track.cover ? [{ src: track.cover, sizes: "300x300", type: "image/jpeg" }] : [],
+        // The size is the longer side: the picture need not be square.
+        artwork: track.cover ? [{ src: track.cover, type: "image/jpeg" }] : [],
       });
     }
     const handlers: [MediaSessionAction, MediaSessionActionHandler][] = [
