@@ -47,6 +47,17 @@ impl RateLimit {
         }
     }
 
+    /// [`RateLimit::take`] on a blocking thread (the scrub's workers).
+    // The sleep is the rate limit itself, not a wait for a condition.
+    #[allow(clippy::disallowed_methods)]
+    pub fn take_blocking(&self, n: usize) {
+        let mut wait = self.settle(n, Instant::now());
+        while !wait.is_zero() {
+            std::thread::sleep(wait.min(SLICE));
+            wait = self.settle(0, Instant::now());
+        }
+    }
+
     /// Refills the bucket at the rate in force up to `now`, charges `n`
     /// bytes, and says how long until it is out of debt. Unlimited: no
     /// debt is kept.

@@ -10,7 +10,8 @@
 //!   found here.
 //! - **Suspects**: a blob a peer could not verify after reading it from
 //!   this node (`ReportCorrupt`), or whose whole-file stream did not hash
-//!   to its name, is re-hashed at once. The report is a hint, never a
+//!   to its name, is re-hashed as soon as the batch under way (64 blobs)
+//!   is done. The report is a hint, never a
 //!   verdict: only this node's own hash of its own file quarantines it.
 //!
 //! A bad copy is quarantined ([`crate::store::Store::quarantine`]): out
@@ -19,13 +20,12 @@
 //! the blob. Metrics: `rondo_node_scrub_bytes`, `rondo_node_scrub_blobs`,
 //! `rondo_node_scrub_passes`, `rondo_node_blob_faults{fault}`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::cell::RefCell;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use futures::StreamExt;
 use rondo_core::ContentHash;
 use tokio::time::Instant;
 
@@ -72,7 +72,17 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
         let mut busy = false;
         let under_way = state.store.scrub_cursor().is_ok_and(|c| c.after.is_some());
         if now >= next_pass || under_way {
-            match step(&state).await {
+            // A batch runs on blocking threads: told to stop, they stop
+            // between pieces.
+            let halt = Arc::new(AtomicBool::new(false));
+            let stepped = tokio::select! {
+                r = step(&state, &halt) => r,
+                _ = stop.wait_for(|s| *s) => {
+                    halt.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            match stepped {
                 Ok(true) => busy = true,
                 Ok(false) => next_pass = Instant::now() + scrub_every,
                 Err(e) => {
@@ -132,11 +142,15 @@ async fn inventory(state: &Arc<NodeState>) -> Result<()> {
     Ok(())
 }
 
-/// Scrubs the next batch of blobs after the cursor, with the suspects
-/// between blobs; false once the pass is over (the cursor is then
-/// cleared). A blob whose check fails (not a verdict: the disk or the
-/// database erred) is logged and passed; the next pass checks it again.
-async fn step(state: &Arc<NodeState>) -> Result<bool> {
+/// Scrubs the next batch of blobs after the cursor, then the suspects;
+/// false once the pass is over (the cursor is then cleared). A blob whose
+/// check fails (not a verdict: the disk or the database erred) is logged
+/// and passed; the next pass checks it again. The batch is checked on the
+/// blocking pool, one blob per core at once, each worker taking the next
+/// blob itself: no hand-off to the async runtime between blobs (with two
+/// busy cores, each hand-off waited for a core and cost a quarter of the
+/// rate). `halt` stops the workers between pieces.
+async fn step(state: &Arc<NodeState>, halt: &Arc<AtomicBool>) -> Result<bool> {
     let st = state.clone();
     let (cursor, batch) = tokio::task::spawn_blocking(move || -> Result<_> {
         let cursor = st.store.scrub_cursor()?;
@@ -157,38 +171,89 @@ async fn step(state: &Arc<NodeState>) -> Result<bool> {
     let parallel = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(MAX_PARALLEL);
-    futures::stream::iter(&batch)
-        .for_each_concurrent(parallel, |(hash, _)| async move {
-            if let Err(e) = verify(state, hash).await {
-                tracing::warn!(%hash, error = %e, "scrub: blob not checked");
+    let hashes: Arc<Vec<ContentHash>> = Arc::new(batch.iter().map(|(h, _)| *h).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..parallel).map(|_| {
+        let (st, hashes, next, halt) = (state.clone(), hashes.clone(), next.clone(), halt.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            while !halt.load(Ordering::Relaxed) {
+                let Some(hash) = hashes.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                found.push((*hash, check(&st, hash, &halt)));
             }
-            suspects(state).await;
+            found
         })
-        .await;
+    });
+    for worker in futures::future::join_all(workers).await {
+        for (hash, verdict) in worker? {
+            settle(state, &hash, verdict).await;
+        }
+    }
+    if halt.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    suspects(state).await;
     let after = batch.last().map(|(h, _)| *h);
     let st = state.clone();
     tokio::task::spawn_blocking(move || st.store.set_scrub_cursor(ScrubCursor { after })).await??;
     Ok(true)
 }
 
-/// Re-hashes this node's copy of `hash`, if it holds one, and quarantines
-/// it if it is missing, of another length, or does not hash to its name
-/// (or cannot be read, twice, with an I/O error of the disk). Any other
-/// error (out of file descriptors, permissions, memory) is no verdict on
-/// the copy: it is returned, and the copy stays.
-async fn verify(state: &Arc<NodeState>, hash: &ContentHash) -> Result<()> {
-    let st = state.clone();
-    let h = *hash;
-    let Some(size) = tokio::task::spawn_blocking(move || st.store.blob_size(&h)).await?? else {
-        return Ok(());
+/// What re-hashing a copy found.
+enum Verdict {
+    /// Sound, or not held here (nothing to check).
+    Sound,
+    /// Missing, of another length, or not hashing to its name.
+    Bad(Evidence),
+    /// Stopped before the end (the node is shutting down).
+    Halted,
+}
+
+/// Acts on a verdict: a bad copy is quarantined; an error is logged.
+async fn settle(state: &Arc<NodeState>, hash: &ContentHash, verdict: Result<Verdict>) {
+    let done = match verdict {
+        Ok(Verdict::Bad(evidence)) => fault(state, hash, evidence).await,
+        Ok(Verdict::Sound | Verdict::Halted) => Ok(()),
+        Err(e) => Err(e),
     };
-    let mut outcome = read_hash(state, hash, size).await;
-    if matches!(outcome, Err(Unread::Failed(ref e)) if is_media_error(e)) {
-        outcome = read_hash(state, hash, size).await;
+    if let Err(e) = done {
+        tracing::warn!(%hash, error = %e, "scrub: blob not checked");
     }
-    state.metrics.scrub_blobs.inc();
+}
+
+/// Re-hashes this node's copy of `hash` at once (a suspect), and
+/// quarantines it if it is bad.
+async fn verify(state: &Arc<NodeState>, hash: &ContentHash) -> Result<()> {
+    let (st, h) = (state.clone(), *hash);
+    let halt = AtomicBool::new(false);
+    let verdict = tokio::task::spawn_blocking(move || check(&st, &h, &halt)).await?;
+    match verdict? {
+        Verdict::Bad(evidence) => fault(state, hash, evidence).await,
+        Verdict::Sound | Verdict::Halted => Ok(()),
+    }
+}
+
+/// Re-hashes this node's copy of `hash`, if it holds one: bad if it is
+/// missing, of another length, or does not hash to its name (or cannot
+/// be read, twice, with an I/O error of the disk). Any other error (out
+/// of file descriptors, permissions, memory) is no verdict on the copy:
+/// it is returned, and the copy stays. Blocking.
+fn check(state: &NodeState, hash: &ContentHash, halt: &AtomicBool) -> Result<Verdict> {
+    let Some(size) = state.store.blob_size(hash)? else {
+        return Ok(Verdict::Sound);
+    };
+    let mut outcome = read_hash(state, hash, size, halt);
+    if matches!(outcome, Err(Unread::Failed(ref e)) if is_media_error(e)) {
+        outcome = read_hash(state, hash, size, halt);
+    }
     let evidence = match outcome {
-        Ok((actual, _)) if actual == *hash => return Ok(()),
+        Err(Unread::Halted) => return Ok(Verdict::Halted),
+        Ok((actual, _)) if actual == *hash => {
+            state.metrics.scrub_blobs.inc();
+            return Ok(Verdict::Sound);
+        }
         Ok((_, meta)) => crate::store::corrupt_evidence(&meta),
         Err(Unread::Missing) => Evidence::Missing,
         Err(Unread::Failed(e)) if is_media_error(&e) => {
@@ -200,7 +265,8 @@ async fn verify(state: &Arc<NodeState>, hash: &ContentHash) -> Result<()> {
         }
         Err(Unread::Failed(e)) => return Err(Error::io(format!("scrub {hash}"))(e)),
     };
-    fault(state, hash, evidence).await
+    state.metrics.scrub_blobs.inc();
+    Ok(Verdict::Bad(evidence))
 }
 
 /// An I/O error that says the disk could not give the bytes back.
@@ -214,84 +280,75 @@ enum Unread {
     Missing,
     /// Opening or reading it failed.
     Failed(std::io::Error),
+    /// The worker was told to stop.
+    Halted,
 }
 
 thread_local! {
     /// Each blocking thread's read buffer ([`READ`] bytes), kept between
-    /// pieces.
+    /// blobs.
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The hash of the blob's file, read at the scrub's rate, and the file's
 /// metadata (its identity); the file must be `size` bytes long. Read and
-/// hashed in pieces of [`PIECE`] bytes on the blocking pool, each paid for
-/// at the pacer first, [`READ`] bytes at a time.
-async fn read_hash(
-    state: &Arc<NodeState>,
+/// hashed in pieces of [`PIECE`] bytes, each paid for at the pacer first,
+/// [`READ`] bytes at a time. Blocking.
+fn read_hash(
+    state: &NodeState,
     hash: &ContentHash,
     size: u64,
+    halt: &AtomicBool,
 ) -> std::result::Result<(ContentHash, std::fs::Metadata), Unread> {
-    let joined = |e: tokio::task::JoinError| Unread::Failed(std::io::Error::other(e));
-    let path = state.store.blob_path(hash);
-    let opened = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(path)?;
-        let meta = file.metadata()?;
-        Ok::<_, std::io::Error>((file, meta))
-    })
-    .await
-    .map_err(joined)?;
-    let (mut file, meta) = match opened {
-        Ok(opened) => opened,
+    let mut file = match std::fs::File::open(state.store.blob_path(hash)) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unread::Missing),
         Err(e) => return Err(Unread::Failed(e)),
     };
+    let meta = file.metadata().map_err(Unread::Failed)?;
     if meta.len() != size {
         return Err(Unread::Missing);
     }
     let mut hasher = blake3::Hasher::new();
     let mut left = size;
-    while left > 0 {
-        let want = usize::try_from(left).unwrap_or(PIECE).min(PIECE);
-        state.scrub_limit.take(want).await;
-        let (f, h, n) = tokio::task::spawn_blocking(move || {
-            let n = BUF.with_borrow_mut(|buf| {
-                buf.resize(READ, 0);
-                let mut n = 0;
-                'piece: while n < want {
-                    // Read a cache-sized part and hash it while it is
-                    // still in the cache.
-                    let part = READ.min(want - n);
-                    let mut got = 0;
-                    while got < part {
-                        match file.read(&mut buf[got..part]) {
-                            Ok(0) => {
-                                hasher.update(&buf[..got]);
-                                n += got;
-                                break 'piece;
-                            }
-                            Ok(k) => got += k,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
+    BUF.with_borrow_mut(|buf| {
+        buf.resize(READ, 0);
+        while left > 0 {
+            if halt.load(Ordering::Relaxed) {
+                return Err(Unread::Halted);
+            }
+            let want = usize::try_from(left).unwrap_or(PIECE).min(PIECE);
+            state.scrub_limit.take_blocking(want);
+            let mut n = 0;
+            'piece: while n < want {
+                // Read a cache-sized part and hash it while it is still
+                // in the cache.
+                let part = READ.min(want - n);
+                let mut got = 0;
+                while got < part {
+                    match file.read(&mut buf[got..part]) {
+                        Ok(0) => {
+                            hasher.update(&buf[..got]);
+                            n += got;
+                            break 'piece;
                         }
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Unread::Failed(e)),
                     }
-                    hasher.update(&buf[..got]);
-                    n += got;
                 }
-                Ok(n)
-            })?;
-            Ok::<_, std::io::Error>((file, hasher, n))
-        })
-        .await
-        .map_err(joined)?
-        .map_err(Unread::Failed)?;
-        (file, hasher) = (f, h);
-        state.metrics.scrub_bytes.inc_by(n as u64);
-        if n < want {
-            // Shorter than its length a moment ago: cut short under us.
-            return Err(Unread::Missing);
+                hasher.update(&buf[..got]);
+                n += got;
+            }
+            state.metrics.scrub_bytes.inc_by(n as u64);
+            if n < want {
+                // Shorter than its length a moment ago: cut short under us.
+                return Err(Unread::Missing);
+            }
+            left -= n as u64;
         }
-        left -= n as u64;
-    }
+        Ok(())
+    })?;
     Ok((ContentHash::from(hasher.finalize()), meta))
 }
 
