@@ -181,14 +181,22 @@ async fn step(state: &Arc<NodeState>, halt: &Arc<AtomicBool>) -> Result<bool> {
                 let Some(hash) = hashes.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     break;
                 };
-                found.push((*hash, check(&st, hash, &halt)));
+                // A bad copy leaves service as soon as it is found.
+                let done = match check(&st, hash, &halt) {
+                    Ok(Verdict::Bad(evidence)) => fault_blocking(&st, hash, evidence),
+                    Ok(Verdict::Sound | Verdict::Halted) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = done {
+                    found.push((*hash, e));
+                }
             }
             found
         })
     });
     for worker in futures::future::join_all(workers).await {
-        for (hash, verdict) in worker? {
-            settle(state, &hash, verdict).await;
+        for (hash, e) in worker? {
+            tracing::warn!(%hash, error = %e, "scrub: blob not checked");
         }
     }
     if halt.load(Ordering::Relaxed) {
@@ -209,18 +217,6 @@ enum Verdict {
     Bad(Evidence),
     /// Stopped before the end (the node is shutting down).
     Halted,
-}
-
-/// Acts on a verdict: a bad copy is quarantined; an error is logged.
-async fn settle(state: &Arc<NodeState>, hash: &ContentHash, verdict: Result<Verdict>) {
-    let done = match verdict {
-        Ok(Verdict::Bad(evidence)) => fault(state, hash, evidence).await,
-        Ok(Verdict::Sound | Verdict::Halted) => Ok(()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = done {
-        tracing::warn!(%hash, error = %e, "scrub: blob not checked");
-    }
 }
 
 /// Re-hashes this node's copy of `hash` at once (a suspect), and
@@ -355,10 +351,13 @@ fn read_hash(
 /// Takes a bad copy out of service, if the evidence still holds, and
 /// counts it.
 async fn fault(state: &Arc<NodeState>, hash: &ContentHash, evidence: Evidence) -> Result<()> {
-    let st = state.clone();
-    let h = *hash;
-    let done = tokio::task::spawn_blocking(move || st.store.quarantine(&h, evidence)).await??;
-    if done {
+    let (st, h) = (state.clone(), *hash);
+    tokio::task::spawn_blocking(move || fault_blocking(&st, &h, evidence)).await?
+}
+
+/// [`fault`] on a blocking thread.
+fn fault_blocking(state: &NodeState, hash: &ContentHash, evidence: Evidence) -> Result<()> {
+    if state.store.quarantine(hash, evidence)? {
         let f = match evidence {
             Evidence::Missing => Fault::Missing,
             Evidence::Corrupt { .. } => Fault::Corrupt,
