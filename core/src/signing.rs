@@ -177,16 +177,7 @@ impl UrlSigner {
         sig_hex: &str,
         now: u64,
     ) -> Result<(), Error> {
-        let sig = hex::decode(sig_hex).map_err(|_| Error::BadSignature)?;
-        self.art_mac(art, size, expires)
-            .verify_slice(&sig)
-            .map_err(|_| Error::BadSignature)?;
-        if now >= expires {
-            return Err(Error::Expired {
-                expired_at: expires,
-            });
-        }
-        Ok(())
+        check(self.art_mac(art, size, expires), sig_hex, expires, now)
     }
 
     /// Checks a signature; `now` is the current Unix time in seconds.
@@ -198,17 +189,20 @@ impl UrlSigner {
         sig_hex: &str,
         now: u64,
     ) -> Result<(), Error> {
-        let sig = hex::decode(sig_hex).map_err(|_| Error::BadSignature)?;
-        self.mac(song, node, expires)
-            .verify_slice(&sig)
-            .map_err(|_| Error::BadSignature)?;
-        if now >= expires {
-            return Err(Error::Expired {
-                expired_at: expires,
-            });
-        }
-        Ok(())
+        check(self.mac(song, node, expires), sig_hex, expires, now)
     }
+}
+
+/// A URL's signature against its MAC (in constant time), then its expiry.
+fn check(mac: HmacSha256, sig_hex: &str, expires: u64, now: u64) -> Result<(), Error> {
+    let sig = hex::decode(sig_hex).map_err(|_| Error::BadSignature)?;
+    mac.verify_slice(&sig).map_err(|_| Error::BadSignature)?;
+    if now >= expires {
+        return Err(Error::Expired {
+            expired_at: expires,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1316,6 +1316,16 @@ pub fn tagged_wav(
     seconds: f32,
     seed: u64,
 ) -> anyhow::Result<()> {
+    demo_wav(path, (title, artist, album), seconds, seed, None)
+}
+
+fn demo_wav(
+    path: &Path,
+    (title, artist, album): (&str, &str, &str),
+    seconds: f32,
+    seed: u64,
+    cover: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
     let song = rondo_cli::demo::DemoSong {
         title: title.into(),
         artist: artist.into(),
@@ -1324,7 +1334,7 @@ pub fn tagged_wav(
         year: 1999,
         genre: "Test".into(),
     };
-    rondo_cli::demo::write_song(path, &song, seconds, seed, None)?;
+    rondo_cli::demo::write_song(path, &song, seconds, seed, cover)?;
     Ok(())
 }
 
@@ -1338,15 +1348,6 @@ pub fn tagged_wav_with_cover(
     seconds: f32,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let song = rondo_cli::demo::DemoSong {
-        title: title.into(),
-        artist: artist.into(),
-        album: album.into(),
-        track: 3,
-        year: 1999,
-        genre: "Test".into(),
-    };
     let cover = rondo_cli::demo::cover(album)?;
-    rondo_cli::demo::write_song(path, &song, seconds, seed, Some(cover))?;
-    Ok(())
+    demo_wav(path, (title, artist, album), seconds, seed, Some(cover))
 }

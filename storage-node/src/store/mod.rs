@@ -248,11 +248,6 @@ impl Store {
         self.changes.subscribe()
     }
 
-    /// Where resized pictures are cached.
-    pub fn art_cache_dir(&self) -> &Path {
-        &self.art_cache
-    }
-
     /// One song by id.
     pub fn song(&self, id: SongId) -> Result<Option<pb::Song>> {
         let txn = self.db.begin_read()?;
