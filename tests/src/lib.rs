@@ -401,7 +401,7 @@ impl Drop for Cluster {
 async fn read_addresses(path: &Path) -> anyhow::Result<Value> {
     eventually(
         &format!("{}", path.display()),
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || async {
             let text = std::fs::read_to_string(path).ok()?;
             serde_json::from_str::<Value>(&text).ok()
@@ -1040,7 +1040,9 @@ impl Cluster {
         let n = self.nodes.len();
         eventually(
             "all nodes up at the gateway",
-            Duration::from_secs(30),
+            // Generous: seconds on an idle machine, more beside the
+            // heavy suites on two cores.
+            Duration::from_secs(90),
             || async {
                 let data = self
                     .anon

@@ -144,7 +144,7 @@ pub(crate) async fn exactly_on_owners(
     let ids = &ids;
     eventually(
         "every blob on exactly its owners",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async {
             let live = live_copies(cluster, nodes[0], nodes, &hashes).await;
             let disk = files(cluster, nodes);
