@@ -14,6 +14,8 @@ pub enum Use {
     StreamUrl,
     UploadGrant,
     ArtUrl,
+    /// Sealing app passwords (`crate::sealing`).
+    AppPassword,
 }
 
 impl Use {
@@ -23,6 +25,7 @@ impl Use {
             Use::StreamUrl => b"rondo stream url v1",
             Use::UploadGrant => b"rondo upload grant v1",
             Use::ArtUrl => b"rondo art url v1",
+            Use::AppPassword => b"rondo-app-password-v1",
         }
     }
 }
@@ -45,8 +48,14 @@ mod tests {
     #[test]
     fn each_use_has_its_own_key() {
         let secret = b"a cluster secret";
-        let keys = [Use::Session, Use::StreamUrl, Use::UploadGrant, Use::ArtUrl]
-            .map(|u| derive(secret, u));
+        let keys = [
+            Use::Session,
+            Use::StreamUrl,
+            Use::UploadGrant,
+            Use::ArtUrl,
+            Use::AppPassword,
+        ]
+        .map(|u| derive(secret, u));
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
                 assert_ne!(a, b);

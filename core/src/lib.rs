@@ -18,6 +18,7 @@ pub mod names;
 pub mod partitions;
 pub mod placement;
 pub mod range;
+pub mod sealing;
 pub mod session;
 pub mod signing;
 pub mod tls;

@@ -66,7 +66,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(crate::subsonic::router(state.clone()));
     router = match &state.config.webapp_dir {
         Some(dir) => router.fallback_service(
             tower::ServiceBuilder::new()

@@ -157,9 +157,19 @@ pub struct Catalog {
     album_art: HashMap<AlbumId, Option<ArtRec>>,
     /// Accounts and playlists.
     accounts: crate::accounts::Accounts,
+    /// Opens app passwords (none: they are ignored, as in unit tests).
+    sealer: Option<Arc<rondo_core::sealing::Sealer>>,
 }
 
 impl Catalog {
+    /// A catalog that opens app passwords with `sealer`.
+    pub fn with_sealer(sealer: Arc<rondo_core::sealing::Sealer>) -> Catalog {
+        Catalog {
+            sealer: Some(sealer),
+            ..Default::default()
+        }
+    }
+
     /// Applies one change reported by `node`.
     pub fn apply(&mut self, node: NodeId, change: pb::catalog_change::Change) -> Result<()> {
         use pb::catalog_change::Change;
@@ -201,6 +211,13 @@ impl Catalog {
             Change::User(user) => self.accounts.apply_user(user)?,
             Change::Playlist(playlist) => self.accounts.apply_playlist(playlist)?,
             Change::Revoked(r) => self.accounts.apply_revoked(r),
+            Change::Annotation(a) => self.accounts.apply_annotation(a)?,
+            Change::PlayQueue(q) => self.accounts.apply_play_queue(q)?,
+            Change::AppPassword(p) => {
+                if let Some(sealer) = &self.sealer {
+                    self.accounts.apply_app_password(p, sealer)?;
+                }
+            }
         }
         Ok(())
     }

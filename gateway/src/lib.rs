@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod limits;
+pub mod subsonic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,10 @@ pub struct AppState {
     /// Rate limits on logins and registrations, and the password hashing
     /// bound.
     pub limits: limits::Limits,
+    /// Seals new app passwords (the cluster secret's key for them).
+    pub sealer: Arc<rondo_core::sealing::Sealer>,
+    /// Account passwords Subsonic clients sent, checked lately.
+    pub subsonic_passwords: subsonic::auth::PasswordCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -94,10 +99,13 @@ impl AppState {
     /// A signed URL of a picture at a size (the longer side; see
     /// [`rondo_media::art::variant_size`]), on a live node: an owner of
     /// the picture's blob first (it holds it), else any (it reads it from
-    /// an owner once). The expiry is rounded up to the next day so that a
+    /// an owner once). Size 0 is the picture as stored. The expiry is rounded up to the next day so that a
     /// picture's URL stays the same for a day and browsers cache it.
     pub fn art_url(&self, art: &index::ArtRec, size: u32) -> Option<String> {
-        let size = rondo_media::art::variant_size(size);
+        let size = match size {
+            0 => 0,
+            s => rondo_media::art::variant_size(s),
+        };
         let live = self.cluster.live_nodes();
         let owners = self.cluster.owners_of(&art.hash);
         let node_id = owners
@@ -145,7 +153,8 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         }
     };
     let ha = Arc::new(ha::Ha::new(&config, id));
-    let cluster = cluster::Cluster::new(&config.nodes, ha.clone(), tls)?;
+    let sealer = Arc::new(rondo_core::sealing::Sealer::new(&secret));
+    let cluster = cluster::Cluster::new(&config.nodes, ha.clone(), tls, sealer.clone())?;
     let metrics = Metrics::default();
     let mut registry = registry;
     registry.register(
@@ -181,6 +190,8 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         metrics,
         registry,
         limits,
+        subsonic_passwords: Default::default(),
+        sealer,
     }))
 }
 

@@ -56,7 +56,29 @@ pub fn check(
                 what: "an account change is dated in the future",
             });
         }
-        Some(U::RegisterUser(_) | U::Playlist(_) | U::UserChange(_)) => {}
+        Some(U::AppPassword(pb::AppPasswordOp {
+            op: Some(pb::app_password_op::Op::Create(p)),
+            ..
+        })) if p.created_at_ms > now.saturating_add(CLOCK_SKEW_SECS).saturating_mul(1000) => {
+            return Err(Error::Invalid {
+                what: "an app password is dated in the future",
+            });
+        }
+        Some(U::Listening(op))
+            if op.at_ms > now.saturating_add(CLOCK_SKEW_SECS).saturating_mul(1000) =>
+        {
+            return Err(Error::Invalid {
+                what: "a listening change is dated in the future",
+            });
+        }
+        Some(
+            U::RegisterUser(_)
+            | U::Playlist(_)
+            | U::UserChange(_)
+            | U::AppPassword(_)
+            | U::Listening(_)
+            | U::Plays(_),
+        ) => {}
         _ => {
             return Err(Error::Invalid {
                 what: "only account, session and playlist updates can be proposed",

@@ -405,7 +405,10 @@ impl StorageNode for Service {
                 change @ (U::RegisterUser(_)
                 | U::Playlist(_)
                 | U::RevokeSession(_)
-                | U::UserChange(_)),
+                | U::UserChange(_)
+                | U::AppPassword(_)
+                | U::Listening(_)
+                | U::Plays(_)),
             ) => pb::CatalogUpdate {
                 change: Some(change),
                 ..Default::default()

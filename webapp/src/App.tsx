@@ -8,6 +8,7 @@ import { useSession } from "./session";
 import { AccountForm } from "./pages/Account";
 import { AlbumPage, Albums, ArtistPage, Artists, Home, Songs } from "./pages/Browse";
 import { Cluster } from "./pages/Cluster";
+import { Me } from "./pages/Me";
 import { PlaylistPage, Playlists } from "./pages/Playlists";
 import { Search } from "./pages/Search";
 import { Upload } from "./pages/Upload";
@@ -63,9 +64,9 @@ function Nav() {
       <div className="account">
         {user ? (
           <>
-            <span className="sub" data-testid="user-name">
+            <NavLink to="/account" className="sub" data-testid="user-name">
               {user.name}
-            </span>
+            </NavLink>
             <button
               type="button"
               onClick={async () => {
@@ -114,6 +115,14 @@ export function App() {
             <Route path="/artists/:id" element={<ArtistPage />} />
             <Route path="/login" element={<AccountForm mode="login" />} />
             <Route path="/register" element={<AccountForm mode="register" />} />
+            <Route
+              path="/account"
+              element={
+                <NeedsUser>
+                  <Me />
+                </NeedsUser>
+              }
+            />
             <Route
               path="/playlists"
               element={

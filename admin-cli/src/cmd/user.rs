@@ -1,6 +1,6 @@
 //! `rondo user`: accounts, with the admin token (create, list, role,
-//! password, delete). Passwords are read from standard input (one line),
-//! so that they stay out of shell history.
+//! password, delete, app passwords). Passwords are read from standard
+//! input (one line), so that they stay out of shell history.
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
@@ -47,6 +47,37 @@ pub enum UserCommand {
         #[command(flatten)]
         conn: Conn,
         name: String,
+    },
+    /// An account's app passwords: secrets for Subsonic apps (DSub,
+    /// Symfonium, …), each revoked on its own.
+    #[command(subcommand)]
+    AppPassword(AppPasswordCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppPasswordCommand {
+    /// Create one; prints its secret (shown this once).
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        /// The account.
+        user: String,
+        /// What it is for ("DSub on my phone").
+        #[arg(long)]
+        name: String,
+    },
+    /// List an account's app passwords: name, created, id.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        user: String,
+    },
+    /// Revoke one by id: the app holding it is refused from now on.
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        user: String,
+        id: String,
     },
 }
 
@@ -123,6 +154,69 @@ pub async fn run(cmd: UserCommand) -> anyhow::Result<Exit> {
                 )
                 .await?;
             println!("deleted {} ({}) and its playlists", user.name, user.id);
+            Ok(Exit::Success)
+        }
+        UserCommand::AppPassword(cmd) => app_password(cmd).await,
+    }
+}
+
+async fn app_password(cmd: AppPasswordCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        AppPasswordCommand::Create { conn, user, name } => {
+            let client = conn.client()?;
+            let Some(account) = named(&client, &user).await? else {
+                return Ok(no_account(&user));
+            };
+            let made: serde_json::Value = client
+                .query(
+                    "mutation($u: ID!, $n: String!) { createAppPassword(userId: $u, name: $n) { \
+                       appPassword { id name } secret } }",
+                    json!({ "u": account.id, "n": name }),
+                )
+                .await?;
+            let made = &made["createAppPassword"];
+            println!(
+                "app password {:?} of {} ({}); its secret, shown this once:\n{}",
+                made["appPassword"]["name"].as_str().unwrap_or_default(),
+                account.name,
+                made["appPassword"]["id"].as_str().unwrap_or_default(),
+                made["secret"].as_str().unwrap_or_default()
+            );
+            Ok(Exit::Success)
+        }
+        AppPasswordCommand::List { conn, user } => {
+            let client = conn.client()?;
+            let Some(account) = named(&client, &user).await? else {
+                return Ok(no_account(&user));
+            };
+            let listed: serde_json::Value = client
+                .query(
+                    "query($u: ID!) { appPasswords(userId: $u) { id name createdAt } }",
+                    json!({ "u": account.id }),
+                )
+                .await?;
+            for p in listed["appPasswords"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<32} {:<26} {}",
+                    p["name"].as_str().unwrap_or_default(),
+                    p["createdAt"].as_str().unwrap_or_default(),
+                    p["id"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(Exit::Success)
+        }
+        AppPasswordCommand::Revoke { conn, user, id } => {
+            let client = conn.client()?;
+            let Some(account) = named(&client, &user).await? else {
+                return Ok(no_account(&user));
+            };
+            client
+                .query(
+                    "mutation($u: ID!, $id: ID!) { revokeAppPassword(userId: $u, id: $id) }",
+                    json!({ "u": account.id, "id": id }),
+                )
+                .await?;
+            println!("revoked app password {id} of {}", account.name);
             Ok(Exit::Success)
         }
     }

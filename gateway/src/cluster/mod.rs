@@ -278,7 +278,12 @@ pub struct Cluster {
 impl Cluster {
     /// Clients for the given gRPC URLs (connections are made lazily), for
     /// the gateway `me`.
-    pub fn new(urls: &[String], me: Arc<crate::ha::Ha>, tls: ClusterTls) -> Result<Arc<Cluster>> {
+    pub fn new(
+        urls: &[String],
+        me: Arc<crate::ha::Ha>,
+        tls: ClusterTls,
+        sealer: Arc<rondo_core::sealing::Sealer>,
+    ) -> Result<Arc<Cluster>> {
         let links = Links::tcp(Arc::new(tls));
         let nodes = urls
             .iter()
@@ -288,7 +293,7 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             nodes: RwLock::new(nodes),
             stop: watch::Sender::new(false),
-            catalog: Mutex::new(Catalog::default()),
+            catalog: Mutex::new(Catalog::with_sealer(sealer)),
             applied: Mutex::new(HashMap::new()),
             dirty: Notify::new(),
             snapshot,

@@ -45,6 +45,16 @@ pub enum AccountUpdate {
         at_ms: u64,
         edit: UserEdit,
     },
+    /// A new app password of `user`, its secret sealed.
+    CreateAppPassword {
+        user: UserId,
+        id: uuid::Uuid,
+        name: String,
+        sealed: Vec<u8>,
+        created_at_ms: u64,
+    },
+    /// An app password of `user` revoked.
+    RevokeAppPassword { user: UserId, id: uuid::Uuid },
 }
 
 /// A change of an account.
@@ -305,6 +315,27 @@ fn account_to_wire(update: AccountUpdate) -> pb::catalog_update::Change {
                 UserEdit::Role(role) => pb::user_change::Change::Role(role.into()),
                 UserEdit::Delete => pb::user_change::Change::Delete(true),
             }),
+        }),
+        AccountUpdate::CreateAppPassword {
+            user,
+            id,
+            name,
+            sealed,
+            created_at_ms,
+        } => Change::AppPassword(pb::AppPasswordOp {
+            user_id: user.to_string(),
+            op: Some(pb::app_password_op::Op::Create(pb::AppPassword {
+                id: id.to_string(),
+                user_id: user.to_string(),
+                name,
+                sealed,
+                created_at_ms,
+                ..Default::default()
+            })),
+        }),
+        AccountUpdate::RevokeAppPassword { user, id } => Change::AppPassword(pb::AppPasswordOp {
+            user_id: user.to_string(),
+            op: Some(pb::app_password_op::Op::RevokeId(id.to_string())),
         }),
     }
 }

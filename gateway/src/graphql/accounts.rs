@@ -18,7 +18,7 @@ use super::{
     UnsignedInt64, parse_id, position_page, position_page_info, snapshot, state,
 };
 use crate::AppState;
-use crate::accounts::{PlaylistRec, UserRec};
+use crate::accounts::{AppPasswordRec, PlaylistRec, UserRec};
 use crate::error::{Error, GqlResult};
 
 /// Shortest accepted password, in characters.
@@ -62,6 +62,78 @@ impl User {
     async fn created_at(&self) -> DateTime {
         DateTime::from_unix_ms(self.0.created_at_ms)
     }
+}
+
+/// An app password: a secret for one app (a Subsonic client such as
+/// DSub or Symfonium), which it sends as the account's password, as the key
+/// of its md5 token, or as its `apiKey`. Revoking it ends that app's
+/// access alone; the account's password keeps working.
+pub struct AppPassword(pub AppPasswordRec);
+
+#[Object]
+impl AppPassword {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// What the account calls it ("DSub on my phone").
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn created_at(&self) -> DateTime {
+        DateTime::from_unix_ms(self.0.created_at_ms)
+    }
+}
+
+/// A new app password, with its secret: shown this once.
+#[derive(SimpleObject)]
+pub struct NewAppPassword {
+    pub app_password: AppPassword,
+    /// The secret to give the app (as its password or API key).
+    pub secret: String,
+}
+
+/// The longest app password name, in characters.
+const MAX_APP_PASSWORD_NAME: usize = 100;
+
+/// The account a request about app passwords is for: the session's own
+/// (`user_id` absent or its own), or for an admin (or the admin token,
+/// which must name one) any.
+fn app_password_owner(ctx: &Context<'_>, user_id: Option<&ID>) -> Result<UserId, Error> {
+    let named = user_id.map(parse_id::<UserId>).transpose()?;
+    let target = match (ctx.data_opt::<Auth>(), named) {
+        (Some(Auth::User(s)), None) => s.user,
+        (Some(Auth::User(s)), Some(id)) if id == s.user => id,
+        (Some(Auth::User(s)), Some(id)) if s.role == Role::Admin => id,
+        (Some(Auth::User(_)), Some(_)) => {
+            return Err(Error::Forbidden(
+                "only an admin manages another account's app passwords",
+            ));
+        }
+        (Some(Auth::Admin), Some(id)) => id,
+        (Some(Auth::Admin), None) => {
+            return Err(Error::BadUserInput(
+                "the admin token names no account: give userId".into(),
+            ));
+        }
+        _ => {
+            return Err(session(ctx)
+                .err()
+                .unwrap_or(Error::Unauthenticated("log in first")));
+        }
+    };
+    account(ctx, target)?;
+    Ok(target)
+}
+
+/// A new app password's secret: 32 lower-case letters and digits (about
+/// 165 bits), easy to type on a phone.
+fn new_secret() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 /// A session: the token to send as `Authorization: Bearer <token>`.
@@ -323,6 +395,23 @@ impl AccountQuery {
         snapshot(ctx).accounts.user(s.user).cloned().map(User)
     }
 
+    /// The app passwords of the session's account, newest first (an admin
+    /// may name another account; the admin token must).
+    async fn app_passwords(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<ID>,
+    ) -> async_graphql::Result<Vec<AppPassword>> {
+        let user = app_password_owner(ctx, user_id.as_ref()).gql()?;
+        Ok(snapshot(ctx)
+            .accounts
+            .app_passwords_of(user)
+            .into_iter()
+            .cloned()
+            .map(AppPassword)
+            .collect())
+    }
+
     /// Every account, by name (admins only).
     #[graphql(
         complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(0, MAX_PAGE) as usize * child_complexity + 1"
@@ -564,6 +653,93 @@ impl AccountMutation {
         )
         .await
         .gql()?;
+        Ok(true)
+    }
+
+    /// A new app password for a Subsonic app (`rondo user app-password
+    /// create`): the account's own, or (an admin) another's. The answer
+    /// holds the secret, shown this once. At most 20 per account.
+    async fn create_app_password(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        user_id: Option<ID>,
+    ) -> async_graphql::Result<NewAppPassword> {
+        let user = app_password_owner(ctx, user_id.as_ref()).gql()?;
+        let name = name.trim().to_string();
+        if name.is_empty() || name.chars().count() > MAX_APP_PASSWORD_NAME {
+            return Err(Error::BadUserInput(format!(
+                "an app password's name is 1 to {MAX_APP_PASSWORD_NAME} characters"
+            )))
+            .gql();
+        }
+        let state = state(ctx);
+        if snapshot(ctx).accounts.app_passwords_of(user).len() >= 20 {
+            return Err(Error::Conflict(
+                "an account holds at most 20 app passwords: revoke one first".into(),
+            ))
+            .gql();
+        }
+        let id = uuid::Uuid::new_v4();
+        let secret = new_secret();
+        let sealed = state.sealer.seal(id.as_bytes(), secret.as_bytes());
+        propose(
+            ctx,
+            AccountUpdate::CreateAppPassword {
+                user,
+                id,
+                name,
+                sealed,
+                created_at_ms: crate::clock::unix_now_ms(),
+            },
+        )
+        .await
+        .gql()?;
+        let rec = snapshot(ctx)
+            .accounts
+            .app_passwords_of(user)
+            .into_iter()
+            .find(|p| p.id == id)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable("the new app password is not indexed yet".into()))
+            .gql()?;
+        Ok(NewAppPassword {
+            app_password: AppPassword(rec),
+            secret,
+        })
+    }
+
+    /// Revokes an app password: the app that holds it is refused from
+    /// now on, by every gateway.
+    async fn revoke_app_password(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        user_id: Option<ID>,
+    ) -> async_graphql::Result<bool> {
+        let user = app_password_owner(ctx, user_id.as_ref()).gql()?;
+        let pid: uuid::Uuid = id
+            .as_str()
+            .parse()
+            .map_err(|_| {
+                Error::BadUserInput(format!("{:?} is not an app password id", id.as_str()))
+            })
+            .gql()?;
+        if !snapshot(ctx)
+            .accounts
+            .app_passwords_of(user)
+            .iter()
+            .any(|p| p.id == pid)
+        {
+            return Err(Error::NotFound {
+                kind: "app password",
+                id: id.to_string(),
+            })
+            .gql();
+        }
+        propose(ctx, AccountUpdate::RevokeAppPassword { user, id: pid })
+            .await
+            .gql()?;
         Ok(true)
     }
 

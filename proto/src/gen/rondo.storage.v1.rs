@@ -422,7 +422,7 @@ pub struct WatchCatalogRequest {
 pub struct CatalogChange {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
-    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "catalog_change::Change", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub change: ::core::option::Option<catalog_change::Change>,
 }
 /// Nested message and enum types in `CatalogChange`.
@@ -450,6 +450,15 @@ pub mod catalog_change {
         /// An album record after its image was set or removed.
         #[prost(message, tag = "8")]
         Album(super::Album),
+        /// An app password after it was created, or its tombstone (`deleted`).
+        #[prost(message, tag = "9")]
+        AppPassword(super::AppPassword),
+        /// An account's marks on an item after a change (all zero: none).
+        #[prost(message, tag = "10")]
+        Annotation(super::Annotation),
+        /// An account's saved play queue after a change (empty: cleared).
+        #[prost(message, tag = "11")]
+        PlayQueue(super::PlayQueue),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -598,7 +607,7 @@ pub struct MoveSong {
     #[prost(uint32, tag = "2")]
     pub to: u32,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProposeRequest {
     /// Only account, session and playlist updates: songs go through
     /// UploadSong and DeleteSong.
@@ -619,7 +628,7 @@ pub struct ProposeReply {
     pub change_seq: u64,
 }
 /// A catalog update ordered by the ring (the payload of a ring entry).
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CatalogUpdate {
     /// The node that proposed it (UUID text); it holds the song's blob.
     #[prost(string, tag = "1")]
@@ -648,12 +657,15 @@ pub struct CatalogUpdate {
     /// meanwhile); the proposer copies them and proposes again.
     #[prost(bool, tag = "11")]
     pub only_if_duplicate: bool,
-    #[prost(oneof = "catalog_update::Change", tags = "2, 3, 5, 6, 7, 8, 12, 13")]
+    #[prost(
+        oneof = "catalog_update::Change",
+        tags = "2, 3, 5, 6, 7, 8, 12, 13, 14, 15, 16"
+    )]
     pub change: ::core::option::Option<catalog_update::Change>,
 }
 /// Nested message and enum types in `CatalogUpdate`.
 pub mod catalog_update {
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Change {
         #[prost(message, tag = "2")]
         Upsert(super::Song),
@@ -681,7 +693,171 @@ pub mod catalog_update {
         /// administrator's, with the picture on W of its owners already.
         #[prost(message, tag = "13")]
         AlbumArt(super::AlbumArt),
+        /// Create or revoke an app password (the account's own, or an
+        /// administrator's).
+        #[prost(message, tag = "14")]
+        AppPassword(super::AppPasswordOp),
+        /// A listener's own marks: stars, a rating, the saved play queue.
+        #[prost(message, tag = "15")]
+        Listening(super::ListeningOp),
+        /// Plays of many accounts, gathered by a gateway for a second or so
+        /// (one entry, not one per play); with an operator's authority (the
+        /// gateway authenticated each listener).
+        #[prost(message, tag = "16")]
+        Plays(super::Plays),
     }
+}
+/// An app password (an API key) of an account: a secret for one app (a
+/// Subsonic client), which it sends as its password, as the key of its
+/// md5 token, or as its `apiKey`. Token authentication needs the secret
+/// itself, so it is kept sealed, never in plain text: XChaCha20-Poly1305
+/// under a key derived from the cluster secret (HKDF-SHA256, info
+/// "rondo-app-password-v1"), 24 bytes of nonce then the ciphertext, with
+/// the id as associated data. Gateways seal and open it; nodes keep it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AppPassword {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub user_id: ::prost::alloc::string::String,
+    /// What the account calls it ("DSub on my phone").
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "4")]
+    pub sealed: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "5")]
+    pub created_at_ms: u64,
+    /// The ring sequence of the last change (set when applied).
+    #[prost(uint64, tag = "6")]
+    pub version: u64,
+    /// A tombstone: revoked at `version`.
+    #[prost(bool, tag = "7")]
+    pub deleted: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AppPasswordOp {
+    /// The account whose app password it is: the authority's own, or any
+    /// for an administrator.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(oneof = "app_password_op::Op", tags = "2, 3")]
+    pub op: ::core::option::Option<app_password_op::Op>,
+}
+/// Nested message and enum types in `AppPasswordOp`.
+pub mod app_password_op {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Op {
+        /// A new app password (its id, name, sealed secret and creation time;
+        /// its `user_id` is the op's).
+        #[prost(message, tag = "2")]
+        Create(super::AppPassword),
+        /// Revoke this app password of the account.
+        #[prost(string, tag = "3")]
+        RevokeId(::prost::alloc::string::String),
+    }
+}
+/// What one account marked on one song, album or artist.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Annotation {
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub item_id: ::prost::alloc::string::String,
+    /// 1: a song, 2: an album, 3: an artist.
+    #[prost(uint32, tag = "3")]
+    pub kind: u32,
+    /// When it was starred (Unix milliseconds); 0: not starred.
+    #[prost(uint64, tag = "4")]
+    pub starred_at_ms: u64,
+    /// 1 to 5; 0: not rated.
+    #[prost(uint32, tag = "5")]
+    pub rating: u32,
+    /// Songs only: plays counted, and the last one (Unix milliseconds).
+    #[prost(uint64, tag = "6")]
+    pub play_count: u64,
+    #[prost(uint64, tag = "7")]
+    pub last_played_ms: u64,
+    /// The ring sequence of the last change (set when applied).
+    #[prost(uint64, tag = "8")]
+    pub version: u64,
+}
+/// An account's saved play queue (Subsonic `savePlayQueue`): what another
+/// device of the account picks up.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PlayQueue {
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub song_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The song playing (one of `song_ids`), and where in it.
+    #[prost(string, tag = "3")]
+    pub current: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "4")]
+    pub position_ms: u64,
+    /// When and by which client it was saved.
+    #[prost(uint64, tag = "5")]
+    pub changed_ms: u64,
+    #[prost(string, tag = "6")]
+    pub changed_by: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "7")]
+    pub version: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListeningOp {
+    /// The account of the session: a listener marks only for itself.
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    /// The proposing gateway's clock (Unix milliseconds).
+    #[prost(uint64, tag = "2")]
+    pub at_ms: u64,
+    #[prost(oneof = "listening_op::Op", tags = "3, 4, 5")]
+    pub op: ::core::option::Option<listening_op::Op>,
+}
+/// Nested message and enum types in `ListeningOp`.
+pub mod listening_op {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Op {
+        #[prost(message, tag = "3")]
+        Stars(super::Stars),
+        #[prost(message, tag = "4")]
+        Rating(super::Rating),
+        /// The queue to keep (no songs: clear it).
+        #[prost(message, tag = "5")]
+        SaveQueue(super::PlayQueue),
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Stars {
+    /// Songs, albums or artists, each known (else nothing changes).
+    #[prost(string, repeated, tag = "1")]
+    pub item_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Star them, or take their stars off.
+    #[prost(bool, tag = "2")]
+    pub starred: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rating {
+    #[prost(string, tag = "1")]
+    pub item_id: ::prost::alloc::string::String,
+    /// 1 to 5; 0 removes the rating.
+    #[prost(uint32, tag = "2")]
+    pub rating: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Plays {
+    #[prost(message, repeated, tag = "1")]
+    pub plays: ::prost::alloc::vec::Vec<Play>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Play {
+    #[prost(string, tag = "1")]
+    pub user_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub song_id: ::prost::alloc::string::String,
+    /// When it was played (Unix milliseconds; the client's, checked
+    /// against the gateway's clock).
+    #[prost(uint64, tag = "3")]
+    pub at_ms: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AlbumArt {

@@ -187,6 +187,11 @@ pub(super) fn change_user(
                 list.version = seq;
                 tombstones.push(list);
             }
+            drop(playlists);
+            drop(names);
+            drop(users);
+            drop_app_passwords(txn, &user.id)?;
+            super::listening::drop_user(txn, &user.id)?;
             user.deleted = true;
             user.password_hash.clear();
             return Ok(Ok((user, tombstones)));
@@ -194,6 +199,31 @@ pub(super) fn change_user(
     }
     users.insert(id, user.encode_to_vec().as_slice())?;
     Ok(Ok((user, Vec::new())))
+}
+
+/// Announces several changes of one update (none: nothing to announce,
+/// as a star of a starred item); the first names the update.
+pub(super) fn finish_many(
+    txn: &redb::WriteTransaction,
+    meta: &mut Meta<'_>,
+    outcome: std::result::Result<Vec<Change>, Error>,
+) -> Result<(Applied, Option<pb::CatalogChange>)> {
+    let changes = match outcome {
+        Ok(c) => c,
+        Err(e) => return Ok((Applied::Rejected(e), None)),
+    };
+    let mut first = None;
+    let mut announce = None;
+    for change in changes {
+        let pushed = push_change(txn, meta, change)?;
+        first.get_or_insert(pushed.seq);
+        announce = Some(pushed);
+    }
+    let change_seq = match first {
+        Some(seq) => seq,
+        None => meta.get(LAST_SEQ)?.map_or(0, |g| g.value()),
+    };
+    Ok((Applied::Changed { change_seq }, announce))
 }
 
 /// Announces an account change and the playlists it deleted; a follower
@@ -398,6 +428,123 @@ pub(super) fn apply_playlist(
     list.updated_at_ms = op.at_ms.max(list.created_at_ms);
     playlists.insert(id, list.encode_to_vec().as_slice())?;
     Ok(Ok(list))
+}
+
+/// The most app passwords one account holds.
+pub const MAX_APP_PASSWORDS: usize = 20;
+/// The longest sealed secret kept (24 bytes of nonce, the secret and the
+/// tag: gateways make 32-byte secrets).
+pub const MAX_SEALED: usize = 256;
+
+/// Creates or revokes an app password of an account. Outer error:
+/// storage; inner: refusal.
+pub(super) fn apply_app_password(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    op: pb::AppPasswordOp,
+) -> Result<std::result::Result<pb::AppPassword, Error>> {
+    use pb::app_password_op::Op;
+    let Ok(user) = uuid_key(&op.user_id) else {
+        return Ok(Err(Error::Invalid {
+            what: "bad user id",
+        }));
+    };
+    if txn.open_table(USERS)?.get(user)?.is_none() {
+        return Ok(Err(Error::NotFound {
+            kind: "user",
+            id: op.user_id,
+        }));
+    }
+    let mut table = txn.open_table(APP_PASSWORDS)?;
+    match op.op {
+        Some(Op::Create(mut p)) => {
+            let Ok(id) = uuid_key(&p.id) else {
+                return Ok(Err(Error::Invalid {
+                    what: "bad app password id",
+                }));
+            };
+            if p.user_id != op.user_id {
+                return Ok(Err(Error::Invalid {
+                    what: "an app password is created for the op's account",
+                }));
+            }
+            if !name_ok(&p.name) {
+                return Ok(Err(Error::Invalid {
+                    what: "an app password's name must be 1-100 characters",
+                }));
+            }
+            if p.sealed.is_empty() || p.sealed.len() > MAX_SEALED {
+                return Ok(Err(Error::Invalid {
+                    what: "bad sealed app password",
+                }));
+            }
+            if table.get(id)?.is_some() {
+                return Ok(Err(Error::Invalid {
+                    what: "app password id exists",
+                }));
+            }
+            let mut count = 0;
+            for row in table.iter()? {
+                let (_, v) = row?;
+                let other: pb::AppPassword = decode("app_passwords", v.value())?;
+                count += usize::from(other.user_id == p.user_id);
+            }
+            if count >= MAX_APP_PASSWORDS {
+                return Ok(Err(Error::Invalid {
+                    what: "an account holds at most 20 app passwords: revoke one first",
+                }));
+            }
+            p.name = p.name.trim().to_owned();
+            p.version = seq;
+            p.deleted = false;
+            table.insert(id, p.encode_to_vec().as_slice())?;
+            Ok(Ok(p))
+        }
+        Some(Op::RevokeId(raw)) => {
+            let Ok(id) = uuid_key(&raw) else {
+                return Ok(Err(Error::Invalid {
+                    what: "bad app password id",
+                }));
+            };
+            let found: Option<pb::AppPassword> = match table.get(id)? {
+                Some(g) => Some(decode("app_passwords", g.value())?),
+                None => None,
+            };
+            match found {
+                Some(mut p) if p.user_id == op.user_id => {
+                    table.remove(id)?;
+                    p.deleted = true;
+                    p.sealed.clear();
+                    p.version = seq;
+                    Ok(Ok(p))
+                }
+                _ => Ok(Err(Error::NotFound {
+                    kind: "app password",
+                    id: raw,
+                })),
+            }
+        }
+        None => Ok(Err(Error::Invalid {
+            what: "empty app password operation",
+        })),
+    }
+}
+
+/// Removes an account's app passwords (the account was deleted).
+pub(super) fn drop_app_passwords(txn: &redb::WriteTransaction, user_id: &str) -> Result<()> {
+    let mut table = txn.open_table(APP_PASSWORDS)?;
+    let mut gone = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let p: pb::AppPassword = decode("app_passwords", v.value())?;
+        if p.user_id == user_id {
+            gone.push(k.value());
+        }
+    }
+    for k in gone {
+        table.remove(k)?;
+    }
+    Ok(())
 }
 
 /// Whether a playlist name is acceptable.
@@ -781,6 +928,164 @@ mod tests {
     }
 
     /// An update carrying an authority (account, session, issue time).
+    fn app_password(user: &str, op: pb::app_password_op::Op) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::AppPassword(pb::AppPasswordOp {
+                user_id: user.into(),
+                op: Some(op),
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn new_app_password(user: &str, name: &str) -> (String, pb::app_password_op::Op) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let p = pb::AppPassword {
+            id: id.clone(),
+            user_id: user.into(),
+            name: name.into(),
+            sealed: vec![7; 72],
+            created_at_ms: 5,
+            ..Default::default()
+        };
+        (id, pb::app_password_op::Op::Create(p))
+    }
+
+    /// App passwords: made for an existing account only, at most 20, only
+    /// by the account or an admin; revoked by id as a tombstone; gone with
+    /// the account; carried by a snapshot.
+    #[tokio::test]
+    async fn app_passwords_are_checked_in_order_and_go_with_their_account() {
+        use pb::app_password_op::Op;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (ada, reg) = user("ada", "listener");
+        store.apply_update(1, &reg, None).unwrap();
+        let (lin, reg) = user("lin", "listener");
+        store.apply_update(2, &reg, None).unwrap();
+        let mut seq = 2;
+        let mut apply = |update: Vec<u8>| {
+            seq += 1;
+            store.apply_update(seq, &update, None).unwrap()
+        };
+        let (id, create) = new_app_password(&ada, "phone");
+        assert!(matches!(
+            apply(acting_as(
+                &ada,
+                "s-ada",
+                10,
+                app_password(&ada, create.clone())
+            )),
+            Applied::Changed { .. }
+        ));
+        let last = |store: &Store| {
+            store
+                .changes_after(0, 1000)
+                .unwrap()
+                .into_iter()
+                .rev()
+                .find_map(|c| match c.change {
+                    Some(Change::AppPassword(p)) => Some(p),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let made = last(&store);
+        assert_eq!(
+            (made.id.as_str(), made.name.as_str(), made.version),
+            (id.as_str(), "phone", 3)
+        );
+        assert_eq!(made.sealed, vec![7; 72], "gateways get the sealed secret");
+        // Lin may not make one for Ada, nor revoke hers; the same id twice,
+        // a bad name or an empty secret are refused; nothing changes.
+        let before = store.changes_after(0, 1000).unwrap().len();
+        let (_, other) = new_app_password(&ada, "lin's");
+        for bad in [
+            acting_as(&lin, "s-lin", 10, app_password(&ada, other)),
+            acting_as(
+                &lin,
+                "s-lin",
+                10,
+                app_password(&ada, Op::RevokeId(id.clone())),
+            ),
+            acting_as(&ada, "s-ada", 10, app_password(&ada, create)),
+            acting_as(
+                &ada,
+                "s-ada",
+                10,
+                app_password(&ada, {
+                    let (_, Op::Create(mut p)) = new_app_password(&ada, " ") else {
+                        unreachable!()
+                    };
+                    p.name = " ".into();
+                    Op::Create(p)
+                }),
+            ),
+            acting_as(
+                &ada,
+                "s-ada",
+                10,
+                app_password(&ada, {
+                    let (_, Op::Create(mut p)) = new_app_password(&ada, "x") else {
+                        unreachable!()
+                    };
+                    p.sealed.clear();
+                    Op::Create(p)
+                }),
+            ),
+            acting_as(
+                &lin,
+                "s-lin",
+                10,
+                app_password(&lin, Op::RevokeId(id.clone())),
+            ),
+        ] {
+            assert!(matches!(apply(bad), Applied::Rejected(_)));
+        }
+        assert_eq!(store.changes_after(0, 1000).unwrap().len(), before);
+        // At most 20 per account.
+        for i in 1..20 {
+            let (_, c) = new_app_password(&ada, &format!("app {i}"));
+            assert!(matches!(
+                apply(acting_as(&ada, "s-ada", 10, app_password(&ada, c))),
+                Applied::Changed { .. }
+            ));
+        }
+        let (_, c) = new_app_password(&ada, "one too many");
+        assert!(matches!(
+            apply(acting_as(&ada, "s-ada", 10, app_password(&ada, c))),
+            Applied::Rejected(Error::Invalid { .. })
+        ));
+        // A snapshot carries them.
+        let at = store.ring_applied().unwrap().0;
+        let rows = store.export_snapshot(at).unwrap();
+        assert_eq!(
+            rows.iter().filter(|r| r.table == "app_passwords").count(),
+            20
+        );
+        // Revoked: a tombstone without the secret.
+        assert!(matches!(
+            apply(acting_as(
+                &ada,
+                "s-ada",
+                10,
+                app_password(&ada, Op::RevokeId(id.clone()))
+            )),
+            Applied::Changed { .. }
+        ));
+        let gone = last(&store);
+        assert!(gone.deleted && gone.sealed.is_empty() && gone.id == id);
+        // The account's deletion takes the rest.
+        apply(change(&ada, pb::user_change::Change::Delete(true)));
+        let at = store.ring_applied().unwrap().0;
+        let rows = store.export_snapshot(at).unwrap();
+        assert_eq!(
+            rows.iter().filter(|r| r.table == "app_passwords").count(),
+            0
+        );
+    }
+
     fn acting_as(user: &str, session: &str, issued_ms: u64, update: Vec<u8>) -> Vec<u8> {
         let mut u = pb::CatalogUpdate::decode(update.as_slice()).unwrap();
         u.authority = Some(pb::Authority {

@@ -65,6 +65,21 @@ pub fn permits(acting: Option<&Acting>, update: &pb::CatalogUpdate) -> Result<()
                 _ => admin(),
             }
         }
+        Some(U::AppPassword(op)) => {
+            if need()?.user.is_some_and(|u| op.user_id == u.to_string()) {
+                Ok(())
+            } else {
+                admin()
+            }
+        }
+        Some(U::Listening(op)) => match need()?.user {
+            Some(user) if op.user_id == user.to_string() => Ok(()),
+            _ => Err(Error::Forbidden(
+                "stars, ratings and play queues are changed only by their account",
+            )),
+        },
+        // A gateway's batch of the plays of listeners it authenticated.
+        Some(U::Plays(_)) => admin(),
         Some(U::DeleteSongId(_) | U::AlbumArt(_)) => admin(),
         // Uploads carry a checked grant; readings are the nodes' own.
         Some(U::Upsert(_) | U::Reinspected(_)) | None => Ok(()),

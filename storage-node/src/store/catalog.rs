@@ -284,6 +284,18 @@ impl Store {
                 let outcome = accounts::apply_playlist(txn, seq, op)?;
                 accounts::finish(txn, &mut meta, outcome.map(Change::Playlist))
             }
+            Some(U::Listening(op)) => {
+                let outcome = super::listening::apply_listening(txn, seq, op)?;
+                accounts::finish_many(txn, &mut meta, outcome)
+            }
+            Some(U::Plays(plays)) => {
+                let outcome = super::listening::apply_plays(txn, seq, plays)?;
+                accounts::finish_many(txn, &mut meta, outcome)
+            }
+            Some(U::AppPassword(op)) => {
+                let outcome = accounts::apply_app_password(txn, seq, op)?;
+                accounts::finish(txn, &mut meta, outcome.map(Change::AppPassword))
+            }
             Some(U::RevokeSession(r)) => {
                 let outcome = accounts::revoke_session(txn, r)?;
                 accounts::finish(txn, &mut meta, outcome.map(Change::Revoked))

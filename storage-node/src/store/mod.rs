@@ -42,6 +42,7 @@ mod authority;
 mod blobs;
 mod catalog;
 mod integrity;
+mod listening;
 mod outbox;
 mod placement;
 mod ring_state;

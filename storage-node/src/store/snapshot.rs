@@ -19,8 +19,16 @@ use crate::error::{Error, Result};
 /// Tables of the applied state keyed by id, with encoded values: they make
 /// up a snapshot with the name tables below and `ring_meta`'s applied seq,
 /// digest and layout.
-const SNAPSHOT_BLOBS: [TableDefinition<u128, &[u8]>; 5] =
-    [SONGS, ARTISTS, ALBUMS, USERS, PLAYLISTS];
+const SNAPSHOT_BLOBS: [TableDefinition<u128, &[u8]>; 8] = [
+    SONGS,
+    ARTISTS,
+    ALBUMS,
+    USERS,
+    PLAYLISTS,
+    APP_PASSWORDS,
+    ANNOTATIONS,
+    PLAY_QUEUES,
+];
 /// Name tables (folded name → id) of a snapshot.
 const SNAPSHOT_NAMES: [TableDefinition<&str, u128>; 3] = [ARTIST_NAMES, ALBUM_NAMES, USER_NAMES];
 /// Counter tables of a snapshot.
@@ -60,7 +68,15 @@ struct Loaded {
 }
 
 /// Tables whose changes go on the change stream.
-const ANNOUNCED: [TableDefinition<u128, &[u8]>; 4] = [SONGS, USERS, PLAYLISTS, ALBUMS];
+const ANNOUNCED: [TableDefinition<u128, &[u8]>; 7] = [
+    SONGS,
+    USERS,
+    PLAYLISTS,
+    ALBUMS,
+    APP_PASSWORDS,
+    ANNOTATIONS,
+    PLAY_QUEUES,
+];
 
 impl Store {
     /// The applied state as of the applied entry `at`, as rows (see
@@ -352,6 +368,12 @@ fn announce_differences(
             Change::User(decode("users", value)?)
         } else if table == ALBUMS.name() {
             Change::Album(decode("albums", value)?)
+        } else if table == APP_PASSWORDS.name() {
+            Change::AppPassword(decode("app_passwords", value)?)
+        } else if table == ANNOTATIONS.name() {
+            Change::Annotation(decode("annotations", value)?)
+        } else if table == PLAY_QUEUES.name() {
+            Change::PlayQueue(decode("play_queues", value)?)
         } else {
             Change::Playlist(decode("playlists", value)?)
         };
@@ -369,6 +391,29 @@ fn announce_differences(
             user.password_hash.clear();
             user.version = at.max(user.version);
             Change::User(user)
+        } else if table == APP_PASSWORDS.name() {
+            let mut p: pb::AppPassword = decode("app_passwords", &value)?;
+            p.deleted = true;
+            p.sealed.clear();
+            p.version = at.max(p.version);
+            Change::AppPassword(p)
+        } else if table == ANNOTATIONS.name() {
+            // Marks of nothing: the gateways drop them.
+            let old: pb::Annotation = decode("annotations", &value)?;
+            Change::Annotation(pb::Annotation {
+                user_id: old.user_id,
+                item_id: old.item_id,
+                kind: old.kind,
+                version: at.max(old.version),
+                ..Default::default()
+            })
+        } else if table == PLAY_QUEUES.name() {
+            let old: pb::PlayQueue = decode("play_queues", &value)?;
+            Change::PlayQueue(pb::PlayQueue {
+                user_id: old.user_id,
+                version: at.max(old.version),
+                ..Default::default()
+            })
         } else {
             let mut list: pb::Playlist = decode("playlists", &value)?;
             list.deleted = true;

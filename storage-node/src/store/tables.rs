@@ -60,6 +60,14 @@ pub(super) const USER_NAMES: TableDefinition<&str, u128> = TableDefinition::new(
 pub(super) const PLAYLISTS: TableDefinition<u128, &[u8]> = TableDefinition::new("playlists");
 /// Sessions ended by logout (id → expiry, Unix seconds), until they expire.
 pub(super) const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked");
+/// App passwords by id (`pb::AppPassword`, sealed).
+pub(super) const APP_PASSWORDS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("app_passwords");
+/// An account's marks on an item (`pb::Annotation`), by
+/// `listening::mark_key(user, item)`.
+pub(super) const ANNOTATIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("annotations");
+/// Saved play queues by account (`pb::PlayQueue`).
+pub(super) const PLAY_QUEUES: TableDefinition<u128, &[u8]> = TableDefinition::new("play_queues");
 /// Deleted song id → the seq of its deletion: a tombstone, so that the id
 /// is never a song again (a replayed upload grant, a stale proposal).
 pub(super) const DELETED_SONGS: TableDefinition<u128, u64> = TableDefinition::new("deleted_songs");
@@ -268,6 +276,9 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(USER_NAMES)?;
     txn.open_table(PLAYLISTS)?;
     txn.open_table(REVOKED)?;
+    txn.open_table(APP_PASSWORDS)?;
+    txn.open_table(ANNOTATIONS)?;
+    txn.open_table(PLAY_QUEUES)?;
     txn.open_table(DELETED_SONGS)?;
     txn.open_table(RING_META)?;
     txn.open_table(RING_LOG)?;

@@ -22,6 +22,7 @@ mod ring;
 mod scrub;
 mod security;
 mod streaming;
+mod subsonic;
 mod transition;
 mod upload;
 mod vrrp;
