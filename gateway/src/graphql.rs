@@ -91,6 +91,19 @@ fn require_admin(ctx: &Context<'_>) -> Result<(), Error> {
     }
 }
 
+/// The session account's marks on an item.
+fn own_marks(ctx: &Context<'_>, item: uuid::Uuid) -> Option<crate::accounts::Marks> {
+    let Some(Auth::User(s)) = ctx.data_opt::<Auth>() else {
+        return None;
+    };
+    state(ctx)
+        .cluster
+        .snapshot()
+        .accounts
+        .marks(s.user, item)
+        .cloned()
+}
+
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a Arc<AppState> {
     // The schema is always built with the state (see `schema`).
     match ctx.data::<Arc<AppState>>() {
@@ -428,6 +441,24 @@ impl Song {
                 .and_then(|a| a.art.clone())
         });
         Ok(art.and_then(|a| st.art_url(&a, size)))
+    }
+    /// Whether the session's account starred it (false without a
+    /// session).
+    async fn starred(&self, ctx: &Context<'_>) -> bool {
+        own_marks(ctx, self.0.id.0).is_some_and(|m| m.starred_at_ms.is_some())
+    }
+    /// How many times the session's account played it (0 without a
+    /// session).
+    async fn play_count(&self, ctx: &Context<'_>) -> UnsignedInt64 {
+        own_marks(ctx, self.0.id.0)
+            .map_or(0, |m| m.play_count)
+            .into()
+    }
+    /// When the session's account last played it.
+    async fn last_played_at(&self, ctx: &Context<'_>) -> Option<DateTime> {
+        own_marks(ctx, self.0.id.0)
+            .and_then(|m| m.last_played_ms)
+            .map(DateTime::from_unix_ms)
     }
     /// Nodes holding the song.
     async fn replicas(&self, ctx: &Context<'_>) -> Vec<Replica> {

@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod limits;
+pub mod plays;
 pub mod subsonic;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct AppState {
     /// Rate limits on logins and registrations, and the password hashing
     /// bound.
     pub limits: limits::Limits,
+    /// Plays gathered into ring entries, and "now playing".
+    pub plays: Arc<plays::Plays>,
     /// Seals new app passwords (the cluster secret's key for them).
     pub sealer: Arc<rondo_core::sealing::Sealer>,
     /// Account passwords Subsonic clients sent, checked lately.
@@ -192,6 +195,7 @@ pub fn open(config: Config, registry: Registry) -> Result<Arc<AppState>> {
         limits,
         subsonic_passwords: Default::default(),
         sealer,
+        plays: Arc::default(),
     }))
 }
 
@@ -251,6 +255,19 @@ pub async fn run(
         })
     };
     let _forget = AbortOnDrop(forget);
+    // Plays are gathered and ordered with a short operator session.
+    let gather = {
+        let plays = state.plays.clone();
+        let cluster = state.cluster.clone();
+        let st = state.clone();
+        tokio::spawn(plays.run(cluster, move || {
+            st.sessions.sign(&rondo_core::session::Session::operator(
+                clock::unix_now_ms(),
+                *uuid::Uuid::new_v4().as_bytes(),
+            ))
+        }))
+    };
+    let _gather = AbortOnDrop(gather);
     let cluster = state.cluster.clone();
     let handle = axum_server::Handle::new();
     let h = handle.clone();

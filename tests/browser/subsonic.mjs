@@ -244,6 +244,52 @@ assert.equal(ok(await token.getPlaylist({ id: made.id }), "unchanged").playlist.
 report.playlists = true;
 report.keptPlaylist = made.id;
 
+// ---- stars, ratings, plays, the play queue --------------------------------
+ok(await token.star({ id: [first.id], albumId: [first.albumId], artistId: [third.artistId] }), "star");
+ok(await token.star({ id: [second.id] }), "star another");
+ok(await token.unstar({ id: [second.id] }), "unstar");
+const starred = ok(await token.getStarred2(), "getStarred2").starred2;
+assert.deepEqual(starred.song.map((s) => s.id), [first.id]);
+assert.deepEqual(starred.album.map((a) => a.id), [first.albumId]);
+assert.deepEqual(starred.artist.map((a) => a.id), [third.artistId]);
+assert.ok(starred.song[0].starred, "a starred song says when");
+const starredAlbums = ok(await token.getAlbumList2({ type: "starred" }), "albumList2 starred");
+assert.deepEqual(starredAlbums.albumList2.album.map((a) => a.id), [first.albumId]);
+failed(await token.star({ id: ["00000000-0000-4000-8000-000000000000"] }), 70, "starring nothing known");
+ok(await token.setRating({ id: third.id, rating: 4 }), "setRating");
+ok(await token.setRating({ id: first.albumId, rating: 5 }), "rate an album");
+assert.equal(ok(await token.getSong({ id: third.id }), "rated").song.userRating, 4);
+const highest = ok(await token.getAlbumList2({ type: "highest" }), "albumList2 highest");
+assert.deepEqual(highest.albumList2.album.map((a) => a.id), [first.albumId]);
+failed(await token.setRating({ id: third.id, rating: 9 }), 0, "a rating above 5");
+// Plays: two of the first song (one sent with a time), one of the third;
+// "now playing" is not a play.
+const t0 = Date.now() - 60_000;
+ok(await token.scrobble({ id: first.id, time: t0 }), "scrobble with a time");
+ok(await token.scrobble({ id: first.id }), "scrobble");
+ok(await post.scrobble({ id: third.id }), "scrobble by form post");
+ok(await token.scrobble({ id: second.id, submission: false }), "now playing");
+assert.equal(ok(await token.getSong({ id: first.id }), "plays").song.playCount, 2);
+assert.equal(ok(await token.getSong({ id: second.id }), "no play").song.playCount, 0);
+const np = ok(await token.getNowPlaying(), "getNowPlaying").nowPlaying.entry;
+assert.deepEqual(np.map((e) => [e.id, e.username]), [[second.id, F.user]]);
+const frequent = ok(await token.getAlbumList2({ type: "frequent" }), "frequent").albumList2.album;
+assert.deepEqual(frequent.map((a) => [a.id, a.playCount]), [[first.albumId, 2], [third.albumId, 1]]);
+const recent = ok(await token.getAlbumList2({ type: "recent" }), "recent").albumList2.album;
+assert.equal(recent.length, 2);
+// The queue, saved by one client and restored by another.
+failed(await token.savePlayQueue({ id: [first.id, third.id] }), 10, "a queue without current");
+ok(await token.savePlayQueue({ id: [first.id, third.id], current: third.id, position: 42000 }), "savePlayQueue");
+const restored = ok(await key.getPlayQueue(), "getPlayQueue").playQueue;
+assert.deepEqual(restored.entry.map((e) => e.id), [first.id, third.id]);
+assert.equal(restored.current, third.id);
+assert.equal(restored.position, 42000);
+assert.equal(restored.username, F.user);
+ok(await token.savePlayQueue({}), "clearing the queue");
+assert.equal(ok(await key.getPlayQueue(), "no queue").playQueue, undefined);
+ok(await token.savePlayQueue({ id: [second.id], current: second.id }), "saving again");
+report.listening = true;
+
 // ---- errors --------------------------------------------------------------
 failed(await token.getAlbum({ id: "not-an-id" }), 70, "a malformed id");
 failed(await token.getAlbum({ id: "00000000-0000-4000-8000-000000000000" }), 70, "an unknown album");

@@ -234,6 +234,43 @@ try {
   await page.getByRole('button', { name: 'Create an account' }).click();
   await page.getByTestId('user-name').waitFor();
   result.listenerSeesUpload = await page.getByRole('link', { name: 'Upload', exact: true }).count();
+
+  // The listener stars the song; the star stays after a reload.
+  await page.getByRole('button', { name: `Star ${title}` }).first().click();
+  await page.getByRole('button', { name: `Unstar ${title}` }).first().waitFor();
+  await page.reload();
+  result.starredAfterReload = await page.getByRole('button', { name: `Unstar ${title}` }).first().getAttribute('aria-pressed');
+
+  // Plays it (at 16x: half of it is heard in seconds): the play is
+  // counted and the home page, open meanwhile, shows it as recently
+  // played with no reload (the answer names the song, so the page's
+  // queries of songs are fetched again).
+  await page.getByRole('button', { name: `Play ${title}` }).first().click();
+  await page.waitForFunction(() => {
+    const a = document.querySelector('[data-testid=audio]');
+    return a && !a.paused && a.currentTime > 0.2;
+  });
+  await audio.evaluate((a) => { a.playbackRate = 16; });
+  const shelf = page.getByRole('heading', { name: 'Recently played' });
+  await shelf.waitFor({ timeout: 30000 });
+  result.recentlyPlayed = await page.locator('section[aria-labelledby=recently-played] [data-testid=song-row]').allTextContents();
+  await audio.evaluate((a) => a.pause());
+  await shot(page, 'home-recently-played');
+
+  // The account page: an app password for a Subsonic app, shown once,
+  // working as an API key, then revoked.
+  await page.getByTestId('user-name').click();
+  await page.getByLabel('New app password for').fill('DSub on my phone');
+  await page.getByRole('button', { name: 'Create' }).click();
+  result.appSecret = await page.getByTestId('app-secret').textContent();
+  result.appPasswords = await page.getByTestId('app-password-name').allTextContents();
+  await shot(page, 'account');
+  result.subsonicPing = await page.evaluate(async (key) => {
+    const r = await fetch(`/rest/ping.view?apiKey=${key}&f=json&v=1.16.1&c=web`);
+    return (await r.json())['subsonic-response'].status;
+  }, result.appSecret);
+  await page.getByRole('button', { name: 'Revoke DSub on my phone' }).click();
+  await page.getByText('No app passwords yet.').waitFor();
   result.pageErrors = consoleErrors;
   result.cspViolations = cspViolations;
 } catch (e) {

@@ -18,8 +18,8 @@ use crate::index::{Catalog, Snapshot};
 
 mod requests;
 pub use requests::{
-    AccountUpdate, Layout, LayoutMember, LayoutOp, LayoutPlan, NodeMove, PlaylistEdit, Probed,
-    UserEdit, probe,
+    AccountUpdate, Layout, LayoutMember, LayoutOp, LayoutPlan, ListeningEdit, NodeMove,
+    PlaylistEdit, Probed, UserEdit, probe,
 };
 
 /// How long a health check may take.

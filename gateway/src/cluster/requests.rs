@@ -55,6 +55,34 @@ pub enum AccountUpdate {
     },
     /// An app password of `user` revoked.
     RevokeAppPassword { user: UserId, id: uuid::Uuid },
+    /// A listener's own marks.
+    Listening {
+        user: UserId,
+        at_ms: u64,
+        edit: ListeningEdit,
+    },
+    /// Plays of listeners this gateway authenticated: (account, song,
+    /// when).
+    Plays(Vec<(UserId, SongId, u64)>),
+}
+
+/// A listener's change of its own marks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListeningEdit {
+    /// Star (or unstar) songs, albums or artists.
+    Stars {
+        items: Vec<uuid::Uuid>,
+        starred: bool,
+    },
+    /// Rate an item 1 to 5 (0 removes the rating).
+    Rating { item: uuid::Uuid, rating: u32 },
+    /// Keep this play queue (no songs: clear it).
+    SaveQueue {
+        songs: Vec<SongId>,
+        current: Option<SongId>,
+        position_ms: u64,
+        client: String,
+    },
 }
 
 /// A change of an account.
@@ -336,6 +364,46 @@ fn account_to_wire(update: AccountUpdate) -> pb::catalog_update::Change {
         AccountUpdate::RevokeAppPassword { user, id } => Change::AppPassword(pb::AppPasswordOp {
             user_id: user.to_string(),
             op: Some(pb::app_password_op::Op::RevokeId(id.to_string())),
+        }),
+        AccountUpdate::Listening { user, at_ms, edit } => {
+            use pb::listening_op::Op;
+            let op = match edit {
+                ListeningEdit::Stars { items, starred } => Op::Stars(pb::Stars {
+                    item_ids: items.iter().map(ToString::to_string).collect(),
+                    starred,
+                }),
+                ListeningEdit::Rating { item, rating } => Op::Rating(pb::Rating {
+                    item_id: item.to_string(),
+                    rating,
+                }),
+                ListeningEdit::SaveQueue {
+                    songs,
+                    current,
+                    position_ms,
+                    client,
+                } => Op::SaveQueue(pb::PlayQueue {
+                    song_ids: songs.iter().map(ToString::to_string).collect(),
+                    current: current.map(|c| c.to_string()).unwrap_or_default(),
+                    position_ms,
+                    changed_by: client,
+                    ..Default::default()
+                }),
+            };
+            Change::Listening(pb::ListeningOp {
+                user_id: user.to_string(),
+                at_ms,
+                op: Some(op),
+            })
+        }
+        AccountUpdate::Plays(plays) => Change::Plays(pb::Plays {
+            plays: plays
+                .into_iter()
+                .map(|(user, song, at_ms)| pb::Play {
+                    user_id: user.to_string(),
+                    song_id: song.to_string(),
+                    at_ms,
+                })
+                .collect(),
         }),
     }
 }

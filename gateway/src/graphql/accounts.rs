@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::cluster::{AccountUpdate, PlaylistEdit, UserEdit};
+use crate::cluster::{AccountUpdate, ListeningEdit, PlaylistEdit, UserEdit};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use rondo_core::session::{Role, Session};
 use rondo_core::{PlaylistId, SongId, UserId};
@@ -123,6 +123,37 @@ fn app_password_owner(ctx: &Context<'_>, user_id: Option<&ID>) -> Result<UserId,
     };
     account(ctx, target)?;
     Ok(target)
+}
+
+/// A listening list's length: 1 to 500.
+fn listening_page(first: i32) -> Result<usize, Error> {
+    if !(1..=500).contains(&first) {
+        return Err(Error::BadUserInput("first must be 1 to 500".into()));
+    }
+    Ok(first as usize)
+}
+
+/// The session account's played songs, by `key` (highest first).
+fn played(
+    ctx: &Context<'_>,
+    first: i32,
+    key: impl Fn(&crate::accounts::Marks) -> (u64, u64),
+) -> async_graphql::Result<Vec<Song>> {
+    let s = session(ctx).gql()?;
+    let n = listening_page(first).gql()?;
+    let snap = snapshot(ctx);
+    let mut v: Vec<((u64, u64), uuid::Uuid)> = snap
+        .accounts
+        .all_marks(s.user)
+        .filter(|(_, m)| m.kind == 1 && m.play_count > 0)
+        .map(|(id, m)| (key(m), *id))
+        .collect();
+    v.sort_by_key(|(k, id)| std::cmp::Reverse((*k, *id)));
+    Ok(v.into_iter()
+        .filter_map(|(_, id)| snap.song(SongId(id)).cloned())
+        .take(n)
+        .map(Song)
+        .collect())
 }
 
 /// A new app password's secret: 32 lower-case letters and digits (about
@@ -393,6 +424,47 @@ impl AccountQuery {
     async fn me(&self, ctx: &Context<'_>) -> Option<User> {
         let s = session(ctx).ok()?;
         snapshot(ctx).accounts.user(s.user).cloned().map(User)
+    }
+
+    /// The songs the session's account starred, most recently starred
+    /// first (at most `first`, 100 by default).
+    async fn starred_songs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] first: i32,
+    ) -> async_graphql::Result<Vec<Song>> {
+        let s = session(ctx).gql()?;
+        let snap = snapshot(ctx);
+        let n = listening_page(first).gql()?;
+        Ok(snap
+            .accounts
+            .starred(s.user, 1)
+            .into_iter()
+            .filter_map(|id| snap.song(SongId(id)).cloned())
+            .take(n)
+            .map(Song)
+            .collect())
+    }
+
+    /// The songs the session's account played, last played first.
+    async fn recently_played(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<Vec<Song>> {
+        played(ctx, first, |m| (m.last_played_ms.unwrap_or(0), 0))
+    }
+
+    /// The songs the session's account played most, most first.
+    async fn most_played(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<Vec<Song>> {
+        // Ties: the last played first.
+        played(ctx, first, |m| {
+            (m.play_count, m.last_played_ms.unwrap_or(0))
+        })
     }
 
     /// The app passwords of the session's account, newest first (an admin
@@ -741,6 +813,68 @@ impl AccountMutation {
             .await
             .gql()?;
         Ok(true)
+    }
+
+    /// Stars (or, with `starred: false`, unstars) songs for the session's
+    /// account; answers them.
+    async fn star_songs(
+        &self,
+        ctx: &Context<'_>,
+        ids: Vec<ID>,
+        starred: bool,
+    ) -> async_graphql::Result<Vec<Song>> {
+        let s = session(ctx).gql()?;
+        if ids.is_empty() || ids.len() > 500 {
+            return Err(Error::BadUserInput("star 1 to 500 songs at once".into())).gql();
+        }
+        let snap = snapshot(ctx);
+        let songs = ids
+            .iter()
+            .map(|id| {
+                let id: SongId = parse_id(id)?;
+                snap.song(id).cloned().ok_or_else(|| Error::NotFound {
+                    kind: "song",
+                    id: id.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .gql()?;
+        propose(
+            ctx,
+            AccountUpdate::Listening {
+                user: s.user,
+                at_ms: crate::clock::unix_now_ms(),
+                edit: ListeningEdit::Stars {
+                    items: songs.iter().map(|s| s.id.0).collect(),
+                    starred,
+                },
+            },
+        )
+        .await
+        .gql()?;
+        Ok(songs.into_iter().map(Song).collect())
+    }
+
+    /// Counts a play of the song by the session's account (the web app
+    /// calls it once a song has played half its length or four minutes).
+    /// Answers the song, with its play count, once the play is ordered.
+    async fn record_play(&self, ctx: &Context<'_>, song_id: ID) -> async_graphql::Result<Song> {
+        let s = session(ctx).gql()?;
+        let id: SongId = parse_id(&song_id).gql()?;
+        let song = snapshot(ctx)
+            .song(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "song",
+                id: id.to_string(),
+            })
+            .gql()?;
+        state(ctx)
+            .plays
+            .record(s.user, id, crate::clock::unix_now_ms())
+            .await
+            .gql()?;
+        Ok(Song(song))
     }
 
     /// Creates an account (admins only; `rondo user create`).

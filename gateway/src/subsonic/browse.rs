@@ -56,7 +56,8 @@ pub fn song_art<'a>(snap: &'a Snapshot, s: &'a SongRec) -> Option<&'a crate::ind
 }
 
 /// A song as a Subsonic `Child`, with the OpenSubsonic fields Rondo has.
-pub fn child(snap: &Snapshot, s: &SongRec) -> El {
+pub fn child(call: &Call<'_>, s: &SongRec) -> El {
+    let snap = &call.snap;
     let album_artist = s.album_artist.as_ref().unwrap_or(&s.artist);
     let ext = suffix(&s.mime_type);
     let audio = s.audio.as_ref();
@@ -65,7 +66,7 @@ pub fn child(snap: &Snapshot, s: &SongRec) -> El {
         .track_number
         .map(|t| format!("{t:02} "))
         .unwrap_or_default();
-    El::new("song")
+    let el = El::new("song")
         .attr("id", s.id.to_string())
         .attr("parent", s.album.id.to_string())
         .attr("isDir", false)
@@ -108,7 +109,8 @@ pub fn child(snap: &Snapshot, s: &SongRec) -> El {
             "samplingRate",
             audio.map(|a| a.sample_rate).filter(|r| *r > 0),
         )
-        .opt("channelCount", audio.map(|a| a.channels).filter(|c| *c > 0))
+        .opt("channelCount", audio.map(|a| a.channels).filter(|c| *c > 0));
+    with_marks(call, s.id.0, el, true)
         .list(
             "genres",
             s.genre
@@ -117,6 +119,24 @@ pub fn child(snap: &Snapshot, s: &SongRec) -> El {
         )
         .list("artists", [id_name("artist", &s.artist)])
         .list("albumArtists", [id_name("artist", album_artist)])
+}
+
+/// The caller's marks on an item: `starred`, `userRating`, `played`
+/// (when there are some) and, for songs and albums, `playCount`.
+fn with_marks(call: &Call<'_>, item: uuid::Uuid, el: El, counts_plays: bool) -> El {
+    let Some(user) = call.caller.map(|c| c.user.id) else {
+        return el;
+    };
+    let m = call.snap.accounts.marks(user, item);
+    let el = el
+        .opt("starred", m.and_then(|m| m.starred_at_ms).map(iso))
+        .opt("userRating", m.and_then(|m| m.rating));
+    if counts_plays {
+        el.attr("playCount", m.map_or(0, |m| m.play_count))
+            .opt("played", m.and_then(|m| m.last_played_ms).map(iso))
+    } else {
+        el
+    }
 }
 
 /// A name as one part of a song's virtual path.
@@ -159,11 +179,24 @@ fn album_stats(snap: &Snapshot, a: &AlbumRec) -> AlbumStats {
 }
 
 /// An album as an `AlbumID3`.
-pub fn album_el(snap: &Snapshot, a: &AlbumRec) -> El {
+pub fn album_el(call: &Call<'_>, a: &AlbumRec) -> El {
+    let snap = &call.snap;
     let st = album_stats(snap, a);
     let artist = snap.artist(a.artist_id);
     let artist_name = artist.map_or("", |x| x.name.as_str());
-    El::new("album")
+    let (plays, played) = match call.caller {
+        Some(c) => snap
+            .album_songs(a.id)
+            .fold((0u64, None::<u64>), |(n, last), s| {
+                let m = snap.accounts.marks(c.user.id, s.id.0);
+                (
+                    n + m.map_or(0, |m| m.play_count),
+                    last.max(m.and_then(|m| m.last_played_ms)),
+                )
+            }),
+        None => (0, None),
+    };
+    let el = El::new("album")
         .attr("id", a.id.to_string())
         .attr("parent", a.artist_id.to_string())
         .attr("isDir", true)
@@ -181,20 +214,26 @@ pub fn album_el(snap: &Snapshot, a: &AlbumRec) -> El {
         .attr("mediaType", "album")
         .attr("isCompilation", st.compilation)
         .attr("displayArtist", artist_name)
-        .attr("sortName", "")
-        .list(
-            "genres",
-            st.genre
-                .iter()
-                .map(|g| El::new("genre").attr("name", g.as_str())),
-        )
-        .list("artists", artist.map(|x| id_name("artist", x)))
+        .attr("sortName", "");
+    let el = with_marks(call, a.id.0, el, false);
+    let el = match call.caller {
+        Some(_) => el.attr("playCount", plays).opt("played", played.map(iso)),
+        None => el,
+    };
+    el.list(
+        "genres",
+        st.genre
+            .iter()
+            .map(|g| El::new("genre").attr("name", g.as_str())),
+    )
+    .list("artists", artist.map(|x| id_name("artist", x)))
 }
 
 /// An artist as an `ArtistID3`.
-pub fn artist_el(snap: &Snapshot, a: &ArtistRec) -> El {
+pub fn artist_el(call: &Call<'_>, a: &ArtistRec) -> El {
+    let snap = &call.snap;
     let albums: Vec<&AlbumRec> = snap.artist_albums(a.id).collect();
-    El::new("artist")
+    let el = El::new("artist")
         .attr("id", a.id.to_string())
         .attr("name", a.name.as_str())
         .attr("albumCount", albums.len())
@@ -206,7 +245,8 @@ pub fn artist_el(snap: &Snapshot, a: &ArtistRec) -> El {
                 .map(|x| x.hash.to_hex()),
         )
         .attr("mediaType", "artist")
-        .attr("sortName", "")
+        .attr("sortName", "");
+    with_marks(call, a.id.0, el, false)
 }
 
 /// The extensions Rondo supports.
@@ -322,7 +362,7 @@ pub fn artists(call: &Call<'_>) -> Result<El, Failure> {
             by_letter(snap).into_iter().map(|(letter, artists)| {
                 El::new("index")
                     .attr("name", letter)
-                    .list("artist", artists.into_iter().map(|a| artist_el(snap, a)))
+                    .list("artist", artists.into_iter().map(|a| artist_el(call, a)))
             }),
         ))
 }
@@ -333,7 +373,7 @@ pub fn artist(call: &Call<'_>) -> Result<El, Failure> {
     let a = snap
         .artist(id)
         .ok_or_else(|| Failure::not_found(&format!("artist {id}")))?;
-    Ok(artist_el(snap, a).list("album", snap.artist_albums(id).map(|al| album_el(snap, al))))
+    Ok(artist_el(call, a).list("album", snap.artist_albums(id).map(|al| album_el(call, al))))
 }
 
 pub fn album(call: &Call<'_>) -> Result<El, Failure> {
@@ -342,7 +382,7 @@ pub fn album(call: &Call<'_>) -> Result<El, Failure> {
     let a = snap
         .album(id)
         .ok_or_else(|| Failure::not_found(&format!("album {id}")))?;
-    Ok(album_el(snap, a).list("song", snap.album_songs(id).map(|s| child(snap, s))))
+    Ok(album_el(call, a).list("song", snap.album_songs(id).map(|s| child(call, s))))
 }
 
 pub fn song(call: &Call<'_>) -> Result<El, Failure> {
@@ -351,7 +391,7 @@ pub fn song(call: &Call<'_>) -> Result<El, Failure> {
     let s = snap
         .song(id)
         .ok_or_else(|| Failure::not_found(&format!("song {id}")))?;
-    Ok(child(snap, s))
+    Ok(child(call, s))
 }
 
 /// `getMusicDirectory`: an artist's albums, or an album's songs.
@@ -366,7 +406,7 @@ pub fn music_directory(call: &Call<'_>) -> Result<El, Failure> {
             .attr("name", a.name.as_str())
             .list(
                 "child",
-                snap.artist_albums(a.id).map(|al| album_el(snap, al)),
+                snap.artist_albums(a.id).map(|al| album_el(call, al)),
             ));
     }
     if let Some(al) = snap.album(AlbumId(id)) {
@@ -374,7 +414,7 @@ pub fn music_directory(call: &Call<'_>) -> Result<El, Failure> {
             .attr("id", al.id.to_string())
             .attr("parent", al.artist_id.to_string())
             .attr("name", al.title.as_str())
-            .list("child", snap.album_songs(al.id).map(|s| child(snap, s))));
+            .list("child", snap.album_songs(al.id).map(|s| child(call, s))));
     }
     Err(Failure::not_found(&format!("directory {raw}")))
 }

@@ -96,9 +96,36 @@ pub fn album_list2(call: &Call<'_>) -> Result<El, Failure> {
             let genre = call.params.need("genre")?;
             albums.retain(|a| album_genre(snap, a).is_some_and(|g| g.eq_ignore_ascii_case(genre)));
         }
-        // Listening data (stars, ratings, plays) is not kept yet: no
-        // album has any.
-        "recent" | "frequent" | "highest" | "starred" => albums.clear(),
+        // The caller's own marks.
+        "recent" | "frequent" | "highest" | "starred" => {
+            let user = call.caller()?.user.id;
+            let a = &snap.accounts;
+            let plays = |al: &AlbumRec| {
+                snap.album_songs(al.id).fold((0u64, 0u64), |(n, last), s| {
+                    let m = a.marks(user, s.id.0);
+                    (
+                        n + m.map_or(0, |m| m.play_count),
+                        last.max(m.and_then(|m| m.last_played_ms).unwrap_or(0)),
+                    )
+                })
+            };
+            let own = |al: &AlbumRec| a.marks(user, al.id.0).cloned().unwrap_or_default();
+            let mut keyed: Vec<(u64, &AlbumRec)> = albums
+                .into_iter()
+                .map(|al| {
+                    let key = match kind {
+                        "recent" => plays(al).1,
+                        "frequent" => plays(al).0,
+                        "highest" => u64::from(own(al).rating.unwrap_or(0)),
+                        _ => own(al).starred_at_ms.unwrap_or(0),
+                    };
+                    (key, al)
+                })
+                .filter(|(key, _)| *key > 0)
+                .collect();
+            keyed.sort_by_key(|(key, al)| std::cmp::Reverse((*key, al.id.0)));
+            albums = keyed.into_iter().map(|(_, al)| al).collect();
+        }
         other => {
             return Err(Failure::bad(format!(
                 "type {other:?} is not one of random, newest, highest, frequent, recent, \
@@ -112,7 +139,7 @@ pub fn album_list2(call: &Call<'_>) -> Result<El, Failure> {
             .into_iter()
             .skip(offset)
             .take(size)
-            .map(|a| album_el(snap, a)),
+            .map(|a| album_el(call, a)),
     ))
 }
 
@@ -143,7 +170,7 @@ pub fn random_songs(call: &Call<'_>) -> Result<El, Failure> {
         .filter(|s| keep(s))
         .collect();
     let (picked, _) = songs.partial_shuffle(&mut rand::rng(), size);
-    Ok(El::new("randomSongs").list("song", picked.iter().map(|s| child(snap, s))))
+    Ok(El::new("randomSongs").list("song", picked.iter().map(|s| child(call, s))))
 }
 
 pub fn songs_by_genre(call: &Call<'_>) -> Result<El, Failure> {
@@ -162,7 +189,7 @@ pub fn songs_by_genre(call: &Call<'_>) -> Result<El, Failure> {
             })
             .skip(offset)
             .take(count)
-            .map(|s| child(snap, s)),
+            .map(|s| child(call, s)),
     ))
 }
 
@@ -230,14 +257,14 @@ pub fn search3(call: &Call<'_>) -> Result<El, Failure> {
             "artist",
             artists
                 .into_iter()
-                .map(|i| artist_el(snap, &snap.artists[i])),
+                .map(|i| artist_el(call, &snap.artists[i])),
         )
         .list(
             "album",
-            albums.into_iter().map(|i| album_el(snap, &snap.albums[i])),
+            albums.into_iter().map(|i| album_el(call, &snap.albums[i])),
         )
         .list(
             "song",
-            songs.into_iter().map(|i| child(snap, &snap.songs[i])),
+            songs.into_iter().map(|i| child(call, &snap.songs[i])),
         ))
 }

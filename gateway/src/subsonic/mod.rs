@@ -12,6 +12,7 @@
 
 pub mod auth;
 mod browse;
+mod listening;
 mod lists;
 mod media;
 mod playlists;
@@ -262,6 +263,24 @@ async fn dispatch(method: &str, call: &Call<'_>) -> Result<Reply, Failure> {
         "createPlaylist" => playlists::create(call).await.map(Into::into),
         "updatePlaylist" => playlists::update(call).await.map(|()| Reply::Payload(None)),
         "deletePlaylist" => playlists::delete(call).await.map(|()| Reply::Payload(None)),
+        "star" => listening::star(call, true)
+            .await
+            .map(|()| Reply::Payload(None)),
+        "unstar" => listening::star(call, false)
+            .await
+            .map(|()| Reply::Payload(None)),
+        "getStarred2" => listening::starred2(call).map(Into::into),
+        "setRating" => listening::set_rating(call)
+            .await
+            .map(|()| Reply::Payload(None)),
+        "scrobble" => listening::scrobble(call)
+            .await
+            .map(|()| Reply::Payload(None)),
+        "getNowPlaying" => listening::now_playing(call).map(Into::into),
+        "getPlayQueue" => listening::play_queue(call).map(Reply::Payload),
+        "savePlayQueue" => listening::save_play_queue(call)
+            .await
+            .map(|()| Reply::Payload(None)),
         "getUser" => browse::user(call).map(Into::into),
         "getScanStatus" => Ok(El::new("scanStatus")
             .attr("scanning", false)

@@ -94,7 +94,7 @@ pub fn get(call: &Call<'_>) -> Result<El, Failure> {
         p.songs
             .iter()
             .filter_map(|id| snap.song(*id))
-            .map(|s| child(snap, s)),
+            .map(|s| child(call, s)),
     ))
 }
 
@@ -195,7 +195,7 @@ fn get_by_id(call: &Call<'_>, id: PlaylistId) -> Result<El, Failure> {
         p.songs
             .iter()
             .filter_map(|id| snap.song(*id))
-            .map(|s| child(snap, s)),
+            .map(|s| child(call, s)),
     ))
 }
 

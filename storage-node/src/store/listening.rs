@@ -273,3 +273,246 @@ pub(super) fn drop_user(txn: &redb::WriteTransaction, user_id: &str) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Applied;
+    use crate::store::testutil::*;
+
+    fn register(name: &str) -> (String, Vec<u8>) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let u = pb::User {
+            id: id.clone(),
+            name: name.into(),
+            password_hash: "$argon2id$x".into(),
+            role: "listener".into(),
+            ..Default::default()
+        };
+        let update = pb::CatalogUpdate {
+            change: Some(pb::catalog_update::Change::RegisterUser(u)),
+            ..Default::default()
+        };
+        (id, update.encode_to_vec())
+    }
+
+    fn acting(user: &str, change: pb::catalog_update::Change) -> Vec<u8> {
+        pb::CatalogUpdate {
+            change: Some(change),
+            authority: Some(pb::Authority {
+                user_id: user.into(),
+                session_id: format!("s-{user}"),
+                issued_ms: 10,
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn listening(user: &str, op: pb::listening_op::Op) -> Vec<u8> {
+        acting(
+            user,
+            pb::catalog_update::Change::Listening(pb::ListeningOp {
+                user_id: user.into(),
+                at_ms: 1000,
+                op: Some(op),
+            }),
+        )
+    }
+
+    fn marks(store: &super::super::Store) -> Vec<pb::Annotation> {
+        store
+            .changes_after(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| match c.change {
+                Some(Change::Annotation(a)) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stars, ratings, plays and queues: checked in the total order (own
+    /// account only, known items, in range), counted in batches, gone
+    /// with the account, carried by a snapshot.
+    #[tokio::test]
+    async fn listening_marks_are_checked_counted_and_go_with_their_account() {
+        use pb::listening_op::Op;
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(dir.path()).unwrap();
+        let (ada, reg) = register("ada");
+        store.apply_update(1, &reg, None).unwrap();
+        let (lin, reg) = register("lin");
+        store.apply_update(2, &reg, None).unwrap();
+        let me = rondo_core::NodeId::new_random();
+        let s1 = rondo_core::SongId::new_random();
+        let song1 = song(s1);
+        let album = song1.album.clone().unwrap().id;
+        store.put_blob(staged(&store, b"one").await).unwrap();
+        store
+            .apply_update(3, &upsert(song1, b"one", me), None)
+            .unwrap();
+        let mut seq = 3;
+        let mut apply = |u: Vec<u8>| {
+            seq += 1;
+            store.apply_update(seq, &u, None).unwrap()
+        };
+        let stars = |ids: &[&str], starred: bool| {
+            Op::Stars(pb::Stars {
+                item_ids: ids.iter().map(|s| s.to_string()).collect(),
+                starred,
+            })
+        };
+        let s1t = s1.to_string();
+        assert!(matches!(
+            apply(listening(&ada, stars(&[&s1t, &album], true))),
+            Applied::Changed { .. }
+        ));
+        let m = marks(&store);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].kind, m[0].starred_at_ms), (1, 1000));
+        assert_eq!(m[1].kind, 2, "the album is known as one");
+        // Refused, changing nothing: another account's marks, an unknown
+        // item (even beside a known one), a rating above 5.
+        let before = store.changes_after(0, 10_000).unwrap().len();
+        let unknown = uuid::Uuid::new_v4().to_string();
+        let other = pb::ListeningOp {
+            user_id: ada.clone(),
+            at_ms: 1,
+            op: Some(stars(&[&s1t], false)),
+        };
+        for bad in [
+            acting(&lin, pb::catalog_update::Change::Listening(other.clone())),
+            listening(&ada, stars(&[&s1t, &unknown], false)),
+            listening(
+                &ada,
+                Op::Rating(pb::Rating {
+                    item_id: s1t.clone(),
+                    rating: 6,
+                }),
+            ),
+        ] {
+            assert!(matches!(apply(bad), Applied::Rejected(_)));
+        }
+        assert_eq!(store.changes_after(0, 10_000).unwrap().len(), before);
+        // Starring again changes nothing (and keeps the first date).
+        apply(listening(&ada, stars(&[&s1t], true)));
+        assert_eq!(store.changes_after(0, 10_000).unwrap().len(), before);
+        apply(listening(
+            &ada,
+            Op::Rating(pb::Rating {
+                item_id: s1t.clone(),
+                rating: 4,
+            }),
+        ));
+        // Plays: a batch of many, by an operator's authority; unknown
+        // songs skipped; one account's plays of one song summed.
+        let plays = |list: Vec<(&str, &str, u64)>| {
+            acting(
+                "00000000-0000-0000-0000-000000000000",
+                pb::catalog_update::Change::Plays(pb::Plays {
+                    plays: list
+                        .into_iter()
+                        .map(|(u, s, at)| pb::Play {
+                            user_id: u.into(),
+                            song_id: s.into(),
+                            at_ms: at,
+                        })
+                        .collect(),
+                }),
+            )
+        };
+        assert!(matches!(
+            apply(plays(vec![
+                (&ada, &s1t, 5000),
+                (&ada, &s1t, 4000),
+                (&lin, &s1t, 7000),
+                (&ada, &unknown, 1)
+            ])),
+            Applied::Changed { .. }
+        ));
+        // A listener may not order plays.
+        let forged = acting(
+            &ada,
+            pb::catalog_update::Change::Plays(pb::Plays {
+                plays: vec![pb::Play {
+                    user_id: ada.clone(),
+                    song_id: s1t.clone(),
+                    at_ms: 1,
+                }],
+            }),
+        );
+        assert!(matches!(apply(forged), Applied::Rejected(_)));
+        let m = marks(&store);
+        let ada_song = m
+            .iter()
+            .rev()
+            .find(|a| a.user_id == ada && a.item_id == s1t)
+            .unwrap();
+        assert_eq!(
+            (
+                ada_song.play_count,
+                ada_song.last_played_ms,
+                ada_song.rating,
+                ada_song.starred_at_ms
+            ),
+            (2, 5000, 4, 1000)
+        );
+        let lin_song = m.iter().rev().find(|a| a.user_id == lin).unwrap();
+        assert_eq!((lin_song.play_count, lin_song.starred_at_ms), (1, 0));
+        // The queue: songs deleted meanwhile drop out; saved, then read back.
+        let queue = |songs: Vec<String>, current: &str| {
+            Op::SaveQueue(pb::PlayQueue {
+                song_ids: songs,
+                current: current.into(),
+                position_ms: 42,
+                changed_by: "DSub".into(),
+                ..Default::default()
+            })
+        };
+        apply(listening(
+            &ada,
+            queue(vec![s1t.clone(), unknown.clone()], &s1t),
+        ));
+        let q = store
+            .changes_after(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find_map(|c| match c.change {
+                Some(Change::PlayQueue(q)) => Some(q),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (q.song_ids, q.current, q.position_ms, q.changed_ms),
+            (vec![s1t.clone()], s1t.clone(), 42, 1000)
+        );
+        // A snapshot carries marks and queues; the account's deletion
+        // takes its own.
+        let count = |store: &super::super::Store, table: &str| {
+            let at = store.ring_applied().unwrap().0;
+            store
+                .export_snapshot(at)
+                .unwrap()
+                .iter()
+                .filter(|r| r.table == table)
+                .count()
+        };
+        assert_eq!(count(&store, "annotations"), 3);
+        assert_eq!(count(&store, "play_queues"), 1);
+        apply(
+            pb::CatalogUpdate {
+                change: Some(pb::catalog_update::Change::UserChange(pb::UserChange {
+                    user_id: ada.clone(),
+                    at_ms: 1,
+                    change: Some(pb::user_change::Change::Delete(true)),
+                })),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(count(&store, "annotations"), 1, "lin's play stays");
+        assert_eq!(count(&store, "play_queues"), 0);
+    }
+}

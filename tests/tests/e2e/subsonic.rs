@@ -158,6 +158,7 @@ async fn a_subsonic_client_library_browses_streams_and_edits_playlists() {
         "stream",
         "cover",
         "playlists",
+        "listening",
         "errors",
     ] {
         assert_eq!(report[check], true, "{check} not done: {report}");
@@ -183,4 +184,62 @@ async fn a_subsonic_client_library_browses_streams_and_edits_playlists() {
         .map(|s| &s["id"])
         .collect();
     assert_eq!(ids, [&songs[1]["id"], &songs[2]["id"]], "{lists}");
+    // The web app counts a play through GraphQL, in the same gathered
+    // entries.
+    let played = ada
+        .raw(
+            "mutation($id: ID!) { recordPlay(songId: $id) { id playCount } }",
+            json!({ "id": songs[2]["id"] }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(played["data"]["recordPlay"]["playCount"], "2", "{played}");
+    // What the app marked is what the web app shows: the starred song,
+    // the plays counted (a batch of plays is one ring entry), the queue
+    // the last client saved.
+    let mine = ada
+        .raw(
+            "{ starredSongs { id starred } mostPlayed { id playCount } recentlyPlayed { id } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mine["data"]["starredSongs"],
+        json!([{ "id": songs[0]["id"], "starred": true }]),
+        "{mine}"
+    );
+    assert_eq!(
+        mine["data"]["mostPlayed"],
+        json!([
+            { "id": songs[2]["id"], "playCount": "2" },
+            { "id": songs[0]["id"], "playCount": "2" }
+        ]),
+        "{mine}"
+    );
+    assert_eq!(mine["data"]["recentlyPlayed"].as_array().unwrap().len(), 2);
+    // Bob's view of the same songs carries none of Ada's marks.
+    let bob = cluster
+        .anon
+        .raw(
+            "mutation { login(name: \"bob\", password: \"correct horse\") { token } }",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let bob = rondo_cli::client::Client::new(
+        &cluster.admin.base,
+        &cluster.ca_pem,
+        Some(bob["data"]["login"]["token"].as_str().unwrap().to_string()),
+    )
+    .unwrap();
+    let theirs = bob
+        .raw("{ starredSongs { id } mostPlayed { id } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs["data"],
+        json!({ "starredSongs": [], "mostPlayed": [] }),
+        "{theirs}"
+    );
 }

@@ -267,6 +267,21 @@ async fn webapp_end_to_end_in_chromium() {
     );
     assert!(r["gateways"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["listenerSeesUpload"], 0, "{r}");
+    // Stars, plays and app passwords.
+    assert_eq!(r["starredAfterReload"], "true", "{r}");
+    let recent = r["recentlyPlayed"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{r}");
+    assert!(recent[0].as_str().unwrap().contains(title), "{r}");
+    assert_eq!(r["appSecret"].as_str().unwrap().len(), 32, "{r}");
+    assert_eq!(
+        r["appPasswords"],
+        serde_json::json!(["DSub on my phone"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["subsonicPing"], "ok",
+        "an app password is an API key: {r}"
+    );
     assert_eq!(r["pageErrors"], serde_json::json!([]), "{r}");
     // No serious or critical WCAG 2 A/AA violation on any page (axe-core).
     let audits = r["accessibility"]

@@ -14,6 +14,7 @@ const song = (id: string, title: string): SongRow => ({
   album: { id: "al", title: "The Album" },
   thumb: `https://node/art/${id}?size=64`,
   cover: `https://node/art/${id}?size=300`,
+  starred: false,
 });
 
 afterEach(cleanup);

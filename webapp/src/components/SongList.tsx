@@ -28,8 +28,39 @@ export const SongRowFields = graphql(`
     }
     thumb: coverArt(size: 64)
     cover: coverArt(size: 300)
+    starred
   }
 `);
+
+const StarSongs = graphql(`
+  mutation StarSongs($ids: [ID!]!, $starred: Boolean!) {
+    starSongs(ids: $ids, starred: $starred) {
+      id
+      starred
+    }
+  }
+`);
+
+/** A star: the song is one of the account's favourites (Subsonic apps show
+ * the same stars). */
+function StarButton({ song }: { song: SongRow }) {
+  const [, star] = useMutation(StarSongs);
+  const [starred, setStarred] = useState(song.starred);
+  return (
+    <button
+      type="button"
+      className={starred ? "star on" : "star"}
+      aria-pressed={starred}
+      aria-label={starred ? `Unstar ${song.title}` : `Star ${song.title}`}
+      onClick={async () => {
+        const r = await star({ ids: [song.id], starred: !starred });
+        if (!r.error) setStarred(!starred);
+      }}
+    >
+      <Icon name={starred ? "star" : "starOutline"} />
+    </button>
+  );
+}
 
 export type SongRow = SongRowFragment;
 
@@ -154,6 +185,7 @@ export function SongList({ songs, showAlbum = true }: { songs: SongRow[]; showAl
               <button type="button" aria-label={`Add ${s.title} to the queue`} onClick={() => dispatch({ type: "enqueue", tracks: [toTrack(s)] })}>
                 <Icon name="queue" />
               </button>
+              {user && <StarButton song={s} />}
               {user && <AddToPlaylistMenu song={s} />}
             </td>
           </tr>

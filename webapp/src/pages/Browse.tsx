@@ -1,7 +1,7 @@
 // Home, songs, artists, albums, and their pages.
 
 import { Icon } from "../components/Icon";
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useParams } from "react-router";
 import { useQuery } from "urql";
 import { graphql } from "../gql";
@@ -43,11 +43,37 @@ export function PlayAll({ songs, label = "Play all" }: { songs: SongRow[]; label
   );
 }
 
+const RecentlyPlayed = graphql(`
+  query RecentlyPlayed {
+    recentlyPlayed(first: 10) {
+      ...SongRow
+    }
+  }
+`);
+
+/** The account's recently played songs (nothing without a session). */
+function RecentlyPlayedShelf() {
+  const { user } = useSession();
+  // Fetched again when a play is recorded (its answer is a Song), even
+  // from an empty list, which names no type the cache could match.
+  const context = useMemo(() => ({ additionalTypenames: ["Song"] }), []);
+  const [{ data }] = useQuery({ query: RecentlyPlayed, pause: !user, requestPolicy: "cache-and-network", context });
+  const songs = data?.recentlyPlayed ?? [];
+  if (!user || songs.length === 0) return null;
+  return (
+    <section aria-labelledby="recently-played">
+      <h2 id="recently-played">Recently played</h2>
+      <SongList songs={songs} />
+    </section>
+  );
+}
+
 export function Home() {
   const [{ data, fetching, error }] = useQuery({ query: Recent });
   const songs = data?.recentSongs.nodes ?? [];
   return (
     <section>
+      <RecentlyPlayedShelf />
       <h1>Recently added</h1>
       <ErrorNote error={error} />
       {fetching && !data && <p aria-busy="true">Loading…</p>}

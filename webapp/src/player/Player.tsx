@@ -20,6 +20,7 @@ import {
 } from "react";
 import { useClient } from "urql";
 import { graphql } from "../gql";
+import { useSession } from "../session";
 import {
   RESTART_AFTER_SECONDS,
   currentTrack,
@@ -30,6 +31,22 @@ import {
   type QueueState,
   type Track,
 } from "./queue";
+
+const RecordPlay = graphql(`
+  mutation RecordPlay($id: ID!) {
+    recordPlay(songId: $id) {
+      id
+      playCount
+      lastPlayedAt
+    }
+  }
+`);
+
+/** A song counts as played once heard for half its length or four minutes
+ * (the rule scrobblers use), once per time it is queued up. */
+export function playThreshold(durationSeconds: number): number {
+  return Math.min(Math.max(durationSeconds, 1) / 2, 240);
+}
 
 const StreamUrl = graphql(`
   query StreamUrl($id: ID!) {
@@ -100,6 +117,23 @@ function PlayerBar({
   const [status, setStatus] = useState("");
   const recovering = useRef(false);
   const stallTimer = useRef<number | undefined>(undefined);
+  const { user } = useSession();
+  // Seconds heard of the current queue entry (seeks do not count), and
+  // whether its play was recorded.
+  const heard = useRef({ key: "", seconds: 0, last: 0, recorded: false });
+  const countHeard = (now: number, rate: number) => {
+    const key = `${queue.index}:${track?.id ?? ""}`;
+    const h = heard.current;
+    if (h.key !== key) heard.current = { key, seconds: 0, last: now, recorded: false };
+    const step = now - heard.current.last;
+    heard.current.last = now;
+    // Timeupdates come about every quarter second: a longer step is a seek.
+    if (step > 0 && step < 2 * Math.max(rate, 1)) heard.current.seconds += step;
+    if (!heard.current.recorded && track && user && heard.current.seconds >= playThreshold(track.durationMs / 1000)) {
+      heard.current.recorded = true;
+      void client.mutation(RecordPlay, { id: track.id }).toPromise();
+    }
+  };
 
   // Loads a fresh stream URL for `t` and starts at `at` seconds.
   const load = useCallback(
@@ -285,6 +319,7 @@ function PlayerBar({
         preload="auto"
         onTimeUpdate={(e) => {
           setTime(e.currentTarget.currentTime);
+          countHeard(e.currentTarget.currentTime, e.currentTarget.playbackRate);
           window.clearTimeout(stallTimer.current);
         }}
         onDurationChange={(e) => Number.isFinite(e.currentTarget.duration) && setDuration(e.currentTarget.duration)}
