@@ -3,8 +3,9 @@
 //! seals a new one; the nodes keep only the sealed bytes; every gateway
 //! opens them (they all hold the cluster secret). XChaCha20-Poly1305 with
 //! a random 24-byte nonce, the key derived for this use alone
-//! ([`crate::keys::Use::AppPassword`]), and the record's id as associated
-//! data, so a sealed secret copied onto another record does not open.
+//! ([`crate::keys::Use::AppPassword`]), and associated data naming what it
+//! belongs to (an app password's id and account), so a sealed secret copied
+//! onto another record does not open.
 
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};

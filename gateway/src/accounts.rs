@@ -106,6 +106,15 @@ pub struct PlayQueueRec {
 /// An app password's id.
 pub type AppPasswordId = uuid::Uuid;
 
+/// What an app password's secret is sealed to: its record and account, so
+/// sealed bytes copied onto another record or account do not open.
+pub fn app_password_aad(id: AppPasswordId, user: UserId) -> [u8; 32] {
+    let mut aad = [0u8; 32];
+    aad[..16].copy_from_slice(id.as_bytes());
+    aad[16..].copy_from_slice(user.0.as_bytes());
+    aad
+}
+
 /// An app password (an API key): a secret for one app, checked by
 /// Subsonic clients' password, token and API key authentication.
 #[derive(Clone, PartialEq, Eq)]
@@ -250,7 +259,7 @@ impl Accounts {
             return Ok(());
         }
         let Some(secret) = sealer
-            .open(id.as_bytes(), &p.sealed)
+            .open(&app_password_aad(id, user), &p.sealed)
             .and_then(|b| String::from_utf8(b).ok())
         else {
             tracing::warn!(%id, "an app password does not open with this cluster secret: left out");
@@ -566,7 +575,7 @@ mod tests {
             sealed: if deleted {
                 Vec::new()
             } else {
-                sealer.seal(pid.as_bytes(), secret)
+                sealer.seal(&app_password_aad(pid, UserId(uid)), secret)
             },
             created_at_ms: 5,
             version,
@@ -603,7 +612,7 @@ mod tests {
         let pid2 = uuid::Uuid::from_u128(79);
         let mut p2 = record(5, false, b"");
         p2.id = pid2.to_string();
-        p2.sealed = sealer.seal(pid2.as_bytes(), b"second");
+        p2.sealed = sealer.seal(&app_password_aad(pid2, UserId(uid)), b"second");
         a.apply_app_password(p2, &sealer).unwrap();
         assert!(a.api_key_user("second").is_some());
         a.apply_user(pb::User {

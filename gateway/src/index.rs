@@ -352,12 +352,13 @@ impl Matches<'_> {
         match self {
             Matches::List(l) => {
                 let start = l.partition_point(|&p| (p as usize) < from);
-                let end = (start + n).min(l.len());
+                let end = start.saturating_add(n).min(l.len());
                 let items = l[start..end].iter().map(|&p| p as usize).collect();
                 (items, end < l.len())
             }
             Matches::Bits(bits) => {
-                let mut out = Vec::with_capacity(n);
+                // Never more than the bits hold, whatever `n` a caller asks.
+                let mut out = Vec::with_capacity(n.min(bits.len() * 64));
                 for (i, &word) in bits.iter().enumerate().skip(from / 64) {
                     // Bits below `from` in its own word are masked off.
                     let mut w = if i == from / 64 {
@@ -432,6 +433,8 @@ pub struct Snapshot {
     /// Song positions by content hash (the lowest id where a store from
     /// before duplicates were refused holds several, as on the nodes).
     by_hash: HashMap<rondo_core::ContentHash, usize>,
+    /// Every picture by its hash (songs' and albums').
+    arts: HashMap<rondo_core::ContentHash, ArtRec>,
     /// Highest change sequence applied from each node.
     pub applied: HashMap<NodeId, u64>,
     /// Accounts and playlists.
@@ -543,6 +546,12 @@ impl Snapshot {
         for (i, a) in albums.iter().enumerate() {
             artist_albums.entry(a.artist_id).or_default().push(i);
         }
+        let arts = songs
+            .iter()
+            .filter_map(|s| s.art.as_ref())
+            .chain(albums.iter().filter_map(|a| a.art.as_ref()))
+            .map(|a| (a.hash, a.clone()))
+            .collect();
         Snapshot {
             songs,
             artists,
@@ -558,6 +567,7 @@ impl Snapshot {
             artist_albums,
             album_songs,
             by_hash,
+            arts,
             applied,
             accounts: Arc::default(),
         }
@@ -604,6 +614,11 @@ impl Snapshot {
             has_next,
             total,
         })
+    }
+
+    /// A picture of a song or an album, by its hash.
+    pub fn art(&self, hash: &rondo_core::ContentHash) -> Option<&ArtRec> {
+        self.arts.get(hash)
     }
 
     pub fn song(&self, id: SongId) -> Option<&Arc<SongRec>> {

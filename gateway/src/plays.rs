@@ -47,7 +47,8 @@ pub struct NowPlaying {
 pub struct Plays {
     tx: mpsc::Sender<Report>,
     rx: Mutex<Option<mpsc::Receiver<Report>>>,
-    now: Mutex<HashMap<(UserId, String), NowPlaying>>,
+    /// One entry per listener: its latest report.
+    now: Mutex<HashMap<UserId, NowPlaying>>,
 }
 
 impl Default for Plays {
@@ -65,15 +66,28 @@ impl Plays {
     /// Counts a play of `song` by `user` at `at_ms`; answers once it is
     /// ordered and applied.
     pub async fn record(&self, user: UserId, song: SongId, at_ms: u64) -> Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .try_send(((user, song, at_ms), done))
-            .map_err(|_| Error::Unavailable("too many plays waiting; try again".into()))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Unavailable(e)),
-            Err(_) => Err(Error::Unavailable("the gateway is stopping".into())),
+        self.record_many(user, &[(song, at_ms)]).await
+    }
+
+    /// Counts several plays of one listener: all are queued at once (so
+    /// they share an entry), then awaited together.
+    pub async fn record_many(&self, user: UserId, plays: &[(SongId, u64)]) -> Result<()> {
+        let mut waits = Vec::with_capacity(plays.len());
+        for &(song, at_ms) in plays {
+            let (done, wait) = oneshot::channel();
+            self.tx
+                .try_send(((user, song, at_ms), done))
+                .map_err(|_| Error::Unavailable("too many plays waiting; try again".into()))?;
+            waits.push(wait);
         }
+        for wait in waits {
+            match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::Unavailable(e)),
+                Err(_) => return Err(Error::Unavailable("the gateway is stopping".into())),
+            }
+        }
+        Ok(())
     }
 
     /// Records what a listener's client is playing now.
@@ -82,7 +96,7 @@ impl Plays {
             now.retain(|_, n| n.since.elapsed() < NOW_PLAYING_TTL);
             let client: String = client.chars().take(100).collect();
             now.insert(
-                (user, client.clone()),
+                user,
                 NowPlaying {
                     user,
                     song,

@@ -48,17 +48,22 @@ for (const p of [F.password, `enc:${hex}`]) {
   ok((await plain("ping.view", { u: F.user, p, f: "json" })).json, `p=${p.slice(0, 4)}…`);
 }
 ok((await plain("ping.view", { u: F.user, p: F.appPassword, f: "json" })).json, "p=<app password>");
-// (Failed checks count against the per-name limit, as logins do: a wrong
-// p is tried on the other account.)
+// (Failed checks count against the per-name limit, as logins do: they are
+// tried on the other account.)
 failed((await plain("ping.view", { u: F.other, p: "wrong password", f: "json" })).json, 40, "wrong p");
-failed(await api({ username: F.user, password: F.password }).ping(), 40, "token with the account password");
-failed(await api({ username: F.user, password: "nope" }).ping(), 40, "wrong token");
-failed(await api({ username: F.other, password: "correct horse" }).ping(), 41, "token for an account without app passwords");
+ok(await api({ username: F.other, password: F.otherKey }).ping(), "bob's app password, made by an admin");
+failed(await api({ username: F.other, password: "correct horse" }).ping(), 40, "token with the account password");
+failed(await api({ username: F.other, password: "nope" }).ping(), 40, "wrong token");
+failed(await api({ username: F.third, password: "correct horse" }).ping(), 41, "token for an account without app passwords");
+failed(await api({ username: "nobody", password: "correct horse" }).ping(), 41, "token for an unknown name: the same answer");
 failed(await api({ apiKey: "not-a-key" }).ping(), 44, "wrong apiKey");
 failed(await api({ apiKey: F.revokedKey }).ping(), 44, "revoked apiKey");
 failed(await key.customJSON("ping.view", { u: F.user }), 43, "apiKey with u");
 failed((await plain("ping.view", { u: F.user, p: F.password, t: "0".repeat(32), s: "x", f: "json" })).json, 43, "p with t and s");
 failed((await plain("ping.view", { f: "json" })).json, 10, "no credentials");
+const basic = { headers: { Authorization: `Basic ${Buffer.from(`${F.user}:${F.password}`).toString("base64")}` } };
+failed((await plain("ping.view", { f: "json" }, basic)).json, 42, "HTTP Basic alone");
+ok((await plain("ping.view", { u: F.user, p: F.password, f: "json" }, basic)).json, "HTTP Basic beside p (as DSub sends)");
 report.auth = true;
 
 // ---- the envelope --------------------------------------------------------
@@ -233,7 +238,6 @@ lists = ok(await token.getPlaylists(), "getPlaylists").playlists.playlist;
 assert.deepEqual(lists.map((p) => p.id), [made.id]);
 failed(await token.getPlaylist({ id: scratch.id }), 70, "a deleted playlist");
 // Another account neither sees nor changes it.
-failed(await api({ username: F.other, password: "correct horse" }, {}).getPlaylist({ id: made.id }), 41, "bob by token");
 const bob = await plain("getPlaylist.view", { u: F.other, p: "correct horse", id: made.id, f: "json" });
 failed(bob.json, 70, "another account's playlist");
 const bobDelete = await plain("deletePlaylist.view", { u: F.other, p: "correct horse", id: made.id, f: "json" });
@@ -266,8 +270,7 @@ failed(await token.setRating({ id: third.id, rating: 9 }), 0, "a rating above 5"
 // "now playing" is not a play.
 const t0 = Date.now() - 60_000;
 ok(await token.scrobble({ id: first.id, time: t0 }), "scrobble with a time");
-ok(await token.scrobble({ id: first.id }), "scrobble");
-ok(await post.scrobble({ id: third.id }), "scrobble by form post");
+ok(await post.scrobble({ id: [first.id, third.id] }), "two plays in one scrobble, by form post");
 ok(await token.scrobble({ id: second.id, submission: false }), "now playing");
 assert.equal(ok(await token.getSong({ id: first.id }), "plays").song.playCount, 2);
 assert.equal(ok(await token.getSong({ id: second.id }), "no play").song.playCount, 0);
@@ -296,6 +299,9 @@ failed(await token.getAlbum({ id: "00000000-0000-4000-8000-000000000000" }), 70,
 failed(await token.customJSON("getAlbum.view", {}), 10, "a missing id");
 failed(await token.customJSON("noSuchMethod.view", {}), 70, "an unknown method");
 failed(await token.getAlbumList2({ type: "sideways" }), 0, "an unknown list type");
+// An offset past the end is an empty page, however large.
+const far = ok(await token.search3({ query: "tide", songOffset: 1e15, albumOffset: 1e15 }), "a huge offset").searchResult3;
+assert.equal((far.song ?? []).length, 0);
 failed(await token.getCoverArt({ id: album.coverArt, size: 100000 }).then((r) => r.json()).then((j) => j["subsonic-response"]), 0, "a huge size");
 report.errors = true;
 

@@ -754,7 +754,10 @@ impl AccountMutation {
         }
         let id = uuid::Uuid::new_v4();
         let secret = new_secret();
-        let sealed = state.sealer.seal(id.as_bytes(), secret.as_bytes());
+        let sealed = state.sealer.seal(
+            &crate::accounts::app_password_aad(id, user),
+            secret.as_bytes(),
+        );
         propose(
             ctx,
             AccountUpdate::CreateAppPassword {

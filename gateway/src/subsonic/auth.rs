@@ -15,7 +15,9 @@
 //!   `t` or `s` beside it: error 43.
 //!
 //! Failures are rate-limited like logins (per address, per account name);
-//! remembered successes are not counted.
+//! remembered successes are not counted. An address or a name over its
+//! limit is refused for a while before any secret is compared, so a right
+//! guess then fails too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,11 +66,18 @@ impl Caller {
     }
 }
 
-/// Account passwords checked lately.
+/// How long an address or a name that went over its rate limit is refused
+/// outright, even with the right secret.
+const BLOCKED_FOR: Duration = Duration::from_secs(15);
+
+/// Account passwords checked lately, and who is refused for failing too
+/// often.
 #[derive(Debug)]
 pub struct PasswordCache {
     key: [u8; 32],
     seen: std::sync::Mutex<HashMap<blake3::Hash, (UserId, u64, Instant)>>,
+    /// Addresses ("ip:…") and folded names ("name:…") refused until then.
+    blocked: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for PasswordCache {
@@ -79,11 +88,27 @@ impl Default for PasswordCache {
         PasswordCache {
             key,
             seen: Default::default(),
+            blocked: Default::default(),
         }
     }
 }
 
 impl PasswordCache {
+    fn block(&self, key: String) {
+        if let Ok(mut b) = self.blocked.lock() {
+            let now = Instant::now();
+            b.retain(|_, until| *until > now);
+            b.insert(key, now + BLOCKED_FOR);
+        }
+    }
+
+    fn is_blocked(&self, key: &str) -> bool {
+        self.blocked
+            .lock()
+            .map(|b| b.get(key).is_some_and(|until| *until > Instant::now()))
+            .unwrap_or(false)
+    }
+
     fn slot(&self, name: &str, password: &str) -> blake3::Hash {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(rondo_core::names::login_key(name).as_bytes());
@@ -131,6 +156,7 @@ pub async fn authenticate(
     state: &AppState,
     params: &super::Params,
     ip: Option<IpAddr>,
+    has_authorization_header: bool,
 ) -> Result<Caller, Failure> {
     let snap = state.cluster.snapshot();
     let accounts = &snap.accounts;
@@ -142,6 +168,7 @@ pub async fn authenticate(
                 "Multiple conflicting authentication mechanisms provided: send apiKey alone",
             ));
         }
+        not_blocked(state, ip, None)?;
         return match accounts.api_key_user(key) {
             Some(user) => Ok(Caller::new(user.clone(), true)),
             None => {
@@ -149,6 +176,15 @@ pub async fn authenticate(
                 Err(Failure::new(Code::InvalidApiKey, "Invalid API key"))
             }
         };
+    }
+    // Only an Authorization header (HTTP Basic, a bearer token): a
+    // mechanism Subsonic does not define. Beside query credentials (DSub
+    // sends both) it is ignored.
+    if params.get("u").is_none() && has_authorization_header {
+        return Err(Failure::new(
+            Code::AuthMechanismUnsupported,
+            "Provided authentication mechanism not supported: send u with p or t and s, or apiKey",
+        ));
     }
     let name = params.need("u")?;
     let (p, t, s) = (params.get("p"), params.get("t"), params.get("s"));
@@ -161,6 +197,7 @@ pub async fn authenticate(
     if name.len() > MAX_SECRET {
         return Err(wrong());
     }
+    not_blocked(state, ip, Some(name))?;
     match (p, t, s) {
         (Some(p), _, _) => {
             let password = decode_password(p)?;
@@ -208,17 +245,19 @@ pub async fn authenticate(
             if t.len() != 32 || s.is_empty() || s.len() > MAX_SECRET {
                 return Err(wrong());
             }
-            let Some(user) = accounts.user_by_name(name) else {
-                limited(state, ip, Some(name))?;
-                return Err(wrong());
-            };
-            if !accounts.has_app_passwords(user.id) {
+            // An unknown name answers as an account without app
+            // passwords does: token authentication tells no names apart.
+            let user = accounts
+                .user_by_name(name)
+                .filter(|u| accounts.has_app_passwords(u.id));
+            let Some(user) = user else {
+                limited(state, ip, None)?;
                 return Err(Failure::new(
                     Code::TokenAuthUnsupported,
                     "Token authentication needs an app password: create one in Rondo's \
                      account page (or `rondo user app-password`), or send the password (p)",
                 ));
-            }
+            };
             if accounts.app_password_token_matches(user.id, t, s) {
                 Ok(Caller::new(user.clone(), false))
             } else {
@@ -230,12 +269,48 @@ pub async fn authenticate(
     }
 }
 
-/// One failed or uncached attempt against the rate limits.
+fn ip_key(ip: Option<IpAddr>) -> Option<String> {
+    ip.map(|ip| format!("ip:{ip}"))
+}
+
+fn name_key(name: &str) -> String {
+    format!("name:{}", rondo_core::names::login_key(name))
+}
+
+fn too_many() -> Failure {
+    Failure::new(
+        Code::Generic,
+        "too many failed attempts; try again in a few seconds",
+    )
+}
+
+/// Refuses an address or name that went over its limit lately, before
+/// any secret is compared (a right guess then is refused too).
+fn not_blocked(state: &AppState, ip: Option<IpAddr>, name: Option<&str>) -> Result<(), Failure> {
+    let cache = &state.subsonic_passwords;
+    if ip_key(ip).is_some_and(|k| cache.is_blocked(&k))
+        || name.is_some_and(|n| cache.is_blocked(&name_key(n)))
+    {
+        return Err(too_many());
+    }
+    Ok(())
+}
+
+/// One failed or uncached attempt against the rate limits (the login
+/// limits); over them, the address or name is refused for a while.
 fn limited(state: &AppState, ip: Option<IpAddr>, name: Option<&str>) -> Result<(), Failure> {
-    let refuse = |e: crate::Error| Failure::new(Code::Generic, e.to_string());
-    state.limits.attempt_from(ip).map_err(refuse)?;
-    if let Some(name) = name {
-        state.limits.guess_at(name).map_err(refuse)?;
+    let cache = &state.subsonic_passwords;
+    if state.limits.attempt_from(ip).is_err() {
+        if let Some(k) = ip_key(ip) {
+            cache.block(k);
+        }
+        return Err(too_many());
+    }
+    if let Some(name) = name
+        && state.limits.guess_at(name).is_err()
+    {
+        cache.block(name_key(name));
+        return Err(too_many());
     }
     Ok(())
 }

@@ -152,14 +152,11 @@ pub async fn scrobble(call: &Call<'_>) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    for (song, at) in songs {
-        call.state
-            .plays
-            .record(caller.user.id, song, at)
-            .await
-            .map_err(Failure::from)?;
-    }
-    Ok(())
+    call.state
+        .plays
+        .record_many(caller.user.id, &songs)
+        .await
+        .map_err(Failure::from)
 }
 
 pub fn now_playing(call: &Call<'_>) -> Result<El, Failure> {
@@ -232,7 +229,13 @@ pub async fn save_play_queue(call: &Call<'_>) -> Result<(), Failure> {
         _ => None,
     };
     let position_ms = call.params.num("position")?.unwrap_or(0);
-    let client = call.params.get("c").unwrap_or("").to_string();
+    let client: String = call
+        .params
+        .get("c")
+        .unwrap_or("")
+        .chars()
+        .take(100)
+        .collect();
     propose(
         call,
         ListeningEdit::SaveQueue {

@@ -204,16 +204,18 @@ fn matching(
     if count == 0 {
         return Ok(Vec::new());
     }
+    let len = match kind {
+        Kind::Songs => snap.songs.len(),
+        Kind::Artists => snap.artists.len(),
+        Kind::Albums => snap.albums.len(),
+    };
+    // Past the end there is nothing (and no huge page is ever asked for).
+    let offset = offset.min(len);
     let Some(q) = query else {
-        let len = match kind {
-            Kind::Songs => snap.songs.len(),
-            Kind::Artists => snap.artists.len(),
-            Kind::Albums => snap.albums.len(),
-        };
-        return Ok((offset.min(len)..(offset.saturating_add(count)).min(len)).collect());
+        return Ok((offset..offset.saturating_add(count).min(len)).collect());
     };
     let page = snap
-        .page(kind, Some(q), None, offset.saturating_add(count))
+        .page(kind, Some(q), None, offset.saturating_add(count).min(len))
         .map_err(Failure::from)?;
     Ok(page
         .items

@@ -37,15 +37,7 @@ pub fn stream(call: &Call<'_>) -> Result<Reply, Failure> {
 fn art_of<'a>(call: &'a Call<'_>, id: &str) -> Option<&'a ArtRec> {
     let snap = &call.snap;
     if let Ok(hash) = id.parse::<rondo_core::ContentHash>() {
-        return snap
-            .songs
-            .iter()
-            .find_map(|s| s.art.as_ref().filter(|a| a.hash == hash))
-            .or_else(|| {
-                snap.albums
-                    .iter()
-                    .find_map(|a| a.art.as_ref().filter(|a| a.hash == hash))
-            });
+        return snap.art(&hash);
     }
     let uuid: uuid::Uuid = id.trim().parse().ok()?;
     if let Some(s) = snap.song(SongId(uuid)) {

@@ -191,7 +191,8 @@ async fn handle(
     let caller = if PUBLIC.contains(&method.as_str()) {
         None
     } else {
-        match auth::authenticate(&state, &params, ip).await {
+        let header = parts.headers.contains_key(header::AUTHORIZATION);
+        match auth::authenticate(&state, &params, ip, header).await {
             Ok(c) => Some(c),
             Err(f) => return envelope(format, Err(f), &method),
         }

@@ -13,6 +13,8 @@ use crate::cluster::{AccountUpdate, PlaylistEdit};
 /// The most songs one request adds (a node keeps at most 10,000 in a
 /// playlist).
 pub const MAX_ADD: usize = 10_000;
+/// The longest playlist name (the nodes' limit).
+const MAX_NAME: usize = 100;
 
 fn playlist_el(call: &Call<'_>, p: &PlaylistRec) -> El {
     let snap = &call.snap;
@@ -133,47 +135,68 @@ async fn edit(call: &Call<'_>, playlist: PlaylistId, edit: PlaylistEdit) -> Resu
 
 fn check_name(name: &str) -> Result<String, Failure> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Failure::bad("a playlist's name is 1 to 200 characters"));
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(Failure::bad(format!(
+            "a playlist's name is 1 to {MAX_NAME} characters"
+        )));
     }
     Ok(name.to_string())
 }
 
 /// `createPlaylist`: a new playlist (`name`), or (`playlistId`) an
-/// existing one's songs replaced; answers the playlist.
+/// existing one's songs replaced; answers the playlist. Everything is
+/// checked before anything is ordered; a replacement adds the new songs
+/// before it removes the old ones, so a failure halfway loses none.
 pub async fn create(call: &Call<'_>) -> Result<El, Failure> {
     let songs = songs(call, "songId")?;
+    let name = call.params.get("name").map(check_name).transpose()?;
     let id = match call.params.get("playlistId") {
         Some(raw) => {
             let p = visible(call, raw)?;
-            let id = p.id;
-            if !p.songs.is_empty() {
-                let all = (0..u32::try_from(p.songs.len()).unwrap_or(u32::MAX)).collect();
-                edit(call, id, PlaylistEdit::RemoveSongs(all)).await?;
+            let (id, old) = (p.id, p.songs.len());
+            if old + songs.len() > MAX_ADD {
+                return Err(Failure::bad(format!(
+                    "a playlist holds at most {MAX_ADD} songs"
+                )));
             }
-            if let Some(name) = call.params.get("name") {
-                edit(call, id, PlaylistEdit::Rename(check_name(name)?)).await?;
+            if let Some(name) = name {
+                edit(call, id, PlaylistEdit::Rename(name)).await?;
+            }
+            if !songs.is_empty() {
+                edit(
+                    call,
+                    id,
+                    PlaylistEdit::AddSongs {
+                        songs,
+                        position: None,
+                    },
+                )
+                .await?;
+            }
+            if old > 0 {
+                let all = (0..u32::try_from(old).unwrap_or(u32::MAX)).collect();
+                edit(call, id, PlaylistEdit::RemoveSongs(all)).await?;
             }
             id
         }
         None => {
-            let name = check_name(call.params.need("name")?)?;
+            let name = name.ok_or_else(|| Failure::missing("name or playlistId"))?;
             let id = PlaylistId(uuid::Uuid::new_v4());
             edit(call, id, PlaylistEdit::Create(name)).await?;
+            if !songs.is_empty() {
+                edit(
+                    call,
+                    id,
+                    PlaylistEdit::AddSongs {
+                        songs,
+                        position: None,
+                    },
+                )
+                .await?;
+            }
             id
         }
     };
-    if !songs.is_empty() {
-        edit(
-            call,
-            id,
-            PlaylistEdit::AddSongs {
-                songs,
-                position: None,
-            },
-        )
-        .await?;
-    }
     let fresh = Call {
         state: call.state,
         snap: call.state.cluster.snapshot(),

@@ -713,7 +713,8 @@ pub mod catalog_update {
 /// itself, so it is kept sealed, never in plain text: XChaCha20-Poly1305
 /// under a key derived from the cluster secret (HKDF-SHA256, info
 /// "rondo-app-password-v1"), 24 bytes of nonce then the ciphertext, with
-/// the id as associated data. Gateways seal and open it; nodes keep it.
+/// the id and the account id (16 bytes each) as associated data. Gateways
+/// seal and open it; nodes keep it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AppPassword {
     #[prost(string, tag = "1")]
@@ -730,7 +731,8 @@ pub struct AppPassword {
     /// The ring sequence of the last change (set when applied).
     #[prost(uint64, tag = "6")]
     pub version: u64,
-    /// A tombstone: revoked at `version`.
+    /// A tombstone: revoked at `version` (kept, so its id is never an app
+    /// password again).
     #[prost(bool, tag = "7")]
     pub deleted: bool,
 }

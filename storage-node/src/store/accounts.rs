@@ -202,7 +202,7 @@ pub(super) fn change_user(
 }
 
 /// Announces several changes of one update (none: nothing to announce,
-/// as a star of a starred item); the first names the update.
+/// as a star of a starred item); the last names the update.
 pub(super) fn finish_many(
     txn: &redb::WriteTransaction,
     meta: &mut Meta<'_>,
@@ -212,15 +212,14 @@ pub(super) fn finish_many(
         Ok(c) => c,
         Err(e) => return Ok((Applied::Rejected(e), None)),
     };
-    let mut first = None;
     let mut announce = None;
     for change in changes {
-        let pushed = push_change(txn, meta, change)?;
-        first.get_or_insert(pushed.seq);
-        announce = Some(pushed);
+        announce = Some(push_change(txn, meta, change)?);
     }
-    let change_seq = match first {
-        Some(seq) => seq,
+    // The last: a gateway that waits for it has every change of the
+    // update (it applies a node's changes in order).
+    let change_seq = match &announce {
+        Some(c) => c.seq,
         None => meta.get(LAST_SEQ)?.map_or(0, |g| g.value()),
     };
     Ok((Applied::Changed { change_seq }, announce))
@@ -480,14 +479,14 @@ pub(super) fn apply_app_password(
             }
             if table.get(id)?.is_some() {
                 return Ok(Err(Error::Invalid {
-                    what: "app password id exists",
+                    what: "app password id exists (or was revoked)",
                 }));
             }
             let mut count = 0;
             for row in table.iter()? {
                 let (_, v) = row?;
                 let other: pb::AppPassword = decode("app_passwords", v.value())?;
-                count += usize::from(other.user_id == p.user_id);
+                count += usize::from(other.user_id == p.user_id && !other.deleted);
             }
             if count >= MAX_APP_PASSWORDS {
                 return Ok(Err(Error::Invalid {
@@ -511,11 +510,14 @@ pub(super) fn apply_app_password(
                 None => None,
             };
             match found {
-                Some(mut p) if p.user_id == op.user_id => {
-                    table.remove(id)?;
+                // Kept as a tombstone: its id is never an app password
+                // again (a replayed creation with the old sealed secret
+                // is refused).
+                Some(mut p) if p.user_id == op.user_id && !p.deleted => {
                     p.deleted = true;
                     p.sealed.clear();
                     p.version = seq;
+                    table.insert(id, p.encode_to_vec().as_slice())?;
                     Ok(Ok(p))
                 }
                 _ => Ok(Err(Error::NotFound {
@@ -1076,6 +1078,24 @@ mod tests {
         ));
         let gone = last(&store);
         assert!(gone.deleted && gone.sealed.is_empty() && gone.id == id);
+        // Its creation, replayed, does not bring it back; a slot is free.
+        let replay = pb::app_password_op::Op::Create(pb::AppPassword {
+            id: id.clone(),
+            user_id: ada.clone(),
+            name: "phone".into(),
+            sealed: vec![7; 72],
+            created_at_ms: 5,
+            ..Default::default()
+        });
+        assert!(matches!(
+            apply(acting_as(&ada, "s-ada", 10, app_password(&ada, replay))),
+            Applied::Rejected(_)
+        ));
+        let (_, c) = new_app_password(&ada, "the twentieth again");
+        assert!(matches!(
+            apply(acting_as(&ada, "s-ada", 10, app_password(&ada, c))),
+            Applied::Changed { .. }
+        ));
         // The account's deletion takes the rest.
         apply(change(&ada, pb::user_change::Change::Delete(true)));
         let at = store.ring_applied().unwrap().0;

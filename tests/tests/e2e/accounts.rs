@@ -661,3 +661,85 @@ async fn passwords_change_and_admins_manage_accounts() {
     .await
     .unwrap();
 }
+
+/// `rondo user app-password create|list|revoke`: the admin manages an
+/// account's app passwords; the secret printed once works as a Subsonic
+/// API key until revoked; a listener cannot see another's; an unknown
+/// account is a clear error with exit code 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn app_passwords_through_the_cli_work_as_api_keys_until_revoked() {
+    let cluster = Cluster::builder().start().await.unwrap();
+    let made = rondo_user(&cluster, &["create", "zoe"], "zoe's password\n");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = rondo_user(
+        &cluster,
+        &["app-password", "create", "zoe", "--name", "Symfonium"],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let secret = text.lines().last().unwrap().trim().to_string();
+    assert_eq!(secret.len(), 32, "{text}");
+    let ping = |key: String| {
+        let cluster = &cluster;
+        async move {
+            let url = format!("{}/rest/ping.view?apiKey={key}&f=json", cluster.admin.base);
+            let r: Value = cluster
+                .http()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["subsonic-response"].clone()
+        }
+    };
+    assert_eq!(ping(secret.clone()).await["status"], "ok");
+    let listed = rondo_user(&cluster, &["app-password", "list", "zoe"], "");
+    let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listing.starts_with("Symfonium"), "{listing}");
+    assert!(!listing.contains(&secret), "the secret is shown only once");
+    let id = listing.split_whitespace().last().unwrap().to_string();
+    // Another listener's session sees only its own (none).
+    let (other, _) = register(&cluster, "yann", "yann's password").await.unwrap();
+    let theirs = client(&cluster, Some(&other))
+        .query("{ appPasswords { id } }", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(theirs["appPasswords"], json!([]));
+    let r = client(&cluster, Some(&other))
+        .raw(
+            "mutation($id: ID!) { revokeAppPassword(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.pointer("/errors/0/extensions/code")
+            .and_then(Value::as_str),
+        Some("NOT_FOUND"),
+        "{r}"
+    );
+    assert_eq!(ping(secret.clone()).await["status"], "ok", "still valid");
+    let revoked = rondo_user(&cluster, &["app-password", "revoke", "zoe", &id], "");
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let after = ping(secret).await;
+    assert_eq!(after["error"]["code"], 44, "{after}");
+    let unknown = rondo_user(&cluster, &["app-password", "list", "nobody"], "");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no account named"));
+}

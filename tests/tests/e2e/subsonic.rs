@@ -54,8 +54,9 @@ async fn a_subsonic_client_library_browses_streams_and_edits_playlists() {
         }));
     }
 
-    // Two listeners: ada with an app password, bob without one.
-    for name in ["ada", "bob"] {
+    // Three listeners: ada and bob with app passwords (bob's made by an
+    // admin), cy without one.
+    for name in ["ada", "bob", "cy"] {
         let made = cluster
             .admin
             .raw(
@@ -117,6 +118,27 @@ async fn a_subsonic_client_library_browses_streams_and_edits_playlists() {
         .unwrap();
     assert_eq!(listed["data"]["appPasswords"], json!([{ "name": "phone" }]));
 
+    let bob_id = cluster
+        .admin
+        .raw("{ users { nodes { id name } } }", json!({}))
+        .await
+        .unwrap()["data"]["users"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bob")
+        .unwrap()["id"]
+        .clone();
+    let bob_key = cluster
+        .admin
+        .raw(
+            "mutation($u: ID!) { createAppPassword(userId: $u, name: \"laptop\") { secret } }",
+            json!({ "u": bob_id }),
+        )
+        .await
+        .unwrap()["data"]["createAppPassword"]["secret"]
+        .clone();
+    assert!(bob_key.is_string(), "an admin makes one for an account");
     let ca = tmp.path().join("ca.pem");
     std::fs::write(&ca, &cluster.ca_pem).unwrap();
     let facts = tmp.path().join("facts.json");
@@ -128,6 +150,8 @@ async fn a_subsonic_client_library_browses_streams_and_edits_playlists() {
             "appPassword": secret,
             "revokedKey": revoked,
             "other": "bob",
+            "otherKey": bob_key,
+            "third": "cy",
             "songs": songs,
         })
         .to_string(),
