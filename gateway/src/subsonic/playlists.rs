@@ -90,14 +90,7 @@ pub fn list(call: &Call<'_>) -> Result<El, Failure> {
 
 pub fn get(call: &Call<'_>) -> Result<El, Failure> {
     let p = visible(call, call.params.need("id")?)?;
-    let snap = &call.snap;
-    Ok(playlist_el(call, p).list(
-        "entry",
-        p.songs
-            .iter()
-            .filter_map(|id| snap.song(*id))
-            .map(|s| child(call, s)),
-    ))
+    get_by_id(call, p.id)
 }
 
 /// Song ids of `key`, each known.
@@ -133,6 +126,19 @@ async fn edit(call: &Call<'_>, playlist: PlaylistId, edit: PlaylistEdit) -> Resu
         .map_err(Failure::from)
 }
 
+/// Appends songs to a playlist.
+async fn append(call: &Call<'_>, id: PlaylistId, songs: Vec<SongId>) -> Result<(), Failure> {
+    edit(
+        call,
+        id,
+        PlaylistEdit::AddSongs {
+            songs,
+            position: None,
+        },
+    )
+    .await
+}
+
 fn check_name(name: &str) -> Result<String, Failure> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
@@ -163,15 +169,7 @@ pub async fn create(call: &Call<'_>) -> Result<El, Failure> {
                 edit(call, id, PlaylistEdit::Rename(name)).await?;
             }
             if !songs.is_empty() {
-                edit(
-                    call,
-                    id,
-                    PlaylistEdit::AddSongs {
-                        songs,
-                        position: None,
-                    },
-                )
-                .await?;
+                append(call, id, songs).await?;
             }
             if old > 0 {
                 let all = (0..u32::try_from(old).unwrap_or(u32::MAX)).collect();
@@ -184,15 +182,7 @@ pub async fn create(call: &Call<'_>) -> Result<El, Failure> {
             let id = PlaylistId(uuid::Uuid::new_v4());
             edit(call, id, PlaylistEdit::Create(name)).await?;
             if !songs.is_empty() {
-                edit(
-                    call,
-                    id,
-                    PlaylistEdit::AddSongs {
-                        songs,
-                        position: None,
-                    },
-                )
-                .await?;
+                append(call, id, songs).await?;
             }
             id
         }
@@ -249,15 +239,7 @@ pub async fn update(call: &Call<'_>) -> Result<(), Failure> {
         edit(call, id, PlaylistEdit::RemoveSongs(remove)).await?;
     }
     if !add.is_empty() {
-        edit(
-            call,
-            id,
-            PlaylistEdit::AddSongs {
-                songs: add,
-                position: None,
-            },
-        )
-        .await?;
+        append(call, id, add).await?;
     }
     Ok(())
 }

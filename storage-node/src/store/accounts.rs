@@ -534,19 +534,12 @@ pub(super) fn apply_app_password(
 
 /// Removes an account's app passwords (the account was deleted).
 pub(super) fn drop_app_passwords(txn: &redb::WriteTransaction, user_id: &str) -> Result<()> {
-    let mut table = txn.open_table(APP_PASSWORDS)?;
-    let mut gone = Vec::new();
-    for row in table.iter()? {
-        let (k, v) = row?;
-        let p: pb::AppPassword = decode("app_passwords", v.value())?;
-        if p.user_id == user_id {
-            gone.push(k.value());
-        }
-    }
-    for k in gone {
-        table.remove(k)?;
-    }
-    Ok(())
+    remove_owned(
+        txn,
+        (APP_PASSWORDS, "app_passwords"),
+        user_id,
+        |p: &pb::AppPassword| &p.user_id,
+    )
 }
 
 /// Whether a playlist name is acceptable.

@@ -256,18 +256,12 @@ pub(super) fn apply_plays(
 
 /// Removes an account's marks and queue (the account was deleted).
 pub(super) fn drop_user(txn: &redb::WriteTransaction, user_id: &str) -> Result<()> {
-    let mut table = txn.open_table(ANNOTATIONS)?;
-    let mut gone = Vec::new();
-    for row in table.iter()? {
-        let (k, v) = row?;
-        let m: pb::Annotation = decode("annotations", v.value())?;
-        if m.user_id == user_id {
-            gone.push(k.value());
-        }
-    }
-    for k in gone {
-        table.remove(k)?;
-    }
+    remove_owned(
+        txn,
+        (ANNOTATIONS, "annotations"),
+        user_id,
+        |m: &pb::Annotation| &m.user_id,
+    )?;
     if let Ok(user) = uuid_key(user_id) {
         txn.open_table(PLAY_QUEUES)?.remove(user)?;
     }

@@ -286,3 +286,26 @@ pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<()> {
     txn.open_table(SCRUB)?;
     Ok(())
 }
+
+/// Removes the rows of a table of records whose owner (`owner` of the
+/// decoded record) is `user_id`: an account's records, at its deletion.
+pub(super) fn remove_owned<M: prost::Message + Default>(
+    txn: &redb::WriteTransaction,
+    (table, what): (TableDefinition<u128, &[u8]>, &'static str),
+    user_id: &str,
+    owner: impl Fn(&M) -> &str,
+) -> Result<()> {
+    let mut t = txn.open_table(table)?;
+    let mut gone = Vec::new();
+    for row in t.iter()? {
+        let (k, v) = row?;
+        let record: M = decode(what, v.value())?;
+        if owner(&record) == user_id {
+            gone.push(k.value());
+        }
+    }
+    for k in gone {
+        t.remove(k)?;
+    }
+    Ok(())
+}
