@@ -6,7 +6,11 @@
 # Two ways to build it:
 # - from source, for users with a registry (the last stage is the
 #   default target): `docker build -t rondo .` (Rust and Node build
-#   stages, then the runtime on Debian bookworm-slim);
+#   stages, then the runtime on Debian bookworm-slim). It needs BuildKit
+#   (Docker's default builder since 23.0; DOCKER_BUILDKIT=1 before), which
+#   skips the host stage; the build images are RUST_IMAGE and NODE_IMAGE
+#   (tests/docker/build-from-source.sh builds this target here, on
+#   stand-ins made from the machine's own toolchains);
 # - from binaries and a web app built on the host, which is what the
 #   tests here use (no registry is reachable): a context holding bin/ and
 #   webapp/ (tests/docker/build-image.sh makes it) and
@@ -15,6 +19,8 @@
 #   every stage before its target, needs no other image.
 
 ARG BASE=debian:bookworm-slim
+ARG RUST_IMAGE=rust:1-bookworm
+ARG NODE_IMAGE=node:20-bookworm
 
 # The runtime: what every target shares.
 FROM ${BASE} AS base
@@ -44,19 +50,23 @@ WORKDIR /var/lib/rondo
 CMD ["rondo-node"]
 
 # From source (needs a registry for rust and node).
-FROM rust:1-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 ARG RONDO_COMMIT=unknown
 ENV RONDO_COMMIT=${RONDO_COMMIT}
-RUN cargo build --release --locked --bins \
+# The registry and the build directory are BuildKit caches: a rebuild
+# compiles only what changed.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins \
  && mkdir -p /out \
  && cp target/release/rondo target/release/rondo-node target/release/rondo-gateway /out/
 
-FROM node:20-bookworm AS webapp
+FROM ${NODE_IMAGE} AS webapp
 WORKDIR /src/webapp
 COPY webapp/package.json webapp/package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY webapp/ ./
 COPY gateway/schema.graphql /src/gateway/schema.graphql
 RUN npm run build

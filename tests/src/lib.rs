@@ -219,6 +219,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+pub mod failover;
 pub mod netns;
 pub mod vrrp_lab;
 

@@ -236,6 +236,47 @@ async fn json_output_every_page_hints_and_node_ids() {
         assert!(err.contains(says), "{gateway}: {err}");
     }
 
+    // No --ca-cert: the system's trust roots, which (SSL_CERT_FILE, read
+    // by rustls-native-certs) hold the cluster's CA or do not.
+    let ca = cluster.dir.path().join("tls/ca.pem");
+    // Another CA: the cluster's internal one, which signs no gateway's
+    // public certificate.
+    let other = cluster.dir.path().join("tls/cluster-ca.pem");
+    assert!(other.exists());
+    for (roots, works) in [(&ca, true), (&other, false)] {
+        let out = Command::new(bin("rondo"))
+            .args(["status", "--json"])
+            .env("RONDO_GATEWAY", &cluster.admin.base)
+            .env("RONDO_TOKEN", &cluster.token)
+            .env_remove("RONDO_CA_CERT")
+            .env("SSL_CERT_FILE", roots)
+            .env("RONDO_DATA", cluster.dir.path().join("no-dev-here"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), works, "{roots:?}: {err}");
+        if !works {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(err.contains("certificate is not trusted"), "{err}");
+        }
+    }
+
+    // --version names the commit the binaries were built from.
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    for b in ["rondo", "rondo-node", "rondo-gateway"] {
+        let out = Command::new(bin(b)).arg("--version").output().unwrap();
+        let v = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{b} --version");
+        assert!(v.contains(env!("CARGO_PKG_VERSION")), "{b}: {v}");
+        if head.len() == 12 {
+            assert!(v.contains(&format!("(commit {head})")), "{b}: {v}");
+        }
+    }
+
     // A node's id: from its certificate, the certificate's directory, or
     // a data directory holding only `node-id`.
     let node = &cluster.nodes[0];

@@ -21,7 +21,26 @@ use rondo_tests::eventually;
 use serde_json::{Value, json};
 
 const PROJECT: &str = "rondodeploytest";
-const IMAGE: &str = "rondo:deploy-test";
+/// The image under test: made from this build, or one given by
+/// `RONDO_DEPLOY_IMAGE` (e.g. the from-source image of
+/// tests/docker/build-from-source.sh), used as it is and kept.
+static IMAGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| given_image().unwrap_or_else(|| "rondo:deploy-test".to_string()));
+
+fn given_image() -> Option<String> {
+    std::env::var("RONDO_DEPLOY_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
+}
+
+/// The gateways' advert interval in these tests: 100 ms, so that a
+/// failover (about 0.4 s, BENCHMARKS §6) ends before a client's one retry
+/// a second later.
+const ADVERT_MS: &str = "100";
+/// The gateways' and the nodes' HTTPS ports: not the defaults, so that the
+/// knobs of .env.example are seen to work.
+const GATEWAY_PORT: &str = "9443";
+const STREAM_PORT: &str = "7444";
 const VIP: &str = "10.77.1.100";
 const NODE_IPS: [&str; 3] = ["10.77.1.11", "10.77.1.12", "10.77.1.13"];
 const INTERNAL_IPS: [&str; 3] = ["10.77.0.11", "10.77.0.12", "10.77.0.13"];
@@ -62,7 +81,10 @@ fn compose(args: &[&str]) -> String {
         "docker-compose",
         &all,
         &[
-            ("RONDO_IMAGE", IMAGE),
+            ("RONDO_IMAGE", IMAGE.as_str()),
+            ("RONDO_VRRP_ADVERT_MS", ADVERT_MS),
+            ("RONDO_GATEWAY_PORT", GATEWAY_PORT),
+            ("RONDO_STREAM_PORT", STREAM_PORT),
             ("RONDO_DOWN_OUT_INTERVAL_MS", "600000"),
         ],
     )
@@ -127,12 +149,14 @@ async fn docker_ready(what: &str, tools: &[&str], report: &mut Report) -> Option
         .map(Path::to_path_buf)
         .unwrap();
     let t = Instant::now();
-    ok(
-        "bash",
-        &["tests/docker/build-image.sh", IMAGE],
-        &[("BIN_DIR", &bin_dir.display().to_string())],
-    );
-    report.step("image", t, IMAGE);
+    if given_image().is_none() {
+        ok(
+            "bash",
+            &["tests/docker/build-image.sh", IMAGE.as_str()],
+            &[("BIN_DIR", &bin_dir.display().to_string())],
+        );
+    }
+    report.step("image", t, IMAGE.as_str());
     Some(dockerd)
 }
 
@@ -150,7 +174,7 @@ impl Drop for Cleanup {
             for args in [&["ps"][..], &["logs", "--no-color", "--tail", "60"][..]] {
                 let mut all = vec!["-p", PROJECT, "-f", "docker-compose.yml"];
                 all.extend_from_slice(args);
-                let out = run("docker-compose", &all, &[("RONDO_IMAGE", IMAGE)]);
+                let out = run("docker-compose", &all, &[("RONDO_IMAGE", IMAGE.as_str())]);
                 eprintln!(
                     "$ docker-compose {}\n{}{}",
                     args.join(" "),
@@ -172,9 +196,11 @@ impl Drop for Cleanup {
                 "-t",
                 "2",
             ],
-            &[("RONDO_IMAGE", IMAGE)],
+            &[("RONDO_IMAGE", IMAGE.as_str())],
         );
-        let _ = run("docker", &["image", "rm", "-f", IMAGE], &[]);
+        if given_image().is_none() {
+            let _ = run("docker", &["image", "rm", "-f", IMAGE.as_str()], &[]);
+        }
     }
 }
 
@@ -193,20 +219,30 @@ impl Client {
 
     /// One GraphQL query on a fresh connection to the floating address
     /// (what a failover test must use: a kept connection would stay on the
-    /// dead replica), given half a second: a connection to the address
-    /// while no replica holds it hangs, and a longer wait would blur the
-    /// failover time measured.
+    /// dead replica), given half a second, of which 200 ms to connect: a
+    /// connection to the address while no replica holds it hangs, and a
+    /// longer wait would blur the failover time measured.
     async fn probe(&self) -> bool {
-        let Ok(c) = rondo_cli::client::Client::new(&format!("https://{VIP}:8443"), &self.ca, None)
+        let Ok(tls) = rondo_cli::client::tls_config(&self.ca) else {
+            return false;
+        };
+        let Ok(http) = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_millis(200))
+            .timeout(Duration::from_millis(500))
+            .build()
         else {
             return false;
         };
-        tokio::time::timeout(
-            Duration::from_millis(500),
-            c.query("{ songs(first: 1) { totalCount } }", json!({})),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok())
+        let c = rondo_cli::client::Client::with_http(
+            http,
+            &format!("https://{VIP}:{GATEWAY_PORT}"),
+            None,
+        );
+        c.query("{ songs(first: 1) { totalCount } }", json!({}))
+            .await
+            .is_ok()
     }
 }
 
@@ -374,7 +410,7 @@ async fn the_compose_deployment_serves_and_survives() {
             "-t",
             "1",
         ],
-        &[("RONDO_IMAGE", IMAGE)],
+        &[("RONDO_IMAGE", IMAGE.as_str())],
     );
 
     // Up from nothing: no step but this.
@@ -401,7 +437,7 @@ async fn the_compose_deployment_serves_and_survives() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let base = format!("https://{VIP}:8443");
+    let base = format!("https://{VIP}:{GATEWAY_PORT}");
     eventually(
         "the floating address is ready",
         Duration::from_secs(180),
@@ -414,6 +450,42 @@ async fn the_compose_deployment_serves_and_survives() {
     .unwrap();
     let admin = settled(&base, &ca, &token, &http).await;
     converged(&admin, 3).await;
+    // Every process runs as `rondo`; a gateway holds exactly NET_ADMIN and
+    // NET_RAW (VRRP), a node no capability at all.
+    for (service, binary, caps) in [
+        ("gateway1", "rondo-gateway", 0x3000u64),
+        ("node1", "rondo-node", 0),
+    ] {
+        let status = ok(
+            "docker",
+            &[
+                "exec",
+                &container(service),
+                "sh",
+                "-c",
+                &format!(
+                    "for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = {binary} ] && cat $p/status; done; true"
+                ),
+            ],
+            &[],
+        );
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("Uid:"), ["10001"; 4], "{service}: {status}");
+        let eff = field("CapEff:");
+        let eff = eff
+            .first()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(u64::MAX);
+        assert_eq!(eff, caps, "{service}'s effective capabilities: {status}");
+    }
+    let user = ok("docker", &["exec", &gw1, "id", "-un"], &[]);
+    assert_eq!(user, "rondo");
     // The `layout` service sets the replication factor (3, .env.example).
     eventually(
         "a placement with R = 3",
@@ -475,6 +547,23 @@ async fn the_compose_deployment_serves_and_survives() {
         .unwrap();
     assert_eq!(found["songs"]["totalCount"], 1, "{found}");
     stream_range(&admin, &id_a, &a_bytes).await.unwrap();
+    // At a node's external address and the configured streaming port.
+    let url = admin
+        .query(
+            "query($id: ID!) { song(id: $id) { streamUrl } }",
+            json!({ "id": id_a }),
+        )
+        .await
+        .unwrap()["song"]["streamUrl"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        NODE_IPS
+            .iter()
+            .any(|ip| url.starts_with(&format!("https://{ip}:{STREAM_PORT}/"))),
+        "{url}"
+    );
     let listener = rondo_cli::client::Client::new(&base, &ca, Some(session)).unwrap();
     let pl = listener
         .query(
@@ -532,8 +621,8 @@ async fn the_compose_deployment_serves_and_survives() {
                     if let Ok(mut f) = last_fail.lock() {
                         *f = Some(Instant::now());
                     }
-                    // One retry, after the failover interval.
-                    tokio::time::sleep(Duration::from_secs(7)).await;
+                    // One retry, a second later (as gateway_ha's clients).
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     if !c.probe().await {
                         lost.fetch_add(1, Ordering::SeqCst);
                     }
@@ -563,14 +652,14 @@ async fn the_compose_deployment_serves_and_survives() {
         "requests lost across the failover"
     );
     assert!(polls > 10, "only {polls} polls");
-    // The protocol's bound at 1 s adverts: the backup's Master_Down_Interval
-    // (3 s + skew: 3.45 s) from the last advert, plus what the kill of a
-    // container and the first TLS answer take, on a machine running other
-    // tests (BENCHMARKS §6 measures it alone between namespaces: 3.47 s
-    // median; here 3.6 to 4.7 s). The poller's one retry comes after 7 s.
+    // The failover target of BENCHMARKS §6 at 100 ms adverts is 400 ms,
+    // from the last advert, for a release build measured alone; this is a
+    // debug build, timed from `docker kill`, so the test holds it to the
+    // client's retry interval (the figure itself is the benchmark's:
+    // bench/docker-failover.sh, BENCHMARKS §6).
     assert!(
-        failover < Duration::from_millis(6000),
-        "failover took {failover:?} (BENCHMARKS §6: about 3.5 s at 1 s adverts)"
+        failover < Duration::from_secs(1),
+        "failover took {failover:?} (BENCHMARKS §6: about 0.4 s at 100 ms adverts)"
     );
     report.step(
         &format!("1. kill {master}: {backup} answers"),
@@ -633,6 +722,31 @@ async fn the_compose_deployment_serves_and_survives() {
     )
     .await
     .unwrap();
+    // Meanwhile node1 and node2 are a quorum and ready; node3, alone, is
+    // not (their /readyz on the external network, from the host).
+    let ready = |ip: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("https://{ip}:{STREAM_PORT}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    eventually(
+        "node3 out of the quorum, node1 and node2 in it",
+        Duration::from_secs(20),
+        || async {
+            (ready(NODE_IPS[2]).await == 503
+                && ready(NODE_IPS[0]).await == 200
+                && ready(NODE_IPS[1]).await == 200)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let quorum_seen = cut.elapsed();
     // The fault lasts 20 s (its length, not a wait for a condition).
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut.elapsed())).await;
     ok(
@@ -651,6 +765,39 @@ async fn the_compose_deployment_serves_and_survives() {
     report.step(
         "3. node3 off the internal network 20 s: caught up",
         t,
+        format!("node3 unready after {quorum_seen:.1?}, others ready; digest {digest}"),
+    );
+
+    // A node's process dies (not a `docker kill`: an operator's stop is
+    // never undone): the restart policy starts it again, its health check
+    // passes, and it catches up.
+    let t = Instant::now();
+    let node1 = container("node1");
+    let inspect = |format: &str| ok("docker", &["inspect", "-f", format, &node1], &[]);
+    let restarts: u64 = inspect("{{.RestartCount}}").parse().unwrap();
+    let pid: i32 = inspect("{{.State.Pid}}").parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(
+        "Docker restarts node1 and finds it healthy",
+        Duration::from_secs(120),
+        || async {
+            let (count, health) = (
+                inspect("{{.RestartCount}}").parse::<u64>().ok()?,
+                inspect("{{.State.Health.Status}}"),
+            );
+            (count > restarts && health == "healthy").then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let digest = converged(&admin, 3).await;
+    report.step(
+        "node1's process killed: restarted by Docker, healthy, caught up",
+        t,
         format!("digest {digest}"),
     );
 
@@ -668,7 +815,7 @@ async fn the_compose_deployment_serves_and_survives() {
                 &external,
                 "--entrypoint",
                 "curl",
-                IMAGE,
+                IMAGE.as_str(),
                 "-sk",
                 "--max-time",
                 "3",
@@ -691,8 +838,8 @@ async fn the_compose_deployment_serves_and_survives() {
         );
     }
     for url in [
-        format!("http://{VIP}:8443/"),
-        format!("http://{}:7443/", NODE_IPS[0]),
+        format!("http://{VIP}:{GATEWAY_PORT}/"),
+        format!("http://{}:{STREAM_PORT}/", NODE_IPS[0]),
         format!("http://{VIP}/"),
     ] {
         let r = http.get(&url).timeout(Duration::from_secs(3)).send().await;
@@ -865,6 +1012,8 @@ const STACK: &str = "rondoswarmtest";
 /// started it).
 struct SwarmCleanup {
     left_swarm: bool,
+    /// The swarm node the test labelled (in a swarm it did not make).
+    labelled: Option<String>,
     _dockerd: Dockerd,
 }
 
@@ -891,6 +1040,15 @@ impl Drop for SwarmCleanup {
         for n in String::from_utf8_lossy(&vols.stdout).lines() {
             let _ = run("docker", &["volume", "rm", "-f", n], &[]);
         }
+        if let Some(node) = &self.labelled
+            && !self.left_swarm
+        {
+            let _ = run(
+                "docker",
+                &["node", "update", "--label-rm", "rondo.node", node],
+                &[],
+            );
+        }
         if self.left_swarm {
             // Leaving before the stack's networks are gone leaves their
             // namespaces behind (/run/docker/netns).
@@ -907,7 +1065,9 @@ impl Drop for SwarmCleanup {
             let _ = run("docker", &["swarm", "leave", "--force"], &[]);
             let _ = run("docker", &["network", "rm", "docker_gwbridge"], &[]);
         }
-        let _ = run("docker", &["image", "rm", "-f", IMAGE], &[]);
+        if given_image().is_none() {
+            let _ = run("docker", &["image", "rm", "-f", IMAGE.as_str()], &[]);
+        }
     }
 }
 
@@ -975,11 +1135,17 @@ fn swarm_diagnostics() {
 /// The same cluster as a Swarm stack (docker-stack.yml) on a single-node
 /// swarm: up, upload, stream, one node's task removed, still streams.
 ///
-/// This machine's kernel has no IPVS, which the routing mesh and service
-/// addresses need ("open /proc/sys/net/ipv4/vs/…: no such file or
-/// directory" in dockerd's log, and published ports never answer), so the
-/// stack runs here with `endpoint_mode: dnsrr` and host-mode ports (one
-/// gateway on the one host), through the file's own variables.
+/// node1 is pinned by the file's own label constraint (its task waits,
+/// unplaced, until the host is labelled `rondo.node=1`); node2 and node3
+/// by `node.role==manager` (one host cannot carry three values of a label).
+///
+/// The routing mesh and service addresses need IPVS in the kernel. Where
+/// it is missing (this machine's kernel is built without it: "open
+/// /proc/sys/net/ipv4/vs/…: no such file or directory" in dockerd's log,
+/// and published ports never answer) the test says BLOCKED for the mesh
+/// and runs the stack with `endpoint_mode: dnsrr` and host-mode ports (one
+/// gateway on the one host), through the file's own variables; where it is
+/// there, with the file's defaults (two gateways behind the mesh).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
     let mut report = Report(Vec::new());
@@ -995,6 +1161,7 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
     );
     let mut cleanup = SwarmCleanup {
         left_swarm: false,
+        labelled: None,
         _dockerd: dockerd,
     };
     remove_stale_vxlan();
@@ -1005,6 +1172,20 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
             &[],
         );
         cleanup.left_swarm = true;
+    }
+    let host = ok("docker", &["info", "--format", "{{.Swarm.NodeID}}"], &[]);
+    let _ = run(
+        "docker",
+        &["node", "update", "--label-rm", "rondo.node", &host],
+        &[],
+    );
+    cleanup.labelled = Some(host.clone());
+    let mesh = Path::new("/proc/sys/net/ipv4/vs").exists();
+    if !mesh {
+        eprintln!(
+            "BLOCKED: the swarm's routing mesh needs IPVS, which this kernel lacks \
+             (no /proc/sys/net/ipv4/vs); testing the stack with dnsrr and host-mode ports"
+        );
     }
 
     // `rondo init` on the operator's machine; the stack takes its files as
@@ -1026,20 +1207,56 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
         &[],
     );
     let swarm_dir = out.display().to_string();
-    let env = [
-        ("RONDO_IMAGE", IMAGE),
+    let mut env = vec![
+        ("RONDO_IMAGE", IMAGE.as_str()),
         ("RONDO_SWARM_DIR", swarm_dir.as_str()),
-        ("RONDO_PLACEMENT1", "node.role==manager"),
         ("RONDO_PLACEMENT2", "node.role==manager"),
         ("RONDO_PLACEMENT3", "node.role==manager"),
-        ("RONDO_ENDPOINT_MODE", "dnsrr"),
-        ("RONDO_PUBLISH_MODE", "host"),
-        ("RONDO_GATEWAYS", "1"),
     ];
+    if !mesh {
+        env.extend([
+            ("RONDO_ENDPOINT_MODE", "dnsrr"),
+            ("RONDO_PUBLISH_MODE", "host"),
+            ("RONDO_GATEWAYS", "1"),
+        ]);
+    }
     ok(
         "docker",
         &["stack", "deploy", "-c", "docker-stack.yml", STACK],
         &env,
+    );
+    // node1's task is not placed while no host carries its label.
+    let node1_task = |field: &str| {
+        let ids = ok(
+            "docker",
+            &[
+                "service",
+                "ps",
+                "-q",
+                "--no-trunc",
+                &format!("{STACK}_node1"),
+            ],
+            &[],
+        );
+        ids.lines()
+            .next()
+            .map(|id| ok("docker", &["inspect", "--format", field, id], &[]))
+            .unwrap_or_default()
+    };
+    let unplaced = eventually(
+        "node1's task waits for its label",
+        Duration::from_secs(60),
+        || async {
+            let s = node1_task("{{.Status.State}} {{.Status.Err}}");
+            (s.starts_with("pending") && s.contains("constraints")).then_some(s)
+        },
+    )
+    .await
+    .unwrap();
+    ok(
+        "docker",
+        &["node", "update", "--label-add", "rondo.node=1", &host],
+        &[],
     );
     let ca = std::fs::read(out.join("tls/ca.pem")).unwrap();
     let token = std::fs::read_to_string(out.join("admin-token"))
@@ -1094,7 +1311,23 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
         )
     };
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    report.step("stack deployed, ready, R = 2", t, "");
+    assert_eq!(
+        node1_task("{{.NodeID}}"),
+        host,
+        "node1's task placed elsewhere"
+    );
+    report.step(
+        "stack deployed, ready, R = 2",
+        t,
+        format!(
+            "node1 unplaced until labelled ({unplaced}); {}",
+            if mesh {
+                "routing mesh"
+            } else {
+                "no IPVS: dnsrr, host ports (mesh BLOCKED)"
+            }
+        ),
+    );
 
     let t = Instant::now();
     let tmp = tempfile::tempdir().unwrap();

@@ -178,6 +178,17 @@ async fn rondo_dev_runs_seeds_stops_and_reuses_data() {
         std::fs::read(&built).unwrap().as_slice(),
         "the web app's index.html"
     );
+    // And it says where the build came from.
+    let said = std::fs::read_to_string(data.with_extension(format!("out-{}", std::process::id())))
+        .unwrap_or_default();
+    let dist = built.parent().unwrap().canonicalize().unwrap();
+    assert!(
+        said.contains(&format!(
+            "Web app: {} (found next to the rondo binary)",
+            dist.display()
+        )),
+        "{said}"
+    );
 
     // Ctrl-C stops everything.
     let pid = Pid::from_raw(child.id().unwrap() as i32);
