@@ -40,7 +40,8 @@ else
 fi
 
 stand_in() { # NAME: builds rondo-build/NAME:local from $docker_work/NAME
-  DOCKER_BUILDKIT=0 docker build -q -t "rondo-build/$1:local" "$docker_work/$1" >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q -t "rondo-build/$1:local" "$docker_work/$1" \
+    >"$docker_work/$1.log" 2>&1 || { cat "$docker_work/$1.log" >&2; return 1; }
 }
 
 # Rust: the toolchain rustc comes from, with gcc for build scripts (ring).

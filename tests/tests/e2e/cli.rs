@@ -68,9 +68,17 @@ async fn upload_folder_songs_and_status() {
     assert_eq!(code, 0);
     assert!(out.contains("Second Cli — Shell — Terminal"), "{out}");
     assert!(out.contains("1 of 1 songs"), "{out}");
+    // Sizes for people: "86.2 KiB", not a count of bytes.
+    let size = std::fs::metadata(nested.join("two.wav")).unwrap().len();
+    assert!(
+        out.contains(" KiB") && !out.contains(&size.to_string()),
+        "{size}: {out}"
+    );
 
     let (code, out, _) = rondo(&cluster, &cluster.token, &["status"]);
     assert_eq!(code, 0, "{out}");
+    // Bytes stored with a unit ("0 B", "1.2 MiB").
+    assert!(out.contains(" B ") || out.contains("iB "), "{out}");
     assert!(
         out.contains(&cluster.nodes[0].id.to_string()) && out.contains("UP"),
         "{out}"

@@ -219,9 +219,9 @@ impl Client {
 
     /// One GraphQL query on a fresh connection to the floating address
     /// (what a failover test must use: a kept connection would stay on the
-    /// dead replica), given half a second, of which 200 ms to connect: a
-    /// connection to the address while no replica holds it hangs, and a
-    /// longer wait would blur the failover time measured.
+    /// dead replica), given half a second, of which 100 ms to connect
+    /// (TCP and TLS): a connection to the address while no replica holds it
+    /// hangs, and a longer wait would blur the failover time measured.
     async fn probe(&self) -> bool {
         let Ok(tls) = rondo_cli::client::tls_config(&self.ca) else {
             return false;
@@ -229,7 +229,7 @@ impl Client {
         let Ok(http) = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_millis(200))
+            .connect_timeout(Duration::from_millis(100))
             .timeout(Duration::from_millis(500))
             .build()
         else {
@@ -634,16 +634,22 @@ async fn the_compose_deployment_serves_and_survives() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let master_id = container(master);
     let t = Instant::now();
-    ok("docker", &["kill", &container(master)], &[]);
-    eventually(
-        "the backup answers at the address",
-        Duration::from_secs(30),
-        || async { admin.probe().await.then_some(()) },
-    )
-    .await
-    .unwrap();
-    let failover = t.elapsed();
+    ok("docker", &["kill", &master_id], &[]);
+    let kill_took = t.elapsed();
+    // Probed back to back (a probe to an address nobody holds yet waits
+    // its connect timeout), as BENCHMARKS §6's harness does.
+    let failover = loop {
+        if admin.probe().await {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the backup does not answer at the address"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     polling.store(false, Ordering::SeqCst);
     let polls = poller.await.unwrap();
     assert_eq!(
@@ -664,7 +670,7 @@ async fn the_compose_deployment_serves_and_survives() {
     report.step(
         &format!("1. kill {master}: {backup} answers"),
         t,
-        format!("failover {failover:.2?}, 0 lost"),
+        format!("failover {failover:.2?} (of which `docker kill` {kill_took:.2?}), 0 lost"),
     );
     ok("docker", &["start", &container(master)], &[]);
     let admin = settled(&base, &ca, &token, &http).await;
