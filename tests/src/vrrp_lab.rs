@@ -630,6 +630,12 @@ pub fn mac_of(ns: &str, iface: &str) -> String {
 pub fn watch_iface(iface: &str, log: &Path) -> anyhow::Result<Watch> {
     let mut cmd = Command::new(bin("vrrp-watch"));
     cmd.arg(iface);
+    watch_with(cmd, log)
+}
+
+/// `vrrp-watch` as `cmd` runs it (e.g. through `nsenter`, in a
+/// container's network namespace).
+pub fn watch_with(cmd: Command, log: &Path) -> anyhow::Result<Watch> {
     let (proc, mut lines) = spawn_lines(cmd, log)?;
     lines.wait("observer ready", Duration::from_secs(10), |v| {
         v["kind"] == "ready"

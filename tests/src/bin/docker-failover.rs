@@ -6,9 +6,8 @@
 //! container, and probes the floating address from the host with a fresh
 //! HTTPS connection and a GraphQL query every 5 ms until one answers; then
 //! `docker start`s it and waits until it has preempted. Adverts are read
-//! off the backup's end of its veth pair on the host (the backup lives
-//! through every trial), so "from the last advert" is measured as in
-//! BENCHMARKS §6. The reference, in the same run: the same gateways
+//! in the backup's network namespace (the backup lives through every
+//! trial), so "from the last advert" is measured as in BENCHMARKS §6. The reference, in the same run: the same gateways
 //! between network namespaces (§6's harness), ours and keepalived's.
 
 use std::process::{Command, Output};
@@ -66,19 +65,14 @@ impl Compose {
     }
 }
 
-/// The host's end of the veth pair that joins `container` to the
+/// The process id of `container` and the name of its interface on the
 /// project's `external` network.
-fn host_veth(container: &str) -> anyhow::Result<String> {
-    let mac = docker(
-        "docker",
-        &[
-            "inspect",
-            "-f",
-            &format!("{{{{(index .NetworkSettings.Networks \"{PROJECT}_external\").MacAddress}}}}"),
-            container,
-        ],
-        &[],
-    )?;
+fn external_iface(container: &str) -> anyhow::Result<(String, String)> {
+    let inspect = |format: &str| docker("docker", &["inspect", "-f", format, container], &[]);
+    let mac = inspect(&format!(
+        "{{{{(index .NetworkSettings.Networks \"{PROJECT}_external\").MacAddress}}}}"
+    ))?;
+    let pid = inspect("{{.State.Pid}}")?;
     let links = docker(
         "docker",
         &[
@@ -86,23 +80,17 @@ fn host_veth(container: &str) -> anyhow::Result<String> {
             container,
             "sh",
             "-c",
-            "for i in /sys/class/net/*; do echo $(cat $i/address) $(cat $i/iflink); done",
+            "for i in /sys/class/net/*; do echo $(cat $i/address) ${i##*/}; done",
         ],
         &[],
     )?;
-    let peer = links
+    let iface = links
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{mac} ")))
         .with_context(|| format!("no interface with {mac} in {container}"))?
         .trim()
         .to_string();
-    for entry in std::fs::read_dir("/sys/class/net")? {
-        let entry = entry?;
-        if std::fs::read_to_string(entry.path().join("ifindex"))?.trim() == peer {
-            return Ok(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    bail!("no host interface with index {peer}")
+    Ok((pid, iface))
 }
 
 /// Gateways heard by the cluster and whether gateway1 holds the address.
@@ -184,7 +172,14 @@ async fn docker_trials_on(compose: &Compose, trials: usize) -> anyhow::Result<Ve
     })
     .await?;
     let dir = tempfile::tempdir()?;
-    let mut watch = vrrp_lab::watch_iface(&host_veth(&gw2)?, &dir.path().join("watch.log"))?;
+    // Inside the backup's network namespace, where the master's unicast
+    // adverts arrive.
+    let (pid, iface) = external_iface(&gw2)?;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg(rondo_tests::bin("vrrp-watch"))
+        .arg(iface);
+    let mut watch = vrrp_lab::watch_with(cmd, &dir.path().join("watch.log"))?;
     let master_ip: std::net::Ipv4Addr = MASTER_IP.parse()?;
     let query = "{ songs(first: 1) { totalCount } }";
     let mut out = Vec::new();

@@ -690,10 +690,16 @@ async fn the_compose_deployment_serves_and_survives() {
         1.0,
         2,
     );
+    // Retried, as `rondo upload` does, and the attempts reported: the
+    // first may meet a node not yet known to be down.
+    let attempts = AtomicU64::new(0);
     let id_b = eventually(
         "an upload with a node down",
         Duration::from_secs(60),
-        || async { upload(&admin, &b).await.ok() },
+        || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            upload(&admin, &b).await.ok()
+        },
     )
     .await
     .unwrap();
@@ -702,7 +708,10 @@ async fn the_compose_deployment_serves_and_survives() {
     report.step(
         "2. kill node2, stream, upload, restart: caught up",
         t,
-        format!("digest {digest}"),
+        format!(
+            "upload took {} attempt(s); digest {digest}",
+            attempts.load(Ordering::SeqCst)
+        ),
     );
 
     // 3. node3 cut from the internal network for 20 s: the others keep a
