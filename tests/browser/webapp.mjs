@@ -251,10 +251,14 @@ try {
     return a && !a.paused && a.currentTime > 0.2;
   });
   await audio.evaluate((a) => { a.playbackRate = 16; });
+  // Paused once past the threshold (half of 4 min, plus a few of the
+  // player's time updates), so that the queue does not move on to the next
+  // song, which would count as played too, while the shelf loads.
+  await page.waitForFunction(() => document.querySelector('[data-testid=audio]').currentTime > 130, null, { timeout: 60000 });
+  await audio.evaluate((a) => a.pause());
   const shelf = page.getByRole('heading', { name: 'Recently played' });
   await shelf.waitFor({ timeout: 30000 });
   result.recentlyPlayed = await page.locator('section[aria-labelledby=recently-played] [data-testid=song-row]').allTextContents();
-  await audio.evaluate((a) => a.pause());
   await shot(page, 'home-recently-played');
 
   // The account page: an app password for a Subsonic app, shown once,
