@@ -7,8 +7,8 @@
 # - from source, for users with a registry (the last stage is the
 #   default target): `docker build -t rondo .` (Rust and Node build
 #   stages, then the runtime on Debian bookworm-slim). It needs BuildKit
-#   (Docker's default builder since 23.0; DOCKER_BUILDKIT=1 before), which
-#   skips the host stage; the build images are RUST_IMAGE and NODE_IMAGE
+#   (Docker's default builder since 23.0, through buildx; on 20.10,
+#   DOCKER_BUILDKIT=1), which skips the host stage; the build images are RUST_IMAGE and NODE_IMAGE
 #   (tests/docker/build-from-source.sh builds this target here, on
 #   stand-ins made from the machine's own toolchains);
 # - from binaries and a web app built on the host, which is what the

@@ -11,7 +11,10 @@
 # docker-compose.yml's: run it while no other compose deployment of
 # Rondo is up.
 #
-# Usage: sudo bash bench/docker-failover.sh   (TRIALS=20)
+# Also needs nsenter (util-linux): adverts are read in the backup's
+# network namespace.
+#
+# Usage, as root: bash bench/docker-failover.sh   (TRIALS=20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins --locked -q
@@ -19,6 +22,9 @@ cargo build --release --bins --locked -q
 . tests/docker/common.sh
 image=rondo:failover-bench
 cleanup() {
+  # What an interrupted run leaves: the project holds the compose subnets.
+  RONDO_IMAGE=$image docker-compose -p rondofailoverbench -f docker-compose.yml \
+    down -v --remove-orphans -t 2 >/dev/null 2>&1 || true
   docker image rm -f "$image" >/dev/null 2>&1 || true
   stop_started_dockerd
 }

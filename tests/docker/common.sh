@@ -17,6 +17,7 @@ ensure_dockerd() {
   echo "$started_dockerd" >"$docker_work/dockerd.pid"
   for _ in $(seq 120); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
   tail -20 "$docker_work/dockerd.log" >&2
+  stop_started_dockerd
   return 1
 }
 
@@ -41,13 +42,14 @@ ensure_base() {
          $1 == "deb" { print ($2 ~ /^\[/) ? $3 : $2; exit }' || true)
   [ -n "$mirror" ] || { echo "no apt mirror found in /etc/apt/sources*" >&2; return 1; }
   root=$(mktemp -d)
-  if ! debootstrap --variant=minbase --include=ca-certificates,curl,libcap2-bin bookworm "$root" "$mirror" \
+  local made=0
+  if debootstrap --variant=minbase --include=ca-certificates,curl,libcap2-bin bookworm "$root" "$mirror" \
     >"$docker_work/debootstrap.log" 2>&1; then
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -c . | docker import - debian:bookworm-slim >/dev/null && made=1
+  else
     tail -20 "$docker_work/debootstrap.log" >&2
-    rm -rf "$root"
-    return 1
   fi
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" -c . | docker import - debian:bookworm-slim >/dev/null
   rm -rf "$root"
+  [ "$made" = 1 ]
 }

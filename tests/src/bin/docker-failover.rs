@@ -52,6 +52,13 @@ impl Compose {
             &[
                 ("RONDO_IMAGE", &self.image),
                 ("RONDO_VRRP_ADVERT_MS", &self.advert_ms),
+                // The rest at the defaults this program assumes, whatever
+                // a local .env says.
+                ("RONDO_VIP", VIP),
+                ("RONDO_GATEWAY_PORT", "8443"),
+                ("RONDO_STREAM_PORT", "7443"),
+                ("RONDO_REPLICATION", "3"),
+                ("RONDO_LOG_FORMAT", "text"),
             ],
         )
     }

@@ -34,9 +34,10 @@ fn given_image() -> Option<String> {
 }
 
 /// The gateways' advert interval in these tests: 100 ms, so that a
-/// failover (about 0.4 s, BENCHMARKS §6) ends before a client's one retry
-/// a second later.
+/// failover (about 0.4 s, BENCHMARKS §6) ends well before a client's one
+/// retry, `RETRY_AFTER` later.
 const ADVERT_MS: &str = "100";
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// The gateways' and the nodes' HTTPS ports: not the defaults, so that the
 /// knobs of .env.example are seen to work.
 const GATEWAY_PORT: &str = "9443";
@@ -86,6 +87,10 @@ fn compose(args: &[&str]) -> String {
             ("RONDO_GATEWAY_PORT", GATEWAY_PORT),
             ("RONDO_STREAM_PORT", STREAM_PORT),
             ("RONDO_DOWN_OUT_INTERVAL_MS", "600000"),
+            // The rest at their defaults, whatever a local .env says.
+            ("RONDO_VIP", VIP),
+            ("RONDO_REPLICATION", "3"),
+            ("RONDO_LOG_FORMAT", "text"),
         ],
     )
 }
@@ -149,7 +154,14 @@ async fn docker_ready(what: &str, tools: &[&str], report: &mut Report) -> Option
         .map(Path::to_path_buf)
         .unwrap();
     let t = Instant::now();
-    if given_image().is_none() {
+    if let Some(image) = given_image() {
+        assert!(
+            run("docker", &["image", "inspect", &image], &[])
+                .status
+                .success(),
+            "RONDO_DEPLOY_IMAGE={image}: no such image"
+        );
+    } else {
         ok(
             "bash",
             &["tests/docker/build-image.sh", IMAGE.as_str()],
@@ -621,8 +633,8 @@ async fn the_compose_deployment_serves_and_survives() {
                     if let Ok(mut f) = last_fail.lock() {
                         *f = Some(Instant::now());
                     }
-                    // One retry, a second later (as gateway_ha's clients).
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    // One retry, two seconds later.
+                    tokio::time::sleep(RETRY_AFTER).await;
                     if !c.probe().await {
                         lost.fetch_add(1, Ordering::SeqCst);
                     }
@@ -659,12 +671,14 @@ async fn the_compose_deployment_serves_and_survives() {
     );
     assert!(polls > 10, "only {polls} polls");
     // The failover target of BENCHMARKS §6 at 100 ms adverts is 400 ms,
-    // from the last advert, for a release build measured alone; this is a
-    // debug build, timed from `docker kill`, so the test holds it to the
-    // client's retry interval (the figure itself is the benchmark's:
-    // bench/docker-failover.sh, BENCHMARKS §6).
+    // from the last advert, for a release build measured alone (Docker:
+    // 361 ms, "Under Docker"); this is a debug build on a machine that may
+    // be slower, timed from before `docker kill`, so the test holds it to
+    // the client's retry interval, which still tells 100 ms adverts (about
+    // 0.4 s here) from the 1 s default (3.5 s); the figure itself is the
+    // benchmark's.
     assert!(
-        failover < Duration::from_secs(1),
+        failover < RETRY_AFTER,
         "failover took {failover:?} (BENCHMARKS §6: about 0.4 s at 100 ms adverts)"
     );
     report.step(
@@ -1027,8 +1041,9 @@ const STACK: &str = "rondoswarmtest";
 /// started it).
 struct SwarmCleanup {
     left_swarm: bool,
-    /// The swarm node the test labelled (in a swarm it did not make).
-    labelled: Option<String>,
+    /// The swarm node the test labelled, and the value of its `rondo.node`
+    /// label before (restored in a swarm the test did not make).
+    labelled: Option<(String, String)>,
     _dockerd: Dockerd,
 }
 
@@ -1055,7 +1070,7 @@ impl Drop for SwarmCleanup {
         for n in String::from_utf8_lossy(&vols.stdout).lines() {
             let _ = run("docker", &["volume", "rm", "-f", n], &[]);
         }
-        if let Some(node) = &self.labelled
+        if let Some((node, before)) = &self.labelled
             && !self.left_swarm
         {
             let _ = run(
@@ -1063,6 +1078,19 @@ impl Drop for SwarmCleanup {
                 &["node", "update", "--label-rm", "rondo.node", node],
                 &[],
             );
+            if !before.is_empty() {
+                let _ = run(
+                    "docker",
+                    &[
+                        "node",
+                        "update",
+                        "--label-add",
+                        &format!("rondo.node={before}"),
+                        node,
+                    ],
+                    &[],
+                );
+            }
         }
         if self.left_swarm {
             // Leaving before the stack's networks are gone leaves their
@@ -1189,12 +1217,28 @@ async fn the_swarm_stack_serves_and_survives_a_lost_node_task() {
         cleanup.left_swarm = true;
     }
     let host = ok("docker", &["info", "--format", "{{.Swarm.NodeID}}"], &[]);
+    let before = ok(
+        "docker",
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{index .Spec.Labels \"rondo.node\"}}",
+            &host,
+        ],
+        &[],
+    );
     let _ = run(
         "docker",
         &["node", "update", "--label-rm", "rondo.node", &host],
         &[],
     );
-    cleanup.labelled = Some(host.clone());
+    let before = if before == "<no value>" {
+        String::new()
+    } else {
+        before
+    };
+    cleanup.labelled = Some((host.clone(), before));
     let mesh = Path::new("/proc/sys/net/ipv4/vs").exists();
     if !mesh {
         eprintln!(
