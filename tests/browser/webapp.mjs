@@ -241,20 +241,24 @@ try {
   await page.reload();
   result.starredAfterReload = await page.getByRole('button', { name: `Unstar ${title}` }).first().getAttribute('aria-pressed');
 
-  // Plays it (at 16x: half of it is heard in seconds): the play is
+  // Plays it (at 8x: half of it is heard in seconds): the play is
   // counted and the home page, open meanwhile, shows it as recently
   // played with no reload (the answer names the song, so the page's
   // queries of songs are fetched again).
+  const recorded = page.waitForResponse(
+    (r) => r.url().endsWith('/graphql') && (r.request().postData() || '').includes('RecordPlay'),
+    { timeout: 90000 },
+  );
   await page.getByRole('button', { name: `Play ${title}` }).first().click();
   await page.waitForFunction(() => {
     const a = document.querySelector('[data-testid=audio]');
     return a && !a.paused && a.currentTime > 0.2;
   });
-  await audio.evaluate((a) => { a.playbackRate = 16; });
-  // Paused once past the threshold (half of 4 min, plus a few of the
-  // player's time updates), so that the queue does not move on to the next
-  // song, which would count as played too, while the shelf loads.
-  await page.waitForFunction(() => document.querySelector('[data-testid=audio]').currentTime > 130, null, { timeout: 60000 });
+  await audio.evaluate((a) => { a.playbackRate = 8; });
+  // Paused once the play is recorded, so that the queue does not move on
+  // to the next song (which would count as played too) while the shelf
+  // loads; at 8x, half the song is heard in 15 s and its end is 15 s later.
+  await recorded;
   await audio.evaluate((a) => a.pause());
   const shelf = page.getByRole('heading', { name: 'Recently played' });
   await shelf.waitFor({ timeout: 30000 });
