@@ -10,6 +10,39 @@ use serde_json::json;
 use crate::vrrp_lab::{self, t};
 use crate::{Cluster, REPLICA_PORT};
 
+/// The trials' TRIALS (default 20).
+pub fn trials() -> usize {
+    std::env::var("TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+}
+
+/// The table's header, as BENCHMARKS §6 shows it.
+pub fn print_header() {
+    println!(
+        "| advert | setup | median from kill | max from kill | median from last advert | max from last advert |"
+    );
+    println!("|---|---|---|---|---|---|");
+}
+
+/// One row of the table for `samples`; answers the median from the last
+/// advert, in ms.
+pub fn print_row(advert_ms: u32, setup: &str, samples: &[Sample]) -> f64 {
+    let mut k: Vec<f64> = samples.iter().map(|s| s.from_kill * 1000.0).collect();
+    let mut a: Vec<f64> = samples
+        .iter()
+        .map(|s| s.from_last_advert * 1000.0)
+        .collect();
+    let (mk, ma) = (median(&mut k), median(&mut a));
+    println!(
+        "| {advert_ms} ms | {setup} | {mk:.0} ms | {:.0} ms | {ma:.0} ms | {:.0} ms |",
+        max(&k),
+        max(&a)
+    );
+    ma
+}
+
 /// The slowest of `v`; 0 when empty.
 pub fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rondo_tests::failover::{Sample, max, median, namespace_trials};
+use rondo_tests::failover::{Sample, namespace_trials, print_header, print_row, trials};
 use rondo_tests::vrrp_lab::{self, t};
 use serde_json::{Value, json};
 
@@ -234,45 +234,24 @@ async fn docker_trials_on(compose: &Compose, trials: usize) -> anyhow::Result<Ve
     Ok(out)
 }
 
-fn row(advert_ms: u32, setup: &str, samples: &[Sample]) -> f64 {
-    let mut k: Vec<f64> = samples.iter().map(|s| s.from_kill * 1000.0).collect();
-    let mut a: Vec<f64> = samples
-        .iter()
-        .map(|s| s.from_last_advert * 1000.0)
-        .collect();
-    let (mk, ma) = (median(&mut k), median(&mut a));
-    println!(
-        "| {advert_ms} ms | {setup} | {mk:.0} ms | {:.0} ms | {ma:.0} ms | {:.0} ms |",
-        max(&k),
-        max(&a)
-    );
-    ma
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let trials: usize = std::env::var("TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let trials = trials();
     let image = std::env::var("RONDO_IMAGE").unwrap_or_else(|_| "rondo:bench".into());
-    println!(
-        "| advert | setup | median from kill | max from kill | median from last advert | max from last advert |"
-    );
-    println!("|---|---|---|---|---|---|");
+    print_header();
     for advert_ms in [1000u32, 100] {
-        let keepalived = row(
+        let keepalived = print_row(
             advert_ms,
             "keepalived 2.2.7, namespaces (reference)",
             &namespace_trials(true, advert_ms, trials).await?,
         );
-        let ours = row(
+        let ours = print_row(
             advert_ms,
             "rondo-gateway VRRP, namespaces",
             &namespace_trials(false, advert_ms, trials).await?,
         );
-        let in_docker = row(
+        let in_docker = print_row(
             advert_ms,
             "rondo-gateway VRRP, docker-compose",
             &docker_trials(&image, advert_ms, trials).await?,
